@@ -1,0 +1,85 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Match them with [errors.Is]; the errors the package returns
+// wrap them with detail (which field, which delivery) that is meant for people,
+// not for string comparison.
+var (
+	// ErrInvalidWebhook reports a webhook that failed validation. It is always
+	// wrapped by a [*ValidationError] naming the field. Nothing was queued or sent.
+	ErrInvalidWebhook = errors.New("webhook: invalid webhook")
+
+	// ErrInvalidConfig reports a bad supervisor, policy or sender configuration.
+	// It is always wrapped by a [*ConfigError] naming the field.
+	ErrInvalidConfig = errors.New("webhook: invalid configuration")
+
+	// ErrCircuitOpen is returned by SendMCP and SendPrepared when the
+	// destination's circuit breaker is open and [BreakerPolicy.OpenAction] is
+	// [OpenDrop]. A circuit_open [Attempt] was recorded; nothing was queued and
+	// no sequence number was allocated.
+	ErrCircuitOpen = errors.New("webhook: circuit breaker open")
+
+	// ErrQueueFull is returned by [MemorySupervisor] when it already holds
+	// [MemoryConfig.MaxQueued] unfinished deliveries. Nothing was queued.
+	ErrQueueFull = errors.New("webhook: delivery queue full")
+
+	// ErrBodyTooLarge reports a webhook body over [MaxBodyBytes].
+	ErrBodyTooLarge = errors.New("webhook: body too large")
+
+	// ErrNotFound reports an unknown delivery ID.
+	ErrNotFound = errors.New("webhook: delivery not found")
+
+	// ErrNilSender is returned by constructors given a nil [Sender].
+	ErrNilSender = errors.New("webhook: nil sender")
+)
+
+// ValidationError describes one invalid field of a webhook. It unwraps to
+// [ErrInvalidWebhook] (and to [ErrBodyTooLarge] when the body is the problem).
+type ValidationError struct {
+	// Field is the Go field name, such as "URL" or "Authentication.Credentials".
+	Field string
+	// Reason says what is wrong and how to fix it. It never contains secrets.
+	Reason string
+
+	sentinel error
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("webhook: invalid %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap returns the sentinels this error matches.
+func (e *ValidationError) Unwrap() []error {
+	if e.sentinel != nil {
+		return []error{ErrInvalidWebhook, e.sentinel}
+	}
+	return []error{ErrInvalidWebhook}
+}
+
+func invalid(field, format string, args ...any) *ValidationError {
+	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ConfigError describes one invalid configuration field. It unwraps to
+// [ErrInvalidConfig].
+type ConfigError struct {
+	// Field is the configuration field, such as "RetryPolicy.MaxAttempts".
+	Field string
+	// Reason says what is wrong and how to fix it.
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("webhook: invalid %s: %s", e.Field, e.Reason)
+}
+
+// Unwrap returns [ErrInvalidConfig].
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
+
+func badConfig(field, format string, args ...any) *ConfigError {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,536 @@
+package webhook
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// MemorySupervisor defaults.
+const (
+	ConcurrencyDefault    = 16
+	MaxQueuedDefault      = 10_000
+	RetainFinishedDefault = 10_000
+	DrainTimeoutDefault   = 30 * time.Second
+)
+
+// MemoryConfig configures [NewMemorySupervisor]. The zero value is valid.
+type MemoryConfig struct {
+	// Retry is the retry policy. The zero value is the Python SDK's.
+	Retry RetryPolicy
+	// Breaker is the circuit-breaker policy. The zero value is the Python
+	// SDK's.
+	Breaker BreakerPolicy
+	// LogSink receives every [Attempt]. Defaults to nil: no sink.
+	LogSink LogSink
+	// Logger receives the supervisor's own warnings (a failing sink, say).
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+	// Concurrency is how many attempts one RunWorker call runs at once.
+	// Defaults to 16.
+	Concurrency int
+	// MaxQueued bounds the deliveries accepted and not yet finished; SendMCP
+	// returns ErrQueueFull beyond it. Defaults to 10,000.
+	MaxQueued int
+	// RetainFinished is how many finished deliveries stay visible to
+	// Delivery and Wait, oldest forgotten first. Defaults to 10,000.
+	RetainFinished int
+	// DrainTimeout bounds how long RunWorker waits, once its context is done,
+	// for in-flight attempts; after it they are cancelled (and retried
+	// later). Defaults to 30s.
+	DrainTimeout time.Duration
+	// AllowInsecureHTTP accepts plain http:// destinations, for local
+	// development and tests. Defaults to false: https only.
+	AllowInsecureHTTP bool
+	// Clock is the time source. Defaults to the system clock; tests pass a
+	// fake one.
+	Clock Clock
+}
+
+// MemorySupervisor is a [Supervisor] that keeps its queue in process memory.
+//
+// It is not durable: deliveries not yet delivered are lost when the process
+// exits (DeliveryStateIsDurable reports false). It honours
+// [RetryPolicy.Horizon] when one is set. Use it for development, tests, and
+// sellers who can afford to lose in-flight notifications on a crash; use the
+// Postgres supervisor otherwise.
+//
+// Every RunWorker call runs up to Concurrency attempts at once; several calls
+// share one queue. A delivery waiting for its retry delay, or for its breaker,
+// holds no worker slot.
+type MemorySupervisor struct {
+	k              *core
+	concurrency    int
+	maxQueued      int
+	retainFinished int
+	drainTimeout   time.Duration
+
+	mu         sync.Mutex
+	ready      []*memDelivery // due now, FIFO
+	delayed    memHeap        // waiting for a retry delay or an open breaker
+	byID       map[string]*memDelivery
+	finished   []string // IDs of finished deliveries, oldest first
+	breakers   map[string]*memBreaker
+	seqs       map[string]int64
+	unfinished int
+	order      uint64
+	changed    chan struct{} // closed and replaced on every change
+}
+
+type memDelivery struct {
+	p          *prepared
+	id         string
+	seq        int64
+	order      uint64
+	acceptedAt time.Time
+	firstAt    time.Time
+	attempts   int
+	state      DeliveryState
+	dueAt      time.Time
+	lastError  string
+	lastStatus int
+	finishedAt time.Time
+	probe      bool // holds a half-open probe slot
+	expired    bool // the horizon passed while its breaker was open
+	done       chan struct{}
+	index      int
+}
+
+type memBreaker struct {
+	breaker
+	parked []*memDelivery // waiting for a half-open probe slot
+}
+
+// NewMemorySupervisor returns a MemorySupervisor that delivers with sender.
+// A nil sender is [ErrNilSender]; a bad config is a [*ConfigError].
+func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, error) {
+	k, err := newCore(commonConfig{
+		sender:            sender,
+		retry:             cfg.Retry,
+		breaker:           cfg.Breaker,
+		sink:              cfg.LogSink,
+		logger:            cfg.Logger,
+		clock:             cfg.Clock,
+		allowInsecureHTTP: cfg.AllowInsecureHTTP,
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Concurrency < 0:
+		return nil, badConfig("MemoryConfig.Concurrency", "is negative; use 0 for %d", ConcurrencyDefault)
+	case cfg.MaxQueued < 0:
+		return nil, badConfig("MemoryConfig.MaxQueued", "is negative; use 0 for %d", MaxQueuedDefault)
+	case cfg.RetainFinished < 0:
+		return nil, badConfig("MemoryConfig.RetainFinished", "is negative; use 0 for %d", RetainFinishedDefault)
+	case cfg.DrainTimeout < 0:
+		return nil, badConfig("MemoryConfig.DrainTimeout", "is negative; use 0 for %v", DrainTimeoutDefault)
+	}
+	return &MemorySupervisor{
+		k:              k,
+		concurrency:    cmp.Or(cfg.Concurrency, ConcurrencyDefault),
+		maxQueued:      cmp.Or(cfg.MaxQueued, MaxQueuedDefault),
+		retainFinished: cmp.Or(cfg.RetainFinished, RetainFinishedDefault),
+		drainTimeout:   cmp.Or(cfg.DrainTimeout, DrainTimeoutDefault),
+		byID:           make(map[string]*memDelivery),
+		breakers:       make(map[string]*memBreaker),
+		seqs:           make(map[string]int64),
+		changed:        make(chan struct{}),
+	}, nil
+}
+
+// DeliveryStateIsDurable reports false: the queue lives in process memory.
+func (s *MemorySupervisor) DeliveryStateIsDurable() bool { return false }
+
+// DeliveryRetryHorizon returns [RetryPolicy.Horizon].
+func (s *MemorySupervisor) DeliveryRetryHorizon() time.Duration { return s.k.retry.Horizon }
+
+// SendMCP validates w, builds its body once and queues it. See [Supervisor].
+func (s *MemorySupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt, error) {
+	d, err := s.k.urls.prepareMCP(w, s.k.clock.Now())
+	if err != nil {
+		return Receipt{}, err
+	}
+	return s.accept(ctx, d)
+}
+
+// SendPrepared validates w and queues a copy of its body. See [Supervisor].
+func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) (Receipt, error) {
+	d, err := s.k.urls.prepare(w)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return s.accept(ctx, d)
+}
+
+func (s *MemorySupervisor) accept(ctx context.Context, d *prepared) (Receipt, error) {
+	now := s.k.clock.Now()
+	s.mu.Lock()
+	if s.k.breaker.OpenAction == OpenDrop {
+		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
+			until := b.openUntil(s.k.breaker)
+			s.mu.Unlock()
+			a := s.k.baseRecord(d, "", 0)
+			a.Outcome = OutcomeCircuitOpen
+			a.OccurredAt = now
+			a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
+			s.k.emit(ctx, a)
+			return Receipt{}, fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+		}
+	}
+	if s.unfinished >= s.maxQueued {
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: %d deliveries are waiting (MemoryConfig.MaxQueued)", ErrQueueFull, s.unfinished)
+	}
+	var seq int64
+	if key := d.routing.SequenceKey; key != "" {
+		s.seqs[key]++
+		seq = s.seqs[key]
+	}
+	s.order++
+	md := &memDelivery{
+		p:          d,
+		id:         newUUID(),
+		seq:        seq,
+		order:      s.order,
+		acceptedAt: now,
+		state:      StatePending,
+		dueAt:      now,
+		done:       make(chan struct{}),
+		index:      -1,
+	}
+	s.byID[md.id] = md
+	s.unfinished++
+	s.ready = append(s.ready, md)
+	s.signalLocked()
+	s.mu.Unlock()
+	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq}, nil
+}
+
+// NextSequence allocates and returns the next number of key's sequence, as
+// the Python SDK's next_sequence does. Deliveries with that SequenceKey draw
+// from the same counter, so a number taken here is not used by a delivery.
+func (s *MemorySupervisor) NextSequence(key string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seqs[key]++
+	return s.seqs[key]
+}
+
+// Breaker returns the state of the breaker for key (a BreakerKey, or a URL
+// for webhooks without one).
+func (s *MemorySupervisor) Breaker(key string) BreakerState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.breakers[key]
+	if !ok {
+		return BreakerClosed
+	}
+	c := b.breaker
+	c.advance(s.k.breaker, s.k.clock.Now())
+	return c.State
+}
+
+// Delivery returns a snapshot of a delivery, or [ErrNotFound] when the ID is
+// unknown or the delivery finished longer ago than RetainFinished others.
+func (s *MemorySupervisor) Delivery(id string) (Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.byID[id]
+	if !ok {
+		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return d.snapshot(), nil
+}
+
+// Wait blocks until the delivery reaches a final state, and every record of
+// its attempts has been handed to the log sink, and returns its snapshot. It
+// returns ctx's error, with the snapshot as it stands, when ctx ends first.
+func (s *MemorySupervisor) Wait(ctx context.Context, id string) (Delivery, error) {
+	s.mu.Lock()
+	d, ok := s.byID[id]
+	s.mu.Unlock()
+	if !ok {
+		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	var err error
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return d.snapshot(), err
+}
+
+func (d *memDelivery) snapshot() Delivery {
+	v := Delivery{
+		ID:             d.id,
+		URL:            d.p.url,
+		IdempotencyKey: d.p.key,
+		Body:           append([]byte(nil), d.p.body...),
+		SequenceKey:    d.p.routing.SequenceKey,
+		Sequence:       d.seq,
+		BreakerKey:     d.p.breakerKey,
+		TaskType:       d.p.taskType,
+		TaskID:         d.p.taskID,
+		State:          d.state,
+		Attempts:       d.attempts,
+		LastError:      d.lastError,
+		LastStatus:     d.lastStatus,
+		AcceptedAt:     d.acceptedAt,
+		FinishedAt:     d.finishedAt,
+	}
+	if d.state == StatePending {
+		v.NextAttemptAt = d.dueAt
+	}
+	return v
+}
+
+// RunWorker delivers queued webhooks until ctx is done. See [Supervisor].
+func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
+	slots := make(chan struct{}, s.concurrency)
+	release := func() { <-slots }
+	var inflight sync.WaitGroup
+	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAttempts()
+
+	for ctx.Err() == nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		s.mu.Lock()
+		d, wake := s.claimLocked(s.k.clock.Now())
+		changed := s.changed
+		s.mu.Unlock()
+		if d != nil {
+			inflight.Add(1)
+			go func() {
+				defer inflight.Done()
+				s.attempt(attemptCtx, d, release)
+			}()
+			continue
+		}
+		release()
+		var timer <-chan time.Time
+		stop := func() bool { return false }
+		if !wake.IsZero() {
+			timer, stop = s.k.clock.TimerAt(wake)
+		}
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		case <-timer:
+		}
+		stop()
+	}
+
+	drained := make(chan struct{})
+	go func() {
+		inflight.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(s.drainTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
+			slog.Duration("drain_timeout", s.drainTimeout))
+		cancelAttempts()
+		<-drained
+	}
+	return nil
+}
+
+// claimLocked takes the next delivery whose breaker allows an attempt, or
+// reports when the earliest delayed one falls due (zero: none is waiting).
+func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) {
+	for len(s.delayed) > 0 && !s.delayed[0].dueAt.After(now) {
+		s.ready = append(s.ready, heap.Pop(&s.delayed).(*memDelivery))
+	}
+	for len(s.ready) > 0 {
+		d := s.ready[0]
+		s.ready[0] = nil
+		s.ready = s.ready[1:]
+		b := s.breakerLocked(d.p.breakerKey)
+		ok, probe, retryAt := b.allow(s.k.breaker, now)
+		if ok {
+			d.probe = probe
+			d.state = StateRunning
+			return d, time.Time{}
+		}
+		switch {
+		case retryAt.IsZero():
+			b.parked = append(b.parked, d)
+		case s.k.pastHorizon(d.anchor(), retryAt):
+			d.expired = true
+			d.state = StateRunning
+			return d, time.Time{}
+		default:
+			d.dueAt = retryAt
+			heap.Push(&s.delayed, d)
+		}
+	}
+	if len(s.delayed) > 0 {
+		return nil, s.delayed[0].dueAt
+	}
+	return nil, time.Time{}
+}
+
+// anchor is where the retry horizon counts from: the first attempt, or
+// acceptance when there was none.
+func (d *memDelivery) anchor() time.Time {
+	if d.firstAt.IsZero() {
+		return d.acceptedAt
+	}
+	return d.firstAt
+}
+
+// attempt runs one attempt of d, records it, reports it and reschedules or
+// finishes d. release frees the worker slot before the log sink runs.
+func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, release func()) {
+	if d.expired {
+		s.expire(ctx, d, release)
+		return
+	}
+	n := d.attempts + 1
+	res := s.k.send(ctx, d.p, d.id, n)
+	end := res.start.Add(res.elapsed)
+
+	s.mu.Lock()
+	if d.firstAt.IsZero() {
+		d.firstAt = res.start
+	}
+	d.attempts = n
+	d.lastStatus = res.status
+	d.lastError = res.errText
+	b := s.breakerLocked(d.p.breakerKey)
+	b.record(s.k.breaker, res.class.breakerResult(), d.probe, end)
+	d.probe = false
+	next, retry := s.k.nextAttemptAt(n, res.class, d.firstAt, end)
+	if retry {
+		d.state = StatePending
+		d.dueAt = next
+	} else {
+		d.state = StateFailed
+		if res.class.Verdict == Delivered {
+			d.state = StateDelivered
+		}
+		d.finishedAt = end
+	}
+	s.releaseParkedLocked(d.p.breakerKey, b)
+	s.signalLocked()
+	s.mu.Unlock()
+	release()
+
+	a := s.k.record(d.p, d.id, d.seq, n, res)
+	a.WillRetry = retry
+	a.NextRetryAt = next
+	s.k.emit(ctx, a)
+
+	s.mu.Lock()
+	if retry {
+		heap.Push(&s.delayed, d)
+	} else {
+		s.finishLocked(d)
+	}
+	s.signalLocked()
+	s.mu.Unlock()
+}
+
+// expire fails a delivery whose retry horizon passed while its breaker was
+// open, recording why.
+func (s *MemorySupervisor) expire(ctx context.Context, d *memDelivery, release func()) {
+	now := s.k.clock.Now()
+	msg := fmt.Sprintf("retry horizon of %v passed while the circuit breaker was open", s.k.retry.Horizon)
+	s.mu.Lock()
+	d.state = StateFailed
+	d.lastError = msg
+	d.finishedAt = now
+	s.mu.Unlock()
+	release()
+
+	a := s.k.baseRecord(d.p, d.id, d.seq)
+	a.AttemptNumber = d.attempts
+	a.Outcome = OutcomeCircuitOpen
+	a.OccurredAt = now
+	a.Error = msg
+	s.k.emit(ctx, a)
+
+	s.mu.Lock()
+	s.finishLocked(d)
+	s.signalLocked()
+	s.mu.Unlock()
+}
+
+func (s *MemorySupervisor) breakerLocked(key string) *memBreaker {
+	b, ok := s.breakers[key]
+	if !ok {
+		b = &memBreaker{}
+		s.breakers[key] = b
+	}
+	return b
+}
+
+// releaseParkedLocked requeues deliveries that waited for a probe slot (the
+// breaker just changed) and forgets breakers back in their initial state.
+func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
+	s.ready = append(s.ready, b.parked...)
+	clear(b.parked)
+	b.parked = b.parked[:0]
+	if b.breaker == (breaker{}) {
+		delete(s.breakers, key)
+	}
+}
+
+func (s *MemorySupervisor) finishLocked(d *memDelivery) {
+	s.unfinished--
+	close(d.done)
+	s.finished = append(s.finished, d.id)
+	if len(s.finished) > s.retainFinished {
+		delete(s.byID, s.finished[0])
+		s.finished = s.finished[1:]
+	}
+}
+
+func (s *MemorySupervisor) signalLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// memHeap orders delayed deliveries by due time, then acceptance order.
+type memHeap []*memDelivery
+
+func (h memHeap) Len() int { return len(h) }
+func (h memHeap) Less(i, j int) bool {
+	if !h[i].dueAt.Equal(h[j].dueAt) {
+		return h[i].dueAt.Before(h[j].dueAt)
+	}
+	return h[i].order < h[j].order
+}
+func (h memHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *memHeap) Push(x any) {
+	d := x.(*memDelivery)
+	d.index = len(*h)
+	*h = append(*h, d)
+}
+func (h *memHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	old[len(old)-1] = nil
+	d.index = -1
+	*h = old[:len(old)-1]
+	return d
+}

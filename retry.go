@@ -1,0 +1,197 @@
+package webhook
+
+import (
+	"cmp"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Retry policy defaults, the Python AdCP SDK's.
+const (
+	MaxAttemptsDefault = 3
+	BaseDelayDefault   = time.Second
+	MaxDelayDefault    = 30 * time.Second
+	SinkTimeoutDefault = 5 * time.Second
+)
+
+// RetryPolicy decides when a failed attempt is retried. The zero value is the
+// Python SDK's policy: 3 attempts, 1 s base delay doubling to at most 30 s,
+// jitter on.
+type RetryPolicy struct {
+	// MaxAttempts is the most attempts one delivery gets, counting the first.
+	// Defaults to 3.
+	MaxAttempts int
+	// BaseDelay is the delay before the second attempt; each later attempt
+	// doubles it. Defaults to 1s.
+	BaseDelay time.Duration
+	// MaxDelay caps every delay, including one raised by Retry-After.
+	// Defaults to 30s.
+	MaxDelay time.Duration
+	// NoJitter turns jitter off. With jitter on (the zero value) each delay
+	// is multiplied by a random factor in [0.5, 1.0).
+	NoJitter bool
+	// Horizon, when positive, stops retries that would start later than the
+	// first attempt plus Horizon (AdCP's delivery_retry_horizon_seconds,
+	// which the spec puts between 24h and 168h). Defaults to 0: no horizon.
+	Horizon time.Duration
+	// SinkTimeout bounds each [LogSink] call. Defaults to 5s.
+	SinkTimeout time.Duration
+	// Classify decides what a response or transport error means. Defaults to
+	// [DefaultClassifier].
+	Classify Classifier
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	p.MaxAttempts = cmp.Or(p.MaxAttempts, MaxAttemptsDefault)
+	p.BaseDelay = cmp.Or(p.BaseDelay, BaseDelayDefault)
+	p.MaxDelay = cmp.Or(p.MaxDelay, MaxDelayDefault)
+	p.SinkTimeout = cmp.Or(p.SinkTimeout, SinkTimeoutDefault)
+	if p.Classify == nil {
+		p.Classify = DefaultClassifier
+	}
+	return p
+}
+
+func (p RetryPolicy) validate() error {
+	switch {
+	case p.MaxAttempts < 1:
+		return badConfig("RetryPolicy.MaxAttempts", "is %d; use 1 or more (0 means %d)", p.MaxAttempts, MaxAttemptsDefault)
+	case p.BaseDelay < 0:
+		return badConfig("RetryPolicy.BaseDelay", "is negative")
+	case p.MaxDelay < p.BaseDelay:
+		return badConfig("RetryPolicy.MaxDelay", "is %v, below BaseDelay %v", p.MaxDelay, p.BaseDelay)
+	case p.Horizon < 0:
+		return badConfig("RetryPolicy.Horizon", "is negative; use 0 for no horizon")
+	case p.SinkTimeout < 0:
+		return badConfig("RetryPolicy.SinkTimeout", "is negative")
+	}
+	return nil
+}
+
+// Delay returns the delay before attempt n without jitter or Retry-After:
+// zero for n ≤ 1, else min(BaseDelay·2^(n−2), MaxDelay), with the policy's
+// defaults applied.
+func (p RetryPolicy) Delay(n int) time.Duration {
+	p = p.withDefaults()
+	if n <= 1 {
+		return 0
+	}
+	d := p.BaseDelay
+	for i := 2; i < n && d < p.MaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, p.MaxDelay)
+}
+
+// nextDelay is the delay before attempt n after a failure: Delay(n) with
+// jitter, raised to retryAfter when that is longer, capped at MaxDelay.
+// p must have its defaults applied.
+func (p RetryPolicy) nextDelay(n int, retryAfter time.Duration, random func() float64) time.Duration {
+	d := p.Delay(n)
+	if !p.NoJitter {
+		d = time.Duration(float64(d) * (0.5 + random()/2))
+	}
+	return min(max(d, retryAfter), p.MaxDelay)
+}
+
+// Verdict is what a classifier decides about one attempt.
+type Verdict int
+
+const (
+	// Delivered: the receiver accepted the webhook.
+	Delivered Verdict = iota
+	// Retry: try again after a delay, if attempts remain.
+	Retry
+	// Fail: give up now; retrying cannot help.
+	Fail
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Delivered:
+		return "delivered"
+	case Retry:
+		return "retry"
+	case Fail:
+		return "fail"
+	}
+	return "Verdict(" + strconv.Itoa(int(v)) + ")"
+}
+
+// Classification is a classifier's decision about one attempt.
+type Classification struct {
+	Verdict Verdict
+	// BreakerFailure reports whether the attempt counts as a failure of the
+	// endpoint for its circuit breaker. A delivered attempt counts as a
+	// breaker success; any other attempt that is not a breaker failure
+	// (a 429, a permanent 4xx) leaves the breaker as it was.
+	BreakerFailure bool
+	// RetryAfter is the least delay the receiver asked for, or 0.
+	RetryAfter time.Duration
+}
+
+// Classifier decides what a response means. resp is nil exactly when err is
+// not (no response was obtained). now is the attempt's end, for Retry-After
+// dates. A Classifier must be safe for concurrent use.
+type Classifier func(resp *Response, err error, now time.Time) Classification
+
+// ErrNoResponse is what a Classifier receives when a [Sender] returned
+// neither a response nor an error, which breaks the Sender contract.
+var ErrNoResponse = errors.New("webhook: sender returned no response and no error")
+
+// DefaultClassifier is the AdCP classification:
+//
+//   - 2xx: delivered (receivers answer 2xx for duplicates too);
+//   - transport errors and timeouts: retry, breaker failure;
+//   - 408, 5xx: retry, breaker failure;
+//   - 425, 429: retry, not a breaker failure (the endpoint is alive);
+//   - 401 with WWW-Authenticate naming a "webhook_" signature error: fail;
+//   - 409 (key bound to another payload), 3xx (never followed), other 4xx
+//     and anything else: fail, not a breaker failure.
+//
+// Retry-After, in seconds or as an HTTP date, is honoured on 429 and 503.
+func DefaultClassifier(resp *Response, err error, now time.Time) Classification {
+	if resp == nil {
+		return Classification{Verdict: Retry, BreakerFailure: true}
+	}
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code < 300:
+		return Classification{Verdict: Delivered}
+	case code == http.StatusTooManyRequests:
+		return Classification{Verdict: Retry, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
+	case code == http.StatusServiceUnavailable:
+		return Classification{Verdict: Retry, BreakerFailure: true, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
+	case code == http.StatusRequestTimeout || code >= 500:
+		return Classification{Verdict: Retry, BreakerFailure: true}
+	case code == http.StatusTooEarly:
+		return Classification{Verdict: Retry}
+	}
+	return Classification{Verdict: Fail}
+}
+
+// parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.
+// Anything else, or a time in the past, is 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(365*24*3600))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// defaultRandom is the jitter source.
+func defaultRandom() float64 { return rand.Float64() }

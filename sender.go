@@ -1,0 +1,218 @@
+package webhook
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Sender defaults.
+const (
+	SendTimeoutDefault      = 10 * time.Second
+	MaxResponseBytesDefault = 64 << 10
+)
+
+// Request is one attempt to deliver a webhook.
+type Request struct {
+	// URL is the destination.
+	URL string
+	// Body is the exact JSON to POST. It is shared between attempts: a
+	// Sender must not modify it.
+	Body []byte
+	// IdempotencyKey is the delivery's key (also inside Body for MCP
+	// webhooks).
+	IdempotencyKey string
+	// Authentication, when set, selects the legacy scheme instead of an
+	// RFC 9421 signature.
+	Authentication *Authentication
+	// DeliveryID and Attempt identify the attempt, for logs.
+	DeliveryID string
+	Attempt    int
+}
+
+// Response is what the receiver answered.
+type Response struct {
+	StatusCode int
+	Header     http.Header
+	// Body is the start of the response body, at most the sender's limit.
+	Body []byte
+}
+
+// Sender performs one HTTP attempt.
+//
+// Send returns an error only when no HTTP response was obtained (connection
+// refused, timeout, blocked destination); any status code is a response, and
+// deciding what it means is the [RetryPolicy]'s job. Send must honour ctx,
+// must not modify or retain req after returning, and must be safe for
+// concurrent use.
+type Sender interface {
+	Send(ctx context.Context, req *Request) (*Response, error)
+}
+
+// SenderFunc adapts a function to [Sender].
+type SenderFunc func(ctx context.Context, req *Request) (*Response, error)
+
+// Send calls f(ctx, req).
+func (f SenderFunc) Send(ctx context.Context, req *Request) (*Response, error) { return f(ctx, req) }
+
+// HTTPSenderConfig configures [NewHTTPSender]. The zero value is valid.
+type HTTPSenderConfig struct {
+	// Timeout bounds one attempt, from dialling to the end of the response.
+	// Defaults to 10s.
+	Timeout time.Duration
+	// MaxResponseBytes is how much of a response body is read (the rest is
+	// discarded unread). Defaults to 64 KiB.
+	MaxResponseBytes int
+	// UserAgent is sent on every request. Defaults to
+	// "adcpkit-webhook/1 (+https://github.com/adcpkit/webhook)".
+	UserAgent string
+	// Client replaces the HTTP client. The sender still refuses redirects by
+	// setting nothing on it: a caller-supplied client owns its own redirect,
+	// proxy and destination policy. Defaults to a client that ignores proxy
+	// environment variables and never follows redirects.
+	Client *http.Client
+	// Now is the clock for legacy HMAC timestamps. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// HTTPSender POSTs webhooks over HTTP. It sends the exact body bytes with
+// Content-Type application/json and Accept-Encoding identity, never follows
+// redirects (a 3xx is returned as a response), ignores proxy environment
+// variables, reads at most MaxResponseBytes of the answer and refuses bodies
+// over [MaxBodyBytes].
+//
+// A request with [Authentication] is authenticated with that legacy scheme:
+// Bearer sends "Authorization: Bearer <credentials>"; HMAC-SHA256 sends
+// "X-ADCP-Timestamp: <unix seconds>" and "X-ADCP-Signature: sha256=<hex>",
+// the HMAC-SHA256 of "<timestamp>.<body>" keyed by the credentials.
+//
+// An HTTPSender is safe for concurrent use.
+type HTTPSender struct {
+	client    *http.Client
+	maxResp   int
+	userAgent string
+	now       func() time.Time
+}
+
+// NewHTTPSender returns an HTTPSender. A bad config is a [*ConfigError].
+func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
+	if cfg.Timeout < 0 {
+		return nil, badConfig("HTTPSenderConfig.Timeout", "is negative")
+	}
+	if cfg.MaxResponseBytes < 0 {
+		return nil, badConfig("HTTPSenderConfig.MaxResponseBytes", "is negative")
+	}
+	s := &HTTPSender{
+		client:    cfg.Client,
+		maxResp:   cmp.Or(cfg.MaxResponseBytes, MaxResponseBytesDefault),
+		userAgent: cmp.Or(cfg.UserAgent, "adcpkit-webhook/1 (+https://github.com/adcpkit/webhook)"),
+		now:       cfg.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.client == nil {
+		timeout := cmp.Or(cfg.Timeout, SendTimeoutDefault)
+		s.client = &http.Client{
+			Timeout: timeout,
+			Transport: &http.Transport{
+				Proxy: nil, // never from the environment
+				DialContext: (&net.Dialer{
+					Timeout:   timeout,
+					KeepAlive: 30 * time.Second,
+				}).DialContext,
+				ForceAttemptHTTP2:     true,
+				MaxIdleConns:          256,
+				MaxIdleConnsPerHost:   64,
+				IdleConnTimeout:       90 * time.Second,
+				TLSHandshakeTimeout:   timeout,
+				ResponseHeaderTimeout: timeout,
+				DisableCompression:    true,
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return s, nil
+}
+
+// Send POSTs req.Body to req.URL.
+func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) {
+	if len(req.Body) > MaxBodyBytes {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBodyTooLarge, len(req.Body), MaxBodyBytes)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, bytes.NewReader(req.Body))
+	if err != nil {
+		return nil, fmt.Errorf("webhook: building request: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept-Encoding", "identity")
+	hreq.Header.Set("User-Agent", s.userAgent)
+	if err := s.authenticate(hreq, req); err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(hreq)
+	if err != nil {
+		return nil, sanitizeTransportError(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(s.maxResp)))
+	if err != nil && !errors.Is(err, io.EOF) {
+		// The status arrived; a body cut short does not change what it means.
+		body = nil
+	}
+	// Drain a little more so the connection can be reused; give up on
+	// receivers that keep talking.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}, nil
+}
+
+// authenticate applies the request's legacy authentication. The signing
+// issue's RFC 9421 signer plugs in here for requests without one.
+func (s *HTTPSender) authenticate(hreq *http.Request, req *Request) error {
+	a := req.Authentication
+	if a == nil {
+		return nil
+	}
+	switch a.Scheme {
+	case AuthBearer:
+		hreq.Header.Set("Authorization", "Bearer "+a.Credentials)
+	case AuthHMACSHA256:
+		ts := strconv.FormatInt(s.now().Unix(), 10)
+		hreq.Header.Set("X-ADCP-Timestamp", ts)
+		hreq.Header.Set("X-ADCP-Signature", "sha256="+LegacyHMAC(a.Credentials, ts, req.Body))
+	default:
+		return fmt.Errorf("%w: Authentication.Scheme %q is not supported", ErrInvalidWebhook, a.Scheme)
+	}
+	return nil
+}
+
+// LegacyHMAC returns the lowercase hex HMAC-SHA256 of "<timestamp>.<body>"
+// keyed by credentials: the X-ADCP-Signature value after "sha256=".
+func LegacyHMAC(credentials, timestamp string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(credentials))
+	m.Write([]byte(timestamp))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// sanitizeTransportError drops the URL that net/http puts in its errors: the
+// query may carry a buyer's token.
+func sanitizeTransportError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("webhook: POST failed: %w", err)
+}

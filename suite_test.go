@@ -1,0 +1,711 @@
+package webhook_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/fakeclock"
+)
+
+// This file is the behavioural suite every Supervisor must pass. It ports the
+// Python SDK's in-memory supervisor tests to the Go contract. Implementations
+// run it with runSupervisorSuite and a constructor.
+
+// suiteConfig is what a constructor must wire into its supervisor.
+type suiteConfig struct {
+	Sender  webhook.Sender
+	Retry   webhook.RetryPolicy
+	Breaker webhook.BreakerPolicy
+	Sink    webhook.LogSink
+	Clock   webhook.Clock
+}
+
+// newSupervisorFunc builds a supervisor for one test. The supervisor must
+// start empty; the test runs its workers.
+type newSupervisorFunc func(t *testing.T, cfg suiteConfig) webhook.Supervisor
+
+// guard bounds every wait in the suite so a broken supervisor fails the test
+// instead of hanging it. It is never a timing assertion.
+const guard = 20 * time.Second
+
+var epoch = time.Date(2026, 4, 18, 14, 0, 0, 0, time.UTC)
+
+// env is one test's world: a fake clock, a scripted sender and a recording
+// sink around the supervisor under test.
+type env struct {
+	t      *testing.T
+	clock  *fakeclock.Clock
+	sender *scriptedSender
+	sink   *recordingSink
+	sup    webhook.Supervisor
+}
+
+type envOption func(*suiteConfig)
+
+func newEnv(t *testing.T, newSup newSupervisorFunc, opts ...envOption) *env {
+	t.Helper()
+	e := &env{t: t, clock: fakeclock.New(epoch), sink: newRecordingSink()}
+	e.sender = newScriptedSender()
+	cfg := suiteConfig{
+		Sender: e.sender,
+		Retry:  webhook.RetryPolicy{NoJitter: true},
+		Sink:   e.sink,
+		Clock:  e.clock,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.sup = newSup(t, cfg)
+	return e
+}
+
+// startWorker runs RunWorker until the test ends and checks that it returns.
+func (e *env) startWorker() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.sup.RunWorker(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(e.t, err)
+		case <-time.After(guard):
+			e.t.Error("RunWorker did not return after its context was cancelled")
+		}
+	})
+}
+
+// attempts waits for the next n attempt records.
+func (e *env) attempts(n int) []webhook.Attempt {
+	e.t.Helper()
+	out := make([]webhook.Attempt, 0, n)
+	timeout := time.After(guard)
+	for len(out) < n {
+		select {
+		case a := <-e.sink.ch:
+			out = append(out, a)
+		case <-timeout:
+			e.t.Fatalf("got %d of %d attempt records: %+v", len(out), n, out)
+		}
+	}
+	return out
+}
+
+// finalAttempts collects records until one for each of n deliveries says it
+// will not retry, advancing the clock to each scheduled retry.
+func (e *env) deliverAll(n int) []webhook.Attempt {
+	e.t.Helper()
+	var out []webhook.Attempt
+	done := 0
+	for done < n {
+		a := e.attempts(1)[0]
+		out = append(out, a)
+		if a.WillRetry {
+			e.clock.Set(a.NextRetryAt)
+		} else {
+			done++
+		}
+	}
+	return out
+}
+
+func (e *env) sendMCP(w webhook.MCPWebhook) webhook.Receipt {
+	e.t.Helper()
+	r, err := e.sup.SendMCP(context.Background(), w)
+	require.NoError(e.t, err)
+	return r
+}
+
+func mcp(url, task string) webhook.MCPWebhook {
+	return webhook.MCPWebhook{
+		URL:         url,
+		OperationID: "op_" + task,
+		TaskID:      task,
+		TaskType:    webhook.TaskCreateMediaBuy,
+		Status:      webhook.StatusCompleted,
+		Result:      map[string]any{"media_buy_id": "mb_" + task},
+	}
+}
+
+// step is one scripted answer: a status, or a transport error.
+type step struct {
+	status int
+	header http.Header
+	body   string
+	err    error
+	// gate, when set, blocks the send until it is closed.
+	gate chan struct{}
+	// advance moves the test clock forward during the send.
+	advance time.Duration
+}
+
+type sentRequest struct {
+	URL     string
+	Key     string
+	Body    []byte
+	Attempt int
+	Auth    *webhook.Authentication
+}
+
+// scriptedSender answers per URL from a script, then 200 OK, and records
+// every request.
+type scriptedSender struct {
+	mu       sync.Mutex
+	script   map[string][]step
+	requests []sentRequest
+	clock    *fakeclock.Clock
+	changed  chan struct{} // closed and replaced on every request
+}
+
+func newScriptedSender() *scriptedSender {
+	return &scriptedSender{script: make(map[string][]step), changed: make(chan struct{})}
+}
+
+// waitSent blocks until at least n requests were sent and returns them.
+func (e *env) waitSent(n int) []sentRequest {
+	e.t.Helper()
+	timeout := time.After(guard)
+	for {
+		e.sender.mu.Lock()
+		got, changed := len(e.sender.requests), e.sender.changed
+		e.sender.mu.Unlock()
+		if got >= n {
+			return e.sender.sent()
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			e.t.Fatalf("%d of %d requests sent", got, n)
+		}
+	}
+}
+
+func (s *scriptedSender) on(url string, steps ...step) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.script[url] = append(s.script[url], steps...)
+}
+
+func (s *scriptedSender) sent() []sentRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]sentRequest(nil), s.requests...)
+}
+
+func (s *scriptedSender) Send(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
+	s.mu.Lock()
+	s.requests = append(s.requests, sentRequest{URL: req.URL, Key: req.IdempotencyKey, Body: append([]byte(nil), req.Body...), Attempt: req.Attempt, Auth: req.Authentication})
+	close(s.changed)
+	s.changed = make(chan struct{})
+	st := step{status: 200}
+	if q := s.script[req.URL]; len(q) > 0 {
+		st, s.script[req.URL] = q[0], q[1:]
+	}
+	clock := s.clock
+	s.mu.Unlock()
+	if st.gate != nil {
+		select {
+		case <-st.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if st.advance > 0 {
+		clock.Advance(st.advance)
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	h := st.header
+	if h == nil {
+		h = http.Header{}
+	}
+	return &webhook.Response{StatusCode: st.status, Header: h, Body: []byte(st.body)}, nil
+}
+
+// recordingSink keeps every record and passes it on a channel.
+type recordingSink struct {
+	ch chan webhook.Attempt
+}
+
+func newRecordingSink() *recordingSink { return &recordingSink{ch: make(chan webhook.Attempt, 10_000)} }
+
+func (s *recordingSink) RecordAttempt(_ context.Context, a webhook.Attempt) error {
+	s.ch <- a
+	return nil
+}
+
+func outcomes(as []webhook.Attempt) []webhook.Outcome {
+	var out []webhook.Outcome
+	for _, a := range as {
+		out = append(out, a.Outcome)
+	}
+	return out
+}
+
+func willRetry(as []webhook.Attempt) []bool {
+	var out []bool
+	for _, a := range as {
+		out = append(out, a.WillRetry)
+	}
+	return out
+}
+
+// runSupervisorSuite runs the behavioural suite against newSup.
+func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
+	t.Run("OneSuccessOneRecord", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		r := e.sendMCP(mcp("https://buyer.example/hook", "t1"))
+		a := e.attempts(1)[0]
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+		require.Equal(t, 1, a.AttemptNumber)
+		require.Equal(t, 3, a.MaxAttempts)
+		require.Equal(t, 200, a.HTTPStatus)
+		require.False(t, a.WillRetry)
+		require.True(t, a.NextRetryAt.IsZero())
+		require.Empty(t, a.Error)
+		require.Equal(t, r.ID, a.DeliveryID)
+		require.Equal(t, r.IdempotencyKey, a.IdempotencyKey)
+		require.Equal(t, webhook.TaskCreateMediaBuy, a.TaskType)
+		require.Equal(t, "t1", a.TaskID)
+		require.Equal(t, "https://buyer.example/hook", a.URL)
+		require.Equal(t, "https://buyer.example/hook", a.BreakerKey)
+		require.Equal(t, len(e.sender.sent()[0].Body), a.PayloadSize)
+		require.Len(t, e.sender.sent(), 1)
+	})
+
+	t.Run("OperationIDReachesPayload", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		w := mcp("https://buyer.example/hook", "t1")
+		w.OperationID = "op_from_buyer_registration"
+		r := e.sendMCP(w)
+		e.attempts(1)
+		var body map[string]any
+		require.NoError(t, json.Unmarshal(e.sender.sent()[0].Body, &body))
+		require.Equal(t, "op_from_buyer_registration", body["operation_id"])
+		require.Equal(t, r.IdempotencyKey, body["idempotency_key"])
+		require.Equal(t, "t1.terminal", body["notification_id"])
+		require.Equal(t, "media-buy", body["protocol"])
+		require.Equal(t, "2026-04-18T14:00:00.000Z", body["timestamp"])
+	})
+
+	t.Run("RetriesSendIdenticalBytesUnderOneKey", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/flaky"
+		e.sender.on(url, step{status: 503}, step{status: 502})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 3)
+		require.Equal(t, []webhook.Outcome{webhook.OutcomeFailure, webhook.OutcomeFailure, webhook.OutcomeSuccess}, outcomes(as))
+		require.Equal(t, []bool{true, true, false}, willRetry(as))
+		for i, a := range as {
+			require.Equal(t, i+1, a.AttemptNumber)
+			require.Equal(t, r.IdempotencyKey, a.IdempotencyKey)
+		}
+		require.Equal(t, []int{503, 502, 200}, []int{as[0].HTTPStatus, as[1].HTTPStatus, as[2].HTTPStatus})
+		// Delays without jitter: 1s before attempt 2, 2s before attempt 3.
+		require.Equal(t, time.Second, as[1].OccurredAt.Sub(as[0].OccurredAt))
+		require.Equal(t, 2*time.Second, as[2].OccurredAt.Sub(as[1].OccurredAt))
+		reqs := e.sender.sent()
+		require.Len(t, reqs, 3)
+		for _, req := range reqs {
+			require.Equal(t, r.IdempotencyKey, req.Key)
+			require.Equal(t, reqs[0].Body, req.Body)
+		}
+		require.Equal(t, []int{1, 2, 3}, []int{reqs[0].Attempt, reqs[1].Attempt, reqs[2].Attempt})
+	})
+
+	t.Run("AllAttemptsFail", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/down"
+		e.sender.on(url, step{status: 500, body: "boom"}, step{status: 500, body: "boom"}, step{status: 500, body: "boom"})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 3)
+		require.Equal(t, []bool{true, true, false}, willRetry(as))
+		last := as[2]
+		require.Equal(t, webhook.OutcomeFailure, last.Outcome)
+		require.Equal(t, "HTTP 500: boom", last.Error)
+		require.Len(t, e.sender.sent(), 3)
+	})
+
+	t.Run("TransportErrorKeepsKeyAndBytes", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/reset"
+		e.sender.on(url, step{err: errors.New("connection reset by peer")})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 2)
+		require.Equal(t, 0, as[0].HTTPStatus)
+		require.Contains(t, as[0].Error, "connection reset by peer")
+		require.True(t, as[0].WillRetry)
+		reqs := e.sender.sent()
+		require.Equal(t, r.IdempotencyKey, reqs[0].Key)
+		require.Equal(t, r.IdempotencyKey, reqs[1].Key)
+		require.Equal(t, reqs[0].Body, reqs[1].Body)
+	})
+
+	t.Run("PermanentStatusesAreNotRetried", func(t *testing.T) {
+		t.Parallel()
+		for _, code := range []int{400, 409, 401, 302} {
+			t.Run(fmt.Sprint(code), func(t *testing.T) {
+				e := newEnv(t, newSup)
+				url := "https://buyer.example/refuses"
+				e.sender.on(url, step{status: code})
+				e.startWorker()
+				e.sendMCP(mcp(url, "t1"))
+				a := e.attempts(1)[0]
+				require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+				require.False(t, a.WillRetry)
+				require.Equal(t, code, a.HTTPStatus)
+				require.Len(t, e.sender.sent(), 1)
+			})
+		}
+	})
+
+	t.Run("RetryAfterIsAFloor", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/throttled"
+		e.sender.on(url, step{status: 429, header: http.Header{"Retry-After": {"20"}}})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		a := e.attempts(1)[0]
+		require.True(t, a.WillRetry)
+		require.Equal(t, 20*time.Second, a.NextRetryAt.Sub(a.OccurredAt))
+		e.clock.Set(a.NextRetryAt)
+		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
+	})
+
+	t.Run("BreakerDropRefusesAtAcceptance", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
+		})
+		url := "https://buyer.example/dead"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		w := mcp(url, "t1")
+		w.SequenceKey = "buyer-1"
+		first := e.sendMCP(w)
+		require.Equal(t, int64(1), first.Sequence)
+		require.Equal(t, webhook.OutcomeFailure, e.attempts(1)[0].Outcome)
+
+		w.TaskID = "t2"
+		_, err := e.sup.SendMCP(context.Background(), w)
+		require.ErrorIs(t, err, webhook.ErrCircuitOpen)
+		a := e.attempts(1)[0]
+		require.Equal(t, webhook.OutcomeCircuitOpen, a.Outcome)
+		require.Equal(t, "t2", a.TaskID)
+		require.Zero(t, a.SequenceNumber)
+		require.False(t, a.WillRetry)
+		require.Len(t, e.sender.sent(), 1, "nothing is sent while the breaker is open")
+
+		// After the open timeout the breaker lets webhooks in again, and the
+		// refused one did not burn a sequence number.
+		e.clock.Advance(webhook.OpenTimeoutDefault)
+		w.TaskID = "t3"
+		r := e.sendMCP(w)
+		require.Equal(t, int64(2), r.Sequence)
+		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
+	})
+
+	t.Run("BreakerDeferHoldsWithoutCharging", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 1, OpenTimeout: time.Minute}
+		})
+		url := "https://buyer.example/dead"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		failed := e.attempts(1)[0]
+		require.Equal(t, webhook.OutcomeFailure, failed.Outcome)
+		openUntil := failed.OccurredAt.Add(time.Minute)
+
+		r := e.sendMCP(mcp(url, "t2"))
+		// The worker parks the delivery until the breaker's timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
+		defer cancel()
+		require.True(t, e.clock.WaitForTimer(ctx, func(d time.Time) bool { return !d.Before(openUntil) }))
+		require.Len(t, e.sender.sent(), 1, "no attempt while the breaker is open")
+
+		e.clock.Set(openUntil)
+		a := e.attempts(1)[0]
+		require.Equal(t, r.ID, a.DeliveryID)
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+		require.Equal(t, 1, a.AttemptNumber, "waiting for the breaker is not charged an attempt")
+		require.False(t, a.OccurredAt.Before(openUntil))
+	})
+
+	t.Run("BreakersIsolatedPerURLAndKey", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
+		})
+		shared := "https://saas-receiver.example/hook"
+		other := "https://other.example/hook"
+		e.sender.on(shared, step{status: 503})
+		e.startWorker()
+
+		tenantA := mcp(shared, "a1")
+		tenantA.BreakerKey = "tenant-a"
+		e.sendMCP(tenantA)
+		a := e.attempts(1)[0]
+		require.Equal(t, "tenant-a", a.BreakerKey)
+		require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+
+		tenantA.TaskID = "a2"
+		_, err := e.sup.SendMCP(context.Background(), tenantA)
+		require.ErrorIs(t, err, webhook.ErrCircuitOpen, "tenant-a's breaker is open")
+		e.attempts(1)
+
+		tenantB := mcp(shared, "b1")
+		tenantB.BreakerKey = "tenant-b"
+		e.sendMCP(tenantB)
+		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome, "tenant-b shares the URL, not the breaker")
+
+		// Without a BreakerKey the URL is the key, and it is still closed.
+		e.sendMCP(mcp(shared, "u1"))
+		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
+		e.sendMCP(mcp(other, "o1"))
+		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
+	})
+
+	t.Run("SequenceNumbersPerKey", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		want := map[string]int64{}
+		for i, key := range []string{"a", "b", "a", "a", "b", ""} {
+			w := mcp("https://buyer.example/hook", fmt.Sprint("t", i))
+			w.SequenceKey = key
+			r := e.sendMCP(w)
+			if key != "" {
+				want[key]++
+			}
+			require.Equal(t, want[key], r.Sequence, "delivery %d", i)
+		}
+		got := map[string][]int64{}
+		for _, a := range e.attempts(6) {
+			got[a.SequenceKey] = append(got[a.SequenceKey], a.SequenceNumber)
+		}
+		require.ElementsMatch(t, []int64{1, 2, 3}, got["a"])
+		require.ElementsMatch(t, []int64{1, 2}, got["b"])
+		require.Equal(t, []int64{0}, got[""])
+	})
+
+	t.Run("NotificationTypePassesThrough", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		w := mcp("https://buyer.example/hook", "t1")
+		w.NotificationType = "scheduled"
+		e.sendMCP(w)
+		require.Equal(t, "scheduled", e.attempts(1)[0].NotificationType)
+	})
+
+	t.Run("ResponseTimeFromTheClock", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.sender.clock = e.clock
+		url := "https://buyer.example/slow"
+		e.sender.on(url, step{status: 200, advance: 250 * time.Millisecond})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		require.Equal(t, 250*time.Millisecond, e.attempts(1)[0].ResponseTime)
+	})
+
+	t.Run("BadSinksCannotStallDelivery", func(t *testing.T) {
+		t.Parallel()
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		for name, sink := range map[string]webhook.LogSinkFunc{
+			"error": func(context.Context, webhook.Attempt) error { return errors.New("disk full") },
+			"panic": func(context.Context, webhook.Attempt) error { panic("sink bug") },
+			"slow": func(ctx context.Context, _ webhook.Attempt) error {
+				<-ctx.Done()
+				return ctx.Err()
+			},
+			"stuck": func(context.Context, webhook.Attempt) error {
+				<-release // ignores its context
+				return nil
+			},
+		} {
+			t.Run(name, func(t *testing.T) {
+				e := newEnv(t, newSup, func(c *suiteConfig) {
+					c.Sink = sink
+					c.Retry.SinkTimeout = 10 * time.Millisecond
+				})
+				url := "https://buyer.example/flaky"
+				e.sender.on(url, step{status: 503})
+				e.startWorker()
+				e.sendMCP(mcp(url, "t1"))
+				e.sendMCP(mcp("https://buyer.example/ok", "t2"))
+				// The first attempt of t1 fails; its retry must still come
+				// due and be delivered despite the sink.
+				ctx, cancel := context.WithTimeout(context.Background(), guard)
+				defer cancel()
+				retryAt := epoch.Add(time.Second)
+				require.True(t, e.clock.WaitForTimer(ctx, func(d time.Time) bool { return d.Equal(retryAt) }))
+				e.clock.Set(retryAt)
+				e.waitSent(3)
+				require.Len(t, e.sender.sent(), 3)
+			})
+		}
+	})
+
+	t.Run("InvalidInputQueuesNothing", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		for _, tc := range invalidWebhooks() {
+			w := tc.mutate(mcp("https://buyer.example/hook", "t1"))
+			w.SequenceKey = "s"
+			_, err := e.sup.SendMCP(context.Background(), w)
+			require.ErrorIs(t, err, webhook.ErrInvalidWebhook, tc.name)
+			var ve *webhook.ValidationError
+			require.ErrorAs(t, err, &ve, tc.name)
+			require.Equal(t, tc.field, ve.Field, tc.name)
+		}
+		w := mcp("https://buyer.example/hook", "t1")
+		w.SequenceKey = "s"
+		r := e.sendMCP(w)
+		require.Equal(t, int64(1), r.Sequence, "rejected webhooks burn no sequence number")
+		e.attempts(1)
+		require.Len(t, e.sender.sent(), 1)
+	})
+
+	t.Run("PreparedBodySentVerbatim", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		body := []byte(`{"kind":"task","id":"a2a-1", "status":{"state":"completed"}}`)
+		key := webhook.NewIdempotencyKey()
+		r, err := e.sup.SendPrepared(context.Background(), webhook.PreparedWebhook{
+			URL: "https://buyer.example/a2a", Body: body, IdempotencyKey: key, TaskID: "a2a-1",
+			Routing: webhook.Routing{NotificationType: "a2a.push"},
+		})
+		require.NoError(t, err)
+		body[0] = 'X' // the supervisor kept its own copy
+		a := e.attempts(1)[0]
+		require.Equal(t, r.ID, a.DeliveryID)
+		require.Equal(t, key, a.IdempotencyKey)
+		require.Equal(t, `{"kind":"task","id":"a2a-1", "status":{"state":"completed"}}`, string(e.sender.sent()[0].Body))
+	})
+
+	t.Run("LegacyAuthenticationReachesTheSender", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		e.startWorker()
+		w := mcp("https://buyer.example/hook", "t1")
+		secret := "0123456789abcdef0123456789abcdef-secret"
+		w.Authentication = &webhook.Authentication{Scheme: webhook.AuthHMACSHA256, Credentials: secret}
+		e.sendMCP(w)
+		a := e.attempts(1)[0]
+		got := e.sender.sent()[0].Auth
+		require.NotNil(t, got)
+		require.Equal(t, secret, got.Credentials)
+		raw, err := json.Marshal(a)
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), secret, "attempt records never carry credentials")
+		require.NotContains(t, fmt.Sprintf("%v %+v %#v", w, w, w), secret)
+	})
+
+	t.Run("DrainFinishesInFlightAndKeepsQueued", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		gate := make(chan struct{})
+		slow := "https://buyer.example/slow"
+		e.sender.on(slow, step{status: 200, gate: gate})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.sup.RunWorker(ctx) }()
+		r := e.sendMCP(mcp(slow, "t1"))
+		e.waitSent(1)
+		cancel()
+		select {
+		case <-done:
+			t.Fatal("RunWorker returned while an attempt was in flight")
+		default:
+		}
+		close(gate)
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(guard):
+			t.Fatal("RunWorker did not return")
+		}
+		a := e.attempts(1)[0]
+		require.Equal(t, r.ID, a.DeliveryID)
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+
+		// Accepted while no worker runs: delivered by the next RunWorker.
+		r2 := e.sendMCP(mcp("https://buyer.example/hook", "t2"))
+		e.startWorker()
+		require.Equal(t, r2.ID, e.attempts(1)[0].DeliveryID)
+	})
+}
+
+type invalidCase struct {
+	name   string
+	field  string
+	mutate func(webhook.MCPWebhook) webhook.MCPWebhook
+}
+
+func invalidWebhooks() []invalidCase {
+	set := func(f func(*webhook.MCPWebhook)) func(webhook.MCPWebhook) webhook.MCPWebhook {
+		return func(w webhook.MCPWebhook) webhook.MCPWebhook { f(&w); return w }
+	}
+	return []invalidCase{
+		{"empty url", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "" })},
+		{"relative url", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "/hook" })},
+		{"ftp scheme", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "ftp://buyer.example/hook" })},
+		{"plain http", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "http://buyer.example/hook" })},
+		{"userinfo", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://user:pw@buyer.example/hook" })},
+		{"control char", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://buyer.example/ho\nok" })},
+		{"no operation id", "OperationID", set(func(w *webhook.MCPWebhook) { w.OperationID = "" })},
+		{"no task id", "TaskID", set(func(w *webhook.MCPWebhook) { w.TaskID = "" })},
+		{"no task type", "TaskType", set(func(w *webhook.MCPWebhook) { w.TaskType = "" })},
+		{"bad task type", "TaskType", set(func(w *webhook.MCPWebhook) { w.TaskType = "Create-Media-Buy" })},
+		{"unknown status", "Status", set(func(w *webhook.MCPWebhook) { w.Status = "done" })},
+		{"bad protocol", "Protocol", set(func(w *webhook.MCPWebhook) { w.Protocol = "media_buy" })},
+		{"short token", "Token", set(func(w *webhook.MCPWebhook) { w.Token = "short" })},
+		{"long token", "Token", set(func(w *webhook.MCPWebhook) { w.Token = strings.Repeat("t", 4097) })},
+		{"short key", "IdempotencyKey", set(func(w *webhook.MCPWebhook) { w.IdempotencyKey = "abc" })},
+		{"bad key chars", "IdempotencyKey", set(func(w *webhook.MCPWebhook) { w.IdempotencyKey = "whk_0123456789abcdef!" })},
+		{"bad notification id", "NotificationID", set(func(w *webhook.MCPWebhook) { w.NotificationID = "has space" })},
+		{"unmarshalable result", "Result", set(func(w *webhook.MCPWebhook) { w.Result = make(chan int) })},
+		{"invalid raw result", "Result", set(func(w *webhook.MCPWebhook) { w.Result = json.RawMessage(`{"a":`) })},
+		{"huge result", "Result", set(func(w *webhook.MCPWebhook) { w.Result = strings.Repeat("r", webhook.MaxBodyBytes) })},
+		{"bad auth scheme", "Authentication.Scheme", set(func(w *webhook.MCPWebhook) {
+			w.Authentication = &webhook.Authentication{Scheme: "Basic", Credentials: "0123456789abcdef0123456789abcdef"}
+		})},
+		{"short credentials", "Authentication.Credentials", set(func(w *webhook.MCPWebhook) {
+			w.Authentication = &webhook.Authentication{Scheme: webhook.AuthBearer, Credentials: "short-secret"}
+		})},
+	}
+}

@@ -1,0 +1,306 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Supervisor accepts webhooks and delivers them: signed, retried with backoff,
+// gated per endpoint by a circuit breaker, and audited once per attempt.
+//
+// Accepting and delivering are separate. SendMCP and SendPrepared validate the
+// webhook, freeze its body bytes and idempotency key, and hand it to the
+// workers; they never wait for the receiver. RunWorker delivers. Every attempt
+// of one delivery sends the identical bytes under the same idempotency key.
+//
+// Implementations are safe for concurrent use.
+type Supervisor interface {
+	// SendMCP builds the MCP webhook body once (see [MCPWebhook]) and accepts
+	// it for delivery. A nil error means the delivery was accepted; the
+	// [Receipt] identifies it. Invalid input returns a [*ValidationError] and
+	// accepts nothing.
+	SendMCP(ctx context.Context, w MCPWebhook) (Receipt, error)
+
+	// SendPrepared accepts an already-built JSON body, for AdCP webhooks other
+	// than the MCP task envelope and for A2A push notifications. It follows
+	// the same rules as SendMCP.
+	SendPrepared(ctx context.Context, w PreparedWebhook) (Receipt, error)
+
+	// RunWorker delivers accepted webhooks until ctx is done. It then stops
+	// starting attempts, lets in-flight attempts finish (bounded), records
+	// their results and returns nil. Deliveries not yet attempted stay queued
+	// for the next RunWorker.
+	RunWorker(ctx context.Context) error
+
+	// DeliveryStateIsDurable reports whether accepted deliveries survive a
+	// process restart (the Python SDK's delivery_state_is_durable).
+	DeliveryStateIsDurable() bool
+
+	// DeliveryRetryHorizon is how long after its first attempt a delivery may
+	// still be attempted, or zero when only [RetryPolicy.MaxAttempts] bounds
+	// retries (the Python SDK's delivery_retry_horizon_seconds; AdCP 3.2
+	// advertises it to buyers).
+	DeliveryRetryHorizon() time.Duration
+}
+
+// MCPWebhook is one AdCP MCP webhook: the payload fields of the AdCP
+// mcp-webhook-payload schema plus how to route it.
+//
+// The body is built once at acceptance as compact JSON without HTML escaping,
+// with the members in schema order. Empty optional fields are omitted.
+type MCPWebhook struct {
+	// URL is the buyer's push_notification_config.url. Required; https unless
+	// the supervisor allows plain http.
+	URL string
+
+	// OperationID is the buyer's push_notification_config.operation_id,
+	// echoed verbatim. Required.
+	OperationID string
+	// TaskID identifies the task. Required.
+	TaskID string
+	// TaskType is the AdCP task type, one of the TaskType constants or another
+	// well-formed snake_case name. Required.
+	TaskType TaskType
+	// Status is the task status. Required.
+	Status Status
+	// Result is the task-specific payload: any value that marshals to a JSON
+	// object or value. A [json.RawMessage] is checked for validity and then
+	// embedded byte for byte. Nil omits the member.
+	Result any
+	// Token is push_notification_config.token, echoed verbatim; 16 to 4096
+	// characters when set.
+	Token string
+	// Message is a human-readable summary of the task state.
+	Message string
+	// ContextID is the session correlation identifier.
+	ContextID string
+	// NotificationID identifies the logical notification. It defaults to
+	// "<TaskID>.terminal" for the terminal statuses completed, failed,
+	// canceled and rejected, and is omitted otherwise.
+	NotificationID string
+	// Protocol is the AdCP protocol. It defaults to the protocol of TaskType
+	// (see [ProtocolForTaskType]) and is omitted when that is unknown.
+	Protocol Protocol
+	// Timestamp is when the notification was generated. Zero means now, by
+	// the supervisor's clock. It is written in RFC 3339 UTC with milliseconds.
+	Timestamp time.Time
+	// IdempotencyKey is the delivery key the receiver de-duplicates on. Empty
+	// means a fresh "whk_<uuid4>" from crypto/rand. When set it must match
+	// ^[A-Za-z0-9_.:-]{16,255}$.
+	IdempotencyKey string
+
+	// Routing: not part of the body.
+	Routing
+}
+
+// Routing says how a delivery is ordered, isolated and authenticated. None of
+// it is part of the body.
+type Routing struct {
+	// SequenceKey, when set, gives the delivery the next number of a
+	// per-key sequence that starts at 1 and has no gaps (see [Receipt]).
+	SequenceKey string
+	// BreakerKey selects the circuit breaker. Empty means the URL. Sellers
+	// whose buyers share one receiver URL pass a tenant-scoped key.
+	BreakerKey string
+	// NotificationType is copied into every [Attempt] record, such as
+	// "scheduled" or "creative.status_changed".
+	NotificationType string
+	// Authentication is the registration's legacy authentication, if any. When
+	// set, the sender authenticates with it instead of an RFC 9421 signature.
+	Authentication *Authentication
+}
+
+// PreparedWebhook is a webhook whose JSON body the caller built.
+type PreparedWebhook struct {
+	// URL is the destination. Required; https unless the supervisor allows
+	// plain http.
+	URL string
+	// Body is the exact JSON to send on every attempt. It must be valid JSON
+	// of at most [MaxBodyBytes]. The supervisor keeps its own copy.
+	Body []byte
+	// IdempotencyKey identifies the delivery to the receiver. Required; it
+	// must match ^[A-Za-z0-9_.:-]{16,255}$ and should be the key inside Body
+	// when the body carries one. [NewIdempotencyKey] makes one.
+	IdempotencyKey string
+	// TaskType and TaskID are copied into [Attempt] records. Optional.
+	TaskType TaskType
+	TaskID   string
+
+	Routing
+}
+
+// AuthScheme is a legacy push-notification authentication scheme.
+type AuthScheme string
+
+// Legacy authentication schemes from push_notification_config.authentication.
+const (
+	// AuthBearer sends "Authorization: Bearer <credentials>".
+	AuthBearer AuthScheme = "Bearer"
+	// AuthHMACSHA256 sends X-ADCP-Signature and X-ADCP-Timestamp headers
+	// computed with the credentials as the HMAC-SHA256 key.
+	AuthHMACSHA256 AuthScheme = "HMAC-SHA256"
+)
+
+// MinCredentialsLength is the shortest accepted legacy credential.
+const MinCredentialsLength = 32
+
+// Authentication is a registration's legacy authentication. The credentials
+// are a secret: the package never logs them or puts them in errors or
+// [Attempt] records.
+type Authentication struct {
+	// Scheme is AuthBearer or AuthHMACSHA256.
+	Scheme AuthScheme
+	// Credentials is the shared secret, at least [MinCredentialsLength]
+	// characters.
+	Credentials string
+}
+
+// String hides the credentials.
+func (a Authentication) String() string {
+	return "Authentication{Scheme: " + string(a.Scheme) + ", Credentials: <redacted>}"
+}
+
+// GoString hides the credentials from %#v.
+func (a Authentication) GoString() string { return a.String() }
+
+// MarshalJSON hides the credentials, so a logged or marshalled webhook cannot
+// leak them.
+func (a Authentication) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"scheme": string(a.Scheme), "credentials": "<redacted>"})
+}
+
+// Receipt identifies an accepted delivery.
+type Receipt struct {
+	// ID identifies the delivery within its supervisor.
+	ID string
+	// IdempotencyKey is the key every attempt carries.
+	IdempotencyKey string
+	// Sequence is the delivery's number in its SequenceKey's sequence, or 0
+	// when the webhook had no SequenceKey.
+	Sequence int64
+}
+
+// Outcome is the result of one attempt.
+type Outcome string
+
+// Attempt outcomes.
+const (
+	// OutcomeSuccess: the receiver answered 2xx.
+	OutcomeSuccess Outcome = "success"
+	// OutcomeFailure: no 2xx answer (transport error, timeout or status).
+	OutcomeFailure Outcome = "failure"
+	// OutcomeCircuitOpen: the breaker refused the delivery at acceptance
+	// ([OpenDrop]); nothing was sent.
+	OutcomeCircuitOpen Outcome = "circuit_open"
+)
+
+// Attempt is the audit record of one delivery attempt, with every field of
+// the Python SDK's DeliveryAttempt and the delivery's identity. It never
+// contains credentials or the body.
+type Attempt struct {
+	// DeliveryID is the [Receipt] ID; empty for an OutcomeCircuitOpen record,
+	// whose webhook was not accepted.
+	DeliveryID string `json:"delivery_id,omitempty"`
+	// IdempotencyKey is the delivery's key.
+	IdempotencyKey string `json:"idempotency_key"`
+	// URL is the destination.
+	URL string `json:"url"`
+	// BreakerKey is the breaker the attempt counted against.
+	BreakerKey string `json:"breaker_key"`
+	// SequenceKey and SequenceNumber are the delivery's sequence, if any.
+	SequenceKey    string `json:"sequence_key,omitempty"`
+	SequenceNumber int64  `json:"sequence_number,omitempty"`
+	// AttemptNumber counts attempts of this delivery from 1; 0 for a
+	// circuit_open record.
+	AttemptNumber int `json:"attempt_number"`
+	// MaxAttempts is the retry policy's limit.
+	MaxAttempts int `json:"max_attempts"`
+	// Outcome is success, failure or circuit_open.
+	Outcome Outcome `json:"outcome"`
+	// HTTPStatus is the response status, or 0 when no response arrived.
+	HTTPStatus int `json:"http_status,omitempty"`
+	// Error says why the attempt failed: the transport error, or the status
+	// and at most 200 bytes of the receiver's answer. Empty on success.
+	Error string `json:"error_message,omitempty"`
+	// ResponseTime is how long the send took, by the monotonic clock.
+	ResponseTime time.Duration `json:"response_time_ns"`
+	// OccurredAt is when the attempt started.
+	OccurredAt time.Time `json:"occurred_at"`
+	// WillRetry reports whether another attempt is scheduled.
+	WillRetry bool `json:"will_retry"`
+	// NextRetryAt is when the next attempt is due; zero unless WillRetry.
+	NextRetryAt time.Time `json:"next_retry_at,omitzero"`
+	// TaskType and TaskID identify the task, when known.
+	TaskType TaskType `json:"task_type,omitempty"`
+	TaskID   string   `json:"task_id,omitempty"`
+	// PayloadSize is the body's length in bytes.
+	PayloadSize int `json:"payload_size_bytes"`
+	// NotificationType is copied from [Routing].
+	NotificationType string `json:"notification_type,omitempty"`
+}
+
+// LogSink receives one [Attempt] record per attempt, for audit logs and
+// metrics.
+//
+// Implementations must be safe for concurrent use. The context carries a
+// deadline of [RetryPolicy.SinkTimeout]; a sink that returns an error, panics
+// or outlives the deadline is logged and otherwise ignored: it cannot stop a
+// delivery or delay it beyond that bound. Records of one delivery arrive in
+// attempt order. A sink that ignores its context keeps its own goroutine
+// running after the supervisor has moved on.
+type LogSink interface {
+	RecordAttempt(ctx context.Context, a Attempt) error
+}
+
+// LogSinkFunc adapts a function to [LogSink].
+type LogSinkFunc func(ctx context.Context, a Attempt) error
+
+// RecordAttempt calls f(ctx, a).
+func (f LogSinkFunc) RecordAttempt(ctx context.Context, a Attempt) error { return f(ctx, a) }
+
+// DeliveryState is where a delivery is in its life.
+type DeliveryState string
+
+// Delivery states.
+const (
+	// StatePending: waiting for its first or next attempt.
+	StatePending DeliveryState = "pending"
+	// StateRunning: an attempt is in flight.
+	StateRunning DeliveryState = "running"
+	// StateDelivered: the receiver answered 2xx. Final.
+	StateDelivered DeliveryState = "delivered"
+	// StateFailed: attempts ran out, the horizon passed, or the receiver
+	// refused it permanently. Final; the delivery keeps its bytes and last
+	// error.
+	StateFailed DeliveryState = "failed"
+)
+
+// Final reports whether s is delivered or failed.
+func (s DeliveryState) Final() bool { return s == StateDelivered || s == StateFailed }
+
+// Delivery is a snapshot of one accepted delivery.
+type Delivery struct {
+	ID             string
+	URL            string
+	IdempotencyKey string
+	// Body is the exact bytes every attempt sends (a copy).
+	Body        []byte
+	SequenceKey string
+	Sequence    int64
+	BreakerKey  string
+	TaskType    TaskType
+	TaskID      string
+	State       DeliveryState
+	// Attempts is how many attempts have been made.
+	Attempts int
+	// LastError describes the last failed attempt; empty when there was none.
+	LastError string
+	// LastStatus is the last attempt's HTTP status, or 0.
+	LastStatus int
+	AcceptedAt time.Time
+	// NextAttemptAt is when a pending delivery is due.
+	NextAttemptAt time.Time
+	// FinishedAt is when a final state was reached.
+	FinishedAt time.Time
+}
