@@ -1,0 +1,106 @@
+package webhook
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestBreakerStateMachine(t *testing.T) {
+	t.Parallel()
+	p := BreakerPolicy{}.withDefaults()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var b breaker
+
+	// Opens after FailureThreshold consecutive failures; a success resets.
+	for range 4 {
+		b.record(p, breakerFailure, false, now)
+	}
+	b.record(p, breakerSuccess, false, now)
+	require.Zero(t, b.Failures)
+	for i := range 5 {
+		require.Equal(t, BreakerClosed, b.State, "failure %d", i)
+		ok, probe, _ := b.allow(p, now)
+		require.True(t, ok)
+		require.False(t, probe)
+		b.record(p, breakerFailure, false, now)
+	}
+	require.Equal(t, BreakerOpen, b.State)
+
+	// Open: refused until OpenTimeout, and told when to come back.
+	ok, _, retryAt := b.allow(p, now.Add(59*time.Second))
+	require.False(t, ok)
+	require.Equal(t, now.Add(time.Minute), retryAt)
+	require.True(t, b.refuses(p, now.Add(59*time.Second)))
+
+	// Half-open after the timeout, one probe at a time.
+	now = now.Add(time.Minute)
+	require.False(t, b.refuses(p, now))
+	ok, probe, _ := b.allow(p, now)
+	require.True(t, ok)
+	require.True(t, probe)
+	require.Equal(t, BreakerHalfOpen, b.State)
+	ok, _, retryAt = b.allow(p, now)
+	require.False(t, ok, "only HalfOpenProbes probes in flight")
+	require.True(t, retryAt.IsZero(), "the next chance comes with the probe's result")
+
+	// A neutral answer (429) releases the probe and changes nothing else.
+	b.record(p, breakerNeutral, true, now)
+	require.Equal(t, BreakerHalfOpen, b.State)
+	require.Zero(t, b.Probes)
+
+	// SuccessThreshold successes close it.
+	ok, probe, _ = b.allow(p, now)
+	require.True(t, ok && probe)
+	b.record(p, breakerSuccess, true, now)
+	require.Equal(t, BreakerHalfOpen, b.State)
+	ok, probe, _ = b.allow(p, now)
+	require.True(t, ok && probe)
+	b.record(p, breakerSuccess, true, now)
+	require.Equal(t, BreakerClosed, b.State)
+	require.Equal(t, breaker{}, b, "closed again from scratch")
+}
+
+func TestBreakerReopensOnHalfOpenFailure(t *testing.T) {
+	t.Parallel()
+	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var b breaker
+	b.record(p, breakerFailure, false, t0)
+	require.Equal(t, BreakerOpen, b.State)
+	t1 := t0.Add(time.Minute)
+	ok, probe, _ := b.allow(p, t1)
+	require.True(t, ok && probe)
+	b.record(p, breakerSuccess, true, t1)
+	ok, probe, _ = b.allow(p, t1)
+	require.True(t, ok && probe)
+	b.record(p, breakerFailure, true, t1.Add(time.Second))
+	require.Equal(t, BreakerOpen, b.State)
+	require.Equal(t, t1.Add(time.Second), b.OpenedAt, "the open timeout restarts")
+	require.Zero(t, b.Successes)
+	ok, _, retryAt := b.allow(p, t1.Add(time.Minute))
+	require.False(t, ok)
+	require.Equal(t, t1.Add(time.Second+time.Minute), retryAt)
+}
+
+func TestBreakerNeutralResultsDoNotCount(t *testing.T) {
+	t.Parallel()
+	p := BreakerPolicy{FailureThreshold: 2}.withDefaults()
+	now := time.Now()
+	var b breaker
+	b.record(p, breakerFailure, false, now)
+	for range 10 {
+		b.record(p, breakerNeutral, false, now) // 429s and permanent 4xx
+	}
+	require.Equal(t, BreakerClosed, b.State)
+	require.Equal(t, 1, b.Failures)
+}
+
+func TestBreakerPolicyDefaults(t *testing.T) {
+	t.Parallel()
+	p := BreakerPolicy{}.withDefaults()
+	require.Equal(t, BreakerPolicy{FailureThreshold: 5, SuccessThreshold: 2, OpenTimeout: time.Minute, HalfOpenProbes: 1, OpenAction: OpenDefer}, p)
+	require.NoError(t, p.validate())
+	require.Equal(t, "half_open", BreakerHalfOpen.String())
+}

@@ -1,0 +1,235 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var at = time.Date(2025, 1, 22, 10, 30, 0, 0, time.UTC)
+
+func TestBuildMCPBodyExactBytes(t *testing.T) {
+	t.Parallel()
+	body, key, err := BuildMCPBody(MCPWebhook{
+		URL:            "https://buyer.example/hook",
+		OperationID:    "op_456",
+		TaskID:         "task_456",
+		TaskType:       TaskCreateMediaBuy,
+		Status:         StatusCompleted,
+		Message:        "Media buy <created> & ready",
+		ContextID:      "ctx_abc123",
+		Token:          "tok_0123456789abcdef",
+		IdempotencyKey: "whk_01HW9D3H8FZP2N6R8T0V4X6Z9B",
+		Result:         map[string]any{"media_buy_id": "mb_12345", "url": "https://x.example/?a=1&b=<2>"},
+	}, at)
+	require.NoError(t, err)
+	require.Equal(t, "whk_01HW9D3H8FZP2N6R8T0V4X6Z9B", key)
+	require.Equal(t, `{"idempotency_key":"whk_01HW9D3H8FZP2N6R8T0V4X6Z9B","notification_id":"task_456.terminal",`+
+		`"operation_id":"op_456","task_id":"task_456","task_type":"create_media_buy","protocol":"media-buy",`+
+		`"status":"completed","timestamp":"2025-01-22T10:30:00.000Z","message":"Media buy <created> & ready",`+
+		`"context_id":"ctx_abc123","token":"tok_0123456789abcdef",`+
+		`"result":{"media_buy_id":"mb_12345","url":"https://x.example/?a=1&b=<2>"}}`, string(body))
+}
+
+func TestBuildMCPBodyMinimal(t *testing.T) {
+	t.Parallel()
+	local := time.FixedZone("X", 5*3600)
+	body, key, err := BuildMCPBody(MCPWebhook{
+		OperationID: "op_1",
+		TaskID:      "task_1",
+		TaskType:    "some_future_task",
+		Status:      StatusWorking,
+		Timestamp:   time.Date(2025, 1, 22, 15, 30, 0, 123456789, local),
+	}, at)
+	require.NoError(t, err)
+	require.Equal(t, `{"idempotency_key":"`+key+`","operation_id":"op_1","task_id":"task_1",`+
+		`"task_type":"some_future_task","status":"working","timestamp":"2025-01-22T10:30:00.123Z"}`, string(body),
+		"unknown task types have no protocol; non-terminal statuses no notification_id; timestamps are UTC")
+}
+
+func TestBuildMCPBodyRawResultVerbatim(t *testing.T) {
+	t.Parallel()
+	raw := json.RawMessage("{ \"b\": 1,\n  \"a\": \"<x>\" }")
+	body, _, err := BuildMCPBody(MCPWebhook{OperationID: "op", TaskID: "t", TaskType: TaskGetSignals,
+		Status: StatusCompleted, Result: raw, NotificationID: "custom:id"}, at)
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(string(body), `,"result":`+string(raw)+`}`), string(body))
+	require.Contains(t, string(body), `"notification_id":"custom:id"`)
+	require.Contains(t, string(body), `"protocol":"signals"`)
+	require.True(t, json.Valid(body))
+}
+
+func TestIdempotencyKeysAreUUID4(t *testing.T) {
+	t.Parallel()
+	re := regexp.MustCompile(`^whk_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for range 1000 {
+		k := NewIdempotencyKey()
+		require.Regexp(t, re, k)
+		require.True(t, keyPattern.MatchString(k))
+		require.False(t, seen[k])
+		seen[k] = true
+	}
+}
+
+func TestProtocolForTaskType(t *testing.T) {
+	t.Parallel()
+	want := map[Protocol][]TaskType{
+		ProtocolMediaBuy: {TaskCreateMediaBuy, TaskUpdateMediaBuy, TaskGetProducts, TaskSyncAccounts,
+			TaskGetAccountFinancials, TaskSyncEventSources, TaskSyncAudiences, TaskSyncCatalogs, TaskLogEvent},
+		ProtocolCreative: {TaskSyncCreatives, TaskGetCreativeDelivery},
+		ProtocolSignals:  {TaskActivateSignal, TaskGetSignals},
+		ProtocolGovernance: {TaskCreatePropertyList, TaskUpdatePropertyList, TaskGetPropertyList,
+			TaskListPropertyLists, TaskDeletePropertyList},
+		ProtocolBrand: {TaskGetBrandIdentity, TaskGetRights, TaskAcquireRights},
+	}
+	n := 0
+	for p, tasks := range want {
+		for _, task := range tasks {
+			got, ok := ProtocolForTaskType(task)
+			require.True(t, ok, task)
+			require.Equal(t, p, got, task)
+			n++
+		}
+	}
+	require.Len(t, taskProtocols, n, "no task type maps to a protocol the issue did not name")
+	for _, task := range []TaskType{TaskBuyProducts, TaskSearchBrands, TaskBuildCreative, "brand_new_task"} {
+		_, ok := ProtocolForTaskType(task)
+		require.False(t, ok, task)
+	}
+}
+
+// TestEnumsMatchSpec checks the constants against the AdCP enum files copied
+// into testdata (see testdata/README.md).
+func TestEnumsMatchSpec(t *testing.T) {
+	t.Parallel()
+	load := func(name string) []string {
+		raw, err := os.ReadFile("testdata/" + name)
+		require.NoError(t, err)
+		var doc struct{ Enum []string }
+		require.NoError(t, json.Unmarshal(raw, &doc))
+		require.NotEmpty(t, doc.Enum)
+		return doc.Enum
+	}
+	for _, s := range load("enum-task-status.json") {
+		require.True(t, Status(s).Valid(), s)
+	}
+	for _, p := range load("enum-adcp-protocol.json") {
+		require.True(t, Protocol(p).Valid(), p)
+	}
+	known := map[TaskType]bool{}
+	for _, task := range allTaskTypes {
+		known[task] = true
+	}
+	spec := load("enum-task-type.json")
+	require.Len(t, allTaskTypes, len(spec))
+	for _, task := range spec {
+		require.True(t, known[TaskType(task)], "no constant for task type %q", task)
+		require.Regexp(t, taskTypePattern, task)
+	}
+}
+
+var allTaskTypes = []TaskType{
+	TaskCreateMediaBuy, TaskUpdateMediaBuy, TaskBuyProducts, TaskAcceptProposal, TaskControlMediaBuy,
+	TaskMediaBuyDelivery, TaskSyncCreatives, TaskBuildCreative, TaskPreviewCreative, TaskActivateSignal,
+	TaskGetProducts, TaskRequestProposals, TaskRefineProposals, TaskDeclineProposals, TaskGetSignals,
+	TaskCreatePropertyList, TaskUpdatePropertyList, TaskGetPropertyList, TaskListPropertyLists,
+	TaskDeletePropertyList, TaskSyncAccounts, TaskGetAccountFinancials, TaskGetCreativeDelivery,
+	TaskSyncEventSources, TaskSyncAudiences, TaskSyncCatalogs, TaskLogEvent, TaskGetBrandIdentity,
+	TaskSearchBrands, TaskGetRights, TaskAcquireRights, TaskUpdateRights, TaskSyncAgentNotificationConfigs,
+}
+
+func TestPrepareValidation(t *testing.T) {
+	t.Parallel()
+	ok := PreparedWebhook{URL: "https://buyer.example/hook", Body: []byte(`{"a":1}`), IdempotencyKey: NewIdempotencyKey()}
+	for name, tc := range map[string]struct {
+		field  string
+		mutate func(*PreparedWebhook)
+		also   error
+	}{
+		"not json":      {"Body", func(w *PreparedWebhook) { w.Body = []byte(`{"a":`) }, nil},
+		"too large":     {"Body", func(w *PreparedWebhook) { w.Body = make([]byte, MaxBodyBytes+1) }, ErrBodyTooLarge},
+		"no key":        {"IdempotencyKey", func(w *PreparedWebhook) { w.IdempotencyKey = "" }, nil},
+		"bad task type": {"TaskType", func(w *PreparedWebhook) { w.TaskType = "Nope" }, nil},
+		"seq key ctrl":  {"SequenceKey", func(w *PreparedWebhook) { w.SequenceKey = "a\x00b" }, nil},
+		"no host":       {"URL", func(w *PreparedWebhook) { w.URL = "https:///hook" }, nil},
+	} {
+		w := ok
+		tc.mutate(&w)
+		_, err := urlPolicy{}.prepare(w)
+		var ve *ValidationError
+		require.True(t, errors.As(err, &ve), name)
+		require.Equal(t, tc.field, ve.Field, name)
+		require.ErrorIs(t, err, ErrInvalidWebhook, name)
+		if tc.also != nil {
+			require.ErrorIs(t, err, tc.also, name)
+		}
+	}
+	d, err := urlPolicy{}.prepare(ok)
+	require.NoError(t, err)
+	require.Equal(t, ok.URL, d.breakerKey)
+
+	_, err = urlPolicy{allowHTTP: true}.prepare(PreparedWebhook{URL: "http://127.0.0.1:8080/hook", Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey()})
+	require.NoError(t, err, "AllowInsecureHTTP accepts plain http")
+}
+
+func TestValidationErrorsNeverCarrySecrets(t *testing.T) {
+	t.Parallel()
+	secret := "short-secret-value"
+	_, err := urlPolicy{}.prepare(PreparedWebhook{URL: "https://buyer.example/", Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey(),
+		Routing: Routing{Authentication: &Authentication{Scheme: AuthBearer, Credentials: secret}}})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), secret)
+	_, _, err = BuildMCPBody(MCPWebhook{OperationID: "op", TaskID: "t", TaskType: TaskLogEvent, Status: StatusWorking, Token: "tok-short"}, at)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "tok-short")
+}
+
+// TestBodyMatchesSchema checks built bodies against the parts of the AdCP
+// schema that a hand-written check can hold: required members, known
+// members only, and the members' patterns and lengths.
+func TestBodyMatchesSchema(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("testdata/mcp-webhook-payload.schema.json")
+	require.NoError(t, err)
+	var schema struct {
+		Required   []string
+		Properties map[string]struct {
+			Pattern   string
+			MinLength int
+			MaxLength int
+		}
+	}
+	require.NoError(t, json.Unmarshal(raw, &schema))
+	for _, status := range []Status{StatusCompleted, StatusWorking, StatusInputRequired} {
+		body, _, err := BuildMCPBody(MCPWebhook{OperationID: "op_1", TaskID: "task_1", TaskType: TaskSyncCreatives,
+			Status: status, Message: "m", ContextID: "c", Token: strings.Repeat("k", 16), Result: []int{1}}, at)
+		require.NoError(t, err)
+		var doc map[string]any
+		require.NoError(t, json.Unmarshal(body, &doc))
+		for _, name := range schema.Required {
+			require.Contains(t, doc, name)
+		}
+		for name, v := range doc {
+			prop, ok := schema.Properties[name]
+			require.True(t, ok, "member %q is not in the schema", name)
+			if s, isString := v.(string); isString {
+				if prop.Pattern != "" {
+					require.Regexp(t, prop.Pattern, s, name)
+				}
+				if prop.MinLength > 0 {
+					require.GreaterOrEqual(t, len(s), prop.MinLength, name)
+				}
+			}
+		}
+		ts, err := time.Parse(time.RFC3339, doc["timestamp"].(string))
+		require.NoError(t, err)
+		require.True(t, ts.Equal(at))
+	}
+}

@@ -1,0 +1,183 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// captured is what a loopback receiver saw.
+type captured struct {
+	method string
+	header http.Header
+	body   []byte
+}
+
+func receiver(t *testing.T, h func(w http.ResponseWriter, r *http.Request)) (*httptest.Server, chan captured) {
+	t.Helper()
+	ch := make(chan captured, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		ch <- captured{method: r.Method, header: r.Header.Clone(), body: body}
+		if h != nil {
+			h(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, ch
+}
+
+func newTestSender(t *testing.T, cfg HTTPSenderConfig) *HTTPSender {
+	t.Helper()
+	s, err := NewHTTPSender(cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.client.CloseIdleConnections)
+	return s
+}
+
+func TestHTTPSenderPostsExactBytes(t *testing.T) {
+	t.Parallel()
+	srv, got := receiver(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Receiver", "yes")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, "queued")
+	})
+	s := newTestSender(t, HTTPSenderConfig{})
+	body := []byte(`{"b":"<&>", "a":1}`)
+	resp, err := s.Send(context.Background(), &Request{URL: srv.URL + "/hook?x=1", Body: body, IdempotencyKey: NewIdempotencyKey()})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, "queued", string(resp.Body))
+	require.Equal(t, "yes", resp.Header.Get("X-Receiver"))
+	c := <-got
+	require.Equal(t, http.MethodPost, c.method)
+	require.Equal(t, body, c.body)
+	require.Equal(t, "application/json", c.header.Get("Content-Type"))
+	require.Equal(t, "identity", c.header.Get("Accept-Encoding"))
+	require.Contains(t, c.header.Get("User-Agent"), "adcpkit-webhook")
+	require.Empty(t, c.header.Get("Authorization"))
+	require.Empty(t, c.header.Get("X-ADCP-Signature"))
+}
+
+func TestHTTPSenderStatusIsAResponseNotAnError(t *testing.T) {
+	t.Parallel()
+	srv, _ := receiver(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	resp, err := newTestSender(t, HTTPSenderConfig{}).Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`)})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+func TestHTTPSenderNeverFollowsRedirects(t *testing.T) {
+	t.Parallel()
+	var hitTarget atomic.Bool
+	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hitTarget.Store(true) }))
+	t.Cleanup(target.Close)
+	srv, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL, http.StatusTemporaryRedirect)
+	})
+	resp, err := newTestSender(t, HTTPSenderConfig{}).Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`)})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+	require.False(t, hitTarget.Load())
+	require.Equal(t, Fail, DefaultClassifier(resp, nil, time.Now()).Verdict)
+}
+
+func TestHTTPSenderIgnoresProxyEnvironment(t *testing.T) {
+	t.Parallel()
+	s := newTestSender(t, HTTPSenderConfig{})
+	tr, ok := s.client.Transport.(*http.Transport)
+	require.True(t, ok)
+	require.Nil(t, tr.Proxy, "proxy settings from HTTP_PROXY and friends must not apply")
+	require.True(t, tr.DisableCompression)
+}
+
+func TestHTTPSenderCapsResponseBody(t *testing.T) {
+	t.Parallel()
+	srv, _ := receiver(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, strings.Repeat("x", 1<<20))
+	})
+	resp, err := newTestSender(t, HTTPSenderConfig{}).Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`)})
+	require.NoError(t, err)
+	require.Len(t, resp.Body, MaxResponseBytesDefault)
+	require.Len(t, describeResponse(resp), len("HTTP 400: ")+maxReceiverText, "attempt records keep 200 bytes of it")
+}
+
+func TestHTTPSenderRefusesHugeBodies(t *testing.T) {
+	t.Parallel()
+	srv, got := receiver(t, nil)
+	_, err := newTestSender(t, HTTPSenderConfig{}).Send(context.Background(), &Request{URL: srv.URL, Body: make([]byte, MaxBodyBytes+1)})
+	require.ErrorIs(t, err, ErrBodyTooLarge)
+	require.Empty(t, got)
+}
+
+func TestHTTPSenderTimesOut(t *testing.T) {
+	t.Parallel()
+	unblock := make(chan struct{})
+	srv, _ := receiver(t, func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-unblock:
+		}
+	})
+	t.Cleanup(func() { close(unblock) })
+	resp, err := newTestSender(t, HTTPSenderConfig{Timeout: 50 * time.Millisecond}).Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`)})
+	require.Nil(t, resp)
+	require.Error(t, err)
+	var ne net.Error
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "%v", err)
+	c := DefaultClassifier(nil, err, time.Now())
+	require.Equal(t, Retry, c.Verdict)
+	require.True(t, c.BreakerFailure)
+}
+
+func TestHTTPSenderErrorsHideTheURL(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+	_, err = newTestSender(t, HTTPSenderConfig{}).Send(context.Background(), &Request{URL: "http://" + addr + "/hook?token=s3cr3t-query-token", Body: []byte(`{}`)})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cr3t-query-token")
+}
+
+func TestHTTPSenderLegacyAuthentication(t *testing.T) {
+	t.Parallel()
+	srv, got := receiver(t, nil)
+	secret := "0123456789abcdef0123456789abcdef"
+	s := newTestSender(t, HTTPSenderConfig{Now: func() time.Time { return time.Unix(1776520800, 0) }})
+	body := []byte(`{"task_id":"t1"}`)
+
+	_, err := s.Send(context.Background(), &Request{URL: srv.URL, Body: body, Authentication: &Authentication{Scheme: AuthBearer, Credentials: secret}})
+	require.NoError(t, err)
+	c := <-got
+	require.Equal(t, "Bearer "+secret, c.header.Get("Authorization"))
+	require.Empty(t, c.header.Get("X-ADCP-Signature"))
+
+	_, err = s.Send(context.Background(), &Request{URL: srv.URL, Body: body, Authentication: &Authentication{Scheme: AuthHMACSHA256, Credentials: secret}})
+	require.NoError(t, err)
+	c = <-got
+	require.Empty(t, c.header.Get("Authorization"))
+	require.Equal(t, "1776520800", c.header.Get("X-ADCP-Timestamp"))
+	require.Equal(t, "sha256="+LegacyHMAC(secret, "1776520800", body), c.header.Get("X-ADCP-Signature"))
+	// The fixed value was computed independently with Python's hmac module.
+	require.Equal(t, "sha256=915163e392f17f0a48a3cd09250cb641c9318ca13f612de9871e108d5afc9522", c.header.Get("X-ADCP-Signature"))
+}
+
+func TestNewHTTPSenderRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	_, err := NewHTTPSender(HTTPSenderConfig{Timeout: -1})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewHTTPSender(HTTPSenderConfig{MaxResponseBytes: -1})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+}
