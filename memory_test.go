@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -94,4 +95,223 @@ func TestMemoryQueueFull(t *testing.T) {
 	r3, err := s.SendMCP(ctx, w)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), r3.Sequence)
+}
+
+// memEnv is an env whose supervisor is a *MemorySupervisor with cfg applied.
+func memEnv(t *testing.T, cfg webhook.MemoryConfig) (*env, *webhook.MemorySupervisor) {
+	t.Helper()
+	var ms *webhook.MemorySupervisor
+	e := newEnv(t, func(t *testing.T, sc suiteConfig) webhook.Supervisor {
+		cfg.Retry.NoJitter = true
+		cfg.LogSink, cfg.Clock = sc.Sink, sc.Clock
+		s, err := webhook.NewMemorySupervisor(sc.Sender, cfg)
+		require.NoError(t, err)
+		ms = s
+		return s
+	})
+	return e, ms
+}
+
+func TestMemoryWaitBlocksUntilFinal(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{})
+	url := "https://buyer.example/flaky"
+	e.sender.on(url, step{status: 500})
+	e.startWorker()
+	r := e.sendMCP(mcp(url, "t1"))
+
+	d, err := s.Delivery(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, r.IdempotencyKey, d.IdempotencyKey)
+
+	waited := make(chan webhook.Delivery, 1)
+	go func() {
+		d, err := s.Wait(context.Background(), r.ID)
+		require.NoError(t, err)
+		waited <- d
+	}()
+	a := e.attempts(1)[0]
+	require.True(t, a.WillRetry)
+	select {
+	case <-waited:
+		t.Fatal("Wait returned before the delivery finished")
+	default:
+	}
+	e.clock.Set(a.NextRetryAt)
+	d = <-waited
+	require.Equal(t, webhook.StateDelivered, d.State)
+	require.Equal(t, 2, d.Attempts)
+	require.Equal(t, 200, d.LastStatus)
+	require.Equal(t, e.sender.sent()[0].Body, d.Body)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = s.Wait(ctx, "no-such-id")
+	require.ErrorIs(t, err, webhook.ErrNotFound)
+}
+
+func TestMemoryWaitHonoursContext(t *testing.T) {
+	t.Parallel()
+	_, s := memEnv(t, webhook.MemoryConfig{})
+	r, err := s.SendMCP(context.Background(), mcp("https://buyer.example/hook", "t1"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d, err := s.Wait(ctx, r.ID) // no worker runs
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, webhook.StatePending, d.State)
+}
+
+func TestMemoryFailedDeliveryKeepsItsReason(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{})
+	url := "https://buyer.example/conflict"
+	e.sender.on(url, step{status: 409, body: "key bound to another payload"})
+	e.startWorker()
+	r := e.sendMCP(mcp(url, "t1"))
+	d, err := s.Wait(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+	require.Equal(t, "HTTP 409: key bound to another payload", d.LastError)
+	require.Equal(t, 1, d.Attempts)
+}
+
+func TestMemoryDelayedRetryHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	e, _ := memEnv(t, webhook.MemoryConfig{Concurrency: 1})
+	url := "https://buyer.example/flaky"
+	e.sender.on(url, step{status: 503})
+	e.startWorker()
+	e.sendMCP(mcp(url, "t1"))
+	require.True(t, e.attempts(1)[0].WillRetry)
+	r2 := e.sendMCP(mcp("https://buyer.example/ok", "t2"))
+	a := e.attempts(1)[0]
+	require.Equal(t, r2.ID, a.DeliveryID, "delivered while t1 waits for its retry, with the clock standing still")
+	require.Equal(t, epoch, e.clock.Now())
+}
+
+func TestMemoryConcurrencyBound(t *testing.T) {
+	t.Parallel()
+	e, _ := memEnv(t, webhook.MemoryConfig{Concurrency: 2})
+	gate := make(chan struct{})
+	for _, u := range []string{"https://a.example/", "https://b.example/", "https://c.example/"} {
+		e.sender.on(u, step{status: 200, gate: gate})
+	}
+	e.startWorker()
+	for i, u := range []string{"https://a.example/", "https://b.example/", "https://c.example/"} {
+		e.sendMCP(mcp(u, fmt.Sprint("t", i)))
+	}
+	e.waitSent(2)
+	// The third must wait for a free slot: it has not been sent while two
+	// are blocked. Releasing them lets it through.
+	require.Len(t, e.sender.sent(), 2)
+	close(gate)
+	e.attempts(3)
+	require.Len(t, e.sender.sent(), 3)
+}
+
+func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{
+		Retry:   webhook.RetryPolicy{MaxAttempts: 1},
+		Breaker: webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 1, OpenTimeout: time.Minute},
+	})
+	url := "https://buyer.example/recovering"
+	gate := make(chan struct{})
+	e.sender.on(url, step{status: 503}, step{status: 200, gate: gate})
+	e.startWorker()
+	e.sendMCP(mcp(url, "t0"))
+	e.attempts(1)
+	require.Equal(t, webhook.BreakerOpen, s.Breaker(url))
+	for i := 1; i <= 3; i++ {
+		e.sendMCP(mcp(url, fmt.Sprint("t", i)))
+	}
+	e.clock.Advance(time.Minute)
+	e.waitSent(2) // the probe, blocked on the gate
+	require.Equal(t, webhook.BreakerHalfOpen, s.Breaker(url))
+	require.Len(t, e.sender.sent(), 2, "one probe while half-open")
+	close(gate)
+	as := e.attempts(3)
+	for _, a := range as {
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+		require.Equal(t, 1, a.AttemptNumber)
+	}
+	require.Equal(t, webhook.BreakerClosed, s.Breaker(url))
+}
+
+func TestMemoryHorizonStopsRetries(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{
+		Retry: webhook.RetryPolicy{MaxAttempts: 10, BaseDelay: time.Hour, MaxDelay: time.Hour, Horizon: 90 * time.Minute},
+	})
+	url := "https://buyer.example/down"
+	e.sender.on(url, step{status: 500}, step{status: 500}, step{status: 500})
+	e.startWorker()
+	r := e.sendMCP(mcp(url, "t1"))
+	as := e.deliverAll(1)
+	require.Len(t, as, 2, "attempt at 0h, retry at 1h; 2h is past the 90m horizon")
+	require.False(t, as[1].WillRetry)
+	d, err := s.Wait(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+}
+
+func TestMemoryHorizonExpiresDeferredDeliveries(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{
+		Retry:   webhook.RetryPolicy{MaxAttempts: 1, Horizon: 30 * time.Second},
+		Breaker: webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Minute},
+	})
+	url := "https://buyer.example/dead"
+	e.sender.on(url, step{status: 503})
+	e.startWorker()
+	e.sendMCP(mcp(url, "t0"))
+	e.attempts(1)
+	r := e.sendMCP(mcp(url, "t1"))
+	a := e.attempts(1)[0]
+	require.Equal(t, r.ID, a.DeliveryID)
+	require.Equal(t, webhook.OutcomeCircuitOpen, a.Outcome)
+	require.False(t, a.WillRetry)
+	require.Contains(t, a.Error, "horizon")
+	d, err := s.Wait(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+	require.Len(t, e.sender.sent(), 1)
+}
+
+func TestMemoryDrainTimeoutCancelsStuckAttempts(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{DrainTimeout: 10 * time.Millisecond})
+	url := "https://buyer.example/hangs"
+	e.sender.on(url, step{status: 200, gate: make(chan struct{})}) // never opens
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunWorker(ctx) }()
+	r := e.sendMCP(mcp(url, "t1"))
+	e.waitSent(1)
+	cancel()
+	require.NoError(t, <-done)
+	a := e.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+	require.True(t, a.WillRetry, "a cancelled attempt is retried later")
+	d, err := s.Delivery(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StatePending, d.State)
+}
+
+func TestMemorySeveralWorkersShareOneQueue(t *testing.T) {
+	t.Parallel()
+	e, _ := memEnv(t, webhook.MemoryConfig{Concurrency: 1})
+	e.startWorker()
+	e.startWorker()
+	e.startWorker()
+	ids := map[string]bool{}
+	for i := range 50 {
+		ids[e.sendMCP(mcp("https://buyer.example/hook", fmt.Sprint("t", i))).ID] = true
+	}
+	for _, a := range e.attempts(50) {
+		require.True(t, ids[a.DeliveryID])
+		delete(ids, a.DeliveryID)
+	}
+	require.Empty(t, ids, "each delivery attempted exactly once")
 }
