@@ -132,14 +132,15 @@ func describeResponse(r *Response) string {
 			text = text[:len(text)-1]
 		}
 	}
-	if len(text) > 0 {
+	printable := strings.TrimSpace(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, string(text)))
+	if printable != "" {
 		b.WriteString(": ")
-		b.WriteString(strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-				return ' '
-			}
-			return r
-		}, string(text)))
+		b.WriteString(printable)
 	}
 	return b.String()
 }

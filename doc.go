@@ -1,0 +1,69 @@
+// Package webhook delivers AdCP webhooks reliably: every accepted webhook
+// reaches the buyer's endpoint or ends as a recorded failure, with the same
+// bytes and idempotency key on every attempt, retries with backoff, a circuit
+// breaker per endpoint, and one audit record per attempt.
+//
+// It is the Go port of the Python AdCP SDK's WebhookDeliverySupervisor seam:
+// the same defaults and audit fields, without that SDK's flaws (a new
+// idempotency key after a failed first attempt, a breaker checked only at
+// enqueue).
+//
+// # Quick start
+//
+//	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{})
+//	sup, _ := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{})
+//	go sup.RunWorker(ctx) // stops, draining in-flight attempts, when ctx ends
+//
+//	receipt, err := sup.SendMCP(ctx, webhook.MCPWebhook{
+//		URL:         cfg.URL,         // push_notification_config.url
+//		OperationID: cfg.OperationID, // push_notification_config.operation_id
+//		TaskID:      "task_456",
+//		TaskType:    webhook.TaskCreateMediaBuy,
+//		Status:      webhook.StatusCompleted,
+//		Result:      result,
+//	})
+//
+// SendMCP returns as soon as the webhook is accepted; RunWorker delivers it.
+//
+// # Accept, then deliver
+//
+// [Supervisor.SendMCP] validates the webhook (a [*ValidationError] names the
+// bad field, and nothing is queued), builds its body once with
+// [BuildMCPBody], allocates a sequence number when [Routing.SequenceKey] is
+// set, and queues it. [Supervisor.SendPrepared] does the same for a body the
+// caller built, such as an A2A push notification. [Supervisor.RunWorker]
+// delivers until its context ends, then lets in-flight attempts finish.
+//
+// # Retries and the circuit breaker
+//
+// [RetryPolicy] decides what an answer means ([DefaultClassifier]) and how
+// long to wait: by default 3 attempts, 1 s doubling to at most 30 s, with
+// jitter, and Retry-After honoured as a floor. Before every attempt the worker
+// asks the endpoint's breaker ([BreakerPolicy]): 5 consecutive failures open
+// it for 60 s, then half-open probes decide whether it closes. While it is
+// open, deliveries wait without being charged an attempt ([OpenDefer]), or
+// new webhooks are refused with [ErrCircuitOpen] ([OpenDrop]).
+//
+// # Audit
+//
+// Every attempt produces an [Attempt] record, handed to the configured
+// [LogSink] in attempt order. A sink that fails, blocks or panics is logged
+// and ignored after [RetryPolicy.SinkTimeout].
+//
+// # Supervisors
+//
+// [MemorySupervisor] keeps its queue in memory: fast, simple, and lost on a
+// crash. A Postgres-backed supervisor with durable acceptance is planned; it
+// implements the same [Supervisor] interface and passes the same behavioural
+// tests.
+//
+// # Sending
+//
+// [HTTPSender] POSTs the exact bytes with a timeout, never follows redirects,
+// ignores proxy environment variables and caps what it reads. Webhooks whose
+// registration carries legacy [Authentication] are sent with Bearer or
+// HMAC-SHA256 headers. RFC 9421 signing per the AdCP webhook profile and
+// destination (SSRF) checks are not in this release; until then, validate
+// buyer URLs before accepting them, or wrap the sender. Any [Sender] can be
+// plugged in.
+package webhook
