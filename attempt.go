@@ -195,34 +195,80 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 	}
 }
 
-// emit hands a record to the log sink, bounded by SinkTimeout. Errors,
-// timeouts and panics are logged and swallowed.
-func (k *core) emit(ctx context.Context, a Attempt) {
-	if k.sink == nil {
+// emit hands one record to the log sink from a goroutine that has no
+// sinkCaller of its own (acceptance under OpenDrop).
+func (k *core) emit(a Attempt) {
+	c := k.newSinkCaller()
+	c.emit(a)
+	c.close()
+}
+
+// sinkCaller calls the log sink for one worker goroutine, bounded by
+// SinkTimeout. It keeps one helper goroutine between calls, so a fast sink
+// costs no goroutine per record; a sink that outlives the bound keeps its
+// helper, which exits when the sink returns, and the next call starts a new
+// one. Errors, timeouts and panics are logged and swallowed.
+type sinkCaller struct {
+	k   *core
+	in  chan sinkCall
+	out chan error
+}
+
+type sinkCall struct {
+	ctx context.Context
+	a   Attempt
+}
+
+func (k *core) newSinkCaller() *sinkCaller { return &sinkCaller{k: k} }
+
+func (c *sinkCaller) emit(a Attempt) {
+	sink := c.k.sink
+	if sink == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.retry.SinkTimeout)
+	if c.in == nil {
+		c.in, c.out = make(chan sinkCall, 1), make(chan error, 1)
+		go runSink(sink, c.in, c.out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.k.retry.SinkTimeout)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("log sink panicked: %v", r)
-			}
-		}()
-		done <- k.sink.RecordAttempt(ctx, a)
-	}()
+	c.in <- sinkCall{ctx: ctx, a: a}
 	var err error
 	select {
-	case err = <-done:
+	case err = <-c.out:
 	case <-ctx.Done():
-		err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
+		close(c.in) // abandon the helper; it exits once the sink returns
+		c.in = nil
+		err = fmt.Errorf("log sink did not return within %v", c.k.retry.SinkTimeout)
 	}
 	if err != nil {
-		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
+		c.k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
 			slog.String("delivery_id", a.DeliveryID),
 			slog.Int("attempt_number", a.AttemptNumber),
 			slog.String("outcome", string(a.Outcome)),
 			slog.String("error", err.Error()))
 	}
+}
+
+// close stops the helper goroutine (once its current call, if any, returns).
+func (c *sinkCaller) close() {
+	if c.in != nil {
+		close(c.in)
+		c.in = nil
+	}
+}
+
+func runSink(sink LogSink, in <-chan sinkCall, out chan<- error) {
+	for call := range in {
+		out <- callSink(sink, call)
+	}
+}
+
+func callSink(sink LogSink, call sinkCall) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("log sink panicked: %v", r)
+		}
+	}()
+	return sink.RecordAttempt(call.ctx, call.a)
 }

@@ -78,11 +78,11 @@ type MemorySupervisor struct {
 	seqs       map[string]int64
 	unfinished int
 	order      uint64
-	changed    chan struct{} // closed and replaced on every change
+	changed    chan struct{} // closed on the next change; nil when nobody waits
 }
 
 type memDelivery struct {
-	p          *prepared
+	prepared
 	id         string
 	seq        int64
 	order      uint64
@@ -94,9 +94,10 @@ type memDelivery struct {
 	lastError  string
 	lastStatus int
 	finishedAt time.Time
-	probe      bool // holds a half-open probe slot
-	expired    bool // the horizon passed while its breaker was open
-	done       chan struct{}
+	probe      bool          // holds a half-open probe slot
+	expired    bool          // the horizon passed while its breaker was open
+	done       chan struct{} // made by the first Wait; closed when over
+	over       bool          // final, and its last record handed to the sink
 	index      int
 }
 
@@ -139,7 +140,6 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 		byID:           make(map[string]*memDelivery),
 		breakers:       make(map[string]*memBreaker),
 		seqs:           make(map[string]int64),
-		changed:        make(chan struct{}),
 	}, nil
 }
 
@@ -151,11 +151,12 @@ func (s *MemorySupervisor) DeliveryRetryHorizon() time.Duration { return s.k.ret
 
 // SendMCP validates w, builds its body once and queues it. See [Supervisor].
 func (s *MemorySupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt, error) {
-	d, err := s.k.urls.prepareMCP(w, s.k.clock.Now())
+	now := s.k.clock.Now()
+	d, err := s.k.urls.prepareMCP(w, now)
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.accept(ctx, d)
+	return s.accept(d, now)
 }
 
 // SendPrepared validates w and queues a copy of its body. See [Supervisor].
@@ -164,21 +165,20 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.accept(ctx, d)
+	return s.accept(d, s.k.clock.Now())
 }
 
-func (s *MemorySupervisor) accept(ctx context.Context, d *prepared) (Receipt, error) {
-	now := s.k.clock.Now()
+func (s *MemorySupervisor) accept(d prepared, now time.Time) (Receipt, error) {
 	s.mu.Lock()
 	if s.k.breaker.OpenAction == OpenDrop {
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
 			until := b.openUntil(s.k.breaker)
 			s.mu.Unlock()
-			a := s.k.baseRecord(d, "", 0)
+			a := s.k.baseRecord(&d, "", 0)
 			a.Outcome = OutcomeCircuitOpen
 			a.OccurredAt = now
 			a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
-			s.k.emit(ctx, a)
+			s.k.emit(a)
 			return Receipt{}, fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
 		}
 	}
@@ -193,14 +193,13 @@ func (s *MemorySupervisor) accept(ctx context.Context, d *prepared) (Receipt, er
 	}
 	s.order++
 	md := &memDelivery{
-		p:          d,
+		prepared:   d,
 		id:         newUUID(),
 		seq:        seq,
 		order:      s.order,
 		acceptedAt: now,
 		state:      StatePending,
 		dueAt:      now,
-		done:       make(chan struct{}),
 		index:      -1,
 	}
 	s.byID[md.id] = md
@@ -253,13 +252,22 @@ func (s *MemorySupervisor) Delivery(id string) (Delivery, error) {
 func (s *MemorySupervisor) Wait(ctx context.Context, id string) (Delivery, error) {
 	s.mu.Lock()
 	d, ok := s.byID[id]
-	s.mu.Unlock()
 	if !ok {
+		s.mu.Unlock()
 		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
+	if d.over {
+		defer s.mu.Unlock()
+		return d.snapshot(), nil
+	}
+	if d.done == nil {
+		d.done = make(chan struct{})
+	}
+	done := d.done
+	s.mu.Unlock()
 	var err error
 	select {
-	case <-d.done:
+	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -271,14 +279,14 @@ func (s *MemorySupervisor) Wait(ctx context.Context, id string) (Delivery, error
 func (d *memDelivery) snapshot() Delivery {
 	v := Delivery{
 		ID:             d.id,
-		URL:            d.p.url,
-		IdempotencyKey: d.p.key,
-		Body:           append([]byte(nil), d.p.body...),
-		SequenceKey:    d.p.routing.SequenceKey,
+		URL:            d.url,
+		IdempotencyKey: d.key,
+		Body:           append([]byte(nil), d.body...),
+		SequenceKey:    d.routing.SequenceKey,
 		Sequence:       d.seq,
-		BreakerKey:     d.p.breakerKey,
-		TaskType:       d.p.taskType,
-		TaskID:         d.p.taskID,
+		BreakerKey:     d.breakerKey,
+		TaskType:       d.taskType,
+		TaskID:         d.taskID,
 		State:          d.state,
 		Attempts:       d.attempts,
 		LastError:      d.lastError,
@@ -293,12 +301,39 @@ func (d *memDelivery) snapshot() Delivery {
 }
 
 // RunWorker delivers queued webhooks until ctx is done. See [Supervisor].
+//
+// It runs Concurrency worker goroutines. A worker that finishes an attempt
+// claims the next ready delivery itself; idle workers are woken by one
+// dispatcher, which claims a delivery only when a worker is free. A worker
+// is busy for the attempt and for the log sink call that reports it.
 func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 	slots := make(chan struct{}, s.concurrency)
-	release := func() { <-slots }
-	var inflight sync.WaitGroup
+	work := make(chan *memDelivery)
 	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelAttempts()
+	var workers sync.WaitGroup
+	for range s.concurrency {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			sc := s.k.newSinkCaller()
+			defer sc.close()
+			for d := range work {
+				// Keep claiming while work is ready, so a busy worker needs
+				// no hand-off from the dispatcher between deliveries.
+				for d != nil {
+					s.attempt(attemptCtx, d, sc)
+					if ctx.Err() != nil {
+						break
+					}
+					s.mu.Lock()
+					d, _ = s.claimLocked(s.k.clock.Now())
+					s.mu.Unlock()
+				}
+				<-slots
+			}
+		}()
+	}
 
 	for ctx.Err() == nil {
 		select {
@@ -308,17 +343,19 @@ func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 		}
 		s.mu.Lock()
 		d, wake := s.claimLocked(s.k.clock.Now())
-		changed := s.changed
+		var changed chan struct{}
+		if d == nil {
+			if s.changed == nil {
+				s.changed = make(chan struct{})
+			}
+			changed = s.changed
+		}
 		s.mu.Unlock()
 		if d != nil {
-			inflight.Add(1)
-			go func() {
-				defer inflight.Done()
-				s.attempt(attemptCtx, d, release)
-			}()
+			work <- d
 			continue
 		}
-		release()
+		<-slots
 		var timer <-chan time.Time
 		stop := func() bool { return false }
 		if !wake.IsZero() {
@@ -331,10 +368,11 @@ func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 		}
 		stop()
 	}
+	close(work)
 
 	drained := make(chan struct{})
 	go func() {
-		inflight.Wait()
+		workers.Wait()
 		close(drained)
 	}()
 	t := time.NewTimer(s.drainTimeout)
@@ -360,7 +398,11 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 		d := s.ready[0]
 		s.ready[0] = nil
 		s.ready = s.ready[1:]
-		b := s.breakerLocked(d.p.breakerKey)
+		b := s.breakers[d.breakerKey]
+		if b == nil { // closed, with no failures: no entry is kept
+			d.state = StateRunning
+			return d, time.Time{}
+		}
 		ok, probe, retryAt := b.allow(s.k.breaker, now)
 		if ok {
 			d.probe = probe
@@ -395,14 +437,14 @@ func (d *memDelivery) anchor() time.Time {
 }
 
 // attempt runs one attempt of d, records it, reports it and reschedules or
-// finishes d. release frees the worker slot before the log sink runs.
-func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, release func()) {
+// finishes d.
+func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, sc *sinkCaller) {
 	if d.expired {
-		s.expire(ctx, d, release)
+		s.expire(d, sc)
 		return
 	}
 	n := d.attempts + 1
-	res := s.k.send(ctx, d.p, d.id, n)
+	res := s.k.send(ctx, &d.prepared, d.id, n)
 	end := res.start.Add(res.elapsed)
 
 	s.mu.Lock()
@@ -412,8 +454,14 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, release 
 	d.attempts = n
 	d.lastStatus = res.status
 	d.lastError = res.errText
-	b := s.breakerLocked(d.p.breakerKey)
-	b.record(s.k.breaker, res.class.breakerResult(), d.probe, end)
+	if b, r := s.breakers[d.breakerKey], res.class.breakerResult(); b != nil || r == breakerFailure {
+		if b == nil {
+			b = &memBreaker{}
+			s.breakers[d.breakerKey] = b
+		}
+		b.record(s.k.breaker, r, d.probe, end)
+		s.releaseParkedLocked(d.breakerKey, b)
+	}
 	d.probe = false
 	next, retry := s.k.nextAttemptAt(n, res.class, d.firstAt, end)
 	if retry {
@@ -426,15 +474,13 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, release 
 		}
 		d.finishedAt = end
 	}
-	s.releaseParkedLocked(d.p.breakerKey, b)
 	s.signalLocked()
 	s.mu.Unlock()
-	release()
 
-	a := s.k.record(d.p, d.id, d.seq, n, res)
+	a := s.k.record(&d.prepared, d.id, d.seq, n, res)
 	a.WillRetry = retry
 	a.NextRetryAt = next
-	s.k.emit(ctx, a)
+	sc.emit(a)
 
 	s.mu.Lock()
 	if retry {
@@ -448,7 +494,7 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, release 
 
 // expire fails a delivery whose retry horizon passed while its breaker was
 // open, recording why.
-func (s *MemorySupervisor) expire(ctx context.Context, d *memDelivery, release func()) {
+func (s *MemorySupervisor) expire(d *memDelivery, sc *sinkCaller) {
 	now := s.k.clock.Now()
 	msg := fmt.Sprintf("retry horizon of %v passed while the circuit breaker was open", s.k.retry.Horizon)
 	s.mu.Lock()
@@ -456,28 +502,18 @@ func (s *MemorySupervisor) expire(ctx context.Context, d *memDelivery, release f
 	d.lastError = msg
 	d.finishedAt = now
 	s.mu.Unlock()
-	release()
 
-	a := s.k.baseRecord(d.p, d.id, d.seq)
+	a := s.k.baseRecord(&d.prepared, d.id, d.seq)
 	a.AttemptNumber = d.attempts
 	a.Outcome = OutcomeCircuitOpen
 	a.OccurredAt = now
 	a.Error = msg
-	s.k.emit(ctx, a)
+	sc.emit(a)
 
 	s.mu.Lock()
 	s.finishLocked(d)
 	s.signalLocked()
 	s.mu.Unlock()
-}
-
-func (s *MemorySupervisor) breakerLocked(key string) *memBreaker {
-	b, ok := s.breakers[key]
-	if !ok {
-		b = &memBreaker{}
-		s.breakers[key] = b
-	}
-	return b
 }
 
 // releaseParkedLocked requeues deliveries that waited for a probe slot (the
@@ -493,7 +529,10 @@ func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
 
 func (s *MemorySupervisor) finishLocked(d *memDelivery) {
 	s.unfinished--
-	close(d.done)
+	d.over = true
+	if d.done != nil {
+		close(d.done)
+	}
 	s.finished = append(s.finished, d.id)
 	if len(s.finished) > s.retainFinished {
 		delete(s.byID, s.finished[0])
@@ -501,9 +540,12 @@ func (s *MemorySupervisor) finishLocked(d *memDelivery) {
 	}
 }
 
+// signalLocked wakes dispatchers waiting for a change, if any.
 func (s *MemorySupervisor) signalLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 }
 
 // memHeap orders delayed deliveries by due time, then acceptance order.

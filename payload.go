@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -93,7 +92,23 @@ const (
 	TaskSyncAgentNotificationConfigs TaskType = "sync_agent_notification_configs"
 )
 
-var taskTypePattern = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+// validTaskType reports whether t is snake_case: lowercase letters and
+// digits in words joined by single underscores, starting with a letter.
+func validTaskType(t TaskType) bool {
+	if len(t) == 0 || len(t) > 128 || t[0] < 'a' || t[0] > 'z' || t[len(t)-1] == '_' {
+		return false
+	}
+	for i := 1; i < len(t); i++ {
+		c := t[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '_' && t[i-1] != '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Protocol is an AdCP protocol (enums/adcp-protocol.json).
 type Protocol string
@@ -151,8 +166,21 @@ func ProtocolForTaskType(t TaskType) (Protocol, bool) {
 	return p, ok
 }
 
-var keyPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{16,255}$`)
-var notificationIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+// validKeyChars reports whether s has min to max characters, all of
+// [A-Za-z0-9_.:-]: the AdCP pattern for idempotency keys (16 to 255) and
+// notification IDs (1 to 255).
+func validKeyChars(s string, min, max int) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // NewIdempotencyKey returns a fresh "whk_<uuid4>" key from crypto/rand.
 func NewIdempotencyKey() string { return "whk_" + newUUID() }
@@ -243,7 +271,7 @@ func checkText(field, v string, required bool, max int) error {
 }
 
 func checkKey(field, key string) error {
-	if !keyPattern.MatchString(key) {
+	if !validKeyChars(key, 16, 255) {
 		return invalid(field, "must match ^[A-Za-z0-9_.:-]{16,255}$ (got %d bytes); leave it empty to get a fresh whk_<uuid4>", len(key))
 	}
 	return nil
@@ -289,42 +317,29 @@ type prepared struct {
 }
 
 // prepare validates w and copies it; the copy is what gets stored.
-func (p urlPolicy) prepare(w PreparedWebhook) (*prepared, error) {
+func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if err := p.checkURL("URL", w.URL); err != nil {
-		return nil, err
+		return prepared{}, err
 	}
 	if len(w.Body) > MaxBodyBytes {
-		return nil, &ValidationError{Field: "Body", Reason: fmt.Sprintf("is %d bytes; at most %d are accepted", len(w.Body), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+		return prepared{}, &ValidationError{Field: "Body", Reason: fmt.Sprintf("is %d bytes; at most %d are accepted", len(w.Body), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
 	if !json.Valid(w.Body) {
-		return nil, invalid("Body", "is not valid JSON")
+		return prepared{}, invalid("Body", "is not valid JSON")
 	}
 	if err := checkKey("IdempotencyKey", w.IdempotencyKey); err != nil {
-		return nil, err
+		return prepared{}, err
 	}
-	if w.TaskType != "" && !taskTypePattern.MatchString(string(w.TaskType)) {
-		return nil, invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
+	if w.TaskType != "" && !validTaskType(w.TaskType) {
+		return prepared{}, invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
 	}
 	if err := checkText("TaskID", w.TaskID, false, 255); err != nil {
-		return nil, err
+		return prepared{}, err
 	}
 	if err := w.Routing.check(); err != nil {
-		return nil, err
+		return prepared{}, err
 	}
-	d := &prepared{
-		url:      w.URL,
-		body:     bytes.Clone(w.Body),
-		key:      w.IdempotencyKey,
-		taskType: w.TaskType,
-		taskID:   w.TaskID,
-		routing:  w.Routing,
-	}
-	if a := w.Authentication; a != nil {
-		c := *a
-		d.routing.Authentication = &c
-	}
-	d.breakerKey = cmpOr(w.BreakerKey, w.URL)
-	return d, nil
+	return newPrepared(w.URL, bytes.Clone(w.Body), w.IdempotencyKey, w.TaskType, w.TaskID, w.Routing), nil
 }
 
 func cmpOr(a, b string) string {
@@ -351,7 +366,7 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	if w.TaskType == "" {
 		return nil, "", invalid("TaskType", "is required; use a TaskType constant such as TaskCreateMediaBuy")
 	}
-	if !taskTypePattern.MatchString(string(w.TaskType)) {
+	if !validTaskType(w.TaskType) {
 		return nil, "", invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
 	}
 	if !w.Status.Valid() {
@@ -364,6 +379,9 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 		if n := utf8.RuneCountInString(w.Token); n < 16 || n > 4096 {
 			return nil, "", invalid("Token", "has %d characters; push_notification_config.token must have 16 to 4096", n)
 		}
+		if !utf8.ValidString(w.Token) {
+			return nil, "", invalid("Token", "is not valid UTF-8")
+		}
 	}
 	if err := checkText("ContextID", w.ContextID, false, 1024); err != nil {
 		return nil, "", err
@@ -375,7 +393,7 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	if nid == "" && w.Status.Terminal() {
 		nid = w.TaskID + ".terminal"
 	}
-	if nid != "" && !notificationIDPattern.MatchString(nid) {
+	if nid != "" && !validKeyChars(nid, 1, 255) {
 		field := "NotificationID"
 		if w.NotificationID == "" {
 			field = "TaskID"
@@ -411,23 +429,21 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 		protocol, _ = ProtocolForTaskType(w.TaskType)
 	}
 
-	var b bytes.Buffer
-	b.Grow(256 + len(result) + len(w.Message))
-	first := true
+	b := make([]byte, 0, 200+len(key)+len(nid)+len(w.OperationID)+len(w.TaskID)+len(w.TaskType)+
+		len(w.Message)+len(w.ContextID)+len(w.Token)+len(result))
+	b = append(b, '{')
 	member := func(name, value string) {
 		if value == "" {
 			return
 		}
-		if !first {
-			b.WriteByte(',')
+		if len(b) > 1 {
+			b = append(b, ',')
 		}
-		first = false
-		b.WriteByte('"')
-		b.WriteString(name)
-		b.WriteString(`":`)
-		writeJSONString(&b, value)
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = appendJSONString(b, value)
 	}
-	b.WriteByte('{')
 	member("idempotency_key", key)
 	member("notification_id", nid)
 	member("operation_id", w.OperationID)
@@ -435,19 +451,24 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	member("task_type", string(w.TaskType))
 	member("protocol", string(protocol))
 	member("status", string(w.Status))
-	member("timestamp", ts.UTC().Format(timestampLayout))
+	if len(b) > 1 {
+		b = append(b, ',')
+	}
+	b = append(b, `"timestamp":"`...)
+	b = ts.UTC().AppendFormat(b, timestampLayout)
+	b = append(b, '"')
 	member("message", w.Message)
 	member("context_id", w.ContextID)
 	member("token", w.Token)
 	if result != nil {
-		b.WriteString(`,"result":`)
-		b.Write(result)
+		b = append(b, `,"result":`...)
+		b = append(b, result...)
 	}
-	b.WriteByte('}')
-	if b.Len() > MaxBodyBytes {
-		return nil, "", &ValidationError{Field: "Result", Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", b.Len(), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+	b = append(b, '}')
+	if len(b) > MaxBodyBytes {
+		return nil, "", &ValidationError{Field: "Result", Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", len(b), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
-	return b.Bytes(), key, nil
+	return b, key, nil
 }
 
 // marshalCompact marshals v without HTML escaping and without the encoder's
@@ -462,26 +483,84 @@ func marshalCompact(v any) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte{'\n'}), nil
 }
 
-func writeJSONString(b *bytes.Buffer, s string) {
-	out, _ := marshalCompact(s) // a string always marshals
-	b.Write(out)
+// appendJSONString appends s as a JSON string the way encoding/json writes it
+// with HTML escaping off: quotes, backslashes and control characters escaped,
+// U+2028 and U+2029 escaped, invalid UTF-8 replaced by U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // prepareMCP validates w and builds its body, as SendMCP does.
-func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (*prepared, error) {
+func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
 	if err := p.checkURL("URL", w.URL); err != nil {
-		return nil, err
+		return prepared{}, err
+	}
+	if err := w.Routing.check(); err != nil {
+		return prepared{}, err
 	}
 	body, key, err := BuildMCPBody(w, now)
 	if err != nil {
-		return nil, err
+		return prepared{}, err
 	}
-	return p.prepare(PreparedWebhook{
-		URL:            w.URL,
-		Body:           body,
-		IdempotencyKey: key,
-		TaskType:       w.TaskType,
-		TaskID:         w.TaskID,
-		Routing:        w.Routing,
-	})
+	return newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing), nil
+}
+
+// newPrepared assembles a validated delivery; body is owned by it.
+func newPrepared(url string, body []byte, key string, taskType TaskType, taskID string, r Routing) prepared {
+	d := prepared{url: url, body: body, key: key, taskType: taskType, taskID: taskID, routing: r}
+	if a := r.Authentication; a != nil {
+		c := *a
+		d.routing.Authentication = &c
+	}
+	d.breakerKey = cmpOr(r.BreakerKey, url)
+	return d
 }

@@ -72,7 +72,7 @@ func TestIdempotencyKeysAreUUID4(t *testing.T) {
 	for range 1000 {
 		k := NewIdempotencyKey()
 		require.Regexp(t, re, k)
-		require.True(t, keyPattern.MatchString(k))
+		require.True(t, validKeyChars(k, 16, 255))
 		require.False(t, seen[k])
 		seen[k] = true
 	}
@@ -131,7 +131,7 @@ func TestEnumsMatchSpec(t *testing.T) {
 	require.Len(t, allTaskTypes, len(spec))
 	for _, task := range spec {
 		require.True(t, known[TaskType(task)], "no constant for task type %q", task)
-		require.Regexp(t, taskTypePattern, task)
+		require.True(t, validTaskType(TaskType(task)), task)
 	}
 }
 
@@ -232,4 +232,34 @@ func TestBodyMatchesSchema(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ts.Equal(at))
 	}
+}
+
+func TestValidTaskType(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[TaskType]bool{
+		"create_media_buy": true, "log_event": true, "a": true, "v2_task": true, "x9": true,
+		"": false, "_x": false, "x_": false, "a__b": false, "Create": false, "9lives": false, "a-b": false, "a b": false,
+	} {
+		require.Equal(t, want, validTaskType(in), "%q", in)
+	}
+}
+
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "nl\n cr\r tab\t", "\x00\x01\x1f\x7f",
+		"<html>&amp;", "caf\u00e9 \u65e5\u672c", "\u2028\u2029", "bad\xffutf8\xc3", "emoji \U0001F600"} {
+		want, err := marshalCompact(s)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(appendJSONString(nil, s)), "%q", s)
+	}
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	f.Add("hello")
+	f.Add("\u2028<\x00>\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := marshalCompact(s)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(appendJSONString(nil, s)))
+	})
 }
