@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -195,80 +197,120 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 	}
 }
 
-// emit hands one record to the log sink from a goroutine that has no
-// sinkCaller of its own (acceptance under OpenDrop).
-func (k *core) emit(a Attempt) {
-	c := k.newSinkCaller()
-	c.emit(a)
-	c.close()
-}
-
-// sinkCaller calls the log sink for one worker goroutine, bounded by
-// SinkTimeout. It keeps one helper goroutine between calls, so a fast sink
-// costs no goroutine per record; a sink that outlives the bound keeps its
-// helper, which exits when the sink returns, and the next call starts a new
-// one. Errors, timeouts and panics are logged and swallowed.
-type sinkCaller struct {
-	k   *core
-	in  chan sinkCall
-	out chan error
-}
-
-type sinkCall struct {
-	ctx context.Context
-	a   Attempt
-}
-
-func (k *core) newSinkCaller() *sinkCaller { return &sinkCaller{k: k} }
-
-func (c *sinkCaller) emit(a Attempt) {
-	sink := c.k.sink
-	if sink == nil {
-		return
+// report hands a worker's record to the log sink, then runs after. The sink
+// runs on the calling goroutine, bounded by SinkTimeout: if it has not
+// returned by then, a watchdog logs it, runs after and calls replace, which
+// must start a goroutine to carry on the caller's work; report then returns
+// true once the sink does return, and the caller must exit. A fast sink thus
+// costs no goroutine switch, and a stuck one costs one goroutine, not a
+// worker. Errors and panics are logged and swallowed.
+func (k *core) report(a Attempt, after, replace func()) (replaced bool) {
+	if k.sink == nil {
+		after()
+		return false
 	}
-	if c.in == nil {
-		c.in, c.out = make(chan sinkCall, 1), make(chan error, 1)
-		go runSink(sink, c.in, c.out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.k.retry.SinkTimeout)
-	defer cancel()
-	c.in <- sinkCall{ctx: ctx, a: a}
-	var err error
-	select {
-	case err = <-c.out:
-	case <-ctx.Done():
-		close(c.in) // abandon the helper; it exits once the sink returns
-		c.in = nil
-		err = fmt.Errorf("log sink did not return within %v", c.k.retry.SinkTimeout)
+	ctx := &sinkContext{deadline: time.Now().Add(k.retry.SinkTimeout)}
+	var claimed atomic.Bool // set by whoever runs after: the watchdog or the caller
+	watchdog := time.AfterFunc(k.retry.SinkTimeout, func() {
+		ctx.expire()
+		if claimed.CompareAndSwap(false, true) {
+			k.sinkFailed(a, fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout))
+			after()
+			replace()
+		}
+	})
+	err := callSink(ctx, k.sink, a)
+	watchdog.Stop()
+	ctx.expire() // like cancel: a sink that kept the context sees it done
+	if !claimed.CompareAndSwap(false, true) {
+		return true
 	}
 	if err != nil {
-		c.k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
-			slog.String("delivery_id", a.DeliveryID),
-			slog.Int("attempt_number", a.AttemptNumber),
-			slog.String("outcome", string(a.Outcome)),
-			slog.String("error", err.Error()))
+		k.sinkFailed(a, err)
+	}
+	after()
+	return false
+}
+
+// sinkContext is the context a worker passes to the log sink: a deadline
+// and nothing else. It is cheaper than context.WithTimeout on the hot path
+// because its Done channel is made only if the sink asks for it.
+type sinkContext struct {
+	deadline time.Time
+	mu       sync.Mutex
+	done     chan struct{}
+	expired  bool
+}
+
+func (c *sinkContext) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *sinkContext) Value(any) any               { return nil }
+
+func (c *sinkContext) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.expired {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+func (c *sinkContext) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expired {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *sinkContext) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.expired {
+		c.expired = true
+		if c.done != nil {
+			close(c.done)
+		}
 	}
 }
 
-// close stops the helper goroutine (once its current call, if any, returns).
-func (c *sinkCaller) close() {
-	if c.in != nil {
-		close(c.in)
-		c.in = nil
+// emit hands a record to the log sink from a goroutine that is not a worker
+// (acceptance under OpenDrop), bounded by SinkTimeout.
+func (k *core) emit(a Attempt) {
+	if k.sink == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), k.retry.SinkTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- callSink(ctx, k.sink, a) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
+	}
+	if err != nil {
+		k.sinkFailed(a, err)
 	}
 }
 
-func runSink(sink LogSink, in <-chan sinkCall, out chan<- error) {
-	for call := range in {
-		out <- callSink(sink, call)
-	}
+func (k *core) sinkFailed(a Attempt, err error) {
+	k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
+		slog.String("delivery_id", a.DeliveryID),
+		slog.Int("attempt_number", a.AttemptNumber),
+		slog.String("outcome", string(a.Outcome)),
+		slog.String("error", err.Error()))
 }
 
-func callSink(sink LogSink, call sinkCall) (err error) {
+func callSink(ctx context.Context, sink LogSink, a Attempt) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("log sink panicked: %v", r)
 		}
 	}()
-	return sink.RecordAttempt(call.ctx, call.a)
+	return sink.RecordAttempt(ctx, a)
 }

@@ -305,39 +305,26 @@ func (d *memDelivery) snapshot() Delivery {
 // It runs Concurrency worker goroutines. A worker that finishes an attempt
 // claims the next ready delivery itself; idle workers are woken by one
 // dispatcher, which claims a delivery only when a worker is free. A worker
-// is busy for the attempt and for the log sink call that reports it.
+// is busy for the attempt and for the log sink call that reports it, at most
+// SinkTimeout: a worker stuck in the sink is replaced.
 func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
-	slots := make(chan struct{}, s.concurrency)
-	work := make(chan *memDelivery)
 	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelAttempts()
-	var workers sync.WaitGroup
+	p := &memPool{
+		s:          s,
+		ctx:        ctx,
+		attemptCtx: attemptCtx,
+		work:       make(chan *memDelivery),
+		slots:      make(chan struct{}, s.concurrency),
+	}
+	p.workers.Add(s.concurrency)
 	for range s.concurrency {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			sc := s.k.newSinkCaller()
-			defer sc.close()
-			for d := range work {
-				// Keep claiming while work is ready, so a busy worker needs
-				// no hand-off from the dispatcher between deliveries.
-				for d != nil {
-					s.attempt(attemptCtx, d, sc)
-					if ctx.Err() != nil {
-						break
-					}
-					s.mu.Lock()
-					d, _ = s.claimLocked(s.k.clock.Now())
-					s.mu.Unlock()
-				}
-				<-slots
-			}
-		}()
+		go p.loop(false)
 	}
 
 	for ctx.Err() == nil {
 		select {
-		case slots <- struct{}{}:
+		case p.slots <- struct{}{}:
 		case <-ctx.Done():
 			continue
 		}
@@ -352,10 +339,10 @@ func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		if d != nil {
-			work <- d
+			p.work <- d
 			continue
 		}
-		<-slots
+		<-p.slots
 		var timer <-chan time.Time
 		stop := func() bool { return false }
 		if !wake.IsZero() {
@@ -368,11 +355,11 @@ func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 		}
 		stop()
 	}
-	close(work)
+	close(p.work)
 
 	drained := make(chan struct{})
 	go func() {
-		workers.Wait()
+		p.workers.Wait()
 		close(drained)
 	}()
 	t := time.NewTimer(s.drainTimeout)
@@ -387,6 +374,51 @@ func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 	}
 	return nil
 }
+
+// memPool is the worker goroutines of one RunWorker call. A worker holds a
+// slot while busy; the dispatcher hands work only to a free slot.
+type memPool struct {
+	s          *MemorySupervisor
+	ctx        context.Context // RunWorker's: when done, claim nothing more
+	attemptCtx context.Context // cancelled only after DrainTimeout
+	work       chan *memDelivery
+	slots      chan struct{}
+	workers    sync.WaitGroup
+}
+
+// loop is one worker. busy means it holds a slot and has just finished an
+// attempt (a replacement for a worker stuck in the log sink starts so).
+func (p *memPool) loop(busy bool) {
+	var d *memDelivery
+	for {
+		if busy {
+			// Keep claiming while work is ready, so a busy worker needs no
+			// hand-off from the dispatcher between deliveries.
+			if p.ctx.Err() == nil {
+				p.s.mu.Lock()
+				d, _ = p.s.claimLocked(p.s.k.clock.Now())
+				p.s.mu.Unlock()
+			}
+			if d == nil {
+				<-p.slots
+				busy = false
+				continue
+			}
+		} else {
+			var ok bool
+			if d, ok = <-p.work; !ok {
+				p.workers.Done()
+				return
+			}
+		}
+		if p.s.attempt(p.attemptCtx, d, p.replace) {
+			return // a replacement carries on with this worker's slot
+		}
+		d, busy = nil, true
+	}
+}
+
+func (p *memPool) replace() { go p.loop(true) }
 
 // claimLocked takes the next delivery whose breaker allows an attempt, or
 // reports when the earliest delayed one falls due (zero: none is waiting).
@@ -437,11 +469,11 @@ func (d *memDelivery) anchor() time.Time {
 }
 
 // attempt runs one attempt of d, records it, reports it and reschedules or
-// finishes d.
-func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, sc *sinkCaller) {
+// finishes d. It returns true when the log sink outlived its bound and
+// replace was called: the calling worker must then exit.
+func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, replace func()) (replaced bool) {
 	if d.expired {
-		s.expire(d, sc)
-		return
+		return s.expire(d, replace)
 	}
 	n := d.attempts + 1
 	res := s.k.send(ctx, &d.prepared, d.id, n)
@@ -480,8 +512,12 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, sc *sink
 	a := s.k.record(&d.prepared, d.id, d.seq, n, res)
 	a.WillRetry = retry
 	a.NextRetryAt = next
-	sc.emit(a)
+	return s.k.report(a, func() { s.requeue(d, retry) }, replace)
+}
 
+// requeue schedules d's next attempt, or finishes it, once its record has
+// been reported.
+func (s *MemorySupervisor) requeue(d *memDelivery, retry bool) {
 	s.mu.Lock()
 	if retry {
 		heap.Push(&s.delayed, d)
@@ -494,7 +530,7 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, sc *sink
 
 // expire fails a delivery whose retry horizon passed while its breaker was
 // open, recording why.
-func (s *MemorySupervisor) expire(d *memDelivery, sc *sinkCaller) {
+func (s *MemorySupervisor) expire(d *memDelivery, replace func()) bool {
 	now := s.k.clock.Now()
 	msg := fmt.Sprintf("retry horizon of %v passed while the circuit breaker was open", s.k.retry.Horizon)
 	s.mu.Lock()
@@ -508,12 +544,7 @@ func (s *MemorySupervisor) expire(d *memDelivery, sc *sinkCaller) {
 	a.Outcome = OutcomeCircuitOpen
 	a.OccurredAt = now
 	a.Error = msg
-	sc.emit(a)
-
-	s.mu.Lock()
-	s.finishLocked(d)
-	s.signalLocked()
-	s.mu.Unlock()
+	return s.k.report(a, func() { s.requeue(d, false) }, replace)
 }
 
 // releaseParkedLocked requeues deliveries that waited for a probe slot (the

@@ -315,3 +315,28 @@ func TestMemorySeveralWorkersShareOneQueue(t *testing.T) {
 	}
 	require.Empty(t, ids, "each delivery attempted exactly once")
 }
+
+func TestMemoryStuckSinkDoesNotCostAWorker(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	e := newEnv(t, func(t *testing.T, sc suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewMemorySupervisor(sc.Sender, webhook.MemoryConfig{
+			Concurrency: 1,
+			Clock:       sc.Clock,
+			Retry:       webhook.RetryPolicy{SinkTimeout: 5 * time.Millisecond},
+			LogSink: webhook.LogSinkFunc(func(context.Context, webhook.Attempt) error {
+				<-release // ignores its context
+				return nil
+			}),
+		})
+		require.NoError(t, err)
+		return s
+	})
+	e.startWorker()
+	t.Cleanup(func() { close(release) }) // runs before the worker is stopped
+	for i := range 3 {
+		e.sendMCP(mcp("https://buyer.example/hook", fmt.Sprint("t", i)))
+	}
+	e.waitSent(3)
+	require.Len(t, e.sender.sent(), 3, "one worker, three deliveries, every sink call stuck")
+}
