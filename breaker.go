@@ -118,8 +118,14 @@ type breaker struct {
 	Failures  int       // consecutive failures while closed
 	Successes int       // successes while half-open
 	Probes    int       // half-open attempts in flight
-	OpenedAt  time.Time // last transition to open (or failure while open)
+	OpenedAt  time.Time // last transition to open
+	// Period counts half-open periods, so that a probe admitted in an
+	// earlier one cannot release a slot of the current one.
+	Period uint64
 }
+
+// probe identifies a half-open probe slot; the zero value is no probe.
+type probe uint64
 
 // openUntil is when an open breaker turns half-open.
 func (b *breaker) openUntil(p BreakerPolicy) time.Time { return b.OpenedAt.Add(p.OpenTimeout) }
@@ -127,32 +133,37 @@ func (b *breaker) openUntil(p BreakerPolicy) time.Time { return b.OpenedAt.Add(p
 // advance applies the lazy open → half-open transition.
 func (b *breaker) advance(p BreakerPolicy, now time.Time) {
 	if b.State == BreakerOpen && !now.Before(b.openUntil(p)) {
-		*b = breaker{State: BreakerHalfOpen, OpenedAt: b.OpenedAt}
+		*b = breaker{State: BreakerHalfOpen, OpenedAt: b.OpenedAt, Period: b.Period + 1}
 	}
 }
 
-// allow asks whether an attempt may start now. When it may, probe reports
-// whether it holds a half-open probe slot, which record must release. When it
-// may not, retryAt is when to ask again, or zero when the answer changes only
-// on another attempt's record (all probe slots taken).
-func (b *breaker) allow(p BreakerPolicy, now time.Time) (ok, probe bool, retryAt time.Time) {
+// allow asks whether an attempt may start now. When it may, pr is the
+// half-open probe slot it holds (zero when closed), which record must be
+// given back. When it may not, retryAt is when to ask again, or zero when
+// the answer changes only on another attempt's record (all probe slots
+// taken).
+func (b *breaker) allow(p BreakerPolicy, now time.Time) (ok bool, pr probe, retryAt time.Time) {
 	b.advance(p, now)
 	switch b.State {
 	case BreakerOpen:
-		return false, false, b.openUntil(p)
+		return false, 0, b.openUntil(p)
 	case BreakerHalfOpen:
 		if b.Probes >= p.HalfOpenProbes {
-			return false, false, time.Time{}
+			return false, 0, time.Time{}
 		}
 		b.Probes++
-		return true, true, time.Time{}
+		return true, probe(b.Period), time.Time{}
 	}
-	return true, false, time.Time{}
+	return true, 0, time.Time{}
 }
 
-// record applies an attempt's result. probe is what allow returned for it.
-func (b *breaker) record(p BreakerPolicy, r breakerResult, probe bool, now time.Time) {
-	if probe && b.Probes > 0 {
+// record applies an attempt's result. pr is what allow returned for it.
+//
+// Only a failure in closed or half-open state moves the breaker to open: a
+// failure that lands while it is already open (an attempt that started
+// before it opened) does not restart the open timeout.
+func (b *breaker) record(p BreakerPolicy, r breakerResult, pr probe, now time.Time) {
+	if pr != 0 && uint64(pr) == b.Period && b.State == BreakerHalfOpen && b.Probes > 0 {
 		b.Probes--
 	}
 	b.advance(p, now)
@@ -164,7 +175,7 @@ func (b *breaker) record(p BreakerPolicy, r breakerResult, probe bool, now time.
 		case BreakerHalfOpen:
 			b.Successes++
 			if b.Successes >= p.SuccessThreshold {
-				*b = breaker{State: BreakerClosed}
+				*b = breaker{State: BreakerClosed, Period: b.Period}
 			}
 		}
 	case breakerFailure:
@@ -172,10 +183,10 @@ func (b *breaker) record(p BreakerPolicy, r breakerResult, probe bool, now time.
 		case BreakerClosed:
 			b.Failures++
 			if b.Failures >= p.FailureThreshold {
-				*b = breaker{State: BreakerOpen, OpenedAt: now}
+				*b = breaker{State: BreakerOpen, OpenedAt: now, Period: b.Period}
 			}
-		case BreakerHalfOpen, BreakerOpen:
-			*b = breaker{State: BreakerOpen, OpenedAt: now}
+		case BreakerHalfOpen:
+			*b = breaker{State: BreakerOpen, OpenedAt: now, Period: b.Period}
 		}
 	}
 }

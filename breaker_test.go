@@ -15,16 +15,16 @@ func TestBreakerStateMachine(t *testing.T) {
 
 	// Opens after FailureThreshold consecutive failures; a success resets.
 	for range 4 {
-		b.record(p, breakerFailure, false, now)
+		b.record(p, breakerFailure, 0, now)
 	}
-	b.record(p, breakerSuccess, false, now)
+	b.record(p, breakerSuccess, 0, now)
 	require.Zero(t, b.Failures)
 	for i := range 5 {
 		require.Equal(t, BreakerClosed, b.State, "failure %d", i)
-		ok, probe, _ := b.allow(p, now)
+		ok, pr, _ := b.allow(p, now)
 		require.True(t, ok)
-		require.False(t, probe)
-		b.record(p, breakerFailure, false, now)
+		require.Zero(t, pr)
+		b.record(p, breakerFailure, 0, now)
 	}
 	require.Equal(t, BreakerOpen, b.State)
 
@@ -37,29 +37,29 @@ func TestBreakerStateMachine(t *testing.T) {
 	// Half-open after the timeout, one probe at a time.
 	now = now.Add(time.Minute)
 	require.False(t, b.refuses(p, now))
-	ok, probe, _ := b.allow(p, now)
+	ok, pr, _ := b.allow(p, now)
 	require.True(t, ok)
-	require.True(t, probe)
+	require.NotZero(t, pr)
 	require.Equal(t, BreakerHalfOpen, b.State)
 	ok, _, retryAt = b.allow(p, now)
 	require.False(t, ok, "only HalfOpenProbes probes in flight")
 	require.True(t, retryAt.IsZero(), "the next chance comes with the probe's result")
 
 	// A neutral answer (429) releases the probe and changes nothing else.
-	b.record(p, breakerNeutral, true, now)
+	b.record(p, breakerNeutral, pr, now)
 	require.Equal(t, BreakerHalfOpen, b.State)
 	require.Zero(t, b.Probes)
 
 	// SuccessThreshold successes close it.
-	ok, probe, _ = b.allow(p, now)
-	require.True(t, ok && probe)
-	b.record(p, breakerSuccess, true, now)
+	ok, pr, _ = b.allow(p, now)
+	require.True(t, ok && pr != 0)
+	b.record(p, breakerSuccess, pr, now)
 	require.Equal(t, BreakerHalfOpen, b.State)
-	ok, probe, _ = b.allow(p, now)
-	require.True(t, ok && probe)
-	b.record(p, breakerSuccess, true, now)
+	ok, pr, _ = b.allow(p, now)
+	require.True(t, ok && pr != 0)
+	b.record(p, breakerSuccess, pr, now)
 	require.Equal(t, BreakerClosed, b.State)
-	require.Equal(t, breaker{}, b, "closed again from scratch")
+	require.Equal(t, breaker{Period: 1}, b, "closed again from scratch")
 }
 
 func TestBreakerReopensOnHalfOpenFailure(t *testing.T) {
@@ -67,15 +67,15 @@ func TestBreakerReopensOnHalfOpenFailure(t *testing.T) {
 	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var b breaker
-	b.record(p, breakerFailure, false, t0)
+	b.record(p, breakerFailure, 0, t0)
 	require.Equal(t, BreakerOpen, b.State)
 	t1 := t0.Add(time.Minute)
-	ok, probe, _ := b.allow(p, t1)
-	require.True(t, ok && probe)
-	b.record(p, breakerSuccess, true, t1)
-	ok, probe, _ = b.allow(p, t1)
-	require.True(t, ok && probe)
-	b.record(p, breakerFailure, true, t1.Add(time.Second))
+	ok, pr, _ := b.allow(p, t1)
+	require.True(t, ok && pr != 0)
+	b.record(p, breakerSuccess, pr, t1)
+	ok, pr, _ = b.allow(p, t1)
+	require.True(t, ok && pr != 0)
+	b.record(p, breakerFailure, pr, t1.Add(time.Second))
 	require.Equal(t, BreakerOpen, b.State)
 	require.Equal(t, t1.Add(time.Second), b.OpenedAt, "the open timeout restarts")
 	require.Zero(t, b.Successes)
@@ -89,9 +89,9 @@ func TestBreakerNeutralResultsDoNotCount(t *testing.T) {
 	p := BreakerPolicy{FailureThreshold: 2}.withDefaults()
 	now := time.Now()
 	var b breaker
-	b.record(p, breakerFailure, false, now)
+	b.record(p, breakerFailure, 0, now)
 	for range 10 {
-		b.record(p, breakerNeutral, false, now) // 429s and permanent 4xx
+		b.record(p, breakerNeutral, 0, now) // 429s and permanent 4xx
 	}
 	require.Equal(t, BreakerClosed, b.State)
 	require.Equal(t, 1, b.Failures)
@@ -103,4 +103,40 @@ func TestBreakerPolicyDefaults(t *testing.T) {
 	require.Equal(t, BreakerPolicy{FailureThreshold: 5, SuccessThreshold: 2, OpenTimeout: time.Minute, HalfOpenProbes: 1, OpenAction: OpenDefer}, p)
 	require.NoError(t, p.validate())
 	require.Equal(t, "half_open", BreakerHalfOpen.String())
+}
+
+func TestBreakerStaleProbeCannotFreeANewSlot(t *testing.T) {
+	t.Parallel()
+	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var b breaker
+	b.record(p, breakerFailure, 0, t0)
+	t1 := t0.Add(time.Minute)
+	ok, stale, _ := b.allow(p, t1) // a probe that will answer late
+	require.True(t, ok)
+	b.record(p, breakerFailure, 0, t1) // another attempt fails: open again
+	require.Equal(t, BreakerOpen, b.State)
+
+	t2 := t1.Add(time.Minute)
+	ok, current, _ := b.allow(p, t2)
+	require.True(t, ok)
+	require.NotEqual(t, stale, current)
+	b.record(p, breakerNeutral, stale, t2) // the stale probe's answer
+	ok, _, _ = b.allow(p, t2)
+	require.False(t, ok, "the current period's probe is still in flight")
+	b.record(p, breakerNeutral, current, t2)
+	ok, _, _ = b.allow(p, t2)
+	require.True(t, ok)
+}
+
+func TestBreakerLateFailureDoesNotExtendOpen(t *testing.T) {
+	t.Parallel()
+	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var b breaker
+	b.record(p, breakerFailure, 0, t0)
+	b.record(p, breakerFailure, 0, t0.Add(30*time.Second)) // started before it opened
+	require.Equal(t, t0, b.OpenedAt)
+	ok, _, _ := b.allow(p, t0.Add(time.Minute))
+	require.True(t, ok, "half-open on schedule")
 }

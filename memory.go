@@ -40,8 +40,9 @@ type MemoryConfig struct {
 	// Delivery and Wait, oldest forgotten first. Defaults to 10,000.
 	RetainFinished int
 	// DrainTimeout bounds how long RunWorker waits, once its context is done,
-	// for in-flight attempts; after it they are cancelled (and retried
-	// later). Defaults to 30s.
+	// for in-flight attempts; after it they are cancelled, recorded, and left
+	// queued for the next RunWorker without being charged an attempt or
+	// counted by the breaker. Defaults to 30s.
 	DrainTimeout time.Duration
 	// AllowInsecureHTTP accepts plain http:// destinations, for local
 	// development and tests. Defaults to false: https only.
@@ -94,8 +95,8 @@ type memDelivery struct {
 	lastError  string
 	lastStatus int
 	finishedAt time.Time
-	probe      bool          // holds a half-open probe slot
-	expired    bool          // the horizon passed while its breaker was open
+	probe      probe         // the half-open probe slot it holds, if any
+	expired    Outcome       // set when the horizon passed: failure, or circuit_open when its breaker was open
 	done       chan struct{} // made by the first Wait; closed when over
 	over       bool          // final, and its last record handed to the sink
 	index      int
@@ -430,14 +431,19 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 		d := s.ready[0]
 		s.ready[0] = nil
 		s.ready = s.ready[1:]
+		if s.k.pastHorizon(d.anchor(), now) {
+			d.expired = OutcomeFailure
+			d.state = StateRunning
+			return d, time.Time{}
+		}
 		b := s.breakers[d.breakerKey]
 		if b == nil { // closed, with no failures: no entry is kept
 			d.state = StateRunning
 			return d, time.Time{}
 		}
-		ok, probe, retryAt := b.allow(s.k.breaker, now)
+		ok, pr, retryAt := b.allow(s.k.breaker, now)
 		if ok {
-			d.probe = probe
+			d.probe = pr
 			d.state = StateRunning
 			return d, time.Time{}
 		}
@@ -445,7 +451,7 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 		case retryAt.IsZero():
 			b.parked = append(b.parked, d)
 		case s.k.pastHorizon(d.anchor(), retryAt):
-			d.expired = true
+			d.expired = OutcomeCircuitOpen
 			d.state = StateRunning
 			return d, time.Time{}
 		default:
@@ -472,12 +478,15 @@ func (d *memDelivery) anchor() time.Time {
 // finishes d. It returns true when the log sink outlived its bound and
 // replace was called: the calling worker must then exit.
 func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, replace func()) (replaced bool) {
-	if d.expired {
+	if d.expired != "" {
 		return s.expire(d, replace)
 	}
 	n := d.attempts + 1
 	res := s.k.send(ctx, &d.prepared, d.id, n)
 	end := res.start.Add(res.elapsed)
+	if ctx.Err() != nil && res.status == 0 {
+		return s.cancelled(d, n, res, replace)
+	}
 
 	s.mu.Lock()
 	if d.firstAt.IsZero() {
@@ -494,7 +503,7 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, replace 
 		b.record(s.k.breaker, r, d.probe, end)
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
-	d.probe = false
+	d.probe = 0
 	next, retry := s.k.nextAttemptAt(n, res.class, d.firstAt, end)
 	if retry {
 		d.state = StatePending
@@ -528,11 +537,41 @@ func (s *MemorySupervisor) requeue(d *memDelivery, retry bool) {
 	s.mu.Unlock()
 }
 
-// expire fails a delivery whose retry horizon passed while its breaker was
-// open, recording why.
+// cancelled handles attempt n of d, cut short because the worker stopped
+// (DrainTimeout passed): not the endpoint's fault, so it is not charged and
+// not counted by the breaker. The delivery is due again at once, and its
+// next attempt carries the same attempt number.
+func (s *MemorySupervisor) cancelled(d *memDelivery, n int, res sent, replace func()) bool {
+	end := res.start.Add(res.elapsed)
+	s.mu.Lock()
+	if d.probe != 0 {
+		if b := s.breakers[d.breakerKey]; b != nil {
+			b.record(s.k.breaker, breakerNeutral, d.probe, end)
+			s.releaseParkedLocked(d.breakerKey, b)
+		}
+		d.probe = 0
+	}
+	d.state = StatePending
+	d.dueAt = end
+	s.mu.Unlock()
+
+	a := s.k.record(&d.prepared, d.id, d.seq, n, res)
+	a.Outcome = OutcomeFailure
+	a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
+	a.WillRetry = true
+	a.NextRetryAt = end
+	return s.k.report(a, func() { s.requeue(d, true) }, replace)
+}
+
+// expire fails a delivery whose retry horizon passed before its next attempt
+// could start, recording why. The record's AttemptNumber is 0: nothing was
+// sent.
 func (s *MemorySupervisor) expire(d *memDelivery, replace func()) bool {
 	now := s.k.clock.Now()
-	msg := fmt.Sprintf("retry horizon of %v passed while the circuit breaker was open", s.k.retry.Horizon)
+	msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", s.k.retry.Horizon)
+	if d.expired == OutcomeCircuitOpen {
+		msg = fmt.Sprintf("retry horizon of %v passed while the circuit breaker was open", s.k.retry.Horizon)
+	}
 	s.mu.Lock()
 	d.state = StateFailed
 	d.lastError = msg
@@ -540,8 +579,7 @@ func (s *MemorySupervisor) expire(d *memDelivery, replace func()) bool {
 	s.mu.Unlock()
 
 	a := s.k.baseRecord(&d.prepared, d.id, d.seq)
-	a.AttemptNumber = d.attempts
-	a.Outcome = OutcomeCircuitOpen
+	a.Outcome = d.expired
 	a.OccurredAt = now
 	a.Error = msg
 	return s.k.report(a, func() { s.requeue(d, false) }, replace)
@@ -553,7 +591,7 @@ func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
 	s.ready = append(s.ready, b.parked...)
 	clear(b.parked)
 	b.parked = b.parked[:0]
-	if b.breaker == (breaker{}) {
+	if b.State == BreakerClosed && b.Failures == 0 && b.Probes == 0 && len(b.parked) == 0 {
 		delete(s.breakers, key)
 	}
 }

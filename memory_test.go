@@ -23,6 +23,7 @@ func newMemory(t *testing.T, cfg suiteConfig) webhook.Supervisor {
 		Breaker: cfg.Breaker,
 		LogSink: cfg.Sink,
 		Clock:   cfg.Clock,
+		Logger:  cfg.Logger,
 	})
 	require.NoError(t, err)
 	return s
@@ -103,7 +104,7 @@ func memEnv(t *testing.T, cfg webhook.MemoryConfig) (*env, *webhook.MemorySuperv
 	var ms *webhook.MemorySupervisor
 	e := newEnv(t, func(t *testing.T, sc suiteConfig) webhook.Supervisor {
 		cfg.Retry.NoJitter = true
-		cfg.LogSink, cfg.Clock = sc.Sink, sc.Clock
+		cfg.LogSink, cfg.Clock, cfg.Logger = sc.Sink, sc.Clock, sc.Logger
 		s, err := webhook.NewMemorySupervisor(sc.Sender, cfg)
 		require.NoError(t, err)
 		ms = s
@@ -193,21 +194,26 @@ func TestMemoryDelayedRetryHoldsNoSlot(t *testing.T) {
 func TestMemoryConcurrencyBound(t *testing.T) {
 	t.Parallel()
 	e, _ := memEnv(t, webhook.MemoryConfig{Concurrency: 2})
-	gate := make(chan struct{})
+	gates := map[string]chan struct{}{}
 	for _, u := range []string{"https://a.example/", "https://b.example/", "https://c.example/"} {
-		e.sender.on(u, step{status: 200, gate: gate})
+		gates[u] = make(chan struct{})
+		e.sender.on(u, step{status: 200, gate: gates[u]})
 	}
 	e.startWorker()
-	for i, u := range []string{"https://a.example/", "https://b.example/", "https://c.example/"} {
-		e.sendMCP(mcp(u, fmt.Sprint("t", i)))
+	t.Cleanup(func() { // before the worker stops
+		for _, g := range gates {
+			close(g)
+		}
+	})
+	for _, u := range []string{"https://a.example/", "https://b.example/", "https://c.example/"} {
+		e.sendMCP(mcp(u, u))
 	}
-	e.waitSent(2)
-	// The third must wait for a free slot: it has not been sent while two
-	// are blocked. Releasing them lets it through.
-	require.Len(t, e.sender.sent(), 2)
-	close(gate)
-	e.attempts(3)
-	require.Len(t, e.sender.sent(), 3)
+	first := e.waitSent(2)[0].URL
+	close(gates[first]) // free one slot
+	delete(gates, first)
+	for _, r := range e.waitSent(3) {
+		require.LessOrEqual(t, r.InFlight, 2, "at most Concurrency attempts in flight")
+	}
 }
 
 func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
@@ -220,6 +226,12 @@ func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
 	gate := make(chan struct{})
 	e.sender.on(url, step{status: 503}, step{status: 200, gate: gate})
 	e.startWorker()
+	released := false
+	t.Cleanup(func() { // before the worker stops
+		if !released {
+			close(gate)
+		}
+	})
 	e.sendMCP(mcp(url, "t0"))
 	e.attempts(1)
 	require.Equal(t, webhook.BreakerOpen, s.Breaker(url))
@@ -229,12 +241,15 @@ func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	e.waitSent(2) // the probe, blocked on the gate
 	require.Equal(t, webhook.BreakerHalfOpen, s.Breaker(url))
-	require.Len(t, e.sender.sent(), 2, "one probe while half-open")
 	close(gate)
+	released = true
 	as := e.attempts(3)
 	for _, a := range as {
 		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
 		require.Equal(t, 1, a.AttemptNumber)
+	}
+	for _, r := range e.sender.sent() {
+		require.Equal(t, 1, r.InFlightURL, "one request at a time to a recovering endpoint")
 	}
 	require.Equal(t, webhook.BreakerClosed, s.Breaker(url))
 }
@@ -271,6 +286,7 @@ func TestMemoryHorizonExpiresDeferredDeliveries(t *testing.T) {
 	a := e.attempts(1)[0]
 	require.Equal(t, r.ID, a.DeliveryID)
 	require.Equal(t, webhook.OutcomeCircuitOpen, a.Outcome)
+	require.Zero(t, a.AttemptNumber)
 	require.False(t, a.WillRetry)
 	require.Contains(t, a.Error, "horizon")
 	d, err := s.Wait(context.Background(), r.ID)
@@ -281,7 +297,11 @@ func TestMemoryHorizonExpiresDeferredDeliveries(t *testing.T) {
 
 func TestMemoryDrainTimeoutCancelsStuckAttempts(t *testing.T) {
 	t.Parallel()
-	e, s := memEnv(t, webhook.MemoryConfig{DrainTimeout: 10 * time.Millisecond})
+	e, s := memEnv(t, webhook.MemoryConfig{
+		DrainTimeout: 10 * time.Millisecond,
+		Retry:        webhook.RetryPolicy{MaxAttempts: 1},
+		Breaker:      webhook.BreakerPolicy{FailureThreshold: 1},
+	})
 	url := "https://buyer.example/hangs"
 	e.sender.on(url, step{status: 200, gate: make(chan struct{})}) // never opens
 	ctx, cancel := context.WithCancel(context.Background())
@@ -293,10 +313,50 @@ func TestMemoryDrainTimeoutCancelsStuckAttempts(t *testing.T) {
 	require.NoError(t, <-done)
 	a := e.attempts(1)[0]
 	require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+	require.Equal(t, 1, a.AttemptNumber)
 	require.True(t, a.WillRetry, "a cancelled attempt is retried later")
+	require.Contains(t, a.Error, "not charged")
 	d, err := s.Delivery(r.ID)
 	require.NoError(t, err)
 	require.Equal(t, webhook.StatePending, d.State)
+	require.Zero(t, d.Attempts, "the cancelled attempt is not charged, even the last one allowed")
+	require.Equal(t, webhook.BreakerClosed, s.Breaker(url), "the worker's own cancellation is not the endpoint's failure")
+
+	e.startWorker()
+	a = e.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+	require.Equal(t, 1, a.AttemptNumber)
+	require.Equal(t, r.IdempotencyKey, e.sender.sent()[1].Key)
+}
+
+func TestMemoryHorizonCheckedWhenAttemptStarts(t *testing.T) {
+	t.Parallel()
+	e, s := memEnv(t, webhook.MemoryConfig{
+		Retry: webhook.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, Horizon: 90 * time.Minute},
+	})
+	url := "https://buyer.example/down"
+	e.sender.on(url, step{status: 500})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunWorker(ctx) }()
+	r := e.sendMCP(mcp(url, "t1"))
+	first := e.attempts(1)[0]
+	require.Equal(t, epoch.Add(time.Hour), first.NextRetryAt, "due within the horizon")
+	cancel()
+	require.NoError(t, <-done)
+
+	e.clock.Set(epoch.Add(3 * time.Hour)) // no worker ran until past the horizon
+	e.startWorker()
+	a := e.attempts(1)[0]
+	require.Equal(t, r.ID, a.DeliveryID)
+	require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+	require.Zero(t, a.AttemptNumber, "nothing was sent")
+	require.Contains(t, a.Error, "horizon")
+	require.Len(t, e.sender.sent(), 1)
+	d, err := s.Wait(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+	require.Equal(t, 1, d.Attempts)
 }
 
 func TestMemorySeveralWorkersShareOneQueue(t *testing.T) {
@@ -323,6 +383,7 @@ func TestMemoryStuckSinkDoesNotCostAWorker(t *testing.T) {
 		s, err := webhook.NewMemorySupervisor(sc.Sender, webhook.MemoryConfig{
 			Concurrency: 1,
 			Clock:       sc.Clock,
+			Logger:      sc.Logger,
 			Retry:       webhook.RetryPolicy{SinkTimeout: 5 * time.Millisecond},
 			LogSink: webhook.LogSinkFunc(func(context.Context, webhook.Attempt) error {
 				<-release // ignores its context

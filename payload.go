@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -218,7 +219,7 @@ func (p urlPolicy) checkURL(field, raw string) error {
 		return invalid(field, "is %d bytes; at most 8192 are accepted", len(raw))
 	}
 	for _, r := range raw {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
 			return invalid(field, "contains a control character")
 		}
 	}
@@ -243,6 +244,11 @@ func (p urlPolicy) checkURL(field, raw string) error {
 	}
 	if u.Hostname() == "" {
 		return invalid(field, "has an empty host")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return invalid(field, "has port %q; use 1 to 65535", port)
+		}
 	}
 	return nil
 }
@@ -390,15 +396,14 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 		return nil, "", invalid("Message", "is not valid UTF-8")
 	}
 	nid := w.NotificationID
-	if nid == "" && w.Status.Terminal() {
-		nid = w.TaskID + ".terminal"
-	}
 	if nid != "" && !validKeyChars(nid, 1, 255) {
-		field := "NotificationID"
-		if w.NotificationID == "" {
-			field = "TaskID"
+		return nil, "", invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
+	}
+	if nid == "" && w.Status.Terminal() {
+		// The default is omitted when the task ID cannot form a valid one.
+		if def := w.TaskID + ".terminal"; validKeyChars(def, 1, 255) {
+			nid = def
 		}
-		return nil, "", invalid(field, "must give a notification_id matching ^[A-Za-z0-9_.:-]{1,255}$ (got %q); set NotificationID explicitly", nid)
 	}
 	key = w.IdempotencyKey
 	if key == "" {
@@ -409,7 +414,9 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	var result []byte
 	if w.Result != nil {
 		if raw, ok := w.Result.(json.RawMessage); ok {
-			if !json.Valid(raw) {
+			if raw == nil {
+				// A nil RawMessage omits the member, like a nil Result.
+			} else if !json.Valid(raw) {
 				return nil, "", invalid("Result", "is a json.RawMessage that is not valid JSON")
 			}
 			result = raw

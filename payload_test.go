@@ -263,3 +263,18 @@ func FuzzAppendJSONString(f *testing.F) {
 		require.Equal(t, string(want), string(appendJSONString(nil, s)))
 	})
 }
+
+func TestBuildMCPBodyEdgeCases(t *testing.T) {
+	t.Parallel()
+	base := MCPWebhook{OperationID: "op", TaskID: "task 1/α", TaskType: TaskLogEvent, Status: StatusFailed}
+	body, _, err := BuildMCPBody(base, at)
+	require.NoError(t, err, "a task ID that cannot form a notification_id is still valid")
+	require.NotContains(t, string(body), "notification_id")
+	require.Contains(t, string(body), `"task_id":"task 1/α"`)
+
+	base.TaskID = "t1"
+	base.Result = json.RawMessage(nil)
+	body, _, err = BuildMCPBody(base, at)
+	require.NoError(t, err)
+	require.NotContains(t, string(body), "result", "a nil RawMessage omits the member")
+}

@@ -82,6 +82,9 @@ func (p RetryPolicy) Delay(n int) time.Duration {
 	}
 	d := p.BaseDelay
 	for i := 2; i < n && d < p.MaxDelay; i++ {
+		if d > p.MaxDelay/2 {
+			return p.MaxDelay // doubling would pass the cap (or overflow)
+		}
 		d *= 2
 	}
 	return min(d, p.MaxDelay)

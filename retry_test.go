@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"testing"
@@ -116,4 +117,16 @@ func TestRetryPolicyDefaults(t *testing.T) {
 	require.False(t, p.NoJitter)
 	require.Zero(t, p.Horizon)
 	require.NoError(t, p.validate())
+}
+
+func TestRetryDelayNeverOverflows(t *testing.T) {
+	t.Parallel()
+	p := RetryPolicy{BaseDelay: time.Second, MaxDelay: math.MaxInt64}
+	prev := time.Duration(0)
+	for n := 2; n < 200; n++ {
+		d := p.Delay(n)
+		require.GreaterOrEqual(t, d, prev, "attempt %d", n)
+		prev = d
+	}
+	require.Equal(t, time.Duration(math.MaxInt64), prev)
 }

@@ -77,20 +77,22 @@ type HTTPSenderConfig struct {
 	// UserAgent is sent on every request. Defaults to
 	// "adcpkit-webhook/1 (+https://github.com/adcpkit/webhook)".
 	UserAgent string
-	// Client replaces the HTTP client. The sender still refuses redirects by
-	// setting nothing on it: a caller-supplied client owns its own redirect,
-	// proxy and destination policy. Defaults to a client that ignores proxy
-	// environment variables and never follows redirects.
+	// Client replaces the HTTP client. The sender then uses it as it is:
+	// Timeout is ignored, and the client's own timeout, redirect, proxy and
+	// destination policies apply. Defaults to a client built from the other
+	// fields that ignores proxy environment variables and never follows
+	// redirects.
 	Client *http.Client
 	// Now is the clock for legacy HMAC timestamps. Defaults to time.Now.
 	Now func() time.Time
 }
 
 // HTTPSender POSTs webhooks over HTTP. It sends the exact body bytes with
-// Content-Type application/json and Accept-Encoding identity, never follows
-// redirects (a 3xx is returned as a response), ignores proxy environment
-// variables, reads at most MaxResponseBytes of the answer and refuses bodies
-// over [MaxBodyBytes].
+// Content-Type application/json and Accept-Encoding identity, reads at most
+// MaxResponseBytes of the answer and refuses bodies over [MaxBodyBytes].
+// Unless [HTTPSenderConfig.Client] replaces its client, it also times out,
+// never follows redirects (a 3xx is returned as a response) and ignores
+// proxy environment variables.
 //
 // A request with [Authentication] is authenticated with that legacy scheme:
 // Bearer sends "Authorization: Bearer <credentials>"; HMAC-SHA256 sends

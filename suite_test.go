@@ -1,10 +1,12 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -28,6 +30,7 @@ type suiteConfig struct {
 	Breaker webhook.BreakerPolicy
 	Sink    webhook.LogSink
 	Clock   webhook.Clock
+	Logger  *slog.Logger
 }
 
 // newSupervisorFunc builds a supervisor for one test. The supervisor must
@@ -44,6 +47,7 @@ var epoch = time.Date(2026, 4, 18, 14, 0, 0, 0, time.UTC)
 // sink around the supervisor under test.
 type env struct {
 	t      *testing.T
+	logs   *syncBuffer
 	clock  *fakeclock.Clock
 	sender *scriptedSender
 	sink   *recordingSink
@@ -54,13 +58,14 @@ type envOption func(*suiteConfig)
 
 func newEnv(t *testing.T, newSup newSupervisorFunc, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, clock: fakeclock.New(epoch), sink: newRecordingSink()}
+	e := &env{t: t, logs: &syncBuffer{}, clock: fakeclock.New(epoch), sink: newRecordingSink()}
 	e.sender = newScriptedSender()
 	cfg := suiteConfig{
 		Sender: e.sender,
 		Retry:  webhook.RetryPolicy{NoJitter: true},
 		Sink:   e.sink,
 		Clock:  e.clock,
+		Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -137,6 +142,25 @@ func mcp(url, task string) webhook.MCPWebhook {
 	}
 }
 
+// syncBuffer is a bytes.Buffer safe for concurrent writers: the supervisor's
+// log output in tests.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // step is one scripted answer: a status, or a transport error.
 type step struct {
 	status int
@@ -155,6 +179,9 @@ type sentRequest struct {
 	Body    []byte
 	Attempt int
 	Auth    *webhook.Authentication
+	// InFlight and InFlightURL count the requests in flight, in all and to
+	// this URL, when this one started (itself included).
+	InFlight, InFlightURL int
 }
 
 // scriptedSender answers per URL from a script, then 200 OK, and records
@@ -163,12 +190,13 @@ type scriptedSender struct {
 	mu       sync.Mutex
 	script   map[string][]step
 	requests []sentRequest
+	inflight map[string]int
 	clock    *fakeclock.Clock
 	changed  chan struct{} // closed and replaced on every request
 }
 
 func newScriptedSender() *scriptedSender {
-	return &scriptedSender{script: make(map[string][]step), changed: make(chan struct{})}
+	return &scriptedSender{script: make(map[string][]step), inflight: make(map[string]int), changed: make(chan struct{})}
 }
 
 // waitSent blocks until at least n requests were sent and returns them.
@@ -204,7 +232,18 @@ func (s *scriptedSender) sent() []sentRequest {
 
 func (s *scriptedSender) Send(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
 	s.mu.Lock()
-	s.requests = append(s.requests, sentRequest{URL: req.URL, Key: req.IdempotencyKey, Body: append([]byte(nil), req.Body...), Attempt: req.Attempt, Auth: req.Authentication})
+	s.inflight[req.URL]++
+	total := 0
+	for _, n := range s.inflight {
+		total += n
+	}
+	s.requests = append(s.requests, sentRequest{URL: req.URL, Key: req.IdempotencyKey, Body: append([]byte(nil), req.Body...),
+		Attempt: req.Attempt, Auth: req.Authentication, InFlight: total, InFlightURL: s.inflight[req.URL]})
+	defer func() {
+		s.mu.Lock()
+		s.inflight[req.URL]--
+		s.mu.Unlock()
+	}()
 	close(s.changed)
 	s.changed = make(chan struct{})
 	st := step{status: 200}
@@ -367,18 +406,24 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 
 	t.Run("PermanentStatusesAreNotRetried", func(t *testing.T) {
 		t.Parallel()
-		for _, code := range []int{400, 409, 401, 302} {
-			t.Run(fmt.Sprint(code), func(t *testing.T) {
-				e := newEnv(t, newSup)
+		sigErr := http.Header{"Www-Authenticate": {`Signature error="webhook_signature_invalid"`}}
+		for _, st := range []step{{status: 400}, {status: 409}, {status: 401, header: sigErr}, {status: 302}} {
+			t.Run(fmt.Sprint(st.status), func(t *testing.T) {
+				e := newEnv(t, newSup, func(c *suiteConfig) {
+					c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
+				})
 				url := "https://buyer.example/refuses"
-				e.sender.on(url, step{status: code})
+				e.sender.on(url, st)
 				e.startWorker()
 				e.sendMCP(mcp(url, "t1"))
 				a := e.attempts(1)[0]
 				require.Equal(t, webhook.OutcomeFailure, a.Outcome)
 				require.False(t, a.WillRetry)
-				require.Equal(t, code, a.HTTPStatus)
+				require.Equal(t, st.status, a.HTTPStatus)
 				require.Len(t, e.sender.sent(), 1)
+				// The endpoint answered: its breaker is still closed.
+				e.sendMCP(mcp(url, "t2"))
+				require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
 			})
 		}
 	})
@@ -458,6 +503,38 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
 		require.Equal(t, 1, a.AttemptNumber, "waiting for the breaker is not charged an attempt")
 		require.False(t, a.OccurredAt.Before(openUntil))
+	})
+
+	t.Run("RetriesWaitForTheBreaker", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 2, SuccessThreshold: 1, OpenTimeout: time.Minute}
+		})
+		url := "https://buyer.example/down"
+		e.sender.on(url, step{status: 503}, step{status: 503})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		e.sendMCP(mcp(url, "t2"))
+		first := e.attempts(2)
+		require.True(t, first[0].WillRetry && first[1].WillRetry)
+		// Two failures opened the breaker; both retries fall due at +1s
+		// but must wait for the half-open probe at +60s.
+		retryAt := first[0].NextRetryAt
+		openUntil := epoch.Add(time.Minute)
+		require.True(t, retryAt.Before(openUntil))
+		e.clock.Set(retryAt)
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
+		defer cancel()
+		require.True(t, e.clock.WaitForTimer(ctx, func(d time.Time) bool { return !d.Before(openUntil) }))
+		require.Len(t, e.sender.sent(), 2, "no retry while the breaker is open")
+
+		e.clock.Set(openUntil)
+		second := e.attempts(2)
+		for _, a := range second {
+			require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+			require.Equal(t, 2, a.AttemptNumber, "waiting for the breaker charged nothing")
+			require.False(t, a.OccurredAt.Before(openUntil))
+		}
 	})
 
 	t.Run("BreakersIsolatedPerURLAndKey", func(t *testing.T) {
@@ -573,6 +650,9 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 				require.True(t, e.clock.WaitForTimer(ctx, func(d time.Time) bool { return d.Equal(retryAt) }))
 				e.clock.Set(retryAt)
 				e.waitSent(3)
+				if name != "stuck" { // a stuck sink's last warning may come later
+					require.Contains(t, e.logs.String(), "log sink failed")
+				}
 				require.Len(t, e.sender.sent(), 3)
 			})
 		}
@@ -639,13 +719,17 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		t.Parallel()
 		e := newEnv(t, newSup)
 		gate := make(chan struct{})
-		slow := "https://buyer.example/slow"
+		slow, flaky := "https://buyer.example/slow", "https://buyer.example/flaky"
 		e.sender.on(slow, step{status: 200, gate: gate})
+		e.sender.on(flaky, step{status: 503})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- e.sup.RunWorker(ctx) }()
+		waiting := e.sendMCP(mcp(flaky, "t0"))
+		retry := e.attempts(1)[0]
+		require.True(t, retry.WillRetry)
 		r := e.sendMCP(mcp(slow, "t1"))
-		e.waitSent(1)
+		e.waitSent(2)
 		cancel()
 		select {
 		case <-done:
@@ -663,10 +747,20 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, r.ID, a.DeliveryID)
 		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
 
-		// Accepted while no worker runs: delivered by the next RunWorker.
+		// Accepted while no worker runs, and the retry that fell due while
+		// none ran: both delivered by the next RunWorker, the retry as
+		// attempt 2 under its original key.
+		e.clock.Set(retry.NextRetryAt)
 		r2 := e.sendMCP(mcp("https://buyer.example/hook", "t2"))
+		require.Len(t, e.sender.sent(), 2, "nothing is sent while no worker runs")
 		e.startWorker()
-		require.Equal(t, r2.ID, e.attempts(1)[0].DeliveryID)
+		got := map[string]webhook.Attempt{}
+		for _, a := range e.attempts(2) {
+			got[a.DeliveryID] = a
+		}
+		require.Equal(t, webhook.OutcomeSuccess, got[r2.ID].Outcome)
+		require.Equal(t, 2, got[waiting.ID].AttemptNumber)
+		require.Equal(t, waiting.IdempotencyKey, got[waiting.ID].IdempotencyKey)
 	})
 }
 
@@ -687,6 +781,9 @@ func invalidWebhooks() []invalidCase {
 		{"plain http", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "http://buyer.example/hook" })},
 		{"userinfo", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://user:pw@buyer.example/hook" })},
 		{"control char", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://buyer.example/ho\nok" })},
+		{"C1 control char", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://buyer.example/ho\u0085ok" })},
+		{"port out of range", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://buyer.example:70000/hook" })},
+		{"port zero", "URL", set(func(w *webhook.MCPWebhook) { w.URL = "https://buyer.example:0/hook" })},
 		{"no operation id", "OperationID", set(func(w *webhook.MCPWebhook) { w.OperationID = "" })},
 		{"no task id", "TaskID", set(func(w *webhook.MCPWebhook) { w.TaskID = "" })},
 		{"no task type", "TaskType", set(func(w *webhook.MCPWebhook) { w.TaskType = "" })},

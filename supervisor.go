@@ -66,7 +66,7 @@ type MCPWebhook struct {
 	Status Status
 	// Result is the task-specific payload: any value that marshals to a JSON
 	// object or value. A [json.RawMessage] is checked for validity and then
-	// embedded byte for byte. Nil omits the member.
+	// embedded byte for byte. Nil (or a nil RawMessage) omits the member.
 	Result any
 	// Token is push_notification_config.token, echoed verbatim; 16 to 4096
 	// characters when set.
@@ -190,17 +190,23 @@ const (
 	OutcomeSuccess Outcome = "success"
 	// OutcomeFailure: no 2xx answer (transport error, timeout or status).
 	OutcomeFailure Outcome = "failure"
-	// OutcomeCircuitOpen: the breaker refused the delivery at acceptance
-	// ([OpenDrop]); nothing was sent.
+	// OutcomeCircuitOpen: nothing was sent because the breaker was open (see
+	// [Attempt]).
 	OutcomeCircuitOpen Outcome = "circuit_open"
 )
 
 // Attempt is the audit record of one delivery attempt, with every field of
 // the Python SDK's DeliveryAttempt and the delivery's identity. It never
 // contains credentials or the body.
+//
+// A few records report a decision rather than a request; their AttemptNumber
+// is 0: a webhook refused at acceptance because its breaker was open
+// ([OpenDrop]; no DeliveryID), and a delivery failed because its retry
+// horizon passed before the next attempt could start (outcome failure, or
+// circuit_open when its breaker was open all along).
 type Attempt struct {
-	// DeliveryID is the [Receipt] ID; empty for an OutcomeCircuitOpen record,
-	// whose webhook was not accepted.
+	// DeliveryID is the [Receipt] ID; empty when the webhook was refused at
+	// acceptance.
 	DeliveryID string `json:"delivery_id,omitempty"`
 	// IdempotencyKey is the delivery's key.
 	IdempotencyKey string `json:"idempotency_key"`
@@ -211,8 +217,9 @@ type Attempt struct {
 	// SequenceKey and SequenceNumber are the delivery's sequence, if any.
 	SequenceKey    string `json:"sequence_key,omitempty"`
 	SequenceNumber int64  `json:"sequence_number,omitempty"`
-	// AttemptNumber counts attempts of this delivery from 1; 0 for a
-	// circuit_open record.
+	// AttemptNumber counts the delivery's attempts from 1 (0: see above).
+	// An attempt cut short because its worker stopped is not charged: the
+	// next attempt carries the same number.
 	AttemptNumber int `json:"attempt_number"`
 	// MaxAttempts is the retry policy's limit.
 	MaxAttempts int `json:"max_attempts"`
@@ -246,9 +253,10 @@ type Attempt struct {
 // Implementations must be safe for concurrent use. The context carries a
 // deadline of [RetryPolicy.SinkTimeout]; a sink that returns an error, panics
 // or outlives the deadline is logged and otherwise ignored: it cannot stop a
-// delivery or delay it beyond that bound. Records of one delivery arrive in
-// attempt order. A sink that ignores its context keeps its own goroutine
-// running after the supervisor has moved on.
+// delivery or delay it beyond that bound. Calls for one delivery start in
+// attempt order, each after the previous one returned or outlived its
+// deadline. A sink that ignores its context keeps its goroutine running
+// after the supervisor has moved on.
 type LogSink interface {
 	RecordAttempt(ctx context.Context, a Attempt) error
 }
