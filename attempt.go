@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -197,40 +196,94 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 	}
 }
 
-// report hands a worker's record to the log sink, then runs after. The sink
-// runs on the calling goroutine, bounded by SinkTimeout: if it has not
-// returned by then, a watchdog logs it, runs after and calls replace, which
-// must start a goroutine to carry on the caller's work; report then returns
-// true once the sink does return, and the caller must exit. A fast sink thus
-// costs no goroutine switch, and a stuck one costs one goroutine, not a
-// worker. Errors and panics are logged and swallowed.
-func (k *core) report(a Attempt, after, replace func()) (replaced bool) {
-	if k.sink == nil {
+// sinkGuard calls the log sink for one worker goroutine, bounded by
+// SinkTimeout. The sink runs on the worker's goroutine, so a fast sink costs
+// no goroutine switch; one timer, reused for every call, is the watchdog. If
+// a call outlives the bound, the watchdog logs it, runs the call's after
+// function and calls replace, which must start a goroutine to carry on the
+// worker's job: a stuck sink costs one goroutine, never a worker. Errors and
+// panics are logged and swallowed.
+type sinkGuard struct {
+	k       *core
+	replace func()
+	timer   *time.Timer
+
+	mu   sync.Mutex
+	call *sinkCall // the call in progress, if any
+}
+
+// sinkCall is one guarded call. claimed (under the guard's mutex) records
+// that the caller or the watchdog has taken charge of after.
+type sinkCall struct {
+	sinkContext
+	after   func()
+	claimed bool
+	// For the watchdog's log line.
+	deliveryID string
+	attempt    int
+	outcome    Outcome
+}
+
+func (k *core) newSinkGuard(replace func()) *sinkGuard {
+	g := &sinkGuard{k: k, replace: replace}
+	g.timer = time.AfterFunc(time.Hour, g.expire)
+	g.timer.Stop()
+	return g
+}
+
+// report hands a to the sink, then runs after. It returns true when the
+// call outlived its bound: the watchdog has run after and replace, and the
+// calling worker must exit.
+func (g *sinkGuard) report(a Attempt, after func()) (replaced bool) {
+	if g.k.sink == nil {
 		after()
 		return false
 	}
-	ctx := &sinkContext{deadline: time.Now().Add(k.retry.SinkTimeout)}
-	var claimed atomic.Bool // set by whoever runs after: the watchdog or the caller
-	watchdog := time.AfterFunc(k.retry.SinkTimeout, func() {
-		ctx.expire()
-		if claimed.CompareAndSwap(false, true) {
-			k.sinkFailed(a, fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout))
-			after()
-			replace()
-		}
-	})
-	err := callSink(ctx, k.sink, a)
-	watchdog.Stop()
-	ctx.expire() // like cancel: a sink that kept the context sees it done
-	if !claimed.CompareAndSwap(false, true) {
+	timeout := g.k.retry.SinkTimeout
+	c := &sinkCall{after: after, deliveryID: a.DeliveryID, attempt: a.AttemptNumber, outcome: a.Outcome}
+	c.deadline = time.Now().Add(timeout)
+	g.mu.Lock()
+	g.call = c
+	g.mu.Unlock()
+	g.timer.Reset(timeout)
+	err := callSink(&c.sinkContext, g.k.sink, a)
+	g.timer.Stop()
+	c.expire() // like cancel: a sink that kept the context sees it done
+	g.mu.Lock()
+	if c.claimed {
+		g.mu.Unlock()
 		return true
 	}
+	c.claimed = true
+	g.call = nil
+	g.mu.Unlock()
 	if err != nil {
-		k.sinkFailed(a, err)
+		g.k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
 	}
 	after()
 	return false
 }
+
+// expire is the watchdog. A firing left over from an earlier call finds that
+// call gone, or a later deadline, and does nothing.
+func (g *sinkGuard) expire() {
+	g.mu.Lock()
+	c := g.call
+	if c == nil || c.claimed || time.Now().Before(c.deadline) {
+		g.mu.Unlock()
+		return
+	}
+	c.claimed = true
+	g.call = nil
+	g.mu.Unlock()
+	c.expire()
+	g.k.sinkFailed(c.deliveryID, c.attempt, c.outcome, fmt.Errorf("log sink did not return within %v", g.k.retry.SinkTimeout))
+	c.after()
+	g.replace()
+}
+
+// stop releases the guard's timer when its worker exits.
+func (g *sinkGuard) stop() { g.timer.Stop() }
 
 // sinkContext is the context a worker passes to the log sink: a deadline
 // and nothing else. It is cheaper than context.WithTimeout on the hot path
@@ -294,15 +347,15 @@ func (k *core) emit(a Attempt) {
 		err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
 	}
 	if err != nil {
-		k.sinkFailed(a, err)
+		k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
 	}
 }
 
-func (k *core) sinkFailed(a Attempt, err error) {
+func (k *core) sinkFailed(deliveryID string, attempt int, outcome Outcome, err error) {
 	k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
-		slog.String("delivery_id", a.DeliveryID),
-		slog.Int("attempt_number", a.AttemptNumber),
-		slog.String("outcome", string(a.Outcome)),
+		slog.String("delivery_id", deliveryID),
+		slog.Int("attempt_number", attempt),
+		slog.String("outcome", string(outcome)),
 		slog.String("error", err.Error()))
 }
 

@@ -390,6 +390,8 @@ type memPool struct {
 // loop is one worker. busy means it holds a slot and has just finished an
 // attempt (a replacement for a worker stuck in the log sink starts so).
 func (p *memPool) loop(busy bool) {
+	guard := p.s.k.newSinkGuard(p.replace)
+	defer guard.stop()
 	var d *memDelivery
 	for {
 		if busy {
@@ -412,7 +414,7 @@ func (p *memPool) loop(busy bool) {
 				return
 			}
 		}
-		if p.s.attempt(p.attemptCtx, d, p.replace) {
+		if p.s.attempt(p.attemptCtx, d, guard) {
 			return // a replacement carries on with this worker's slot
 		}
 		d, busy = nil, true
@@ -477,15 +479,15 @@ func (d *memDelivery) anchor() time.Time {
 // attempt runs one attempt of d, records it, reports it and reschedules or
 // finishes d. It returns true when the log sink outlived its bound and
 // replace was called: the calling worker must then exit.
-func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, replace func()) (replaced bool) {
+func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, g *sinkGuard) (replaced bool) {
 	if d.expired != "" {
-		return s.expire(d, replace)
+		return s.expire(d, g)
 	}
 	n := d.attempts + 1
 	res := s.k.send(ctx, &d.prepared, d.id, n)
 	end := res.start.Add(res.elapsed)
 	if ctx.Err() != nil && res.status == 0 {
-		return s.cancelled(d, n, res, replace)
+		return s.cancelled(d, n, res, g)
 	}
 
 	s.mu.Lock()
@@ -521,7 +523,7 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, replace 
 	a := s.k.record(&d.prepared, d.id, d.seq, n, res)
 	a.WillRetry = retry
 	a.NextRetryAt = next
-	return s.k.report(a, func() { s.requeue(d, retry) }, replace)
+	return g.report(a, func() { s.requeue(d, retry) })
 }
 
 // requeue schedules d's next attempt, or finishes it, once its record has
@@ -541,7 +543,7 @@ func (s *MemorySupervisor) requeue(d *memDelivery, retry bool) {
 // (DrainTimeout passed): not the endpoint's fault, so it is not charged and
 // not counted by the breaker. The delivery is due again at once, and its
 // next attempt carries the same attempt number.
-func (s *MemorySupervisor) cancelled(d *memDelivery, n int, res sent, replace func()) bool {
+func (s *MemorySupervisor) cancelled(d *memDelivery, n int, res sent, g *sinkGuard) bool {
 	end := res.start.Add(res.elapsed)
 	s.mu.Lock()
 	if d.probe != 0 {
@@ -560,13 +562,13 @@ func (s *MemorySupervisor) cancelled(d *memDelivery, n int, res sent, replace fu
 	a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
 	a.WillRetry = true
 	a.NextRetryAt = end
-	return s.k.report(a, func() { s.requeue(d, true) }, replace)
+	return g.report(a, func() { s.requeue(d, true) })
 }
 
 // expire fails a delivery whose retry horizon passed before its next attempt
 // could start, recording why. The record's AttemptNumber is 0: nothing was
 // sent.
-func (s *MemorySupervisor) expire(d *memDelivery, replace func()) bool {
+func (s *MemorySupervisor) expire(d *memDelivery, g *sinkGuard) bool {
 	now := s.k.clock.Now()
 	msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", s.k.retry.Horizon)
 	if d.expired == OutcomeCircuitOpen {
@@ -582,7 +584,7 @@ func (s *MemorySupervisor) expire(d *memDelivery, replace func()) bool {
 	a.Outcome = d.expired
 	a.OccurredAt = now
 	a.Error = msg
-	return s.k.report(a, func() { s.requeue(d, false) }, replace)
+	return g.report(a, func() { s.requeue(d, false) })
 }
 
 // releaseParkedLocked requeues deliveries that waited for a probe slot (the
