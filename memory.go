@@ -247,9 +247,10 @@ func (s *MemorySupervisor) Delivery(id string) (Delivery, error) {
 	return d.snapshot(), nil
 }
 
-// Wait blocks until the delivery reaches a final state, and every record of
-// its attempts has been handed to the log sink, and returns its snapshot. It
-// returns ctx's error, with the snapshot as it stands, when ctx ends first.
+// Wait blocks, without polling, until the delivery reaches a final state and
+// the log sink has returned from every record of its attempts (or outlived
+// SinkTimeout), and returns its snapshot. It returns ctx's error, with the
+// snapshot as it stands, when ctx ends first.
 func (s *MemorySupervisor) Wait(ctx context.Context, id string) (Delivery, error) {
 	s.mu.Lock()
 	d, ok := s.byID[id]
