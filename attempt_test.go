@@ -10,14 +10,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func guardFor(t *testing.T, sink LogSinkFunc, timeout time.Duration) (*sinkGuard, *atomic.Int32) {
+func guardFor(t *testing.T, sink LogSinkFunc, timeout time.Duration) (*sinkGuard, chan struct{}) {
 	t.Helper()
 	k, err := newCore(commonConfig{sender: SenderFunc(nil), sink: sink, retry: RetryPolicy{SinkTimeout: timeout}})
 	require.NoError(t, err)
-	var replaced atomic.Int32
-	g := k.newSinkGuard(func() { replaced.Add(1) })
+	replaced := make(chan struct{}, 10)
+	g := k.newSinkGuard(func() { replaced <- struct{}{} })
 	t.Cleanup(g.stop)
-	return g, &replaced
+	return g, replaced
 }
 
 func TestSinkGuardFastSink(t *testing.T) {
@@ -36,7 +36,7 @@ func TestSinkGuardFastSink(t *testing.T) {
 	require.Equal(t, 3, after)
 	require.Equal(t, 3, got.AttemptNumber)
 	require.True(t, deadline, "the sink's context carries the SinkTimeout deadline")
-	require.Zero(t, replaced.Load())
+	require.Empty(t, replaced)
 }
 
 func TestSinkGuardErrorsAndPanicsAreSwallowed(t *testing.T) {
@@ -49,7 +49,7 @@ func TestSinkGuardErrorsAndPanicsAreSwallowed(t *testing.T) {
 		after := 0
 		require.False(t, g.report(Attempt{}, func() { after++ }))
 		require.Equal(t, 1, after)
-		require.Zero(t, replaced.Load())
+		require.Empty(t, replaced)
 	}
 }
 
@@ -70,9 +70,34 @@ func TestSinkGuardStuckSinkIsReplaced(t *testing.T) {
 	result := make(chan bool)
 	go func() { result <- g.report(Attempt{}, func() { close(afterRan) }) }()
 	<-afterRan // run by the watchdog while the sink is still stuck
-	require.Equal(t, int32(1), replaced.Load())
+	<-replaced // and a replacement worker started
 	close(release)
 	require.True(t, <-result, "the stuck worker learns it was replaced")
 	require.True(t, sawDone.Load(), "the context was done by the time the sink looked")
-	require.Equal(t, int32(1), replaced.Load())
+	require.Empty(t, replaced, "replaced once")
+}
+
+func TestForgottenBreakerPeriodsAreNotReused(t *testing.T) {
+	t.Parallel()
+	s, err := NewMemorySupervisor(SenderFunc(nil), MemoryConfig{})
+	require.NoError(t, err)
+	key := "https://buyer.example/hook"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.newBreakerLocked(key)
+	old.Period = 3 // it went half-open three times; a probe of period 3 may still be in flight
+	s.releaseParkedLocked(key, old)
+	require.NotContains(t, s.breakers, key, "a closed, clean breaker is forgotten")
+	fresh := s.newBreakerLocked(key)
+	fresh.record(s.k.breaker, breakerFailure, 0, at)
+	for range 5 {
+		fresh.record(s.k.breaker, breakerFailure, 0, at)
+	}
+	require.Equal(t, BreakerOpen, fresh.State)
+	ok, pr, _ := fresh.allow(s.k.breaker, at.Add(time.Hour))
+	require.True(t, ok)
+	require.Greater(t, uint64(pr), uint64(3), "the new breaker's probes cannot be mistaken for the old one's")
+	fresh.record(s.k.breaker, breakerNeutral, probe(3), at.Add(time.Hour)) // the stale probe answers
+	ok, _, _ = fresh.allow(s.k.breaker, at.Add(time.Hour))
+	require.False(t, ok, "the current probe still holds the only slot")
 }

@@ -161,7 +161,9 @@ func (b *breaker) allow(p BreakerPolicy, now time.Time) (ok bool, pr probe, retr
 //
 // Only a failure in closed or half-open state moves the breaker to open: a
 // failure that lands while it is already open (an attempt that started
-// before it opened) does not restart the open timeout.
+// before it opened) does not restart the open timeout. Once OpenTimeout has
+// passed the breaker is half-open, and any failure reopens it, whenever the
+// attempt started: it is fresh evidence that the endpoint is down.
 func (b *breaker) record(p BreakerPolicy, r breakerResult, pr probe, now time.Time) {
 	if pr != 0 && uint64(pr) == b.Period && b.State == BreakerHalfOpen && b.Probes > 0 {
 		b.Probes--

@@ -75,7 +75,8 @@ type MemorySupervisor struct {
 	delayed    memHeap        // waiting for a retry delay or an open breaker
 	byID       map[string]*memDelivery
 	finished   []string // IDs of finished deliveries, oldest first
-	breakers   map[string]*memBreaker
+	breakers   map[string]*memBreaker // only breakers not closed-and-clean
+	periods    uint64                 // the highest Period of a forgotten breaker
 	seqs       map[string]int64
 	unfinished int
 	order      uint64
@@ -500,8 +501,7 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, g *sinkG
 	d.lastError = res.errText
 	if b, r := s.breakers[d.breakerKey], res.class.breakerResult(); b != nil || r == breakerFailure {
 		if b == nil {
-			b = &memBreaker{}
-			s.breakers[d.breakerKey] = b
+			b = s.newBreakerLocked(d.breakerKey)
 		}
 		b.record(s.k.breaker, r, d.probe, end)
 		s.releaseParkedLocked(d.breakerKey, b)
@@ -595,8 +595,18 @@ func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
 	clear(b.parked)
 	b.parked = b.parked[:0]
 	if b.State == BreakerClosed && b.Failures == 0 && b.Probes == 0 && len(b.parked) == 0 {
+		s.periods = max(s.periods, b.Period)
 		delete(s.breakers, key)
 	}
+}
+
+// newBreakerLocked adds a closed breaker for key. Its half-open periods
+// continue past every forgotten breaker's, so a probe still in flight from
+// one of those cannot free a slot of the new one.
+func (s *MemorySupervisor) newBreakerLocked(key string) *memBreaker {
+	b := &memBreaker{breaker: breaker{Period: s.periods}}
+	s.breakers[key] = b
+	return b
 }
 
 func (s *MemorySupervisor) finishLocked(d *memDelivery) {
