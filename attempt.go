@@ -89,7 +89,7 @@ func (k *core) send(ctx context.Context, d *prepared, id string, n int) sent {
 		Attempt:        n,
 	}
 	start := k.clock.Now()
-	resp, err := k.sender.Send(ctx, req)
+	resp, err := callSender(ctx, k.sender, req)
 	end := k.clock.Now()
 	if resp != nil {
 		err = nil // a response was obtained: its status decides
@@ -107,6 +107,17 @@ func (k *core) send(ctx context.Context, d *prepared, id string, n int) sent {
 		}
 	}
 	return s
+}
+
+// callSender calls the sender, turning a panic into a transport error so
+// that a buggy Sender costs a retry, not the process.
+func callSender(ctx context.Context, sender Sender, req *Request) (resp *Response, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, fmt.Errorf("webhook: sender panicked: %v", r)
+		}
+	}()
+	return sender.Send(ctx, req)
 }
 
 // breakerResult maps a classification onto the breaker.

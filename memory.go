@@ -74,7 +74,7 @@ type MemorySupervisor struct {
 	ready      []*memDelivery // due now, FIFO
 	delayed    memHeap        // waiting for a retry delay or an open breaker
 	byID       map[string]*memDelivery
-	finished   []string // IDs of finished deliveries, oldest first
+	finished   []string               // IDs of finished deliveries, oldest first
 	breakers   map[string]*memBreaker // only breakers not closed-and-clean
 	periods    uint64                 // the highest Period of a forgotten breaker
 	seqs       map[string]int64

@@ -404,6 +404,27 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, reqs[0].Body, reqs[1].Body)
 	})
 
+	t.Run("SenderPanicIsATransportError", func(t *testing.T) {
+		t.Parallel()
+		calls := 0
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			inner := c.Sender
+			c.Sender = webhook.SenderFunc(func(ctx context.Context, r *webhook.Request) (*webhook.Response, error) {
+				if calls++; calls == 1 { // attempts of one delivery never overlap
+					panic("sender bug")
+				}
+				return inner.Send(ctx, r)
+			})
+		})
+		e.startWorker()
+		e.sendMCP(mcp("https://buyer.example/hook", "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 2)
+		require.Contains(t, as[0].Error, "sender panicked")
+		require.True(t, as[0].WillRetry)
+		require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
+	})
+
 	t.Run("PermanentStatusesAreNotRetried", func(t *testing.T) {
 		t.Parallel()
 		sigErr := http.Header{"Www-Authenticate": {`Signature error="webhook_signature_invalid"`}}
