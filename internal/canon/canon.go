@@ -1,0 +1,238 @@
+// Package canon computes the AdCP canonical forms of a request URL that the
+// RFC 9421 webhook profile signs as "@target-uri" and "@authority".
+//
+// The rules, from the AdCP security profile: lowercase scheme and host;
+// strip userinfo, the fragment, one trailing root dot and the scheme's
+// default port; keep IPv6 brackets, with lowercase hex; uppercase the hex of
+// percent-encodings and decode percent-encoded unreserved characters (an
+// encoded "/" stays encoded); remove dot segments but keep repeated slashes;
+// an empty path becomes "/"; keep the query byte for byte. Zone identifiers,
+// empty authorities, non-digit ports and non-ASCII hosts are malformed.
+package canon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// ErrMalformed reports a URL the profile cannot canonicalise.
+var ErrMalformed = errors.New("malformed URL")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// Target returns the canonical "@target-uri" and "@authority" of raw, an
+// absolute http or https URL.
+func Target(raw string) (targetURI, authority string, err error) {
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= 0x20 || c >= 0x7f {
+			return "", "", malformed("byte 0x%02x at %d: only printable ASCII is allowed", c, i)
+		}
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return "", "", malformed("no scheme")
+	}
+	scheme = strings.ToLower(scheme)
+	var defaultPort string
+	switch scheme {
+	case "https":
+		defaultPort = "443"
+	case "http":
+		defaultPort = "80"
+	default:
+		return "", "", malformed("scheme %q is not http or https", scheme)
+	}
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		rest = rest[:i]
+	}
+	query := ""
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		rest, query = rest[:i], rest[i:]
+	}
+	auth, path := rest, ""
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		auth, path = rest[:i], rest[i:]
+	}
+	authority, err = Authority(auth, defaultPort)
+	if err != nil {
+		return "", "", err
+	}
+	path, err = normalizePath(path)
+	if err != nil {
+		return "", "", err
+	}
+	return scheme + "://" + authority + path + query, authority, nil
+}
+
+// Authority canonicalises an authority (userinfo@host:port) for a scheme
+// whose default port is defaultPort.
+func Authority(auth, defaultPort string) (string, error) {
+	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
+		auth = auth[i+1:]
+	}
+	if auth == "" {
+		return "", malformed("empty authority")
+	}
+	var host, port string
+	if strings.HasPrefix(auth, "[") {
+		end := strings.IndexByte(auth, ']')
+		if end < 0 {
+			return "", malformed("unclosed IPv6 literal")
+		}
+		literal := auth[1:end]
+		if strings.Contains(literal, "%") {
+			return "", malformed("IPv6 zone identifiers are not allowed")
+		}
+		addr, err := netip.ParseAddr(literal)
+		if err != nil || !addr.Is6() {
+			return "", malformed("invalid IPv6 literal %q", literal)
+		}
+		host = "[" + strings.ToLower(literal) + "]"
+		rest := auth[end+1:]
+		if rest != "" {
+			if rest[0] != ':' {
+				return "", malformed("unexpected %q after IPv6 literal", rest)
+			}
+			port = rest[1:]
+		}
+	} else {
+		host = auth
+		if i := strings.LastIndexByte(auth, ':'); i >= 0 {
+			host, port = auth[:i], auth[i+1:]
+		}
+		host = strings.TrimSuffix(strings.ToLower(host), ".")
+		if host == "" {
+			return "", malformed("empty host")
+		}
+		if host[0] == '.' || strings.Contains(host, "..") || strings.HasSuffix(host, ".") {
+			return "", malformed("host %q has an empty label", host)
+		}
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+				return "", malformed("host has %q; only ASCII letters, digits, '-', '_' and '.' are allowed (use the IDNA A-label form)", c)
+			}
+		}
+	}
+	if port != "" {
+		if strings.TrimLeft(port, "0123456789") != "" {
+			return "", malformed("port %q is not a number", port)
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil || n > 65535 {
+			return "", malformed("port %q is out of range", port)
+		}
+		port = strconv.Itoa(n)
+		if port == defaultPort {
+			port = ""
+		}
+	}
+	if port == "" {
+		return host, nil
+	}
+	return host + ":" + port, nil
+}
+
+// normalizePath normalises percent-encodings, then removes dot segments
+// (RFC 3986 §5.2.4), keeping empty segments.
+func normalizePath(p string) (string, error) {
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+			return "", malformed("bad percent-encoding in path")
+		}
+		v := unhex(p[i+1])<<4 | unhex(p[i+2])
+		if isUnreserved(v) {
+			b.WriteByte(v)
+		} else {
+			b.WriteByte('%')
+			b.WriteByte(upper(p[i+1]))
+			b.WriteByte(upper(p[i+2]))
+		}
+		i += 2
+	}
+	out := removeDotSegments(b.String())
+	if out == "" {
+		out = "/"
+	}
+	return out, nil
+}
+
+// removeDotSegments is RFC 3986 §5.2.4 on an absolute path.
+func removeDotSegments(in string) string {
+	var out []string // output segments, each starting with "/"
+	for in != "" {
+		switch {
+		case strings.HasPrefix(in, "../"):
+			in = in[3:]
+		case strings.HasPrefix(in, "./"):
+			in = in[2:]
+		case strings.HasPrefix(in, "/./"):
+			in = in[2:]
+		case in == "/.":
+			in = "/"
+		case strings.HasPrefix(in, "/../"):
+			in = in[3:]
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		case in == "/..":
+			in = "/"
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		case in == "." || in == "..":
+			in = ""
+		default:
+			start := 0
+			if in[0] == '/' {
+				start = 1
+			}
+			end := strings.IndexByte(in[start:], '/')
+			if end < 0 {
+				end = len(in)
+			} else {
+				end += start
+			}
+			out = append(out, in[:end])
+			in = in[end:]
+		}
+	}
+	return strings.Join(out, "")
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+func upper(c byte) byte {
+	if c >= 'a' && c <= 'f' {
+		return c - 'a' + 'A'
+	}
+	return c
+}
+
+func isUnreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
