@@ -83,6 +83,10 @@ type HTTPSenderConfig struct {
 	// fields that ignores proxy environment variables and never follows
 	// redirects.
 	Client *http.Client
+	// Signer signs every attempt that has no legacy Authentication, with a
+	// fresh created time and nonce over the same bytes; see
+	// [NewRFC9421Signer]. Defaults to nil: requests go unsigned.
+	Signer Signer
 	// Now is the clock for legacy HMAC timestamps. Defaults to time.Now.
 	Now func() time.Time
 }
@@ -94,7 +98,9 @@ type HTTPSenderConfig struct {
 // never follows redirects (a 3xx is returned as a response) and ignores
 // proxy environment variables.
 //
-// A request with [Authentication] is authenticated with that legacy scheme:
+// With [HTTPSenderConfig.Signer] set, every attempt is signed per the AdCP
+// RFC 9421 webhook profile, unless the request carries legacy
+// [Authentication], which then replaces the signature:
 // Bearer sends "Authorization: Bearer <credentials>"; HMAC-SHA256 sends
 // "X-ADCP-Timestamp: <unix seconds>" and "X-ADCP-Signature: sha256=<hex>",
 // the HMAC-SHA256 of "<timestamp>.<body>" keyed by the credentials.
@@ -104,6 +110,7 @@ type HTTPSender struct {
 	client    *http.Client
 	maxResp   int
 	userAgent string
+	signer    Signer
 	now       func() time.Time
 }
 
@@ -119,6 +126,7 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 		client:    cfg.Client,
 		maxResp:   cmp.Or(cfg.MaxResponseBytes, MaxResponseBytesDefault),
 		userAgent: cmp.Or(cfg.UserAgent, "adcpkit-webhook/1 (+https://github.com/adcpkit/webhook)"),
+		signer:    cfg.Signer,
 		now:       cfg.Now,
 	}
 	if s.now == nil {
@@ -179,12 +187,15 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}, nil
 }
 
-// authenticate applies the request's legacy authentication. The signing
-// issue's RFC 9421 signer plugs in here for requests without one.
+// authenticate applies the request's legacy authentication, or else the
+// RFC 9421 signature; never both.
 func (s *HTTPSender) authenticate(hreq *http.Request, req *Request) error {
 	a := req.Authentication
 	if a == nil {
-		return nil
+		if s.signer == nil {
+			return nil
+		}
+		return s.signer.Sign(hreq, req.Body)
 	}
 	switch a.Scheme {
 	case AuthBearer:

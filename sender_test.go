@@ -18,6 +18,7 @@ import (
 // captured is what a loopback receiver saw.
 type captured struct {
 	method string
+	uri    string
 	header http.Header
 	body   []byte
 }
@@ -27,7 +28,7 @@ func receiver(t *testing.T, h func(w http.ResponseWriter, r *http.Request)) (*ht
 	ch := make(chan captured, 10)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		ch <- captured{method: r.Method, header: r.Header.Clone(), body: body}
+		ch <- captured{method: r.Method, uri: r.RequestURI, header: r.Header.Clone(), body: body}
 		if h != nil {
 			h(w, r)
 		}

@@ -1,0 +1,353 @@
+package webhook
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/adcpkit/webhook/internal/canon"
+)
+
+// The AdCP RFC 9421 webhook-signing profile.
+const (
+	// SignatureTag is the tag parameter of every webhook signature.
+	SignatureTag = "adcp/webhook-signing/v1"
+	// SignatureLabel is the label of the webhook signature in the
+	// Signature-Input and Signature headers.
+	SignatureLabel = "sig1"
+	// SignatureWindow is expires minus created.
+	SignatureWindow = 300 * time.Second
+
+	// AlgEd25519 is the Ed25519 signature algorithm.
+	AlgEd25519 = "ed25519"
+	// AlgECDSAP256 is ECDSA on P-256 with SHA-256, the signature encoded as
+	// the 64-byte r||s.
+	AlgECDSAP256 = "ecdsa-p256-sha256"
+)
+
+// coveredComponents is the profile's component list, in order.
+const coveredComponents = `("@method" "@target-uri" "@authority" "content-type" "content-digest")`
+
+// ErrInvalidKey reports a signing key that cannot be used for AdCP webhook
+// signatures; the wrapping error says why.
+var ErrInvalidKey = errors.New("webhook: invalid signing key")
+
+func badKey(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidKey, fmt.Sprintf(format, args...))
+}
+
+// SigningKey is a private key with its key ID and algorithm. Its String and
+// error messages never include key material.
+type SigningKey struct {
+	keyID string
+	alg   string
+	key   crypto.Signer // ed25519.PrivateKey or *ecdsa.PrivateKey on P-256
+}
+
+// NewSigningKey wraps an ed25519.PrivateKey or a P-256 *ecdsa.PrivateKey.
+// keyID is the kid the buyer finds in the seller's published JWKS: printable
+// ASCII without quotes or backslashes.
+func NewSigningKey(keyID string, key crypto.Signer) (*SigningKey, error) {
+	if keyID == "" {
+		return nil, badKey("key ID is empty")
+	}
+	for i := 0; i < len(keyID); i++ {
+		if c := keyID[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return nil, badKey("key ID has byte 0x%02x; use printable ASCII without quotes or backslashes", c)
+		}
+	}
+	switch k := key.(type) {
+	case ed25519.PrivateKey:
+		if len(k) != ed25519.PrivateKeySize {
+			return nil, badKey("Ed25519 private key has %d bytes, want %d", len(k), ed25519.PrivateKeySize)
+		}
+		return &SigningKey{keyID: keyID, alg: AlgEd25519, key: k}, nil
+	case *ecdsa.PrivateKey:
+		if k == nil || k.Curve != elliptic.P256() {
+			return nil, badKey("ECDSA keys must be on P-256")
+		}
+		return &SigningKey{keyID: keyID, alg: AlgECDSAP256, key: k}, nil
+	case nil:
+		return nil, badKey("key is nil")
+	}
+	return nil, badKey("%T is not supported; use an ed25519.PrivateKey or a P-256 *ecdsa.PrivateKey", key)
+}
+
+// KeyID returns the key's kid.
+func (k *SigningKey) KeyID() string { return k.keyID }
+
+// Algorithm returns AlgEd25519 or AlgECDSAP256.
+func (k *SigningKey) Algorithm() string { return k.alg }
+
+// Public returns the public key.
+func (k *SigningKey) Public() crypto.PublicKey { return k.key.Public() }
+
+// String names the key without its material.
+func (k *SigningKey) String() string { return "SigningKey{kid: " + k.keyID + ", alg: " + k.alg + "}" }
+
+// ParsePEMSigningKey reads a PKCS#8 "PRIVATE KEY" PEM block holding an
+// Ed25519 or P-256 key.
+func ParsePEMSigningKey(keyID string, data []byte) (*SigningKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, badKey("no PKCS#8 \"PRIVATE KEY\" PEM block found")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, badKey("PKCS#8 key does not parse")
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, badKey("%T is not a signing key", key)
+	}
+	return NewSigningKey(keyID, signer)
+}
+
+// jwk is the subset of RFC 7517 (and AdCP's adcp_use) the package reads.
+type jwk struct {
+	Kid     string   `json:"kid"`
+	Kty     string   `json:"kty"`
+	Crv     string   `json:"crv"`
+	Alg     string   `json:"alg"`
+	X       string   `json:"x"`
+	Y       string   `json:"y"`
+	D       string   `json:"d"`
+	AdcpUse string   `json:"adcp_use"`
+	KeyOps  []string `json:"key_ops"`
+}
+
+// ParseJWKSigningKey reads a private JWK: kty OKP with crv Ed25519, or kty EC
+// with crv P-256; alg, when present, must agree (EdDSA or ES256); adcp_use
+// must be "request-signing" or the deprecated "webhook-signing".
+func ParseJWKSigningKey(data []byte) (*SigningKey, error) {
+	var j jwk
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, badKey("JWK is not a JSON object")
+	}
+	switch j.AdcpUse {
+	case "request-signing", "webhook-signing":
+	case "":
+		return nil, badKey("JWK has no adcp_use; set it to \"request-signing\"")
+	default:
+		return nil, badKey("JWK adcp_use is %q; webhooks are signed with a \"request-signing\" key", j.AdcpUse)
+	}
+	if j.D == "" {
+		return nil, badKey("JWK %q has no private part (d)", j.Kid)
+	}
+	d, err := base64.RawURLEncoding.DecodeString(j.D)
+	if err != nil {
+		return nil, badKey("JWK d is not base64url")
+	}
+	switch {
+	case j.Kty == "OKP" && j.Crv == "Ed25519":
+		if j.Alg != "" && j.Alg != "EdDSA" && j.Alg != "Ed25519" {
+			return nil, badKey("JWK alg %q does not match curve Ed25519", j.Alg)
+		}
+		if len(d) != ed25519.SeedSize {
+			return nil, badKey("Ed25519 JWK d has %d bytes, want %d", len(d), ed25519.SeedSize)
+		}
+		key := ed25519.NewKeyFromSeed(d)
+		if j.X != "" {
+			if x, err := base64.RawURLEncoding.DecodeString(j.X); err != nil || string(x) != string(key.Public().(ed25519.PublicKey)) {
+				return nil, badKey("JWK x does not match d")
+			}
+		}
+		return NewSigningKey(j.Kid, key)
+	case j.Kty == "EC" && j.Crv == "P-256":
+		if j.Alg != "" && j.Alg != "ES256" {
+			return nil, badKey("JWK alg %q does not match curve P-256", j.Alg)
+		}
+		key, err := p256PrivateKey(leftPad(d, 32))
+		if err != nil {
+			return nil, err
+		}
+		if j.X != "" || j.Y != "" {
+			x, errX := base64.RawURLEncoding.DecodeString(j.X)
+			y, errY := base64.RawURLEncoding.DecodeString(j.Y)
+			if errX != nil || errY != nil || key.X.Cmp(new(big.Int).SetBytes(x)) != 0 || key.Y.Cmp(new(big.Int).SetBytes(y)) != 0 {
+				return nil, badKey("JWK x and y do not match d")
+			}
+		}
+		return NewSigningKey(j.Kid, key)
+	}
+	return nil, badKey("JWK kty %q crv %q is not supported; use OKP/Ed25519 or EC/P-256", j.Kty, j.Crv)
+}
+
+// p256PrivateKey builds a P-256 ECDSA key from its 32-byte scalar.
+func p256PrivateKey(d []byte) (*ecdsa.PrivateKey, error) {
+	priv, err := ecdh.P256().NewPrivateKey(d)
+	if err != nil {
+		return nil, badKey("P-256 JWK d is not a valid private key")
+	}
+	pub := priv.PublicKey().Bytes() // 0x04 || X || Y
+	return &ecdsa.PrivateKey{
+		PublicKey: ecdsa.PublicKey{
+			Curve: elliptic.P256(),
+			X:     new(big.Int).SetBytes(pub[1:33]),
+			Y:     new(big.Int).SetBytes(pub[33:]),
+		},
+		D: new(big.Int).SetBytes(d),
+	}, nil
+}
+
+func leftPad(b []byte, n int) []byte {
+	if len(b) >= n {
+		return b
+	}
+	return append(make([]byte, n-len(b)), b...)
+}
+
+// Signer signs an outgoing webhook request. Sign adds headers to r for the
+// exact body that will be sent; it must not read r.Body. Implementations must
+// be safe for concurrent use.
+type Signer interface {
+	Sign(r *http.Request, body []byte) error
+}
+
+// SignerFunc adapts a function to [Signer].
+type SignerFunc func(r *http.Request, body []byte) error
+
+// Sign calls f(r, body).
+func (f SignerFunc) Sign(r *http.Request, body []byte) error { return f(r, body) }
+
+// SignerConfig configures [NewRFC9421Signer].
+type SignerConfig struct {
+	// Key signs. Required.
+	Key *SigningKey
+	// Now is the clock for the created parameter. Defaults to time.Now.
+	Now func() time.Time
+	// Rand supplies the 16 nonce bytes of each signature. Defaults to
+	// crypto/rand. (ECDSA's own randomness always comes from crypto/rand.)
+	Rand io.Reader
+}
+
+// RFC9421Signer signs webhooks per the AdCP RFC 9421 webhook profile: label
+// sig1, components "@method" "@target-uri" "@authority" "content-type"
+// "content-digest", parameters created, expires (created + 300 s), a fresh
+// 16-byte nonce, keyid, alg and tag "adcp/webhook-signing/v1", with the
+// target URI and authority in AdCP canonical form. It sets Content-Digest,
+// Signature-Input and Signature. It is safe for concurrent use.
+type RFC9421Signer struct {
+	key  *SigningKey
+	now  func() time.Time
+	rand io.Reader
+}
+
+// NewRFC9421Signer returns a signer for cfg.Key.
+func NewRFC9421Signer(cfg SignerConfig) (*RFC9421Signer, error) {
+	if cfg.Key == nil {
+		return nil, badConfig("SignerConfig.Key", "is nil; load one with ParseJWKSigningKey, ParsePEMSigningKey or NewSigningKey")
+	}
+	s := &RFC9421Signer{key: cfg.Key, now: cfg.Now, rand: cfg.Rand}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	return s, nil
+}
+
+// Sign sets r's Content-Digest, Signature-Input and Signature headers for
+// body. r.URL must be an absolute http or https URL.
+func (s *RFC9421Signer) Sign(r *http.Request, body []byte) error {
+	headers, _, err := s.sign(r.Method, r.URL.String(), body)
+	if err != nil {
+		return err
+	}
+	for _, h := range headers {
+		r.Header.Set(h[0], h[1])
+	}
+	return nil
+}
+
+// sign returns the headers to set and the signature base it signed.
+func (s *RFC9421Signer) sign(method, rawURL string, body []byte) (headers [4][2]string, base string, err error) {
+	target, authority, err := canon.Target(rawURL)
+	if err != nil {
+		return headers, "", fmt.Errorf("webhook: signing: %w", err)
+	}
+	var nonce [16]byte
+	if _, err := io.ReadFull(s.rand, nonce[:]); err != nil {
+		return headers, "", fmt.Errorf("webhook: signing: reading nonce: %w", err)
+	}
+	created := s.now().Unix()
+	digest := sha256.Sum256(body)
+	contentDigest := "sha-256=:" + base64.StdEncoding.EncodeToString(digest[:]) + ":"
+	params := coveredComponents +
+		";created=" + strconv.FormatInt(created, 10) +
+		";expires=" + strconv.FormatInt(created+int64(SignatureWindow/time.Second), 10) +
+		`;nonce="` + base64.RawURLEncoding.EncodeToString(nonce[:]) + `"` +
+		`;keyid="` + s.key.keyID + `"` +
+		`;alg="` + s.key.alg + `"` +
+		`;tag="` + SignatureTag + `"`
+	base = signatureBase(method, target, authority, "application/json", contentDigest, params)
+	sig, err := s.key.signBase([]byte(base))
+	if err != nil {
+		return headers, "", err
+	}
+	headers = [4][2]string{
+		{"Content-Type", "application/json"},
+		{"Content-Digest", contentDigest},
+		{"Signature-Input", SignatureLabel + "=" + params},
+		{"Signature", SignatureLabel + "=:" + base64.RawURLEncoding.EncodeToString(sig) + ":"},
+	}
+	return headers, base, nil
+}
+
+// signatureBase lays out the RFC 9421 §2.5 signature base for the profile's
+// components: one line per component, then "@signature-params", joined by
+// LF with no trailing newline.
+func signatureBase(method, target, authority, contentType, contentDigest, params string) string {
+	var b strings.Builder
+	b.Grow(200 + len(target) + len(params))
+	b.WriteString(`"@method": `)
+	b.WriteString(strings.ToUpper(method))
+	b.WriteString("\n\"@target-uri\": ")
+	b.WriteString(target)
+	b.WriteString("\n\"@authority\": ")
+	b.WriteString(authority)
+	b.WriteString("\n\"content-type\": ")
+	b.WriteString(contentType)
+	b.WriteString("\n\"content-digest\": ")
+	b.WriteString(contentDigest)
+	b.WriteString("\n\"@signature-params\": ")
+	b.WriteString(params)
+	return b.String()
+}
+
+// signBase signs a signature base: Ed25519 directly, ECDSA over its SHA-256
+// as the 64-byte r||s.
+func (k *SigningKey) signBase(base []byte) ([]byte, error) {
+	switch key := k.key.(type) {
+	case ed25519.PrivateKey:
+		return ed25519.Sign(key, base), nil
+	case *ecdsa.PrivateKey:
+		h := sha256.Sum256(base)
+		r, s, err := ecdsa.Sign(rand.Reader, key, h[:])
+		if err != nil {
+			return nil, fmt.Errorf("webhook: signing: %w", err)
+		}
+		sig := make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		return sig, nil
+	}
+	return nil, badKey("unsupported key type")
+}
