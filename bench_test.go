@@ -28,7 +28,7 @@ func benchReceiver(b *testing.B) (*httptest.Server, *webhook.HTTPSender) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	b.Cleanup(srv.Close)
-	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{})
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true})
 	if err != nil {
 		b.Fatal(err)
 	}

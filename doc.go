@@ -10,7 +10,9 @@
 //
 // # Quick start
 //
-//	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{})
+//	key, _ := webhook.ParseJWKSigningKey(privateJWK)
+//	signer, _ := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+//	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer})
 //	sup, _ := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{})
 //	go sup.RunWorker(ctx) // stops, draining in-flight attempts, when ctx ends
 //
@@ -60,10 +62,10 @@
 // # Sending
 //
 // [HTTPSender] POSTs the exact bytes with a timeout, never follows redirects,
-// ignores proxy environment variables and caps what it reads. Webhooks whose
-// registration carries legacy [Authentication] are sent with Bearer or
-// HMAC-SHA256 headers. RFC 9421 signing per the AdCP webhook profile and
-// destination (SSRF) checks are not in this release; until then, validate
-// buyer URLs before accepting them, or wrap the sender. Any [Sender] can be
+// ignores proxy environment variables, caps what it reads, and refuses to
+// dial internal addresses ([ErrBlockedDestination]). With a [Signer] such as
+// [RFC9421Signer] it signs every attempt per the AdCP RFC 9421 webhook
+// profile; webhooks whose registration carries legacy [Authentication] are
+// sent with Bearer or HMAC-SHA256 headers instead. Any [Sender] can be
 // plugged in.
 package webhook

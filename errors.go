@@ -30,6 +30,11 @@ var (
 	// ErrBodyTooLarge reports a webhook body over [MaxBodyBytes].
 	ErrBodyTooLarge = errors.New("webhook: body too large")
 
+	// ErrBlockedDestination reports a destination that resolves to an
+	// address HTTPSender refuses to dial (private, loopback, link-local,
+	// cloud metadata, multicast, reserved). It is a permanent failure.
+	ErrBlockedDestination = errors.New("webhook: destination address is blocked")
+
 	// ErrNotFound reports an unknown delivery ID.
 	ErrNotFound = errors.New("webhook: delivery not found")
 

@@ -24,7 +24,7 @@ func ExampleMemorySupervisor() {
 	}))
 	defer buyer.Close()
 
-	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{})
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true}) // the test receiver is on loopback
 	if err != nil {
 		panic(err)
 	}
@@ -120,7 +120,7 @@ func ExampleRetryPolicy_Delay() {
 func ExampleMemorySupervisor_SendPrepared() {
 	buyer := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer buyer.Close()
-	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{})
+	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true})
 	sup, _ := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{AllowInsecureHTTP: true})
 	ctx, stop := context.WithCancel(context.Background())
 	worker := make(chan error)

@@ -149,7 +149,9 @@ var ErrNoResponse = errors.New("webhook: sender returned no response and no erro
 // DefaultClassifier is the AdCP classification:
 //
 //   - 2xx: delivered (receivers answer 2xx for duplicates too);
-//   - transport errors and timeouts: retry, breaker failure;
+//   - transport errors, timeouts and DNS failures: retry, breaker failure;
+//   - a destination HTTPSender refuses to dial ([ErrBlockedDestination]):
+//     fail, not a breaker failure;
 //   - 408, 5xx: retry, breaker failure;
 //   - 425, 429: retry, not a breaker failure (the endpoint is alive);
 //   - 401 with WWW-Authenticate naming a "webhook_" signature error: fail;
@@ -159,6 +161,9 @@ var ErrNoResponse = errors.New("webhook: sender returned no response and no erro
 // Retry-After, in seconds or as an HTTP date, is honoured on 429 and 503.
 func DefaultClassifier(resp *Response, err error, now time.Time) Classification {
 	if resp == nil {
+		if errors.Is(err, ErrBlockedDestination) {
+			return Classification{Verdict: Fail}
+		}
 		return Classification{Verdict: Retry, BreakerFailure: true}
 	}
 	code := resp.StatusCode

@@ -12,9 +12,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/adcpkit/webhook/internal/ssrf"
 )
 
 // Sender defaults.
@@ -83,6 +86,13 @@ type HTTPSenderConfig struct {
 	// fields that ignores proxy environment variables and never follows
 	// redirects.
 	Client *http.Client
+	// AllowPrivateDestinations lets the sender dial loopback, private
+	// (RFC 1918, unique local), link-local and CGNAT addresses, for
+	// development and tests. Cloud metadata, multicast, unspecified and
+	// reserved addresses stay blocked. Defaults to false.
+	AllowPrivateDestinations bool
+	// Resolver looks up destination hosts. Defaults to net.DefaultResolver.
+	Resolver Resolver
 	// Signer signs every attempt that has no legacy Authentication, with a
 	// fresh created time and nonce over the same bytes; see
 	// [NewRFC9421Signer]. Defaults to nil: requests go unsigned.
@@ -95,8 +105,12 @@ type HTTPSenderConfig struct {
 // Content-Type application/json and Accept-Encoding identity, reads at most
 // MaxResponseBytes of the answer and refuses bodies over [MaxBodyBytes].
 // Unless [HTTPSenderConfig.Client] replaces its client, it also times out,
-// never follows redirects (a 3xx is returned as a response) and ignores
-// proxy environment variables.
+// never follows redirects (a 3xx is returned as a response), ignores proxy
+// environment variables, and refuses to dial private, loopback, link-local,
+// CGNAT, multicast, unspecified, reserved and cloud-metadata addresses
+// ([ErrBlockedDestination]), checking the addresses it actually dials so
+// that DNS rebinding cannot get past it. With a caller's Client, guarding
+// destinations is the caller's job.
 //
 // With [HTTPSenderConfig.Signer] set, every attempt is signed per the AdCP
 // RFC 9421 webhook profile, unless the request carries legacy
@@ -107,11 +121,14 @@ type HTTPSenderConfig struct {
 //
 // An HTTPSender is safe for concurrent use.
 type HTTPSender struct {
-	client    *http.Client
-	maxResp   int
-	userAgent string
-	signer    Signer
-	now       func() time.Time
+	client       *http.Client
+	dialer       *net.Dialer
+	resolver     Resolver
+	allowPrivate bool
+	maxResp      int
+	userAgent    string
+	signer       Signer
+	now          func() time.Time
 }
 
 // NewHTTPSender returns an HTTPSender. A bad config is a [*ConfigError].
@@ -134,14 +151,17 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 	}
 	if s.client == nil {
 		timeout := cmp.Or(cfg.Timeout, SendTimeoutDefault)
+		s.dialer = &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+		s.resolver = cfg.Resolver
+		if s.resolver == nil {
+			s.resolver = net.DefaultResolver
+		}
+		s.allowPrivate = cfg.AllowPrivateDestinations
 		s.client = &http.Client{
 			Timeout: timeout,
 			Transport: &http.Transport{
-				Proxy: nil, // never from the environment
-				DialContext: (&net.Dialer{
-					Timeout:   timeout,
-					KeepAlive: 30 * time.Second,
-				}).DialContext,
+				Proxy:                 nil, // never from the environment
+				DialContext:           s.dial,
 				ForceAttemptHTTP2:     true,
 				MaxIdleConns:          256,
 				MaxIdleConnsPerHost:   64,
@@ -185,6 +205,54 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 	// receivers that keep talking.
 	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}, nil
+}
+
+// Resolver resolves host names; *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// dial connects to addr only if every address its host resolves to is
+// allowed, and then to one of those very addresses: there is no second
+// lookup for a rebinding DNS server to answer differently.
+func (s *HTTPSender) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		addrs, err = s.resolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: resolving %s: %w", host, err)
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("webhook: resolving %s: no addresses", host)
+		}
+	}
+	for _, a := range addrs {
+		switch ssrf.Classify(a) {
+		case ssrf.Forbidden:
+			return nil, fmt.Errorf("%w: %s resolves to %s, which is never dialled", ErrBlockedDestination, host, a)
+		case ssrf.Private:
+			if !s.allowPrivate {
+				return nil, fmt.Errorf("%w: %s resolves to private address %s (set AllowPrivateDestinations for development)", ErrBlockedDestination, host, a)
+			}
+		}
+	}
+	var firstErr error
+	for _, a := range addrs {
+		conn, err := s.dialer.DialContext(ctx, network, net.JoinHostPort(a.Unmap().String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
 }
 
 // authenticate applies the request's legacy authentication, or else the

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -37,8 +38,10 @@ func receiver(t *testing.T, h func(w http.ResponseWriter, r *http.Request)) (*ht
 	return srv, ch
 }
 
+// newTestSender returns a sender allowed to reach the loopback receivers.
 func newTestSender(t *testing.T, cfg HTTPSenderConfig) *HTTPSender {
 	t.Helper()
+	cfg.AllowPrivateDestinations = true
 	s, err := NewHTTPSender(cfg)
 	require.NoError(t, err)
 	t.Cleanup(s.client.CloseIdleConnections)
@@ -181,4 +184,75 @@ func TestNewHTTPSenderRejectsBadConfig(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	_, err = NewHTTPSender(HTTPSenderConfig{MaxResponseBytes: -1})
 	require.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+// fakeResolver answers every lookup with the same addresses.
+type fakeResolver struct {
+	addrs []netip.Addr
+	err   error
+}
+
+func (r fakeResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return r.addrs, r.err
+}
+
+func TestHTTPSenderBlocksInternalDestinations(t *testing.T) {
+	t.Parallel()
+	// One address per blocked range. Nothing is dialled: the check comes
+	// first, so no packet leaves the machine.
+	private := []string{"127.0.0.1", "::1", "10.0.0.1", "172.16.0.1", "192.168.0.1", "100.64.0.1",
+		"169.254.10.10", "fe80::1", "fd12::1", "::ffff:10.0.0.1"}
+	forbidden := []string{"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192",
+		"0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255", "240.0.0.1", "192.0.2.1", "::ffff:169.254.169.254"}
+	cases := map[bool][]string{
+		false: append(append([]string{}, private...), forbidden...),
+		true:  forbidden, // metadata and the rest stay blocked even so
+	}
+	for allowPrivate, ips := range cases {
+		for _, ip := range ips {
+			addr := netip.MustParseAddr(ip)
+			s, err := NewHTTPSender(HTTPSenderConfig{AllowPrivateDestinations: allowPrivate, Resolver: fakeResolver{addrs: []netip.Addr{addr}}})
+			require.NoError(t, err)
+			for _, url := range []string{"http://rebind.example/hook", "http://" + net.JoinHostPort(ip, "80") + "/hook"} {
+				_, err = s.Send(context.Background(), &Request{URL: url, Body: []byte(`{}`)})
+				require.ErrorIs(t, err, ErrBlockedDestination, "%s (%s), AllowPrivateDestinations=%v", url, ip, allowPrivate)
+				c := DefaultClassifier(nil, err, time.Now())
+				require.Equal(t, Fail, c.Verdict, "a blocked destination is permanent")
+				require.False(t, c.BreakerFailure)
+			}
+		}
+	}
+}
+
+func TestHTTPSenderBlocksIfAnyAddressIsInternal(t *testing.T) {
+	t.Parallel()
+	s, err := NewHTTPSender(HTTPSenderConfig{Resolver: fakeResolver{addrs: []netip.Addr{
+		netip.MustParseAddr("93.184.216.34"), netip.MustParseAddr("127.0.0.1")}}})
+	require.NoError(t, err)
+	_, err = s.Send(context.Background(), &Request{URL: "http://mixed.example/hook", Body: []byte(`{}`)})
+	require.ErrorIs(t, err, ErrBlockedDestination)
+}
+
+func TestHTTPSenderDNSFailureIsTransient(t *testing.T) {
+	t.Parallel()
+	s, err := NewHTTPSender(HTTPSenderConfig{Resolver: fakeResolver{err: &net.DNSError{Err: "server misbehaving", Name: "buyer.example", IsTemporary: true}}})
+	require.NoError(t, err)
+	_, err = s.Send(context.Background(), &Request{URL: "https://buyer.example/hook", Body: []byte(`{}`)})
+	require.Error(t, err)
+	require.NotErrorIs(t, err, ErrBlockedDestination)
+	require.Equal(t, Retry, DefaultClassifier(nil, err, time.Now()).Verdict)
+}
+
+func TestHTTPSenderDialsTheAddressItChecked(t *testing.T) {
+	t.Parallel()
+	srv, got := receiver(t, nil)
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	require.NoError(t, err)
+	// The name resolves (once) to the loopback receiver; the request goes
+	// there, with the name as Host.
+	s := newTestSender(t, HTTPSenderConfig{Resolver: fakeResolver{addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}})
+	resp, err := s.Send(context.Background(), &Request{URL: "http://buyer.example:" + port + "/hook", Body: []byte(`{}`)})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	<-got
 }

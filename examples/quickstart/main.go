@@ -8,10 +8,13 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +31,12 @@ func run() error {
 	// The buyer's side: three endpoints on loopback.
 	var flakyCalls atomic.Int32
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthy", func(w http.ResponseWriter, r *http.Request) {})
+	var signed atomic.Int32
+	mux.HandleFunc("/healthy", func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Signature-Input"), `keyid="quickstart-2026"`) {
+			signed.Add(1)
+		}
+	})
 	mux.HandleFunc("/flaky", func(w http.ResponseWriter, r *http.Request) {
 		if flakyCalls.Add(1) <= 2 {
 			http.Error(w, "try again", http.StatusServiceUnavailable)
@@ -42,7 +50,25 @@ func run() error {
 
 	// The seller's side: an HTTP sender and an in-memory supervisor with
 	// short delays so the demo finishes quickly.
-	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Timeout: 2 * time.Second})
+	// Every attempt is signed per the AdCP RFC 9421 webhook profile. A real
+	// seller loads its published key; the demo makes one.
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	key, err := webhook.NewSigningKey("quickstart-2026", priv)
+	if err != nil {
+		return err
+	}
+	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+	if err != nil {
+		return err
+	}
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{
+		Signer:                   signer,
+		Timeout:                  2 * time.Second,
+		AllowPrivateDestinations: true, // the receiver is on loopback
+	})
 	if err != nil {
 		return err
 	}
@@ -124,6 +150,7 @@ func run() error {
 	if err := <-worker; err != nil {
 		return err
 	}
-	fmt.Println("\nworker stopped; the in-memory queue is not durable, so task_4 ends with this process")
+	fmt.Printf("\nthe healthy endpoint received %d request(s) signed with key %s (RFC 9421, %s)\n", signed.Load(), key.KeyID(), key.Algorithm())
+	fmt.Println("worker stopped; the in-memory queue is not durable, so task_4 ends with this process")
 	return nil
 }
