@@ -1,0 +1,542 @@
+package webhook
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/adcpkit/webhook/internal/canon"
+	"github.com/adcpkit/webhook/internal/sfv"
+)
+
+// Webhook signature error codes, from the AdCP webhook verifier checklist.
+const (
+	CodeHeaderMalformed      = "webhook_signature_header_malformed"
+	CodeParamsIncomplete     = "webhook_signature_params_incomplete"
+	CodeTagInvalid           = "webhook_signature_tag_invalid"
+	CodeAlgNotAllowed        = "webhook_signature_alg_not_allowed"
+	CodeWindowInvalid        = "webhook_signature_window_invalid"
+	CodeComponentsIncomplete = "webhook_signature_components_incomplete"
+	CodeKeyUnknown           = "webhook_signature_key_unknown"
+	CodeKeyPurposeInvalid    = "webhook_signature_key_purpose_invalid"
+	CodeKeyRevoked           = "webhook_signature_key_revoked"
+	CodeRevocationStale      = "webhook_signature_revocation_stale"
+	CodeRateAbuse            = "webhook_signature_rate_abuse"
+	CodeSignatureInvalid     = "webhook_signature_invalid"
+	CodeDigestMismatch       = "webhook_signature_digest_mismatch"
+	CodeReplayed             = "webhook_signature_replayed"
+)
+
+// ErrSignatureRejected is wrapped by every [*VerifyError].
+var ErrSignatureRejected = errors.New("webhook: signature rejected")
+
+// VerifyError says why a webhook's signature was rejected. Code is the
+// AdCP error code a receiver returns (in WWW-Authenticate, say); Step is the
+// verifier checklist step that failed.
+type VerifyError struct {
+	Code   string
+	Step   int
+	Reason string
+}
+
+func (e *VerifyError) Error() string {
+	return "webhook: signature rejected (" + e.Code + "): " + e.Reason
+}
+
+// Unwrap returns [ErrSignatureRejected].
+func (e *VerifyError) Unwrap() error { return ErrSignatureRejected }
+
+func reject(code string, step int, format string, args ...any) *VerifyError {
+	return &VerifyError{Code: code, Step: step, Reason: fmt.Sprintf(format, args...)}
+}
+
+// VerifyingKey is a public key from a seller's JWKS, with the metadata the
+// checklist inspects.
+type VerifyingKey struct {
+	KeyID   string
+	AdcpUse string
+	KeyOps  []string
+	// Alg is the key's signature algorithm (AlgEd25519 or AlgECDSAP256),
+	// derived from its curve.
+	Alg string
+	key any // ed25519.PublicKey or *ecdsa.PublicKey
+}
+
+// ParseJWKS reads a JWK Set ({"keys": [...]}) of Ed25519 (OKP) and P-256
+// (EC) public keys. Keys of other types are skipped; a malformed key of a
+// supported type is an error. Purpose and key_ops are checked at
+// verification, per signature.
+func ParseJWKS(data []byte) ([]VerifyingKey, error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("webhook: JWKS is not a JSON object with keys: %w", err)
+	}
+	var out []VerifyingKey
+	for i, raw := range set.Keys {
+		var j jwk
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return nil, fmt.Errorf("webhook: JWKS key %d: %w", i, err)
+		}
+		k := VerifyingKey{KeyID: j.Kid, AdcpUse: j.AdcpUse, KeyOps: j.KeyOps}
+		switch {
+		case j.Kty == "OKP" && j.Crv == "Ed25519":
+			x, err := base64.RawURLEncoding.DecodeString(j.X)
+			if err != nil || len(x) != ed25519.PublicKeySize {
+				return nil, fmt.Errorf("webhook: JWKS key %q: bad Ed25519 x", j.Kid)
+			}
+			k.Alg, k.key = AlgEd25519, ed25519.PublicKey(x)
+		case j.Kty == "EC" && j.Crv == "P-256":
+			x, errX := base64.RawURLEncoding.DecodeString(j.X)
+			y, errY := base64.RawURLEncoding.DecodeString(j.Y)
+			if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
+				return nil, fmt.Errorf("webhook: JWKS key %q: bad P-256 x or y", j.Kid)
+			}
+			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+			if !pub.Curve.IsOnCurve(pub.X, pub.Y) {
+				return nil, fmt.Errorf("webhook: JWKS key %q: point not on P-256", j.Kid)
+			}
+			k.Alg, k.key = AlgECDSAP256, pub
+		default:
+			continue
+		}
+		if k.KeyID == "" {
+			return nil, fmt.Errorf("webhook: JWKS key %d has no kid", i)
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// KeyRevocations tells the verifier which keys are revoked. CheckKey
+// returns nil for a usable key, or a [*VerifyError] with CodeKeyRevoked or
+// CodeRevocationStale (when the revocation list is too old to trust).
+// Implementations must be safe for concurrent use.
+type KeyRevocations interface {
+	CheckKey(ctx context.Context, keyID string, now time.Time) error
+}
+
+// RevocationList is an in-memory [KeyRevocations]: a set of revoked key IDs
+// and the time it was last refreshed from the seller's revocation feed.
+type RevocationList struct {
+	// MaxAge is how old the list may be before every verification fails
+	// with CodeRevocationStale. Zero means never stale.
+	MaxAge time.Duration
+
+	mu        sync.Mutex
+	revoked   map[string]bool
+	refreshed time.Time
+}
+
+// Update replaces the revoked set and records when it was fetched.
+func (l *RevocationList) Update(revoked []string, fetchedAt time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.revoked = make(map[string]bool, len(revoked))
+	for _, k := range revoked {
+		l.revoked[k] = true
+	}
+	l.refreshed = fetchedAt
+}
+
+// CheckKey implements [KeyRevocations].
+func (l *RevocationList) CheckKey(_ context.Context, keyID string, now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.MaxAge > 0 && now.Sub(l.refreshed) > l.MaxAge {
+		return reject(CodeRevocationStale, 9, "the revocation list was last refreshed %v ago (limit %v)", now.Sub(l.refreshed).Round(time.Second), l.MaxAge)
+	}
+	if l.revoked[keyID] {
+		return reject(CodeKeyRevoked, 9, "key %q is revoked", keyID)
+	}
+	return nil
+}
+
+// NonceStore remembers the (key ID, nonce) pairs of accepted signatures
+// until they expire. Implementations must be safe for concurrent use.
+type NonceStore interface {
+	// Full reports whether keyID already has as many live nonces as the
+	// store allows (the per-key rate cap).
+	Full(ctx context.Context, keyID string, now time.Time) (bool, error)
+	// Add records the nonce until expires and reports false when it was
+	// already there (a replay).
+	Add(ctx context.Context, keyID, nonce string, expires, now time.Time) (bool, error)
+}
+
+// MemoryNonceStoreCapDefault is MemoryNonceStore's default per-key cap.
+const MemoryNonceStoreCapDefault = 100_000
+
+// MemoryNonceStore is an in-memory [NonceStore]. Expired nonces are dropped
+// as the key's set is touched. The zero value is ready to use.
+type MemoryNonceStore struct {
+	// PerKeyCap bounds the live nonces per key. Defaults to 100,000.
+	PerKeyCap int
+
+	mu   sync.Mutex
+	keys map[string]map[string]time.Time
+}
+
+func (s *MemoryNonceStore) liveLocked(keyID string, now time.Time) map[string]time.Time {
+	set := s.keys[keyID]
+	for n, exp := range set {
+		if !now.Before(exp) {
+			delete(set, n)
+		}
+	}
+	return set
+}
+
+// Full implements [NonceStore].
+func (s *MemoryNonceStore) Full(_ context.Context, keyID string, now time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cap := s.PerKeyCap
+	if cap <= 0 {
+		cap = MemoryNonceStoreCapDefault
+	}
+	return len(s.liveLocked(keyID, now)) >= cap, nil
+}
+
+// Add implements [NonceStore].
+func (s *MemoryNonceStore) Add(_ context.Context, keyID, nonce string, expires, now time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = make(map[string]map[string]time.Time)
+	}
+	set := s.liveLocked(keyID, now)
+	if set == nil {
+		set = make(map[string]time.Time)
+		s.keys[keyID] = set
+	}
+	if _, seen := set[nonce]; seen {
+		return false, nil
+	}
+	set[nonce] = expires
+	return true, nil
+}
+
+// VerifierConfig configures [NewVerifier].
+type VerifierConfig struct {
+	// Keys are the seller's public keys ([ParseJWKS]). Required.
+	Keys []VerifyingKey
+	// Revocations, when set, is consulted for every key. Defaults to none.
+	Revocations KeyRevocations
+	// Nonces remembers nonces against replay. Defaults to a
+	// MemoryNonceStore.
+	Nonces NonceStore
+	// Skew is how far in the future created may be. Defaults to 60s.
+	Skew time.Duration
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Verifier checks inbound AdCP webhooks for buyers: the RFC 9421 webhook
+// profile, following the spec's verifier checklist and failing with its
+// error codes, and the legacy HMAC-SHA256 scheme. It is safe for concurrent
+// use.
+type Verifier struct {
+	keys        map[string]VerifyingKey
+	revocations KeyRevocations
+	nonces      NonceStore
+	skew        time.Duration
+	now         func() time.Time
+}
+
+// NewVerifier returns a Verifier for cfg.
+func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+	if len(cfg.Keys) == 0 {
+		return nil, badConfig("VerifierConfig.Keys", "is empty; load the seller's JWKS with ParseJWKS")
+	}
+	if cfg.Skew < 0 {
+		return nil, badConfig("VerifierConfig.Skew", "is negative")
+	}
+	v := &Verifier{
+		keys:        make(map[string]VerifyingKey, len(cfg.Keys)),
+		revocations: cfg.Revocations,
+		nonces:      cfg.Nonces,
+		skew:        cfg.Skew,
+		now:         cfg.Now,
+	}
+	for _, k := range cfg.Keys {
+		v.keys[k.KeyID] = k
+	}
+	if v.nonces == nil {
+		v.nonces = &MemoryNonceStore{}
+	}
+	if v.skew == 0 {
+		v.skew = time.Minute
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	return v, nil
+}
+
+// VerifyRequest verifies r, whose body the caller has read into body. The
+// target URI is rebuilt from r.Host and r.RequestURI, with https when r.TLS
+// is set; behind a proxy that changes either, call [Verifier.Verify] with
+// the URL the seller addressed.
+func (v *Verifier) VerifyRequest(r *http.Request, body []byte) error {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return v.Verify(r.Context(), r.Method, scheme+"://"+r.Host+r.RequestURI, r.Header, body)
+}
+
+var requiredComponents = []string{"@method", "@target-uri", "@authority", "content-type", "content-digest"}
+
+// Verify verifies a webhook given its method, the absolute URL it was sent
+// to, its headers and its body. It returns nil or a [*VerifyError].
+func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) error {
+	now := v.now()
+	// Step 1: both headers, parseable, with a sig1 member each.
+	inputHeader, sigHeader := strings.Join(header.Values("Signature-Input"), ", "), strings.Join(header.Values("Signature"), ", ")
+	if inputHeader == "" || sigHeader == "" {
+		return reject(CodeHeaderMalformed, 1, "Signature-Input and Signature must both be present")
+	}
+	inputs, err := sfv.ParseDictionary(inputHeader)
+	if err != nil {
+		return reject(CodeHeaderMalformed, 1, "Signature-Input is not a structured field dictionary")
+	}
+	sigs, err := sfv.ParseDictionary(sigHeader)
+	if err != nil {
+		return reject(CodeHeaderMalformed, 1, "Signature is not a structured field dictionary")
+	}
+	input, ok := member(inputs, SignatureLabel)
+	if !ok || !input.IsList {
+		return reject(CodeHeaderMalformed, 1, "Signature-Input has no %s inner list", SignatureLabel)
+	}
+	sigMember, ok := member(sigs, SignatureLabel)
+	if !ok || sigMember.IsList {
+		return reject(CodeHeaderMalformed, 1, "Signature has no %s byte sequence", SignatureLabel)
+	}
+	sig, err := decodeBase64Either(sigMember.Bytes)
+	if err != nil {
+		return reject(CodeHeaderMalformed, 1, "Signature value is not base64: %v", err)
+	}
+
+	// Step 2: parameters.
+	params := map[string]sfv.Param{}
+	for _, p := range input.Params {
+		params[p.Name] = p
+	}
+	for _, name := range []string{"created", "expires", "nonce", "keyid", "alg", "tag"} {
+		if _, ok := params[name]; !ok {
+			return reject(CodeParamsIncomplete, 2, "parameter %q is missing", name)
+		}
+	}
+	created, expires := params["created"], params["expires"]
+	if !created.IsInt || !expires.IsInt || params["nonce"].IsInt || params["keyid"].IsInt || params["alg"].IsInt || params["tag"].IsInt {
+		return reject(CodeParamsIncomplete, 2, "created and expires must be integers; nonce, keyid, alg and tag strings")
+	}
+	keyID, alg, nonce := params["keyid"].Str, params["alg"].Str, params["nonce"].Str
+
+	// Steps 3 to 5: tag, algorithm, window.
+	if tag := params["tag"].Str; tag != SignatureTag {
+		return reject(CodeTagInvalid, 3, "tag is %q, want %q", tag, SignatureTag)
+	}
+	if alg != AlgEd25519 && alg != AlgECDSAP256 {
+		return reject(CodeAlgNotAllowed, 4, "alg %q is not allowed", alg)
+	}
+	switch c, e, n := created.Int, expires.Int, now.Unix(); {
+	case e <= c:
+		return reject(CodeWindowInvalid, 5, "expires (%d) is not after created (%d)", e, c)
+	case e-c > int64(SignatureWindow/time.Second):
+		return reject(CodeWindowInvalid, 5, "the window is %ds; at most %ds is allowed", e-c, int64(SignatureWindow/time.Second))
+	case c > n+int64(v.skew/time.Second):
+		return reject(CodeWindowInvalid, 5, "created (%d) is in the future", c)
+	case n >= e:
+		return reject(CodeWindowInvalid, 5, "the signature expired at %d", e)
+	}
+
+	// Step 6: covered components.
+	for _, c := range requiredComponents {
+		if !slices.Contains(input.Items, c) {
+			return reject(CodeComponentsIncomplete, 6, "component %q is not covered", c)
+		}
+	}
+
+	// Steps 7 to 9a: the key.
+	key, ok := v.keys[keyID]
+	if !ok {
+		return reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
+	}
+	if key.AdcpUse != "request-signing" && key.AdcpUse != "webhook-signing" {
+		return reject(CodeKeyPurposeInvalid, 8, "key %q has adcp_use %q", keyID, key.AdcpUse)
+	}
+	if key.KeyOps != nil && !slices.Contains(key.KeyOps, "verify") {
+		return reject(CodeKeyPurposeInvalid, 8, "key %q does not allow verify", keyID)
+	}
+	if key.Alg != alg {
+		return reject(CodeKeyPurposeInvalid, 8, "key %q is for %s, not %s", keyID, key.Alg, alg)
+	}
+	if v.revocations != nil {
+		if err := v.revocations.CheckKey(ctx, keyID, now); err != nil {
+			return err
+		}
+	}
+	if full, err := v.nonces.Full(ctx, keyID, now); err != nil {
+		return fmt.Errorf("webhook: nonce store: %w", err)
+	} else if full {
+		return reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
+	}
+
+	// Step 10: the signature.
+	target, authority, err := canon.Target(rawURL)
+	if err != nil {
+		return reject(CodeSignatureInvalid, 10, "the request URL cannot be canonicalised: %v", err)
+	}
+	var b strings.Builder
+	for _, c := range input.Items {
+		var value string
+		switch c {
+		case "@method":
+			value = strings.ToUpper(method)
+		case "@target-uri":
+			value = target
+		case "@authority":
+			value = authority
+		default:
+			if strings.HasPrefix(c, "@") {
+				return reject(CodeHeaderMalformed, 1, "component %q is not supported", c)
+			}
+			vals := header.Values(c)
+			if len(vals) == 0 {
+				return reject(CodeComponentsIncomplete, 6, "covered header %q is absent", c)
+			}
+			for i := range vals {
+				vals[i] = strings.TrimSpace(vals[i])
+			}
+			value = strings.Join(vals, ", ")
+		}
+		b.WriteString(strconv.Quote(c))
+		b.WriteString(": ")
+		b.WriteString(value)
+		b.WriteByte('\n')
+	}
+	b.WriteString(`"@signature-params": `)
+	b.WriteString(sfv.Serialize(input.Items, input.Params))
+	if !verifySignature(key, []byte(b.String()), sig) {
+		return reject(CodeSignatureInvalid, 10, "the signature does not verify with key %q", keyID)
+	}
+
+	// Step 11: the body.
+	if err := checkContentDigest(header.Get("Content-Digest"), body); err != nil {
+		return err
+	}
+
+	// Step 12: replay.
+	fresh, err := v.nonces.Add(ctx, keyID, nonce, time.Unix(expires.Int, 0), now)
+	if err != nil {
+		return fmt.Errorf("webhook: nonce store: %w", err)
+	}
+	if !fresh {
+		return reject(CodeReplayed, 12, "nonce %q of key %q was already used", nonce, keyID)
+	}
+	return nil
+}
+
+func member(ms []sfv.Member, name string) (sfv.Member, bool) {
+	for _, m := range ms {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return sfv.Member{}, false
+}
+
+// decodeBase64Either decodes base64url or standard base64, padded or not,
+// but not a mixture of the two alphabets.
+func decodeBase64Either(s string) ([]byte, error) {
+	url, std := strings.ContainsAny(s, "-_"), strings.ContainsAny(s, "+/")
+	if url && std {
+		return nil, errors.New("mixes the base64url and standard alphabets")
+	}
+	s = strings.TrimRight(s, "=")
+	if std {
+		return base64.RawStdEncoding.DecodeString(s)
+	}
+	return base64.RawURLEncoding.DecodeString(s)
+}
+
+func verifySignature(k VerifyingKey, base, sig []byte) bool {
+	switch pub := k.key.(type) {
+	case ed25519.PublicKey:
+		return len(sig) == ed25519.SignatureSize && ed25519.Verify(pub, base, sig)
+	case *ecdsa.PublicKey:
+		if len(sig) != 64 {
+			return false
+		}
+		h := sha256.Sum256(base)
+		return ecdsa.Verify(pub, h[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+	}
+	return false
+}
+
+// checkContentDigest checks a "sha-256=:<base64>:" Content-Digest against
+// body, accepting either base64 alphabet.
+func checkContentDigest(h string, body []byte) error {
+	ms, err := sfv.ParseDictionary(h)
+	if err != nil {
+		return reject(CodeDigestMismatch, 11, "Content-Digest does not parse")
+	}
+	m, ok := member(ms, "sha-256")
+	if !ok || m.IsList {
+		return reject(CodeDigestMismatch, 11, "Content-Digest has no sha-256 value")
+	}
+	got, err := decodeBase64Either(m.Bytes)
+	want := sha256.Sum256(body)
+	if err != nil || subtle.ConstantTimeCompare(got, want[:]) != 1 {
+		return reject(CodeDigestMismatch, 11, "Content-Digest does not match the body")
+	}
+	return nil
+}
+
+// LegacyHMACWindow is how far X-ADCP-Timestamp may be from now.
+const LegacyHMACWindow = 300 * time.Second
+
+// VerifyLegacyHMAC checks the legacy HMAC-SHA256 scheme: X-ADCP-Timestamp
+// within ±300 s of now and X-ADCP-Signature equal, in constant time, to
+// "sha256=" + hex HMAC-SHA256(credentials, "<timestamp>.<body>").
+func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now time.Time) error {
+	ts := header.Get("X-ADCP-Timestamp")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return reject(CodeHeaderMalformed, 1, "X-ADCP-Timestamp is not a Unix time")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > LegacyHMACWindow || d < -LegacyHMACWindow {
+		return reject(CodeWindowInvalid, 5, "X-ADCP-Timestamp is %v from now; at most %v is allowed", d.Round(time.Second), LegacyHMACWindow)
+	}
+	got, ok := strings.CutPrefix(header.Get("X-ADCP-Signature"), "sha256=")
+	if !ok {
+		return reject(CodeHeaderMalformed, 1, "X-ADCP-Signature must start with sha256=")
+	}
+	gotMAC, err := hex.DecodeString(got)
+	m := hmac.New(sha256.New, []byte(credentials))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	if err != nil || !hmac.Equal(gotMAC, m.Sum(nil)) {
+		return reject(CodeSignatureInvalid, 10, "X-ADCP-Signature does not match")
+	}
+	return nil
+}

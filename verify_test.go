@@ -1,0 +1,216 @@
+package webhook
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+type verifyVector struct {
+	signingVector
+	ReferenceNow    int64 `json:"reference_now"`
+	ExpectedOutcome struct {
+		Success   bool   `json:"success"`
+		ErrorCode string `json:"error_code"`
+	} `json:"expected_outcome"`
+	HarnessState struct {
+		ReplayCacheEntries []struct{ Keyid, Nonce string } `json:"replay_cache_entries"`
+		RevokedKids        []string                        `json:"revoked_kids"`
+		CapFilledFor       string                          `json:"per_keyid_cap_filled_for"`
+		StaleSeconds       int64                           `json:"revocation_list_stale_seconds"`
+	} `json:"test_harness_state"`
+	JWKSOverride map[string]json.RawMessage `json:"jwks_override"`
+}
+
+// vectorVerifier builds the verifier a vector describes: its JWKS subset,
+// its clock and the harness state it asks for.
+func vectorVerifier(t *testing.T, v verifyVector) *Verifier {
+	t.Helper()
+	all := testKeys(t)
+	var jwks []json.RawMessage
+	for _, kid := range v.JWKSRef {
+		k := all[kid]
+		if o, ok := v.JWKSOverride[kid]; ok {
+			k = o
+		}
+		require.NotNil(t, k, kid)
+		jwks = append(jwks, k)
+	}
+	set, err := json.Marshal(map[string]any{"keys": jwks})
+	require.NoError(t, err)
+	keys, err := ParseJWKS(set)
+	require.NoError(t, err)
+	now := time.Unix(v.ReferenceNow, 0)
+	nonces := &MemoryNonceStore{}
+	ctx := context.Background()
+	for _, e := range v.HarnessState.ReplayCacheEntries {
+		_, err := nonces.Add(ctx, e.Keyid, e.Nonce, now.Add(time.Hour), now)
+		require.NoError(t, err)
+	}
+	if kid := v.HarnessState.CapFilledFor; kid != "" {
+		nonces.PerKeyCap = 3
+		for _, n := range []string{"filler-nonce-0001", "filler-nonce-0002", "filler-nonce-0003"} {
+			_, err := nonces.Add(ctx, kid, n, now.Add(time.Hour), now)
+			require.NoError(t, err)
+		}
+	}
+	var revocations KeyRevocations
+	if v.HarnessState.RevokedKids != nil || v.HarnessState.StaleSeconds > 0 {
+		l := &RevocationList{MaxAge: time.Hour}
+		l.Update(v.HarnessState.RevokedKids, now.Add(-time.Duration(v.HarnessState.StaleSeconds)*time.Second))
+		revocations = l
+	}
+	ver, err := NewVerifier(VerifierConfig{Keys: keys, Nonces: nonces, Revocations: revocations, Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	return ver
+}
+
+func loadVerifyVectors(t *testing.T, dir string) map[string]verifyVector {
+	t.Helper()
+	files, err := filepath.Glob("testdata/webhook-signing/" + dir + "/*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	out := map[string]verifyVector{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		require.NoError(t, err)
+		var v verifyVector
+		require.NoError(t, json.Unmarshal(raw, &v))
+		out[filepath.Base(f)] = v
+	}
+	return out
+}
+
+func vectorHeader(v verifyVector) http.Header {
+	h := http.Header{}
+	for k, val := range v.Request.Headers {
+		h.Set(k, val)
+	}
+	return h
+}
+
+// TestVerifierConformance runs every AdCP webhook-signing vector: positive
+// ones must verify (and a second delivery is a replay), negative ones must
+// fail with their error code.
+func TestVerifierConformance(t *testing.T) {
+	t.Parallel()
+	for name, v := range loadVerifyVectors(t, "positive") {
+		t.Run("positive/"+name, func(t *testing.T) {
+			require.True(t, v.ExpectedOutcome.Success)
+			ver := vectorVerifier(t, v)
+			body := []byte(v.Request.Body)
+			require.NoError(t, ver.Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), body))
+			err := ver.Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), body)
+			var ve *VerifyError
+			require.ErrorAs(t, err, &ve)
+			require.Equal(t, CodeReplayed, ve.Code, "delivered twice")
+		})
+	}
+	for name, v := range loadVerifyVectors(t, "negative") {
+		t.Run("negative/"+name, func(t *testing.T) {
+			require.False(t, v.ExpectedOutcome.Success)
+			err := vectorVerifier(t, v).Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), []byte(v.Request.Body))
+			var ve *VerifyError
+			require.ErrorAs(t, err, &ve, "must be rejected")
+			require.Equal(t, v.ExpectedOutcome.ErrorCode, ve.Code, ve.Reason)
+			require.ErrorIs(t, err, ErrSignatureRejected)
+		})
+	}
+}
+
+// TestSignVerifyRoundTrip signs with the library's signer and verifies over
+// real HTTP, including a body tampered with in transit.
+func TestSignVerifyRoundTrip(t *testing.T) {
+	t.Parallel()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := NewSigningKey("seller-2026", priv)
+	require.NoError(t, err)
+	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
+	require.NoError(t, err)
+	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{{KeyID: "seller-2026", AdcpUse: "request-signing", Alg: AlgEd25519, key: pub}}})
+	require.NoError(t, err)
+
+	req, err := http.NewRequest(http.MethodPost, "https://Buyer.Example:443/hooks/./adcp?b=2&a=1", nil)
+	require.NoError(t, err)
+	body := []byte(`{"task_id":"t1"}`)
+	require.NoError(t, signer.Sign(req, body))
+	require.NoError(t, ver.Verify(context.Background(), "POST", "https://buyer.example/hooks/adcp?b=2&a=1", req.Header, body),
+		"the receiver sees the canonical URL")
+
+	req2, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hooks/adcp", nil)
+	require.NoError(t, signer.Sign(req2, body))
+	err = ver.Verify(context.Background(), "POST", "https://buyer.example/hooks/adcp", req2.Header, []byte(`{"task_id":"t2"}`))
+	var ve *VerifyError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, CodeDigestMismatch, ve.Code)
+
+	req3, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hooks/adcp", nil)
+	require.NoError(t, signer.Sign(req3, body))
+	err = ver.Verify(context.Background(), "POST", "https://evil.example/hooks/adcp", req3.Header, body)
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, CodeSignatureInvalid, ve.Code, "a signature is bound to its URL")
+}
+
+func TestVerifyContentDigestEitherAlphabet(t *testing.T) {
+	t.Parallel()
+	body := []byte("\xfb\xff\xfe any body whose digest has + or / in base64 ?")
+	for i := 0; ; i++ {
+		body = append(body, byte(i))
+		std := strings.Contains(digestOf(body, false), "+") || strings.Contains(digestOf(body, false), "/")
+		if std {
+			break
+		}
+	}
+	require.NoError(t, checkContentDigest("sha-256=:"+digestOf(body, false)+":", body))
+	require.NoError(t, checkContentDigest("sha-256=:"+digestOf(body, true)+":", body))
+	require.Error(t, checkContentDigest("sha-256=:"+digestOf([]byte("other"), false)+":", body))
+}
+
+func TestVerifyLegacyHMAC(t *testing.T) {
+	t.Parallel()
+	secret := strings.Repeat("k", 32)
+	body := []byte(`{"a":1}`)
+	now := time.Unix(1776520800, 0)
+	h := http.Header{}
+	h.Set("X-ADCP-Timestamp", "1776520800")
+	h.Set("X-ADCP-Signature", "sha256="+LegacyHMAC(secret, "1776520800", body))
+	require.NoError(t, VerifyLegacyHMAC(h, body, secret, now))
+	require.NoError(t, VerifyLegacyHMAC(h, body, secret, now.Add(299*time.Second)))
+	for name, c := range map[string]struct {
+		now  time.Time
+		body []byte
+		key  string
+		code string
+	}{
+		"too late":   {now.Add(301 * time.Second), body, secret, CodeWindowInvalid},
+		"too early":  {now.Add(-301 * time.Second), body, secret, CodeWindowInvalid},
+		"other body": {now, []byte(`{"a":2}`), secret, CodeSignatureInvalid},
+		"other key":  {now, body, strings.Repeat("x", 32), CodeSignatureInvalid},
+	} {
+		err := VerifyLegacyHMAC(h, c.body, c.key, c.now)
+		var ve *VerifyError
+		require.True(t, errors.As(err, &ve), name)
+		require.Equal(t, c.code, ve.Code, name)
+	}
+}
+
+func digestOf(body []byte, url bool) string {
+	sum := sha256.Sum256(body)
+	if url {
+		return base64.URLEncoding.EncodeToString(sum[:])
+	}
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
