@@ -1,0 +1,140 @@
+package webhooktest_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/webhooktest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// seller is a signing key and the buyer-side verifier that trusts it.
+func seller(t *testing.T, kid string) (*webhook.RFC9421Signer, *webhook.Verifier) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := webhook.NewSigningKey(kid, priv)
+	require.NoError(t, err)
+	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+	require.NoError(t, err)
+	jwks, err := json.Marshal(map[string]any{"keys": []any{map[string]any{
+		"kid": kid, "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "adcp_use": "request-signing",
+		"key_ops": []string{"verify"}, "x": base64.RawURLEncoding.EncodeToString(pub),
+	}}})
+	require.NoError(t, err)
+	keys, err := webhook.ParseJWKS(jwks)
+	require.NoError(t, err)
+	verifier, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: keys})
+	require.NoError(t, err)
+	return signer, verifier
+}
+
+// run starts a memory supervisor delivering with signer until the test ends.
+func run(t *testing.T, signer webhook.Signer) *webhook.MemorySupervisor {
+	t.Helper()
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer, AllowPrivateDestinations: true, Timeout: 2 * time.Second})
+	require.NoError(t, err)
+	sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{
+		AllowInsecureHTTP: true,
+		Retry:             webhook.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond},
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.RunWorker(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return sup
+}
+
+func webhookTo(url, task string) webhook.MCPWebhook {
+	return webhook.MCPWebhook{URL: url + "/adcp/webhook", OperationID: "op_" + task, TaskID: task,
+		TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted, Result: map[string]any{"media_buy_id": "mb_1"}}
+}
+
+func TestSignedDeliveryThroughFaults(t *testing.T) {
+	t.Parallel()
+	signer, verifier := seller(t, "seller-2026")
+	rcv := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer rcv.Close()
+	rcv.Fail(
+		webhooktest.Fault{Status: http.StatusServiceUnavailable, RetryAfter: "0"},
+		webhooktest.Fault{Drop: true},
+		webhooktest.Fault{Status: http.StatusBadGateway, Body: "upstream", SlowBody: time.Millisecond},
+	)
+	sup := run(t, signer)
+	r, err := sup.SendMCP(context.Background(), webhookTo(rcv.URL, "t1"))
+	require.NoError(t, err)
+	d, err := sup.Wait(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateDelivered, d.State)
+	require.Equal(t, 4, d.Attempts)
+
+	got := rcv.Deliveries()
+	require.Len(t, got, 4)
+	for i, g := range got {
+		require.Equal(t, r.IdempotencyKey, g.IdempotencyKey, "attempt %d", i+1)
+		require.Equal(t, got[0].Body, g.Body, "identical bytes on every attempt")
+		require.NotEmpty(t, g.Header.Get("Signature"))
+	}
+	require.Equal(t, []int{503, 0, 502, 200}, []int{got[0].Status, got[1].Status, got[2].Status, got[3].Status})
+	require.NoError(t, got[3].VerifyErr, "the signature verifies")
+	require.False(t, got[3].Duplicate)
+}
+
+func TestReceiverRejectsBadSignatures(t *testing.T) {
+	t.Parallel()
+	_, verifier := seller(t, "seller-2026")
+	impostor, _ := seller(t, "seller-2026") // same kid, other key
+	rcv := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer rcv.Close()
+	sup := run(t, impostor)
+	r, err := sup.SendMCP(context.Background(), webhookTo(rcv.URL, "t1"))
+	require.NoError(t, err)
+	d, err := sup.Wait(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+	require.Equal(t, 1, d.Attempts, "a signature failure is not retried")
+	got := rcv.Deliveries()
+	require.Len(t, got, 1)
+	require.Equal(t, http.StatusUnauthorized, got[0].Status)
+	var ve *webhook.VerifyError
+	require.ErrorAs(t, got[0].VerifyErr, &ve)
+	require.Equal(t, webhook.CodeSignatureInvalid, ve.Code)
+}
+
+func TestReceiverAcknowledgesDuplicates(t *testing.T) {
+	t.Parallel()
+	signer, verifier := seller(t, "seller-2026")
+	rcv := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer rcv.Close()
+	sup := run(t, signer)
+	body, key, err := webhook.BuildMCPBody(webhookTo(rcv.URL, "t1"), time.Now())
+	require.NoError(t, err)
+	for range 2 { // a seller re-sending the same delivery
+		r, err := sup.SendPrepared(context.Background(), webhook.PreparedWebhook{URL: rcv.URL + "/adcp/webhook", Body: body, IdempotencyKey: key})
+		require.NoError(t, err)
+		d, err := sup.Wait(context.Background(), r.ID)
+		require.NoError(t, err)
+		require.Equal(t, webhook.StateDelivered, d.State, "a duplicate is acknowledged with 2xx")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := rcv.WaitFor(ctx, 2)
+	require.NoError(t, err)
+	require.False(t, got[0].Duplicate)
+	require.True(t, got[1].Duplicate)
+}
