@@ -98,6 +98,27 @@ func (k *SigningKey) Algorithm() string { return k.alg }
 // Public returns the public key.
 func (k *SigningKey) Public() crypto.PublicKey { return k.key.Public() }
 
+// PublicJWK returns the public half as a JWK for the seller's published
+// JWKS, with adcp_use "request-signing" and key_ops ["verify"].
+func (k *SigningKey) PublicJWK() ([]byte, error) {
+	j := map[string]any{"kid": k.keyID, "use": "sig", "key_ops": []string{"verify"}, "adcp_use": "request-signing"}
+	switch pub := k.key.Public().(type) {
+	case ed25519.PublicKey:
+		j["kty"], j["crv"], j["alg"] = "OKP", "Ed25519", "EdDSA"
+		j["x"] = base64.RawURLEncoding.EncodeToString(pub)
+	case *ecdsa.PublicKey:
+		j["kty"], j["crv"], j["alg"] = "EC", "P-256", "ES256"
+		j["x"] = base64.RawURLEncoding.EncodeToString(pub.X.FillBytes(make([]byte, 32)))
+		j["y"] = base64.RawURLEncoding.EncodeToString(pub.Y.FillBytes(make([]byte, 32)))
+	}
+	return json.Marshal(j)
+}
+
+// VerifyingKey returns the public half for a [Verifier].
+func (k *SigningKey) VerifyingKey() VerifyingKey {
+	return VerifyingKey{KeyID: k.keyID, AdcpUse: "request-signing", KeyOps: []string{"verify"}, Alg: k.alg, key: k.key.Public()}
+}
+
 // String names the key without its material.
 func (k *SigningKey) String() string { return "SigningKey{kid: " + k.keyID + ", alg: " + k.alg + "}" }
 

@@ -259,3 +259,30 @@ func TestHTTPSenderSignsEveryAttempt(t *testing.T) {
 	require.Empty(t, c.header.Get("Signature"))
 	require.Empty(t, c.header.Get("Signature-Input"))
 }
+
+func TestSigningKeyPublicHalves(t *testing.T) {
+	t.Parallel()
+	keys := testKeys(t)
+	for _, kid := range []string{"test-ed25519-webhook-2026", "test-es256-webhook-2026"} {
+		k, err := ParseJWKSigningKey(keys[kid])
+		require.NoError(t, err)
+		pub, err := k.PublicJWK()
+		require.NoError(t, err)
+		require.NotContains(t, string(pub), `"d"`)
+		set, err := ParseJWKS([]byte(`{"keys":[` + string(pub) + `]}`))
+		require.NoError(t, err)
+		require.Len(t, set, 1)
+		require.Equal(t, k.VerifyingKey().KeyID, set[0].KeyID)
+		require.Equal(t, k.Algorithm(), set[0].Alg)
+		// Both public halves verify what the key signs.
+		s, err := NewRFC9421Signer(SignerConfig{Key: k})
+		require.NoError(t, err)
+		for _, vk := range []VerifyingKey{set[0], k.VerifyingKey()} {
+			v, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk}})
+			require.NoError(t, err)
+			req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hook", nil)
+			require.NoError(t, s.Sign(req, []byte(`{}`)))
+			require.NoError(t, v.Verify(t.Context(), "POST", "https://buyer.example/hook", req.Header, []byte(`{}`)))
+		}
+	}
+}

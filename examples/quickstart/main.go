@@ -1,7 +1,8 @@
-// Command quickstart delivers webhooks through an in-memory supervisor to a
-// local receiver with three endpoints: a healthy one, a flaky one that fails
-// twice before answering 200, and a dead one whose circuit breaker opens.
-// It prints every attempt and the final states, and exits in a few seconds.
+// Command quickstart delivers signed webhooks through an in-memory
+// supervisor to three local buyer endpoints that verify every signature: a
+// healthy one, a flaky one that fails twice before answering 200, and a dead
+// one whose circuit breaker opens. It prints every attempt and the final
+// states, and exits in a few seconds.
 //
 //	go run ./examples/quickstart
 package main
@@ -13,12 +14,10 @@ import (
 	"fmt"
 	"log"
 	"net/http"
-	"net/http/httptest"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/webhooktest"
 )
 
 func main() {
@@ -28,30 +27,8 @@ func main() {
 }
 
 func run() error {
-	// The buyer's side: three endpoints on loopback.
-	var flakyCalls atomic.Int32
-	mux := http.NewServeMux()
-	var signed atomic.Int32
-	mux.HandleFunc("/healthy", func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.Header.Get("Signature-Input"), `keyid="quickstart-2026"`) {
-			signed.Add(1)
-		}
-	})
-	mux.HandleFunc("/flaky", func(w http.ResponseWriter, r *http.Request) {
-		if flakyCalls.Add(1) <= 2 {
-			http.Error(w, "try again", http.StatusServiceUnavailable)
-		}
-	})
-	mux.HandleFunc("/dead", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "upstream down", http.StatusBadGateway)
-	})
-	buyer := httptest.NewServer(mux)
-	defer buyer.Close()
-
-	// The seller's side: an HTTP sender and an in-memory supervisor with
-	// short delays so the demo finishes quickly.
-	// Every attempt is signed per the AdCP RFC 9421 webhook profile. A real
-	// seller loads its published key; the demo makes one.
+	// The seller's signing key. A real seller loads its own and publishes
+	// the public half (key.PublicJWK) in its JWKS; the demo makes one.
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return err
@@ -60,6 +37,29 @@ func run() error {
 	if err != nil {
 		return err
 	}
+
+	// The buyer's side: three endpoints on loopback that verify every
+	// request against the seller's public key.
+	verifier, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: []webhook.VerifyingKey{key.VerifyingKey()}})
+	if err != nil {
+		return err
+	}
+	healthy := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer healthy.Close()
+	flaky := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer flaky.Close()
+	flaky.Fail(
+		webhooktest.Fault{Status: http.StatusServiceUnavailable, Body: "try again"},
+		webhooktest.Fault{Status: http.StatusServiceUnavailable, Body: "try again"},
+	)
+	dead := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer dead.Close()
+	for range 10 {
+		dead.Fail(webhooktest.Fault{Status: http.StatusBadGateway, Body: "upstream down"})
+	}
+
+	// The seller's side: a signing HTTP sender and an in-memory supervisor
+	// with short delays so the demo finishes quickly.
 	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
 	if err != nil {
 		return err
@@ -67,7 +67,7 @@ func run() error {
 	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{
 		Signer:                   signer,
 		Timeout:                  2 * time.Second,
-		AllowPrivateDestinations: true, // the receiver is on loopback
+		AllowPrivateDestinations: true, // the buyers are on loopback
 	})
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func run() error {
 			fmt.Println(line)
 			return nil
 		}),
-		AllowInsecureHTTP: true, // the local receiver speaks plain http
+		AllowInsecureHTTP: true, // the local buyers speak plain http
 	})
 	if err != nil {
 		return err
@@ -99,9 +99,9 @@ func run() error {
 	worker := make(chan error, 1)
 	go func() { worker <- sup.RunWorker(ctx) }()
 
-	send := func(path, task string) (webhook.Receipt, error) {
+	send := func(url, task string) (webhook.Receipt, error) {
 		return sup.SendMCP(context.Background(), webhook.MCPWebhook{
-			URL:         buyer.URL + path,
+			URL:         url + "/adcp/webhook",
 			OperationID: "op_" + task,
 			TaskID:      task,
 			TaskType:    webhook.TaskCreateMediaBuy,
@@ -111,10 +111,10 @@ func run() error {
 		})
 	}
 
-	fmt.Println("delivering three webhooks: healthy, flaky (fails twice), dead (always 502)")
+	fmt.Println("delivering three signed webhooks: healthy, flaky (fails twice), dead (always 502)")
 	var receipts []webhook.Receipt
-	for _, t := range []struct{ path, task string }{{"/healthy", "task_1"}, {"/flaky", "task_2"}, {"/dead", "task_3"}} {
-		r, err := send(t.path, t.task)
+	for _, t := range []struct{ url, task string }{{healthy.URL, "task_1"}, {flaky.URL, "task_2"}, {dead.URL, "task_3"}} {
+		r, err := send(t.url, t.task)
 		if err != nil {
 			return err
 		}
@@ -133,9 +133,9 @@ func run() error {
 
 	// Three failures opened the dead endpoint's breaker: a new webhook to it
 	// is accepted but waits, uncharged, until the breaker lets a probe through.
-	dead := buyer.URL + "/dead"
-	fmt.Printf("\nbreaker for /dead: %s\n", sup.Breaker(dead))
-	r, err := send("/dead", "task_4")
+	deadURL := dead.URL + "/adcp/webhook"
+	fmt.Printf("\nbreaker for the dead endpoint: %s\n", sup.Breaker(deadURL))
+	r, err := send(dead.URL, "task_4")
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,21 @@ func run() error {
 	if err := <-worker; err != nil {
 		return err
 	}
-	fmt.Printf("\nthe healthy endpoint received %d request(s) signed with key %s (RFC 9421, %s)\n", signed.Load(), key.KeyID(), key.Algorithm())
+
+	total, signed, verified := 0, 0, 0
+	for _, rcv := range []*webhooktest.Receiver{healthy, flaky, dead} {
+		for _, got := range rcv.Deliveries() {
+			total++
+			if got.Header.Get("Signature") != "" {
+				signed++
+			}
+			if got.Fault == nil && got.VerifyErr == nil {
+				verified++
+			}
+		}
+	}
+	fmt.Printf("\nthe buyers received %d requests, %d signed with key %s (%s); the %d not failed on purpose passed verification\n",
+		total, signed, key.KeyID(), key.Algorithm(), verified)
 	fmt.Println("worker stopped; the in-memory queue is not durable, so task_4 ends with this process")
 	return nil
 }
