@@ -38,7 +38,9 @@ type signingVector struct {
 
 // testKeys returns the conformance keys.json entries by kid, with the
 // private part under "d" as a JWK has it.
-func testKeys(t *testing.T) map[string]json.RawMessage {
+func testKeys(t *testing.T) map[string]json.RawMessage { return testKeysB(t) }
+
+func testKeysB(t testing.TB) map[string]json.RawMessage {
 	t.Helper()
 	raw, err := os.ReadFile("testdata/webhook-signing/keys.json")
 	require.NoError(t, err)
