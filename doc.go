@@ -68,4 +68,12 @@
 // profile; webhooks whose registration carries legacy [Authentication] are
 // sent with Bearer or HMAC-SHA256 headers instead. Any [Sender] can be
 // plugged in.
+//
+// # Receiving
+//
+// Buyers check inbound webhooks with a [Verifier], which follows the AdCP
+// webhook verifier checklist and fails with a [*VerifyError] carrying the
+// spec's error code, and [VerifyLegacyHMAC] for the legacy scheme. The
+// webhooktest package provides a verifying, fault-injecting receiver for
+// tests.
 package webhook

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/adcpkit/webhook/internal/canon"
 )
 
 // MaxBodyBytes is the largest webhook body the package accepts: 10 MiB.
@@ -249,6 +251,11 @@ func (p urlPolicy) checkURL(field, raw string) error {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return invalid(field, "has port %q; use 1 to 65535", port)
 		}
+	}
+	// Whatever is accepted must be signable: the signature covers the
+	// AdCP canonical form of the URL.
+	if _, _, err := canon.Target(raw); err != nil {
+		return invalid(field, "cannot be signed (%v); percent-encode non-ASCII characters and give hosts in IDNA A-label (xn--) form", err)
 	}
 	return nil
 }
