@@ -59,7 +59,7 @@ func BenchmarkVerify(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := v.Verify(context.Background(), http.MethodPost, url, req.Header, body); err != nil {
+				if _, err := v.Verify(context.Background(), http.MethodPost, url, req.Header, body); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -120,7 +120,13 @@ func (k *SigningKey) VerifyingKey() VerifyingKey {
 }
 
 // String names the key without its material.
-func (k *SigningKey) String() string { return "SigningKey{kid: " + k.keyID + ", alg: " + k.alg + "}" }
+func (k SigningKey) String() string { return "SigningKey{kid: " + k.keyID + ", alg: " + k.alg + "}" }
+
+// GoString keeps key material out of %#v.
+func (k SigningKey) GoString() string { return k.String() }
+
+// Format keeps key material out of every fmt verb.
+func (k SigningKey) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, k.String()) }
 
 // ParsePEMSigningKey reads a PKCS#8 "PRIVATE KEY" PEM block holding an
 // Ed25519 or P-256 key.

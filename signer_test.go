@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/http"
 	"os"
@@ -284,7 +285,27 @@ func TestSigningKeyPublicHalves(t *testing.T) {
 			require.NoError(t, err)
 			req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hook", nil)
 			require.NoError(t, s.Sign(req, []byte(`{}`)))
-			require.NoError(t, v.Verify(t.Context(), "POST", "https://buyer.example/hook", req.Header, []byte(`{}`)))
+			got, err := v.Verify(t.Context(), "POST", "https://buyer.example/hook", req.Header, []byte(`{}`))
+			require.NoError(t, err)
+			require.Equal(t, kid, got.KeyID)
+		}
+	}
+}
+
+func TestSigningKeyNeverPrintsMaterial(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	k, err := NewSigningKey("kid-1", priv)
+	require.NoError(t, err)
+	secret := fmt.Sprintf("%d %d %d", priv[0], priv[1], priv[2])
+	hexed := fmt.Sprintf("%#x", priv[:3])
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x"} {
+		for _, v := range []any{k, *k} {
+			out := fmt.Sprintf(verb, v)
+			require.NotContains(t, out, secret, verb)
+			require.NotContains(t, out, hexed[2:], verb)
+			require.Contains(t, out, "kid-1", verb)
 		}
 	}
 }

@@ -290,11 +290,28 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	return v, nil
 }
 
+// VerifiedSignature describes a signature that verified.
+type VerifiedSignature struct {
+	// KeyID is the kid of the key that verified it.
+	KeyID string
+	// Alg is its algorithm.
+	Alg string
+	// Created and Expires bound its validity.
+	Created, Expires time.Time
+	// Nonce is its nonce.
+	Nonce string
+}
+
 // VerifyRequest verifies r, whose body the caller has read into body. The
 // target URI is rebuilt from r.Host and r.RequestURI, with https when r.TLS
 // is set; behind a proxy that changes either, call [Verifier.Verify] with
-// the URL the seller addressed.
-func (v *Verifier) VerifyRequest(r *http.Request, body []byte) error {
+// the URL the seller addressed. A request target that is not an
+// origin-form path (or that carries a "#", which the handler would see but
+// the signature would not cover) is rejected.
+func (v *Verifier) VerifyRequest(r *http.Request, body []byte) (VerifiedSignature, error) {
+	if !strings.HasPrefix(r.RequestURI, "/") || strings.Contains(r.RequestURI, "#") {
+		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the request target %q is not an origin-form path", r.RequestURI)
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -305,33 +322,42 @@ func (v *Verifier) VerifyRequest(r *http.Request, body []byte) error {
 var requiredComponents = []string{"@method", "@target-uri", "@authority", "content-type", "content-digest"}
 
 // Verify verifies a webhook given its method, the absolute URL it was sent
-// to, its headers and its body. It returns nil or a [*VerifyError].
-func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) error {
+// to, its headers and its body. It returns the verified signature, or a
+// [*VerifyError].
+func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) (VerifiedSignature, error) {
+	sig, err := v.verify(ctx, method, rawURL, header, body)
+	if err != nil {
+		return VerifiedSignature{}, err
+	}
+	return sig, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) (VerifiedSignature, error) {
 	now := v.now()
 	// Step 1: both headers, parseable, with a sig1 member each.
 	inputHeader, sigHeader := strings.Join(header.Values("Signature-Input"), ", "), strings.Join(header.Values("Signature"), ", ")
 	if inputHeader == "" || sigHeader == "" {
-		return reject(CodeHeaderMalformed, 1, "Signature-Input and Signature must both be present")
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input and Signature must both be present")
 	}
 	inputs, err := sfv.ParseDictionary(inputHeader)
 	if err != nil {
-		return reject(CodeHeaderMalformed, 1, "Signature-Input is not a structured field dictionary")
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input is not a structured field dictionary")
 	}
 	sigs, err := sfv.ParseDictionary(sigHeader)
 	if err != nil {
-		return reject(CodeHeaderMalformed, 1, "Signature is not a structured field dictionary")
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature is not a structured field dictionary")
 	}
 	input, ok := member(inputs, SignatureLabel)
 	if !ok || !input.IsList {
-		return reject(CodeHeaderMalformed, 1, "Signature-Input has no %s inner list", SignatureLabel)
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input has no %s inner list", SignatureLabel)
 	}
 	sigMember, ok := member(sigs, SignatureLabel)
 	if !ok || sigMember.IsList {
-		return reject(CodeHeaderMalformed, 1, "Signature has no %s byte sequence", SignatureLabel)
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature has no %s byte sequence", SignatureLabel)
 	}
 	sig, err := decodeBase64Either(sigMember.Bytes)
 	if err != nil {
-		return reject(CodeHeaderMalformed, 1, "Signature value is not base64: %v", err)
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature value is not base64: %v", err)
 	}
 
 	// Step 2: parameters.
@@ -341,87 +367,86 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	}
 	for _, name := range []string{"created", "expires", "nonce", "keyid", "alg", "tag"} {
 		if _, ok := params[name]; !ok {
-			return reject(CodeParamsIncomplete, 2, "parameter %q is missing", name)
+			return VerifiedSignature{}, reject(CodeParamsIncomplete, 2, "parameter %q is missing", name)
 		}
 	}
 	created, expires := params["created"], params["expires"]
 	if !created.IsInt || !expires.IsInt || params["nonce"].IsInt || params["keyid"].IsInt || params["alg"].IsInt || params["tag"].IsInt {
-		return reject(CodeParamsIncomplete, 2, "created and expires must be integers; nonce, keyid, alg and tag strings")
+		return VerifiedSignature{}, reject(CodeParamsIncomplete, 2, "created and expires must be integers; nonce, keyid, alg and tag strings")
 	}
 	keyID, alg, nonce := params["keyid"].Str, params["alg"].Str, params["nonce"].Str
 
 	// Steps 3 to 5: tag, algorithm, window.
 	if tag := params["tag"].Str; tag != SignatureTag {
-		return reject(CodeTagInvalid, 3, "tag is %q, want %q", tag, SignatureTag)
+		return VerifiedSignature{}, reject(CodeTagInvalid, 3, "tag is %q, want %q", tag, SignatureTag)
 	}
 	if alg != AlgEd25519 && alg != AlgECDSAP256 {
-		return reject(CodeAlgNotAllowed, 4, "alg %q is not allowed", alg)
+		return VerifiedSignature{}, reject(CodeAlgNotAllowed, 4, "alg %q is not allowed", alg)
 	}
 	switch c, e, n := created.Int, expires.Int, now.Unix(); {
 	case e <= c:
-		return reject(CodeWindowInvalid, 5, "expires (%d) is not after created (%d)", e, c)
+		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "expires (%d) is not after created (%d)", e, c)
 	case e-c > int64(SignatureWindow/time.Second):
-		return reject(CodeWindowInvalid, 5, "the window is %ds; at most %ds is allowed", e-c, int64(SignatureWindow/time.Second))
+		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "the window is %ds; at most %ds is allowed", e-c, int64(SignatureWindow/time.Second))
 	case c > n+int64(v.skew/time.Second):
-		return reject(CodeWindowInvalid, 5, "created (%d) is in the future", c)
+		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "created (%d) is in the future", c)
 	case n >= e:
-		return reject(CodeWindowInvalid, 5, "the signature expired at %d", e)
+		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "the signature expired at %d", e)
+	}
+
+	if input.ItemParams {
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "covered components carry parameters, which the webhook profile does not use")
 	}
 
 	// Step 6: covered components.
 	for _, c := range requiredComponents {
 		if !slices.Contains(input.Items, c) {
-			return reject(CodeComponentsIncomplete, 6, "component %q is not covered", c)
+			return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "component %q is not covered", c)
 		}
 	}
 
 	// Steps 7 to 9a: the key.
 	key, ok := v.keys[keyID]
 	if !ok {
-		return reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
+		return VerifiedSignature{}, reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
 	}
 	if key.AdcpUse != "request-signing" && key.AdcpUse != "webhook-signing" {
-		return reject(CodeKeyPurposeInvalid, 8, "key %q has adcp_use %q", keyID, key.AdcpUse)
+		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q has adcp_use %q", keyID, key.AdcpUse)
 	}
 	if key.KeyOps != nil && !slices.Contains(key.KeyOps, "verify") {
-		return reject(CodeKeyPurposeInvalid, 8, "key %q does not allow verify", keyID)
+		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q does not allow verify", keyID)
 	}
 	if key.Alg != alg {
-		return reject(CodeKeyPurposeInvalid, 8, "key %q is for %s, not %s", keyID, key.Alg, alg)
+		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q is for %s, not %s", keyID, key.Alg, alg)
 	}
 	if v.revocations != nil {
 		if err := v.revocations.CheckKey(ctx, keyID, now); err != nil {
-			return err
+			return VerifiedSignature{}, err
 		}
-	}
-	if full, err := v.nonces.Full(ctx, keyID, now); err != nil {
-		return fmt.Errorf("webhook: nonce store: %w", err)
-	} else if full {
-		return reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
 	}
 
 	// Step 10: the signature.
 	target, authority, err := canon.Target(rawURL)
 	if err != nil {
-		return reject(CodeSignatureInvalid, 10, "the request URL cannot be canonicalised: %v", err)
+		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the request URL cannot be canonicalised: %v", err)
 	}
 	var b strings.Builder
 	for _, c := range input.Items {
 		var value string
 		switch c {
 		case "@method":
-			value = strings.ToUpper(method)
+			value = method // case-sensitive, as RFC 9421 says
 		case "@target-uri":
 			value = target
 		case "@authority":
 			value = authority
 		default:
 			if strings.HasPrefix(c, "@") {
-				return reject(CodeHeaderMalformed, 1, "component %q is not supported", c)
+				return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "component %q is not supported", c)
 			}
 			vals := header.Values(c)
 			if len(vals) == 0 {
-				return reject(CodeComponentsIncomplete, 6, "covered header %q is absent", c)
+				return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "covered header %q is absent", c)
 			}
 			for i := range vals {
 				vals[i] = strings.TrimSpace(vals[i])
@@ -436,23 +461,31 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	b.WriteString(`"@signature-params": `)
 	b.WriteString(sfv.Serialize(input.Items, input.Params))
 	if !verifySignature(key, []byte(b.String()), sig) {
-		return reject(CodeSignatureInvalid, 10, "the signature does not verify with key %q", keyID)
+		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the signature does not verify with key %q", keyID)
+	}
+
+	// Step 9a, after the signature so that unauthenticated requests never
+	// reach the nonce store: the per-key cap.
+	if full, err := v.nonces.Full(ctx, keyID, now); err != nil {
+		return VerifiedSignature{}, fmt.Errorf("webhook: nonce store: %w", err)
+	} else if full {
+		return VerifiedSignature{}, reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
 	}
 
 	// Step 11: the body.
 	if err := checkContentDigest(header.Get("Content-Digest"), body); err != nil {
-		return err
+		return VerifiedSignature{}, err
 	}
 
 	// Step 12: replay.
 	fresh, err := v.nonces.Add(ctx, keyID, nonce, time.Unix(expires.Int, 0), now)
 	if err != nil {
-		return fmt.Errorf("webhook: nonce store: %w", err)
+		return VerifiedSignature{}, fmt.Errorf("webhook: nonce store: %w", err)
 	}
 	if !fresh {
-		return reject(CodeReplayed, 12, "nonce %q of key %q was already used", nonce, keyID)
+		return VerifiedSignature{}, reject(CodeReplayed, 12, "nonce %q of key %q was already used", nonce, keyID)
 	}
-	return nil
+	return VerifiedSignature{KeyID: keyID, Alg: alg, Created: time.Unix(created.Int, 0), Expires: time.Unix(expires.Int, 0), Nonce: nonce}, nil
 }
 
 func member(ms []sfv.Member, name string) (sfv.Member, bool) {
@@ -473,9 +506,9 @@ func decodeBase64Either(s string) ([]byte, error) {
 	}
 	s = strings.TrimRight(s, "=")
 	if std {
-		return base64.RawStdEncoding.DecodeString(s)
+		return base64.RawStdEncoding.Strict().DecodeString(s)
 	}
-	return base64.RawURLEncoding.DecodeString(s)
+	return base64.RawURLEncoding.Strict().DecodeString(s)
 }
 
 func verifySignature(k VerifyingKey, base, sig []byte) bool {
@@ -518,6 +551,9 @@ const LegacyHMACWindow = 300 * time.Second
 // within ±300 s of now and X-ADCP-Signature equal, in constant time, to
 // "sha256=" + hex HMAC-SHA256(credentials, "<timestamp>.<body>").
 func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now time.Time) error {
+	if len(credentials) < MinCredentialsLength {
+		return badConfig("credentials", "have %d characters; legacy HMAC secrets have at least %d", len(credentials), MinCredentialsLength)
+	}
 	ts := header.Get("X-ADCP-Timestamp")
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -8,7 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,8 +116,10 @@ func TestVerifierConformance(t *testing.T) {
 			require.True(t, v.ExpectedOutcome.Success)
 			ver := vectorVerifier(t, v)
 			body := []byte(v.Request.Body)
-			require.NoError(t, ver.Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), body))
-			err := ver.Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), body)
+			got, err := ver.Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), body)
+			require.NoError(t, err)
+			require.Equal(t, v.JWKSRef[0], got.KeyID)
+			_, err = ver.Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), body)
 			var ve *VerifyError
 			require.ErrorAs(t, err, &ve)
 			require.Equal(t, CodeReplayed, ve.Code, "delivered twice")
@@ -121,7 +128,7 @@ func TestVerifierConformance(t *testing.T) {
 	for name, v := range loadVerifyVectors(t, "negative") {
 		t.Run("negative/"+name, func(t *testing.T) {
 			require.False(t, v.ExpectedOutcome.Success)
-			err := vectorVerifier(t, v).Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), []byte(v.Request.Body))
+			_, err := vectorVerifier(t, v).Verify(context.Background(), v.Request.Method, v.Request.URL, vectorHeader(v), []byte(v.Request.Body))
 			var ve *VerifyError
 			require.ErrorAs(t, err, &ve, "must be rejected")
 			require.Equal(t, v.ExpectedOutcome.ErrorCode, ve.Code, ve.Reason)
@@ -147,19 +154,22 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	body := []byte(`{"task_id":"t1"}`)
 	require.NoError(t, signer.Sign(req, body))
-	require.NoError(t, ver.Verify(context.Background(), "POST", "https://buyer.example/hooks/adcp?b=2&a=1", req.Header, body),
-		"the receiver sees the canonical URL")
+	got, err := ver.Verify(context.Background(), "POST", "https://buyer.example/hooks/adcp?b=2&a=1", req.Header, body)
+	require.NoError(t, err, "the receiver sees the canonical URL")
+	require.Equal(t, "seller-2026", got.KeyID)
+	_, err = ver.Verify(context.Background(), "post", "https://buyer.example/hooks/adcp?b=2&a=1", req.Header, body)
+	require.Error(t, err, "the method is case-sensitive")
 
 	req2, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hooks/adcp", nil)
 	require.NoError(t, signer.Sign(req2, body))
-	err = ver.Verify(context.Background(), "POST", "https://buyer.example/hooks/adcp", req2.Header, []byte(`{"task_id":"t2"}`))
+	_, err = ver.Verify(context.Background(), "POST", "https://buyer.example/hooks/adcp", req2.Header, []byte(`{"task_id":"t2"}`))
 	var ve *VerifyError
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, CodeDigestMismatch, ve.Code)
 
 	req3, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hooks/adcp", nil)
 	require.NoError(t, signer.Sign(req3, body))
-	err = ver.Verify(context.Background(), "POST", "https://evil.example/hooks/adcp", req3.Header, body)
+	_, err = ver.Verify(context.Background(), "POST", "https://evil.example/hooks/adcp", req3.Header, body)
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, CodeSignatureInvalid, ve.Code, "a signature is bound to its URL")
 }
@@ -213,4 +223,87 @@ func digestOf(body []byte, url bool) string {
 		return base64.URLEncoding.EncodeToString(sum[:])
 	}
 	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// rawPost sends a request whose request target is written verbatim.
+func rawPost(t *testing.T, addr, target string, h http.Header, body []byte) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	var b strings.Builder
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n", target, addr, len(body))
+	for k, vs := range h {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	_, err = io.WriteString(c, b.String())
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestVerifyRequestRejectsUnsignedRequestTargets(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := NewSigningKey("seller-2026", priv)
+	require.NoError(t, err)
+	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
+	require.NoError(t, err)
+	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
+	require.NoError(t, err)
+	results := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		_, err := ver.VerifyRequest(r, body)
+		results <- err
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	body := []byte(`{"status":"completed"}`)
+	for signed, sent := range map[string]string{
+		"/wh/op_abc?x=1": "/wh/op_abc?x=1#&tenant=evil", // net/http would hand "#&tenant=evil" to the handler
+		"/wh/op_abc":     "/wh/op_abc#.evil",
+	} {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+signed, nil)
+		require.NoError(t, err)
+		require.NoError(t, signer.Sign(req, body))
+		rawPost(t, addr, sent, req.Header, body)
+		require.Error(t, <-results, "signed %s, sent %s", signed, sent)
+		rawPost(t, addr, signed, req.Header, body)
+		require.NoError(t, <-results, "the signed target itself verifies")
+	}
+}
+
+func TestVerifyRejectsComponentParameters(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := NewSigningKey("seller-2026", priv)
+	require.NoError(t, err)
+	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
+	require.NoError(t, err)
+	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
+	require.NoError(t, err)
+	req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/wh", nil)
+	require.NoError(t, signer.Sign(req, []byte(`{}`)))
+	req.Header.Set("Signature-Input", strings.Replace(req.Header.Get("Signature-Input"), `"content-digest"`, `"content-digest";key="sha-512"`, 1))
+	_, err = ver.Verify(context.Background(), "POST", "https://buyer.example/wh", req.Header, []byte(`{}`))
+	var ve *VerifyError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, CodeHeaderMalformed, ve.Code)
+}
+
+func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
+	t.Parallel()
+	h := http.Header{}
+	h.Set("X-ADCP-Timestamp", "1776520800")
+	h.Set("X-ADCP-Signature", "sha256="+LegacyHMAC("", "1776520800", nil))
+	require.ErrorIs(t, VerifyLegacyHMAC(h, nil, "", time.Unix(1776520800, 0)), ErrInvalidConfig)
 }

@@ -58,7 +58,8 @@ type Delivery struct {
 	// Duplicate reports that an earlier request with the same key was
 	// already acknowledged with 2xx.
 	Duplicate bool
-	// VerifyErr is the signature verification error, if any.
+	// VerifyErr is the signature verification error, if any (checked
+	// before any fault is applied).
 	VerifyErr error
 	// Fault is the fault applied, if any.
 	Fault *Fault
@@ -94,8 +95,12 @@ func NewReceiver(cfg Config) *Receiver {
 	return r
 }
 
-// Close shuts the receiver down.
-func (r *Receiver) Close() { r.srv.Close() }
+// Close shuts the receiver down, cutting off requests still held by a
+// Delay or SlowBody fault.
+func (r *Receiver) Close() {
+	r.srv.CloseClientConnections()
+	r.srv.Close()
+}
 
 // Fail queues faults: the next len(faults) requests get them, in order.
 func (r *Receiver) Fail(faults ...Fault) {
@@ -161,6 +166,9 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.mu.Unlock()
 
+	if r.verifier != nil {
+		_, d.VerifyErr = r.verifier.VerifyRequest(req, body)
+	}
 	if fault != nil {
 		d.Fault = fault
 		d.Status = r.applyFault(w, req, *fault)
@@ -168,8 +176,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if r.verifier != nil {
-		if err := r.verifier.VerifyRequest(req, body); err != nil {
-			d.VerifyErr = err
+		if err := d.VerifyErr; err != nil {
 			code := "webhook_signature_invalid"
 			var ve *webhook.VerifyError
 			if errors.As(err, &ve) {

@@ -54,7 +54,8 @@ func handler(v *webhook.Verifier, out io.Writer) http.Handler {
 			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 			return
 		}
-		if err := v.VerifyRequest(r, body); err != nil {
+		sig, err := v.VerifyRequest(r, body)
+		if err != nil {
 			var ve *webhook.VerifyError
 			if errors.As(err, &ve) {
 				w.Header().Set("WWW-Authenticate", `Signature error="`+ve.Code+`"`)
@@ -65,15 +66,9 @@ func handler(v *webhook.Verifier, out io.Writer) http.Handler {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		fmt.Fprintf(out, "accepted %s %s: %d bytes, signed by %s\n", r.Method, r.RequestURI, len(body), keyID(r))
+		fmt.Fprintf(out, "accepted %s %s: %d bytes, signed by %s\n", r.Method, r.RequestURI, len(body), sig.KeyID)
 		w.WriteHeader(http.StatusOK)
 	})
-}
-
-func keyID(r *http.Request) string {
-	_, after, _ := strings.Cut(r.Header.Get("Signature-Input"), `keyid="`)
-	kid, _, _ := strings.Cut(after, `"`)
-	return kid
 }
 
 func serve(jwksPath, addr string) error {

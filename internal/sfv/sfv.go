@@ -30,6 +30,9 @@ type Member struct {
 	Params []Param
 	Bytes  string
 	IsList bool
+	// ItemParams reports that some item of the inner list had parameters
+	// (which Items does not keep).
+	ItemParams bool
 }
 
 // ParseDictionary parses a dictionary of inner lists and byte sequences.
@@ -50,7 +53,7 @@ func ParseDictionary(s string) ([]Member, error) {
 		switch {
 		case p.peek() == '(':
 			m.IsList = true
-			if m.Items, err = p.innerList(); err != nil {
+			if m.Items, m.ItemParams, err = p.innerList(); err != nil {
 				return nil, err
 			}
 			if m.Params, err = p.params(); err != nil {
@@ -139,27 +142,28 @@ func (p *parser) key() (string, error) {
 	return p.s[start:p.i], nil
 }
 
-func (p *parser) innerList() ([]string, error) {
+func (p *parser) innerList() (items []string, itemParams bool, err error) {
 	p.i++ // (
-	var items []string
 	for {
 		p.sp()
 		if p.eat(')') {
-			return items, nil
+			return items, itemParams, nil
 		}
 		if len(items) > 0 && p.s[p.i-1] != ' ' {
-			return nil, ErrSyntax // items must be separated by a space
+			return nil, false, ErrSyntax // items must be separated by a space
 		}
 		s, err := p.str()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if _, err := p.params(); err != nil { // component parameters are not used by the profile
-			return nil, err
+		ps, err := p.params()
+		if err != nil {
+			return nil, false, err
 		}
+		itemParams = itemParams || len(ps) > 0
 		items = append(items, s)
 		if c := p.peek(); c != ' ' && c != ')' {
-			return nil, ErrSyntax
+			return nil, false, ErrSyntax
 		}
 	}
 }

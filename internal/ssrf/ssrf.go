@@ -27,18 +27,25 @@ func prefixes(ss ...string) []netip.Prefix {
 }
 
 var (
+	// Cloud metadata and credential endpoints: never dialled, even when
+	// private destinations are allowed.
 	metadata = []netip.Addr{
 		netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure, ...
 		netip.MustParseAddr("fd00:ec2::254"),   // AWS over IPv6
 		netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
 		netip.MustParseAddr("192.0.0.192"),     // Oracle Cloud
+		netip.MustParseAddr("168.63.129.16"),   // Azure WireServer
+		netip.MustParseAddr("169.254.170.2"),   // AWS ECS task credentials
+		netip.MustParseAddr("169.254.170.23"),  // AWS EKS Pod Identity
+		netip.MustParseAddr("fd00:ec2::23"),    // AWS EKS Pod Identity over IPv6
 	}
 	private = prefixes(
 		"127.0.0.0/8", "::1/128", // loopback
 		"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", // RFC 1918
 		"100.64.0.0/10",               // CGNAT, RFC 6598
 		"169.254.0.0/16", "fe80::/10", // link-local
-		"fc00::/7", // unique local
+		"fc00::/7",  // unique local
+		"fec0::/10", // site-local (deprecated)
 	)
 	forbidden = prefixes(
 		"0.0.0.0/8", "::/128", // this network, unspecified
@@ -48,8 +55,11 @@ var (
 		"240.0.0.0/4",             // reserved, and broadcast
 		"224.0.0.0/4", "ff00::/8", // multicast
 		"2001:db8::/32", "100::/64", // documentation, discard
-		"2002::/16", // 6to4: may embed any IPv4 address
-		"2001::/32", // Teredo: may embed any IPv4 address
+		"2002::/16",       // 6to4: may embed any IPv4 address
+		"2001::/32",       // Teredo: may embed any IPv4 address
+		"::/96",           // IPv4-compatible (deprecated)
+		"::ffff:0:0:0/96", // IPv4-translated (SIIT)
+		"64:ff9b:1::/48",  // local-use NAT64: may embed private IPv4
 	)
 	nat64 = netip.MustParsePrefix("64:ff9b::/96")
 )
@@ -68,14 +78,14 @@ func Classify(addr netip.Addr) Verdict {
 			return Forbidden
 		}
 	}
+	for _, p := range private { // before forbidden: ::1 is inside ::/96
+		if p.Contains(addr) {
+			return Private
+		}
+	}
 	for _, p := range forbidden {
 		if p.Contains(addr) {
 			return Forbidden
-		}
-	}
-	for _, p := range private {
-		if p.Contains(addr) {
-			return Private
 		}
 	}
 	return Public

@@ -23,6 +23,8 @@ func TestClassify(t *testing.T) {
 		"255.255.255.255": Forbidden, "240.0.0.1": Forbidden,
 		"192.0.2.1": Forbidden, "198.51.100.1": Forbidden, "203.0.113.1": Forbidden, "198.18.0.1": Forbidden,
 		"2001:db8::1": Forbidden, "2002:a00:1::": Forbidden, "2001:0:4136:e378::1": Forbidden,
+		"168.63.129.16": Forbidden, "169.254.170.2": Forbidden, "169.254.170.23": Forbidden, "fd00:ec2::23": Forbidden,
+		"::7f00:1": Forbidden, "::ffff:0:7f00:1": Forbidden, "64:ff9b:1::a00:1": Forbidden, "fec0::1": Private,
 		"172.15.255.255": Public, "172.32.0.0": Public, "100.63.255.255": Public, "100.128.0.0": Public,
 	} {
 		require.Equal(t, want, Classify(netip.MustParseAddr(addr)), addr)
