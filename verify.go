@@ -325,14 +325,6 @@ var requiredComponents = []string{"@method", "@target-uri", "@authority", "conte
 // to, its headers and its body. It returns the verified signature, or a
 // [*VerifyError].
 func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) (VerifiedSignature, error) {
-	sig, err := v.verify(ctx, method, rawURL, header, body)
-	if err != nil {
-		return VerifiedSignature{}, err
-	}
-	return sig, nil
-}
-
-func (v *Verifier) verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) (VerifiedSignature, error) {
 	now := v.now()
 	// Step 1: both headers, parseable, with a sig1 member each.
 	inputHeader, sigHeader := strings.Join(header.Values("Signature-Input"), ", "), strings.Join(header.Values("Signature"), ", ")
@@ -405,7 +397,7 @@ func (v *Verifier) verify(ctx context.Context, method, rawURL string, header htt
 		}
 	}
 
-	// Steps 7 to 9a: the key.
+	// Steps 7 to 9: the key (the per-key cap, 9a, comes after step 10).
 	key, ok := v.keys[keyID]
 	if !ok {
 		return VerifiedSignature{}, reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
