@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ type core struct {
 
 // commonConfig is the part of every supervisor's config that core needs.
 type commonConfig struct {
+	prefix            string // the config's name, for errors: "MemoryConfig."
 	sender            Sender
 	retry             RetryPolicy
 	breaker           BreakerPolicy
@@ -39,15 +41,18 @@ type commonConfig struct {
 }
 
 func newCore(c commonConfig) (*core, error) {
-	if c.sender == nil {
+	if c.sender == nil || isNil(c.sender) {
 		return nil, ErrNilSender
 	}
+	if c.sink != nil && isNil(c.sink) {
+		return nil, badConfig(c.prefix+"LogSink", "is a typed nil; leave it nil for no sink")
+	}
 	retry := c.retry.withDefaults()
-	if err := retry.validate(); err != nil {
+	if err := retry.validate(c.prefix + "Retry."); err != nil {
 		return nil, err
 	}
 	br := c.breaker.withDefaults()
-	if err := br.validate(); err != nil {
+	if err := br.validate(c.prefix + "Breaker."); err != nil {
 		return nil, err
 	}
 	k := &core{
@@ -67,6 +72,17 @@ func newCore(c commonConfig) (*core, error) {
 		k.clock = systemClock{}
 	}
 	return k, nil
+}
+
+// isNil reports whether v holds a nil pointer, map, slice, channel or
+// function: an interface that is not nil but cannot be used.
+func isNil(v any) bool {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
 }
 
 // sent is the result of one HTTP attempt, classified.
@@ -102,7 +118,7 @@ func (k *core) send(ctx context.Context, d *prepared, id string, n int) sent {
 		s.errText = err.Error()
 	default:
 		s.status = resp.StatusCode
-		if s.class.Verdict != Delivered {
+		if s.class.Verdict != VerdictDelivered {
 			s.errText = describeResponse(resp)
 		}
 	}
@@ -123,7 +139,7 @@ func callSender(ctx context.Context, sender Sender, req *Request) (resp *Respons
 // breakerResult maps a classification onto the breaker.
 func (c Classification) breakerResult() breakerResult {
 	switch {
-	case c.Verdict == Delivered:
+	case c.Verdict == VerdictDelivered:
 		return breakerSuccess
 	case c.BreakerFailure:
 		return breakerFailure
@@ -160,7 +176,7 @@ func describeResponse(r *Response) string {
 // nextAttemptAt decides whether attempt n, which ended at end, is followed by
 // another, and when. anchor is the first attempt's start.
 func (k *core) nextAttemptAt(n int, c Classification, anchor, end time.Time) (time.Time, bool) {
-	if c.Verdict != Retry || n >= k.retry.MaxAttempts {
+	if c.Verdict != VerdictRetry || n >= k.retry.MaxAttempts {
 		return time.Time{}, false
 	}
 	next := end.Add(k.retry.nextDelay(n+1, c.RetryAfter, k.random))
@@ -185,7 +201,7 @@ func (k *core) record(d *prepared, id string, seq int64, n int, s sent) Attempt 
 	a.ResponseTime = s.elapsed
 	a.OccurredAt = s.start
 	a.Outcome = OutcomeFailure
-	if s.class.Verdict == Delivered {
+	if s.class.Verdict == VerdictDelivered {
 		a.Outcome = OutcomeSuccess
 	}
 	return a

@@ -10,9 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// idleSender is a Sender for tests that never send.
+var idleSender = SenderFunc(func(context.Context, *Request) (*Response, error) { return nil, ErrNoResponse })
+
 func guardFor(t *testing.T, sink LogSinkFunc, timeout time.Duration) (*sinkGuard, chan struct{}) {
 	t.Helper()
-	k, err := newCore(commonConfig{sender: SenderFunc(nil), sink: sink, retry: RetryPolicy{SinkTimeout: timeout}})
+	k, err := newCore(commonConfig{sender: idleSender, sink: sink, retry: RetryPolicy{SinkTimeout: timeout}})
 	require.NoError(t, err)
 	replaced := make(chan struct{}, 10)
 	g := k.newSinkGuard(func() { replaced <- struct{}{} })
@@ -79,7 +82,7 @@ func TestSinkGuardStuckSinkIsReplaced(t *testing.T) {
 
 func TestForgottenBreakerPeriodsAreNotReused(t *testing.T) {
 	t.Parallel()
-	s, err := NewMemorySupervisor(SenderFunc(nil), MemoryConfig{})
+	s, err := NewMemorySupervisor(idleSender, MemoryConfig{})
 	require.NoError(t, err)
 	key := "https://buyer.example/hook"
 	s.mu.Lock()

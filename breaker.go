@@ -54,18 +54,19 @@ func (p BreakerPolicy) withDefaults() BreakerPolicy {
 	return p
 }
 
-func (p BreakerPolicy) validate() error {
+// validate checks p, naming fields under prefix ("MemoryConfig.Breaker.").
+func (p BreakerPolicy) validate(prefix string) error {
 	switch {
 	case p.FailureThreshold < 1:
-		return badConfig("BreakerPolicy.FailureThreshold", "is %d; use 1 or more", p.FailureThreshold)
+		return badConfig(prefix+"FailureThreshold", "is %d; use 1 or more", p.FailureThreshold)
 	case p.SuccessThreshold < 1:
-		return badConfig("BreakerPolicy.SuccessThreshold", "is %d; use 1 or more", p.SuccessThreshold)
+		return badConfig(prefix+"SuccessThreshold", "is %d; use 1 or more", p.SuccessThreshold)
 	case p.OpenTimeout < 0:
-		return badConfig("BreakerPolicy.OpenTimeout", "is negative")
+		return badConfig(prefix+"OpenTimeout", "is negative")
 	case p.HalfOpenProbes < 1:
-		return badConfig("BreakerPolicy.HalfOpenProbes", "is %d; use 1 or more", p.HalfOpenProbes)
+		return badConfig(prefix+"HalfOpenProbes", "is %d; use 1 or more", p.HalfOpenProbes)
 	case p.OpenAction != OpenDefer && p.OpenAction != OpenDrop:
-		return badConfig("BreakerPolicy.OpenAction", "is %d; use OpenDefer or OpenDrop", p.OpenAction)
+		return badConfig(prefix+"OpenAction", "is %d; use OpenDefer or OpenDrop", p.OpenAction)
 	}
 	return nil
 }

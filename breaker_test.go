@@ -101,7 +101,7 @@ func TestBreakerPolicyDefaults(t *testing.T) {
 	t.Parallel()
 	p := BreakerPolicy{}.withDefaults()
 	require.Equal(t, BreakerPolicy{FailureThreshold: 5, SuccessThreshold: 2, OpenTimeout: time.Minute, HalfOpenProbes: 1, OpenAction: OpenDefer}, p)
-	require.NoError(t, p.validate())
+	require.NoError(t, p.validate(""))
 	require.Equal(t, "half_open", BreakerHalfOpen.String())
 }
 

@@ -10,10 +10,10 @@
 //
 // # Quick start
 //
-//	key, _ := webhook.ParseJWKSigningKey(privateJWK)
-//	signer, _ := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
-//	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer})
-//	sup, _ := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{})
+//	key, err := webhook.ParseJWKSigningKey(privateJWK) // check every err
+//	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+//	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer})
+//	sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{})
 //	go sup.RunWorker(ctx) // stops, draining in-flight attempts, when ctx ends
 //
 //	receipt, err := sup.SendMCP(ctx, webhook.MCPWebhook{

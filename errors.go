@@ -35,6 +35,11 @@ var (
 	// cloud metadata, multicast, reserved). It is a permanent failure.
 	ErrBlockedDestination = errors.New("webhook: destination address is blocked")
 
+	// ErrSigning reports that a request could not be signed (a key service
+	// down, say). Nothing was sent; the attempt is retried and does not
+	// count against the destination's breaker.
+	ErrSigning = errors.New("webhook: signing failed")
+
 	// ErrNotFound reports an unknown delivery ID.
 	ErrNotFound = errors.New("webhook: delivery not found")
 

@@ -112,6 +112,7 @@ type memBreaker struct {
 // A nil sender is [ErrNilSender]; a bad config is a [*ConfigError].
 func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, error) {
 	k, err := newCore(commonConfig{
+		prefix:            "MemoryConfig.",
 		sender:            sender,
 		retry:             cfg.Retry,
 		breaker:           cfg.Breaker,
@@ -513,7 +514,7 @@ func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, g *sinkG
 		d.dueAt = next
 	} else {
 		d.state = StateFailed
-		if res.class.Verdict == Delivered {
+		if res.class.Verdict == VerdictDelivered {
 			d.state = StateDelivered
 		}
 		d.finishedAt = end

@@ -45,19 +45,23 @@ func TestNewMemorySupervisorRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	_, err := webhook.NewMemorySupervisor(nil, webhook.MemoryConfig{})
 	require.ErrorIs(t, err, webhook.ErrNilSender)
+	_, err = webhook.NewMemorySupervisor((*webhook.HTTPSender)(nil), webhook.MemoryConfig{})
+	require.ErrorIs(t, err, webhook.ErrNilSender, "a typed nil is caught too")
+	_, err = webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: (*webhook.RFC9421Signer)(nil)})
+	require.ErrorIs(t, err, webhook.ErrInvalidConfig)
 
 	sender := newScriptedSender()
 	for name, cfg := range map[string]webhook.MemoryConfig{
-		"RetryPolicy.MaxAttempts":        {Retry: webhook.RetryPolicy{MaxAttempts: -1}},
-		"RetryPolicy.MaxDelay":           {Retry: webhook.RetryPolicy{BaseDelay: time.Minute, MaxDelay: time.Second}},
-		"RetryPolicy.Horizon":            {Retry: webhook.RetryPolicy{Horizon: -time.Hour}},
-		"BreakerPolicy.FailureThreshold": {Breaker: webhook.BreakerPolicy{FailureThreshold: -1}},
-		"BreakerPolicy.OpenAction":       {Breaker: webhook.BreakerPolicy{OpenAction: 7}},
-		"MemoryConfig.Concurrency":       {Concurrency: -1},
-		"MemoryConfig.MaxQueued":         {MaxQueued: -5},
-		"BreakerPolicy.HalfOpenProbes":   {Breaker: webhook.BreakerPolicy{HalfOpenProbes: -1}},
-		"BreakerPolicy.SuccessThreshold": {Breaker: webhook.BreakerPolicy{SuccessThreshold: -2}},
-		"MemoryConfig.DrainTimeout":      {DrainTimeout: -time.Second},
+		"MemoryConfig.Retry.MaxAttempts":        {Retry: webhook.RetryPolicy{MaxAttempts: -1}},
+		"MemoryConfig.Retry.MaxDelay":           {Retry: webhook.RetryPolicy{BaseDelay: time.Minute, MaxDelay: time.Second}},
+		"MemoryConfig.Retry.Horizon":            {Retry: webhook.RetryPolicy{Horizon: -time.Hour}},
+		"MemoryConfig.Breaker.FailureThreshold": {Breaker: webhook.BreakerPolicy{FailureThreshold: -1}},
+		"MemoryConfig.Breaker.OpenAction":       {Breaker: webhook.BreakerPolicy{OpenAction: 7}},
+		"MemoryConfig.Concurrency":              {Concurrency: -1},
+		"MemoryConfig.MaxQueued":                {MaxQueued: -5},
+		"MemoryConfig.Breaker.HalfOpenProbes":   {Breaker: webhook.BreakerPolicy{HalfOpenProbes: -1}},
+		"MemoryConfig.Breaker.SuccessThreshold": {Breaker: webhook.BreakerPolicy{SuccessThreshold: -2}},
+		"MemoryConfig.DrainTimeout":             {DrainTimeout: -time.Second},
 	} {
 		_, err := webhook.NewMemorySupervisor(sender, cfg)
 		require.ErrorIs(t, err, webhook.ErrInvalidConfig, name)

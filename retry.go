@@ -35,7 +35,7 @@ type RetryPolicy struct {
 	// is multiplied by a random factor in [0.5, 1.0).
 	NoJitter bool
 	// Horizon, when positive, stops retries that would start later than the
-	// first attempt plus Horizon (AdCP's delivery_retry_horizon_seconds,
+	// first attempt (or acceptance, while there has been none) plus Horizon (AdCP's delivery_retry_horizon_seconds,
 	// which the spec puts between 24h and 168h). Defaults to 0: no horizon.
 	Horizon time.Duration
 	// SinkTimeout bounds each [LogSink] call. Defaults to 5s.
@@ -56,18 +56,19 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
-func (p RetryPolicy) validate() error {
+// validate checks p, naming fields under prefix ("MemoryConfig.Retry.").
+func (p RetryPolicy) validate(prefix string) error {
 	switch {
 	case p.MaxAttempts < 1:
-		return badConfig("RetryPolicy.MaxAttempts", "is %d; use 1 or more (0 means %d)", p.MaxAttempts, MaxAttemptsDefault)
+		return badConfig(prefix+"MaxAttempts", "is %d; use 1 or more (0 means %d)", p.MaxAttempts, MaxAttemptsDefault)
 	case p.BaseDelay < 0:
-		return badConfig("RetryPolicy.BaseDelay", "is negative")
+		return badConfig(prefix+"BaseDelay", "is negative")
 	case p.MaxDelay < p.BaseDelay:
-		return badConfig("RetryPolicy.MaxDelay", "is %v, below BaseDelay %v", p.MaxDelay, p.BaseDelay)
+		return badConfig(prefix+"MaxDelay", "is %v (the default when unset), below BaseDelay %v; raise MaxDelay or lower BaseDelay", p.MaxDelay, p.BaseDelay)
 	case p.Horizon < 0:
-		return badConfig("RetryPolicy.Horizon", "is negative; use 0 for no horizon")
+		return badConfig(prefix+"Horizon", "is negative; use 0 for no horizon")
 	case p.SinkTimeout < 0:
-		return badConfig("RetryPolicy.SinkTimeout", "is negative")
+		return badConfig(prefix+"SinkTimeout", "is negative")
 	}
 	return nil
 }
@@ -105,21 +106,21 @@ func (p RetryPolicy) nextDelay(n int, retryAfter time.Duration, random func() fl
 type Verdict int
 
 const (
-	// Delivered: the receiver accepted the webhook.
-	Delivered Verdict = iota
-	// Retry: try again after a delay, if attempts remain.
-	Retry
-	// Fail: give up now; retrying cannot help.
-	Fail
+	// VerdictDelivered: the receiver accepted the webhook.
+	VerdictDelivered Verdict = iota
+	// VerdictRetry: try again after a delay, if attempts remain.
+	VerdictRetry
+	// VerdictFail: give up now; retrying cannot help.
+	VerdictFail
 )
 
 func (v Verdict) String() string {
 	switch v {
-	case Delivered:
+	case VerdictDelivered:
 		return "delivered"
-	case Retry:
+	case VerdictRetry:
 		return "retry"
-	case Fail:
+	case VerdictFail:
 		return "fail"
 	}
 	return "Verdict(" + strconv.Itoa(int(v)) + ")"
@@ -152,6 +153,8 @@ var ErrNoResponse = errors.New("webhook: sender returned no response and no erro
 //   - transport errors, timeouts and DNS failures: retry, breaker failure;
 //   - a destination HTTPSender refuses to dial ([ErrBlockedDestination]):
 //     fail, not a breaker failure;
+//   - a request that could not be signed ([ErrSigning]): retry, not a
+//     breaker failure;
 //   - 408, 5xx: retry, breaker failure;
 //   - 425, 429: retry, not a breaker failure (the endpoint is alive);
 //   - 401 with WWW-Authenticate naming a "webhook_" signature error: fail;
@@ -162,24 +165,27 @@ var ErrNoResponse = errors.New("webhook: sender returned no response and no erro
 func DefaultClassifier(resp *Response, err error, now time.Time) Classification {
 	if resp == nil {
 		if errors.Is(err, ErrBlockedDestination) {
-			return Classification{Verdict: Fail}
+			return Classification{Verdict: VerdictFail}
 		}
-		return Classification{Verdict: Retry, BreakerFailure: true}
+		if errors.Is(err, ErrSigning) { // nothing reached the endpoint
+			return Classification{Verdict: VerdictRetry}
+		}
+		return Classification{Verdict: VerdictRetry, BreakerFailure: true}
 	}
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
-		return Classification{Verdict: Delivered}
+		return Classification{Verdict: VerdictDelivered}
 	case code == http.StatusTooManyRequests:
-		return Classification{Verdict: Retry, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
+		return Classification{Verdict: VerdictRetry, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
 	case code == http.StatusServiceUnavailable:
-		return Classification{Verdict: Retry, BreakerFailure: true, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
+		return Classification{Verdict: VerdictRetry, BreakerFailure: true, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
 	case code == http.StatusRequestTimeout || code >= 500:
-		return Classification{Verdict: Retry, BreakerFailure: true}
+		return Classification{Verdict: VerdictRetry, BreakerFailure: true}
 	case code == http.StatusTooEarly:
-		return Classification{Verdict: Retry}
+		return Classification{Verdict: VerdictRetry}
 	}
-	return Classification{Verdict: Fail}
+	return Classification{Verdict: VerdictFail}
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.

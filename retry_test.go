@@ -86,22 +86,22 @@ func TestDefaultClassifier(t *testing.T) {
 		err  error
 		want Classification
 	}{
-		"200":             {resp(200), nil, Classification{Verdict: Delivered}},
-		"204":             {resp(204), nil, Classification{Verdict: Delivered}},
-		"transport":       {nil, errors.New("dial tcp: refused"), Classification{Verdict: Retry, BreakerFailure: true}},
-		"408":             {resp(408), nil, Classification{Verdict: Retry, BreakerFailure: true}},
-		"425":             {resp(425), nil, Classification{Verdict: Retry}},
-		"429":             {resp(429, "Retry-After", "5"), nil, Classification{Verdict: Retry, RetryAfter: 5 * time.Second}},
-		"500":             {resp(500), nil, Classification{Verdict: Retry, BreakerFailure: true}},
-		"502":             {resp(502, "Retry-After", "5"), nil, Classification{Verdict: Retry, BreakerFailure: true}},
-		"503":             {resp(503, "Retry-After", "9"), nil, Classification{Verdict: Retry, BreakerFailure: true, RetryAfter: 9 * time.Second}},
-		"301":             {resp(301, "Location", "https://elsewhere.example/"), nil, Classification{Verdict: Fail}},
-		"400":             {resp(400), nil, Classification{Verdict: Fail}},
-		"401 sig":         {resp(401, "WWW-Authenticate", `Signature error="webhook_signature_invalid"`), nil, Classification{Verdict: Fail}},
-		"404":             {resp(404), nil, Classification{Verdict: Fail}},
-		"409":             {resp(409), nil, Classification{Verdict: Fail}},
-		"422":             {resp(422), nil, Classification{Verdict: Fail}},
-		"100 informative": {resp(199), nil, Classification{Verdict: Fail}},
+		"200":             {resp(200), nil, Classification{Verdict: VerdictDelivered}},
+		"204":             {resp(204), nil, Classification{Verdict: VerdictDelivered}},
+		"transport":       {nil, errors.New("dial tcp: refused"), Classification{Verdict: VerdictRetry, BreakerFailure: true}},
+		"408":             {resp(408), nil, Classification{Verdict: VerdictRetry, BreakerFailure: true}},
+		"425":             {resp(425), nil, Classification{Verdict: VerdictRetry}},
+		"429":             {resp(429, "Retry-After", "5"), nil, Classification{Verdict: VerdictRetry, RetryAfter: 5 * time.Second}},
+		"500":             {resp(500), nil, Classification{Verdict: VerdictRetry, BreakerFailure: true}},
+		"502":             {resp(502, "Retry-After", "5"), nil, Classification{Verdict: VerdictRetry, BreakerFailure: true}},
+		"503":             {resp(503, "Retry-After", "9"), nil, Classification{Verdict: VerdictRetry, BreakerFailure: true, RetryAfter: 9 * time.Second}},
+		"301":             {resp(301, "Location", "https://elsewhere.example/"), nil, Classification{Verdict: VerdictFail}},
+		"400":             {resp(400), nil, Classification{Verdict: VerdictFail}},
+		"401 sig":         {resp(401, "WWW-Authenticate", `Signature error="webhook_signature_invalid"`), nil, Classification{Verdict: VerdictFail}},
+		"404":             {resp(404), nil, Classification{Verdict: VerdictFail}},
+		"409":             {resp(409), nil, Classification{Verdict: VerdictFail}},
+		"422":             {resp(422), nil, Classification{Verdict: VerdictFail}},
+		"100 informative": {resp(199), nil, Classification{Verdict: VerdictFail}},
 	} {
 		require.Equal(t, tc.want, DefaultClassifier(tc.resp, tc.err, now), name)
 	}
@@ -116,7 +116,7 @@ func TestRetryPolicyDefaults(t *testing.T) {
 	require.Equal(t, 5*time.Second, p.SinkTimeout)
 	require.False(t, p.NoJitter)
 	require.Zero(t, p.Horizon)
-	require.NoError(t, p.validate())
+	require.NoError(t, p.validate(""))
 }
 
 func TestRetryDelayNeverOverflows(t *testing.T) {

@@ -139,6 +139,9 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 	if cfg.MaxResponseBytes < 0 {
 		return nil, badConfig("HTTPSenderConfig.MaxResponseBytes", "is negative")
 	}
+	if cfg.Signer != nil && isNil(cfg.Signer) {
+		return nil, badConfig("HTTPSenderConfig.Signer", "is a typed nil; leave it nil for unsigned requests")
+	}
 	s := &HTTPSender{
 		client:    cfg.Client,
 		maxResp:   cmp.Or(cfg.MaxResponseBytes, MaxResponseBytesDefault),
@@ -263,7 +266,10 @@ func (s *HTTPSender) authenticate(hreq *http.Request, req *Request) error {
 		if s.signer == nil {
 			return nil
 		}
-		return s.signer.Sign(hreq, req.Body)
+		if err := s.signer.Sign(hreq, req.Body); err != nil {
+			return fmt.Errorf("%w: %v", ErrSigning, err)
+		}
+		return nil
 	}
 	switch a.Scheme {
 	case AuthBearer:

@@ -92,7 +92,7 @@ func TestHTTPSenderNeverFollowsRedirects(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
 	require.False(t, hitTarget.Load())
-	require.Equal(t, Fail, DefaultClassifier(resp, nil, time.Now()).Verdict)
+	require.Equal(t, VerdictFail, DefaultClassifier(resp, nil, time.Now()).Verdict)
 }
 
 func TestHTTPSenderIgnoresProxyEnvironment(t *testing.T) {
@@ -140,7 +140,7 @@ func TestHTTPSenderTimesOut(t *testing.T) {
 	var ne net.Error
 	require.True(t, errors.As(err, &ne) && ne.Timeout(), "%v", err)
 	c := DefaultClassifier(nil, err, time.Now())
-	require.Equal(t, Retry, c.Verdict)
+	require.Equal(t, VerdictRetry, c.Verdict)
 	require.True(t, c.BreakerFailure)
 }
 
@@ -217,7 +217,7 @@ func TestHTTPSenderBlocksInternalDestinations(t *testing.T) {
 				_, err = s.Send(context.Background(), &Request{URL: url, Body: []byte(`{}`)})
 				require.ErrorIs(t, err, ErrBlockedDestination, "%s (%s), AllowPrivateDestinations=%v", url, ip, allowPrivate)
 				c := DefaultClassifier(nil, err, time.Now())
-				require.Equal(t, Fail, c.Verdict, "a blocked destination is permanent")
+				require.Equal(t, VerdictFail, c.Verdict, "a blocked destination is permanent")
 				require.False(t, c.BreakerFailure)
 			}
 		}
@@ -240,7 +240,7 @@ func TestHTTPSenderDNSFailureIsTransient(t *testing.T) {
 	_, err = s.Send(context.Background(), &Request{URL: "https://buyer.example/hook", Body: []byte(`{}`)})
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrBlockedDestination)
-	require.Equal(t, Retry, DefaultClassifier(nil, err, time.Now()).Verdict)
+	require.Equal(t, VerdictRetry, DefaultClassifier(nil, err, time.Now()).Verdict)
 }
 
 func TestHTTPSenderDialsTheAddressItChecked(t *testing.T) {
@@ -255,4 +255,18 @@ func TestHTTPSenderDialsTheAddressItChecked(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	<-got
+}
+
+func TestHTTPSenderSigningFailureIsNotTheEndpointsFault(t *testing.T) {
+	t.Parallel()
+	srv, got := receiver(t, nil)
+	s := newTestSender(t, HTTPSenderConfig{Signer: SignerFunc(func(*http.Request, []byte) error {
+		return errors.New("key service unavailable")
+	})})
+	_, err := s.Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`)})
+	require.ErrorIs(t, err, ErrSigning)
+	require.Empty(t, got, "nothing was sent")
+	c := DefaultClassifier(nil, err, time.Now())
+	require.Equal(t, VerdictRetry, c.Verdict)
+	require.False(t, c.BreakerFailure, "the buyer's endpoint is not to blame")
 }

@@ -278,8 +278,8 @@ type RFC9421Signer struct {
 
 // NewRFC9421Signer returns a signer for cfg.Key.
 func NewRFC9421Signer(cfg SignerConfig) (*RFC9421Signer, error) {
-	if cfg.Key == nil {
-		return nil, badConfig("SignerConfig.Key", "is nil; load one with ParseJWKSigningKey, ParsePEMSigningKey or NewSigningKey")
+	if cfg.Key == nil || cfg.Key.key == nil || isNil(cfg.Key.key) {
+		return nil, badConfig("SignerConfig.Key", "is missing; load one with ParseJWKSigningKey, ParsePEMSigningKey or NewSigningKey")
 	}
 	s := &RFC9421Signer{key: cfg.Key, now: cfg.Now, rand: cfg.Rand}
 	if s.now == nil {

@@ -37,8 +37,9 @@ type Supervisor interface {
 	// process restart (the Python SDK's delivery_state_is_durable).
 	DeliveryStateIsDurable() bool
 
-	// DeliveryRetryHorizon is how long after its first attempt a delivery may
-	// still be attempted, or zero when only [RetryPolicy.MaxAttempts] bounds
+	// DeliveryRetryHorizon is how long after its first attempt (or its
+	// acceptance, while there has been none) a delivery may still be
+	// attempted, or zero when only [RetryPolicy.MaxAttempts] bounds
 	// retries (the Python SDK's delivery_retry_horizon_seconds; AdCP 3.2
 	// advertises it to buyers).
 	DeliveryRetryHorizon() time.Duration
@@ -66,7 +67,8 @@ type MCPWebhook struct {
 	Status Status
 	// Result is the task-specific payload: any value that marshals to a JSON
 	// object or value. A [json.RawMessage] is checked for validity and then
-	// embedded byte for byte. Nil (or a nil RawMessage) omits the member.
+	// embedded byte for byte, whitespace included. A nil interface or a nil
+	// RawMessage omits the member; a typed nil pointer marshals to null.
 	Result any
 	// Token is push_notification_config.token, echoed verbatim; 16 to 4096
 	// characters when set.
@@ -289,23 +291,31 @@ func (s DeliveryState) Final() bool { return s == StateDelivered || s == StateFa
 
 // Delivery is a snapshot of one accepted delivery.
 type Delivery struct {
-	ID             string
-	URL            string
+	// ID is the Receipt ID.
+	ID string
+	// URL is the destination.
+	URL string
+	// IdempotencyKey is the key every attempt carries.
 	IdempotencyKey string
 	// Body is the exact bytes every attempt sends (a copy).
-	Body        []byte
+	Body []byte
+	// SequenceKey and Sequence are the delivery's sequence, if any.
 	SequenceKey string
 	Sequence    int64
-	BreakerKey  string
-	TaskType    TaskType
-	TaskID      string
-	State       DeliveryState
+	// BreakerKey selects the breaker: Routing.BreakerKey, else the URL.
+	BreakerKey string
+	// TaskType and TaskID identify the task, when known.
+	TaskType TaskType
+	TaskID   string
+	// State is where the delivery is.
+	State DeliveryState
 	// Attempts is how many attempts have been made.
 	Attempts int
 	// LastError describes the last failed attempt; empty when there was none.
 	LastError string
 	// LastStatus is the last attempt's HTTP status, or 0.
 	LastStatus int
+	// AcceptedAt is when SendMCP or SendPrepared accepted it.
 	AcceptedAt time.Time
 	// NextAttemptAt is when a pending delivery is due.
 	NextAttemptAt time.Time

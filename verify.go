@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -50,8 +51,11 @@ var ErrSignatureRejected = errors.New("webhook: signature rejected")
 // AdCP error code a receiver returns (in WWW-Authenticate, say); Step is the
 // verifier checklist step that failed.
 type VerifyError struct {
-	Code   string
-	Step   int
+	// Code is the AdCP error code, such as "webhook_signature_invalid".
+	Code string
+	// Step is the verifier checklist step that failed (1 to 12).
+	Step int
+	// Reason explains the failure for logs; it holds no key material.
 	Reason string
 }
 
@@ -69,19 +73,48 @@ func reject(code string, step int, format string, args ...any) *VerifyError {
 // VerifyingKey is a public key from a seller's JWKS, with the metadata the
 // checklist inspects.
 type VerifyingKey struct {
-	KeyID   string
+	// KeyID is the key's kid.
+	KeyID string
+	// AdcpUse must be "request-signing" or the deprecated
+	// "webhook-signing" for a webhook signature to verify.
 	AdcpUse string
-	KeyOps  []string
+	// KeyOps, when not nil, must contain "verify"; nil (no key_ops member)
+	// allows verification.
+	KeyOps []string
 	// Alg is the key's signature algorithm (AlgEd25519 or AlgECDSAP256),
 	// derived from its curve.
 	Alg string
 	key any // ed25519.PublicKey or *ecdsa.PublicKey
 }
 
+// NewVerifyingKey wraps an ed25519.PublicKey or a P-256 *ecdsa.PublicKey
+// with its kid and adcp_use, for a [Verifier].
+func NewVerifyingKey(keyID, adcpUse string, pub crypto.PublicKey) (VerifyingKey, error) {
+	k := VerifyingKey{KeyID: keyID, AdcpUse: adcpUse, key: pub}
+	switch p := pub.(type) {
+	case ed25519.PublicKey:
+		if len(p) != ed25519.PublicKeySize {
+			return VerifyingKey{}, badKey("Ed25519 public key has %d bytes, want %d", len(p), ed25519.PublicKeySize)
+		}
+		k.Alg = AlgEd25519
+	case *ecdsa.PublicKey:
+		if p == nil || p.Curve != elliptic.P256() {
+			return VerifyingKey{}, badKey("ECDSA keys must be on P-256")
+		}
+		k.Alg = AlgECDSAP256
+	default:
+		return VerifyingKey{}, badKey("%T is not supported; use an ed25519.PublicKey or a P-256 *ecdsa.PublicKey", pub)
+	}
+	if keyID == "" {
+		return VerifyingKey{}, badKey("key ID is empty")
+	}
+	return k, nil
+}
+
 // ParseJWKS reads a JWK Set ({"keys": [...]}) of Ed25519 (OKP) and P-256
 // (EC) public keys. Keys of other types are skipped; a malformed key of a
-// supported type is an error. Purpose and key_ops are checked at
-// verification, per signature.
+// supported type, or a set with no usable key, is an error. Purpose and
+// key_ops are checked at verification, per signature.
 func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -121,6 +154,9 @@ func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 			return nil, fmt.Errorf("webhook: JWKS key %d has no kid", i)
 		}
 		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("webhook: JWKS has no Ed25519 (OKP) or P-256 (EC) key")
 	}
 	return out, nil
 }
@@ -244,6 +280,12 @@ type VerifierConfig struct {
 	Nonces NonceStore
 	// Skew is how far in the future created may be. Defaults to 60s.
 	Skew time.Duration
+	// ExternalURL returns the absolute URL the seller addressed a request
+	// to, for VerifyRequest. Behind a proxy or load balancer that terminates
+	// TLS or rewrites the host, set it (for example to prepend your public
+	// origin to r.RequestURI). Defaults to "http" or "https" (from r.TLS),
+	// r.Host and r.RequestURI.
+	ExternalURL func(r *http.Request) string
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 }
@@ -257,6 +299,7 @@ type Verifier struct {
 	revocations KeyRevocations
 	nonces      NonceStore
 	skew        time.Duration
+	externalURL func(*http.Request) string
 	now         func() time.Time
 }
 
@@ -273,9 +316,16 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		revocations: cfg.Revocations,
 		nonces:      cfg.Nonces,
 		skew:        cfg.Skew,
+		externalURL: cfg.ExternalURL,
 		now:         cfg.Now,
 	}
-	for _, k := range cfg.Keys {
+	for i, k := range cfg.Keys {
+		if k.key == nil || k.KeyID == "" {
+			return nil, badConfig(fmt.Sprintf("VerifierConfig.Keys[%d]", i), "has no key material or kid; build keys with ParseJWKS or NewVerifyingKey")
+		}
+		if _, dup := v.keys[k.KeyID]; dup {
+			return nil, badConfig(fmt.Sprintf("VerifierConfig.Keys[%d]", i), "repeats kid %q", k.KeyID)
+		}
 		v.keys[k.KeyID] = k
 	}
 	if v.nonces == nil {
@@ -303,14 +353,17 @@ type VerifiedSignature struct {
 }
 
 // VerifyRequest verifies r, whose body the caller has read into body. The
-// target URI is rebuilt from r.Host and r.RequestURI, with https when r.TLS
-// is set; behind a proxy that changes either, call [Verifier.Verify] with
-// the URL the seller addressed. A request target that is not an
+// target URI comes from [VerifierConfig.ExternalURL]; by default it is
+// rebuilt from r.Host and r.RequestURI, with https only when r.TLS is set,
+// which is wrong behind a TLS-terminating proxy. A request target that is not an
 // origin-form path (or that carries a "#", which the handler would see but
 // the signature would not cover) is rejected.
 func (v *Verifier) VerifyRequest(r *http.Request, body []byte) (VerifiedSignature, error) {
 	if !strings.HasPrefix(r.RequestURI, "/") || strings.Contains(r.RequestURI, "#") {
 		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the request target %q is not an origin-form path", r.RequestURI)
+	}
+	if v.externalURL != nil {
+		return v.Verify(r.Context(), r.Method, v.externalURL(r), r.Header, body)
 	}
 	scheme := "http"
 	if r.TLS != nil {

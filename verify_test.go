@@ -147,7 +147,9 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
 	require.NoError(t, err)
-	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{{KeyID: "seller-2026", AdcpUse: "request-signing", Alg: AlgEd25519, key: pub}}})
+	vk, err := NewVerifyingKey("seller-2026", "request-signing", pub)
+	require.NoError(t, err)
+	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk}})
 	require.NoError(t, err)
 
 	req, err := http.NewRequest(http.MethodPost, "https://Buyer.Example:443/hooks/./adcp?b=2&a=1", nil)
@@ -306,4 +308,51 @@ func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
 	h.Set("X-ADCP-Timestamp", "1776520800")
 	h.Set("X-ADCP-Signature", "sha256="+LegacyHMAC("", "1776520800", nil))
 	require.ErrorIs(t, VerifyLegacyHMAC(h, nil, "", time.Unix(1776520800, 0)), ErrInvalidConfig)
+}
+
+func TestVerifierRejectsBadKeysAndConfig(t *testing.T) {
+	t.Parallel()
+	_, err := NewVerifier(VerifierConfig{})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewVerifier(VerifierConfig{Keys: []VerifyingKey{{KeyID: "k"}}})
+	require.ErrorIs(t, err, ErrInvalidConfig, "no key material")
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	vk, err := NewVerifyingKey("k", "request-signing", pub)
+	require.NoError(t, err)
+	_, err = NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk, vk}})
+	require.ErrorIs(t, err, ErrInvalidConfig, "duplicate kid")
+	_, err = NewVerifyingKey("k", "request-signing", "not a key")
+	require.ErrorIs(t, err, ErrInvalidKey)
+	_, err = ParseJWKS([]byte(`{"keys":[]}`))
+	require.Error(t, err)
+	_, err = NewRFC9421Signer(SignerConfig{Key: &SigningKey{}})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+func TestVerifyRequestExternalURL(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := NewSigningKey("seller-2026", priv)
+	require.NoError(t, err)
+	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
+	require.NoError(t, err)
+	body := []byte(`{}`)
+	signed, _ := http.NewRequest(http.MethodPost, "https://buyer.example/wh?x=1", nil)
+	require.NoError(t, signer.Sign(signed, body))
+	// What a handler behind a TLS-terminating proxy sees: plain http, an
+	// internal host.
+	inbound := httptest.NewRequest(http.MethodPost, "/wh?x=1", nil)
+	inbound.Host = "10.0.0.7:8080"
+	inbound.Header = signed.Header.Clone()
+	plain, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
+	require.NoError(t, err)
+	_, err = plain.VerifyRequest(inbound, body)
+	require.Error(t, err, "without ExternalURL the rebuilt URL differs from the signed one")
+	proxied, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()},
+		ExternalURL: func(r *http.Request) string { return "https://buyer.example" + r.RequestURI }})
+	require.NoError(t, err)
+	_, err = proxied.VerifyRequest(inbound, body)
+	require.NoError(t, err)
 }
