@@ -94,9 +94,10 @@ type sent struct {
 	elapsed time.Duration
 }
 
-// send runs attempt n of delivery d and classifies the result.
-func (k *core) send(ctx context.Context, d *prepared, id string, n int) sent {
-	req := &Request{
+// send runs attempt n of delivery d and classifies the result. req is the
+// caller's to reuse: Senders do not retain it.
+func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n int) sent {
+	*req = Request{
 		URL:            d.url,
 		Body:           d.body,
 		IdempotencyKey: d.key,

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -79,7 +80,8 @@ type MemorySupervisor struct {
 	periods    uint64                 // the highest Period of a forgotten breaker
 	seqs       map[string]int64
 	unfinished int
-	order      uint64
+	order      uint64        // deliveries accepted so far
+	idPrefix   string        // random per supervisor: IDs are idPrefix + order
 	changed    chan struct{} // closed on the next change; nil when nobody waits
 }
 
@@ -143,6 +145,7 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 		byID:           make(map[string]*memDelivery),
 		breakers:       make(map[string]*memBreaker),
 		seqs:           make(map[string]int64),
+		idPrefix:       newUUID()[:8] + "-",
 	}, nil
 }
 
@@ -197,7 +200,7 @@ func (s *MemorySupervisor) accept(d prepared, now time.Time) (Receipt, error) {
 	s.order++
 	md := &memDelivery{
 		prepared:   d,
-		id:         newUUID(),
+		id:         s.idPrefix + strconv.FormatUint(s.order, 10),
 		seq:        seq,
 		order:      s.order,
 		acceptedAt: now,
@@ -395,6 +398,7 @@ type memPool struct {
 func (p *memPool) loop(busy bool) {
 	guard := p.s.k.newSinkGuard(p.replace)
 	defer guard.stop()
+	req := new(Request) // reused by this worker's attempts
 	var d *memDelivery
 	for {
 		if busy {
@@ -417,7 +421,7 @@ func (p *memPool) loop(busy bool) {
 				return
 			}
 		}
-		if p.s.attempt(p.attemptCtx, d, guard) {
+		if p.s.attempt(p.attemptCtx, req, d, guard) {
 			return // a replacement carries on with this worker's slot
 		}
 		d, busy = nil, true
@@ -482,12 +486,12 @@ func (d *memDelivery) anchor() time.Time {
 // attempt runs one attempt of d, records it, reports it and reschedules or
 // finishes d. It returns true when the log sink outlived its bound and
 // replace was called: the calling worker must then exit.
-func (s *MemorySupervisor) attempt(ctx context.Context, d *memDelivery, g *sinkGuard) (replaced bool) {
+func (s *MemorySupervisor) attempt(ctx context.Context, req *Request, d *memDelivery, g *sinkGuard) (replaced bool) {
 	if d.expired != "" {
 		return s.expire(d, g)
 	}
 	n := d.attempts + 1
-	res := s.k.send(ctx, &d.prepared, d.id, n)
+	res := s.k.send(ctx, req, &d.prepared, d.id, n)
 	end := res.start.Add(res.elapsed)
 	if ctx.Err() != nil && res.status == 0 {
 		return s.cancelled(d, n, res, g)

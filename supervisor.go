@@ -174,7 +174,8 @@ func (a Authentication) MarshalJSON() ([]byte, error) {
 
 // Receipt identifies an accepted delivery.
 type Receipt struct {
-	// ID identifies the delivery within its supervisor.
+	// ID identifies the delivery within its supervisor. (MemorySupervisor
+	// IDs are a random per-supervisor prefix and a counter.)
 	ID string
 	// IdempotencyKey is the key every attempt carries.
 	IdempotencyKey string
