@@ -134,12 +134,7 @@ func TestSignerConformance(t *testing.T) {
 
 func TestSignerFreshNoncePerSignature(t *testing.T) {
 	t.Parallel()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	key, err := NewSigningKey("kid-1", priv)
-	require.NoError(t, err)
-	s, err := NewRFC9421Signer(SignerConfig{Key: key})
-	require.NoError(t, err)
+	_, s, _ := newTestSeller(t)
 	seen := map[string]bool{}
 	for range 100 {
 		req, err := http.NewRequest(http.MethodPost, "https://buyer.example/hook", nil)

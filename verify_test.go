@@ -252,14 +252,7 @@ func rawPost(t *testing.T, addr, target string, h http.Header, body []byte) int 
 
 func TestVerifyRequestRejectsUnsignedRequestTargets(t *testing.T) {
 	t.Parallel()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	key, err := NewSigningKey("seller-2026", priv)
-	require.NoError(t, err)
-	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
-	require.NoError(t, err)
-	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
-	require.NoError(t, err)
+	_, signer, ver := newTestSeller(t)
 	results := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -285,18 +278,11 @@ func TestVerifyRequestRejectsUnsignedRequestTargets(t *testing.T) {
 
 func TestVerifyRejectsComponentParameters(t *testing.T) {
 	t.Parallel()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	key, err := NewSigningKey("seller-2026", priv)
-	require.NoError(t, err)
-	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
-	require.NoError(t, err)
-	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
-	require.NoError(t, err)
+	_, signer, ver := newTestSeller(t)
 	req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/wh", nil)
 	require.NoError(t, signer.Sign(req, []byte(`{}`)))
 	req.Header.Set("Signature-Input", strings.Replace(req.Header.Get("Signature-Input"), `"content-digest"`, `"content-digest";key="sha-512"`, 1))
-	_, err = ver.Verify(context.Background(), "POST", "https://buyer.example/wh", req.Header, []byte(`{}`))
+	_, err := ver.Verify(context.Background(), "POST", "https://buyer.example/wh", req.Header, []byte(`{}`))
 	var ve *VerifyError
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, CodeHeaderMalformed, ve.Code)
@@ -332,12 +318,7 @@ func TestVerifierRejectsBadKeysAndConfig(t *testing.T) {
 
 func TestVerifyRequestExternalURL(t *testing.T) {
 	t.Parallel()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	key, err := NewSigningKey("seller-2026", priv)
-	require.NoError(t, err)
-	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
-	require.NoError(t, err)
+	key, signer, _ := newTestSeller(t)
 	body := []byte(`{}`)
 	signed, _ := http.NewRequest(http.MethodPost, "https://buyer.example/wh?x=1", nil)
 	require.NoError(t, signer.Sign(signed, body))
@@ -355,4 +336,19 @@ func TestVerifyRequestExternalURL(t *testing.T) {
 	require.NoError(t, err)
 	_, err = proxied.VerifyRequest(inbound, body)
 	require.NoError(t, err)
+}
+
+// newTestSeller makes a fresh Ed25519 seller key "seller-2026", a signer for
+// it and a verifier that trusts it.
+func newTestSeller(t *testing.T) (*SigningKey, *RFC9421Signer, *Verifier) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := NewSigningKey("seller-2026", priv)
+	require.NoError(t, err)
+	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
+	require.NoError(t, err)
+	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
+	require.NoError(t, err)
+	return key, signer, ver
 }
