@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -142,10 +143,10 @@ func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 			if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
 				return nil, fmt.Errorf("webhook: JWKS key %q: bad P-256 x or y", j.Kid)
 			}
-			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
-			if !pub.Curve.IsOnCurve(pub.X, pub.Y) {
+			if _, err := ecdh.P256().NewPublicKey(append(append([]byte{4}, x...), y...)); err != nil {
 				return nil, fmt.Errorf("webhook: JWKS key %q: point not on P-256", j.Kid)
 			}
+			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
 			k.Alg, k.key = AlgECDSAP256, pub
 		default:
 			continue
