@@ -312,6 +312,9 @@ func TestVerifierRejectsBadKeysAndConfig(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidKey)
 	_, err = ParseJWKS([]byte(`{"keys":[]}`))
 	require.Error(t, err)
+	one := base64.RawURLEncoding.EncodeToString(append(make([]byte, 31), 1))
+	_, err = ParseJWKS([]byte(`{"keys":[{"kid":"k","kty":"EC","crv":"P-256","x":"` + one + `","y":"` + one + `"}]}`))
+	require.ErrorContains(t, err, "not on P-256")
 	_, err = NewRFC9421Signer(SignerConfig{Key: &SigningKey{}})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 }
