@@ -69,9 +69,8 @@ func BenchmarkVerify(b *testing.B) {
 
 type forgetfulNonces struct{}
 
-func (forgetfulNonces) Full(context.Context, string, time.Time) (bool, error) { return false, nil }
-func (forgetfulNonces) Add(context.Context, string, string, time.Time, time.Time) (bool, error) {
-	return true, nil
+func (forgetfulNonces) Use(context.Context, string, string, time.Time, time.Time) (NonceVerdict, error) {
+	return NonceFresh, nil
 }
 
 func benchBody(b *testing.B) []byte {

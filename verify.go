@@ -206,68 +206,84 @@ func (l *RevocationList) CheckKey(_ context.Context, keyID string, now time.Time
 	return nil
 }
 
+// NonceVerdict is what a [NonceStore] says about a nonce.
+type NonceVerdict int
+
+const (
+	// NonceFresh: the nonce was new and is now recorded.
+	NonceFresh NonceVerdict = iota
+	// NonceReplayed: the nonce was already recorded for the key.
+	NonceReplayed
+	// NonceOverCap: the key already has as many live nonces as the store
+	// allows (the per-key rate cap); nothing was recorded.
+	NonceOverCap
+)
+
 // NonceStore remembers the (key ID, nonce) pairs of accepted signatures
-// until they expire. Implementations must be safe for concurrent use.
+// until they expire. Implementations must be safe for concurrent use, and
+// Use must decide and record atomically.
 type NonceStore interface {
-	// Full reports whether keyID already has as many live nonces as the
-	// store allows (the per-key rate cap).
-	Full(ctx context.Context, keyID string, now time.Time) (bool, error)
-	// Add records the nonce until expires and reports false when it was
-	// already there (a replay).
-	Add(ctx context.Context, keyID, nonce string, expires, now time.Time) (bool, error)
+	// Use records nonce for keyID until expires, unless it is a replay or
+	// the key is over its cap.
+	Use(ctx context.Context, keyID, nonce string, expires, now time.Time) (NonceVerdict, error)
 }
 
 // MemoryNonceStoreCapDefault is MemoryNonceStore's default per-key cap.
 const MemoryNonceStoreCapDefault = 100_000
 
-// MemoryNonceStore is an in-memory [NonceStore]. Expired nonces are dropped
-// as the key's set is touched. The zero value is ready to use.
+// MemoryNonceStore is an in-memory [NonceStore]. Each key's nonces are
+// forgotten, oldest first, once they expire, at O(1) amortised cost per
+// call. The zero value is ready to use.
 type MemoryNonceStore struct {
 	// PerKeyCap bounds the live nonces per key. Defaults to 100,000.
 	PerKeyCap int
 
 	mu   sync.Mutex
-	keys map[string]map[string]time.Time
+	keys map[string]*nonceSet
 }
 
-func (s *MemoryNonceStore) liveLocked(keyID string, now time.Time) map[string]time.Time {
-	set := s.keys[keyID]
-	for n, exp := range set {
-		if !now.Before(exp) {
-			delete(set, n)
-		}
-	}
-	return set
+// nonceSet is one key's live nonces, with their expiry in recording order
+// (nearly expiry order: every signature's window is at most 300 s).
+type nonceSet struct {
+	live  map[string]bool
+	order []nonceEntry
 }
 
-// Full implements [NonceStore].
-func (s *MemoryNonceStore) Full(_ context.Context, keyID string, now time.Time) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cap := s.PerKeyCap
-	if cap <= 0 {
-		cap = MemoryNonceStoreCapDefault
-	}
-	return len(s.liveLocked(keyID, now)) >= cap, nil
+type nonceEntry struct {
+	nonce   string
+	expires time.Time
 }
 
-// Add implements [NonceStore].
-func (s *MemoryNonceStore) Add(_ context.Context, keyID, nonce string, expires, now time.Time) (bool, error) {
+// Use implements [NonceStore].
+func (s *MemoryNonceStore) Use(_ context.Context, keyID, nonce string, expires, now time.Time) (NonceVerdict, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.keys == nil {
-		s.keys = make(map[string]map[string]time.Time)
+		s.keys = make(map[string]*nonceSet)
 	}
-	set := s.liveLocked(keyID, now)
+	set := s.keys[keyID]
 	if set == nil {
-		set = make(map[string]time.Time)
+		set = &nonceSet{live: make(map[string]bool)}
 		s.keys[keyID] = set
 	}
-	if _, seen := set[nonce]; seen {
-		return false, nil
+	for len(set.order) > 0 && !now.Before(set.order[0].expires) {
+		delete(set.live, set.order[0].nonce)
+		set.order[0] = nonceEntry{}
+		set.order = set.order[1:]
 	}
-	set[nonce] = expires
-	return true, nil
+	if set.live[nonce] {
+		return NonceReplayed, nil
+	}
+	limit := s.PerKeyCap
+	if limit <= 0 {
+		limit = MemoryNonceStoreCapDefault
+	}
+	if len(set.live) >= limit {
+		return NonceOverCap, nil
+	}
+	set.live[nonce] = true
+	set.order = append(set.order, nonceEntry{nonce: nonce, expires: expires})
+	return NonceFresh, nil
 }
 
 // VerifierConfig configures [NewVerifier].
@@ -451,7 +467,7 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		}
 	}
 
-	// Steps 7 to 9: the key (the per-key cap, 9a, comes after step 10).
+	// Steps 7 to 9: the key (the per-key cap, 9a, comes last, with replay).
 	key, ok := v.keys[keyID]
 	if !ok {
 		return VerifiedSignature{}, reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
@@ -510,26 +526,20 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the signature does not verify with key %q", keyID)
 	}
 
-	// Step 9a, after the signature so that unauthenticated requests never
-	// reach the nonce store: the per-key cap.
-	if full, err := v.nonces.Full(ctx, keyID, now); err != nil {
-		return VerifiedSignature{}, fmt.Errorf("webhook: nonce store: %w", err)
-	} else if full {
-		return VerifiedSignature{}, reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
-	}
-
 	// Step 11: the body.
 	if err := checkContentDigest(header.Get("Content-Digest"), body); err != nil {
 		return VerifiedSignature{}, err
 	}
 
-	// Step 12: replay.
-	fresh, err := v.nonces.Add(ctx, keyID, nonce, time.Unix(expires.Int, 0), now)
-	if err != nil {
+	// Steps 9a and 12, last so that only authenticated requests reach the
+	// nonce store: the per-key cap, and replay.
+	switch verdict, err := v.nonces.Use(ctx, keyID, nonce, time.Unix(expires.Int, 0), now); {
+	case err != nil:
 		return VerifiedSignature{}, fmt.Errorf("webhook: nonce store: %w", err)
-	}
-	if !fresh {
+	case verdict == NonceReplayed:
 		return VerifiedSignature{}, reject(CodeReplayed, 12, "nonce %q of key %q was already used", nonce, keyID)
+	case verdict == NonceOverCap:
+		return VerifiedSignature{}, reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
 	}
 	return VerifiedSignature{KeyID: keyID, Alg: alg, Created: time.Unix(created.Int, 0), Expires: time.Unix(expires.Int, 0), Nonce: nonce}, nil
 }

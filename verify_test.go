@@ -61,13 +61,13 @@ func vectorVerifier(t *testing.T, v verifyVector) *Verifier {
 	nonces := &MemoryNonceStore{}
 	ctx := context.Background()
 	for _, e := range v.HarnessState.ReplayCacheEntries {
-		_, err := nonces.Add(ctx, e.Keyid, e.Nonce, now.Add(time.Hour), now)
+		_, err := nonces.Use(ctx, e.Keyid, e.Nonce, now.Add(time.Hour), now)
 		require.NoError(t, err)
 	}
 	if kid := v.HarnessState.CapFilledFor; kid != "" {
 		nonces.PerKeyCap = 3
 		for _, n := range []string{"filler-nonce-0001", "filler-nonce-0002", "filler-nonce-0003"} {
-			_, err := nonces.Add(ctx, kid, n, now.Add(time.Hour), now)
+			_, err := nonces.Use(ctx, kid, n, now.Add(time.Hour), now)
 			require.NoError(t, err)
 		}
 	}
@@ -354,4 +354,27 @@ func newTestSeller(t *testing.T) (*SigningKey, *RFC9421Signer, *Verifier) {
 	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}})
 	require.NoError(t, err)
 	return key, signer, ver
+}
+
+func TestMemoryNonceStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := &MemoryNonceStore{PerKeyCap: 2}
+	t0 := time.Unix(1776520800, 0)
+	use := func(key, nonce string, expires, now time.Time) NonceVerdict {
+		v, err := s.Use(ctx, key, nonce, expires, now)
+		require.NoError(t, err)
+		return v
+	}
+	require.Equal(t, NonceFresh, use("k", "n1", t0.Add(300*time.Second), t0))
+	require.Equal(t, NonceReplayed, use("k", "n1", t0.Add(300*time.Second), t0))
+	require.Equal(t, NonceFresh, use("k", "n2", t0.Add(310*time.Second), t0))
+	require.Equal(t, NonceOverCap, use("k", "n3", t0.Add(310*time.Second), t0))
+	require.Equal(t, NonceFresh, use("other", "n3", t0.Add(300*time.Second), t0), "caps are per key")
+	// Once n1 expires there is room again, and n1 may be reused (its
+	// signature could no longer verify anyway).
+	later := t0.Add(300 * time.Second)
+	require.Equal(t, NonceFresh, use("k", "n3", later.Add(300*time.Second), later))
+	require.Equal(t, NonceOverCap, use("k", "n4", later.Add(300*time.Second), later))
+	require.Equal(t, NonceReplayed, use("k", "n2", later.Add(300*time.Second), later), "n2 is still live")
 }
