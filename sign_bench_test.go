@@ -12,17 +12,9 @@ import (
 //
 //	go test -run '^$' -bench 'Benchmark(Sign|Verify)' -benchmem
 func BenchmarkSign(b *testing.B) {
-	for _, kid := range []string{"test-ed25519-webhook-2026", "test-es256-webhook-2026"} {
-		key, err := ParseJWKSigningKey(testKeysB(b)[kid])
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := NewRFC9421Signer(SignerConfig{Key: key})
-		if err != nil {
-			b.Fatal(err)
-		}
+	for _, s := range benchSigners(b) {
 		body := benchBody(b)
-		b.Run(key.Algorithm(), func(b *testing.B) {
+		b.Run(s.key.Algorithm(), func(b *testing.B) {
 			b.ReportAllocs()
 			req, _ := http.NewRequest(http.MethodPost, "https://buyer.example.com/adcp/webhook/op_abc", nil)
 			for b.Loop() {
@@ -35,25 +27,17 @@ func BenchmarkSign(b *testing.B) {
 }
 
 func BenchmarkVerify(b *testing.B) {
-	for _, kid := range []string{"test-ed25519-webhook-2026", "test-es256-webhook-2026"} {
-		key, err := ParseJWKSigningKey(testKeysB(b)[kid])
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := NewRFC9421Signer(SignerConfig{Key: key})
-		if err != nil {
-			b.Fatal(err)
-		}
+	for _, s := range benchSigners(b) {
 		body := benchBody(b)
 		url := "https://buyer.example.com/adcp/webhook/op_abc"
 		req, _ := http.NewRequest(http.MethodPost, url, nil)
 		if err := s.Sign(req, body); err != nil {
 			b.Fatal(err)
 		}
-		b.Run(key.Algorithm(), func(b *testing.B) {
+		b.Run(s.key.Algorithm(), func(b *testing.B) {
 			// A nonce store that never remembers, so one signed request can
 			// be verified over and over.
-			v, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{key.VerifyingKey()}, Nonces: forgetfulNonces{}})
+			v, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{s.key.VerifyingKey()}, Nonces: forgetfulNonces{}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -65,6 +49,23 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchSigners returns signers for the conformance Ed25519 and ES256 keys.
+func benchSigners(b *testing.B) []*RFC9421Signer {
+	var out []*RFC9421Signer
+	for _, kid := range []string{"test-ed25519-webhook-2026", "test-es256-webhook-2026"} {
+		key, err := ParseJWKSigningKey(testKeysB(b)[kid])
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := NewRFC9421Signer(SignerConfig{Key: key})
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 type forgetfulNonces struct{}

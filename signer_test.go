@@ -227,12 +227,8 @@ func verifyForTest(t *testing.T, c captured, host string, pub ed25519.PublicKey)
 func TestHTTPSenderSignsEveryAttempt(t *testing.T) {
 	t.Parallel()
 	srv, got := receiver(t, nil)
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	key, err := NewSigningKey("seller-2026", priv)
-	require.NoError(t, err)
-	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
-	require.NoError(t, err)
+	key, signer, _ := newTestSeller(t)
+	pub := key.Public().(ed25519.PublicKey)
 	s := newTestSender(t, HTTPSenderConfig{Signer: signer})
 	body := []byte(`{"task_id":"t1"}`)
 	host := strings.TrimPrefix(srv.URL, "http://")
@@ -249,7 +245,7 @@ func TestHTTPSenderSignsEveryAttempt(t *testing.T) {
 	require.NotEqual(t, nonces[0], nonces[1])
 
 	// Legacy authentication replaces the signature; never both.
-	_, err = s.Send(t.Context(), &Request{URL: srv.URL, Body: body,
+	_, err := s.Send(t.Context(), &Request{URL: srv.URL, Body: body,
 		Authentication: &Authentication{Scheme: AuthBearer, Credentials: strings.Repeat("s", 32)}})
 	require.NoError(t, err)
 	c := <-got

@@ -141,13 +141,8 @@ func TestVerifierConformance(t *testing.T) {
 // real HTTP, including a body tampered with in transit.
 func TestSignVerifyRoundTrip(t *testing.T) {
 	t.Parallel()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	key, err := NewSigningKey("seller-2026", priv)
-	require.NoError(t, err)
-	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
-	require.NoError(t, err)
-	vk, err := NewVerifyingKey("seller-2026", "request-signing", pub)
+	key, signer, _ := newTestSeller(t)
+	vk, err := NewVerifyingKey("seller-2026", "request-signing", key.Public())
 	require.NoError(t, err)
 	ver, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk}})
 	require.NoError(t, err)
