@@ -43,6 +43,10 @@ var (
 	// ErrNotFound reports an unknown delivery ID.
 	ErrNotFound = errors.New("webhook: delivery not found")
 
+	// ErrNotFailed is returned by [PostgresSupervisor.Redeliver] for a
+	// delivery that is pending, running or delivered.
+	ErrNotFailed = errors.New("webhook: delivery has not failed")
+
 	// ErrNilSender is returned by constructors given a nil [Sender].
 	ErrNilSender = errors.New("webhook: nil sender")
 )

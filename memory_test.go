@@ -10,10 +10,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// pgtest.Wrap stops the throwaway Postgres after the tests, before
+	// goleak looks for leaked goroutines.
+	goleak.VerifyTestMain(pgtest.Wrap(m))
 }
 
 func newMemory(t *testing.T, cfg suiteConfig) webhook.Supervisor {

@@ -1,0 +1,576 @@
+package webhook
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PostgresSupervisor defaults.
+const (
+	LeaseDurationDefault = 2 * time.Minute
+	PollIntervalDefault  = time.Second
+	RetentionDefault     = 7 * 24 * time.Hour
+)
+
+// maxPostgresBreakerKey bounds breaker keys (a URL when no BreakerKey is
+// given): they are B-tree index keys, which Postgres limits to about 2.7 kB.
+const maxPostgresBreakerKey = 2048
+
+// PostgresPool is what the Postgres supervisor needs of a connection pool. A
+// *pgxpool.Pool satisfies it; tests can pass pgxmock's pool. The supervisor
+// never closes it.
+//
+// To LISTEN for new deliveries the supervisor opens one connection of its
+// own per RunWorker call, configured like the pool: the pool must also have
+// a Config() *pgxpool.Config method (as *pgxpool.Pool does), or
+// [PostgresConfig.PollOnly] must be set.
+type PostgresPool interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// pgConfigurer is a pool that can say how it connects, for LISTEN.
+type pgConfigurer interface {
+	Config() *pgxpool.Config
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// PostgresConfig configures [NewPostgresSupervisor]. The zero value is valid.
+type PostgresConfig struct {
+	// Tables overrides the table names; see [PostgresTables].
+	Tables PostgresTables
+	// Retry is the retry policy. The zero value is the Python SDK's.
+	Retry RetryPolicy
+	// Breaker is the circuit-breaker policy, shared by every worker of
+	// every process on the same tables. The zero value is the Python SDK's.
+	Breaker BreakerPolicy
+	// LogSink receives every [Attempt] after it is committed to the attempt
+	// table. Defaults to nil: the table is the log.
+	LogSink LogSink
+	// Logger receives the supervisor's own warnings (a lost connection, a
+	// failing sink). Defaults to slog.Default().
+	Logger *slog.Logger
+	// Concurrency is how many attempts one RunWorker call runs at once.
+	// Defaults to 16.
+	Concurrency int
+	// ClaimBatch is the most deliveries one claim statement takes. Defaults
+	// to Concurrency.
+	ClaimBatch int
+	// LeaseDuration is how long a claimed delivery belongs to its worker.
+	// A worker that dies leaves its deliveries to be claimed again when their
+	// lease expires; an attempt is cancelled after half of it, so that it
+	// ends before another worker can take over. Defaults to 2m.
+	LeaseDuration time.Duration
+	// PollInterval is how often an idle worker looks for due deliveries in
+	// case a notification was missed. Defaults to 1s.
+	PollInterval time.Duration
+	// PollOnly turns LISTEN/NOTIFY wake-ups off, for PgBouncer in
+	// transaction pooling mode: workers then find new deliveries by polling
+	// every PollInterval. Enqueue still sends NOTIFY.
+	PollOnly bool
+	// DrainTimeout bounds how long RunWorker waits, once its context is done,
+	// for in-flight attempts; after it they are cancelled and left pending,
+	// not charged. Defaults to 30s.
+	DrainTimeout time.Duration
+	// Retention is how long delivered and failed deliveries (and their
+	// attempt rows) are kept after they finish; the workers purge older
+	// ones in small batches. Defaults to 7 days; negative keeps them forever.
+	Retention time.Duration
+	// AllowInsecureHTTP accepts plain http:// destinations, for local
+	// development and tests. Defaults to false: https only.
+	AllowInsecureHTTP bool
+	// Clock is the time source for scheduling, leases and breakers, and is
+	// written to the tables: the clocks of every worker process should agree
+	// (NTP) to well within LeaseDuration. Defaults to the system clock.
+	Clock Clock
+}
+
+// PostgresSupervisor is a durable [Supervisor] that keeps its queue, attempt
+// log, breakers and sequence counters in Postgres.
+//
+// Any number of RunWorker calls, in any number of processes, share the
+// tables. Acceptance is durable: when SendMCP returns nil the delivery is
+// committed. Workers claim due deliveries in batches under a lease, send
+// with no transaction or lock held, and record each attempt in one short
+// transaction fenced by the lease; a worker that dies leaves its deliveries
+// to be claimed again when their leases expire. A delivery whose breaker is
+// open is not claimed. Finished deliveries are kept, failed ones with their
+// last error, until [PostgresConfig.Retention] passes.
+//
+// A delivery is attempted at least once and may be attempted twice for one
+// attempt number: when a worker dies (or loses its connection for longer
+// than the lease) after sending and before its result commits, the
+// delivery is sent again after the lease expires, with the same bytes and
+// idempotency key, which the receiver de-duplicates.
+type PostgresSupervisor struct {
+	k            *core
+	db           PostgresPool
+	q            *pgSQL
+	ddl          string
+	concurrency  int
+	batch        int
+	lease        time.Duration
+	poll         time.Duration
+	pollOnly     bool
+	listenConfig *pgx.ConnConfig
+	drainTimeout time.Duration
+	retention    time.Duration
+}
+
+// NewPostgresSupervisor returns a PostgresSupervisor on pool that delivers
+// with sender. It does not touch the database: call
+// [PostgresSupervisor.CreateSchema] or apply schema.sql first. A nil pool
+// or sender, or a bad config, is an error.
+func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig) (*PostgresSupervisor, error) {
+	if pool == nil || isNil(pool) {
+		return nil, badConfig("pool", "is nil; pass a *pgxpool.Pool")
+	}
+	k, err := newCore(commonConfig{
+		prefix:            "PostgresConfig.",
+		sender:            sender,
+		retry:             cfg.Retry,
+		breaker:           cfg.Breaker,
+		sink:              cfg.LogSink,
+		logger:            cfg.Logger,
+		clock:             cfg.Clock,
+		allowInsecureHTTP: cfg.AllowInsecureHTTP,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tables := cfg.Tables.withDefaults()
+	if err := tables.validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Concurrency < 0:
+		return nil, badConfig("PostgresConfig.Concurrency", "is negative; use 0 for %d", ConcurrencyDefault)
+	case cfg.ClaimBatch < 0:
+		return nil, badConfig("PostgresConfig.ClaimBatch", "is negative; use 0 for Concurrency")
+	case cfg.LeaseDuration < 0 || cfg.LeaseDuration > 0 && cfg.LeaseDuration < 2*time.Second:
+		return nil, badConfig("PostgresConfig.LeaseDuration", "is %v; use 2s or more (0 means %v)", cfg.LeaseDuration, LeaseDurationDefault)
+	case cfg.PollInterval < 0:
+		return nil, badConfig("PostgresConfig.PollInterval", "is negative; use 0 for %v", PollIntervalDefault)
+	case cfg.DrainTimeout < 0:
+		return nil, badConfig("PostgresConfig.DrainTimeout", "is negative; use 0 for %v", DrainTimeoutDefault)
+	}
+	s := &PostgresSupervisor{
+		k:            k,
+		db:           pool,
+		q:            newPgSQL(tables),
+		ddl:          tables.ddl(),
+		concurrency:  cmp.Or(cfg.Concurrency, ConcurrencyDefault),
+		lease:        cmp.Or(cfg.LeaseDuration, LeaseDurationDefault),
+		poll:         cmp.Or(cfg.PollInterval, PollIntervalDefault),
+		pollOnly:     cfg.PollOnly,
+		drainTimeout: cmp.Or(cfg.DrainTimeout, DrainTimeoutDefault),
+		retention:    cmp.Or(cfg.Retention, RetentionDefault),
+	}
+	s.batch = cmp.Or(cfg.ClaimBatch, s.concurrency)
+	if !s.pollOnly {
+		c, ok := pool.(pgConfigurer)
+		if !ok || c.Config() == nil || c.Config().ConnConfig == nil {
+			return nil, badConfig("PostgresConfig.PollOnly", "is false, but the pool has no Config() *pgxpool.Config to open a LISTEN connection with; pass a *pgxpool.Pool or set PollOnly")
+		}
+		s.listenConfig = c.Config().ConnConfig.Copy()
+	}
+	return s, nil
+}
+
+// CreateSchema creates the supervisor's tables and indexes if they do not
+// exist: schema.sql with the configured table names. It is idempotent, and
+// safe when several processes call it at once.
+func (s *PostgresSupervisor) CreateSchema(ctx context.Context) error {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return dbError("create schema", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	// One schema change at a time: concurrent CREATE TABLE IF NOT EXISTS
+	// can otherwise collide in the catalog.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('github.com/adcpkit/webhook schema'))`); err != nil {
+		return dbError("create schema", err)
+	}
+	if _, err := tx.Exec(ctx, s.ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return dbError("create schema", err)
+	}
+	return dbError("create schema", tx.Commit(ctx))
+}
+
+// Schema returns the DDL CreateSchema runs: schema.sql with the configured
+// table names.
+func (s *PostgresSupervisor) Schema() string { return s.ddl }
+
+// DeliveryStateIsDurable reports true: accepted deliveries are committed to
+// Postgres.
+func (s *PostgresSupervisor) DeliveryStateIsDurable() bool { return true }
+
+// DeliveryRetryHorizon returns [RetryPolicy.Horizon].
+func (s *PostgresSupervisor) DeliveryRetryHorizon() time.Duration { return s.k.retry.Horizon }
+
+// SendMCP validates w, builds its body once and commits it for delivery.
+// See [Supervisor].
+func (s *PostgresSupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt, error) {
+	return s.SendMCPTx(ctx, nil, w)
+}
+
+// SendMCPTx is SendMCP inside the caller's transaction: the delivery is
+// delivered if tx commits and never if it rolls back, so a task's state
+// change and its webhook commit together. A nil tx uses the pool. Workers
+// are notified when tx commits.
+func (s *PostgresSupervisor) SendMCPTx(ctx context.Context, tx pgx.Tx, w MCPWebhook) (Receipt, error) {
+	now := s.k.clock.Now()
+	d, err := s.k.urls.prepareMCP(w, now)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return s.enqueue(ctx, tx, d, now)
+}
+
+// SendPrepared validates w and commits a copy of its body for delivery. See
+// [Supervisor].
+func (s *PostgresSupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) (Receipt, error) {
+	return s.SendPreparedTx(ctx, nil, w)
+}
+
+// SendPreparedTx is SendPrepared inside the caller's transaction, as
+// [PostgresSupervisor.SendMCPTx].
+func (s *PostgresSupervisor) SendPreparedTx(ctx context.Context, tx pgx.Tx, w PreparedWebhook) (Receipt, error) {
+	d, err := s.k.urls.prepare(w)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return s.enqueue(ctx, tx, d, s.k.clock.Now())
+}
+
+func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, error) {
+	if len(d.breakerKey) > maxPostgresBreakerKey {
+		field := "BreakerKey"
+		if d.routing.BreakerKey == "" {
+			field = "URL"
+		}
+		return Receipt{}, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
+	}
+	var q querier = s.db
+	if tx != nil {
+		q = tx
+	}
+	var scheme, creds any
+	if a := d.routing.Authentication; a != nil {
+		scheme, creds = string(a.Scheme), []byte(a.Credentials)
+	}
+	var id, seq int64
+	err := q.QueryRow(ctx, s.q.enqueue,
+		d.url, d.body, d.key, d.breakerKey, nullText(d.routing.SequenceKey),
+		nullText(string(d.taskType)), nullText(d.taskID), nullText(d.routing.NotificationType),
+		scheme, creds, now, s.q.channel, s.k.breaker.OpenTimeout, s.k.breaker.OpenAction == OpenDrop,
+	).Scan(&id, &seq, nil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Receipt{}, s.refuse(ctx, q, d, now)
+	}
+	if err != nil {
+		return Receipt{}, dbError("enqueue", err)
+	}
+	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, nil
+}
+
+// refuse records a webhook refused at acceptance because its breaker is
+// open (OpenDrop) and returns ErrCircuitOpen.
+func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, now time.Time) error {
+	var until time.Time
+	if err := q.QueryRow(ctx, s.q.refusedUntil, d.breakerKey, s.k.breaker.OpenTimeout).Scan(&until); err != nil {
+		return dbError("enqueue", err)
+	}
+	a := s.k.baseRecord(&d, "", 0)
+	a.Outcome = OutcomeCircuitOpen
+	a.OccurredAt = now
+	a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
+	if _, err := q.Exec(ctx, s.q.insertRefusal, attemptArgs(nil, a)...); err != nil {
+		return dbError("enqueue", err)
+	}
+	s.k.emit(a)
+	return fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+}
+
+// attemptArgs are an attempt row's values in attemptColumns order.
+func attemptArgs(deliveryID any, a Attempt) []any {
+	var next any
+	if !a.NextRetryAt.IsZero() {
+		next = a.NextRetryAt
+	}
+	var seq, status any
+	if a.SequenceNumber != 0 {
+		seq = a.SequenceNumber
+	}
+	if a.HTTPStatus != 0 {
+		status = a.HTTPStatus
+	}
+	return []any{deliveryID, a.IdempotencyKey, a.URL, a.BreakerKey, nullText(a.SequenceKey), seq,
+		a.AttemptNumber, a.MaxAttempts, string(a.Outcome), status, nullText(a.Error), a.ResponseTime.Microseconds(),
+		a.OccurredAt, a.WillRetry, next, nullText(string(a.TaskType)), nullText(a.TaskID), a.PayloadSize,
+		nullText(a.NotificationType)}
+}
+
+// nullText stores an empty string as NULL.
+func nullText(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// parseID turns a Receipt ID back into a row ID.
+func parseID(id string) (int64, error) {
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%w: %q is not a PostgresSupervisor delivery ID", ErrNotFound, id)
+	}
+	return n, nil
+}
+
+// Delivery returns a snapshot of a delivery, or [ErrNotFound].
+func (s *PostgresSupervisor) Delivery(ctx context.Context, id string) (Delivery, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return Delivery{}, err
+	}
+	rows, err := s.db.Query(ctx, s.q.delivery, n)
+	if err != nil {
+		return Delivery{}, dbError("delivery", err)
+	}
+	ds, err := scanDeliveries(rows)
+	if err != nil {
+		return Delivery{}, dbError("delivery", err)
+	}
+	if len(ds) == 0 {
+		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return ds[0], nil
+}
+
+// Attempts returns a delivery's attempt records from the attempt table, in
+// order. It returns an empty slice for a delivery not yet attempted, and
+// [ErrNotFound] only for an ID that is not a delivery ID at all.
+func (s *PostgresSupervisor) Attempts(ctx context.Context, id string) ([]Attempt, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, s.q.attempts, n)
+	if err != nil {
+		return nil, dbError("attempts", err)
+	}
+	defer rows.Close()
+	var out []Attempt
+	for rows.Next() {
+		var (
+			a                                      Attempt
+			deliveryID, seq                        *int64
+			seqKey, errText, taskType, taskID, typ *string
+			httpStatus                             *int
+			respUS                                 int64
+			next                                   *time.Time
+			outcome                                string
+		)
+		if err := rows.Scan(&deliveryID, &a.IdempotencyKey, &a.URL, &a.BreakerKey, &seqKey, &seq,
+			&a.AttemptNumber, &a.MaxAttempts, &outcome, &httpStatus, &errText, &respUS,
+			&a.OccurredAt, &a.WillRetry, &next, &taskType, &taskID, &a.PayloadSize, &typ); err != nil {
+			return nil, dbError("attempts", err)
+		}
+		if deliveryID != nil {
+			a.DeliveryID = strconv.FormatInt(*deliveryID, 10)
+		}
+		a.SequenceKey, a.SequenceNumber = deref(seqKey), deref(seq)
+		a.Outcome = Outcome(outcome)
+		a.HTTPStatus, a.Error = deref(httpStatus), deref(errText)
+		a.ResponseTime = time.Duration(respUS) * time.Microsecond
+		a.OccurredAt = a.OccurredAt.UTC()
+		if next != nil {
+			a.NextRetryAt = next.UTC()
+		}
+		a.TaskType, a.TaskID, a.NotificationType = TaskType(deref(taskType)), deref(taskID), deref(typ)
+		out = append(out, a)
+	}
+	return out, dbError("attempts", rows.Err())
+}
+
+// FailedDeliveries lists failed deliveries in ID order, at most limit (1 to
+// 1000) of them, starting after the delivery ID after ("" for the first
+// page).
+func (s *PostgresSupervisor) FailedDeliveries(ctx context.Context, after string, limit int) ([]Delivery, error) {
+	var from int64
+	if after != "" {
+		n, err := parseID(after)
+		if err != nil {
+			return nil, err
+		}
+		from = n
+	}
+	if limit < 1 || limit > 1000 {
+		return nil, invalid("limit", "is %d; use 1 to 1000", limit)
+	}
+	rows, err := s.db.Query(ctx, s.q.failed, from, limit)
+	if err != nil {
+		return nil, dbError("failed deliveries", err)
+	}
+	ds, err := scanDeliveries(rows)
+	return ds, dbError("failed deliveries", err)
+}
+
+// Redeliver puts a failed delivery back in the queue, due now, with the same
+// body and idempotency key and a fresh allowance of attempts (and retry
+// horizon). Its earlier attempt rows are kept. It returns [ErrNotFound] for
+// an unknown ID and [ErrNotFailed] for a delivery that has not failed.
+func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) error {
+	n, err := parseID(id)
+	if err != nil {
+		return err
+	}
+	tag, err := s.db.Exec(ctx, s.q.redeliver, n, s.k.clock.Now(), s.q.channel)
+	if err != nil {
+		return dbError("redeliver", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	d, err := s.Delivery(ctx, id)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: delivery %s is %s; only failed deliveries can be redelivered", ErrNotFailed, id, d.State)
+}
+
+// Breaker returns the state of the breaker for key (a BreakerKey, or a URL
+// for webhooks without one).
+func (s *PostgresSupervisor) Breaker(ctx context.Context, key string) (BreakerState, error) {
+	b, err := s.loadBreaker(ctx, s.db, s.q.breakerState, key)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return BreakerClosed, nil
+	}
+	if err != nil {
+		return BreakerClosed, dbError("breaker", err)
+	}
+	b.advance(s.k.breaker, s.k.clock.Now())
+	return b.State, nil
+}
+
+// NextSequence allocates and returns the next number of key's sequence,
+// durably. Deliveries with that SequenceKey draw from the same counter.
+func (s *PostgresSupervisor) NextSequence(ctx context.Context, key string) (int64, error) {
+	if err := checkText("key", key, true, 255); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.db.QueryRow(ctx, s.q.nextSequence, key).Scan(&n)
+	return n, dbError("next sequence", err)
+}
+
+// Purge deletes delivered and failed deliveries (with their attempt rows)
+// that finished more than Retention ago, and acceptance refusals as old, in
+// batches of purgeBatch rows, and returns how many deliveries it deleted.
+// Workers call it on their own; it is exported for operators.
+func (s *PostgresSupervisor) Purge(ctx context.Context) (int64, error) {
+	if s.retention < 0 {
+		return 0, nil
+	}
+	cutoff := s.k.clock.Now().Add(-s.retention)
+	var total int64
+	for {
+		tag, err := s.db.Exec(ctx, s.q.purge, cutoff, purgeBatch)
+		if err != nil {
+			return total, dbError("purge", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < purgeBatch {
+			break
+		}
+	}
+	for {
+		tag, err := s.db.Exec(ctx, s.q.purgeRefusals, cutoff, purgeBatch)
+		if err != nil {
+			return total, dbError("purge", err)
+		}
+		if tag.RowsAffected() < purgeBatch {
+			return total, nil
+		}
+	}
+}
+
+// purgeBatch is how many rows one purge statement deletes.
+const purgeBatch = 500
+
+func scanDeliveries(rows pgx.Rows) ([]Delivery, error) {
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		var (
+			d                                 Delivery
+			id                                int64
+			seqKey, taskType, taskID, lastErr *string
+			seq                               *int64
+			lastStatus                        *int
+			state                             string
+			due                               time.Time
+			finished                          *time.Time
+		)
+		if err := rows.Scan(&id, &d.URL, &d.Body, &d.IdempotencyKey, &d.BreakerKey, &seqKey, &seq,
+			&taskType, &taskID, &state, &d.Attempts, &lastErr, &lastStatus,
+			&d.AcceptedAt, &due, &finished); err != nil {
+			return nil, err
+		}
+		d.ID = strconv.FormatInt(id, 10)
+		d.SequenceKey, d.Sequence = deref(seqKey), deref(seq)
+		d.TaskType, d.TaskID = TaskType(deref(taskType)), deref(taskID)
+		d.State = DeliveryState(state)
+		d.LastError, d.LastStatus = deref(lastErr), deref(lastStatus)
+		d.AcceptedAt = d.AcceptedAt.UTC()
+		if d.State == StatePending {
+			d.NextAttemptAt = due.UTC()
+		}
+		if finished != nil {
+			d.FinishedAt = finished.UTC()
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// dbError wraps a database error for the caller, without the server's
+// DETAIL and WHERE text, which can quote row values (credentials among
+// them).
+func dbError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		c := *pe
+		c.Detail, c.Where, c.Hint, c.InternalQuery = "", "", "", ""
+		err = &c
+	}
+	return fmt.Errorf("webhook: postgres %s: %w", op, err)
+}

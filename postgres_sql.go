@@ -1,0 +1,276 @@
+package webhook
+
+import (
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"regexp"
+	"strings"
+)
+
+// schemaSQL is schema.sql: the DDL with the default table names.
+//
+//go:embed schema.sql
+var schemaSQL string
+
+// Default table names, as in schema.sql.
+const (
+	DefaultDeliveriesTable = "adcp_webhook_deliveries"
+	DefaultAttemptsTable   = "adcp_webhook_attempts"
+	DefaultBreakersTable   = "adcp_webhook_breakers"
+	DefaultSequencesTable  = "adcp_webhook_sequences"
+)
+
+// PostgresTables names the supervisor's tables. Empty fields take the
+// defaults. Each name must match ^[a-z_][a-z0-9_]{0,62}$ and is used
+// unquoted, so it resolves through the connection's search_path.
+type PostgresTables struct {
+	Deliveries string
+	Attempts   string
+	Breakers   string
+	Sequences  string
+}
+
+var tableNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func (t PostgresTables) withDefaults() PostgresTables {
+	t.Deliveries = cmpOr(t.Deliveries, DefaultDeliveriesTable)
+	t.Attempts = cmpOr(t.Attempts, DefaultAttemptsTable)
+	t.Breakers = cmpOr(t.Breakers, DefaultBreakersTable)
+	t.Sequences = cmpOr(t.Sequences, DefaultSequencesTable)
+	return t
+}
+
+func (t PostgresTables) validate() error {
+	seen := map[string]string{}
+	for _, f := range []struct{ field, name string }{
+		{"Deliveries", t.Deliveries}, {"Attempts", t.Attempts}, {"Breakers", t.Breakers}, {"Sequences", t.Sequences},
+	} {
+		field := "PostgresConfig.Tables." + f.field
+		if !tableNameRE.MatchString(f.name) {
+			return badConfig(field, "is %q; table names must match ^[a-z_][a-z0-9_]{0,62}$ (lower-case ASCII letters, digits and underscores)", f.name)
+		}
+		if other, dup := seen[f.name]; dup {
+			return badConfig(field, "is %q, the same as Tables.%s; give every table its own name", f.name, other)
+		}
+		seen[f.name] = f.field
+	}
+	return nil
+}
+
+// schemaIdentRE matches the identifiers in schema.sql that carry a default
+// table name: the tables and their indexes.
+var schemaIdentRE = regexp.MustCompile(`\badcp_webhook_[a-z_]+\b`)
+
+// ddl returns schema.sql with t's names. An index named after a default
+// table is renamed after the overriding table, shortened with a hash when
+// the result would pass Postgres's 63-byte identifier limit (which would
+// otherwise truncate it, perhaps onto another name).
+func (t PostgresTables) ddl() string {
+	defaults := []struct{ def, name string }{
+		{DefaultDeliveriesTable, t.Deliveries}, {DefaultAttemptsTable, t.Attempts},
+		{DefaultBreakersTable, t.Breakers}, {DefaultSequencesTable, t.Sequences},
+	}
+	return schemaIdentRE.ReplaceAllStringFunc(schemaSQL, func(id string) string {
+		for _, d := range defaults {
+			if id == d.def {
+				return d.name
+			}
+			if suffix, ok := strings.CutPrefix(id, d.def+"_"); ok {
+				return indexName(d.name, suffix)
+			}
+		}
+		return id
+	})
+}
+
+// indexName names table's index with suffix in at most 63 bytes.
+func indexName(table, suffix string) string {
+	name := table + "_" + suffix
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	h := hex.EncodeToString(sum[:4])
+	keep := 63 - len(suffix) - len(h) - 2
+	return table[:keep] + "_" + h + "_" + suffix
+}
+
+// pgSQL is every statement the supervisor runs, built once with the
+// validated table names. Values are always bound parameters.
+type pgSQL struct {
+	tables PostgresTables
+	// channel is the NOTIFY channel: the deliveries table's name.
+	channel string
+
+	enqueue        string
+	refusedUntil   string
+	insertRefusal  string
+	claim          string
+	claimProbes    string
+	probeCandidate string
+	lockBreakers   string
+	countProbes    string
+	nextDue        string
+	complete       string
+	completeNoLog  string
+	leaseState     string
+	lockBreaker    string
+	saveBreaker    string
+	deferBreaker   string
+	delivery       string
+	attempts       string
+	failed         string
+	redeliver      string
+	purge          string
+	purgeRefusals  string
+	breakerState   string
+	nextSequence   string
+}
+
+// deliveryColumns are what a worker reads of a claimed delivery.
+const deliveryColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
+	d.task_type, d.task_id, d.notification_type, d.auth_scheme, d.auth_credentials,
+	d.attempts, d.accepted_at, d.first_attempt_at`
+
+// snapshotColumns are what a Delivery snapshot shows.
+const snapshotColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
+	d.task_type, d.task_id, d.state, d.attempts, d.last_error, d.last_status,
+	d.accepted_at, d.due_at, d.finished_at`
+
+// attemptColumns are the attempt log's columns after id, in Attempt order.
+const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence_key, sequence_number,
+	attempt_number, max_attempts, outcome, http_status, error_message, response_time_us,
+	occurred_at, will_retry, next_retry_at, task_type, task_id, payload_size, notification_type`
+
+func newPgSQL(t PostgresTables) *pgSQL {
+	r := strings.NewReplacer(
+		"{deliveries}", t.Deliveries, "{attempts}", t.Attempts,
+		"{breakers}", t.Breakers, "{sequences}", t.Sequences,
+		"{delivery_columns}", deliveryColumns, "{snapshot_columns}", snapshotColumns,
+		"{attempt_columns}", attemptColumns,
+	)
+	q := &pgSQL{tables: t, channel: t.Deliveries}
+
+	// Enqueue: allocate the sequence number, insert, notify, in one
+	// statement. $14 refuses the webhook (OpenDrop) while its breaker is
+	// open: then nothing is inserted or allocated and no row returns. A
+	// webhook accepted while its breaker is open is due when it half-opens.
+	q.enqueue = r.Replace(`
+WITH refused AS (
+	SELECT $14::boolean AND EXISTS (
+		SELECT 1 FROM {breakers} b
+		WHERE b.breaker_key = $4 AND b.state = 'open' AND b.opened_at > $11::timestamptz - $13::interval) AS yes
+), seq AS (
+	INSERT INTO {sequences} AS s (sequence_key, last_value)
+	SELECT $5, 1 FROM refused WHERE $5::text IS NOT NULL AND NOT refused.yes
+	ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
+	RETURNING last_value
+), ins AS (
+	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, accepted_at)
+	SELECT 'pending',
+		GREATEST($11::timestamptz, (SELECT b.opened_at + $13::interval FROM {breakers} b
+			WHERE b.breaker_key = $4 AND b.state = 'open')),
+		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $11
+	FROM refused WHERE NOT refused.yes
+	RETURNING id, sequence_number
+)
+SELECT ins.id, COALESCE(ins.sequence_number, 0), pg_notify($12, '') FROM ins`)
+	q.refusedUntil = r.Replace(`SELECT opened_at + $2::interval FROM {breakers} WHERE breaker_key = $1`)
+	q.insertRefusal = r.Replace(`INSERT INTO {attempts} ({attempt_columns})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`)
+
+	// The claim: up to $2 rows due at $1 whose breaker is closed, marked
+	// running under lease $4 until $3. Committed at once.
+	q.claim = r.Replace(`
+WITH due AS (
+	SELECT d.id FROM {deliveries} d
+	WHERE d.state IN ('pending', 'running') AND d.due_at <= $1
+	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')
+	ORDER BY d.due_at
+	LIMIT $2
+	FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = NULL
+FROM due WHERE d.id = due.id
+RETURNING {delivery_columns},
+	EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.failures > 0)`)
+	// The same for one breaker key's half-open probes ($5, period $6).
+	q.claimProbes = r.Replace(`
+WITH due AS (
+	SELECT d.id FROM {deliveries} d
+	WHERE d.breaker_key = $5 AND d.state IN ('pending', 'running') AND d.due_at <= $1
+	ORDER BY d.due_at
+	LIMIT $2
+	FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = $6
+FROM due WHERE d.id = due.id
+RETURNING {delivery_columns}, true`)
+	// Breakers that may let a probe through now, and have work for one.
+	tripped := `b.state <> 'closed' AND (b.state = 'half_open' OR b.opened_at <= $1::timestamptz - $2::interval)
+	  AND EXISTS (SELECT 1 FROM {deliveries} d
+		WHERE d.breaker_key = b.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= $1)`
+	q.probeCandidate = r.Replace(`SELECT EXISTS (SELECT 1 FROM {breakers} b WHERE ` + tripped + `)`)
+	q.lockBreakers = r.Replace(`SELECT b.breaker_key, b.state, b.failures, b.successes, b.opened_at, b.period
+FROM {breakers} b WHERE ` + tripped + `
+ORDER BY b.updated_at LIMIT $3 FOR UPDATE SKIP LOCKED`)
+	q.countProbes = r.Replace(`SELECT count(*) FROM {deliveries}
+WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > $3`)
+
+	// When an idle worker should look again: the next due row or lease
+	// expiry, or the next open breaker to half-open.
+	q.nextDue = r.Replace(`SELECT LEAST(
+	(SELECT min(due_at) FROM {deliveries} WHERE state IN ('pending', 'running') AND due_at > $1),
+	(SELECT min(opened_at) FROM {breakers} WHERE state = 'open' AND opened_at > $1::timestamptz - $2::interval) + $2::interval)`)
+
+	// Completion, fenced by the lease token: the state change and the log
+	// row in one statement. No row is inserted when the lease was lost.
+	set := `state = $3, attempts = $4, due_at = $5, first_attempt_at = $6, finished_at = $7,
+		last_status = $8, last_error = $9, probe_period = NULL`
+	q.complete = r.Replace(`
+WITH done AS (
+	UPDATE {deliveries} SET ` + set + `
+	WHERE id = $1 AND lease_token = $2 AND state = 'running'
+	RETURNING id
+)
+INSERT INTO {attempts} ({attempt_columns})
+SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done`)
+	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
+WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
+	q.leaseState = r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = $1`)
+
+	// Breaker transitions: the upsert creates and locks the row and returns
+	// its state; the worker applies the one state machine (breaker.go) and
+	// saves the result in the same transaction.
+	q.lockBreaker = r.Replace(`INSERT INTO {breakers} AS b (breaker_key, updated_at) VALUES ($1, $2)
+ON CONFLICT (breaker_key) DO UPDATE SET updated_at = b.updated_at
+RETURNING b.state, b.failures, b.successes, b.opened_at, b.period`)
+	q.saveBreaker = r.Replace(`UPDATE {breakers} SET state = $2, failures = $3, successes = $4, opened_at = $5, period = $6, updated_at = $7
+WHERE breaker_key = $1`)
+	// A breaker that opened defers its pending deliveries to when it
+	// half-opens, so claims do not keep stepping over them.
+	q.deferBreaker = r.Replace(`UPDATE {deliveries} SET due_at = $2
+WHERE id IN (SELECT id FROM {deliveries}
+	WHERE breaker_key = $1 AND state = 'pending' AND due_at < $2 FOR UPDATE SKIP LOCKED)`)
+
+	q.delivery = r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = $1`)
+	q.attempts = r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = $1 ORDER BY id`)
+	q.failed = r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.state = 'failed' AND d.id > $1 ORDER BY d.id LIMIT $2`)
+	q.redeliver = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $2, attempts = 0, first_attempt_at = NULL,
+	finished_at = NULL, lease_token = NULL, probe_period = NULL
+WHERE id = $1 AND state = 'failed'
+RETURNING pg_notify($3, '')`)
+	q.purge = r.Replace(`DELETE FROM {deliveries} WHERE id IN (
+	SELECT id FROM {deliveries} WHERE state IN ('delivered', 'failed') AND finished_at < $1
+	ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`)
+	q.purgeRefusals = r.Replace(`DELETE FROM {attempts} WHERE id IN (
+	SELECT id FROM {attempts} WHERE delivery_id IS NULL AND occurred_at < $1
+	ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)`)
+	q.breakerState = r.Replace(`SELECT state, failures, successes, opened_at, period FROM {breakers} WHERE breaker_key = $1`)
+	q.nextSequence = r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES ($1, 1)
+ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
+RETURNING last_value`)
+	return q
+}

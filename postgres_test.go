@@ -1,0 +1,523 @@
+package webhook_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
+	"github.com/adcpkit/webhook/webhooktest"
+)
+
+// newPostgresOn builds a PostgresSupervisor on pool with the suite's config
+// and creates its schema.
+func newPostgresOn(t *testing.T, pool *pgxpool.Pool, cfg suiteConfig, pc webhook.PostgresConfig) *webhook.PostgresSupervisor {
+	t.Helper()
+	pc.Retry, pc.Breaker, pc.LogSink, pc.Clock, pc.Logger = cfg.Retry, cfg.Breaker, cfg.Sink, cfg.Clock, cfg.Logger
+	s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, pc)
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(context.Background()))
+	return s
+}
+
+func newPostgres(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+	t.Helper()
+	return newPostgresOn(t, pgtest.New(t), cfg, webhook.PostgresConfig{})
+}
+
+func TestPostgresSupervisor(t *testing.T) {
+	t.Parallel()
+	runSupervisorSuite(t, newPostgres)
+}
+
+// pgEnv is one Postgres test's world: a fresh database, the suite's
+// scripted sender, recording sink and fake clock, and a supervisor
+// factory, so that several "processes" can share the tables.
+type pgEnv struct {
+	*env
+	pool *pgxpool.Pool
+	pg   *webhook.PostgresSupervisor
+	cfg  suiteConfig
+	pc   webhook.PostgresConfig
+}
+
+func newPgEnv(t *testing.T, pc webhook.PostgresConfig, opts ...envOption) *pgEnv {
+	t.Helper()
+	pe := &pgEnv{pool: pgtest.New(t), pc: pc}
+	pe.env = newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		pe.cfg = cfg
+		pe.pg = newPostgresOn(t, pe.pool, cfg, pc)
+		return pe.pg
+	}, opts...)
+	return pe
+}
+
+// another returns a second supervisor on the same tables, as another
+// process would have.
+func (pe *pgEnv) another() *webhook.PostgresSupervisor {
+	return newPostgresOn(pe.t, pe.pool, pe.cfg, pe.pc)
+}
+
+// runWorker runs s's RunWorker until stop is called or the test ends.
+func runWorker(t *testing.T, s webhook.Supervisor) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunWorker(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(guard):
+				t.Error("RunWorker did not return after its context was cancelled")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func (pe *pgEnv) count(sql string, args ...any) int {
+	pe.t.Helper()
+	var n int
+	require.NoError(pe.t, pe.pool.QueryRow(context.Background(), sql, args...).Scan(&n))
+	return n
+}
+
+func TestPostgresManyWorkersDeliverEachOnce(t *testing.T) {
+	t.Parallel()
+	recv := webhooktest.NewReceiver(webhooktest.Config{})
+	t.Cleanup(recv.Close)
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true})
+	require.NoError(t, err)
+	pool := pgtest.New(t)
+	cfg := suiteConfig{Sender: sender, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	pc := webhook.PostgresConfig{AllowInsecureHTTP: true, Concurrency: 4, ClaimBatch: 3}
+	// Three "processes", each with two RunWorker calls.
+	var sups []*webhook.PostgresSupervisor
+	for range 3 {
+		s := newPostgresOn(t, pool, cfg, pc)
+		sups = append(sups, s)
+		runWorker(t, s)
+		runWorker(t, s)
+	}
+	const m = 300
+	keys := make(chan string, m)
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			for i := range m / 6 {
+				r, err := sups[(g+i)%3].SendMCP(context.Background(), mcp(recv.URL, fmt.Sprintf("t%d_%d", g, i)))
+				require.NoError(t, err)
+				keys <- r.IdempotencyKey
+			}
+		})
+	}
+	wg.Wait()
+	close(keys)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	got, err := recv.WaitFor(ctx, m)
+	require.NoError(t, err)
+	seen := map[string]int{}
+	for _, d := range got {
+		seen[d.IdempotencyKey]++
+	}
+	for k := range keys {
+		require.Equal(t, 1, seen[k], "key %s", k)
+	}
+	require.Len(t, recv.Deliveries(), m, "no duplicate attempts")
+	var delivered int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM adcp_webhook_deliveries WHERE state = 'delivered'`).Scan(&delivered))
+	for delivered < m { // the last completions may still be committing
+		require.NoError(t, ctx.Err())
+		time.Sleep(10 * time.Millisecond)
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM adcp_webhook_deliveries WHERE state = 'delivered'`).Scan(&delivered))
+	}
+}
+
+func TestPostgresAbandonedLeaseIsRedeliveredAndFenced(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{LeaseDuration: time.Minute})
+	gate := make(chan struct{})
+	url := "https://buyer.example/hook"
+	pe.sender.on(url, step{status: 200, gate: gate}) // worker A's attempt hangs
+	stopA := runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	pe.waitSent(1)
+
+	// Worker A is presumed dead once its lease expires; B claims the
+	// delivery again and delivers the same bytes under the same key.
+	pe.clock.Advance(time.Minute)
+	b := pe.another()
+	runWorker(t, b)
+	reqs := pe.waitSent(2)
+	require.Equal(t, r.IdempotencyKey, reqs[1].Key)
+	require.Equal(t, reqs[0].Body, reqs[1].Body)
+	a := pe.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+
+	// A finally returns; its late result is fenced off.
+	close(gate)
+	stopA()
+	require.Contains(t, pe.logs.String(), "lease lost")
+	as, err := pe.pg.Attempts(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Len(t, as, 1, "the stale worker wrote no attempt row")
+	d, err := pe.pg.Delivery(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateDelivered, d.State)
+	require.Equal(t, 1, d.Attempts)
+}
+
+func TestPostgresHalfOpenClosesOnce(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 1, HalfOpenProbes: 2, OpenTimeout: time.Minute}
+	})
+	url := "https://buyer.example/recovering"
+	gate := make(chan struct{})
+	pe.sender.on(url, step{status: 503}, step{status: 200, gate: gate}, step{status: 200, gate: gate})
+	runWorker(t, pe.sup)
+	pe.sendMCP(mcp(url, "t0"))
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
+	for i := range 4 {
+		pe.sendMCP(mcp(url, fmt.Sprint("t", i+1)))
+	}
+	// Half-open: exactly two probes in flight, both succeed at once.
+	pe.clock.Advance(time.Minute)
+	reqs := pe.waitSent(3)
+	require.Equal(t, 2, reqs[2].InFlightURL)
+	close(gate)
+	as := pe.attempts(4)
+	for _, a := range as {
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+	}
+	for _, r := range pe.sender.sent()[1:3] {
+		require.LessOrEqual(t, r.InFlightURL, 2, "half-open admits at most HalfOpenProbes")
+	}
+	require.Equal(t, 1, strings.Count(pe.logs.String(), "circuit breaker closed"), pe.logs.String())
+	st, err := pe.pg.Breaker(context.Background(), url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerClosed, st)
+}
+
+func TestPostgresSendMCPTx(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{})
+	ctx := context.Background()
+	runWorker(t, pe.sup)
+
+	tx, err := pe.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = pe.pg.SendMCPTx(ctx, tx, mcp("https://buyer.example/hook", "rolled_back"))
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+
+	tx, err = pe.pool.Begin(ctx)
+	require.NoError(t, err)
+	w := mcp("https://buyer.example/hook", "committed")
+	w.SequenceKey = "buyer-1"
+	r, err := pe.pg.SendMCPTx(ctx, tx, w)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), r.Sequence)
+	require.Zero(t, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries`), "invisible until commit")
+	require.NoError(t, tx.Commit(ctx))
+
+	a := pe.attempts(1)[0]
+	require.Equal(t, r.ID, a.DeliveryID)
+	require.Equal(t, "committed", a.TaskID)
+	require.Len(t, pe.sender.sent(), 1)
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries`))
+}
+
+func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{})
+	ctx := context.Background()
+	url := "https://buyer.example/down"
+	pe.sender.on(url, step{status: 500, body: "boom"}, step{status: 500}, step{status: 500, body: "still down"})
+	runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	pe.deliverAll(1)
+
+	d, err := pe.pg.Delivery(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State, "a final failure is kept, not deleted")
+	require.Equal(t, 3, d.Attempts)
+	require.Equal(t, "HTTP 500: still down", d.LastError)
+	require.Equal(t, 500, d.LastStatus)
+	require.False(t, d.FinishedAt.IsZero())
+	failed, err := pe.pg.FailedDeliveries(ctx, "", 10)
+	require.NoError(t, err)
+	require.Len(t, failed, 1)
+	require.Equal(t, r.ID, failed[0].ID)
+	as, err := pe.pg.Attempts(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, []webhook.Outcome{webhook.OutcomeFailure, webhook.OutcomeFailure, webhook.OutcomeFailure}, outcomes(as))
+	require.Equal(t, "HTTP 500: boom", as[0].Error)
+	require.Equal(t, []bool{true, true, false}, willRetry(as))
+
+	require.ErrorIs(t, pe.pg.Redeliver(ctx, "999999"), webhook.ErrNotFound)
+	require.NoError(t, pe.pg.Redeliver(ctx, r.ID))
+	a := pe.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+	require.Equal(t, 1, a.AttemptNumber, "a redelivery starts a fresh allowance of attempts")
+	reqs := pe.sender.sent()
+	require.Len(t, reqs, 4)
+	require.Equal(t, reqs[0].Body, reqs[3].Body)
+	require.Equal(t, r.IdempotencyKey, reqs[3].Key)
+	d, err = pe.pg.Delivery(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateDelivered, d.State)
+	require.ErrorIs(t, pe.pg.Redeliver(ctx, r.ID), webhook.ErrNotFailed)
+	as, err = pe.pg.Attempts(ctx, r.ID)
+	require.NoError(t, err)
+	require.Len(t, as, 4, "earlier attempts are kept")
+}
+
+func TestPostgresRetention(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Retention: time.Hour}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
+	})
+	ctx := context.Background()
+	url := "https://buyer.example/hook"
+	pe.sender.on(url, step{status: 400})
+	stop := runWorker(t, pe.sup)
+	pe.sendMCP(mcp(url, "failed"))
+	pe.sendMCP(mcp(url, "delivered"))
+	pe.attempts(2)
+	stop()
+	pending := pe.sendMCP(mcp(url, "pending")) // no worker runs
+	require.Equal(t, 3, pe.count(`SELECT count(*) FROM adcp_webhook_attempts`)+1)
+
+	n, err := pe.pg.Purge(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing is older than an hour yet")
+
+	// Two hours on, a worker starting up purges the finished rows and
+	// their attempt rows; the pending delivery stays and is delivered.
+	pe.clock.Advance(2 * time.Hour)
+	runWorker(t, pe.another())
+	require.Equal(t, pending.ID, pe.attempts(1)[0].DeliveryID)
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE task_id <> 'pending'`) == 0
+	}, guard, 10*time.Millisecond)
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries`))
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*) FROM adcp_webhook_attempts`) == 1
+	}, guard, 10*time.Millisecond)
+}
+
+func TestPostgresSequencesContiguousUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{})
+	const goroutines, each = 8, 40
+	got := make(chan int64, goroutines*each)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				w := mcp("https://buyer.example/hook", fmt.Sprintf("t%d_%d", g, i))
+				w.SequenceKey = "buyer-1"
+				r, err := pe.sup.SendMCP(context.Background(), w)
+				require.NoError(t, err)
+				got <- r.Sequence
+			}
+		})
+	}
+	wg.Wait()
+	close(got)
+	var seqs []int64
+	for n := range got {
+		seqs = append(seqs, n)
+	}
+	slices.Sort(seqs)
+	for i, n := range seqs {
+		require.Equal(t, int64(i+1), n)
+	}
+	n, err := pe.pg.NextSequence(context.Background(), "buyer-1")
+	require.NoError(t, err)
+	require.Equal(t, int64(goroutines*each+1), n)
+}
+
+func TestPostgresCreateSchemaIsIdempotentAndConcurrent(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() { errs <- s.CreateSchema(context.Background()) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.CreateSchema(context.Background()))
+	var tables int
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'adcp_webhook_%'`).Scan(&tables))
+	require.Equal(t, 4, tables)
+}
+
+func TestPostgresTableNameOverrides(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 63)
+	tables := webhook.PostgresTables{Deliveries: long, Attempts: "seller_attempt_log", Breakers: "seller_breakers", Sequences: "seller_seqs"}
+	pe := newPgEnv(t, webhook.PostgresConfig{Tables: tables}, func(c *suiteConfig) {
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1}
+	})
+	url := "https://buyer.example/hook"
+	pe.sender.on(url, step{status: 503})
+	runWorker(t, pe.sup)
+	w := mcp(url, "t1")
+	w.SequenceKey = "k"
+	r := pe.sendMCP(w)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(pe.logs.String())
+		}
+	})
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
+	pe.clock.Advance(webhook.OpenTimeoutDefault) // the breaker opened
+	require.Equal(t, webhook.OutcomeSuccess, pe.attempts(1)[0].Outcome)
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM `+long+` WHERE id = $1 AND state = 'delivered'`, r.ID))
+	require.Equal(t, 2, pe.count(`SELECT count(*) FROM seller_attempt_log`))
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM seller_breakers`))
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM seller_seqs`))
+	require.Zero(t, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'adcp_webhook_%'`))
+	// Every index was created under its own name, none truncated away.
+	require.Equal(t, 5, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and four indexes")
+}
+
+func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(context.Background(), "postgres://localhost:1/none") // never connects
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	_, err = webhook.NewPostgresSupervisor(nil, newScriptedSender(), webhook.PostgresConfig{})
+	require.ErrorIs(t, err, webhook.ErrInvalidConfig)
+	var nilPool *pgxpool.Pool
+	_, err = webhook.NewPostgresSupervisor(nilPool, newScriptedSender(), webhook.PostgresConfig{})
+	require.ErrorIs(t, err, webhook.ErrInvalidConfig)
+	_, err = webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{})
+	require.ErrorIs(t, err, webhook.ErrNilSender)
+	for name, tc := range map[string]struct {
+		cfg   webhook.PostgresConfig
+		field string
+	}{
+		"non-ASCII":   {webhook.PostgresConfig{Tables: webhook.PostgresTables{Deliveries: "adcp_wébhook"}}, "PostgresConfig.Tables.Deliveries"},
+		"punctuated":  {webhook.PostgresConfig{Tables: webhook.PostgresTables{Attempts: "bad-name!"}}, "PostgresConfig.Tables.Attempts"},
+		"upper case":  {webhook.PostgresConfig{Tables: webhook.PostgresTables{Breakers: "Breakers"}}, "PostgresConfig.Tables.Breakers"},
+		"too long":    {webhook.PostgresConfig{Tables: webhook.PostgresTables{Sequences: strings.Repeat("s", 64)}}, "PostgresConfig.Tables.Sequences"},
+		"digit first": {webhook.PostgresConfig{Tables: webhook.PostgresTables{Deliveries: "1st"}}, "PostgresConfig.Tables.Deliveries"},
+		"duplicate":   {webhook.PostgresConfig{Tables: webhook.PostgresTables{Attempts: "same", Breakers: "same"}}, "PostgresConfig.Tables.Breakers"},
+		"lease":       {webhook.PostgresConfig{LeaseDuration: time.Second}, "PostgresConfig.LeaseDuration"},
+		"concurrency": {webhook.PostgresConfig{Concurrency: -1}, "PostgresConfig.Concurrency"},
+		"retry":       {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: -1}}, "PostgresConfig.Retry.MaxAttempts"},
+	} {
+		_, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), tc.cfg)
+		var ce *webhook.ConfigError
+		require.ErrorAs(t, err, &ce, name)
+		require.Equal(t, tc.field, ce.Field, name)
+	}
+	// A pool that cannot say how it connects needs PollOnly.
+	_, err = webhook.NewPostgresSupervisor(struct{ webhook.PostgresPool }{pool}, newScriptedSender(), webhook.PostgresConfig{})
+	require.ErrorIs(t, err, webhook.ErrInvalidConfig)
+	_, err = webhook.NewPostgresSupervisor(struct{ webhook.PostgresPool }{pool}, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+}
+
+func TestPostgresDropRefusalStoresNothing(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
+	})
+	url := "https://buyer.example/dead"
+	pe.sender.on(url, step{status: 503})
+	runWorker(t, pe.sup)
+	pe.sendMCP(mcp(url, "t1"))
+	pe.attempts(1)
+	w := mcp(url, "t2")
+	w.SequenceKey = "s"
+	_, err := pe.sup.SendMCP(context.Background(), w)
+	require.ErrorIs(t, err, webhook.ErrCircuitOpen)
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries`))
+	require.Zero(t, pe.count(`SELECT count(*) FROM adcp_webhook_sequences`))
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_attempts WHERE delivery_id IS NULL AND outcome = 'circuit_open' AND task_id = 't2'`))
+}
+
+func TestPostgresPollOnly(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{PollOnly: true, PollInterval: 20 * time.Millisecond})
+	runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp("https://buyer.example/hook", "t1"))
+	require.Equal(t, r.ID, pe.attempts(1)[0].DeliveryID)
+}
+
+func TestPostgresSurvivesRestart(t *testing.T) {
+	// Not parallel: it restarts the server every Postgres test shares.
+	recv := webhooktest.NewReceiver(webhooktest.Config{})
+	t.Cleanup(recv.Close)
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true})
+	require.NoError(t, err)
+	pool := pgtest.New(t)
+	logs := &syncBuffer{}
+	cfg := suiteConfig{Sender: sender, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	s := newPostgresOn(t, pool, cfg, webhook.PostgresConfig{AllowInsecureHTTP: true, Concurrency: 4})
+	runWorker(t, s)
+	runWorker(t, s)
+	ctx := context.Background()
+	var accepted []string
+	send := func(i int) {
+		if r, err := s.SendMCP(ctx, mcp(recv.URL, fmt.Sprint("t", i))); err == nil {
+			accepted = append(accepted, r.IdempotencyKey)
+		}
+	}
+	for i := range 100 {
+		send(i)
+	}
+	pgtest.Restart(t)
+	for i := 100; i < 200; i++ {
+		send(i)
+	}
+	require.GreaterOrEqual(t, len(accepted), 100)
+	wctx, cancel := context.WithTimeout(ctx, 2*guard)
+	defer cancel()
+	for {
+		seen := map[string]bool{}
+		for _, d := range recv.Deliveries() {
+			seen[d.IdempotencyKey] = true
+		}
+		missing := 0
+		for _, k := range accepted {
+			if !seen[k] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		require.NoError(t, wctx.Err(), "%d of %d accepted webhooks never arrived; logs:\n%s", missing, len(accepted), logs.String())
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,653 @@
+package webhook
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// pgJob is a claimed delivery.
+type pgJob struct {
+	prepared
+	id       int64
+	idStr    string
+	seq      int64
+	attempts int // charged before this claim
+	accepted time.Time
+	firstAt  time.Time // zero until the first attempt
+	token    int64
+	probe    uint64 // the half-open period whose probe slot it holds; 0: none
+	dirty    bool   // its breaker had failures when it was claimed
+}
+
+func (j *pgJob) anchor() time.Time {
+	if j.firstAt.IsZero() {
+		return j.accepted
+	}
+	return j.firstAt
+}
+
+// RunWorker delivers due webhooks until ctx is done. See [Supervisor].
+//
+// It runs Concurrency worker goroutines fed by one claimer, which claims up
+// to ClaimBatch due deliveries per statement, as many as there are free
+// workers. Idle, it waits for a NOTIFY from an enqueue, its own next due
+// delivery, or PollInterval. A lost database connection is logged and
+// retried with backoff; RunWorker returns only when ctx is done, after the
+// in-flight attempts finish (bounded by DrainTimeout) and their results are
+// written.
+func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
+	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAttempts()
+	p := &pgPool{
+		s:          s,
+		attemptCtx: attemptCtx,
+		work:       make(chan *pgJob),
+		slots:      make(chan struct{}, s.concurrency),
+		wake:       make(chan struct{}, 1),
+	}
+	p.workers.Add(s.concurrency)
+	for range s.concurrency {
+		go p.loop()
+	}
+	var background sync.WaitGroup
+	if !s.pollOnly {
+		background.Go(func() { s.listen(ctx, p.signal) })
+	}
+	background.Go(func() { s.purgeLoop(ctx) })
+
+	p.claimLoop(ctx)
+	close(p.work)
+
+	drained := make(chan struct{})
+	go func() {
+		p.workers.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(s.drainTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
+			slog.Duration("drain_timeout", s.drainTimeout))
+		cancelAttempts()
+		<-drained
+	}
+	background.Wait()
+	return nil
+}
+
+// pgPool is the workers of one RunWorker call.
+type pgPool struct {
+	s          *PostgresSupervisor
+	attemptCtx context.Context // cancelled only after DrainTimeout
+	work       chan *pgJob
+	slots      chan struct{} // a token per busy worker
+	wake       chan struct{} // something may be due
+	workers    sync.WaitGroup
+	lastProbe  time.Time // real time of the last half-open probe check
+}
+
+func (p *pgPool) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// claimLoop claims due deliveries for free workers until ctx is done.
+func (p *pgPool) claimLoop(ctx context.Context) {
+	s := p.s
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		select {
+		case p.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+		for n < s.batch {
+			select {
+			case p.slots <- struct{}{}:
+				n++
+				continue
+			default:
+			}
+			break
+		}
+		now := s.k.clock.Now()
+		jobs, err := p.claim(ctx, n, now)
+		for range n - len(jobs) {
+			<-p.slots
+		}
+		for _, j := range jobs {
+			p.work <- j
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: claiming deliveries failed; retrying",
+				slog.String("error", err.Error()), slog.Duration("retry_in", backoff.peek()))
+			sleepCtx(ctx, backoff.next())
+			continue
+		}
+		backoff.reset()
+		if len(jobs) == n {
+			continue // perhaps more is due
+		}
+		p.idle(ctx, now)
+	}
+}
+
+// idle waits until something may be due: a notification, a local change,
+// the next due delivery or breaker, or the poll interval.
+func (p *pgPool) idle(ctx context.Context, now time.Time) {
+	s := p.s
+	var due <-chan time.Time
+	stop := func() bool { return false }
+	var next *time.Time
+	if err := s.db.QueryRow(ctx, s.q.nextDue, now, s.k.breaker.OpenTimeout).Scan(&next); err == nil && next != nil {
+		due, stop = s.k.clock.TimerAt(*next)
+	}
+	defer stop()
+	poll := time.NewTimer(s.poll)
+	defer poll.Stop()
+	select {
+	case <-ctx.Done():
+	case <-p.wake:
+	case <-due:
+	case <-poll.C:
+	}
+}
+
+// claim takes up to n due deliveries: first those whose breaker is closed,
+// then half-open probes.
+func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, error) {
+	s := p.s
+	token := newLeaseToken()
+	lease := now.Add(s.lease)
+	rows, err := s.db.Query(ctx, s.q.claim, now, n, lease, token)
+	if err != nil {
+		return nil, dbError("claim", err)
+	}
+	jobs, err := scanJobs(rows, token, 0, nil)
+	if err != nil {
+		return jobs, dbError("claim", err)
+	}
+	// Probes wait for a claim that did not fill up, or at most a second
+	// under load, so that a busy queue cannot starve a recovering endpoint.
+	if len(jobs) < n || time.Since(p.lastProbe) > time.Second {
+		p.lastProbe = time.Now()
+		jobs, err = s.claimProbes(ctx, jobs, n, now, lease, token)
+	}
+	return jobs, err
+}
+
+// claimProbes claims half-open probes, within each breaker's slots: it
+// locks the breakers that may let a probe through, counts their probes in
+// flight (running rows of the current period with a live lease: a dead
+// worker's probe frees its slot when its lease expires) and claims the
+// difference.
+func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
+	var any bool
+	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.OpenTimeout).Scan(&any); err != nil || !any {
+		return jobs, dbError("claim probes", err)
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.OpenTimeout, 16)
+	if err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	type keyed struct {
+		key string
+		b   breaker
+	}
+	var bs []keyed
+	for rows.Next() {
+		var k keyed
+		if err := scanBreaker(rows, &k.key, &k.b); err != nil {
+			rows.Close()
+			return jobs, dbError("claim probes", err)
+		}
+		bs = append(bs, k)
+	}
+	if err := rows.Err(); err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	var claimed []*pgJob
+	for _, kb := range bs {
+		if len(jobs)+len(claimed) >= n {
+			break
+		}
+		b := kb.b
+		b.advance(s.k.breaker, now)
+		if b.State != BreakerHalfOpen {
+			continue
+		}
+		var inFlight int
+		if err := tx.QueryRow(ctx, s.q.countProbes, kb.key, int64(b.Period), now).Scan(&inFlight); err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+		free := min(s.k.breaker.HalfOpenProbes-inFlight, n-len(jobs)-len(claimed))
+		if free <= 0 {
+			continue
+		}
+		rows, err := tx.Query(ctx, s.q.claimProbes, now, free, lease, token, kb.key, int64(b.Period))
+		if err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+		if claimed, err = scanJobs(rows, token, b.Period, claimed); err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+		if b != kb.b {
+			if err := s.saveBreaker(ctx, tx, kb.key, b, now); err != nil {
+				return jobs, err
+			}
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	return append(jobs, claimed...), nil
+}
+
+func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob, error) {
+	defer rows.Close()
+	for rows.Next() {
+		j := &pgJob{token: token, probe: probe}
+		var (
+			seqKey, taskType, taskID, typ, scheme *string
+			seq                                   *int64
+			creds                                 []byte
+			firstAt                               *time.Time
+		)
+		if err := rows.Scan(&j.id, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
+			&taskType, &taskID, &typ, &scheme, &creds,
+			&j.attempts, &j.accepted, &firstAt, &j.dirty); err != nil {
+			return out, err
+		}
+		j.idStr = strconv.FormatInt(j.id, 10)
+		j.seq = deref(seq)
+		j.taskType, j.taskID = TaskType(deref(taskType)), deref(taskID)
+		j.routing = Routing{SequenceKey: deref(seqKey), NotificationType: deref(typ)}
+		if j.breakerKey != j.url {
+			j.routing.BreakerKey = j.breakerKey
+		}
+		if scheme != nil {
+			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*scheme), Credentials: string(creds)}
+		}
+		if firstAt != nil {
+			j.firstAt = *firstAt
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// loop is one worker goroutine.
+func (p *pgPool) loop() {
+	guard := p.s.k.newSinkGuard(func() { go p.loop() })
+	defer guard.stop()
+	req := new(Request)
+	for j := range p.work {
+		if p.s.attempt(p.attemptCtx, req, j, guard, p.done) {
+			return // the replacement carries on and calls Done
+		}
+	}
+	p.workers.Done()
+}
+
+// done frees the worker's slot once its attempt is written and reported;
+// changed wakes the claimer to look again.
+func (p *pgPool) done(changed bool) {
+	<-p.slots
+	if changed {
+		p.signal()
+	}
+}
+
+// completion is what an attempt wrote.
+type completion struct {
+	state      DeliveryState
+	attempts   int
+	due        time.Time
+	firstAt    time.Time
+	finishedAt time.Time
+	status     int
+	errText    string
+	result     breakerResult
+	end        time.Time
+	record     Attempt
+}
+
+// attempt runs one attempt of j, writes its result, and reports it. It
+// returns true when the log sink outlived its bound: the worker must exit.
+func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob, g *sinkGuard, done func(bool)) bool {
+	now := s.k.clock.Now()
+	if s.k.pastHorizon(j.anchor(), now) {
+		msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", s.k.retry.Horizon)
+		a := s.k.baseRecord(&j.prepared, j.idStr, j.seq)
+		a.Outcome, a.OccurredAt, a.Error = OutcomeFailure, now, msg
+		c := completion{state: StateFailed, attempts: j.attempts, due: now, firstAt: j.firstAt, finishedAt: now,
+			errText: msg, end: now, record: a}
+		s.finish(j, &c)
+		return g.report(a, func() { done(false) })
+	}
+
+	n := j.attempts + 1
+	// The attempt ends well before its lease, so that no other worker can
+	// claim the delivery while it is in flight.
+	sendCtx, cancel := context.WithTimeout(ctx, s.lease/2)
+	res := s.k.send(sendCtx, req, &j.prepared, j.idStr, n)
+	cancel()
+	end := res.start.Add(res.elapsed)
+	a := s.k.record(&j.prepared, j.idStr, j.seq, n, res)
+	c := completion{status: res.status, errText: res.errText, end: end, firstAt: j.firstAt}
+	if c.firstAt.IsZero() {
+		c.firstAt = res.start
+	}
+
+	if ctx.Err() != nil && res.status == 0 {
+		// Cut short because the worker stopped: not the endpoint's fault,
+		// so not charged and not counted by the breaker.
+		a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
+		a.WillRetry, a.NextRetryAt = true, end
+		c.state, c.attempts, c.due, c.firstAt = StatePending, j.attempts, end, j.firstAt
+		c.errText = a.Error
+	} else {
+		next, retry := s.k.nextAttemptAt(n, res.class, c.firstAt, end)
+		a.WillRetry, a.NextRetryAt = retry, next
+		c.attempts, c.result = n, res.class.breakerResult()
+		switch {
+		case retry:
+			c.state, c.due = StatePending, next
+		case res.class.Verdict == VerdictDelivered:
+			c.state, c.due, c.finishedAt = StateDelivered, end, end
+		default:
+			c.state, c.due, c.finishedAt = StateFailed, end, end
+		}
+	}
+	c.record = a
+	changed := s.finish(j, &c)
+	return g.report(a, func() { done(changed || c.state == StatePending) })
+}
+
+// errLeaseLost reports a completion fenced off: another worker holds the
+// delivery now.
+var errLeaseLost = errors.New("lease lost")
+
+// finish writes a completion, retrying through connection trouble for as
+// long as the lease lasts (after that another worker may have taken over,
+// and the delivery will be attempted again: a duplicate under the same
+// key). It reports whether the breaker changed.
+func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged bool) {
+	ctx := context.Background() // results are written after cancellation too
+	giveUp := time.Now().Add(s.lease)
+	backoff := newBackoff()
+	withLog := true
+	for {
+		changed, err := s.writeCompletion(ctx, j, c, withLog)
+		if err == nil {
+			return changed
+		}
+		if errors.Is(err, errLeaseLost) {
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
+				slog.String("delivery_id", j.idStr), slog.Int("attempt_number", c.record.AttemptNumber))
+			return false
+		}
+		var pe *pgconn.PgError
+		if withLog && errors.As(err, &pe) {
+			// The server refused the statement (the attempt table is
+			// broken, say): keep the delivery's state, drop the log row.
+			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: writing the attempt row failed; recording the delivery's state without it",
+				slog.String("delivery_id", j.idStr), slog.Int("attempt_number", c.record.AttemptNumber), slog.String("error", dbError("complete", err).Error()))
+			withLog = false
+			continue
+		}
+		if time.Now().After(giveUp) {
+			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: could not record an attempt's result before its lease expired; the delivery will be attempted again",
+				slog.String("delivery_id", j.idStr), slog.String("error", dbError("complete", err).Error()))
+			return false
+		}
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: recording an attempt's result failed; retrying",
+			slog.String("delivery_id", j.idStr), slog.String("error", dbError("complete", err).Error()))
+		time.Sleep(backoff.next())
+	}
+}
+
+// writeCompletion writes c in one statement, or, when the breaker must
+// change, in one transaction that locks the breaker first.
+func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *completion, withLog bool) (bool, error) {
+	needBreaker := c.result == breakerFailure || j.probe != 0 || c.result == breakerSuccess && j.dirty
+	if !needBreaker {
+		return false, s.completeRow(ctx, s.db, j, c, withLog)
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	var b breaker
+	err = tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
+	if err != nil {
+		return false, err
+	}
+	if err := s.completeRow(ctx, tx, j, c, withLog); err != nil {
+		return false, err
+	}
+	before := b
+	b.record(s.k.breaker, c.result, probe(j.probe), c.end)
+	if b != before {
+		if err := s.saveBreaker(ctx, tx, j.breakerKey, b, c.end); err != nil {
+			return false, err
+		}
+		if b.State == BreakerOpen && before.State != BreakerOpen {
+			if _, err := tx.Exec(ctx, s.q.deferBreaker, j.breakerKey, b.openUntil(s.k.breaker)); err != nil {
+				return false, err
+			}
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, err
+	}
+	if b.State != before.State {
+		s.k.logger.LogAttrs(ctx, slog.LevelInfo, "webhook: circuit breaker "+b.State.String(),
+			slog.String("breaker_key", j.breakerKey), slog.String("from", before.State.String()))
+	}
+	return b.State != before.State, nil
+}
+
+// completeRow writes the delivery's new state and its attempt row, fenced
+// by the lease token.
+func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
+	var finished, first any
+	if !c.finishedAt.IsZero() {
+		finished = c.finishedAt
+	}
+	if !c.firstAt.IsZero() {
+		first = c.firstAt
+	}
+	var status any
+	if c.status != 0 {
+		status = c.status
+	}
+	args := []any{j.id, j.token, string(c.state), c.attempts, c.due, first, finished, status, nullText(c.errText)}
+	sql := s.q.completeNoLog
+	if withLog {
+		sql = s.q.complete
+		args = append(args, attemptArgs(nil, c.record)[1:]...)
+	}
+	tag, err := q.Exec(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	// No row: the lease moved on, or an earlier try of this write
+	// committed without our hearing of it.
+	var state string
+	var token *int64
+	if err := q.QueryRow(ctx, s.q.leaseState, j.id).Scan(&state, &token); err != nil {
+		return err
+	}
+	if token != nil && *token == j.token && state != string(StateRunning) {
+		return nil
+	}
+	return errLeaseLost
+}
+
+func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b breaker, now time.Time) error {
+	var opened any
+	if !b.OpenedAt.IsZero() {
+		opened = b.OpenedAt
+	}
+	_, err := q.Exec(ctx, s.q.saveBreaker, key, b.State.String(), b.Failures, b.Successes, opened, int64(b.Period), now)
+	return dbError("save breaker", err)
+}
+
+func (s *PostgresSupervisor) loadBreaker(ctx context.Context, q querier, sql, key string) (breaker, error) {
+	var b breaker
+	err := q.QueryRow(ctx, sql, key).Scan(breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
+	return b, err
+}
+
+func scanBreaker(rows pgx.Rows, key *string, b *breaker) error {
+	return rows.Scan(key, breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
+}
+
+// breakerState, breakerTime and breakerPeriod scan a breaker row's
+// columns (sql.Scanner).
+type (
+	breakerState  struct{ p *BreakerState }
+	breakerTime   struct{ p *time.Time }
+	breakerPeriod struct{ p *uint64 }
+)
+
+func (v breakerState) Scan(src any) error {
+	switch src {
+	case "closed":
+		*v.p = BreakerClosed
+	case "open":
+		*v.p = BreakerOpen
+	case "half_open":
+		*v.p = BreakerHalfOpen
+	default:
+		return fmt.Errorf("unknown breaker state %v", src)
+	}
+	return nil
+}
+
+func (v breakerTime) Scan(src any) error {
+	switch t := src.(type) {
+	case nil:
+		*v.p = time.Time{}
+	case time.Time:
+		*v.p = t
+	default:
+		return fmt.Errorf("breaker time: unexpected %T", src)
+	}
+	return nil
+}
+
+func (v breakerPeriod) Scan(src any) error {
+	n, ok := src.(int64)
+	if !ok || n < 0 {
+		return fmt.Errorf("breaker period: unexpected %v", src)
+	}
+	*v.p = uint64(n)
+	return nil
+}
+
+// listen wakes the claimer on NOTIFY from a dedicated connection, and
+// reconnects with backoff when it drops; meanwhile the claimer polls.
+func (s *PostgresSupervisor) listen(ctx context.Context, wake func()) {
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		conn, err := pgx.ConnectConfig(ctx, s.listenConfig)
+		if err == nil {
+			_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.q.channel}.Sanitize())
+			if err == nil {
+				backoff.reset()
+				wake() // anything enqueued while not listening
+				for err == nil {
+					_, err = conn.WaitForNotification(ctx)
+					if err == nil {
+						wake()
+					}
+				}
+			}
+			conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing a broken connection
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: LISTEN connection failed; polling until it is back",
+			slog.String("error", dbError("listen", err).Error()), slog.Duration("retry_in", backoff.peek()))
+		sleepCtx(ctx, backoff.next())
+	}
+}
+
+// purgeLoop runs Purge when the worker starts and then every minute.
+func (s *PostgresSupervisor) purgeLoop(ctx context.Context) {
+	if s.retention < 0 {
+		return
+	}
+	for {
+		if _, err := s.Purge(ctx); err != nil && ctx.Err() == nil {
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: purging finished deliveries failed", slog.String("error", err.Error()))
+		}
+		if !sleepCtx(ctx, purgeEvery) {
+			return
+		}
+	}
+}
+
+const purgeEvery = time.Minute
+
+// backoff doubles from 100ms to 5s.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+
+func (b *backoff) peek() time.Duration { return b.d }
+func (b *backoff) next() time.Duration {
+	d := b.d
+	b.d = min(2*b.d, 5*time.Second)
+	return d
+}
+func (b *backoff) reset() { b.d = 100 * time.Millisecond }
+
+// sleepCtx sleeps for d or until ctx is done, reporting whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// newLeaseToken returns a random token identifying one claim.
+func newLeaseToken() int64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return int64(binary.LittleEndian.Uint64(b[:]) >> 1)
+}

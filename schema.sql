@@ -1,0 +1,107 @@
+-- Schema of github.com/adcpkit/webhook's PostgresSupervisor, with the default
+-- table names. PostgresSupervisor.CreateSchema runs this same DDL (with any
+-- table names overridden in PostgresConfig.Tables); migration tools can run
+-- it as-is. Every statement is idempotent.
+
+-- One row per accepted delivery: the queue and, once finished, the record.
+CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- pending -> running -> delivered | failed
+    state             text NOT NULL
+                      CHECK (state IN ('pending', 'running', 'delivered', 'failed')),
+    -- pending: when the next attempt is due; running: when the lease expires
+    -- and another worker may claim the row.
+    due_at            timestamptz NOT NULL,
+    lease_token       bigint,
+    -- The half-open period whose probe slot a running attempt holds.
+    probe_period      bigint,
+    url               text NOT NULL,
+    -- The exact bytes every attempt sends, under idempotency_key.
+    body              bytea NOT NULL,
+    idempotency_key   text NOT NULL,
+    breaker_key       text NOT NULL,
+    sequence_key      text,
+    sequence_number   bigint,
+    task_type         text,
+    task_id           text,
+    notification_type text,
+    -- Legacy push-notification authentication. The credentials are a secret
+    -- shared with the buyer: restrict who can read this table.
+    auth_scheme       text,
+    auth_credentials  bytea,
+    attempts          integer NOT NULL DEFAULT 0,
+    accepted_at       timestamptz NOT NULL,
+    first_attempt_at  timestamptz,
+    finished_at       timestamptz,
+    last_status       integer,
+    last_error        text
+);
+
+-- The claim: due pending rows and running rows whose lease expired.
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_due_idx
+    ON adcp_webhook_deliveries (due_at) WHERE state IN ('pending', 'running');
+-- Half-open probes and rescheduling when a breaker opens.
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_breaker_idx
+    ON adcp_webhook_deliveries (breaker_key) WHERE state IN ('pending', 'running');
+-- Retention.
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_finished_idx
+    ON adcp_webhook_deliveries (finished_at) WHERE state IN ('delivered', 'failed');
+-- Listing failed deliveries.
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_failed_idx
+    ON adcp_webhook_deliveries (id) WHERE state = 'failed';
+
+-- One row per attempt: the audit log (the LogSink receives the same records).
+CREATE TABLE IF NOT EXISTS adcp_webhook_attempts (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- NULL for a webhook refused at acceptance because its breaker was open.
+    delivery_id       bigint REFERENCES adcp_webhook_deliveries (id) ON DELETE CASCADE,
+    attempt_number    integer NOT NULL,
+    max_attempts      integer NOT NULL,
+    outcome           text NOT NULL CHECK (outcome IN ('success', 'failure', 'circuit_open')),
+    http_status       integer,
+    error_message     text,
+    response_time_us  bigint NOT NULL,
+    occurred_at       timestamptz NOT NULL,
+    will_retry        boolean NOT NULL,
+    next_retry_at     timestamptz,
+    url               text NOT NULL,
+    breaker_key       text NOT NULL,
+    idempotency_key   text NOT NULL,
+    sequence_key      text,
+    sequence_number   bigint,
+    task_type         text,
+    task_id           text,
+    notification_type text,
+    payload_size      integer NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_delivery_idx
+    ON adcp_webhook_attempts (delivery_id);
+CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_task_idx
+    ON adcp_webhook_attempts (task_id);
+-- Retention of refusals, which belong to no delivery.
+CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_refused_idx
+    ON adcp_webhook_attempts (occurred_at) WHERE delivery_id IS NULL;
+
+-- One row per breaker key that has ever failed. Closed breakers without
+-- failures need no row.
+CREATE TABLE IF NOT EXISTS adcp_webhook_breakers (
+    breaker_key text PRIMARY KEY,
+    state       text NOT NULL DEFAULT 'closed'
+                CHECK (state IN ('closed', 'open', 'half_open')),
+    failures    integer NOT NULL DEFAULT 0,
+    successes   integer NOT NULL DEFAULT 0,
+    opened_at   timestamptz,
+    -- Counts half-open periods, so a late probe cannot free a newer slot.
+    period      bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS adcp_webhook_breakers_tripped_idx
+    ON adcp_webhook_breakers (opened_at) WHERE state <> 'closed';
+
+-- Per-key sequence counters: numbers are contiguous from 1.
+CREATE TABLE IF NOT EXISTS adcp_webhook_sequences (
+    sequence_key text PRIMARY KEY,
+    last_value   bigint NOT NULL
+);
