@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -131,6 +132,12 @@ type PostgresSupervisor struct {
 	listenConfig *pgx.ConnConfig
 	drainTimeout time.Duration
 	retention    time.Duration
+
+	notifier struct {
+		mu      sync.Mutex
+		running bool // a goroutine is sending NOTIFY
+		again   bool // and must send another when it is done
+	}
 }
 
 // NewPostgresSupervisor returns a PostgresSupervisor on pool that delivers
@@ -267,27 +274,65 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		}
 		return Receipt{}, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
 	}
-	var q querier = s.db
-	if tx != nil {
-		q = tx
-	}
 	var scheme, creds any
 	if a := d.routing.Authentication; a != nil {
 		scheme, creds = string(a.Scheme), []byte(a.Credentials)
 	}
-	var id, seq int64
-	err := q.QueryRow(ctx, s.q.enqueue,
-		d.url, d.body, d.key, d.breakerKey, nullText(d.routing.SequenceKey),
+	args := []any{d.url, d.body, d.key, d.breakerKey, nullText(d.routing.SequenceKey),
 		nullText(string(d.taskType)), nullText(d.taskID), nullText(d.routing.NotificationType),
-		scheme, creds, now, s.q.channel, s.k.breaker.OpenTimeout, s.k.breaker.OpenAction == OpenDrop,
-	).Scan(&id, &seq, nil)
+		scheme, creds, now, s.k.breaker.OpenTimeout, s.k.breaker.OpenAction == OpenDrop}
+	var q querier = s.db
+	sql, dest := s.q.enqueue, []any{new(int64), new(int64)}
+	if tx != nil {
+		q, sql = tx, s.q.enqueueNotify
+		args, dest = append(args, s.q.channel), append(dest, nil)
+	}
+	err := q.QueryRow(ctx, sql, args...).Scan(dest...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Receipt{}, s.refuse(ctx, q, d, now)
 	}
 	if err != nil {
 		return Receipt{}, dbError("enqueue", err)
 	}
+	if tx == nil {
+		s.wakeWorkers()
+	}
+	id, seq := *dest[0].(*int64), *dest[1].(*int64)
 	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, nil
+}
+
+// wakeWorkers sends NOTIFY to the workers after a delivery committed. It
+// does not wait: one goroutine sends, and enqueues that commit while it
+// does share the next notification, which starts after they committed.
+func (s *PostgresSupervisor) wakeWorkers() {
+	n := &s.notifier
+	n.mu.Lock()
+	if n.running {
+		n.again = true
+		n.mu.Unlock()
+		return
+	}
+	n.running = true
+	n.mu.Unlock()
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
+			if _, err := s.db.Exec(ctx, s.q.notify, s.q.channel); err != nil {
+				// Workers poll every PollInterval: a lost wake-up delays,
+				// it does not lose.
+				s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: NOTIFY failed", slog.String("error", dbError("notify", err).Error()))
+			}
+			cancel()
+			n.mu.Lock()
+			if !n.again {
+				n.running = false
+				n.mu.Unlock()
+				return
+			}
+			n.again = false
+			n.mu.Unlock()
+		}
+	}()
 }
 
 // refuse records a webhook refused at acceptance because its breaker is

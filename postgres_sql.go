@@ -104,6 +104,8 @@ type pgSQL struct {
 	channel string
 
 	enqueue        string
+	enqueueNotify  string
+	notify         string
 	refusedUntil   string
 	insertRefusal  string
 	claim          string
@@ -113,6 +115,7 @@ type pgSQL struct {
 	countProbes    string
 	nextDue        string
 	complete       string
+	completeBatch  string
 	completeNoLog  string
 	leaseState     string
 	lockBreaker    string
@@ -153,14 +156,14 @@ func newPgSQL(t PostgresTables) *pgSQL {
 	q := &pgSQL{tables: t, channel: t.Deliveries}
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
-	// statement. $14 refuses the webhook (OpenDrop) while its breaker is
+	// statement. $13 refuses the webhook (OpenDrop) while its breaker is
 	// open: then nothing is inserted or allocated and no row returns. A
 	// webhook accepted while its breaker is open is due when it half-opens.
 	q.enqueue = r.Replace(`
 WITH refused AS (
-	SELECT $14::boolean AND EXISTS (
+	SELECT $13::boolean AND EXISTS (
 		SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = $4 AND b.state = 'open' AND b.opened_at > $11::timestamptz - $13::interval) AS yes
+		WHERE b.breaker_key = $4 AND b.state = 'open' AND b.opened_at > $11::timestamptz - $12::interval) AS yes
 ), seq AS (
 	INSERT INTO {sequences} AS s (sequence_key, last_value)
 	SELECT $5, 1 FROM refused WHERE $5::text IS NOT NULL AND NOT refused.yes
@@ -170,13 +173,22 @@ WITH refused AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, accepted_at)
 	SELECT 'pending',
-		GREATEST($11::timestamptz, (SELECT b.opened_at + $13::interval FROM {breakers} b
+		GREATEST($11::timestamptz, (SELECT b.opened_at + $12::interval FROM {breakers} b
 			WHERE b.breaker_key = $4 AND b.state = 'open')),
 		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $11
 	FROM refused WHERE NOT refused.yes
 	RETURNING id, sequence_number
 )
-SELECT ins.id, COALESCE(ins.sequence_number, 0), pg_notify($12, '') FROM ins`)
+SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
+	// In the caller's transaction the NOTIFY must go with it, to be sent at
+	// its commit. (Postgres serialises the commits of notifying
+	// transactions, WAL flush included, so the pool path notifies
+	// separately: see notify.)
+	q.enqueueNotify = strings.Replace(q.enqueue, "COALESCE(ins.sequence_number, 0) FROM ins",
+		"COALESCE(ins.sequence_number, 0), pg_notify($14, '') FROM ins", 1)
+	// A wake-up needs no durability: committing it without waiting for the
+	// WAL keeps the notify lock for microseconds.
+	q.notify = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`
 	q.refusedUntil = r.Replace(`SELECT opened_at + $2::interval FROM {breakers} WHERE breaker_key = $1`)
 	q.insertRefusal = r.Replace(`INSERT INTO {attempts} ({attempt_columns})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`)
@@ -237,6 +249,31 @@ WITH done AS (
 )
 INSERT INTO {attempts} ({attempt_columns})
 SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done`)
+	// The same for many deliveries at once, from arrays; it returns the IDs
+	// it wrote.
+	q.completeBatch = r.Replace(`
+WITH v AS (
+	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[],
+		$7::timestamptz[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
+		$15::int[], $16::int[], $17::text[], $18::int[], $19::text[], $20::bigint[], $21::timestamptz[], $22::boolean[],
+		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[])
+	AS v(id, token, state, attempts, due_at, first_attempt_at, finished_at, last_status, last_error,
+		idempotency_key, url, breaker_key, sequence_key, sequence_number, attempt_number, max_attempts, outcome,
+		http_status, error_message, response_time_us, occurred_at, will_retry, next_retry_at, task_type, task_id,
+		payload_size, notification_type)
+), done AS (
+	UPDATE {deliveries} d SET state = v.state, attempts = v.attempts, due_at = v.due_at,
+		first_attempt_at = v.first_attempt_at, finished_at = v.finished_at, last_status = v.last_status,
+		last_error = v.last_error, probe_period = NULL
+	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
+	RETURNING d.id
+)
+INSERT INTO {attempts} ({attempt_columns})
+SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,
+	v.max_attempts, v.outcome, v.http_status, v.error_message, v.response_time_us, v.occurred_at, v.will_retry,
+	v.next_retry_at, v.task_type, v.task_id, v.payload_size, v.notification_type
+FROM v JOIN done ON done.id = v.id
+RETURNING delivery_id`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
 	q.leaseState = r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = $1`)

@@ -50,9 +50,10 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	defer cancelAttempts()
 	p := &pgPool{
 		s:          s,
+		writer:     s.newWriter(),
 		attemptCtx: attemptCtx,
-		work:       make(chan *pgJob),
-		slots:      make(chan struct{}, s.concurrency),
+		work:       make(chan *pgJob, s.batch),
+		slots:      make(chan struct{}, s.concurrency+s.batch),
 		wake:       make(chan struct{}, 1),
 	}
 	p.workers.Add(s.concurrency)
@@ -83,6 +84,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 		cancelAttempts()
 		<-drained
 	}
+	p.writer.close()
 	background.Wait()
 	return nil
 }
@@ -90,6 +92,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 // pgPool is the workers of one RunWorker call.
 type pgPool struct {
 	s          *PostgresSupervisor
+	writer     *pgWriter
 	attemptCtx context.Context // cancelled only after DrainTimeout
 	work       chan *pgJob
 	slots      chan struct{} // a token per busy worker
@@ -105,25 +108,41 @@ func (p *pgPool) signal() {
 	}
 }
 
-// claimLoop claims due deliveries for free workers until ctx is done.
+// claimLoop claims due deliveries for free workers until ctx is done. A
+// slot is a worker's attempt or a claimed delivery waiting in the work
+// channel for one: while there is a backlog the claimer keeps up to
+// ClaimBatch deliveries waiting and claims half a batch at a time, so claims
+// stay few per delivery; when there is none it claims for every worker that
+// frees up, at once.
 func (p *pgPool) claimLoop(ctx context.Context) {
 	s := p.s
 	backoff := newBackoff()
+	backlog := false
 	for ctx.Err() == nil {
-		select {
-		case p.slots <- struct{}{}:
-		case <-ctx.Done():
-			return
+		n := 0
+		want := 1
+		if backlog {
+			want = max(1, s.batch/2)
 		}
-		n := 1
+		for n < want {
+			select {
+			case p.slots <- struct{}{}:
+				n++
+			case <-ctx.Done():
+				for range n {
+					<-p.slots
+				}
+				return
+			}
+		}
+	more:
 		for n < s.batch {
 			select {
 			case p.slots <- struct{}{}:
 				n++
-				continue
 			default:
+				break more
 			}
-			break
 		}
 		now := s.k.clock.Now()
 		jobs, err := p.claim(ctx, n, now)
@@ -133,6 +152,7 @@ func (p *pgPool) claimLoop(ctx context.Context) {
 		for _, j := range jobs {
 			p.work <- j
 		}
+		backlog = err == nil && len(jobs) == n
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -143,10 +163,9 @@ func (p *pgPool) claimLoop(ctx context.Context) {
 			continue
 		}
 		backoff.reset()
-		if len(jobs) == n {
-			continue // perhaps more is due
+		if !backlog {
+			p.idle(ctx, now)
 		}
-		p.idle(ctx, now)
 	}
 }
 
@@ -304,8 +323,9 @@ func (p *pgPool) loop() {
 	guard := p.s.k.newSinkGuard(func() { go p.loop() })
 	defer guard.stop()
 	req := new(Request)
+	w := &pgWrite{written: make(chan bool, 1)} // reused by this worker's completions
 	for j := range p.work {
-		if p.s.attempt(p.attemptCtx, req, j, guard, p.done) {
+		if p.s.attempt(p.attemptCtx, req, j, guard, p.writer, w, p.done) {
 			return // the replacement carries on and calls Done
 		}
 	}
@@ -337,7 +357,7 @@ type completion struct {
 
 // attempt runs one attempt of j, writes its result, and reports it. It
 // returns true when the log sink outlived its bound: the worker must exit.
-func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob, g *sinkGuard, done func(bool)) bool {
+func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob, g *sinkGuard, pw *pgWriter, w *pgWrite, done func(bool)) bool {
 	now := s.k.clock.Now()
 	if s.k.pastHorizon(j.anchor(), now) {
 		msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", s.k.retry.Horizon)
@@ -345,7 +365,7 @@ func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob
 		a.Outcome, a.OccurredAt, a.Error = OutcomeFailure, now, msg
 		c := completion{state: StateFailed, attempts: j.attempts, due: now, firstAt: j.firstAt, finishedAt: now,
 			errText: msg, end: now, record: a}
-		s.finish(j, &c)
+		s.write(pw, w, j, &c)
 		return g.report(a, func() { done(false) })
 	}
 
@@ -383,8 +403,29 @@ func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob
 		}
 	}
 	c.record = a
-	changed := s.finish(j, &c)
+	changed := s.write(pw, w, j, &c)
 	return g.report(a, func() { done(changed || c.state == StatePending) })
+}
+
+// write writes a completion: through the batch writer when it leaves the
+// breaker alone, else (or when the batch could not write it) on its own.
+// It reports whether the breaker changed.
+func (s *PostgresSupervisor) write(pw *pgWriter, w *pgWrite, j *pgJob, c *completion) bool {
+	if !needsBreaker(j, c) {
+		w.j, w.c = j, c
+		pw.reqs <- w
+		written := <-w.written
+		w.j, w.c = nil, nil
+		if written {
+			return false
+		}
+	}
+	return s.finish(j, c)
+}
+
+// needsBreaker reports whether c changes (or may change) j's breaker.
+func needsBreaker(j *pgJob, c *completion) bool {
+	return c.result == breakerFailure || j.probe != 0 || c.result == breakerSuccess && j.dirty
 }
 
 // errLeaseLost reports a completion fenced off: another worker holds the
@@ -401,7 +442,9 @@ func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged boo
 	backoff := newBackoff()
 	withLog := true
 	for {
-		changed, err := s.writeCompletion(ctx, j, c, withLog)
+		tctx, cancel := context.WithTimeout(ctx, statementTimeout)
+		changed, err := s.writeCompletion(tctx, j, c, withLog)
+		cancel()
 		if err == nil {
 			return changed
 		}
@@ -433,8 +476,7 @@ func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged boo
 // writeCompletion writes c in one statement, or, when the breaker must
 // change, in one transaction that locks the breaker first.
 func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *completion, withLog bool) (bool, error) {
-	needBreaker := c.result == breakerFailure || j.probe != 0 || c.result == breakerSuccess && j.dirty
-	if !needBreaker {
+	if !needsBreaker(j, c) {
 		return false, s.completeRow(ctx, s.db, j, c, withLog)
 	}
 	tx, err := s.db.Begin(ctx)

@@ -1,0 +1,261 @@
+package webhook_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
+)
+
+// BenchmarkPostgresSupervisor measures end-to-end delivery through the
+// Postgres supervisor to a loopback receiver that answers at once, with the
+// throwaway Postgres at its default durability (fsync and synchronous_commit
+// on). One RunWorker call with Concurrency workers.
+//
+//   - drain: b.N deliveries enqueued first (not timed), then delivered;
+//   - enqueue+deliver: producers enqueue b.N while the workers deliver;
+//   - latency-200/s: b.N deliveries offered at 200 per second; reports the
+//     p50 and p99 from acceptance to the start of the first attempt.
+//
+// Each reports SQL statements per delivery (BEGIN and COMMIT count; the
+// LISTEN connection does not).
+//
+//	go test -run '^$' -bench BenchmarkPostgresSupervisor -benchtime 20000x
+func BenchmarkPostgresSupervisor(b *testing.B) {
+	b.Run("drain", func(b *testing.B) {
+		pb := newPgBench(b)
+		for i := range b.N {
+			pb.send(b, i)
+		}
+		pb.pool.statements.Store(0)
+		b.ResetTimer()
+		stop := pb.start(b)
+		pb.waitDelivered(b, b.N)
+		b.StopTimer()
+		stop()
+		pb.report(b)
+	})
+	b.Run("enqueue+deliver", func(b *testing.B) {
+		pb := newPgBench(b)
+		b.ResetTimer()
+		stop := pb.start(b)
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range 8 {
+			wg.Go(func() {
+				for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
+					pb.send(b, i)
+				}
+			})
+		}
+		wg.Wait()
+		pb.waitDelivered(b, b.N)
+		b.StopTimer()
+		stop()
+		pb.report(b)
+	})
+	b.Run("latency-200/s", func(b *testing.B) {
+		pb := newPgBench(b)
+		stop := pb.start(b)
+		b.ResetTimer()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := range b.N {
+			<-tick.C
+			pb.send(b, i)
+		}
+		pb.waitDelivered(b, b.N)
+		b.StopTimer()
+		stop()
+		pb.report(b)
+		lat := pb.latencies()
+		b.ReportMetric(float64(percentile(lat, 50).Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(percentile(lat, 99).Microseconds())/1000, "p99-ms")
+	})
+}
+
+type pgBench struct {
+	pool      *countingPool
+	sup       *webhook.PostgresSupervisor
+	url       string
+	delivered atomic.Int64
+	done      chan struct{}
+	want      atomic.Int64
+
+	mu       sync.Mutex
+	accepted map[string]time.Time // key → when SendMCP returned
+	first    map[string]time.Time // key → when its first attempt started
+}
+
+func newPgBench(b *testing.B) *pgBench {
+	b.Helper()
+	srv, sender := benchReceiver(b)
+	pb := &pgBench{url: srv.URL, done: make(chan struct{}), accepted: map[string]time.Time{}, first: map[string]time.Time{}}
+	pb.want.Store(-1)
+	cfg, err := pgxpool.ParseConfig(pgtest.URL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns = 24
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	pb.pool = &countingPool{Pool: pool}
+	timed := webhook.SenderFunc(func(ctx context.Context, r *webhook.Request) (*webhook.Response, error) {
+		if r.Attempt == 1 {
+			now := time.Now()
+			pb.mu.Lock()
+			if _, ok := pb.first[r.IdempotencyKey]; !ok {
+				pb.first[r.IdempotencyKey] = now
+			}
+			pb.mu.Unlock()
+		}
+		return sender.Send(ctx, r)
+	})
+	sink := webhook.LogSinkFunc(func(_ context.Context, a webhook.Attempt) error {
+		if a.Outcome == webhook.OutcomeSuccess && pb.delivered.Add(1) == pb.want.Load() {
+			close(pb.done)
+		}
+		return nil
+	})
+	pb.sup, err = webhook.NewPostgresSupervisor(pb.pool, timed, webhook.PostgresConfig{
+		AllowInsecureHTTP: true,
+		LogSink:           sink,
+		Concurrency:       benchConcurrency,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pb.sup.CreateSchema(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return pb
+}
+
+func (pb *pgBench) send(b *testing.B, i int) {
+	r, err := pb.sup.SendMCP(context.Background(), benchWebhook(pb.url, i))
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	now := time.Now()
+	pb.mu.Lock()
+	pb.accepted[r.IdempotencyKey] = now
+	pb.mu.Unlock()
+}
+
+func (pb *pgBench) start(b *testing.B) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pb.sup.RunWorker(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+func (pb *pgBench) waitDelivered(b *testing.B, n int) {
+	pb.want.Store(int64(n))
+	if pb.delivered.Load() >= int64(n) {
+		return
+	}
+	select {
+	case <-pb.done:
+	case <-time.After(10 * time.Minute):
+		b.Fatalf("%d of %d delivered", pb.delivered.Load(), n)
+	}
+}
+
+func (pb *pgBench) report(b *testing.B) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+	b.ReportMetric(float64(pb.pool.statements.Load())/float64(b.N), "statements/delivery")
+}
+
+func (pb *pgBench) latencies() []time.Duration {
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	var out []time.Duration
+	for k, at := range pb.accepted {
+		if f, ok := pb.first[k]; ok {
+			out = append(out, f.Sub(at))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[(len(sorted)-1)*p/100]
+}
+
+// countingPool counts the statements the supervisor sends through the pool
+// and its transactions.
+type countingPool struct {
+	*pgxpool.Pool
+	statements atomic.Int64
+}
+
+func (p *countingPool) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	p.statements.Add(1)
+	return p.Pool.Exec(ctx, sql, args...)
+}
+
+func (p *countingPool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	p.statements.Add(1)
+	return p.Pool.Query(ctx, sql, args...)
+}
+
+func (p *countingPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	p.statements.Add(1)
+	return p.Pool.QueryRow(ctx, sql, args...)
+}
+
+func (p *countingPool) Begin(ctx context.Context) (pgx.Tx, error) {
+	p.statements.Add(1)
+	tx, err := p.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingTx{Tx: tx, n: &p.statements}, nil
+}
+
+type countingTx struct {
+	pgx.Tx
+	n *atomic.Int64
+}
+
+func (t *countingTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	t.n.Add(1)
+	return t.Tx.Exec(ctx, sql, args...)
+}
+
+func (t *countingTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	t.n.Add(1)
+	return t.Tx.Query(ctx, sql, args...)
+}
+
+func (t *countingTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	t.n.Add(1)
+	return t.Tx.QueryRow(ctx, sql, args...)
+}
+
+func (t *countingTx) Commit(ctx context.Context) error {
+	t.n.Add(1)
+	return t.Tx.Commit(ctx)
+}
