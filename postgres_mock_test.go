@@ -1,0 +1,526 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+)
+
+// These tests put the Postgres supervisor on a scripted pool to produce the
+// faults a real database cannot produce on demand: a server error on the
+// attempt-log insert alone, and a connection that drops between claim and
+// completion.
+//
+// The pool is a small pgxmock-style fake written here because pgxmock
+// (v4.9.0, its newest release on the module proxy) does not compile against
+// pgx v5.11 and later, which added methods to pgx.Rows and
+// pgx.BatchResults. Like pgxmock, it answers each statement from the first
+// expectation that matches it, and reports calls no expectation matched.
+
+// Statement prefixes, after whitespace is collapsed. A prefix, not a
+// substring: the combined completion contains the state-only update's text.
+const (
+	sqlClaim         = "WITH due AS"                              // claim due deliveries
+	sqlComplete      = "WITH done AS"                             // state change + attempt row
+	sqlCompleteNoLog = "UPDATE adcp_webhook_deliveries SET state" // state change only
+	sqlProbeCheck    = "SELECT EXISTS"                            // any half-open probe candidates?
+	sqlNextDue       = "SELECT LEAST("                            // when to look again
+)
+
+const mockURL = "https://buyer.example/hook"
+
+// mockPool is a scripted webhook.PostgresPool.
+type mockPool struct {
+	mu         sync.Mutex
+	exps       []*mockExpect
+	unexpected []string
+}
+
+var _ webhook.PostgresPool = (*mockPool)(nil)
+
+// mockExpect is one expected statement and its answer.
+type mockExpect struct {
+	prefix   string
+	args     []any // literals (reflect.DeepEqual) or argFunc; nil: any
+	times    int   // how many calls it answers; 0: any number
+	optional bool  // need not be called
+	err      error
+	tag      string
+	rows     [][]any
+	calls    []time.Time // when it answered
+}
+
+// expect adds an expectation for a statement starting with prefix, with
+// args (nil for any).
+func (p *mockPool) expect(prefix string, args ...any) *mockExpect {
+	e := &mockExpect{prefix: prefix, args: args, times: 1}
+	p.mu.Lock()
+	p.exps = append(p.exps, e)
+	p.mu.Unlock()
+	return e
+}
+
+// result sets an Exec's command tag, "UPDATE 1" say.
+func (e *mockExpect) result(tag string) *mockExpect { e.tag = tag; return e }
+
+// returnRows sets a Query's rows.
+func (e *mockExpect) returnRows(rows ...[]any) *mockExpect { e.rows = rows; return e }
+
+// fail makes the statement fail with err.
+func (e *mockExpect) fail(err error) *mockExpect { e.err = err; return e }
+
+// repeatedly lets the expectation answer any number of calls, at least one.
+func (e *mockExpect) repeatedly() *mockExpect { e.times = 0; return e }
+
+// anyTimes lets the expectation answer any number of calls, none included.
+func (e *mockExpect) anyTimes() *mockExpect { e.times, e.optional = 0, true; return e }
+
+func (e *mockExpect) matches(sql string, args []any) bool {
+	if e.times > 0 && len(e.calls) >= e.times {
+		return false
+	}
+	if !strings.HasPrefix(strings.Join(strings.Fields(sql), " "), e.prefix) {
+		return false
+	}
+	if e.args == nil {
+		return true
+	}
+	if len(args) != len(e.args) {
+		return false
+	}
+	for i, want := range e.args {
+		if f, ok := want.(argFunc); ok {
+			if !f(args[i]) {
+				return false
+			}
+		} else if !reflect.DeepEqual(want, args[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// find returns the first expectation that answers sql with args, counting
+// the call, or records the call as unexpected.
+func (p *mockPool) find(ctx context.Context, sql string, args []any) (*mockExpect, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // as pgx does
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.exps {
+		if e.matches(sql, args) {
+			e.calls = append(e.calls, time.Now())
+			return e, e.err
+		}
+	}
+	stmt := strings.Join(strings.Fields(sql), " ")
+	stmt = stmt[:min(len(stmt), 60)]
+	p.unexpected = append(p.unexpected, fmt.Sprintf("%s %v", stmt, args))
+	return nil, fmt.Errorf("mockPool: unexpected statement %q", stmt)
+}
+
+func (p *mockPool) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	e, err := p.find(ctx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return pgconn.NewCommandTag(e.tag), nil
+}
+
+func (p *mockPool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	e, err := p.find(ctx, sql, args)
+	if err != nil {
+		return nil, err
+	}
+	return &mockRows{rows: e.rows, i: -1}, nil
+}
+
+func (p *mockPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := p.Query(ctx, sql, args...)
+	return mockRow{rows: rows, err: err}
+}
+
+func (p *mockPool) Begin(context.Context) (pgx.Tx, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unexpected = append(p.unexpected, "Begin")
+	return nil, errors.New("mockPool: unexpected Begin")
+}
+
+// check reports calls that no expectation matched and expectations that
+// were not met.
+func (p *mockPool) check(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Empty(t, p.unexpected, "statements no expectation matched")
+	for _, e := range p.exps {
+		if !e.optional && len(e.calls) < max(e.times, 1) {
+			t.Errorf("expectation %q %v called %d times, want %d", e.prefix, e.args, len(e.calls), max(e.times, 1))
+		}
+	}
+}
+
+// calls returns when e answered.
+func (p *mockPool) calls(e *mockExpect) []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), e.calls...)
+}
+
+// mockRows is a result set of plain Go values.
+type mockRows struct {
+	rows   [][]any
+	i      int
+	closed bool
+}
+
+var _ pgx.Rows = (*mockRows)(nil)
+
+func (r *mockRows) Close()                                       { r.closed = true }
+func (r *mockRows) Err() error                                   { return nil }
+func (r *mockRows) CommandTag() pgconn.CommandTag                { return pgconn.NewCommandTag("SELECT") }
+func (r *mockRows) FieldDescriptions() []pgconn.FieldDescription { return nil }
+func (r *mockRows) RawValues() [][]byte                          { return nil }
+func (r *mockRows) Conn() *pgx.Conn                              { return nil }
+func (r *mockRows) TypeMap() *pgtype.Map                         { return pgtype.NewMap() }
+
+func (r *mockRows) Next() bool {
+	if r.closed || r.i+1 >= len(r.rows) {
+		r.closed = true
+		return false
+	}
+	r.i++
+	return true
+}
+
+func (r *mockRows) Values() ([]any, error) { return r.rows[r.i], nil }
+
+// Scan assigns each value to its destination: directly, through a pointer
+// (for nullable columns), or through a Scan method.
+func (r *mockRows) Scan(dest ...any) error {
+	row := r.rows[r.i]
+	if len(dest) != len(row) {
+		return fmt.Errorf("mockRows: %d destinations for %d columns", len(dest), len(row))
+	}
+	for i, d := range dest {
+		if d == nil {
+			continue
+		}
+		if s, ok := d.(interface{ Scan(any) error }); ok {
+			if err := s.Scan(row[i]); err != nil {
+				return err
+			}
+			continue
+		}
+		dv := reflect.ValueOf(d)
+		if dv.Kind() != reflect.Pointer {
+			return fmt.Errorf("mockRows: column %d: destination %T is not a pointer", i, d)
+		}
+		to := dv.Elem()
+		if row[i] == nil {
+			to.SetZero()
+			continue
+		}
+		v := reflect.ValueOf(row[i])
+		switch {
+		case v.Type().AssignableTo(to.Type()):
+			to.Set(v)
+		case to.Kind() == reflect.Pointer && v.Type().AssignableTo(to.Type().Elem()):
+			p := reflect.New(to.Type().Elem())
+			p.Elem().Set(v)
+			to.Set(p)
+		default:
+			return fmt.Errorf("mockRows: column %d: cannot scan %T into %T", i, row[i], d)
+		}
+	}
+	return nil
+}
+
+// mockRow is QueryRow's answer.
+type mockRow struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r mockRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		return pgx.ErrNoRows
+	}
+	return r.rows.Scan(dest...)
+}
+
+// argFunc matches an argument by predicate.
+type argFunc func(any) bool
+
+func anyArg() argFunc { return func(any) bool { return true } }
+
+func anyArgs(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = anyArg()
+	}
+	return out
+}
+
+// timeArg matches a time.Time argument equal to want.
+func timeArg(want time.Time) argFunc {
+	return func(v any) bool {
+		t, ok := v.(time.Time)
+		return ok && t.Equal(want)
+	}
+}
+
+// mockJob is a delivery as the claim statement returns it, and the lease
+// token it was claimed under.
+type mockJob struct {
+	id   int64
+	key  string
+	body []byte
+
+	mu       sync.Mutex
+	token    int64
+	tokenSet bool
+}
+
+func newMockJob(id int64) *mockJob {
+	return &mockJob{id: id, key: webhook.NewIdempotencyKey(), body: fmt.Appendf(nil, `{"delivery":%d}`, id)}
+}
+
+// expectClaim makes the next claim return j, and remembers the lease
+// token it is claimed under.
+func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
+	captureToken := argFunc(func(v any) bool {
+		n, ok := v.(int64)
+		if ok {
+			j.mu.Lock()
+			j.token, j.tokenSet = n, true
+			j.mu.Unlock()
+		}
+		return ok
+	})
+	// $1 now, $2 how many, $3 lease expiry, $4 lease token. The columns:
+	// id, url, body, idempotency_key, breaker_key, sequence_key,
+	// sequence_number, task_type, task_id, notification_type, auth_scheme,
+	// auth_credentials, attempts, accepted_at, first_attempt_at, dirty.
+	return p.expect(sqlClaim, timeArg(epoch), 1, anyArg(), captureToken).returnRows([]any{
+		j.id, mockURL, j.body, j.key, mockURL, nil,
+		nil, nil, nil, nil, nil, nil,
+		0, epoch, nil, false,
+	})
+}
+
+// sameToken matches the lease token j was claimed under.
+func (j *mockJob) sameToken() argFunc {
+	return func(v any) bool {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		n, ok := v.(int64)
+		return ok && j.tokenSet && n == j.token
+	}
+}
+
+// stateArgs are the completion's first nine arguments for a first attempt
+// delivered at epoch: the delivery's new state, fenced by id and token.
+func (j *mockJob) stateArgs() []any {
+	return []any{
+		j.id, j.sameToken(), string(webhook.StateDelivered), 1, // id, lease token, state, attempts
+		timeArg(epoch), timeArg(epoch), timeArg(epoch), // due_at, first_attempt_at, finished_at
+		200, nil, // last_status, last_error
+	}
+}
+
+// completeArgs are the combined statement's arguments: the state, then the
+// attempt row (the attempt table's columns after delivery_id).
+func (j *mockJob) completeArgs() []any {
+	a := anyArgs(18)
+	a[0] = j.key                          // idempotency_key
+	a[5] = 1                              // attempt_number
+	a[7] = string(webhook.OutcomeSuccess) // outcome
+	a[8] = 200                            // http_status
+	a[11] = timeArg(epoch)                // occurred_at
+	a[12] = false                         // will_retry
+	return append(j.stateArgs(), a...)
+}
+
+// expectIdle lets the claimer find nothing more to do: empty claims, no
+// half-open probe candidates, nothing due later.
+func expectIdle(p *mockPool) {
+	p.expect(sqlClaim, anyArgs(4)...).anyTimes()
+	p.expect(sqlProbeCheck, anyArgs(2)...).returnRows([]any{false}).anyTimes()
+	p.expect(sqlNextDue, anyArgs(2)...).returnRows([]any{nil}).anyTimes()
+}
+
+// newMockEnv returns the suite's env (fake clock, scripted sender,
+// recording sink, captured log) around a PostgresSupervisor on a mockPool.
+// The worker runs one attempt at a time (so no two completions can share a
+// statement), never purges, and looks for work only when an attempt ends,
+// so the statements it runs are few and known.
+func newMockEnv(t *testing.T, lease time.Duration) (*env, *mockPool) {
+	t.Helper()
+	pool := &mockPool{}
+	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{
+			PollOnly:      true, // the pool has no Config to LISTEN with
+			Retention:     -1,   // no purge statements
+			Concurrency:   1,
+			PollInterval:  time.Hour,
+			LeaseDuration: lease,
+			Retry:         cfg.Retry,
+			Breaker:       cfg.Breaker,
+			LogSink:       cfg.Sink,
+			Clock:         cfg.Clock,
+			Logger:        cfg.Logger,
+		})
+		require.NoError(t, err)
+		return s
+	})
+	return e, pool
+}
+
+// The tests below hold however many times the combined statement is tried
+// before finish's own loop runs (a batching writer may try it first), so
+// they count outcomes (the state-only update, log lines, sends), not tries.
+
+// When the combined completion fails with a server error (the attempt
+// table cannot be written), the delivery's state is still recorded, by the
+// state-only update; the record still reaches the sink; the error is
+// logged; and the worker carries on.
+func TestPostgresMockAttemptLogFailureKeepsState(t *testing.T) {
+	t.Parallel()
+	e, pool := newMockEnv(t, 5*time.Second)
+	first, second := newMockJob(1), newMockJob(2)
+
+	first.expectClaim(pool)
+	pool.expect(sqlComplete, first.completeArgs()...).
+		fail(&pgconn.PgError{Severity: "ERROR", Code: "53100", Message: "could not extend file"}).repeatedly()
+	noLog := pool.expect(sqlCompleteNoLog, first.stateArgs()...).result("UPDATE 1")
+	// The worker is still there: it claims, sends and completes another.
+	second.expectClaim(pool)
+	pool.expect(sqlComplete, second.completeArgs()...).result("INSERT 0 1")
+	expectIdle(pool)
+
+	stop := runWorker(t, e.sup)
+	as := e.attempts(2)
+	stop() // RunWorker returned nil
+
+	for i, a := range as {
+		require.Equal(t, fmt.Sprint(i+1), a.DeliveryID)
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+		require.Equal(t, 1, a.AttemptNumber)
+		require.False(t, a.WillRetry)
+	}
+	require.Equal(t, first.key, as[0].IdempotencyKey, "the sink got the record whose row could not be written")
+	reqs := e.sender.sent()
+	require.Len(t, reqs, 2, "the delivery whose log row failed was not sent again")
+	require.Equal(t, []string{first.key, second.key}, []string{reqs[0].Key, reqs[1].Key})
+	// The state-only update ran once, with the delivered state, fenced by
+	// the claim's token.
+	require.Len(t, pool.calls(noLog), 1)
+
+	logs := e.logs.String()
+	require.Contains(t, logs, `level=ERROR msg="webhook: writing the attempt row failed; recording the delivery's state without it" delivery_id=1 attempt_number=1`)
+	require.Contains(t, logs, "could not extend file (SQLSTATE 53100)")
+	require.Equal(t, 1, strings.Count(logs, "writing the attempt row failed"), "the second completion wrote its row")
+	require.NotContains(t, logs, "retrying", "a server error is not retried as connection trouble")
+	require.NotContains(t, logs, "will be attempted again")
+	pool.check(t)
+}
+
+// When the connection drops after the claim, the completion is retried
+// with backoff, under the same lease token and with the attempt row, until
+// it is written; the endpoint is not called again.
+func TestPostgresMockCompletionRetriesLostConnection(t *testing.T) {
+	t.Parallel()
+	e, pool := newMockEnv(t, 5*time.Second)
+	j := newMockJob(1)
+
+	j.expectClaim(pool)
+	failed := []*mockExpect{
+		pool.expect(sqlComplete, j.completeArgs()...).fail(errors.New("conn closed")),
+		pool.expect(sqlComplete, j.completeArgs()...).fail(&net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}),
+	}
+	written := pool.expect(sqlComplete, j.completeArgs()...).result("INSERT 0 1")
+	expectIdle(pool)
+
+	stop := runWorker(t, e.sup)
+	a := e.attempts(1)[0]
+	stop()
+
+	require.Equal(t, "1", a.DeliveryID)
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+	require.False(t, a.WillRetry)
+	require.Len(t, e.sender.sent(), 1, "retrying the write does not send again")
+	wrote := pool.calls(written)
+	require.Len(t, wrote, 1, "the third try wrote the completion")
+	// The retries backed off (from 100ms) rather than spinning.
+	firstFail := pool.calls(failed[0])
+	require.Len(t, firstFail, 1)
+	require.GreaterOrEqual(t, wrote[0].Sub(firstFail[0]), 100*time.Millisecond, "the completion was retried without backoff")
+
+	logs := e.logs.String()
+	warnings := strings.Count(logs, `level=WARN msg="webhook: recording an attempt's result failed; retrying" delivery_id=1`)
+	require.True(t, warnings >= 1 && warnings <= len(failed), "%d warnings for %d failed tries:\n%s", warnings, len(failed), logs)
+	require.Contains(t, logs, "connection reset by peer", "the failure before the successful try is logged")
+	require.NotContains(t, logs, "writing the attempt row failed", "connection trouble does not drop the attempt row")
+	require.NotContains(t, logs, "will be attempted again")
+	require.NotContains(t, logs, "lease lost")
+	pool.check(t) // so the state-only update never ran
+}
+
+// When the connection stays down for longer than the lease, the worker
+// stops retrying the completion (another worker may own the delivery by
+// then), says the delivery will be attempted again, and carries on.
+func TestPostgresMockCompletionGivesUpAfterLease(t *testing.T) {
+	t.Parallel()
+	const lease = 2 * time.Second // the shortest allowed
+	e, pool := newMockEnv(t, lease)
+	j := newMockJob(1)
+
+	j.expectClaim(pool)
+	down := pool.expect(sqlComplete, j.completeArgs()...).fail(errors.New("conn closed")).repeatedly()
+	// Neither the state-only update nor a lease check is expected.
+	expectIdle(pool)
+
+	start := time.Now()
+	stop := runWorker(t, e.sup)
+	a := e.attempts(1)[0]
+	elapsed := time.Since(start)
+	stop()
+
+	require.Equal(t, "1", a.DeliveryID)
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome, "the sink still gets the attempt")
+	require.Len(t, e.sender.sent(), 1)
+	require.GreaterOrEqual(t, elapsed, lease, "gave up before the lease passed")
+	tries := pool.calls(down)
+	// Backoff from 100ms, doubling: about six tries in 2s, not a spin.
+	require.LessOrEqual(t, len(tries), 10, "the completion was retried without backoff")
+
+	logs := e.logs.String()
+	require.Equal(t, 1, strings.Count(logs, `level=ERROR msg="webhook: could not record an attempt's result before its lease expired; the delivery will be attempted again" delivery_id=1`), logs)
+	warnings := strings.Count(logs, `msg="webhook: recording an attempt's result failed; retrying" delivery_id=1`)
+	require.GreaterOrEqual(t, warnings, 2, "retried before giving up")
+	require.Less(t, warnings, len(tries), "at most one warning per failed try")
+	require.NotContains(t, logs, "writing the attempt row failed")
+	require.NotContains(t, logs, "lease lost")
+	pool.check(t)
+}
