@@ -61,8 +61,11 @@ type PostgresConfig struct {
 	// Breaker is the circuit-breaker policy, shared by every worker of
 	// every process on the same tables. The zero value is the Python SDK's.
 	Breaker BreakerPolicy
-	// LogSink receives every [Attempt] after it is committed to the attempt
-	// table. Defaults to nil: the table is the log.
+	// LogSink receives every [Attempt] once the supervisor has written it to
+	// the attempt table (or given up: when the database stays unreachable
+	// until the lease expires, the record says WillRetry, since another
+	// worker will attempt the delivery again). Defaults to nil: the table is
+	// the log.
 	LogSink LogSink
 	// Logger receives the supervisor's own warnings (a lost connection, a
 	// failing sink). Defaults to slog.Default().

@@ -509,6 +509,8 @@ func TestPostgresMockCompletionGivesUpAfterLease(t *testing.T) {
 
 	require.Equal(t, "1", a.DeliveryID)
 	require.Equal(t, webhook.OutcomeSuccess, a.Outcome, "the sink still gets the attempt")
+	require.True(t, a.WillRetry, "the record says another worker will attempt it again")
+	require.Equal(t, epoch.Add(lease), a.NextRetryAt, "when the lease expires")
 	require.Len(t, e.sender.sent(), 1)
 	require.GreaterOrEqual(t, elapsed, lease, "gave up before the lease passed")
 	tries := pool.calls(down)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,8 +26,10 @@ type pgJob struct {
 	accepted time.Time
 	firstAt  time.Time // zero until the first attempt
 	token    int64
-	probe    uint64 // the half-open period whose probe slot it holds; 0: none
-	dirty    bool   // its breaker had failures when it was claimed
+	claimed  time.Time // when the claim started, by the real clock: the lease runs from here
+	leaseEnd time.Time // when the lease expires, by the supervisor's clock
+	probe    uint64    // the half-open period whose probe slot it holds; 0: none
+	dirty    bool      // its breaker had failures when it was claimed
 }
 
 func (j *pgJob) anchor() time.Time {
@@ -196,21 +199,23 @@ func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, err
 	s := p.s
 	token := newLeaseToken()
 	lease := now.Add(s.lease)
+	started := time.Now()
 	rows, err := s.db.Query(ctx, s.q.claim, now, n, lease, token)
 	if err != nil {
 		return nil, dbError("claim", err)
 	}
 	jobs, err := scanJobs(rows, token, 0, nil)
-	if err != nil {
-		return jobs, dbError("claim", err)
-	}
-	// Probes wait for a claim that did not fill up, or at most a second
-	// under load, so that a busy queue cannot starve a recovering endpoint.
-	if len(jobs) < n || time.Since(p.lastProbe) > time.Second {
+	if err == nil && (len(jobs) < n || time.Since(p.lastProbe) > time.Second) {
+		// Probes wait for a claim that did not fill up, or at most a
+		// second under load, so that a busy queue cannot starve a
+		// recovering endpoint.
 		p.lastProbe = time.Now()
 		jobs, err = s.claimProbes(ctx, jobs, n, now, lease, token)
 	}
-	return jobs, err
+	for _, j := range jobs {
+		j.claimed, j.leaseEnd = started, lease
+	}
+	return jobs, dbError("claim", err)
 }
 
 // claimProbes claims half-open probes, within each breaker's slots: it
@@ -366,13 +371,19 @@ func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob
 		c := completion{state: StateFailed, attempts: j.attempts, due: now, firstAt: j.firstAt, finishedAt: now,
 			errText: msg, end: now, record: a}
 		s.write(pw, w, j, &c)
-		return g.report(a, func() { done(false) })
+		return g.report(c.record, func() { done(false) })
 	}
 
 	n := j.attempts + 1
 	// The attempt ends well before its lease, so that no other worker can
-	// claim the delivery while it is in flight.
-	sendCtx, cancel := context.WithTimeout(ctx, s.lease/2)
+	// claim the delivery while it is in flight: it gets half the lease, and
+	// less when it waited for a worker, but ends by three quarters of it.
+	// (A delivery waits for at most one attempt, so it keeps a quarter.)
+	deadline := time.Now().Add(s.lease / 2)
+	if latest := j.claimed.Add(s.lease * 3 / 4); latest.Before(deadline) {
+		deadline = latest
+	}
+	sendCtx, cancel := context.WithDeadline(ctx, deadline)
 	res := s.k.send(sendCtx, req, &j.prepared, j.idStr, n)
 	cancel()
 	end := res.start.Add(res.elapsed)
@@ -404,7 +415,7 @@ func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob
 	}
 	c.record = a
 	changed := s.write(pw, w, j, &c)
-	return g.report(a, func() { done(changed || c.state == StatePending) })
+	return g.report(c.record, func() { done(changed || c.state == StatePending) })
 }
 
 // write writes a completion: through the batch writer when it leaves the
@@ -438,7 +449,7 @@ var errLeaseLost = errors.New("lease lost")
 // key). It reports whether the breaker changed.
 func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged bool) {
 	ctx := context.Background() // results are written after cancellation too
-	giveUp := time.Now().Add(s.lease)
+	giveUp := j.claimed.Add(s.lease)
 	backoff := newBackoff()
 	withLog := true
 	for {
@@ -453,8 +464,7 @@ func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged boo
 				slog.String("delivery_id", j.idStr), slog.Int("attempt_number", c.record.AttemptNumber))
 			return false
 		}
-		var pe *pgconn.PgError
-		if withLog && errors.As(err, &pe) {
+		if withLog && refusedStatement(err) {
 			// The server refused the statement (the attempt table is
 			// broken, say): keep the delivery's state, drop the log row.
 			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: writing the attempt row failed; recording the delivery's state without it",
@@ -465,12 +475,34 @@ func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged boo
 		if time.Now().After(giveUp) {
 			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: could not record an attempt's result before its lease expired; the delivery will be attempted again",
 				slog.String("delivery_id", j.idStr), slog.String("error", dbError("complete", err).Error()))
+			// The record the sink gets says what will happen.
+			c.record.WillRetry, c.record.NextRetryAt = true, j.leaseEnd
 			return false
 		}
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: recording an attempt's result failed; retrying",
 			slog.String("delivery_id", j.idStr), slog.String("error", dbError("complete", err).Error()))
 		time.Sleep(backoff.next())
 	}
+}
+
+// refusedStatement reports whether err is the server refusing a statement
+// (a broken attempt table, a full disk), as opposed to a connection,
+// shutdown, lock or read-only error that a retry can get past.
+func refusedStatement(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pe.Code, "08"), // connection exception
+		strings.HasPrefix(pe.Code, "40"), // transaction rollback: deadlock, serialization
+		strings.HasPrefix(pe.Code, "57"), // operator intervention: shutdown, cancel
+		pe.Code == "53300",               // too many connections
+		pe.Code == "25006",               // read-only transaction (a failover in progress)
+		pe.Code == "55P03":               // lock not available
+		return false
+	}
+	return true
 }
 
 // writeCompletion writes c in one statement, or, when the breaker must
