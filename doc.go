@@ -55,9 +55,12 @@
 // # Supervisors
 //
 // [MemorySupervisor] keeps its queue in memory: fast, simple, and lost on a
-// crash. A Postgres-backed supervisor with durable acceptance is planned; it
-// implements the same [Supervisor] interface and passes the same behavioural
-// tests.
+// crash. [PostgresSupervisor] keeps it in Postgres (pgx): acceptance is a
+// commit, any number of workers in any number of processes share the queue
+// under leases, the breaker lives in a table every worker consults, failed
+// deliveries are kept for [PostgresSupervisor.Redeliver], and
+// [PostgresSupervisor.SendMCPTx] enqueues inside the caller's transaction.
+// Both implement [Supervisor] and pass the same behavioural tests.
 //
 // # Sending
 //

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
 )
@@ -140,4 +144,52 @@ func ExampleMemorySupervisor_SendPrepared() {
 	stop()
 	<-worker
 	// Output: delivered sequence 1
+}
+
+// A seller commits a media buy's new state and its webhook in one
+// transaction: if the transaction rolls back, no webhook is ever sent. (This
+// example needs a database, so it is compiled but not run.)
+func ExamplePostgresSupervisor_SendMCPTx() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	sup, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := sup.CreateSchema(ctx); err != nil {
+		log.Fatal(err)
+	}
+	go sup.RunWorker(ctx) // in every pod
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `UPDATE media_buys SET status = 'active' WHERE id = $1`, "mb_12345"); err != nil {
+		log.Fatal(err)
+	}
+	r, err := sup.SendMCPTx(ctx, tx, webhook.MCPWebhook{
+		URL:         "https://buyer.example/webhooks/adcp",
+		OperationID: "op_456",
+		TaskID:      "task_456",
+		TaskType:    webhook.TaskCreateMediaBuy,
+		Status:      webhook.StatusCompleted,
+		Result:      map[string]any{"media_buy_id": "mb_12345"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("delivery", r.ID, "committed")
 }
