@@ -521,3 +521,65 @@ func TestPostgresSurvivesRestart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestPostgresDrainTimeoutCancelsStuckAttempts(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{DrainTimeout: 10 * time.Millisecond}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1}
+	})
+	url := "https://buyer.example/hangs"
+	pe.sender.on(url, step{status: 200, gate: make(chan struct{})}) // never opens
+	stop := runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	pe.waitSent(1)
+	stop()
+	a := pe.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+	require.True(t, a.WillRetry, "a cancelled attempt is retried later")
+	require.Contains(t, a.Error, "not charged")
+	ctx := context.Background()
+	d, err := pe.pg.Delivery(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StatePending, d.State)
+	require.Zero(t, d.Attempts, "the cancelled attempt is not charged, even the last one allowed")
+	st, err := pe.pg.Breaker(ctx, url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerClosed, st, "the worker's own cancellation is not the endpoint's failure")
+
+	runWorker(t, pe.another())
+	a = pe.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+	require.Equal(t, 1, a.AttemptNumber)
+	require.Equal(t, r.IdempotencyKey, pe.sender.sent()[1].Key)
+}
+
+func TestPostgresHorizonCheckedWhenAttemptStarts(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
+		c.Retry = webhook.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, Horizon: 90 * time.Minute, NoJitter: true}
+	})
+	require.Equal(t, 90*time.Minute, pe.sup.DeliveryRetryHorizon())
+	require.True(t, pe.sup.DeliveryStateIsDurable())
+	url := "https://buyer.example/down"
+	pe.sender.on(url, step{status: 500})
+	stop := runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	first := pe.attempts(1)[0]
+	require.Equal(t, epoch.Add(time.Hour), first.NextRetryAt, "due within the horizon")
+	stop()
+
+	pe.clock.Set(epoch.Add(3 * time.Hour)) // no worker ran until past the horizon
+	runWorker(t, pe.another())
+	a := pe.attempts(1)[0]
+	require.Equal(t, r.ID, a.DeliveryID)
+	require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+	require.Zero(t, a.AttemptNumber, "nothing was sent")
+	require.Contains(t, a.Error, "horizon")
+	require.Len(t, pe.sender.sent(), 1)
+	d, err := pe.pg.Delivery(context.Background(), r.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+	require.Equal(t, 1, d.Attempts)
+	require.Contains(t, d.LastError, "horizon")
+}
