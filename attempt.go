@@ -116,7 +116,7 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 	s := sent{class: k.retry.Classify(resp, err, end), start: start, elapsed: end.Sub(start)}
 	switch {
 	case err != nil:
-		s.errText = err.Error()
+		s.errText = errorText(err)
 	default:
 		s.status = resp.StatusCode
 		if s.class.Verdict != VerdictDelivered {
@@ -148,28 +148,42 @@ func (c Classification) breakerResult() breakerResult {
 	return breakerNeutral
 }
 
+// maxErrorText bounds a transport error's text in an Attempt.
+const maxErrorText = 1024
+
+// errorText is a transport error's text made safe to store and log: valid
+// UTF-8, no control characters (NUL among them, which Postgres refuses),
+// at most maxErrorText bytes. A custom Sender's error can carry anything.
+func errorText(err error) string {
+	return printable([]byte(err.Error()), maxErrorText)
+}
+
+// printable returns at most max bytes of text as valid UTF-8 with control
+// characters turned into spaces, trimmed.
+func printable(text []byte, max int) string {
+	if len(text) > max {
+		text = text[:max]
+		for len(text) > 0 && !utf8.Valid(text) {
+			text = text[:len(text)-1]
+		}
+	}
+	return strings.TrimSpace(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, string(text)))
+}
+
 // describeResponse names the status and at most maxReceiverText bytes of the
 // receiver's answer, as printable text.
 func describeResponse(r *Response) string {
 	var b strings.Builder
 	b.WriteString("HTTP ")
 	b.WriteString(strconv.Itoa(r.StatusCode))
-	text := r.Body
-	if len(text) > maxReceiverText {
-		text = text[:maxReceiverText]
-		for len(text) > 0 && !utf8.Valid(text) {
-			text = text[:len(text)-1]
-		}
-	}
-	printable := strings.TrimSpace(strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			return ' '
-		}
-		return r
-	}, string(text)))
-	if printable != "" {
+	if text := printable(r.Body, maxReceiverText); text != "" {
 		b.WriteString(": ")
-		b.WriteString(printable)
+		b.WriteString(text)
 	}
 	return b.String()
 }

@@ -291,8 +291,16 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		args, dest = append(args, s.q.channel), append(dest, nil)
 	}
 	err := q.QueryRow(ctx, sql, args...).Scan(dest...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Receipt{}, s.refuse(ctx, q, d, now)
+	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
+		var until *time.Time
+		if err = q.QueryRow(ctx, s.q.refusedUntil, d.breakerKey, s.k.breaker.OpenTimeout).Scan(&until); err != nil {
+			return Receipt{}, dbError("enqueue", err)
+		}
+		if until != nil || try == 2 {
+			return Receipt{}, s.refuse(ctx, q, d, now, deref(until))
+		}
+		// The breaker closed in between: try again.
+		err = q.QueryRow(ctx, sql, args...).Scan(dest...)
 	}
 	if err != nil {
 		return Receipt{}, dbError("enqueue", err)
@@ -340,11 +348,7 @@ func (s *PostgresSupervisor) wakeWorkers() {
 
 // refuse records a webhook refused at acceptance because its breaker is
 // open (OpenDrop) and returns ErrCircuitOpen.
-func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, now time.Time) error {
-	var until time.Time
-	if err := q.QueryRow(ctx, s.q.refusedUntil, d.breakerKey, s.k.breaker.OpenTimeout).Scan(&until); err != nil {
-		return dbError("enqueue", err)
-	}
+func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, now, until time.Time) error {
 	a := s.k.baseRecord(&d, "", 0)
 	a.Outcome = OutcomeCircuitOpen
 	a.OccurredAt = now

@@ -81,7 +81,7 @@ func (w *pgWriter) write(batch []*pgWrite) {
 		statuses, httpStatuses                     = make([]*int32, n), make([]*int32, n)
 		lastErrs, seqKeys, errs, types, tasks, nts = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
 		seqs                                       = make([]*int64, n)
-		retries                                    = make([]bool, n)
+		retries, successes                         = make([]bool, n), make([]bool, n)
 	)
 	for i, r := range batch {
 		c, a := r.c, &r.c.record
@@ -94,11 +94,12 @@ func (w *pgWriter) write(batch []*pgWrite) {
 		numbers[i], maxes[i], outcomes[i], httpStatuses[i] = int32(a.AttemptNumber), int32(a.MaxAttempts), string(a.Outcome), int32OrNil(a.HTTPStatus)
 		errs[i], respUS[i], occurred[i], retries[i], nexts[i] = textOrNil(a.Error), a.ResponseTime.Microseconds(), a.OccurredAt, a.WillRetry, timeOrNil(a.NextRetryAt)
 		types[i], tasks[i], sizes[i], nts[i] = textOrNil(string(a.TaskType)), textOrNil(a.TaskID), int32(a.PayloadSize), textOrNil(a.NotificationType)
+		successes[i] = c.result == breakerSuccess
 	}
 	written := make(map[int64]bool, n)
 	rows, err := s.db.Query(ctx, s.q.completeBatch, ids, tokens, states, attempts, dues, firsts, finished, statuses, lastErrs,
 		keys, urls, breakers, seqKeys, seqs, numbers, maxes, outcomes, httpStatuses, errs, respUS, occurred, retries,
-		nexts, types, tasks, sizes, nts)
+		nexts, types, tasks, sizes, nts, successes)
 	if err == nil {
 		for rows.Next() {
 			var id int64

@@ -353,20 +353,25 @@ func (j *mockJob) stateArgs() []any {
 // attempt row (the attempt table's columns after delivery_id).
 func (j *mockJob) completeArgs() []any {
 	a := anyArgs(18)
-	a[0] = j.key                          // idempotency_key
-	a[5] = 1                              // attempt_number
-	a[7] = string(webhook.OutcomeSuccess) // outcome
-	a[8] = 200                            // http_status
-	a[11] = timeArg(epoch)                // occurred_at
-	a[12] = false                         // will_retry
-	return append(j.stateArgs(), a...)
+	a[0] = j.key                                     // idempotency_key
+	a[5] = 1                                         // attempt_number
+	a[7] = string(webhook.OutcomeSuccess)            // outcome
+	a[8] = 200                                       // http_status
+	a[11] = timeArg(epoch)                           // occurred_at
+	a[12] = false                                    // will_retry
+	return append(append(j.stateArgs(), a...), true) // a success that skips the breaker
+}
+
+// noLogArgs are the state-only statement's arguments.
+func (j *mockJob) noLogArgs() []any {
+	return append(j.stateArgs(), true)
 }
 
 // expectIdle lets the claimer find nothing more to do: empty claims, no
 // half-open probe candidates, nothing due later.
 func expectIdle(p *mockPool) {
 	p.expect(sqlClaim, anyArgs(4)...).anyTimes()
-	p.expect(sqlProbeCheck, anyArgs(2)...).returnRows([]any{false}).anyTimes()
+	p.expect(sqlProbeCheck, anyArgs(3)...).returnRows([]any{false}).anyTimes()
 	p.expect(sqlNextDue, anyArgs(2)...).returnRows([]any{nil}).anyTimes()
 }
 
@@ -413,7 +418,7 @@ func TestPostgresMockAttemptLogFailureKeepsState(t *testing.T) {
 	first.expectClaim(pool)
 	pool.expect(sqlComplete, first.completeArgs()...).
 		fail(&pgconn.PgError{Severity: "ERROR", Code: "53100", Message: "could not extend file"}).repeatedly()
-	noLog := pool.expect(sqlCompleteNoLog, first.stateArgs()...).result("UPDATE 1")
+	noLog := pool.expect(sqlCompleteNoLog, first.noLogArgs()...).result("UPDATE 1")
 	// The worker is still there: it claims, sends and completes another.
 	second.expectClaim(pool)
 	pool.expect(sqlComplete, second.completeArgs()...).result("INSERT 0 1")

@@ -118,6 +118,7 @@ type pgSQL struct {
 	completeBatch  string
 	completeNoLog  string
 	leaseState     string
+	renewLease     string
 	lockBreaker    string
 	saveBreaker    string
 	deferBreaker   string
@@ -134,7 +135,7 @@ type pgSQL struct {
 // deliveryColumns are what a worker reads of a claimed delivery.
 const deliveryColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
 	d.task_type, d.task_id, d.notification_type, d.auth_scheme, d.auth_credentials,
-	d.attempts, d.accepted_at, d.first_attempt_at`
+	d.attempts, COALESCE(d.redelivered_at, d.accepted_at), d.first_attempt_at`
 
 // snapshotColumns are what a Delivery snapshot shows.
 const snapshotColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
@@ -145,6 +146,15 @@ const snapshotColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, 
 const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence_key, sequence_number,
 	attempt_number, max_attempts, outcome, http_status, error_message, response_time_us,
 	occurred_at, will_retry, next_retry_at, task_type, task_id, payload_size, notification_type`
+
+// cleanBreaker is the condition under which a completion may skip the
+// breaker: it is not a success (flag is false), or the breaker has nothing
+// a success would change. A success on a breaker with failures, or not
+// closed, must go through the breaker's transaction instead.
+func cleanBreaker(flag, key string) string {
+	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
+		WHERE b.breaker_key = ` + key + ` AND (b.failures > 0 OR b.state <> 'closed')))`
+}
 
 func newPgSQL(t PostgresTables) *pgSQL {
 	r := strings.NewReplacer(
@@ -221,13 +231,16 @@ UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, prob
 FROM due WHERE d.id = due.id
 RETURNING {delivery_columns}, true`)
 	// Breakers that may let a probe through now, and have work for one.
-	tripped := `b.state <> 'closed' AND (b.state = 'half_open' OR b.opened_at <= $1::timestamptz - $2::interval)
+	tripped := `b.state <> 'closed'
+	  AND (b.state = 'open' AND b.opened_at <= $1::timestamptz - $2::interval
+		OR b.state = 'half_open' AND (SELECT count(*) FROM {deliveries} d WHERE d.breaker_key = b.breaker_key
+			AND d.state = 'running' AND d.probe_period = b.period AND d.due_at > $1) < $3)
 	  AND EXISTS (SELECT 1 FROM {deliveries} d
 		WHERE d.breaker_key = b.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= $1)`
 	q.probeCandidate = r.Replace(`SELECT EXISTS (SELECT 1 FROM {breakers} b WHERE ` + tripped + `)`)
 	q.lockBreakers = r.Replace(`SELECT b.breaker_key, b.state, b.failures, b.successes, b.opened_at, b.period
 FROM {breakers} b WHERE ` + tripped + `
-ORDER BY b.updated_at LIMIT $3 FOR UPDATE SKIP LOCKED`)
+ORDER BY b.updated_at LIMIT $4 FOR UPDATE SKIP LOCKED`)
 	q.countProbes = r.Replace(`SELECT count(*) FROM {deliveries}
 WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > $3`)
 
@@ -244,7 +257,7 @@ WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > 
 	q.complete = r.Replace(`
 WITH done AS (
 	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running'
+	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanBreaker("$28", "{deliveries}.breaker_key") + `
 	RETURNING id
 )
 INSERT INTO {attempts} ({attempt_columns})
@@ -256,26 +269,28 @@ WITH v AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[],
 		$7::timestamptz[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
 		$15::int[], $16::int[], $17::text[], $18::int[], $19::text[], $20::bigint[], $21::timestamptz[], $22::boolean[],
-		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[])
+		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[], $28::boolean[])
 	AS v(id, token, state, attempts, due_at, first_attempt_at, finished_at, last_status, last_error,
 		idempotency_key, url, breaker_key, sequence_key, sequence_number, attempt_number, max_attempts, outcome,
 		http_status, error_message, response_time_us, occurred_at, will_retry, next_retry_at, task_type, task_id,
-		payload_size, notification_type)
+		payload_size, notification_type, success)
 ), done AS (
 	UPDATE {deliveries} d SET state = v.state, attempts = v.attempts, due_at = v.due_at,
 		first_attempt_at = v.first_attempt_at, finished_at = v.finished_at, last_status = v.last_status,
 		last_error = v.last_error, probe_period = NULL
 	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
-	RETURNING d.id
+		AND ` + cleanBreaker("v.success", "d.breaker_key") + `
+	RETURNING d.id, d.lease_token
 )
 INSERT INTO {attempts} ({attempt_columns})
 SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,
 	v.max_attempts, v.outcome, v.http_status, v.error_message, v.response_time_us, v.occurred_at, v.will_retry,
 	v.next_retry_at, v.task_type, v.task_id, v.payload_size, v.notification_type
-FROM v JOIN done ON done.id = v.id
+FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
 RETURNING delivery_id`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
-WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanBreaker("$10", "{deliveries}.breaker_key"))
+	q.renewLease = r.Replace(`UPDATE {deliveries} SET due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
 	q.leaseState = r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = $1`)
 
 	// Breaker transitions: the upsert creates and locks the row and returns
@@ -295,7 +310,7 @@ WHERE id IN (SELECT id FROM {deliveries}
 	q.delivery = r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = $1`)
 	q.attempts = r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = $1 ORDER BY id`)
 	q.failed = r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.state = 'failed' AND d.id > $1 ORDER BY d.id LIMIT $2`)
-	q.redeliver = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $2, attempts = 0, first_attempt_at = NULL,
+	q.redeliver = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $2, attempts = 0, first_attempt_at = NULL, redelivered_at = $2,
 	finished_at = NULL, lease_token = NULL, probe_period = NULL
 WHERE id = $1 AND state = 'failed'
 RETURNING pg_notify($3, '')`)

@@ -583,3 +583,86 @@ func TestPostgresHorizonCheckedWhenAttemptStarts(t *testing.T) {
 	require.Equal(t, 1, d.Attempts)
 	require.Contains(t, d.LastError, "horizon")
 }
+
+func TestPostgresRedeliverRestartsTheHorizon(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
+		c.Retry = webhook.RetryPolicy{MaxAttempts: 1, Horizon: 24 * time.Hour, NoJitter: true}
+	})
+	url := "https://buyer.example/broken-then-fixed"
+	pe.sender.on(url, step{status: 400})
+	runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
+
+	// The buyer fixes the endpoint two days later; the operator redelivers.
+	pe.clock.Advance(48 * time.Hour)
+	require.NoError(t, pe.pg.Redeliver(context.Background(), r.ID))
+	a := pe.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome, "the horizon counts from the redelivery: %+v", a)
+	require.Len(t, pe.sender.sent(), 2)
+}
+
+func TestPostgresWaitingForAWorkerRenewsTheLease(t *testing.T) {
+	t.Parallel()
+	const lease = 2 * time.Second // the shortest allowed
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 1, ClaimBatch: 4, LeaseDuration: lease}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1}
+	})
+	url := "https://buyer.example/slow-then-fast"
+	slow1, slow2 := make(chan struct{}), make(chan struct{})
+	pe.sender.on(url, step{status: 200, gate: slow1}, step{status: 200, gate: slow2})
+	runWorker(t, pe.sup)
+	for i := range 4 {
+		pe.sendMCP(mcp(url, fmt.Sprint("t", i)))
+	}
+	// Two slow attempts, each within its half lease, hold the only worker
+	// while the other two deliveries wait, claimed, for most of the lease.
+	pe.waitSent(1)
+	time.Sleep(lease * 7 / 16)
+	close(slow1)
+	pe.waitSent(2)
+	time.Sleep(lease * 7 / 16)
+	close(slow2)
+	for _, a := range pe.attempts(4) {
+		require.Equal(t, webhook.OutcomeSuccess, a.Outcome, "a delivery that waited for a worker still gets its full attempt: %+v", a)
+	}
+	st, err := pe.pg.Breaker(context.Background(), url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerClosed, st)
+}
+
+func TestPostgresSuccessesResetFailuresUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 3}
+	})
+	url := "https://buyer.example/flaky"
+	var gates []chan struct{}
+	for i := range 6 {
+		g := make(chan struct{})
+		gates = append(gates, g)
+		status := 200
+		if i%2 == 1 {
+			status = 503
+		}
+		pe.sender.on(url, step{status: status, gate: g})
+	}
+	runWorker(t, pe.sup)
+	for i := range 6 {
+		pe.sendMCP(mcp(url, fmt.Sprint("t", i)))
+	}
+	pe.waitSent(6) // all six claimed while the breaker was clean
+	var got []webhook.Outcome
+	for _, g := range gates {
+		close(g)
+		got = append(got, pe.attempts(1)[0].Outcome)
+	}
+	require.Equal(t, []webhook.Outcome{webhook.OutcomeSuccess, webhook.OutcomeFailure, webhook.OutcomeSuccess,
+		webhook.OutcomeFailure, webhook.OutcomeSuccess, webhook.OutcomeFailure}, got)
+	st, err := pe.pg.Breaker(context.Background(), url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerClosed, st, "never three failures in a row")
+}

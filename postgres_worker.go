@@ -225,7 +225,7 @@ func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, err
 // difference.
 func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
 	var any bool
-	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.OpenTimeout).Scan(&any); err != nil || !any {
+	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.OpenTimeout, s.k.breaker.HalfOpenProbes).Scan(&any); err != nil || !any {
 		return jobs, dbError("claim probes", err)
 	}
 	tx, err := s.db.Begin(ctx)
@@ -233,7 +233,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		return jobs, dbError("claim probes", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.OpenTimeout, 16)
+	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.OpenTimeout, s.k.breaker.HalfOpenProbes, 16)
 	if err != nil {
 		return jobs, dbError("claim probes", err)
 	}
@@ -374,6 +374,12 @@ func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob
 		return g.report(c.record, func() { done(false) })
 	}
 
+	// A delivery that waited long for a worker renews its lease first, so
+	// that its attempt has the time it would have had.
+	if time.Since(j.claimed) > s.lease/4 && !s.renew(j) {
+		done(false)
+		return false
+	}
 	n := j.attempts + 1
 	// The attempt ends well before its lease, so that no other worker can
 	// claim the delivery while it is in flight: it gets half the lease, and
@@ -439,6 +445,27 @@ func needsBreaker(j *pgJob, c *completion) bool {
 	return c.result == breakerFailure || j.probe != 0 || c.result == breakerSuccess && j.dirty
 }
 
+// renew extends j's lease from now. When it cannot (the lease was lost, or
+// the database is unreachable), j is left alone: its lease runs out and it
+// is claimed again, not charged.
+func (s *PostgresSupervisor) renew(j *pgJob) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
+	defer cancel()
+	started, now := time.Now(), s.k.clock.Now()
+	tag, err := s.db.Exec(ctx, s.q.renewLease, j.id, j.token, now.Add(s.lease))
+	if err != nil || tag.RowsAffected() != 1 {
+		msg := "lease lost"
+		if err != nil {
+			msg = dbError("renew lease", err).Error()
+		}
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not renew the lease of a delivery that waited for a worker; leaving it to be claimed again",
+			slog.String("delivery_id", j.idStr), slog.String("error", msg))
+		return false
+	}
+	j.claimed, j.leaseEnd = started, now.Add(s.lease)
+	return true
+}
+
 // errLeaseLost reports a completion fenced off: another worker holds the
 // delivery now.
 var errLeaseLost = errors.New("lease lost")
@@ -458,6 +485,10 @@ func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged boo
 		cancel()
 		if err == nil {
 			return changed
+		}
+		if errors.Is(err, errBreakerDirty) {
+			j.dirty = true // take the breaker's transaction
+			continue
 		}
 		if errors.Is(err, errLeaseLost) {
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
@@ -560,12 +591,16 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 	if c.status != 0 {
 		status = c.status
 	}
+	// A success that skips the breaker's transaction is written only if
+	// the breaker has nothing it would change.
+	skipsBreaker := c.result == breakerSuccess && !needsBreaker(j, c)
 	args := []any{j.id, j.token, string(c.state), c.attempts, c.due, first, finished, status, nullText(c.errText)}
 	sql := s.q.completeNoLog
 	if withLog {
 		sql = s.q.complete
 		args = append(args, attemptArgs(nil, c.record)[1:]...)
 	}
+	args = append(args, skipsBreaker)
 	tag, err := q.Exec(ctx, sql, args...)
 	if err != nil {
 		return err
@@ -580,11 +615,20 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 	if err := q.QueryRow(ctx, s.q.leaseState, j.id).Scan(&state, &token); err != nil {
 		return err
 	}
-	if token != nil && *token == j.token && state != string(StateRunning) {
-		return nil
+	if token != nil && *token == j.token {
+		if state != string(StateRunning) {
+			return nil
+		}
+		if skipsBreaker {
+			return errBreakerDirty
+		}
 	}
 	return errLeaseLost
 }
+
+// errBreakerDirty reports a success that must reset its breaker (another
+// worker's failure dirtied it since the claim).
+var errBreakerDirty = errors.New("breaker changed since the claim")
 
 func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b breaker, now time.Time) error {
 	var opened any

@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     auth_credentials  bytea,
     attempts          integer NOT NULL DEFAULT 0,
     accepted_at       timestamptz NOT NULL,
+    -- Set by a redelivery: the retry horizon counts from here until the
+    -- next first attempt.
+    redelivered_at    timestamptz,
     first_attempt_at  timestamptz,
     finished_at       timestamptz,
     last_status       integer,

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -402,6 +403,23 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, r.IdempotencyKey, reqs[0].Key)
 		require.Equal(t, r.IdempotencyKey, reqs[1].Key)
 		require.Equal(t, reqs[0].Body, reqs[1].Body)
+	})
+
+	t.Run("TransportErrorTextIsMadePrintable", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/odd-proxy"
+		e.sender.on(url, step{err: errors.New("proxy said: \x00\xff\x1b[31m" + strings.Repeat("x", 5000))})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 2, "the odd error is retried like any transport error")
+		require.True(t, utf8.ValidString(as[0].Error))
+		require.NotContains(t, as[0].Error, "\x00")
+		require.NotContains(t, as[0].Error, "\x1b")
+		require.True(t, strings.HasPrefix(as[0].Error, "proxy said:"), as[0].Error)
+		require.LessOrEqual(t, len(as[0].Error), 1024)
+		require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
 	})
 
 	t.Run("SenderPanicIsATransportError", func(t *testing.T) {
