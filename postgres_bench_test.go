@@ -22,7 +22,7 @@ import (
 // on). One RunWorker call with Concurrency workers.
 //
 //   - drain: b.N deliveries enqueued first (not timed), then delivered;
-//   - enqueue+deliver: producers enqueue b.N while the workers deliver;
+//   - enqueue+deliver: 16 goroutines enqueue b.N while the workers deliver;
 //   - latency-200/s: b.N deliveries offered at 200 per second; reports the
 //     p50 and p99 from acceptance to the start of the first attempt.
 //
@@ -44,13 +44,15 @@ func BenchmarkPostgresSupervisor(b *testing.B) {
 		stop()
 		pb.report(b)
 	})
+	// Producers stand for request handlers calling SendMCP at once; each
+	// SendMCP is a commit of its own.
 	b.Run("enqueue+deliver", func(b *testing.B) {
 		pb := newPgBench(b)
 		b.ResetTimer()
 		stop := pb.start(b)
 		var wg sync.WaitGroup
 		var next atomic.Int64
-		for range 8 {
+		for range benchProducers {
 			wg.Go(func() {
 				for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
 					pb.send(b, i)
@@ -82,6 +84,9 @@ func BenchmarkPostgresSupervisor(b *testing.B) {
 		b.ReportMetric(float64(percentile(lat, 99).Microseconds())/1000, "p99-ms")
 	})
 }
+
+// benchProducers is how many goroutines call SendMCP in enqueue+deliver.
+const benchProducers = 16
 
 type pgBench struct {
 	pool      *countingPool
