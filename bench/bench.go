@@ -1,5 +1,371 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
 
-func runBench(args []string) error { return errors.New("bench scenarios: not yet") }
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
+)
+
+// pollIdle is how long the ceilings' loops wait when they find nothing.
+const pollIdle = time.Millisecond
+
+// workers is the number of deliveries every system runs at once.
+const workers = 16
+
+// scenario is one workload.
+type scenario struct {
+	name     string
+	n        int           // webhooks
+	latency  time.Duration // receiver latency
+	failRate float64       // share of first attempts answered 503
+	rate     int           // steady arrivals per second; 0: a burst, all enqueued first
+	only     []string      // systems that run it, when not all
+	prepare  func(ctx context.Context, s system, e env) error
+}
+
+// result is one scenario × system.
+type result struct {
+	Scenario      string  `json:"scenario"`
+	System        string  `json:"system"`
+	N             int     `json:"webhooks"`
+	PerSecond     float64 `json:"deliveries_per_second"`
+	P50, P99      float64 `json:"-"`
+	P999          float64 `json:"-"`
+	FirstP50      float64 `json:"first_attempt_p50_ms,omitempty"`
+	FirstP99      float64 `json:"first_attempt_p99_ms,omitempty"`
+	FirstP999     float64 `json:"first_attempt_p999_ms,omitempty"`
+	DeliveredP50  float64 `json:"delivered_p50_ms,omitempty"`
+	DeliveredP99  float64 `json:"delivered_p99_ms,omitempty"`
+	DeliveredP999 float64 `json:"delivered_p999_ms,omitempty"`
+	Requests      int     `json:"requests"`
+	TxPerDelivery float64 `json:"transactions_per_delivery"`
+	RSSMB         float64 `json:"rss_mb"`
+	Err           string  `json:"error,omitempty"`
+}
+
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	quick := fs.Bool("quick", false, "small runs: finishes in under two minutes")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	only := fs.String("systems", "", "comma-separated system names to run (default: all)")
+	which := fs.String("scenarios", "", "comma-separated scenario names to run (default: all)")
+	_ = fs.Parse(args)
+
+	scale := 1
+	if *quick {
+		scale = 4
+	}
+	scenarios := []scenario{
+		{name: "burst", n: 20000 / scale},
+		{name: "slow receiver (50 ms)", n: 4000 / scale, latency: 50 * time.Millisecond},
+		{name: "steady 500/s", n: 10000 / scale, rate: 500},
+		{name: "flaky (20% 503)", n: 5000 / scale, failRate: 0.2},
+		{name: "backlog (1M+1M rows)", n: 20000 / scale, only: []string{"PostgresSupervisor"},
+			prepare: backlog(1_000_000 / (scale * scale))},
+	}
+	cluster, err := pgtest.StartCluster()
+	if err != nil {
+		return err
+	}
+	defer cluster.Stop()
+	recv := newReceiver()
+	defer recv.Close()
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true})
+	if err != nil {
+		return err
+	}
+	var results []result
+	db := 0
+	for _, sc := range scenarios {
+		if *which != "" && !slices.Contains(strings.Split(*which, ","), sc.name) {
+			continue
+		}
+		for _, sys := range allSystems() {
+			if *only != "" && !slices.Contains(strings.Split(*only, ","), sys.Name()) {
+				continue
+			}
+			if sc.only != nil && !slices.Contains(sc.only, sys.Name()) {
+				continue
+			}
+			db++
+			r := runOne(cluster, fmt.Sprintf("bench_%d", db), recv, sender, sc, sys)
+			fmt.Fprintf(os.Stderr, "%-24s %-24s %8.0f/s %s\n", sc.name, sys.Name(), r.PerSecond, r.Err)
+			results = append(results, r)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printTable(results)
+	return nil
+}
+
+func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webhook.Sender, sc scenario, sys system) (r result) {
+	r = result{Scenario: sc.name, System: sys.Name(), N: sc.n}
+	fail := func(err error) result { r.Err = err.Error(); return r }
+	ctx := context.Background()
+	url, err := cluster.CreateDatabase(dbName)
+	if err != nil {
+		return fail(err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return fail(err)
+	}
+	cfg.MaxConns = workers + 8
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer pool.Close()
+	recv.reset()
+	recv.Latency, recv.FailRate, recv.FailAll, recv.RetryAfter = sc.latency, sc.failRate, false, 0
+	e := env{Pool: pool, DBURL: url, URL: recv.URL(), Sender: sender, Workers: workers, Ack: recv.ack}
+	if err := sys.Setup(ctx, e); err != nil {
+		return fail(err)
+	}
+	if sc.prepare != nil {
+		if err := sc.prepare(ctx, sys, e); err != nil {
+			return fail(err)
+		}
+	}
+	items, err := makeItems(sc.n)
+	if err != nil {
+		return fail(err)
+	}
+	accepted := make([]time.Time, len(items))
+	index := make(map[string]int, len(items))
+	for i, it := range items {
+		index[it.Key] = i
+	}
+	if sc.rate == 0 {
+		if err := sys.EnqueueBulk(ctx, items); err != nil {
+			return fail(err)
+		}
+	}
+	tx0 := transactions(ctx, pool)
+	start := time.Now()
+	stop, err := sys.Start(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer stop()
+	enqErr := make(chan error, 1)
+	if sc.rate > 0 {
+		// Warm up (connections, prepared statements) off the clock: steady
+		// load measures a running system, not its first second.
+		warm, err := makeItems(sc.rate / 5)
+		if err != nil {
+			return fail(err)
+		}
+		if err := paced(ctx, sys, warm, sc.rate, make([]time.Time, len(warm))); err != nil {
+			return fail(err)
+		}
+		for range warm {
+			<-recv.ok
+		}
+		recv.reset()
+		tx0, start = transactions(ctx, pool), time.Now()
+		go func() { enqErr <- paced(ctx, sys, items, sc.rate, accepted) }()
+	} else {
+		for i := range accepted {
+			accepted[i] = start
+		}
+		enqErr <- nil
+	}
+	deadline := time.After(10 * time.Minute)
+	for got := 0; got < len(items); got++ {
+		select {
+		case <-recv.ok:
+		case <-deadline:
+			return fail(fmt.Errorf("%d of %d delivered after 10 minutes", got, len(items)))
+		}
+	}
+	elapsed := time.Since(start)
+	if err := <-enqErr; err != nil {
+		return fail(err)
+	}
+	r.PerSecond = float64(len(items)) / elapsed.Seconds()
+	r.TxPerDelivery = float64(transactions(ctx, pool)-tx0) / float64(len(items))
+	r.RSSMB = rssMB()
+	got, total := recv.snapshot()
+	r.Requests = total
+	if sc.rate > 0 {
+		var first, done []time.Duration
+		for k, g := range got {
+			if i, ok := index[k]; ok {
+				first = append(first, g.first.Sub(accepted[i]))
+				done = append(done, g.okAt.Sub(accepted[i]))
+			}
+		}
+		r.FirstP50, r.FirstP99, r.FirstP999 = pct(first, 500), pct(first, 990), pct(first, 999)
+		r.DeliveredP50, r.DeliveredP99, r.DeliveredP999 = pct(done, 500), pct(done, 990), pct(done, 999)
+	}
+	return r
+}
+
+// paced enqueues items at rate per second from many goroutines, as request
+// handlers would, recording when each was accepted.
+func paced(ctx context.Context, sys system, items []item, rate int, accepted []time.Time) error {
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	sem := make(chan struct{}, 64)
+	for i := range items {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := sys.Enqueue(ctx, items[i:i+1]); err != nil {
+				firstErr.CompareAndSwap(nil, err)
+			}
+			accepted[i] = time.Now()
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// makeItems builds n MCP webhook bodies, each with its own key.
+func makeItems(n int) ([]item, error) {
+	items := make([]item, n)
+	now := time.Now()
+	for i := range items {
+		body, key, err := webhook.BuildMCPBody(webhook.MCPWebhook{
+			URL: "http://127.0.0.1/webhook", OperationID: "op_bench", TaskID: "task_" + strconv.Itoa(i),
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted,
+			Result: map[string]any{"media_buy_id": "mb_" + strconv.Itoa(i), "packages": []string{"pkg_1", "pkg_2"}},
+		}, now)
+		if err != nil {
+			return nil, err
+		}
+		items[i] = item{Key: key, Body: body}
+	}
+	return items, nil
+}
+
+// backlog fills the supervisor's tables with rows pending far in the
+// future and rows long delivered, before the run.
+func backlog(rows int) func(ctx context.Context, s system, e env) error {
+	return func(ctx context.Context, _ system, e env) error {
+		for _, sql := range []string{
+			`INSERT INTO adcp_webhook_deliveries (state, due_at, url, body, idempotency_key, breaker_key, accepted_at)
+			 SELECT 'pending', now() + interval '30 days', $1, '{}'::bytea, 'whk_backlog_pending_' || g, $1, now()
+			 FROM generate_series(1, $2) g`,
+			`INSERT INTO adcp_webhook_deliveries (state, due_at, url, body, idempotency_key, breaker_key, accepted_at, finished_at, attempts)
+			 SELECT 'delivered', now(), $1, '{}'::bytea, 'whk_backlog_done_' || g, $1, now(), now(), 1
+			 FROM generate_series(1, $2) g`,
+			`VACUUM ANALYZE adcp_webhook_deliveries`,
+		} {
+			args := []any{e.URL, rows}
+			if strings.HasPrefix(sql, "VACUUM") {
+				args = nil
+			}
+			if _, err := e.Pool.Exec(ctx, sql, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// transactions counts the database's committed and rolled-back
+// transactions so far.
+func transactions(ctx context.Context, pool *pgxpool.Pool) int64 {
+	var n int64
+	_ = pool.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&n)
+	return n
+}
+
+func pct(ds []time.Duration, perMille int) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return float64(ds[(len(ds)-1)*perMille/1000].Microseconds()) / 1000
+}
+
+// rssMB is this process's resident set size.
+func rssMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return float64(m.Sys) / (1 << 20)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func printTable(results []result) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\ttx/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
+	lib := map[string]float64{}
+	for _, r := range results {
+		if r.System == "PostgresSupervisor" {
+			lib[r.Scenario] = r.PerSecond
+		}
+	}
+	for _, r := range results {
+		if r.Err != "" {
+			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
+			continue
+		}
+		ratio := ""
+		if l := lib[r.Scenario]; l > 0 && r.PerSecond > 0 {
+			ratio = fmt.Sprintf("%.2f", l/r.PerSecond)
+		}
+		lat, dl := "", ""
+		if r.FirstP50 > 0 || r.FirstP99 > 0 {
+			lat = fmt.Sprintf("%.1f / %.1f / %.1f", r.FirstP50, r.FirstP99, r.FirstP999)
+			dl = fmt.Sprintf("%.1f / %.1f / %.1f", r.DeliveredP50, r.DeliveredP99, r.DeliveredP999)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%.2f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, r.TxPerDelivery, r.Requests, lat, dl, r.RSSMB)
+	}
+	w.Flush()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// allSystems is every system, the library's first. River and the seed
+// design live in river.go and seed.go.
+func allSystems() []system {
+	out := []system{&postgresSystem{}, &memorySystem{}}
+	out = append(out, comparators()...)
+	return append(out, &rawHTTPSystem{}, &minimalSQLSystem{})
+}

@@ -35,8 +35,10 @@ type received struct {
 	requests int
 	ok       bool
 	body     [sha256.Size]byte
-	differ   bool // a request carried different bytes than the first
-	afterOK  int  // requests that came after one was answered 2xx: duplicates
+	differ   bool      // a request carried different bytes than the first
+	afterOK  int       // requests that came after one was answered 2xx: duplicates
+	first    time.Time // when the first request arrived
+	okAt     time.Time // when the first 2xx was answered
 }
 
 func newReceiver() *receiver {
@@ -71,7 +73,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	rec := r.seen[key]
 	first := rec == nil
 	if first {
-		rec = &received{body: sum}
+		rec = &received{body: sum, first: time.Now()}
 		r.seen[key] = rec
 	} else if rec.body != sum {
 		rec.differ = true
@@ -83,7 +85,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	fail := r.FailRate > 0 && (first || r.FailAll) && rand.Float64() < r.FailRate
 	newlyOK := !fail && !rec.ok
 	if newlyOK {
-		rec.ok = true
+		rec.ok, rec.okAt = true, time.Now()
 	}
 	r.mu.Unlock()
 	if fail {
@@ -97,6 +99,16 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.ok <- key
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ack records a delivery that made no request (the minimal-SQL ceiling).
+func (r *receiver) ack(key string) {
+	now := time.Now()
+	r.mu.Lock()
+	r.total++
+	r.seen[key] = &received{requests: 1, ok: true, first: now, okAt: now}
+	r.mu.Unlock()
+	r.ok <- key
 }
 
 // snapshot copies what arrived so far.

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/adcpkit/webhook"
+)
+
+// postgresSystem is the library's PostgresSupervisor, one RunWorker with
+// Workers attempts in flight.
+type postgresSystem struct {
+	e   env
+	sup *webhook.PostgresSupervisor
+}
+
+func (s *postgresSystem) Name() string { return "PostgresSupervisor" }
+
+func (s *postgresSystem) Setup(ctx context.Context, e env) error {
+	sup, err := webhook.NewPostgresSupervisor(e.Pool, e.Sender, libPostgresConfig(e.Workers))
+	if err != nil {
+		return err
+	}
+	s.e, s.sup = e, sup
+	return sup.CreateSchema(ctx)
+}
+
+// libPostgresConfig is the supervisor's configuration in every scenario:
+// the defaults, with plain http to the loopback receiver.
+func libPostgresConfig(workers int) webhook.PostgresConfig {
+	return webhook.PostgresConfig{
+		AllowInsecureHTTP: true,
+		Concurrency:       workers,
+		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+func (s *postgresSystem) Enqueue(ctx context.Context, items []item) error {
+	for _, it := range items {
+		if _, err := s.sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: s.e.URL, Body: it.Body, IdempotencyKey: it.Key}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *postgresSystem) EnqueueBulk(ctx context.Context, items []item) error {
+	return enqueueConcurrently(ctx, items, 16, s.Enqueue)
+}
+
+func (s *postgresSystem) Start(ctx context.Context) (func(), error) {
+	return runWorkers(ctx, s.sup.RunWorker), nil
+}
+
+// memorySystem is the library's MemorySupervisor: the same work without
+// the database.
+type memorySystem struct {
+	e   env
+	sup *webhook.MemorySupervisor
+}
+
+func (s *memorySystem) Name() string { return "MemorySupervisor" }
+
+func (s *memorySystem) Setup(_ context.Context, e env) error {
+	sup, err := webhook.NewMemorySupervisor(e.Sender, webhook.MemoryConfig{
+		AllowInsecureHTTP: true,
+		Concurrency:       e.Workers,
+		MaxQueued:         1 << 22,
+		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	s.e, s.sup = e, sup
+	return err
+}
+
+func (s *memorySystem) Enqueue(ctx context.Context, items []item) error {
+	for _, it := range items {
+		if _, err := s.sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: s.e.URL, Body: it.Body, IdempotencyKey: it.Key}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *memorySystem) EnqueueBulk(ctx context.Context, items []item) error {
+	return s.Enqueue(ctx, items)
+}
+
+func (s *memorySystem) Start(ctx context.Context) (func(), error) {
+	return runWorkers(ctx, s.sup.RunWorker), nil
+}
+
+// rawHTTPSystem is the ceiling without a database: Workers goroutines
+// POSTing through the same Sender, retrying at once on failure.
+type rawHTTPSystem struct {
+	e     env
+	queue chan item
+}
+
+func (s *rawHTTPSystem) Name() string { return "raw HTTP (ceiling)" }
+
+func (s *rawHTTPSystem) Setup(_ context.Context, e env) error {
+	s.e, s.queue = e, make(chan item, 1<<16)
+	return nil
+}
+
+func (s *rawHTTPSystem) Enqueue(_ context.Context, items []item) error {
+	for _, it := range items {
+		s.queue <- it
+	}
+	return nil
+}
+
+func (s *rawHTTPSystem) EnqueueBulk(ctx context.Context, items []item) error {
+	return s.Enqueue(ctx, items)
+}
+
+func (s *rawHTTPSystem) Start(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range s.e.Workers {
+		wg.Go(func() {
+			req := new(webhook.Request)
+			for {
+				var it item
+				select {
+				case <-ctx.Done():
+					return
+				case it = <-s.queue:
+				}
+				for n := 1; ctx.Err() == nil; n++ {
+					*req = webhook.Request{URL: s.e.URL, Body: it.Body, IdempotencyKey: it.Key, Attempt: n}
+					if resp, err := s.e.Sender.Send(ctx, req); err == nil && resp.StatusCode/100 == 2 {
+						break
+					}
+				}
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }, nil
+}
+
+// minimalSQLSystem is the ceiling without HTTP: the statements a durable
+// delivery needs at the least — insert, claim one row with SKIP LOCKED,
+// mark it done — and nothing else.
+type minimalSQLSystem struct{ e env }
+
+func (s *minimalSQLSystem) Name() string { return "minimal SQL (ceiling)" }
+
+func (s *minimalSQLSystem) Setup(ctx context.Context, e env) error {
+	s.e = e
+	_, err := e.Pool.Exec(ctx, `CREATE TABLE minimal_queue (
+		id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		idempotency_key text NOT NULL, body bytea NOT NULL, done boolean NOT NULL DEFAULT false)`)
+	if err == nil {
+		_, err = e.Pool.Exec(ctx, `CREATE INDEX minimal_queue_todo ON minimal_queue (id) WHERE NOT done`)
+	}
+	return err
+}
+
+func (s *minimalSQLSystem) Enqueue(ctx context.Context, items []item) error {
+	for _, it := range items {
+		if _, err := s.e.Pool.Exec(ctx, `INSERT INTO minimal_queue (idempotency_key, body) VALUES ($1, $2)`, it.Key, it.Body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *minimalSQLSystem) EnqueueBulk(ctx context.Context, items []item) error {
+	return enqueueConcurrently(ctx, items, 16, s.Enqueue)
+}
+
+func (s *minimalSQLSystem) Start(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range s.e.Workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				var id int64
+				var key string
+				err := s.e.Pool.QueryRow(ctx, `UPDATE minimal_queue SET done = true WHERE id = (
+					SELECT id FROM minimal_queue WHERE NOT done ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+					RETURNING id, idempotency_key`).Scan(&id, &key)
+				if err != nil {
+					sleepCtx(ctx, pollIdle)
+					continue
+				}
+				// The "completion": one more statement, as a delivery
+				// records its result after the attempt.
+				if _, err := s.e.Pool.Exec(ctx, `UPDATE minimal_queue SET body = body WHERE id = $1`, id); err == nil {
+					s.e.Ack(key)
+				}
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }, nil
+}
+
+// runWorkers runs one RunWorker until stop.
+func runWorkers(ctx context.Context, run func(context.Context) error) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+// enqueueConcurrently calls enqueue from n goroutines over items.
+func enqueueConcurrently(ctx context.Context, items []item, n int, enqueue func(context.Context, []item) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for g := range n {
+		wg.Go(func() {
+			for i := g; i < len(items); i += n {
+				if err := enqueue(ctx, items[i:i+1]); err != nil {
+					errs[g] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
