@@ -108,6 +108,14 @@ func runBench(args []string) error {
 			results = append(results, r)
 		}
 	}
+	if *which == "" || slices.Contains(strings.Split(*which, ","), "scale-out") {
+		for _, k := range []int{1, 2, 4} {
+			db++
+			r := runScaleOut(cluster, fmt.Sprintf("bench_%d", db), recv, sender, 20000/scale, k)
+			fmt.Fprintf(os.Stderr, "%-24s %-34s %8.0f/s %s\n", r.Scenario, r.System, r.PerSecond, r.Err)
+			results = append(results, r)
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

@@ -22,6 +22,8 @@ func main() {
 		err = runChaos(args[1:])
 	case len(args) > 0 && args[0] == "chaos-worker":
 		err = runChaosWorker(args[1:])
+	case len(args) > 0 && args[0] == "bench-worker":
+		err = runBenchWorker(args[1:])
 	default:
 		err = runBench(args)
 	}
