@@ -216,8 +216,7 @@ WITH due AS (
 )
 UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = NULL
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns},
-	EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.failures > 0)`)
+RETURNING {delivery_columns}, false`)
 	// The same for one breaker key's half-open probes ($5, period $6).
 	q.claimProbes = r.Replace(`
 WITH due AS (

@@ -29,7 +29,7 @@ type pgJob struct {
 	claimed  time.Time // when the claim started, by the real clock: the lease runs from here
 	leaseEnd time.Time // when the lease expires, by the supervisor's clock
 	probe    uint64    // the half-open period whose probe slot it holds; 0: none
-	dirty    bool      // its breaker had failures when it was claimed
+	dirty    bool      // a success found its breaker with failures to reset
 }
 
 func (j *pgJob) anchor() time.Time {
@@ -440,7 +440,10 @@ func (s *PostgresSupervisor) write(pw *pgWriter, w *pgWrite, j *pgJob, c *comple
 	return s.finish(j, c)
 }
 
-// needsBreaker reports whether c changes (or may change) j's breaker.
+// needsBreaker reports whether c must take the breaker's transaction: a
+// failure, a probe's result, or a success that found the breaker with
+// failures to reset (dirty). Other successes are written without it, on
+// the condition, checked in the statement, that the breaker is clean.
 func needsBreaker(j *pgJob, c *completion) bool {
 	return c.result == breakerFailure || j.probe != 0 || c.result == breakerSuccess && j.dirty
 }

@@ -79,7 +79,8 @@ func runScaleOut(cluster *pgtest.Cluster, dbName string, recv *receiver, sender 
 	if err != nil {
 		return fail(err)
 	}
-	tx0 := transactions(ctx, pool)
+	pool.Reset()
+	tx0 := settledTransactions(ctx, url)
 	start := time.Now()
 	var procs []*exec.Cmd
 	defer func() {
@@ -107,11 +108,15 @@ func runScaleOut(cluster *pgtest.Cluster, dbName string, recv *receiver, sender 
 	}
 	elapsed := time.Since(start)
 	r.PerSecond = float64(n) / elapsed.Seconds()
-	r.TxPerDelivery = float64(transactions(ctx, pool)-tx0) / float64(n)
 	_, r.Requests = recv.snapshot()
 	for _, p := range procs {
 		r.RSSMB += processRSSMB(p.Process.Pid)
+		_ = p.Process.Signal(syscall.SIGTERM)
+		_ = p.Wait()
 	}
+	procs = nil
+	pool.Close()
+	r.TxPerDelivery = float64(settledTransactions(ctx, url)-tx0) / float64(n)
 	return r
 }
 

@@ -24,6 +24,9 @@ type env struct {
 	URL     string
 	Sender  webhook.Sender
 	Workers int
+	// Breaker is the library supervisors' breaker policy (the others have
+	// no breaker at the worker).
+	Breaker webhook.BreakerPolicy
 	// Ack reports a delivery made without HTTP (the minimal-SQL ceiling
 	// only).
 	Ack func(key string)

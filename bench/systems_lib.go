@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/adcpkit/webhook"
@@ -20,7 +21,9 @@ type postgresSystem struct {
 func (s *postgresSystem) Name() string { return "PostgresSupervisor" }
 
 func (s *postgresSystem) Setup(ctx context.Context, e env) error {
-	sup, err := webhook.NewPostgresSupervisor(e.Pool, e.Sender, libPostgresConfig(e.Workers))
+	cfg := libPostgresConfig(e.Workers)
+	cfg.Breaker = e.Breaker
+	sup, err := webhook.NewPostgresSupervisor(e.Pool, e.Sender, cfg)
 	if err != nil {
 		return err
 	}
@@ -34,8 +37,16 @@ func libPostgresConfig(workers int) webhook.PostgresConfig {
 	return webhook.PostgresConfig{
 		AllowInsecureHTTP: true,
 		Concurrency:       workers,
-		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:            benchLogger(),
 	}
+}
+
+// benchLogger discards the library's log, unless BENCH_LOG is set.
+func benchLogger() *slog.Logger {
+	if os.Getenv("BENCH_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func (s *postgresSystem) Enqueue(ctx context.Context, items []item) error {
@@ -69,7 +80,8 @@ func (s *memorySystem) Setup(_ context.Context, e env) error {
 		AllowInsecureHTTP: true,
 		Concurrency:       e.Workers,
 		MaxQueued:         1 << 22,
-		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Breaker:           e.Breaker,
+		Logger:            benchLogger(),
 	})
 	s.e, s.sup = e, sup
 	return err
@@ -176,7 +188,7 @@ func (s *minimalSQLSystem) EnqueueBulk(ctx context.Context, items []item) error 
 func (s *minimalSQLSystem) Start(ctx context.Context) (func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for range s.e.Workers {
+	for range min(s.e.Workers, workers) { // no HTTP to wait for: more would only contend
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				var id int64
