@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,7 +75,19 @@ func runBench(args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	only := fs.String("systems", "", "comma-separated system names to run (default: all)")
 	which := fs.String("scenarios", "", "comma-separated scenario names to run (default: all)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the harness process to this file")
 	_ = fs.Parse(args)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	// full and quick sizes
 	size := func(full, small int) int {
