@@ -103,33 +103,34 @@ type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
 
-	enqueue        string
-	enqueueNotify  string
-	notify         string
-	refusedUntil   string
-	insertRefusal  string
-	claim          string
-	claimProbes    string
-	probeCandidate string
-	lockBreakers   string
-	countProbes    string
-	nextDue        string
-	complete       string
-	completeBatch  string
-	completeNoLog  string
-	leaseState     string
-	renewLease     string
-	lockBreaker    string
-	saveBreaker    string
-	deferBreaker   string
-	delivery       string
-	attempts       string
-	failed         string
-	redeliver      string
-	purge          string
-	purgeRefusals  string
-	breakerState   string
-	nextSequence   string
+	enqueue         string
+	enqueueNotify   string
+	notify          string
+	refusedUntil    string
+	insertRefusal   string
+	claim           string
+	claimProbes     string
+	probeCandidate  string
+	lockBreakers    string
+	countProbes     string
+	nextDue         string
+	complete        string
+	completeFailure string
+	completeBatch   string
+	completeNoLog   string
+	leaseState      string
+	renewLease      string
+	lockBreaker     string
+	saveBreaker     string
+	deferBreaker    string
+	delivery        string
+	attempts        string
+	failed          string
+	redeliver       string
+	purge           string
+	purgeRefusals   string
+	breakerState    string
+	nextSequence    string
 }
 
 // deliveryColumns are what a worker reads of a claimed delivery.
@@ -148,12 +149,19 @@ const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence
 	occurred_at, will_retry, next_retry_at, task_type, task_id, payload_size, notification_type`
 
 // cleanBreaker is the condition under which a completion may skip the
-// breaker: it is not a success (flag is false), or the breaker has nothing
-// a success would change. A success on a breaker with failures, or not
-// closed, must go through the breaker's transaction instead.
+// breaker's transaction: it is not a success (flag is false), or the
+// breaker has nothing a success would change.
 func cleanBreaker(flag, key string) string {
 	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
 		WHERE b.breaker_key = ` + key + ` AND (b.failures > 0 OR b.state <> 'closed')))`
+}
+
+// closedBreaker is the same for a statement that resets a closed
+// breaker's failures itself: only a breaker that is not closed needs the
+// state machine.
+func closedBreaker(flag, key string) string {
+	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
+		WHERE b.breaker_key = ` + key + ` AND b.state <> 'closed'))`
 }
 
 func newPgSQL(t PostgresTables) *pgSQL {
@@ -253,14 +261,42 @@ WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > 
 	// row in one statement. No row is inserted when the lease was lost.
 	set := `state = $3, attempts = $4, due_at = $5, first_attempt_at = $6, finished_at = $7,
 		last_status = $8, last_error = $9, probe_period = NULL`
+	// A success ($28) resets its closed breaker's failures in the same
+	// statement ($12 is the breaker key, $21 the attempt's start).
 	q.complete = r.Replace(`
 WITH done AS (
 	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanBreaker("$28", "{deliveries}.breaker_key") + `
+	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + closedBreaker("$28", "{deliveries}.breaker_key") + `
 	RETURNING id
+), reset AS (
+	UPDATE {breakers} SET failures = 0, updated_at = $21
+	WHERE $28::boolean AND breaker_key = $12 AND state = 'closed' AND failures > 0 AND EXISTS (SELECT 1 FROM done)
 )
 INSERT INTO {attempts} ({attempt_columns})
 SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done`)
+	// A failure while the breaker is closed and stays closed counts
+	// itself in the same statement: the increment is the state machine's
+	// closed-state step (breaker.record), done under the row lock. When it
+	// does not apply (the breaker is not closed, or this failure opens it),
+	// the statement divides by zero to undo itself, and the worker takes
+	// the breaker's transaction instead. $28 is FailureThreshold.
+	q.completeFailure = r.Replace(`
+WITH done AS (
+	UPDATE {deliveries} SET ` + set + `
+	WHERE id = $1 AND lease_token = $2 AND state = 'running'
+	RETURNING id
+), counted AS (
+	INSERT INTO {breakers} AS b (breaker_key, failures, updated_at)
+	SELECT $12, 1, $21 FROM done WHERE 1 < $28::int
+	ON CONFLICT (breaker_key) DO UPDATE SET failures = b.failures + 1, updated_at = EXCLUDED.updated_at
+	WHERE b.state = 'closed' AND b.failures + 1 < $28::int
+	RETURNING 1
+), logged AS (
+	INSERT INTO {attempts} ({attempt_columns})
+	SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done
+	RETURNING 1
+)
+SELECT count(*)::int / CASE WHEN count(*) = 1 AND NOT EXISTS (SELECT 1 FROM counted) THEN 0 ELSE 1 END FROM done`)
 	// The same for many deliveries at once, from arrays; it returns the IDs
 	// it wrote.
 	q.completeBatch = r.Replace(`
@@ -278,8 +314,18 @@ WITH v AS (
 		first_attempt_at = v.first_attempt_at, finished_at = v.finished_at, last_status = v.last_status,
 		last_error = v.last_error, probe_period = NULL
 	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
-		AND ` + cleanBreaker("v.success", "d.breaker_key") + `
+		AND ` + closedBreaker("v.success", "d.breaker_key") + `
 	RETURNING d.id, d.lease_token
+), reset AS (
+	-- Successes reset their closed breakers' failures; a breaker another
+	-- statement holds is skipped, and locks are taken in key order, so
+	-- that concurrent batches cannot deadlock.
+	UPDATE {breakers} b SET failures = 0
+	WHERE b.breaker_key IN (
+		SELECT x.breaker_key FROM {breakers} x
+		WHERE x.breaker_key IN (SELECT v.breaker_key FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token WHERE v.success)
+		  AND x.state = 'closed' AND x.failures > 0
+		ORDER BY x.breaker_key FOR UPDATE SKIP LOCKED)
 )
 INSERT INTO {attempts} ({attempt_columns})
 SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,

@@ -29,7 +29,7 @@ type pgJob struct {
 	claimed  time.Time // when the claim started, by the real clock: the lease runs from here
 	leaseEnd time.Time // when the lease expires, by the supervisor's clock
 	probe    uint64    // the half-open period whose probe slot it holds; 0: none
-	dirty    bool      // a success found its breaker with failures to reset
+	dirty    bool      // its completion needs the breaker's transaction (set when a faster write found so)
 }
 
 func (j *pgJob) anchor() time.Time {
@@ -545,6 +545,23 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *c
 	if !needsBreaker(j, c) {
 		return false, s.completeRow(ctx, s.db, j, c, withLog)
 	}
+	if c.result == breakerFailure && j.probe == 0 && withLog && !j.dirty {
+		// Most failures only count: try that in one statement.
+		var n int
+		args := append(completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
+		err := s.db.QueryRow(ctx, s.q.completeFailure, append(args, s.k.breaker.FailureThreshold)...).Scan(&n)
+		var pe *pgconn.PgError
+		switch {
+		case err == nil && n == 1:
+			return false, nil
+		case err == nil:
+			return false, s.fenced(ctx, s.db, j, false)
+		case errors.As(err, &pe) && pe.Code == "22012": // division_by_zero: see completeFailure
+			j.dirty = true // the breaker changes state: take its transaction
+		default:
+			return false, err
+		}
+	}
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return false, err
@@ -583,21 +600,10 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *c
 // completeRow writes the delivery's new state and its attempt row, fenced
 // by the lease token.
 func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
-	var finished, first any
-	if !c.finishedAt.IsZero() {
-		finished = c.finishedAt
-	}
-	if !c.firstAt.IsZero() {
-		first = c.firstAt
-	}
-	var status any
-	if c.status != 0 {
-		status = c.status
-	}
 	// A success that skips the breaker's transaction is written only if
-	// the breaker has nothing it would change.
+	// the breaker is closed (and, without the log row, clean).
 	skipsBreaker := c.result == breakerSuccess && !needsBreaker(j, c)
-	args := []any{j.id, j.token, string(c.state), c.attempts, c.due, first, finished, status, nullText(c.errText)}
+	args := completionArgs(j, c)
 	sql := s.q.completeNoLog
 	if withLog {
 		sql = s.q.complete
@@ -611,8 +617,29 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 	if tag.RowsAffected() == 1 {
 		return nil
 	}
-	// No row: the lease moved on, or an earlier try of this write
-	// committed without our hearing of it.
+	return s.fenced(ctx, q, j, skipsBreaker)
+}
+
+// completionArgs are a completion's state columns, fenced by j's lease.
+func completionArgs(j *pgJob, c *completion) []any {
+	var finished, first, status any
+	if !c.finishedAt.IsZero() {
+		finished = c.finishedAt
+	}
+	if !c.firstAt.IsZero() {
+		first = c.firstAt
+	}
+	if c.status != 0 {
+		status = c.status
+	}
+	return []any{j.id, j.token, string(c.state), c.attempts, c.due, first, finished, status, nullText(c.errText)}
+}
+
+// fenced explains a completion that wrote no row: the lease moved on
+// (errLeaseLost), an earlier try of this write committed without our
+// hearing of it (nil), or a success found its breaker needing the state
+// machine (errBreakerDirty).
+func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, skipsBreaker bool) error {
 	var state string
 	var token *int64
 	if err := q.QueryRow(ctx, s.q.leaseState, j.id).Scan(&state, &token); err != nil {
@@ -629,9 +656,10 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 	return errLeaseLost
 }
 
-// errBreakerDirty reports a success that must reset its breaker (another
-// worker's failure dirtied it since the claim).
-var errBreakerDirty = errors.New("breaker changed since the claim")
+// errBreakerDirty reports a success whose breaker is not closed (or, for
+// a write without the log row, has failures to reset): it takes the
+// breaker's transaction.
+var errBreakerDirty = errors.New("breaker needs the state machine")
 
 func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b breaker, now time.Time) error {
 	var opened any

@@ -64,6 +64,7 @@ type result struct {
 	DeliveredP99  float64 `json:"delivered_p99_ms,omitempty"`
 	DeliveredP999 float64 `json:"delivered_p999_ms,omitempty"`
 	Requests      int     `json:"requests"`
+	StmtsPerDeliv float64 `json:"statements_per_delivery"`
 	TxPerDelivery float64 `json:"transactions_per_delivery"`
 	RSSMB         float64 `json:"rss_mb"`
 	Err           string  `json:"error,omitempty"`
@@ -112,7 +113,8 @@ func runBench(args []string) error {
 			prepare: backlog(size(1_000_000, 50_000))},
 	}
 	scaleN := size(20000, 5000)
-	cluster, err := pgtest.StartCluster()
+	// pg_stat_statements counts the statements every system sends.
+	cluster, err := pgtest.StartCluster("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on")
 	if err != nil {
 		return err
 	}
@@ -211,6 +213,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	}
 	pool.Reset() // backends flush their statistics as they exit
 	tx0 := settledTransactions(ctx, url)
+	resetStatements(ctx, url)
 	start := time.Now()
 	stopSys, err := sys.Start(ctx)
 	if err != nil {
@@ -233,6 +236,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 			<-recv.ok
 		}
 		recv.reset()
+		resetStatements(ctx, url)
 		start = time.Now()
 		go func() { enqErr <- paced(ctx, sys, items, sc.rate, accepted) }()
 	} else {
@@ -255,6 +259,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	}
 	r.PerSecond = float64(len(items)) / elapsed.Seconds()
 	r.RSSMB = rssMB()
+	r.StmtsPerDeliv = float64(statements(ctx, url)) / float64(len(items))
 	stop()
 	pool.Close() // backends flush their statistics as they exit
 	r.TxPerDelivery = float64(settledTransactions(ctx, url)-tx0) / float64(len(items))
@@ -345,6 +350,33 @@ func backlog(rows int) func(ctx context.Context, s system, e env) error {
 	}
 }
 
+// resetStatements zeroes pg_stat_statements, whose counts are kept per
+// database.
+func resetStatements(ctx context.Context, url string) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+	_, _ = conn.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+}
+
+// statements counts the statements run on url's database since the last
+// resetStatements, the measuring connection's own excluded.
+func statements(ctx context.Context, url string) int64 {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(ctx)
+	var n int64
+	_ = conn.QueryRow(ctx, `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT LIKE '%pg_stat_statements%'`).Scan(&n)
+	return n
+}
+
 // settledTransactions counts the database's committed and rolled-back
 // transactions once the statistics settle: backends report theirs at most
 // once a second, and when they exit.
@@ -396,7 +428,7 @@ func rssMB() float64 {
 
 func printTable(results []result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\ttx/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
+	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\tstatements/delivery\ttx/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
 	lib := map[string]float64{}
 	for _, r := range results {
 		if r.System == "PostgresSupervisor" {
@@ -405,7 +437,7 @@ func printTable(results []result) {
 	}
 	for _, r := range results {
 		if r.Err != "" {
-			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
+			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
 			continue
 		}
 		ratio := ""
@@ -417,7 +449,7 @@ func printTable(results []result) {
 			lat = fmt.Sprintf("%.1f / %.1f / %.1f", r.FirstP50, r.FirstP99, r.FirstP999)
 			dl = fmt.Sprintf("%.1f / %.1f / %.1f", r.DeliveredP50, r.DeliveredP99, r.DeliveredP999)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%.2f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, r.TxPerDelivery, r.Requests, lat, dl, r.RSSMB)
+		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%.2f\t%.2f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, r.StmtsPerDeliv, r.TxPerDelivery, r.Requests, lat, dl, r.RSSMB)
 	}
 	w.Flush()
 }

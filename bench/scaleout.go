@@ -81,6 +81,7 @@ func runScaleOut(cluster *pgtest.Cluster, dbName string, recv *receiver, sender 
 	}
 	pool.Reset()
 	tx0 := settledTransactions(ctx, url)
+	resetStatements(ctx, url)
 	start := time.Now()
 	var procs []*exec.Cmd
 	defer func() {
@@ -109,6 +110,7 @@ func runScaleOut(cluster *pgtest.Cluster, dbName string, recv *receiver, sender 
 	elapsed := time.Since(start)
 	r.PerSecond = float64(n) / elapsed.Seconds()
 	_, r.Requests = recv.snapshot()
+	r.StmtsPerDeliv = float64(statements(ctx, url)) / float64(n)
 	for _, p := range procs {
 		r.RSSMB += processRSSMB(p.Process.Pid)
 		_ = p.Process.Signal(syscall.SIGTERM)

@@ -17,8 +17,9 @@ type Cluster struct {
 
 // StartCluster initialises and starts a private cluster from the binaries
 // New would use, on a free loopback port with its data in a temporary
-// directory. Stop it with Stop.
-func StartCluster() (*Cluster, error) {
+// directory, with extra server settings ("name=value", as postgres -c
+// takes them). Stop it with Stop.
+func StartCluster(settings ...string) (*Cluster, error) {
 	if !clusterSupported {
 		return nil, errors.New("pgtest: cannot start a cluster on this OS")
 	}
@@ -26,7 +27,7 @@ func StartCluster() (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	s, err := newServer(bin)
+	s, err := newServer(bin, settings...)
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}

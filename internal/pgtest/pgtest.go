@@ -73,14 +73,15 @@ var (
 
 // server is a private cluster run as a child process.
 type server struct {
-	mu      sync.Mutex
-	bin     string // directory holding initdb and postgres
-	dir     string // temporary directory: data/, postgres.log
-	port    int
-	runAs   *osUser // nil unless running as root
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has exited
-	waitErr error         // cmd.Wait's result, once exited is closed
+	mu       sync.Mutex
+	bin      string // directory holding initdb and postgres
+	dir      string // temporary directory: data/, postgres.log
+	port     int
+	settings []string // extra name=value server settings
+	runAs    *osUser  // nil unless running as root
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
+	waitErr  error         // cmd.Wait's result, once exited is closed
 }
 
 type osUser struct{ uid, gid uint32 }
@@ -253,12 +254,12 @@ func isExecutable(path string) bool {
 }
 
 // newServer initialises a cluster in a new temporary directory and starts it.
-func newServer(bin string) (s *server, err error) {
+func newServer(bin string, settings ...string) (s *server, err error) {
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
 		return nil, err
 	}
-	s = &server{bin: bin, dir: dir}
+	s = &server{bin: bin, dir: dir, settings: settings}
 	defer func() {
 		if err != nil {
 			_ = os.RemoveAll(dir)
@@ -327,6 +328,9 @@ func (s *server) start() error {
 		"-c", "max_connections=300"}
 	if os.Getenv("PGTEST_FAST") == "1" {
 		args = append(args, "-c", "fsync=off")
+	}
+	for _, kv := range s.settings {
+		args = append(args, "-c", kv)
 	}
 	cmd := s.command("postgres", args...)
 	if err := s.startLogged(cmd); err != nil {
