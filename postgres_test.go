@@ -608,7 +608,6 @@ func TestPostgresWaitingForAWorkerRenewsTheLease(t *testing.T) {
 	const lease = 2 * time.Second // the shortest allowed
 	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 1, ClaimBatch: 4, LeaseDuration: lease}, func(c *suiteConfig) {
 		c.Retry.MaxAttempts = 1
-		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1}
 	})
 	url := "https://buyer.example/slow-then-fast"
 	slow1, slow2 := make(chan struct{}), make(chan struct{})
@@ -617,20 +616,25 @@ func TestPostgresWaitingForAWorkerRenewsTheLease(t *testing.T) {
 	for i := range 4 {
 		pe.sendMCP(mcp(url, fmt.Sprint("t", i)))
 	}
-	// Two slow attempts, each within its half lease, hold the only worker
-	// while the other two deliveries wait, claimed, for most of the lease.
+	// Two slow attempts hold the only worker while the other two
+	// deliveries wait, claimed, for most of the lease. (The slow ones may
+	// run out of their own half lease on a busy machine; that is not what
+	// this test is about.)
 	pe.waitSent(1)
 	time.Sleep(lease * 7 / 16)
 	close(slow1)
 	pe.waitSent(2)
 	time.Sleep(lease * 7 / 16)
 	close(slow2)
+	byKey := map[string]webhook.Attempt{}
 	for _, a := range pe.attempts(4) {
+		byKey[a.IdempotencyKey] = a
+	}
+	require.Len(t, pe.sender.sent(), 4, "every delivery was sent")
+	for _, req := range pe.sender.sent()[2:] {
+		a := byKey[req.Key]
 		require.Equal(t, webhook.OutcomeSuccess, a.Outcome, "a delivery that waited for a worker still gets its full attempt: %+v", a)
 	}
-	st, err := pe.pg.Breaker(context.Background(), url)
-	require.NoError(t, err)
-	require.Equal(t, webhook.BreakerClosed, st)
 }
 
 func TestPostgresSuccessesResetFailuresUnderConcurrency(t *testing.T) {

@@ -232,6 +232,9 @@ func (s *scriptedSender) sent() []sentRequest {
 }
 
 func (s *scriptedSender) Send(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // as an HTTP client would: nothing is sent
+	}
 	s.mu.Lock()
 	s.inflight[req.URL]++
 	total := 0
