@@ -409,3 +409,23 @@ func callSink(ctx context.Context, sink LogSink, a Attempt) (err error) {
 	}()
 	return sink.RecordAttempt(ctx, a)
 }
+
+// drain waits for a stopping RunWorker's workers; once timeout passes it
+// cancels their attempts (cancel) and waits for them to record that.
+func (k *core) drain(ctx context.Context, workers *sync.WaitGroup, timeout time.Duration, cancel func()) {
+	drained := make(chan struct{})
+	go func() {
+		workers.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
+			slog.Duration("drain_timeout", timeout))
+		cancel()
+		<-drained
+	}
+}

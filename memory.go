@@ -364,21 +364,7 @@ func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
 	}
 	close(p.work)
 
-	drained := make(chan struct{})
-	go func() {
-		p.workers.Wait()
-		close(drained)
-	}()
-	t := time.NewTimer(s.drainTimeout)
-	defer t.Stop()
-	select {
-	case <-drained:
-	case <-t.C:
-		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
-			slog.Duration("drain_timeout", s.drainTimeout))
-		cancelAttempts()
-		<-drained
-	}
+	s.k.drain(ctx, &p.workers, s.drainTimeout, cancelAttempts)
 	return nil
 }
 

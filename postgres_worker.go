@@ -72,21 +72,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	p.claimLoop(ctx)
 	close(p.work)
 
-	drained := make(chan struct{})
-	go func() {
-		p.workers.Wait()
-		close(drained)
-	}()
-	t := time.NewTimer(s.drainTimeout)
-	defer t.Stop()
-	select {
-	case <-drained:
-	case <-t.C:
-		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
-			slog.Duration("drain_timeout", s.drainTimeout))
-		cancelAttempts()
-		<-drained
-	}
+	s.k.drain(ctx, &p.workers, s.drainTimeout, cancelAttempts)
 	p.writer.close()
 	background.Wait()
 	return nil
