@@ -468,10 +468,21 @@ func TestPostgresDropRefusalStoresNothing(t *testing.T) {
 
 func TestPostgresPollOnly(t *testing.T) {
 	t.Parallel()
-	pe := newPgEnv(t, webhook.PostgresConfig{PollOnly: true, PollInterval: 20 * time.Millisecond})
-	runWorker(t, pe.sup)
-	r := pe.sendMCP(mcp("https://buyer.example/hook", "t1"))
-	require.Equal(t, r.ID, pe.attempts(1)[0].DeliveryID)
+	// A pool that cannot open a LISTEN connection (no Config method), as
+	// behind PgBouncer: delivery must come from polling alone.
+	pool := pgtest.New(t)
+	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewPostgresSupervisor(struct{ webhook.PostgresPool }{pool}, cfg.Sender, webhook.PostgresConfig{
+			PollOnly: true, PollInterval: 20 * time.Millisecond,
+			Retry: cfg.Retry, LogSink: cfg.Sink, Clock: cfg.Clock, Logger: cfg.Logger,
+		})
+		require.NoError(t, err)
+		require.NoError(t, s.CreateSchema(context.Background()))
+		return s
+	})
+	e.startWorker()
+	r := e.sendMCP(mcp("https://buyer.example/hook", "t1"))
+	require.Equal(t, r.ID, e.attempts(1)[0].DeliveryID)
 }
 
 func TestPostgresSurvivesRestart(t *testing.T) {
