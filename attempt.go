@@ -102,6 +102,7 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 		Body:           d.body,
 		IdempotencyKey: d.key,
 		Authentication: d.routing.Authentication,
+		Headers:        d.routing.Headers,
 		DeliveryID:     id,
 		Attempt:        n,
 	}

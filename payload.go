@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -315,7 +317,55 @@ func (r *Routing) check() error {
 	if err := checkText("NotificationType", r.NotificationType, false, 255); err != nil {
 		return err
 	}
+	if err := checkHeaders(r.Headers); err != nil {
+		return err
+	}
 	return r.Authentication.check()
+}
+
+// maxHeaders and maxHeaderValue bound Routing.Headers.
+const (
+	maxHeaders     = 16
+	maxHeaderValue = 4096
+)
+
+// checkHeaders validates Routing.Headers. Values are not quoted in errors:
+// they may be tokens.
+func checkHeaders(h map[string]string) error {
+	if len(h) > maxHeaders {
+		return invalid("Headers", "has %d headers; at most %d are allowed", len(h), maxHeaders)
+	}
+	for name, value := range h {
+		if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+			return invalid("Headers", "has a header named %q; names must be HTTP tokens", name)
+		}
+		if reservedHeader(name) {
+			return invalid("Headers", "sets %s, which the sender sets itself; leave it out", http.CanonicalHeaderKey(name))
+		}
+		if len(value) > maxHeaderValue {
+			return invalid("Headers", "has a %s value of %d bytes; at most %d are allowed", http.CanonicalHeaderKey(name), len(value), maxHeaderValue)
+		}
+		if !utf8.ValidString(value) || strings.IndexFunc(value, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) >= 0 {
+			return invalid("Headers", "has a %s value with a control character or invalid UTF-8", http.CanonicalHeaderKey(name))
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may appear in an HTTP header name (RFC 9110
+// tchar).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+}
+
+// reservedHeader reports whether the sender sets the named header itself.
+func reservedHeader(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Content-Type", "Content-Digest", "Content-Length", "Content-Encoding", "Transfer-Encoding",
+		"Signature", "Signature-Input", "Authorization", "Host", "User-Agent", "Accept-Encoding", "Connection":
+		return true
+	}
+	return strings.HasPrefix(strings.ToUpper(name), "X-ADCP-")
 }
 
 // prepared is a validated delivery with its body frozen.
@@ -575,6 +625,7 @@ func newPrepared(url string, body []byte, key string, taskType TaskType, taskID 
 		c := *a
 		d.routing.Authentication = &c
 	}
+	d.routing.Headers = maps.Clone(r.Headers)
 	d.breakerKey = cmpOr(r.BreakerKey, url)
 	return d
 }

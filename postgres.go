@@ -3,6 +3,7 @@ package webhook
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -277,13 +278,20 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		}
 		return Receipt{}, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
 	}
-	var scheme, creds any
+	var scheme, creds, headers any
 	if a := d.routing.Authentication; a != nil {
 		scheme, creds = string(a.Scheme), []byte(a.Credentials)
 	}
+	if len(d.routing.Headers) > 0 {
+		doc, err := json.Marshal(d.routing.Headers)
+		if err != nil {
+			return Receipt{}, err
+		}
+		headers = string(doc)
+	}
 	args := []any{d.url, d.body, d.key, d.breakerKey, nullText(d.routing.SequenceKey),
 		nullText(string(d.taskType)), nullText(d.taskID), nullText(d.routing.NotificationType),
-		scheme, creds, now, s.k.breaker.OpenTimeout, s.k.breaker.OpenAction == OpenDrop}
+		scheme, creds, now, s.k.breaker.OpenTimeout, s.k.breaker.OpenAction == OpenDrop, headers}
 	var q querier = s.db
 	sql, dest := s.q.enqueue, []any{new(int64), new(int64)}
 	if tx != nil {

@@ -321,10 +321,11 @@ func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
 	// $1 now, $2 how many, $3 lease expiry, $4 lease token. The columns:
 	// id, url, body, idempotency_key, breaker_key, sequence_key,
 	// sequence_number, task_type, task_id, notification_type, auth_scheme,
-	// auth_credentials, attempts, accepted_at, first_attempt_at, dirty.
+	// auth_credentials, headers, attempts, accepted_at, first_attempt_at,
+	// dirty.
 	return p.expect(sqlClaim, timeArg(epoch), 1, anyArg(), captureToken).returnRows([]any{
 		j.id, mockURL, j.body, j.key, mockURL, nil,
-		nil, nil, nil, nil, nil, nil,
+		nil, nil, nil, nil, nil, nil, nil,
 		0, epoch, nil, false,
 	})
 }

@@ -135,7 +135,7 @@ type pgSQL struct {
 
 // deliveryColumns are what a worker reads of a claimed delivery.
 const deliveryColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
-	d.task_type, d.task_id, d.notification_type, d.auth_scheme, d.auth_credentials,
+	d.task_type, d.task_id, d.notification_type, d.auth_scheme, d.auth_credentials, d.headers,
 	d.attempts, COALESCE(d.redelivered_at, d.accepted_at), d.first_attempt_at`
 
 // snapshotColumns are what a Delivery snapshot shows.
@@ -189,11 +189,11 @@ WITH refused AS (
 	RETURNING last_value
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, accepted_at)
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at)
 	SELECT 'pending',
 		GREATEST($11::timestamptz, (SELECT b.opened_at + $12::interval FROM {breakers} b
 			WHERE b.breaker_key = $4 AND b.state = 'open')),
-		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $11
+		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $14::jsonb, $11
 	FROM refused WHERE NOT refused.yes
 	RETURNING id, sequence_number
 )
@@ -203,7 +203,7 @@ SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
 	// transactions, WAL flush included, so the pool path notifies
 	// separately: see notify.)
 	q.enqueueNotify = strings.Replace(q.enqueue, "COALESCE(ins.sequence_number, 0) FROM ins",
-		"COALESCE(ins.sequence_number, 0), pg_notify($14, '') FROM ins", 1)
+		"COALESCE(ins.sequence_number, 0), pg_notify($15, '') FROM ins", 1)
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
 	q.notify = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -283,11 +284,11 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 		var (
 			seqKey, taskType, taskID, typ, scheme *string
 			seq                                   *int64
-			creds                                 []byte
+			creds, headers                        []byte
 			firstAt                               *time.Time
 		)
 		if err := rows.Scan(&j.id, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
-			&taskType, &taskID, &typ, &scheme, &creds,
+			&taskType, &taskID, &typ, &scheme, &creds, &headers,
 			&j.attempts, &j.accepted, &firstAt, &j.dirty); err != nil {
 			return out, err
 		}
@@ -300,6 +301,11 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 		}
 		if scheme != nil {
 			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*scheme), Credentials: string(creds)}
+		}
+		if headers != nil {
+			if err := json.Unmarshal(headers, &j.routing.Headers); err != nil {
+				return out, fmt.Errorf("delivery %d: headers: %w", j.id, err)
+			}
 		}
 		if firstAt != nil {
 			j.firstAt = *firstAt

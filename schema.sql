@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     -- shared with the buyer: restrict who can read this table.
     auth_scheme       text,
     auth_credentials  bytea,
+    -- Routing.Headers, sent with every attempt (a token, say: restrict
+    -- readers as for the credentials).
+    headers           jsonb,
     attempts          integer NOT NULL DEFAULT 0,
     accepted_at       timestamptz NOT NULL,
     -- Set by a redelivery: the retry horizon counts from here until the

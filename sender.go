@@ -39,6 +39,9 @@ type Request struct {
 	// Authentication, when set, selects the legacy scheme instead of an
 	// RFC 9421 signature.
 	Authentication *Authentication
+	// Headers are the delivery's extra headers (Routing.Headers), already
+	// validated; a Sender adds them to the request.
+	Headers map[string]string
 	// DeliveryID and Attempt identify the attempt, for logs.
 	DeliveryID string
 	Attempt    int
@@ -187,6 +190,11 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, bytes.NewReader(req.Body))
 	if err != nil {
 		return nil, fmt.Errorf("webhook: building request: %w", err)
+	}
+	for name, value := range req.Headers {
+		if !reservedHeader(name) { // validated at acceptance; a custom caller may not have
+			hreq.Header.Set(name, value)
+		}
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept-Encoding", "identity")

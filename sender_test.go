@@ -270,3 +270,20 @@ func TestHTTPSenderSigningFailureIsNotTheEndpointsFault(t *testing.T) {
 	require.Equal(t, VerdictRetry, c.Verdict)
 	require.False(t, c.BreakerFailure, "the buyer's endpoint is not to blame")
 }
+
+func TestHTTPSenderSendsDeliveryHeadersButNeverReservedOnes(t *testing.T) {
+	t.Parallel()
+	srv, got := receiver(t, nil)
+	s := newTestSender(t, HTTPSenderConfig{})
+	_, err := s.Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey(),
+		Headers: map[string]string{
+			"X-A2A-Notification-Token": "tok-123",
+			"content-type":             "text/plain", // a custom caller's mistake: the sender's own wins
+			"Authorization":            "Basic c2VjcmV0",
+		}})
+	require.NoError(t, err)
+	c := <-got
+	require.Equal(t, "tok-123", c.header.Get("X-A2A-Notification-Token"))
+	require.Equal(t, "application/json", c.header.Get("Content-Type"))
+	require.Empty(t, c.header.Get("Authorization"))
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -180,6 +181,7 @@ type sentRequest struct {
 	Body    []byte
 	Attempt int
 	Auth    *webhook.Authentication
+	Headers map[string]string
 	// InFlight and InFlightURL count the requests in flight, in all and to
 	// this URL, when this one started (itself included).
 	InFlight, InFlightURL int
@@ -242,7 +244,7 @@ func (s *scriptedSender) Send(ctx context.Context, req *webhook.Request) (*webho
 		total += n
 	}
 	s.requests = append(s.requests, sentRequest{URL: req.URL, Key: req.IdempotencyKey, Body: append([]byte(nil), req.Body...),
-		Attempt: req.Attempt, Auth: req.Authentication, InFlight: total, InFlightURL: s.inflight[req.URL]})
+		Attempt: req.Attempt, Auth: req.Authentication, Headers: maps.Clone(req.Headers), InFlight: total, InFlightURL: s.inflight[req.URL]})
 	defer func() {
 		s.mu.Lock()
 		s.inflight[req.URL]--
@@ -760,6 +762,31 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.NotContains(t, fmt.Sprintf("%v %+v %#v", w, w, w), secret)
 	})
 
+	t.Run("HeadersReachTheSenderOnEveryAttempt", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/a2a"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		token := "a2a-notification-token-0123456789"
+		headers := map[string]string{"X-A2A-Notification-Token": token}
+		r, err := e.sup.SendPrepared(context.Background(), webhook.PreparedWebhook{
+			URL: url, Body: []byte(`{"id":"task-1"}`), IdempotencyKey: webhook.NewIdempotencyKey(),
+			Routing: webhook.Routing{Headers: headers},
+		})
+		require.NoError(t, err)
+		headers["X-A2A-Notification-Token"] = "changed" // the supervisor kept its own copy
+		as := e.deliverAll(1)
+		require.Len(t, as, 2)
+		for _, req := range e.sender.sent() {
+			require.Equal(t, map[string]string{"X-A2A-Notification-Token": token}, req.Headers)
+		}
+		raw, err := json.Marshal(as)
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), token, "attempt records never carry headers")
+		require.Equal(t, r.ID, as[1].DeliveryID)
+	})
+
 	t.Run("DrainFinishesInFlightAndKeepsQueued", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup)
@@ -845,6 +872,17 @@ func invalidWebhooks() []invalidCase {
 		{"unmarshalable result", "Result", set(func(w *webhook.MCPWebhook) { w.Result = make(chan int) })},
 		{"invalid raw result", "Result", set(func(w *webhook.MCPWebhook) { w.Result = json.RawMessage(`{"a":`) })},
 		{"huge result", "Result", set(func(w *webhook.MCPWebhook) { w.Result = strings.Repeat("r", webhook.MaxBodyBytes) })},
+		{"reserved header", "Headers", set(func(w *webhook.MCPWebhook) { w.Headers = map[string]string{"content-type": "text/plain"} })},
+		{"signature header", "Headers", set(func(w *webhook.MCPWebhook) { w.Headers = map[string]string{"Signature": "sig1=:x:"} })},
+		{"adcp header", "Headers", set(func(w *webhook.MCPWebhook) { w.Headers = map[string]string{"X-ADCP-Timestamp": "1"} })},
+		{"bad header name", "Headers", set(func(w *webhook.MCPWebhook) { w.Headers = map[string]string{"Bad Name": "v"} })},
+		{"header value newline", "Headers", set(func(w *webhook.MCPWebhook) { w.Headers = map[string]string{"X-Token": "a\r\nInjected: 1"} })},
+		{"too many headers", "Headers", set(func(w *webhook.MCPWebhook) {
+			w.Headers = map[string]string{}
+			for i := range 17 {
+				w.Headers[fmt.Sprint("X-H", i)] = "v"
+			}
+		})},
 		{"bad auth scheme", "Authentication.Scheme", set(func(w *webhook.MCPWebhook) {
 			w.Authentication = &webhook.Authentication{Scheme: "Basic", Credentials: "0123456789abcdef0123456789abcdef"}
 		})},

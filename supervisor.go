@@ -111,6 +111,14 @@ type Routing struct {
 	// Authentication is the registration's legacy authentication, if any. When
 	// set, the sender authenticates with it instead of an RFC 9421 signature.
 	Authentication *Authentication
+	// Headers are extra request headers sent on every attempt, such as
+	// A2A's X-A2A-Notification-Token. They are not signed and never appear
+	// in Attempt records or logs. At most 16; names must be HTTP tokens and
+	// not ones the sender sets itself (Content-Type, Content-Digest,
+	// Content-Length, Signature, Signature-Input, Authorization, Host,
+	// User-Agent, Accept-Encoding, X-ADCP-*); values at most 4,096 bytes of
+	// printable text.
+	Headers map[string]string
 }
 
 // PreparedWebhook is a webhook whose JSON body the caller built.
