@@ -15,8 +15,9 @@ import (
 // PushSender is an a2asrv.PushSender that hands every push to a
 // webhook.Supervisor: the task's JSON as a prepared body to the config's
 // URL, so A2A pushes get the same retries, breaker, audit and durability as
-// MCP webhooks. A config whose authentication names Bearer with credentials
-// is sent with them.
+// MCP webhooks. The config's token goes in the X-A2A-Notification-Token
+// header of every attempt; a config whose authentication names Bearer with
+// credentials is sent with them.
 type PushSender struct{ sup webhook.Supervisor }
 
 var _ a2asrv.PushSender = (*PushSender)(nil)
@@ -37,6 +38,9 @@ func (p *PushSender) SendPush(ctx context.Context, config *a2a.PushConfig, task 
 		IdempotencyKey: webhook.NewIdempotencyKey(),
 		TaskID:         string(task.ID),
 		Routing:        webhook.Routing{NotificationType: "a2a.push"},
+	}
+	if config.Token != "" {
+		w.Headers = map[string]string{"X-A2A-Notification-Token": config.Token}
 	}
 	if a := config.Auth; a != nil && a.Credentials != "" &&
 		slices.ContainsFunc(a.Schemes, func(s string) bool { return strings.EqualFold(s, "Bearer") }) {

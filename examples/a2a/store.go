@@ -1,7 +1,3 @@
-// Package main is a work in progress toward serving AdCP over A2A with the
-// webhook library: Postgres-backed a2asrv.TaskStore and
-// a2asrv.PushConfigStore, and an a2asrv.PushSender that hands every push
-// to a webhook.Supervisor. (The runnable demo is still to come.)
 package main
 
 import (

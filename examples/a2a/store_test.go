@@ -118,7 +118,7 @@ func TestPushGoesThroughTheSupervisorAndIsRetried(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	var bodies [][]byte
-	var auths []string
+	var auths, tokens []string
 	calls := 0
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b [4096]byte
@@ -127,6 +127,7 @@ func TestPushGoesThroughTheSupervisorAndIsRetried(t *testing.T) {
 		defer mu.Unlock()
 		bodies = append(bodies, append([]byte(nil), b[:n]...))
 		auths = append(auths, r.Header.Get("Authorization"))
+		tokens = append(tokens, r.Header.Get("X-A2A-Notification-Token"))
 		if calls++; calls == 1 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
@@ -148,7 +149,7 @@ func TestPushGoesThroughTheSupervisorAndIsRetried(t *testing.T) {
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 
 	task := &a2a.Task{ID: "task-1", ContextID: "ctx-1", Status: a2a.TaskStatus{State: a2a.TaskStateCompleted}}
-	cfg := &a2a.PushConfig{URL: recv.URL + "/a2a", Auth: &a2a.PushAuthInfo{Schemes: []string{"Bearer"},
+	cfg := &a2a.PushConfig{URL: recv.URL + "/a2a", Token: "buyer-token-0001", Auth: &a2a.PushAuthInfo{Schemes: []string{"Bearer"},
 		Credentials: "0123456789abcdef0123456789abcdef"}}
 	require.NoError(t, NewPushSender(sup).SendPush(ctx, cfg, task))
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) == 2 }, 20*time.Second, 10*time.Millisecond)
@@ -159,4 +160,5 @@ func TestPushGoesThroughTheSupervisorAndIsRetried(t *testing.T) {
 	require.NoError(t, json.Unmarshal(bodies[0], &sent))
 	require.Equal(t, task.ID, sent.ID)
 	require.Equal(t, "Bearer 0123456789abcdef0123456789abcdef", auths[1])
+	require.Equal(t, []string{"buyer-token-0001", "buyer-token-0001"}, tokens, "the token goes with every attempt")
 }
