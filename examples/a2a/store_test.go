@@ -161,4 +161,9 @@ func TestPushGoesThroughTheSupervisorAndIsRetried(t *testing.T) {
 	require.Equal(t, task.ID, sent.ID)
 	require.Equal(t, "Bearer 0123456789abcdef0123456789abcdef", auths[1])
 	require.Equal(t, []string{"buyer-token-0001", "buyer-token-0001"}, tokens, "the token goes with every attempt")
+	var attempts, keys int
+	require.Eventually(t, func() bool {
+		return pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT idempotency_key) FROM adcp_webhook_attempts`).Scan(&attempts, &keys) == nil && attempts == 2
+	}, 20*time.Second, 10*time.Millisecond)
+	require.Equal(t, 1, keys, "both attempts under one idempotency key")
 }
