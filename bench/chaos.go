@@ -38,10 +38,6 @@ func chaosConfig(lease time.Duration) webhook.PostgresConfig {
 	}
 }
 
-func chaosSender() (webhook.Sender, error) {
-	return webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true, Timeout: 2 * time.Second})
-}
-
 // runChaosWorker is one worker process of the soak: it delivers until
 // SIGTERM (graceful) or SIGKILL (the point of the exercise).
 func runChaosWorker(args []string) error {
@@ -51,20 +47,30 @@ func runChaosWorker(args []string) error {
 	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	pool, err := pgxpool.New(ctx, *db)
+	pool, sup, err := chaosSupervisor(ctx, *db, *lease)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	sender, err := chaosSender()
-	if err != nil {
-		return err
-	}
-	sup, err := webhook.NewPostgresSupervisor(pool, sender, chaosConfig(*lease))
-	if err != nil {
-		return err
-	}
 	return sup.RunWorker(ctx)
+}
+
+// chaosSupervisor is what every chaos process runs: a pool on db and a
+// PostgresSupervisor with chaosConfig.
+func chaosSupervisor(ctx context.Context, db string, lease time.Duration) (*pgxpool.Pool, *webhook.PostgresSupervisor, error) {
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		return nil, nil, err
+	}
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{AllowPrivateDestinations: true, Timeout: 2 * time.Second})
+	if err == nil {
+		var sup *webhook.PostgresSupervisor
+		if sup, err = webhook.NewPostgresSupervisor(pool, sender, chaosConfig(lease)); err == nil {
+			return pool, sup, nil
+		}
+	}
+	pool.Close()
+	return nil, nil, err
 }
 
 // runChaos is the soak: worker processes deliver n webhooks to a receiver
@@ -93,19 +99,11 @@ func runChaos(args []string) error {
 		return err
 	}
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, sup, err := chaosSupervisor(ctx, dbURL, *lease)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	sender, err := chaosSender()
-	if err != nil {
-		return err
-	}
-	sup, err := webhook.NewPostgresSupervisor(pool, sender, chaosConfig(*lease))
-	if err != nil {
-		return err
-	}
 	if err := sup.CreateSchema(ctx); err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -57,7 +58,7 @@ func run() error {
 	dbURL := os.Getenv("DATABASE_URL")
 	if dbURL == "" {
 		start := time.Now()
-		url, stopPG, err := startPostgres()
+		url, stopPG, err := pgtest.StartDatabase("example")
 		if err != nil {
 			return fmt.Errorf("DATABASE_URL is unset and a throwaway PostgreSQL could not be started: %w", err)
 		}

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -59,7 +60,7 @@ func run() error {
 	// The database: DATABASE_URL, or a throwaway cluster of our own.
 	dbURL := os.Getenv("DATABASE_URL")
 	if dbURL == "" {
-		url, stop, err := startPostgres()
+		url, stop, err := pgtest.StartDatabase("example")
 		if err != nil {
 			return fmt.Errorf("DATABASE_URL is unset and a throwaway PostgreSQL could not be started: %w", err)
 		}

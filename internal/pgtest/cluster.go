@@ -66,3 +66,19 @@ func (c *Cluster) Stop() error {
 	c.s.mu.Unlock()
 	return errors.Join(err, os.RemoveAll(c.s.dir))
 }
+
+// StartDatabase starts a cluster and creates one empty database, name, on
+// it: what an example program needs. It returns the database's URL and a
+// function that stops the cluster and removes it.
+func StartDatabase(name string) (url string, stop func(), err error) {
+	c, err := StartCluster()
+	if err != nil {
+		return "", nil, fmt.Errorf("%w\nInstall the PostgreSQL server (Debian: apt-get install postgresql) or set DATABASE_URL", err)
+	}
+	url, err = c.CreateDatabase(name)
+	if err != nil {
+		_ = c.Stop()
+		return "", nil, err
+	}
+	return url, func() { _ = c.Stop() }, nil
+}
