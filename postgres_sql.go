@@ -99,7 +99,6 @@ func indexName(table, suffix string) string {
 // pgSQL is every statement the supervisor runs, built once with the
 // validated table names. Values are always bound parameters.
 type pgSQL struct {
-	tables PostgresTables
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
 
@@ -171,7 +170,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{delivery_columns}", deliveryColumns, "{snapshot_columns}", snapshotColumns,
 		"{attempt_columns}", attemptColumns,
 	)
-	q := &pgSQL{tables: t, channel: t.Deliveries}
+	q := &pgSQL{channel: t.Deliveries}
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
 	// statement. $13 refuses the webhook (OpenDrop) while its breaker is

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -425,22 +424,8 @@ func pct(ds []time.Duration, perMille int) float64 {
 	return float64(ds[(len(ds)-1)*perMille/1000].Microseconds()) / 1000
 }
 
-// rssMB is this process's resident set size.
-func rssMB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return float64(m.Sys) / (1 << 20)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
+// rssMB is this process's resident set size (0 where /proc is missing).
+func rssMB() float64 { return processRSSMB(os.Getpid()) }
 
 func printTable(results []result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -165,21 +165,12 @@ func (s *seedSystem) Start(ctx context.Context) (func(), error) {
 				if err != nil || !worked {
 					// The Python sleeps poll_interval both when the queue
 					// is empty and after an error.
-					seedSleep(loopCtx, seedIdleSleep)
+					sleepCtx(loopCtx, seedIdleSleep)
 				}
 			}
 		})
 	}
 	return func() { cancel(); wg.Wait() }, nil
-}
-
-func seedSleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // pollOnce claims the oldest due row, sends it while holding the row lock

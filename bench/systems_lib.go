@@ -50,8 +50,13 @@ func benchLogger() *slog.Logger {
 }
 
 func (s *postgresSystem) Enqueue(ctx context.Context, items []item) error {
+	return sendPrepared(ctx, s.sup, s.e.URL, items)
+}
+
+// sendPrepared accepts items through one of the library's supervisors.
+func sendPrepared(ctx context.Context, sup webhook.Supervisor, url string, items []item) error {
 	for _, it := range items {
-		if _, err := s.sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: s.e.URL, Body: it.Body, IdempotencyKey: it.Key}); err != nil {
+		if _, err := sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: url, Body: it.Body, IdempotencyKey: it.Key}); err != nil {
 			return err
 		}
 	}
@@ -88,12 +93,7 @@ func (s *memorySystem) Setup(_ context.Context, e env) error {
 }
 
 func (s *memorySystem) Enqueue(ctx context.Context, items []item) error {
-	for _, it := range items {
-		if _, err := s.sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: s.e.URL, Body: it.Body, IdempotencyKey: it.Key}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return sendPrepared(ctx, s.sup, s.e.URL, items)
 }
 
 func (s *memorySystem) EnqueueBulk(ctx context.Context, items []item) error {
