@@ -3,87 +3,80 @@ package webhook
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
 
+// Outcome is the result of one attempt.
+type Outcome string
+
+// Attempt outcomes.
+const (
+	// OutcomeSuccess: the receiver answered 2xx.
+	OutcomeSuccess Outcome = "success"
+	// OutcomeFailure: no 2xx answer (transport error, timeout or status).
+	OutcomeFailure Outcome = "failure"
+	// OutcomeCircuitOpen: nothing was sent because the breaker was open (see
+	// [Attempt]).
+	OutcomeCircuitOpen Outcome = "circuit_open"
+)
+
+// Attempt is the audit record of one delivery attempt, with every field of
+// the Python SDK's DeliveryAttempt and the delivery's identity. It never
+// contains credentials or the body.
+//
+// A few records report a decision rather than a request; their AttemptNumber
+// is 0: a webhook refused at acceptance because its breaker was open
+// ([OpenDrop]; no DeliveryID), and a delivery failed because its retry
+// horizon passed before the next attempt could start (outcome failure, or
+// circuit_open when its breaker was open all along).
+type Attempt struct {
+	// DeliveryID is the [Receipt] ID; empty when the webhook was refused at
+	// acceptance.
+	DeliveryID string `json:"delivery_id,omitempty"`
+	// IdempotencyKey is the delivery's key.
+	IdempotencyKey string `json:"idempotency_key"`
+	// URL is the destination.
+	URL string `json:"url"`
+	// BreakerKey is the breaker the attempt counted against.
+	BreakerKey string `json:"breaker_key"`
+	// SequenceKey and SequenceNumber are the delivery's sequence, if any.
+	SequenceKey    string `json:"sequence_key,omitempty"`
+	SequenceNumber int64  `json:"sequence_number,omitempty"`
+	// AttemptNumber counts the delivery's attempts from 1 (0: see above).
+	// An attempt cut short because its worker stopped is not charged: the
+	// next attempt carries the same number.
+	AttemptNumber int `json:"attempt_number"`
+	// MaxAttempts is the retry policy's limit.
+	MaxAttempts int `json:"max_attempts"`
+	// Outcome is success, failure or circuit_open.
+	Outcome Outcome `json:"outcome"`
+	// HTTPStatus is the response status, or 0 when no response arrived.
+	HTTPStatus int `json:"http_status,omitempty"`
+	// Error says why the attempt failed: the transport error, or the status
+	// and at most 200 bytes of the receiver's answer. Empty on success.
+	Error string `json:"error_message,omitempty"`
+	// ResponseTime is how long the send took, by the monotonic clock.
+	ResponseTime time.Duration `json:"response_time_ns"`
+	// OccurredAt is when the attempt started.
+	OccurredAt time.Time `json:"occurred_at"`
+	// WillRetry reports whether another attempt is scheduled.
+	WillRetry bool `json:"will_retry"`
+	// NextRetryAt is when the next attempt is due; zero unless WillRetry.
+	NextRetryAt time.Time `json:"next_retry_at,omitzero"`
+	// TaskType and TaskID identify the task, when known.
+	TaskType TaskType `json:"task_type,omitempty"`
+	TaskID   string   `json:"task_id,omitempty"`
+	// PayloadSize is the body's length in bytes.
+	PayloadSize int `json:"payload_size_bytes"`
+	// NotificationType is copied from [Routing].
+	NotificationType string `json:"notification_type,omitempty"`
+}
+
 // maxReceiverText bounds how much of a receiver's answer an Attempt records.
 const maxReceiverText = 200
-
-// core is what every supervisor shares: policies, sender, sink, logger and
-// clock, and the one way to run an attempt and report it.
-type core struct {
-	sender  Sender
-	retry   RetryPolicy   // defaults applied
-	breaker BreakerPolicy // defaults applied
-	sink    LogSink
-	logger  *slog.Logger
-	clock   Clock
-	random  func() float64
-	urls    urlPolicy
-}
-
-// commonConfig is the part of every supervisor's config that core needs.
-type commonConfig struct {
-	prefix            string // the config's name, for errors: "MemoryConfig."
-	sender            Sender
-	retry             RetryPolicy
-	breaker           BreakerPolicy
-	sink              LogSink
-	logger            *slog.Logger
-	clock             Clock
-	allowInsecureHTTP bool
-}
-
-func newCore(c commonConfig) (*core, error) {
-	if c.sender == nil || isNil(c.sender) {
-		return nil, ErrNilSender
-	}
-	if c.sink != nil && isNil(c.sink) {
-		return nil, badConfig(c.prefix+"LogSink", "is a typed nil; leave it nil for no sink")
-	}
-	retry := c.retry.withDefaults()
-	if err := retry.validate(c.prefix + "Retry."); err != nil {
-		return nil, err
-	}
-	br := c.breaker.withDefaults()
-	if err := br.validate(c.prefix + "Breaker."); err != nil {
-		return nil, err
-	}
-	k := &core{
-		sender:  c.sender,
-		retry:   retry,
-		breaker: br,
-		sink:    c.sink,
-		logger:  c.logger,
-		clock:   c.clock,
-		random:  defaultRandom,
-		urls:    urlPolicy{allowHTTP: c.allowInsecureHTTP},
-	}
-	if k.logger == nil {
-		k.logger = slog.Default()
-	}
-	if k.clock == nil {
-		k.clock = systemClock{}
-	}
-	return k, nil
-}
-
-// isNil reports whether v holds a nil pointer, map, slice, channel or
-// function: an interface that is not nil but cannot be used.
-func isNil(v any) bool {
-	rv := reflect.ValueOf(v)
-	switch rv.Kind() {
-	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface:
-		return rv.IsNil()
-	}
-	return false
-}
 
 // sent is the result of one HTTP attempt, classified.
 type sent struct {
@@ -236,197 +229,5 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 		TaskID:           d.taskID,
 		PayloadSize:      len(d.body),
 		NotificationType: d.routing.NotificationType,
-	}
-}
-
-// sinkGuard calls the log sink for one worker goroutine, bounded by
-// SinkTimeout. The sink runs on the worker's goroutine, so a fast sink costs
-// no goroutine switch; one timer, reused for every call, is the watchdog. If
-// a call outlives the bound, the watchdog logs it, runs the call's after
-// function and calls replace, which must start a goroutine to carry on the
-// worker's job: a stuck sink costs one goroutine, never a worker. Errors and
-// panics are logged and swallowed.
-type sinkGuard struct {
-	k       *core
-	replace func()
-	timer   *time.Timer
-
-	mu   sync.Mutex
-	call *sinkCall // the call in progress, if any
-}
-
-// sinkCall is one guarded call. claimed (under the guard's mutex) records
-// that the caller or the watchdog has taken charge of after.
-type sinkCall struct {
-	sinkContext
-	after   func()
-	claimed bool
-	// For the watchdog's log line.
-	deliveryID string
-	attempt    int
-	outcome    Outcome
-}
-
-func (k *core) newSinkGuard(replace func()) *sinkGuard {
-	g := &sinkGuard{k: k, replace: replace}
-	g.timer = time.AfterFunc(time.Hour, g.expire)
-	g.timer.Stop()
-	return g
-}
-
-// report hands a to the sink, then runs after. It returns true when the
-// call outlived its bound: the watchdog has run after and replace, and the
-// calling worker must exit.
-func (g *sinkGuard) report(a Attempt, after func()) (replaced bool) {
-	if g.k.sink == nil {
-		after()
-		return false
-	}
-	timeout := g.k.retry.SinkTimeout
-	c := &sinkCall{after: after, deliveryID: a.DeliveryID, attempt: a.AttemptNumber, outcome: a.Outcome}
-	c.deadline = time.Now().Add(timeout)
-	g.mu.Lock()
-	g.call = c
-	g.mu.Unlock()
-	g.timer.Reset(timeout)
-	err := callSink(&c.sinkContext, g.k.sink, a)
-	g.timer.Stop()
-	c.expire() // like cancel: a sink that kept the context sees it done
-	g.mu.Lock()
-	if c.claimed {
-		g.mu.Unlock()
-		return true
-	}
-	c.claimed = true
-	g.call = nil
-	g.mu.Unlock()
-	if err != nil {
-		g.k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
-	}
-	after()
-	return false
-}
-
-// expire is the watchdog. A firing left over from an earlier call finds that
-// call gone, or a later deadline, and does nothing.
-func (g *sinkGuard) expire() {
-	g.mu.Lock()
-	c := g.call
-	if c == nil || c.claimed || time.Now().Before(c.deadline) {
-		g.mu.Unlock()
-		return
-	}
-	c.claimed = true
-	g.call = nil
-	g.mu.Unlock()
-	c.expire()
-	g.k.sinkFailed(c.deliveryID, c.attempt, c.outcome, fmt.Errorf("log sink did not return within %v", g.k.retry.SinkTimeout))
-	c.after()
-	g.replace()
-}
-
-// stop releases the guard's timer when its worker exits.
-func (g *sinkGuard) stop() { g.timer.Stop() }
-
-// sinkContext is the context a worker passes to the log sink: a deadline
-// and nothing else. It is cheaper than context.WithTimeout on the hot path
-// because its Done channel is made only if the sink asks for it.
-type sinkContext struct {
-	deadline time.Time
-	mu       sync.Mutex
-	done     chan struct{}
-	expired  bool
-}
-
-func (c *sinkContext) Deadline() (time.Time, bool) { return c.deadline, true }
-func (c *sinkContext) Value(any) any               { return nil }
-
-func (c *sinkContext) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.expired {
-			close(c.done)
-		}
-	}
-	return c.done
-}
-
-func (c *sinkContext) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.expired {
-		return context.DeadlineExceeded
-	}
-	return nil
-}
-
-func (c *sinkContext) expire() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.expired {
-		c.expired = true
-		if c.done != nil {
-			close(c.done)
-		}
-	}
-}
-
-// emit hands a record to the log sink from a goroutine that is not a worker
-// (acceptance under OpenDrop), bounded by SinkTimeout.
-func (k *core) emit(a Attempt) {
-	if k.sink == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), k.retry.SinkTimeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- callSink(ctx, k.sink, a) }()
-	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
-	}
-	if err != nil {
-		k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
-	}
-}
-
-func (k *core) sinkFailed(deliveryID string, attempt int, outcome Outcome, err error) {
-	k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
-		slog.String("delivery_id", deliveryID),
-		slog.Int("attempt_number", attempt),
-		slog.String("outcome", string(outcome)),
-		slog.String("error", err.Error()))
-}
-
-func callSink(ctx context.Context, sink LogSink, a Attempt) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("log sink panicked: %v", r)
-		}
-	}()
-	return sink.RecordAttempt(ctx, a)
-}
-
-// drain waits for a stopping RunWorker's workers; once timeout passes it
-// cancels their attempts (cancel) and waits for them to record that.
-func (k *core) drain(ctx context.Context, workers *sync.WaitGroup, timeout time.Duration, cancel func()) {
-	drained := make(chan struct{})
-	go func() {
-		workers.Wait()
-		close(drained)
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-drained:
-	case <-t.C:
-		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
-			slog.Duration("drain_timeout", timeout))
-		cancel()
-		<-drained
 	}
 }

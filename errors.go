@@ -49,6 +49,14 @@ var (
 
 	// ErrNilSender is returned by constructors given a nil [Sender].
 	ErrNilSender = errors.New("webhook: nil sender")
+
+	// ErrNoResponse is what a Classifier receives when a [Sender] returned
+	// neither a response nor an error, which breaks the Sender contract.
+	ErrNoResponse = errors.New("webhook: sender returned no response and no error")
+
+	// ErrInvalidKey reports a signing key that cannot be used for AdCP webhook
+	// signatures; the wrapping error says why.
+	ErrInvalidKey = errors.New("webhook: invalid signing key")
 )
 
 // ValidationError describes one invalid field of a webhook. It unwraps to

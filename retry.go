@@ -143,10 +143,6 @@ type Classification struct {
 // dates. A Classifier must be safe for concurrent use.
 type Classifier func(resp *Response, err error, now time.Time) Classification
 
-// ErrNoResponse is what a Classifier receives when a [Sender] returned
-// neither a response nor an error, which breaks the Sender contract.
-var ErrNoResponse = errors.New("webhook: sender returned no response and no error")
-
 // DefaultClassifier is the AdCP classification:
 //
 //   - 2xx: delivered (receivers answer 2xx for duplicates too);

@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -43,10 +42,6 @@ const (
 
 // coveredComponents is the profile's component list, in order.
 const coveredComponents = `("@method" "@target-uri" "@authority" "content-type" "content-digest")`
-
-// ErrInvalidKey reports a signing key that cannot be used for AdCP webhook
-// signatures; the wrapping error says why.
-var ErrInvalidKey = errors.New("webhook: invalid signing key")
 
 func badKey(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidKey, fmt.Sprintf(format, args...))

@@ -1,0 +1,99 @@
+package webhook
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+	"sync"
+	"time"
+)
+
+// core is what every supervisor shares: policies, sender, sink, logger and
+// clock, and the one way to run an attempt and report it.
+type core struct {
+	sender  Sender
+	retry   RetryPolicy   // defaults applied
+	breaker BreakerPolicy // defaults applied
+	sink    LogSink
+	logger  *slog.Logger
+	clock   Clock
+	random  func() float64
+	urls    urlPolicy
+}
+
+// commonConfig is the part of every supervisor's config that core needs.
+type commonConfig struct {
+	prefix            string // the config's name, for errors: "MemoryConfig."
+	sender            Sender
+	retry             RetryPolicy
+	breaker           BreakerPolicy
+	sink              LogSink
+	logger            *slog.Logger
+	clock             Clock
+	allowInsecureHTTP bool
+}
+
+func newCore(c commonConfig) (*core, error) {
+	if c.sender == nil || isNil(c.sender) {
+		return nil, ErrNilSender
+	}
+	if c.sink != nil && isNil(c.sink) {
+		return nil, badConfig(c.prefix+"LogSink", "is a typed nil; leave it nil for no sink")
+	}
+	retry := c.retry.withDefaults()
+	if err := retry.validate(c.prefix + "Retry."); err != nil {
+		return nil, err
+	}
+	br := c.breaker.withDefaults()
+	if err := br.validate(c.prefix + "Breaker."); err != nil {
+		return nil, err
+	}
+	k := &core{
+		sender:  c.sender,
+		retry:   retry,
+		breaker: br,
+		sink:    c.sink,
+		logger:  c.logger,
+		clock:   c.clock,
+		random:  defaultRandom,
+		urls:    urlPolicy{allowHTTP: c.allowInsecureHTTP},
+	}
+	if k.logger == nil {
+		k.logger = slog.Default()
+	}
+	if k.clock == nil {
+		k.clock = systemClock{}
+	}
+	return k, nil
+}
+
+// isNil reports whether v holds a nil pointer, map, slice, channel or
+// function: an interface that is not nil but cannot be used.
+func isNil(v any) bool {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// drain waits for a stopping RunWorker's workers; once timeout passes it
+// cancels their attempts (cancel) and waits for them to record that.
+func (k *core) drain(ctx context.Context, workers *sync.WaitGroup, timeout time.Duration, cancel func()) {
+	drained := make(chan struct{})
+	go func() {
+		workers.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
+			slog.Duration("drain_timeout", timeout))
+		cancel()
+		<-drained
+	}
+}

@@ -1,0 +1,201 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// LogSink receives one [Attempt] record per attempt, for audit logs and
+// metrics.
+//
+// Implementations must be safe for concurrent use. The context carries a
+// deadline of [RetryPolicy.SinkTimeout]; a sink that returns an error, panics
+// or outlives the deadline is logged and otherwise ignored: it cannot stop a
+// delivery or delay it beyond that bound. Calls for one delivery start in
+// attempt order, each after the previous one returned or outlived its
+// deadline. A sink that ignores its context keeps its goroutine running
+// after the supervisor has moved on.
+type LogSink interface {
+	RecordAttempt(ctx context.Context, a Attempt) error
+}
+
+// LogSinkFunc adapts a function to [LogSink].
+type LogSinkFunc func(ctx context.Context, a Attempt) error
+
+// RecordAttempt calls f(ctx, a).
+func (f LogSinkFunc) RecordAttempt(ctx context.Context, a Attempt) error { return f(ctx, a) }
+
+// sinkGuard calls the log sink for one worker goroutine, bounded by
+// SinkTimeout. The sink runs on the worker's goroutine, so a fast sink costs
+// no goroutine switch; one timer, reused for every call, is the watchdog. If
+// a call outlives the bound, the watchdog logs it, runs the call's after
+// function and calls replace, which must start a goroutine to carry on the
+// worker's job: a stuck sink costs one goroutine, never a worker. Errors and
+// panics are logged and swallowed.
+type sinkGuard struct {
+	k       *core
+	replace func()
+	timer   *time.Timer
+
+	mu   sync.Mutex
+	call *sinkCall // the call in progress, if any
+}
+
+// sinkCall is one guarded call. claimed (under the guard's mutex) records
+// that the caller or the watchdog has taken charge of after.
+type sinkCall struct {
+	sinkContext
+	after   func()
+	claimed bool
+	// For the watchdog's log line.
+	deliveryID string
+	attempt    int
+	outcome    Outcome
+}
+
+func (k *core) newSinkGuard(replace func()) *sinkGuard {
+	g := &sinkGuard{k: k, replace: replace}
+	g.timer = time.AfterFunc(time.Hour, g.expire)
+	g.timer.Stop()
+	return g
+}
+
+// report hands a to the sink, then runs after. It returns true when the
+// call outlived its bound: the watchdog has run after and replace, and the
+// calling worker must exit.
+func (g *sinkGuard) report(a Attempt, after func()) (replaced bool) {
+	if g.k.sink == nil {
+		after()
+		return false
+	}
+	timeout := g.k.retry.SinkTimeout
+	c := &sinkCall{after: after, deliveryID: a.DeliveryID, attempt: a.AttemptNumber, outcome: a.Outcome}
+	c.deadline = time.Now().Add(timeout)
+	g.mu.Lock()
+	g.call = c
+	g.mu.Unlock()
+	g.timer.Reset(timeout)
+	err := callSink(&c.sinkContext, g.k.sink, a)
+	g.timer.Stop()
+	c.expire() // like cancel: a sink that kept the context sees it done
+	g.mu.Lock()
+	if c.claimed {
+		g.mu.Unlock()
+		return true
+	}
+	c.claimed = true
+	g.call = nil
+	g.mu.Unlock()
+	if err != nil {
+		g.k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
+	}
+	after()
+	return false
+}
+
+// expire is the watchdog. A firing left over from an earlier call finds that
+// call gone, or a later deadline, and does nothing.
+func (g *sinkGuard) expire() {
+	g.mu.Lock()
+	c := g.call
+	if c == nil || c.claimed || time.Now().Before(c.deadline) {
+		g.mu.Unlock()
+		return
+	}
+	c.claimed = true
+	g.call = nil
+	g.mu.Unlock()
+	c.expire()
+	g.k.sinkFailed(c.deliveryID, c.attempt, c.outcome, fmt.Errorf("log sink did not return within %v", g.k.retry.SinkTimeout))
+	c.after()
+	g.replace()
+}
+
+// stop releases the guard's timer when its worker exits.
+func (g *sinkGuard) stop() { g.timer.Stop() }
+
+// sinkContext is the context a worker passes to the log sink: a deadline
+// and nothing else. It is cheaper than context.WithTimeout on the hot path
+// because its Done channel is made only if the sink asks for it.
+type sinkContext struct {
+	deadline time.Time
+	mu       sync.Mutex
+	done     chan struct{}
+	expired  bool
+}
+
+func (c *sinkContext) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *sinkContext) Value(any) any               { return nil }
+
+func (c *sinkContext) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.expired {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+func (c *sinkContext) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expired {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *sinkContext) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.expired {
+		c.expired = true
+		if c.done != nil {
+			close(c.done)
+		}
+	}
+}
+
+// emit hands a record to the log sink from a goroutine that is not a worker
+// (acceptance under OpenDrop), bounded by SinkTimeout.
+func (k *core) emit(a Attempt) {
+	if k.sink == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), k.retry.SinkTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- callSink(ctx, k.sink, a) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
+	}
+	if err != nil {
+		k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
+	}
+}
+
+func (k *core) sinkFailed(deliveryID string, attempt int, outcome Outcome, err error) {
+	k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: log sink failed; attempt record dropped",
+		slog.String("delivery_id", deliveryID),
+		slog.Int("attempt_number", attempt),
+		slog.String("outcome", string(outcome)),
+		slog.String("error", err.Error()))
+}
+
+func callSink(ctx context.Context, sink LogSink, a Attempt) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("log sink panicked: %v", r)
+		}
+	}()
+	return sink.RecordAttempt(ctx, a)
+}
