@@ -30,8 +30,8 @@ const (
 // A few records report a decision rather than a request; their AttemptNumber
 // is 0: a webhook refused at acceptance because its breaker was open
 // ([OpenDrop]; no DeliveryID), and a delivery failed because its retry
-// horizon passed before the next attempt could start (outcome failure, or
-// circuit_open when its breaker was open all along).
+// horizon passed before its next attempt could start (outcome circuit_open
+// when its breaker had not closed again by then, failure otherwise).
 type Attempt struct {
 	// DeliveryID is the [Receipt] ID; empty when the webhook was refused at
 	// acceptance.
@@ -73,6 +73,143 @@ type Attempt struct {
 	PayloadSize int `json:"payload_size_bytes"`
 	// NotificationType is copied from [Routing].
 	NotificationType string `json:"notification_type,omitempty"`
+}
+
+// job is a claimed delivery as the attempt logic sees it. Each supervisor
+// embeds it in its own claimed-delivery type.
+type job struct {
+	prepared
+	id       string
+	seq      int64
+	attempts int       // charged before this claim
+	accepted time.Time // acceptance, or the last redelivery
+	firstAt  time.Time // the first attempt's start since then; zero until it
+	// gated reports that its breaker was not closed when it was claimed:
+	// if its horizon has passed, the breaker held it back.
+	gated bool
+}
+
+// anchor is where the retry horizon counts from: the first attempt, or
+// acceptance (or redelivery) while there has been none.
+func (j *job) anchor() time.Time {
+	if j.firstAt.IsZero() {
+		return j.accepted
+	}
+	return j.firstAt
+}
+
+// completion is what one claim of a delivery ends with: the delivery's new
+// state and the record that reports it. A store persists it.
+type completion struct {
+	state      DeliveryState
+	attempts   int       // charged, including this attempt when it counts
+	due        time.Time // pending: when the next attempt is due
+	firstAt    time.Time
+	finishedAt time.Time // final states
+	status     int
+	errText    string
+	result     breakerResult // what the attempt means to its breaker
+	end        time.Time     // when the attempt ended, by the supervisor's clock
+	record     Attempt
+	// hold keeps a pending delivery claimed until settle: its next attempt
+	// cannot start before the sink has returned from this record, so a sink
+	// sees one delivery's records in attempt order.
+	hold bool
+}
+
+// attemptStore is what a supervisor's storage does for the attempt logic.
+// Its methods are called from the worker goroutine that holds j.
+type attemptStore[J any] interface {
+	// begin prepares j's attempt (a store may renew a lease) and returns the
+	// context to send under, or ok false to give j up uncharged.
+	begin(ctx context.Context, j J) (sendCtx context.Context, cancel context.CancelFunc, ok bool)
+	// complete persists c. It may set c.record.WillRetry and NextRetryAt
+	// when it could not persist c and the delivery will be attempted again.
+	// It reports whether the claimer should look for work again (a breaker
+	// changed, say).
+	complete(ctx context.Context, j J, c *completion) (wake bool)
+	// settle runs once the sink has the record: it releases a held
+	// delivery (c.hold) and the worker's claim.
+	settle(j J, c *completion, wake bool)
+}
+
+// claimedJob is a supervisor's claimed-delivery type.
+type claimedJob interface{ base() *job }
+
+// runAttempt is the one attempt logic both supervisors run for a claimed
+// delivery: expire it if its retry horizon has passed, else send, classify
+// and decide (delivered, retry at t, failed, or, when the worker stopped
+// mid-attempt, due again uncharged); persist the decision; report it to the
+// sink; then settle. It returns true when the sink outlived its bound and
+// the guard replaced the calling worker, which must then exit.
+func runAttempt[J claimedJob](k *core, ctx context.Context, req *Request, j J, st attemptStore[J], g *sinkGuard) (replaced bool) {
+	b := j.base()
+	if now := k.clock.Now(); k.pastHorizon(b.anchor(), now) {
+		c := k.expiry(b, now)
+		wake := st.complete(ctx, j, &c)
+		return g.report(c.record, func() { st.settle(j, &c, wake) })
+	}
+	sendCtx, cancel, ok := st.begin(ctx, j)
+	if !ok {
+		st.settle(j, &completion{state: StateRunning}, false)
+		return false
+	}
+	n := b.attempts + 1
+	res := k.send(sendCtx, req, &b.prepared, b.id, n)
+	cancel()
+	c := k.decide(b, n, res, ctx.Err() != nil)
+	wake := st.complete(ctx, j, &c)
+	return g.report(c.record, func() { st.settle(j, &c, wake) })
+}
+
+// decide turns attempt n's result into the delivery's next state. stopped
+// reports that the worker was stopping: an attempt cut short then, with no
+// response, is not the endpoint's fault, so it is not charged and not
+// counted by the breaker, and the delivery is due again at once under the
+// same attempt number.
+func (k *core) decide(b *job, n int, res sent, stopped bool) completion {
+	end := res.start.Add(res.elapsed)
+	a := k.record(&b.prepared, b.id, b.seq, n, res)
+	c := completion{status: res.status, errText: res.errText, end: end, firstAt: b.firstAt}
+	if stopped && res.status == 0 {
+		a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
+		a.WillRetry, a.NextRetryAt = true, end
+		c.state, c.attempts, c.due, c.errText = StatePending, b.attempts, end, a.Error
+	} else {
+		if c.firstAt.IsZero() {
+			c.firstAt = res.start
+		}
+		next, retry := k.nextAttemptAt(n, res.class, c.firstAt, end)
+		a.WillRetry, a.NextRetryAt = retry, next
+		c.attempts, c.result = n, res.class.breakerResult()
+		switch {
+		case retry:
+			c.state, c.due = StatePending, next
+		case res.class.Verdict == VerdictDelivered:
+			c.state, c.due, c.finishedAt = StateDelivered, end, end
+		default:
+			c.state, c.due, c.finishedAt = StateFailed, end, end
+		}
+	}
+	c.record = a
+	c.hold = c.state == StatePending && k.sink != nil
+	return c
+}
+
+// expiry fails a delivery whose retry horizon passed before its next attempt
+// could start. Nothing is sent; the record's AttemptNumber is 0, and its
+// outcome is circuit_open when the breaker held the delivery back.
+func (k *core) expiry(b *job, now time.Time) completion {
+	msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", k.retry.Horizon)
+	a := k.baseRecord(&b.prepared, b.id, b.seq)
+	a.Outcome, a.OccurredAt = OutcomeFailure, now
+	if b.gated {
+		msg = fmt.Sprintf("retry horizon of %v passed while the circuit breaker held the delivery back", k.retry.Horizon)
+		a.Outcome = OutcomeCircuitOpen
+	}
+	a.Error = msg
+	return completion{state: StateFailed, attempts: b.attempts, due: now, firstAt: b.firstAt, finishedAt: now,
+		errText: msg, end: now, record: a}
 }
 
 // maxReceiverText bounds how much of a receiver's answer an Attempt records.

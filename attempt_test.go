@@ -18,7 +18,7 @@ func guardFor(t *testing.T, sink LogSinkFunc, timeout time.Duration) (*sinkGuard
 	k, err := newCore(commonConfig{sender: idleSender, sink: sink, retry: RetryPolicy{SinkTimeout: timeout}})
 	require.NoError(t, err)
 	replaced := make(chan struct{}, 10)
-	g := k.newSinkGuard(func() { replaced <- struct{}{} })
+	g := k.newSinkGuard(context.Background(), func() { replaced <- struct{}{} })
 	t.Cleanup(g.stop)
 	return g, replaced
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 )
@@ -96,4 +97,23 @@ func (k *core) drain(ctx context.Context, workers *sync.WaitGroup, timeout time.
 		cancel()
 		<-drained
 	}
+}
+
+// breakerChanged logs a breaker's transition, the same way for every
+// supervisor.
+func (k *core) breakerChanged(key string, from, to BreakerState) {
+	if from == to {
+		return
+	}
+	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker "+to.String(),
+		slog.String("breaker_key", logSafeKey(key)), slog.String("from", from.String()))
+}
+
+// logSafeKey is a breaker key fit for logs: a URL's query and fragment,
+// which can carry secrets, are cut.
+func logSafeKey(key string) string {
+	if i := strings.IndexAny(key, "?#"); i >= 0 {
+		return key[:i] + "?…"
+	}
+	return key
 }

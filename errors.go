@@ -59,6 +59,18 @@ var (
 	ErrInvalidKey = errors.New("webhook: invalid signing key")
 )
 
+// Internal sentinels of the Postgres supervisor's completion path.
+var (
+	// errLeaseLost reports a statement fenced off by its lease token:
+	// another worker holds the delivery now.
+	errLeaseLost = errors.New("lease lost")
+
+	// errBreakerDirty reports a success whose breaker is not closed (or,
+	// for a write without the log row, has failures to reset): it takes
+	// the breaker's transaction.
+	errBreakerDirty = errors.New("breaker needs the state machine")
+)
+
 // ValidationError describes one invalid field of a webhook. It unwraps to
 // [ErrInvalidWebhook] (and to [ErrBodyTooLarge] when the body is the problem).
 type ValidationError struct {

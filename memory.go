@@ -86,24 +86,20 @@ type MemorySupervisor struct {
 }
 
 type memDelivery struct {
-	prepared
-	id         string
-	seq        int64
+	job
 	order      uint64
-	acceptedAt time.Time
-	firstAt    time.Time
-	attempts   int
 	state      DeliveryState
 	dueAt      time.Time
 	lastError  string
 	lastStatus int
 	finishedAt time.Time
 	probe      probe         // the half-open probe slot it holds, if any
-	expired    Outcome       // set when the horizon passed: failure, or circuit_open when its breaker was open
 	done       chan struct{} // made by the first Wait; closed when over
 	over       bool          // final, and its last record handed to the sink
 	index      int
 }
+
+func (d *memDelivery) base() *job { return &d.job }
 
 type memBreaker struct {
 	breaker
@@ -162,7 +158,7 @@ func (s *MemorySupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt, 
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.accept(d, now)
+	return s.accept(ctx, d, now)
 }
 
 // SendPrepared validates w and queues a copy of its body. See [Supervisor].
@@ -171,10 +167,10 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.accept(d, s.k.clock.Now())
+	return s.accept(ctx, d, s.k.clock.Now())
 }
 
-func (s *MemorySupervisor) accept(d prepared, now time.Time) (Receipt, error) {
+func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time) (Receipt, error) {
 	s.mu.Lock()
 	if s.k.breaker.OpenAction == OpenDrop {
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
@@ -184,7 +180,7 @@ func (s *MemorySupervisor) accept(d prepared, now time.Time) (Receipt, error) {
 			a.Outcome = OutcomeCircuitOpen
 			a.OccurredAt = now
 			a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
-			s.k.emit(a)
+			s.k.emit(ctx, a)
 			return Receipt{}, fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
 		}
 	}
@@ -199,14 +195,11 @@ func (s *MemorySupervisor) accept(d prepared, now time.Time) (Receipt, error) {
 	}
 	s.order++
 	md := &memDelivery{
-		prepared:   d,
-		id:         s.idPrefix + strconv.FormatUint(s.order, 10),
-		seq:        seq,
-		order:      s.order,
-		acceptedAt: now,
-		state:      StatePending,
-		dueAt:      now,
-		index:      -1,
+		job:   job{prepared: d, id: s.idPrefix + strconv.FormatUint(s.order, 10), seq: seq, accepted: now},
+		order: s.order,
+		state: StatePending,
+		dueAt: now,
+		index: -1,
 	}
 	s.byID[md.id] = md
 	s.unfinished++
@@ -298,7 +291,7 @@ func (d *memDelivery) snapshot() Delivery {
 		Attempts:       d.attempts,
 		LastError:      d.lastError,
 		LastStatus:     d.lastStatus,
-		AcceptedAt:     d.acceptedAt,
+		AcceptedAt:     d.accepted,
 		FinishedAt:     d.finishedAt,
 	}
 	if d.state == StatePending {
@@ -382,7 +375,7 @@ type memPool struct {
 // loop is one worker. busy means it holds a slot and has just finished an
 // attempt (a replacement for a worker stuck in the log sink starts so).
 func (p *memPool) loop(busy bool) {
-	guard := p.s.k.newSinkGuard(p.replace)
+	guard := p.s.k.newSinkGuard(p.attemptCtx, p.replace)
 	defer guard.stop()
 	req := new(Request) // reused by this worker's attempts
 	var d *memDelivery
@@ -407,7 +400,7 @@ func (p *memPool) loop(busy bool) {
 				return
 			}
 		}
-		if p.s.attempt(p.attemptCtx, req, d, guard) {
+		if runAttempt(p.s.k, p.attemptCtx, req, d, memStore{p.s}, guard) {
 			return // a replacement carries on with this worker's slot
 		}
 		d, busy = nil, true
@@ -426,29 +419,24 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 		d := s.ready[0]
 		s.ready[0] = nil
 		s.ready = s.ready[1:]
-		if s.k.pastHorizon(d.anchor(), now) {
-			d.expired = OutcomeFailure
-			d.state = StateRunning
-			return d, time.Time{}
-		}
 		b := s.breakers[d.breakerKey]
 		if b == nil { // closed, with no failures: no entry is kept
-			d.state = StateRunning
+			d.state, d.gated = StateRunning, false
+			return d, time.Time{}
+		}
+		b.advance(s.k.breaker, now)
+		if d.gated = b.State != BreakerClosed; d.gated && s.k.pastHorizon(d.anchor(), now) {
+			d.state = StateRunning // to expire, without taking a probe slot
 			return d, time.Time{}
 		}
 		ok, pr, retryAt := b.allow(s.k.breaker, now)
-		if ok {
+		switch {
+		case ok:
 			d.probe = pr
 			d.state = StateRunning
 			return d, time.Time{}
-		}
-		switch {
 		case retryAt.IsZero():
 			b.parked = append(b.parked, d)
-		case s.k.pastHorizon(d.anchor(), retryAt):
-			d.expired = OutcomeCircuitOpen
-			d.state = StateRunning
-			return d, time.Time{}
 		default:
 			d.dueAt = retryAt
 			heap.Push(&s.delayed, d)
@@ -460,123 +448,52 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 	return nil, time.Time{}
 }
 
-// anchor is where the retry horizon counts from: the first attempt, or
-// acceptance when there was none.
-func (d *memDelivery) anchor() time.Time {
-	if d.firstAt.IsZero() {
-		return d.acceptedAt
-	}
-	return d.firstAt
+// memStore is the attempt logic's storage: the supervisor's own memory.
+type memStore struct{ s *MemorySupervisor }
+
+func (memStore) begin(ctx context.Context, _ *memDelivery) (context.Context, context.CancelFunc, bool) {
+	return ctx, noCancel, true
 }
 
-// attempt runs one attempt of d, records it, reports it and reschedules or
-// finishes d. It returns true when the log sink outlived its bound and
-// replace was called: the calling worker must then exit.
-func (s *MemorySupervisor) attempt(ctx context.Context, req *Request, d *memDelivery, g *sinkGuard) (replaced bool) {
-	if d.expired != "" {
-		return s.expire(d, g)
-	}
-	n := d.attempts + 1
-	res := s.k.send(ctx, req, &d.prepared, d.id, n)
-	end := res.start.Add(res.elapsed)
-	if ctx.Err() != nil && res.status == 0 {
-		return s.cancelled(d, n, res, g)
-	}
+// noCancel is a CancelFunc with nothing to cancel.
+func noCancel() {}
 
+// complete records c on d and its breaker. d stays out of the queue until
+// settle, whatever c says, so that nothing else happens to it while the
+// sink has its record.
+func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bool {
+	s := st.s
 	s.mu.Lock()
-	if d.firstAt.IsZero() {
-		d.firstAt = res.start
-	}
-	d.attempts = n
-	d.lastStatus = res.status
-	d.lastError = res.errText
-	if b, r := s.breakers[d.breakerKey], res.class.breakerResult(); b != nil || r == breakerFailure {
+	defer s.mu.Unlock()
+	d.attempts, d.firstAt = c.attempts, c.firstAt
+	d.lastStatus, d.lastError = c.status, c.errText
+	if b, r := s.breakers[d.breakerKey], c.result; b != nil || r == breakerFailure {
 		if b == nil {
 			b = s.newBreakerLocked(d.breakerKey)
 		}
-		b.record(s.k.breaker, r, d.probe, end)
+		before := b.State
+		b.record(s.k.breaker, r, d.probe, c.end)
+		s.k.breakerChanged(d.breakerKey, before, b.State)
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
 	d.probe = 0
-	next, retry := s.k.nextAttemptAt(n, res.class, d.firstAt, end)
-	if retry {
-		d.state = StatePending
-		d.dueAt = next
-	} else {
-		d.state = StateFailed
-		if res.class.Verdict == VerdictDelivered {
-			d.state = StateDelivered
-		}
-		d.finishedAt = end
-	}
+	d.state, d.dueAt, d.finishedAt = c.state, c.due, c.finishedAt
 	s.signalLocked()
-	s.mu.Unlock()
-
-	a := s.k.record(&d.prepared, d.id, d.seq, n, res)
-	a.WillRetry = retry
-	a.NextRetryAt = next
-	return g.report(a, func() { s.requeue(d, retry) })
+	return false
 }
 
-// requeue schedules d's next attempt, or finishes it, once its record has
-// been reported.
-func (s *MemorySupervisor) requeue(d *memDelivery, retry bool) {
+// settle puts d back in the queue, or finishes it, once the sink has its
+// record.
+func (st memStore) settle(d *memDelivery, c *completion, _ bool) {
+	s := st.s
 	s.mu.Lock()
-	if retry {
+	if c.state == StatePending {
 		heap.Push(&s.delayed, d)
 	} else {
 		s.finishLocked(d)
 	}
 	s.signalLocked()
 	s.mu.Unlock()
-}
-
-// cancelled handles attempt n of d, cut short because the worker stopped
-// (DrainTimeout passed): not the endpoint's fault, so it is not charged and
-// not counted by the breaker. The delivery is due again at once, and its
-// next attempt carries the same attempt number.
-func (s *MemorySupervisor) cancelled(d *memDelivery, n int, res sent, g *sinkGuard) bool {
-	end := res.start.Add(res.elapsed)
-	s.mu.Lock()
-	if d.probe != 0 {
-		if b := s.breakers[d.breakerKey]; b != nil {
-			b.record(s.k.breaker, breakerNeutral, d.probe, end)
-			s.releaseParkedLocked(d.breakerKey, b)
-		}
-		d.probe = 0
-	}
-	d.state = StatePending
-	d.dueAt = end
-	s.mu.Unlock()
-
-	a := s.k.record(&d.prepared, d.id, d.seq, n, res)
-	a.Outcome = OutcomeFailure
-	a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
-	a.WillRetry = true
-	a.NextRetryAt = end
-	return g.report(a, func() { s.requeue(d, true) })
-}
-
-// expire fails a delivery whose retry horizon passed before its next attempt
-// could start, recording why. The record's AttemptNumber is 0: nothing was
-// sent.
-func (s *MemorySupervisor) expire(d *memDelivery, g *sinkGuard) bool {
-	now := s.k.clock.Now()
-	msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", s.k.retry.Horizon)
-	if d.expired == OutcomeCircuitOpen {
-		msg = fmt.Sprintf("retry horizon of %v passed while the circuit breaker was open", s.k.retry.Horizon)
-	}
-	s.mu.Lock()
-	d.state = StateFailed
-	d.lastError = msg
-	d.finishedAt = now
-	s.mu.Unlock()
-
-	a := s.k.baseRecord(&d.prepared, d.id, d.seq)
-	a.Outcome = d.expired
-	a.OccurredAt = now
-	a.Error = msg
-	return g.report(a, func() { s.requeue(d, false) })
 }
 
 // releaseParkedLocked requeues deliveries that waited for a probe slot (the

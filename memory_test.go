@@ -278,30 +278,6 @@ func TestMemoryHorizonStopsRetries(t *testing.T) {
 	require.Equal(t, webhook.StateFailed, d.State)
 }
 
-func TestMemoryHorizonExpiresDeferredDeliveries(t *testing.T) {
-	t.Parallel()
-	e, s := memEnv(t, webhook.MemoryConfig{
-		Retry:   webhook.RetryPolicy{MaxAttempts: 1, Horizon: 30 * time.Second},
-		Breaker: webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Minute},
-	})
-	url := "https://buyer.example/dead"
-	e.sender.on(url, step{status: 503})
-	e.startWorker()
-	e.sendMCP(mcp(url, "t0"))
-	e.attempts(1)
-	r := e.sendMCP(mcp(url, "t1"))
-	a := e.attempts(1)[0]
-	require.Equal(t, r.ID, a.DeliveryID)
-	require.Equal(t, webhook.OutcomeCircuitOpen, a.Outcome)
-	require.Zero(t, a.AttemptNumber)
-	require.False(t, a.WillRetry)
-	require.Contains(t, a.Error, "horizon")
-	d, err := s.Wait(context.Background(), r.ID)
-	require.NoError(t, err)
-	require.Equal(t, webhook.StateFailed, d.State)
-	require.Len(t, e.sender.sent(), 1)
-}
-
 func TestMemoryDrainTimeoutCancelsStuckAttempts(t *testing.T) {
 	t.Parallel()
 	e, s := memEnv(t, webhook.MemoryConfig{

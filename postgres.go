@@ -364,7 +364,7 @@ func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, 
 	if _, err := q.Exec(ctx, s.q.insertRefusal, attemptArgs(nil, a)...); err != nil {
 		return dbError("enqueue", err)
 	}
-	s.k.emit(a)
+	s.k.emit(ctx, a)
 	return fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
 }
 

@@ -29,9 +29,12 @@ type pgWrite struct {
 	written chan bool
 }
 
-func (s *PostgresSupervisor) newWriter() *pgWriter {
+// newWriter starts a writer whose statements carry ctx's values; ctx must
+// not be cancelled before close (results are written after RunWorker's
+// context ends).
+func (s *PostgresSupervisor) newWriter(ctx context.Context) *pgWriter {
 	w := &pgWriter{s: s, reqs: make(chan *pgWrite), done: make(chan struct{})}
-	go w.run()
+	go w.run(ctx)
 	return w
 }
 
@@ -41,7 +44,7 @@ func (w *pgWriter) close() {
 	<-w.done
 }
 
-func (w *pgWriter) run() {
+func (w *pgWriter) run(ctx context.Context) {
 	defer close(w.done)
 	batch := make([]*pgWrite, 0, maxWriteBatch)
 	for first := range w.reqs {
@@ -58,13 +61,13 @@ func (w *pgWriter) run() {
 				break gather
 			}
 		}
-		w.write(batch)
+		w.write(ctx, batch)
 	}
 }
 
-func (w *pgWriter) write(batch []*pgWrite) {
+func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 	s := w.s
-	ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
+	ctx, cancel := context.WithTimeout(ctx, statementTimeout)
 	defer cancel()
 	if len(batch) == 1 {
 		r := batch[0]
@@ -85,7 +88,8 @@ func (w *pgWriter) write(batch []*pgWrite) {
 	)
 	for i, r := range batch {
 		c, a := r.c, &r.c.record
-		ids[i], tokens[i], states[i], attempts[i], dues[i] = r.j.id, r.j.token, string(c.state), int32(c.attempts), c.due
+		states[i], dues[i] = r.j.written(c)
+		ids[i], tokens[i], attempts[i] = r.j.row, r.j.token, int32(c.attempts)
 		firsts[i], finished[i], statuses[i], lastErrs[i] = timeOrNil(c.firstAt), timeOrNil(c.finishedAt), int32OrNil(c.status), textOrNil(c.errText)
 		keys[i], urls[i], breakers[i], seqKeys[i] = a.IdempotencyKey, a.URL, a.BreakerKey, textOrNil(a.SequenceKey)
 		if a.SequenceNumber != 0 {
@@ -118,7 +122,7 @@ func (w *pgWriter) write(batch []*pgWrite) {
 			slog.Int("batch", n), slog.String("error", dbError("complete", err).Error()))
 	}
 	for _, r := range batch {
-		r.written <- err == nil && written[r.j.id]
+		r.written <- err == nil && written[r.j.row]
 	}
 }
 

@@ -119,6 +119,7 @@ type pgSQL struct {
 	completeNoLog   string
 	leaseState      string
 	renewLease      string
+	release         string
 	lockBreaker     string
 	saveBreaker     string
 	deferBreaker    string
@@ -259,7 +260,8 @@ WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > 
 	// Completion, fenced by the lease token: the state change and the log
 	// row in one statement. No row is inserted when the lease was lost.
 	set := `state = $3, attempts = $4, due_at = $5, first_attempt_at = $6, finished_at = $7,
-		last_status = $8, last_error = $9, probe_period = NULL`
+		last_status = $8, last_error = $9, probe_period = NULL,
+		lease_token = CASE WHEN $3 = 'running' THEN -lease_token ELSE lease_token END`
 	// A success ($28) resets its closed breaker's failures in the same
 	// statement ($12 is the breaker key, $21 the attempt's start).
 	q.complete = r.Replace(`
@@ -311,10 +313,11 @@ WITH v AS (
 ), done AS (
 	UPDATE {deliveries} d SET state = v.state, attempts = v.attempts, due_at = v.due_at,
 		first_attempt_at = v.first_attempt_at, finished_at = v.finished_at, last_status = v.last_status,
-		last_error = v.last_error, probe_period = NULL
+		last_error = v.last_error, probe_period = NULL,
+		lease_token = CASE WHEN v.state = 'running' THEN -d.lease_token ELSE d.lease_token END
 	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
 		AND ` + closedBreaker("v.success", "d.breaker_key") + `
-	RETURNING d.id, d.lease_token
+	RETURNING d.id, v.token AS lease_token
 ), reset AS (
 	-- Successes reset their closed breakers' failures; a breaker another
 	-- statement holds is skipped, and locks are taken in key order, so
@@ -334,6 +337,9 @@ FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
 RETURNING delivery_id`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
 WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanBreaker("$10", "{deliveries}.breaker_key"))
+	// A held completion left the row running under the negated token;
+	// release makes it pending for its next attempt.
+	q.release = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
 	q.renewLease = r.Replace(`UPDATE {deliveries} SET due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
 	q.leaseState = r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = $1`)
 

@@ -19,26 +19,16 @@ import (
 
 // pgJob is a claimed delivery.
 type pgJob struct {
-	prepared
-	id       int64
-	idStr    string
-	seq      int64
-	attempts int // charged before this claim
-	accepted time.Time
-	firstAt  time.Time // zero until the first attempt
-	token    int64
+	job
+	row      int64     // the deliveries table's id
+	token    int64     // the lease token of this claim
 	claimed  time.Time // when the claim started, by the real clock: the lease runs from here
 	leaseEnd time.Time // when the lease expires, by the supervisor's clock
 	probe    uint64    // the half-open period whose probe slot it holds; 0: none
 	dirty    bool      // its completion needs the breaker's transaction (set when a faster write found so)
 }
 
-func (j *pgJob) anchor() time.Time {
-	if j.firstAt.IsZero() {
-		return j.accepted
-	}
-	return j.firstAt
-}
+func (j *pgJob) base() *job { return &j.job }
 
 // RunWorker delivers due webhooks until ctx is done. See [Supervisor].
 //
@@ -54,7 +44,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	defer cancelAttempts()
 	p := &pgPool{
 		s:          s,
-		writer:     s.newWriter(),
+		writer:     s.newWriter(context.WithoutCancel(ctx)),
 		attemptCtx: attemptCtx,
 		work:       make(chan *pgJob, s.batch),
 		slots:      make(chan struct{}, s.concurrency+s.batch),
@@ -287,13 +277,13 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 			creds, headers                        []byte
 			firstAt                               *time.Time
 		)
-		if err := rows.Scan(&j.id, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
+		if err := rows.Scan(&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
 			&taskType, &taskID, &typ, &scheme, &creds, &headers,
 			&j.attempts, &j.accepted, &firstAt, &j.dirty); err != nil {
 			return out, err
 		}
-		j.idStr = strconv.FormatInt(j.id, 10)
-		j.seq = deref(seq)
+		j.id = strconv.FormatInt(j.row, 10)
+		j.seq, j.gated = deref(seq), probe != 0
 		j.taskType, j.taskID = TaskType(deref(taskType)), deref(taskID)
 		j.routing = Routing{SequenceKey: deref(seqKey), NotificationType: deref(typ)}
 		if j.breakerKey != j.url {
@@ -304,7 +294,7 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 		}
 		if headers != nil {
 			if err := json.Unmarshal(headers, &j.routing.Headers); err != nil {
-				return out, fmt.Errorf("delivery %d: headers: %w", j.id, err)
+				return out, fmt.Errorf("delivery %d: headers: %w", j.row, err)
 			}
 		}
 		if firstAt != nil {
@@ -317,109 +307,88 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 
 // loop is one worker goroutine.
 func (p *pgPool) loop() {
-	guard := p.s.k.newSinkGuard(func() { go p.loop() })
+	guard := p.s.k.newSinkGuard(p.attemptCtx, func() { go p.loop() })
 	defer guard.stop()
 	req := new(Request)
-	w := &pgWrite{written: make(chan bool, 1)} // reused by this worker's completions
+	st := &pgWorker{p: p, w: &pgWrite{written: make(chan bool, 1)}}
 	for j := range p.work {
-		if p.s.attempt(p.attemptCtx, req, j, guard, p.writer, w, p.done) {
+		if runAttempt(p.s.k, p.attemptCtx, req, j, attemptStore[*pgJob](st), guard) {
 			return // the replacement carries on and calls Done
 		}
 	}
 	p.workers.Done()
 }
 
-// done frees the worker's slot once its attempt is written and reported;
-// changed wakes the claimer to look again.
-func (p *pgPool) done(changed bool) {
-	<-p.slots
-	if changed {
-		p.signal()
-	}
+// pgWorker is the attempt logic's storage for one worker goroutine.
+type pgWorker struct {
+	p *pgPool
+	w *pgWrite // reused by this worker's completions
 }
 
-// completion is what an attempt wrote.
-type completion struct {
-	state      DeliveryState
-	attempts   int
-	due        time.Time
-	firstAt    time.Time
-	finishedAt time.Time
-	status     int
-	errText    string
-	result     breakerResult
-	end        time.Time
-	record     Attempt
-}
-
-// attempt runs one attempt of j, writes its result, and reports it. It
-// returns true when the log sink outlived its bound: the worker must exit.
-func (s *PostgresSupervisor) attempt(ctx context.Context, req *Request, j *pgJob, g *sinkGuard, pw *pgWriter, w *pgWrite, done func(bool)) bool {
-	now := s.k.clock.Now()
-	if s.k.pastHorizon(j.anchor(), now) {
-		msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", s.k.retry.Horizon)
-		a := s.k.baseRecord(&j.prepared, j.idStr, j.seq)
-		a.Outcome, a.OccurredAt, a.Error = OutcomeFailure, now, msg
-		c := completion{state: StateFailed, attempts: j.attempts, due: now, firstAt: j.firstAt, finishedAt: now,
-			errText: msg, end: now, record: a}
-		s.write(pw, w, j, &c)
-		return g.report(c.record, func() { done(false) })
+// begin renews the lease of a delivery that waited long for a worker, so
+// that its attempt has the time it would have had, and bounds the attempt
+// to end well before its lease, so that no other worker can claim the
+// delivery while it is in flight: it gets half the lease, and less when it
+// waited for a worker, but ends by three quarters of it. (A delivery waits
+// for at most one attempt, so it keeps a quarter.)
+func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, context.CancelFunc, bool) {
+	s := pw.p.s
+	if time.Since(j.claimed) > s.lease/4 && !s.renew(ctx, j) {
+		return nil, nil, false
 	}
-
-	// A delivery that waited long for a worker renews its lease first, so
-	// that its attempt has the time it would have had.
-	if time.Since(j.claimed) > s.lease/4 && !s.renew(j) {
-		done(false)
-		return false
-	}
-	n := j.attempts + 1
-	// The attempt ends well before its lease, so that no other worker can
-	// claim the delivery while it is in flight: it gets half the lease, and
-	// less when it waited for a worker, but ends by three quarters of it.
-	// (A delivery waits for at most one attempt, so it keeps a quarter.)
 	deadline := time.Now().Add(s.lease / 2)
 	if latest := j.claimed.Add(s.lease * 3 / 4); latest.Before(deadline) {
 		deadline = latest
 	}
 	sendCtx, cancel := context.WithDeadline(ctx, deadline)
-	res := s.k.send(sendCtx, req, &j.prepared, j.idStr, n)
-	cancel()
-	end := res.start.Add(res.elapsed)
-	a := s.k.record(&j.prepared, j.idStr, j.seq, n, res)
-	c := completion{status: res.status, errText: res.errText, end: end, firstAt: j.firstAt}
-	if c.firstAt.IsZero() {
-		c.firstAt = res.start
-	}
+	return sendCtx, cancel, true
+}
 
-	if ctx.Err() != nil && res.status == 0 {
-		// Cut short because the worker stopped: not the endpoint's fault,
-		// so not charged and not counted by the breaker.
-		a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
-		a.WillRetry, a.NextRetryAt = true, end
-		c.state, c.attempts, c.due, c.firstAt = StatePending, j.attempts, end, j.firstAt
-		c.errText = a.Error
-	} else {
-		next, retry := s.k.nextAttemptAt(n, res.class, c.firstAt, end)
-		a.WillRetry, a.NextRetryAt = retry, next
-		c.attempts, c.result = n, res.class.breakerResult()
-		switch {
-		case retry:
-			c.state, c.due = StatePending, next
-		case res.class.Verdict == VerdictDelivered:
-			c.state, c.due, c.finishedAt = StateDelivered, end, end
-		default:
-			c.state, c.due, c.finishedAt = StateFailed, end, end
-		}
+func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool {
+	return pw.p.s.write(ctx, pw.p.writer, pw.w, j, c)
+}
+
+// settle releases a held delivery to its next attempt and frees the
+// worker's slot; the claimer looks again when a breaker changed or the
+// delivery is pending (it may be due at once).
+func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
+	if c.hold {
+		pw.p.s.release(pw.p.attemptCtx, j, c)
 	}
-	c.record = a
-	changed := s.write(pw, w, j, &c)
-	return g.report(c.record, func() { done(changed || c.state == StatePending) })
+	<-pw.p.slots
+	if wake || c.state == StatePending {
+		pw.p.signal()
+	}
+}
+
+// release makes a held delivery pending, due at its next attempt. When it
+// cannot, the delivery's lease runs out and it is claimed again then.
+func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completion) {
+	if err := s.leased(ctx, "release", s.q.release, j.row, -j.token, c.due); err != nil {
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not release a delivery for its next attempt; it is due again when its lease expires",
+			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
+	}
+}
+
+// leased runs a statement that must change exactly the one row its lease
+// token names, even after ctx is cancelled; errLeaseLost when it changed none.
+func (s *PostgresSupervisor) leased(ctx context.Context, op, sql string, args ...any) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
+	defer cancel()
+	tag, err := s.db.Exec(ctx, sql, args...)
+	switch {
+	case err != nil:
+		return dbError(op, err)
+	case tag.RowsAffected() != 1:
+		return errLeaseLost
+	}
+	return nil
 }
 
 // write writes a completion: through the batch writer when it leaves the
 // breaker alone, else (or when the batch could not write it) on its own.
 // It reports whether the breaker changed.
-func (s *PostgresSupervisor) write(pw *pgWriter, w *pgWrite, j *pgJob, c *completion) bool {
+func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite, j *pgJob, c *completion) bool {
 	if !needsBreaker(j, c) {
 		w.j, w.c = j, c
 		pw.reqs <- w
@@ -429,7 +398,7 @@ func (s *PostgresSupervisor) write(pw *pgWriter, w *pgWrite, j *pgJob, c *comple
 			return false
 		}
 	}
-	return s.finish(j, c)
+	return s.finish(ctx, j, c)
 }
 
 // needsBreaker reports whether c must take the breaker's transaction: a
@@ -443,34 +412,23 @@ func needsBreaker(j *pgJob, c *completion) bool {
 // renew extends j's lease from now. When it cannot (the lease was lost, or
 // the database is unreachable), j is left alone: its lease runs out and it
 // is claimed again, not charged.
-func (s *PostgresSupervisor) renew(j *pgJob) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
-	defer cancel()
+func (s *PostgresSupervisor) renew(ctx context.Context, j *pgJob) bool {
 	started, now := time.Now(), s.k.clock.Now()
-	tag, err := s.db.Exec(ctx, s.q.renewLease, j.id, j.token, now.Add(s.lease))
-	if err != nil || tag.RowsAffected() != 1 {
-		msg := "lease lost"
-		if err != nil {
-			msg = dbError("renew lease", err).Error()
-		}
+	if err := s.leased(ctx, "renew lease", s.q.renewLease, j.row, j.token, now.Add(s.lease)); err != nil {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not renew the lease of a delivery that waited for a worker; leaving it to be claimed again",
-			slog.String("delivery_id", j.idStr), slog.String("error", msg))
+			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 		return false
 	}
 	j.claimed, j.leaseEnd = started, now.Add(s.lease)
 	return true
 }
 
-// errLeaseLost reports a completion fenced off: another worker holds the
-// delivery now.
-var errLeaseLost = errors.New("lease lost")
-
 // finish writes a completion, retrying through connection trouble for as
 // long as the lease lasts (after that another worker may have taken over,
 // and the delivery will be attempted again: a duplicate under the same
 // key). It reports whether the breaker changed.
-func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged bool) {
-	ctx := context.Background() // results are written after cancellation too
+func (s *PostgresSupervisor) finish(ctx context.Context, j *pgJob, c *completion) (breakerChanged bool) {
+	ctx = context.WithoutCancel(ctx) // results are written after cancellation too
 	giveUp := j.claimed.Add(s.lease)
 	backoff := newBackoff()
 	withLog := true
@@ -486,27 +444,29 @@ func (s *PostgresSupervisor) finish(j *pgJob, c *completion) (breakerChanged boo
 			continue
 		}
 		if errors.Is(err, errLeaseLost) {
+			c.hold = false // nothing to release
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
-				slog.String("delivery_id", j.idStr), slog.Int("attempt_number", c.record.AttemptNumber))
+				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber))
 			return false
 		}
 		if withLog && refusedStatement(err) {
 			// The server refused the statement (the attempt table is
 			// broken, say): keep the delivery's state, drop the log row.
 			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: writing the attempt row failed; recording the delivery's state without it",
-				slog.String("delivery_id", j.idStr), slog.Int("attempt_number", c.record.AttemptNumber), slog.String("error", dbError("complete", err).Error()))
+				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber), slog.String("error", dbError("complete", err).Error()))
 			withLog = false
 			continue
 		}
 		if time.Now().After(giveUp) {
 			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: could not record an attempt's result before its lease expired; the delivery will be attempted again",
-				slog.String("delivery_id", j.idStr), slog.String("error", dbError("complete", err).Error()))
+				slog.String("delivery_id", j.id), slog.String("error", dbError("complete", err).Error()))
 			// The record the sink gets says what will happen.
 			c.record.WillRetry, c.record.NextRetryAt = true, j.leaseEnd
+			c.hold = false // nothing to release
 			return false
 		}
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: recording an attempt's result failed; retrying",
-			slog.String("delivery_id", j.idStr), slog.String("error", dbError("complete", err).Error()))
+			slog.String("delivery_id", j.id), slog.String("error", dbError("complete", err).Error()))
 		time.Sleep(backoff.next())
 	}
 }
@@ -582,10 +542,7 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *c
 	if err := tx.Commit(ctx); err != nil {
 		return false, err
 	}
-	if b.State != before.State {
-		s.k.logger.LogAttrs(ctx, slog.LevelInfo, "webhook: circuit breaker "+b.State.String(),
-			slog.String("breaker_key", j.breakerKey), slog.String("from", before.State.String()))
-	}
+	s.k.breakerChanged(j.breakerKey, before.State, b.State)
 	return b.State != before.State, nil
 }
 
@@ -624,7 +581,19 @@ func completionArgs(j *pgJob, c *completion) []any {
 	if c.status != 0 {
 		status = c.status
 	}
-	return []any{j.id, j.token, string(c.state), c.attempts, c.due, first, finished, status, nullText(c.errText)}
+	state, due := j.written(c)
+	return []any{j.row, j.token, state, c.attempts, due, first, finished, status, nullText(c.errText)}
+}
+
+// written is the state and due time a completion writes. A held delivery
+// stays running until its lease expires; the completion statements negate
+// the lease token of a row they leave running, so a held delivery is
+// released (and a retried write recognised) by -token.
+func (j *pgJob) written(c *completion) (state string, due time.Time) {
+	if c.hold {
+		return string(StateRunning), j.leaseEnd
+	}
+	return string(c.state), c.due
 }
 
 // fenced explains a completion that wrote no row: the lease moved on
@@ -634,8 +603,11 @@ func completionArgs(j *pgJob, c *completion) []any {
 func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, skipsBreaker bool) error {
 	var state string
 	var token *int64
-	if err := q.QueryRow(ctx, s.q.leaseState, j.id).Scan(&state, &token); err != nil {
+	if err := q.QueryRow(ctx, s.q.leaseState, j.row).Scan(&state, &token); err != nil {
 		return err
+	}
+	if token != nil && *token == -j.token {
+		return nil // a held completion committed
 	}
 	if token != nil && *token == j.token {
 		if state != string(StateRunning) {
@@ -647,11 +619,6 @@ func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, sk
 	}
 	return errLeaseLost
 }
-
-// errBreakerDirty reports a success whose breaker is not closed (or, for
-// a write without the log row, has failures to reset): it takes the
-// breaker's transaction.
-var errBreakerDirty = errors.New("breaker needs the state machine")
 
 func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b breaker, now time.Time) error {
 	var opened any
@@ -790,5 +757,5 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func newLeaseToken() int64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return int64(binary.LittleEndian.Uint64(b[:]) >> 1)
+	return int64(binary.LittleEndian.Uint64(b[:])>>1) | 1 // positive: a held completion negates it
 }

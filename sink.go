@@ -37,6 +37,7 @@ func (f LogSinkFunc) RecordAttempt(ctx context.Context, a Attempt) error { retur
 // panics are logged and swallowed.
 type sinkGuard struct {
 	k       *core
+	parent  context.Context // the worker's: its values reach the sink
 	replace func()
 	timer   *time.Timer
 
@@ -56,8 +57,8 @@ type sinkCall struct {
 	outcome    Outcome
 }
 
-func (k *core) newSinkGuard(replace func()) *sinkGuard {
-	g := &sinkGuard{k: k, replace: replace}
+func (k *core) newSinkGuard(parent context.Context, replace func()) *sinkGuard {
+	g := &sinkGuard{k: k, parent: parent, replace: replace}
 	g.timer = time.AfterFunc(time.Hour, g.expire)
 	g.timer.Stop()
 	return g
@@ -73,7 +74,7 @@ func (g *sinkGuard) report(a Attempt, after func()) (replaced bool) {
 	}
 	timeout := g.k.retry.SinkTimeout
 	c := &sinkCall{after: after, deliveryID: a.DeliveryID, attempt: a.AttemptNumber, outcome: a.Outcome}
-	c.deadline = time.Now().Add(timeout)
+	c.parent, c.deadline = g.parent, time.Now().Add(timeout)
 	g.mu.Lock()
 	g.call = c
 	g.mu.Unlock()
@@ -117,10 +118,12 @@ func (g *sinkGuard) expire() {
 // stop releases the guard's timer when its worker exits.
 func (g *sinkGuard) stop() { g.timer.Stop() }
 
-// sinkContext is the context a worker passes to the log sink: a deadline
-// and nothing else. It is cheaper than context.WithTimeout on the hot path
-// because its Done channel is made only if the sink asks for it.
+// sinkContext is the context a worker passes to the log sink: the worker
+// context's values, not its cancellation, and a deadline. It is cheaper than
+// context.WithTimeout(context.WithoutCancel(parent)) on the hot path because
+// its Done channel is made only if the sink asks for it.
 type sinkContext struct {
+	parent   context.Context
 	deadline time.Time
 	mu       sync.Mutex
 	done     chan struct{}
@@ -128,7 +131,7 @@ type sinkContext struct {
 }
 
 func (c *sinkContext) Deadline() (time.Time, bool) { return c.deadline, true }
-func (c *sinkContext) Value(any) any               { return nil }
+func (c *sinkContext) Value(key any) any           { return c.parent.Value(key) }
 
 func (c *sinkContext) Done() <-chan struct{} {
 	c.mu.Lock()
@@ -163,12 +166,13 @@ func (c *sinkContext) expire() {
 }
 
 // emit hands a record to the log sink from a goroutine that is not a worker
-// (acceptance under OpenDrop), bounded by SinkTimeout.
-func (k *core) emit(a Attempt) {
+// (acceptance under OpenDrop), bounded by SinkTimeout. The sink's context
+// carries ctx's values.
+func (k *core) emit(ctx context.Context, a Attempt) {
 	if k.sink == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), k.retry.SinkTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.retry.SinkTimeout)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- callSink(ctx, k.sink, a) }()

@@ -205,20 +205,10 @@ func newScriptedSender() *scriptedSender {
 // waitSent blocks until at least n requests were sent and returns them.
 func (e *env) waitSent(n int) []sentRequest {
 	e.t.Helper()
-	timeout := time.After(guard)
-	for {
-		e.sender.mu.Lock()
-		got, changed := len(e.sender.requests), e.sender.changed
-		e.sender.mu.Unlock()
-		if got >= n {
-			return e.sender.sent()
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			e.t.Fatalf("%d of %d requests sent", got, n)
-		}
+	if !e.sentWithin(n, guard) {
+		e.t.Fatalf("%d of %d requests sent", len(e.sender.sent()), n)
 	}
+	return e.sender.sent()
 }
 
 func (s *scriptedSender) on(url string, steps ...step) {
@@ -834,6 +824,115 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, 2, got[waiting.ID].AttemptNumber)
 		require.Equal(t, waiting.IdempotencyKey, got[waiting.ID].IdempotencyKey)
 	})
+
+	t.Run("SinkSeesEachDeliveryInAttemptOrder", func(t *testing.T) {
+		t.Parallel()
+		// The sink holds the records of first attempts while attempt 2 of
+		// one delivery falls due: that attempt may start only once the sink
+		// has returned from attempt 1's record.
+		release, held := make(chan struct{}), make(chan struct{}, 2)
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			sink := c.Sink
+			c.Retry.SinkTimeout = guard
+			c.Sink = webhook.LogSinkFunc(func(ctx context.Context, a webhook.Attempt) error {
+				if a.AttemptNumber == 1 {
+					held <- struct{}{}
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+				}
+				return sink.RecordAttempt(ctx, a)
+			})
+		})
+		url := "https://buyer.example/flaky"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		<-held
+		e.clock.Set(epoch.Add(webhook.BaseDelayDefault)) // attempt 2 is due
+		// Another delivery wakes the workers, which then look for due work.
+		e.sendMCP(mcp("https://buyer.example/other", "t2"))
+		e.waitSent(2)
+		require.False(t, e.sentWithin(3, time.Second), "attempt 2 was sent while the sink still held attempt 1's record")
+		close(release)
+		var as []webhook.Attempt
+		for _, a := range e.attempts(3) {
+			if a.DeliveryID == r.ID {
+				as = append(as, a)
+			}
+		}
+		require.Len(t, as, 2)
+		require.Equal(t, []int{1, 2}, []int{as[0].AttemptNumber, as[1].AttemptNumber})
+		require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
+	})
+
+	t.Run("HorizonPassingBehindAnOpenBreaker", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry = webhook.RetryPolicy{MaxAttempts: 1, Horizon: 30 * time.Second, NoJitter: true}
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Minute}
+		})
+		url := "https://buyer.example/dead"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t0"))
+		require.Equal(t, webhook.OutcomeFailure, e.attempts(1)[0].Outcome)
+		r := e.sendMCP(mcp(url, "t1")) // deferred: the breaker is open for a minute
+		e.clock.Set(epoch.Add(time.Minute))
+		a := e.attempts(1)[0]
+		require.Equal(t, r.ID, a.DeliveryID)
+		require.Equal(t, webhook.OutcomeCircuitOpen, a.Outcome, "its breaker held it back until its horizon passed")
+		require.Zero(t, a.AttemptNumber, "nothing was sent")
+		require.False(t, a.WillRetry)
+		require.Contains(t, a.Error, "horizon")
+		require.Len(t, e.sender.sent(), 1)
+	})
+	t.Run("SinkContextCarriesTheWorkersValues", func(t *testing.T) {
+		t.Parallel()
+		type key struct{}
+		seen := make(chan any, 1)
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Sink = webhook.LogSinkFunc(func(ctx context.Context, a webhook.Attempt) error {
+				seen <- ctx.Value(key{})
+				_, hasDeadline := ctx.Deadline()
+				require.True(t, hasDeadline, "the sink's call is bounded by SinkTimeout")
+				return nil
+			})
+		})
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "trace-7"))
+		done := make(chan error, 1)
+		go func() { done <- e.sup.RunWorker(ctx) }()
+		defer func() { cancel(); <-done }()
+		e.sendMCP(mcp("https://buyer.example/hook", "t1"))
+		select {
+		case v := <-seen:
+			require.Equal(t, "trace-7", v, "a value of RunWorker's context reaches the sink")
+		case <-time.After(guard):
+			t.Fatal("no record reached the sink")
+		}
+	})
+}
+
+// sentWithin reports whether at least n requests were sent within d. It is
+// for checking that something does not happen: a false answer after d is
+// the expected one, and d only bounds how long the test looks.
+func (e *env) sentWithin(n int, d time.Duration) bool {
+	e.t.Helper()
+	timeout := time.After(d)
+	for {
+		e.sender.mu.Lock()
+		got, changed := len(e.sender.requests), e.sender.changed
+		e.sender.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return false
+		}
+	}
 }
 
 type invalidCase struct {
