@@ -15,10 +15,10 @@ var schemaSQL string
 
 // Default table names, as in schema.sql.
 const (
-	DefaultDeliveriesTable = "adcp_webhook_deliveries"
-	DefaultAttemptsTable   = "adcp_webhook_attempts"
-	DefaultBreakersTable   = "adcp_webhook_breakers"
-	DefaultSequencesTable  = "adcp_webhook_sequences"
+	DeliveriesTableDefault = "adcp_webhook_deliveries"
+	AttemptsTableDefault   = "adcp_webhook_attempts"
+	BreakersTableDefault   = "adcp_webhook_breakers"
+	SequencesTableDefault  = "adcp_webhook_sequences"
 )
 
 // PostgresTables names the supervisor's tables. Empty fields take the
@@ -34,10 +34,10 @@ type PostgresTables struct {
 var tableNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 func (t PostgresTables) withDefaults() PostgresTables {
-	t.Deliveries = cmpOr(t.Deliveries, DefaultDeliveriesTable)
-	t.Attempts = cmpOr(t.Attempts, DefaultAttemptsTable)
-	t.Breakers = cmpOr(t.Breakers, DefaultBreakersTable)
-	t.Sequences = cmpOr(t.Sequences, DefaultSequencesTable)
+	t.Deliveries = cmpOr(t.Deliveries, DeliveriesTableDefault)
+	t.Attempts = cmpOr(t.Attempts, AttemptsTableDefault)
+	t.Breakers = cmpOr(t.Breakers, BreakersTableDefault)
+	t.Sequences = cmpOr(t.Sequences, SequencesTableDefault)
 	return t
 }
 
@@ -68,8 +68,8 @@ var schemaIdentRE = regexp.MustCompile(`\badcp_webhook_[a-z_]+\b`)
 // otherwise truncate it, perhaps onto another name).
 func (t PostgresTables) ddl() string {
 	defaults := []struct{ def, name string }{
-		{DefaultDeliveriesTable, t.Deliveries}, {DefaultAttemptsTable, t.Attempts},
-		{DefaultBreakersTable, t.Breakers}, {DefaultSequencesTable, t.Sequences},
+		{DeliveriesTableDefault, t.Deliveries}, {AttemptsTableDefault, t.Attempts},
+		{BreakersTableDefault, t.Breakers}, {SequencesTableDefault, t.Sequences},
 	}
 	return schemaIdentRE.ReplaceAllStringFunc(schemaSQL, func(id string) string {
 		for _, d := range defaults {

@@ -1,0 +1,230 @@
+package webhook
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// This file builds webhook bodies: the MCP envelope, byte for byte, and
+// idempotency keys.
+
+// MaxBodyBytes is the largest webhook body the package accepts: 10 MiB.
+const MaxBodyBytes = 10 << 20
+
+// NewIdempotencyKey returns a fresh "whk_<uuid4>" key from crypto/rand.
+func NewIdempotencyKey() string { return "whk_" + newUUID() }
+
+// newUUID returns a random (version 4) UUID in its canonical text form.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms.
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+// timestampLayout is RFC 3339 in UTC with milliseconds.
+const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// BuildMCPBody validates w and returns the exact body SendMCP would send and
+// the idempotency key inside it. now fills a zero Timestamp. Supervisors call
+// it once per delivery; it is exported for receivers' tests and for sellers
+// who store bodies themselves.
+func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err error) {
+	if err := checkText("OperationID", w.OperationID, true, 255); err != nil {
+		return nil, "", err
+	}
+	if err := checkText("TaskID", w.TaskID, true, 255); err != nil {
+		return nil, "", err
+	}
+	if w.TaskType == "" {
+		return nil, "", invalid("TaskType", "is required; use a TaskType constant such as TaskCreateMediaBuy")
+	}
+	if !validTaskType(w.TaskType) {
+		return nil, "", invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
+	}
+	if !w.Status.Valid() {
+		return nil, "", invalid("Status", "is %q; use one of the nine Status constants, such as StatusCompleted", w.Status)
+	}
+	if w.Protocol != "" && !w.Protocol.Valid() {
+		return nil, "", invalid("Protocol", "is %q; use a Protocol constant or leave it empty to derive it from TaskType", w.Protocol)
+	}
+	if w.Token != "" {
+		if n := utf8.RuneCountInString(w.Token); n < 16 || n > 4096 {
+			return nil, "", invalid("Token", "has %d characters; push_notification_config.token must have 16 to 4096", n)
+		}
+		if !utf8.ValidString(w.Token) {
+			return nil, "", invalid("Token", "is not valid UTF-8")
+		}
+	}
+	if err := checkText("ContextID", w.ContextID, false, 1024); err != nil {
+		return nil, "", err
+	}
+	if w.Message != "" && !utf8.ValidString(w.Message) {
+		return nil, "", invalid("Message", "is not valid UTF-8")
+	}
+	nid := w.NotificationID
+	if nid != "" && !validKeyChars(nid, 1, 255) {
+		return nil, "", invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
+	}
+	if nid == "" && w.Status.Terminal() {
+		// The default is omitted when the task ID cannot form a valid one.
+		if def := w.TaskID + ".terminal"; validKeyChars(def, 1, 255) {
+			nid = def
+		}
+	}
+	key = w.IdempotencyKey
+	if key == "" {
+		key = NewIdempotencyKey()
+	} else if err := checkKey("IdempotencyKey", key); err != nil {
+		return nil, "", err
+	}
+	var result []byte
+	if w.Result != nil {
+		if raw, ok := w.Result.(json.RawMessage); ok {
+			if raw == nil {
+				// A nil RawMessage omits the member, like a nil Result.
+			} else if !json.Valid(raw) {
+				return nil, "", invalid("Result", "is a json.RawMessage that is not valid JSON")
+			}
+			result = raw
+		} else {
+			var err error
+			if result, err = marshalCompact(w.Result); err != nil {
+				return nil, "", invalid("Result", "does not marshal to JSON: %v", err)
+			}
+		}
+	}
+	ts := w.Timestamp
+	if ts.IsZero() {
+		ts = now
+	}
+	protocol := w.Protocol
+	if protocol == "" {
+		protocol, _ = ProtocolForTaskType(w.TaskType)
+	}
+
+	b := make([]byte, 0, 200+len(key)+len(nid)+len(w.OperationID)+len(w.TaskID)+len(w.TaskType)+
+		len(w.Message)+len(w.ContextID)+len(w.Token)+len(result))
+	b = append(b, '{')
+	member := func(name, value string) {
+		if value == "" {
+			return
+		}
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = appendJSONString(b, value)
+	}
+	member("idempotency_key", key)
+	member("notification_id", nid)
+	member("operation_id", w.OperationID)
+	member("task_id", w.TaskID)
+	member("task_type", string(w.TaskType))
+	member("protocol", string(protocol))
+	member("status", string(w.Status))
+	if len(b) > 1 {
+		b = append(b, ',')
+	}
+	b = append(b, `"timestamp":"`...)
+	b = ts.UTC().AppendFormat(b, timestampLayout)
+	b = append(b, '"')
+	member("message", w.Message)
+	member("context_id", w.ContextID)
+	member("token", w.Token)
+	if result != nil {
+		b = append(b, `,"result":`...)
+		b = append(b, result...)
+	}
+	b = append(b, '}')
+	if len(b) > MaxBodyBytes {
+		return nil, "", &ValidationError{Field: "Result", Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", len(b), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+	}
+	return b, key, nil
+}
+
+// marshalCompact marshals v without HTML escaping and without the encoder's
+// trailing newline.
+func marshalCompact(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte{'\n'}), nil
+}
+
+// appendJSONString appends s as a JSON string the way encoding/json writes it
+// with HTML escaping off: quotes, backslashes and control characters escaped,
+// U+2028 and U+2029 escaped, invalid UTF-8 replaced by U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

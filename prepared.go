@@ -1,0 +1,76 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"time"
+)
+
+// This file holds prepared, the validated delivery a supervisor accepts:
+// exact body bytes, key and routing, copied from the caller's webhook.
+
+// prepared is a validated delivery with its body frozen.
+type prepared struct {
+	url        string
+	body       []byte
+	key        string
+	taskType   TaskType
+	taskID     string
+	breakerKey string
+	routing    Routing
+}
+
+// prepare validates w and copies it; the copy is what gets stored.
+func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
+	if err := p.checkURL("URL", w.URL); err != nil {
+		return prepared{}, err
+	}
+	if len(w.Body) > MaxBodyBytes {
+		return prepared{}, &ValidationError{Field: "Body", Reason: fmt.Sprintf("is %d bytes; at most %d are accepted", len(w.Body), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+	}
+	if !json.Valid(w.Body) {
+		return prepared{}, invalid("Body", "is not valid JSON")
+	}
+	if err := checkKey("IdempotencyKey", w.IdempotencyKey); err != nil {
+		return prepared{}, err
+	}
+	if w.TaskType != "" && !validTaskType(w.TaskType) {
+		return prepared{}, invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
+	}
+	if err := checkText("TaskID", w.TaskID, false, 255); err != nil {
+		return prepared{}, err
+	}
+	if err := w.Routing.check(); err != nil {
+		return prepared{}, err
+	}
+	return newPrepared(w.URL, bytes.Clone(w.Body), w.IdempotencyKey, w.TaskType, w.TaskID, w.Routing), nil
+}
+
+// prepareMCP validates w and builds its body, as SendMCP does.
+func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
+	if err := p.checkURL("URL", w.URL); err != nil {
+		return prepared{}, err
+	}
+	if err := w.Routing.check(); err != nil {
+		return prepared{}, err
+	}
+	body, key, err := BuildMCPBody(w, now)
+	if err != nil {
+		return prepared{}, err
+	}
+	return newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing), nil
+}
+
+// newPrepared assembles a validated delivery; body is owned by it.
+func newPrepared(url string, body []byte, key string, taskType TaskType, taskID string, r Routing) prepared {
+	d := prepared{url: url, body: body, key: key, taskType: taskType, taskID: taskID, routing: r}
+	if a := r.Authentication; a != nil {
+		c := *a
+		d.routing.Authentication = &c
+	}
+	d.routing.Headers = maps.Clone(r.Headers)
+	d.breakerKey = cmpOr(r.BreakerKey, url)
+	return d
+}

@@ -1,0 +1,197 @@
+package webhook
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/adcpkit/webhook/internal/canon"
+)
+
+// This file holds input validation: destination URLs, identifiers, legacy
+// authentication and extra headers, checked before anything is stored or
+// sent.
+
+// validKeyChars reports whether s has min to max characters, all of
+// [A-Za-z0-9_.:-]: the AdCP pattern for idempotency keys (16 to 255) and
+// notification IDs (1 to 255).
+func validKeyChars(s string, min, max int) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// urlPolicy is what the supervisor allows in destination URLs.
+type urlPolicy struct {
+	allowHTTP bool
+}
+
+// checkURL validates a destination URL before anything is stored.
+func (p urlPolicy) checkURL(field, raw string) error {
+	if raw == "" {
+		return invalid(field, "is empty; set it to the buyer's push_notification_config.url")
+	}
+	if len(raw) > 8192 {
+		return invalid(field, "is %d bytes; at most 8192 are accepted", len(raw))
+	}
+	for _, r := range raw {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			return invalid(field, "contains a control character")
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return invalid(field, "does not parse as a URL")
+	}
+	if !u.IsAbs() || u.Host == "" {
+		return invalid(field, "must be an absolute https URL with a host")
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !p.allowHTTP {
+			return invalid(field, "uses plain http; use https, or set AllowInsecureHTTP in the supervisor config for local development")
+		}
+	default:
+		return invalid(field, "has scheme %q; only https (and http where allowed) are delivered", u.Scheme)
+	}
+	if u.User != nil {
+		return invalid(field, "contains userinfo (user:password@); put credentials in Authentication instead")
+	}
+	if u.Hostname() == "" {
+		return invalid(field, "has an empty host")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return invalid(field, "has port %q; use 1 to 65535", port)
+		}
+	}
+	// Whatever is accepted must be signable: the signature covers the
+	// AdCP canonical form of the URL.
+	if _, _, err := canon.Target(raw); err != nil {
+		return invalid(field, "cannot be signed (%v); percent-encode non-ASCII characters and give hosts in IDNA A-label (xn--) form", err)
+	}
+	return nil
+}
+
+// checkText rejects identifiers that are empty when required, too long, not
+// UTF-8 or carry control characters.
+func checkText(field, v string, required bool, max int) error {
+	if v == "" {
+		if required {
+			return invalid(field, "is required")
+		}
+		return nil
+	}
+	if len(v) > max {
+		return invalid(field, "is %d bytes; at most %d are allowed", len(v), max)
+	}
+	if !utf8.ValidString(v) {
+		return invalid(field, "is not valid UTF-8")
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return invalid(field, "contains a control character")
+		}
+	}
+	return nil
+}
+
+func checkKey(field, key string) error {
+	if !validKeyChars(key, 16, 255) {
+		return invalid(field, "must match ^[A-Za-z0-9_.:-]{16,255}$ (got %d bytes); leave it empty to get a fresh whk_<uuid4>", len(key))
+	}
+	return nil
+}
+
+func (a *Authentication) check() error {
+	if a == nil {
+		return nil
+	}
+	switch a.Scheme {
+	case AuthBearer, AuthHMACSHA256:
+	default:
+		return invalid("Authentication.Scheme", "is %q; use %q or %q", a.Scheme, AuthBearer, AuthHMACSHA256)
+	}
+	if n := utf8.RuneCountInString(a.Credentials); n < MinCredentialsLength {
+		return invalid("Authentication.Credentials", "has %d characters; at least %d are required", n, MinCredentialsLength)
+	}
+	return nil
+}
+
+func (r *Routing) check() error {
+	if err := checkText("SequenceKey", r.SequenceKey, false, 255); err != nil {
+		return err
+	}
+	if err := checkText("BreakerKey", r.BreakerKey, false, 2048); err != nil {
+		return err
+	}
+	if err := checkText("NotificationType", r.NotificationType, false, 255); err != nil {
+		return err
+	}
+	if err := checkHeaders(r.Headers); err != nil {
+		return err
+	}
+	return r.Authentication.check()
+}
+
+// maxHeaders and maxHeaderValue bound Routing.Headers.
+const (
+	maxHeaders     = 16
+	maxHeaderValue = 4096
+)
+
+// checkHeaders validates Routing.Headers. Values are not quoted in errors:
+// they may be tokens.
+func checkHeaders(h map[string]string) error {
+	if len(h) > maxHeaders {
+		return invalid("Headers", "has %d headers; at most %d are allowed", len(h), maxHeaders)
+	}
+	for name, value := range h {
+		if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {
+			return invalid("Headers", "has a header named %q; names must be HTTP tokens", name)
+		}
+		if reservedHeader(name) {
+			return invalid("Headers", "sets %s, which the sender sets itself; leave it out", http.CanonicalHeaderKey(name))
+		}
+		if len(value) > maxHeaderValue {
+			return invalid("Headers", "has a %s value of %d bytes; at most %d are allowed", http.CanonicalHeaderKey(name), len(value), maxHeaderValue)
+		}
+		if !utf8.ValidString(value) || strings.IndexFunc(value, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) >= 0 {
+			return invalid("Headers", "has a %s value with a control character or invalid UTF-8", http.CanonicalHeaderKey(name))
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may appear in an HTTP header name (RFC 9110
+// tchar).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+}
+
+// reservedHeader reports whether the sender sets the named header itself.
+func reservedHeader(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Content-Type", "Content-Digest", "Content-Length", "Content-Encoding", "Transfer-Encoding",
+		"Signature", "Signature-Input", "Authorization", "Host", "User-Agent", "Accept-Encoding", "Connection":
+		return true
+	}
+	return strings.HasPrefix(strings.ToUpper(name), "X-ADCP-")
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
