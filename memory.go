@@ -102,7 +102,7 @@ type memDelivery struct {
 func (d *memDelivery) base() *job { return &d.job }
 
 type memBreaker struct {
-	breaker
+	gate
 	parked []*memDelivery // waiting for a half-open probe slot
 }
 
@@ -228,7 +228,7 @@ func (s *MemorySupervisor) Breaker(key string) BreakerState {
 	if !ok {
 		return BreakerClosed
 	}
-	c := b.breaker
+	c := b.gate
 	c.advance(s.k.breaker, s.k.clock.Now())
 	return c.State
 }
@@ -512,7 +512,7 @@ func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
 // continue past every forgotten breaker's, so a probe still in flight from
 // one of those cannot free a slot of the new one.
 func (s *MemorySupervisor) newBreakerLocked(key string) *memBreaker {
-	b := &memBreaker{breaker: breaker{Period: s.periods}}
+	b := &memBreaker{gate: gate{Period: s.periods}}
 	s.breakers[key] = b
 	return b
 }

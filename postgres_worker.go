@@ -216,7 +216,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 	}
 	type keyed struct {
 		key string
-		b   breaker
+		b   gate
 	}
 	var bs []keyed
 	for rows.Next() {
@@ -519,7 +519,7 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *c
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
-	var b breaker
+	var b gate
 	err = tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
 	if err != nil {
 		return false, err
@@ -620,7 +620,7 @@ func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, sk
 	return errLeaseLost
 }
 
-func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b breaker, now time.Time) error {
+func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b gate, now time.Time) error {
 	var opened any
 	if !b.OpenedAt.IsZero() {
 		opened = b.OpenedAt
@@ -629,13 +629,13 @@ func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key str
 	return dbError("save breaker", err)
 }
 
-func (s *PostgresSupervisor) loadBreaker(ctx context.Context, q querier, sql, key string) (breaker, error) {
-	var b breaker
+func (s *PostgresSupervisor) loadBreaker(ctx context.Context, q querier, sql, key string) (gate, error) {
+	var b gate
 	err := q.QueryRow(ctx, sql, key).Scan(breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
 	return b, err
 }
 
-func scanBreaker(rows pgx.Rows, key *string, b *breaker) error {
+func scanBreaker(rows pgx.Rows, key *string, b *gate) error {
 	return rows.Scan(key, breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
 }
 

@@ -11,7 +11,7 @@ func TestBreakerStateMachine(t *testing.T) {
 	t.Parallel()
 	p := BreakerPolicy{}.withDefaults()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var b breaker
+	var b gate
 
 	// Opens after FailureThreshold consecutive failures; a success resets.
 	for range 4 {
@@ -59,14 +59,14 @@ func TestBreakerStateMachine(t *testing.T) {
 	require.True(t, ok && pr != 0)
 	b.record(p, breakerSuccess, pr, now)
 	require.Equal(t, BreakerClosed, b.State)
-	require.Equal(t, breaker{Period: 1}, b, "closed again from scratch")
+	require.Equal(t, gate{Period: 1}, b, "closed again from scratch")
 }
 
 func TestBreakerReopensOnHalfOpenFailure(t *testing.T) {
 	t.Parallel()
 	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var b breaker
+	var b gate
 	b.record(p, breakerFailure, 0, t0)
 	require.Equal(t, BreakerOpen, b.State)
 	t1 := t0.Add(time.Minute)
@@ -88,7 +88,7 @@ func TestBreakerNeutralResultsDoNotCount(t *testing.T) {
 	t.Parallel()
 	p := BreakerPolicy{FailureThreshold: 2}.withDefaults()
 	now := time.Now()
-	var b breaker
+	var b gate
 	b.record(p, breakerFailure, 0, now)
 	for range 10 {
 		b.record(p, breakerNeutral, 0, now) // 429s and permanent 4xx
@@ -109,7 +109,7 @@ func TestBreakerStaleProbeCannotFreeANewSlot(t *testing.T) {
 	t.Parallel()
 	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var b breaker
+	var b gate
 	b.record(p, breakerFailure, 0, t0)
 	t1 := t0.Add(time.Minute)
 	ok, stale, _ := b.allow(p, t1) // a probe that will answer late
@@ -133,7 +133,7 @@ func TestBreakerLateFailureDoesNotExtendOpen(t *testing.T) {
 	t.Parallel()
 	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var b breaker
+	var b gate
 	b.record(p, breakerFailure, 0, t0)
 	b.record(p, breakerFailure, 0, t0.Add(30*time.Second)) // started before it opened
 	require.Equal(t, t0, b.OpenedAt)
