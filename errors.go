@@ -65,10 +65,9 @@ var (
 	// another worker holds the delivery now.
 	errLeaseLost = errors.New("lease lost")
 
-	// errBreakerDirty reports a success whose breaker is not closed (or,
-	// for a write without the log row, has failures to reset): it takes
-	// the breaker's transaction.
-	errBreakerDirty = errors.New("breaker needs the state machine")
+	// errGateMoved reports a completion computed from a gate row that has
+	// changed since: it must be decided again from the row as it is now.
+	errGateMoved = errors.New("gate moved")
 )
 
 // ValidationError describes one invalid field of a webhook. It unwraps to

@@ -108,3 +108,13 @@ func (b *gate) refuses(p BreakerPolicy, now time.Time) bool {
 	b.advance(p, now)
 	return b.State == BreakerOpen
 }
+
+// retryAt is when an open gate lets a probe through; zero unless open.
+// Stores persist it so that their queries compare times instead of
+// re-deriving the open timeout.
+func (b *gate) retryAt(p BreakerPolicy) time.Time {
+	if b.State != BreakerOpen {
+		return time.Time{}
+	}
+	return b.openUntil(p)
+}

@@ -291,7 +291,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 	}
 	args := []any{d.url, d.body, d.key, d.breakerKey, nullText(d.routing.SequenceKey),
 		nullText(string(d.taskType)), nullText(d.taskID), nullText(d.routing.NotificationType),
-		scheme, creds, now, s.k.breaker.OpenTimeout, s.k.breaker.OpenAction == OpenDrop, headers}
+		scheme, creds, now, s.k.breaker.OpenAction == OpenDrop, headers}
 	var q querier = s.db
 	sql, dest := s.q.enqueue, []any{new(int64), new(int64)}
 	if tx != nil {
@@ -301,7 +301,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 	err := q.QueryRow(ctx, sql, args...).Scan(dest...)
 	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
 		var until *time.Time
-		if err = q.QueryRow(ctx, s.q.refusedUntil, d.breakerKey, s.k.breaker.OpenTimeout).Scan(&until); err != nil {
+		if err = q.QueryRow(ctx, s.q.refusedUntil, d.breakerKey, now).Scan(&until); err != nil {
 			return Receipt{}, dbError("enqueue", err)
 		}
 		if until != nil || try == 2 {
@@ -519,9 +519,14 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) error {
 // Breaker returns the state of the breaker for key (a BreakerKey, or a URL
 // for webhooks without one).
 func (s *PostgresSupervisor) Breaker(ctx context.Context, key string) (BreakerState, error) {
-	b, err := s.loadBreaker(ctx, s.db, s.q.breakerState, key)
+	var r gateRow
+	err := s.db.QueryRow(ctx, s.q.breakerState, key).Scan(r.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return BreakerClosed, nil
+	}
+	var b gate
+	if err == nil {
+		b, _, err = r.gate()
 	}
 	if err != nil {
 		return BreakerClosed, dbError("breaker", err)

@@ -322,11 +322,13 @@ func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
 	// id, url, body, idempotency_key, breaker_key, sequence_key,
 	// sequence_number, task_type, task_id, notification_type, auth_scheme,
 	// auth_credentials, headers, attempts, accepted_at, first_attempt_at,
-	// dirty.
+	// then the gate's row (state, failures, successes, opened_at, period,
+	// version: none here).
 	return p.expect(sqlClaim, timeArg(epoch), 1, anyArg(), captureToken).returnRows([]any{
 		j.id, mockURL, j.body, j.key, mockURL, nil,
 		nil, nil, nil, nil, nil, nil, nil,
-		0, epoch, nil, false,
+		0, epoch, nil,
+		nil, nil, nil, nil, nil, nil,
 	})
 }
 
@@ -372,8 +374,8 @@ func (j *mockJob) noLogArgs() []any {
 // half-open probe candidates, nothing due later.
 func expectIdle(p *mockPool) {
 	p.expect(sqlClaim, anyArgs(4)...).anyTimes()
-	p.expect(sqlProbeCheck, anyArgs(3)...).returnRows([]any{false}).anyTimes()
-	p.expect(sqlNextDue, anyArgs(2)...).returnRows([]any{nil}).anyTimes()
+	p.expect(sqlProbeCheck, anyArgs(2)...).returnRows([]any{false}).anyTimes()
+	p.expect(sqlNextDue, anyArgs(1)...).returnRows([]any{nil}).anyTimes()
 }
 
 // newMockEnv returns the suite's env (fake clock, scripted sender,

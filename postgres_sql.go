@@ -102,35 +102,35 @@ type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
 
-	enqueue         string
-	enqueueNotify   string
-	notify          string
-	refusedUntil    string
-	insertRefusal   string
-	claim           string
-	claimProbes     string
-	probeCandidate  string
-	lockBreakers    string
-	countProbes     string
-	nextDue         string
-	complete        string
-	completeFailure string
-	completeBatch   string
-	completeNoLog   string
-	leaseState      string
-	renewLease      string
-	release         string
-	lockBreaker     string
-	saveBreaker     string
-	deferBreaker    string
-	delivery        string
-	attempts        string
-	failed          string
-	redeliver       string
-	purge           string
-	purgeRefusals   string
-	breakerState    string
-	nextSequence    string
+	enqueue        string
+	enqueueNotify  string
+	notify         string
+	refusedUntil   string
+	insertRefusal  string
+	claim          string
+	claimProbes    string
+	probeCandidate string
+	lockBreakers   string
+	countProbes    string
+	nextDue        string
+	complete       string
+	completeGate   string
+	completeBatch  string
+	completeNoLog  string
+	leaseState     string
+	renewLease     string
+	release        string
+	lockBreaker    string
+	saveBreaker    string
+	deferBreaker   string
+	delivery       string
+	attempts       string
+	failed         string
+	redeliver      string
+	purge          string
+	purgeRefusals  string
+	breakerState   string
+	nextSequence   string
 }
 
 // deliveryColumns are what a worker reads of a claimed delivery.
@@ -148,20 +148,15 @@ const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence
 	attempt_number, max_attempts, outcome, http_status, error_message, response_time_us,
 	occurred_at, will_retry, next_retry_at, task_type, task_id, payload_size, notification_type`
 
-// cleanBreaker is the condition under which a completion may skip the
-// breaker's transaction: it is not a success (flag is false), or the
-// breaker has nothing a success would change.
-func cleanBreaker(flag, key string) string {
+// gateColumns are a gate's persisted fields, from a breakers row b.
+const gateColumns = `b.state, b.failures, b.successes, b.opened_at, b.period, b.version`
+
+// cleanGate is the condition under which a completion leaves its gate
+// alone: it is not a success (flag is false), or the gate has nothing a
+// success would change (no row, or closed with no failures).
+func cleanGate(flag, key string) string {
 	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
 		WHERE b.breaker_key = ` + key + ` AND (b.failures > 0 OR b.state <> 'closed')))`
-}
-
-// closedBreaker is the same for a statement that resets a closed
-// breaker's failures itself: only a breaker that is not closed needs the
-// state machine.
-func closedBreaker(flag, key string) string {
-	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = ` + key + ` AND b.state <> 'closed'))`
 }
 
 func newPgSQL(t PostgresTables) *pgSQL {
@@ -179,9 +174,9 @@ func newPgSQL(t PostgresTables) *pgSQL {
 	// webhook accepted while its breaker is open is due when it half-opens.
 	q.enqueue = r.Replace(`
 WITH refused AS (
-	SELECT $13::boolean AND EXISTS (
+	SELECT $12::boolean AND EXISTS (
 		SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = $4 AND b.state = 'open' AND b.opened_at > $11::timestamptz - $12::interval) AS yes
+		WHERE b.breaker_key = $4 AND b.state = 'open' AND b.retry_at > $11::timestamptz) AS yes
 ), seq AS (
 	INSERT INTO {sequences} AS s (sequence_key, last_value)
 	SELECT $5, 1 FROM refused WHERE $5::text IS NOT NULL AND NOT refused.yes
@@ -191,9 +186,9 @@ WITH refused AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at)
 	SELECT 'pending',
-		GREATEST($11::timestamptz, (SELECT b.opened_at + $12::interval FROM {breakers} b
+		GREATEST($11::timestamptz, (SELECT b.retry_at FROM {breakers} b
 			WHERE b.breaker_key = $4 AND b.state = 'open')),
-		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $14::jsonb, $11
+		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $13::jsonb, $11
 	FROM refused WHERE NOT refused.yes
 	RETURNING id, sequence_number
 )
@@ -203,28 +198,31 @@ SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
 	// transactions, WAL flush included, so the pool path notifies
 	// separately: see notify.)
 	q.enqueueNotify = strings.Replace(q.enqueue, "COALESCE(ins.sequence_number, 0) FROM ins",
-		"COALESCE(ins.sequence_number, 0), pg_notify($15, '') FROM ins", 1)
+		"COALESCE(ins.sequence_number, 0), pg_notify($14, '') FROM ins", 1)
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
 	q.notify = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`
-	q.refusedUntil = r.Replace(`SELECT opened_at + $2::interval FROM {breakers} WHERE breaker_key = $1`)
+	q.refusedUntil = r.Replace(`SELECT (SELECT retry_at FROM {breakers} WHERE breaker_key = $1 AND state = 'open' AND retry_at > $2)`)
 	q.insertRefusal = r.Replace(`INSERT INTO {attempts} ({attempt_columns})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`)
 
-	// The claim: up to $2 rows due at $1 whose breaker is closed, marked
-	// running under lease $4 until $3. Committed at once.
+	// The claim: up to $2 rows due at $1 whose gate is closed (or has no
+	// row), marked running under lease $4 until $3, each with its gate's
+	// row as the claim saw it (the first guess of a completion that changes
+	// the gate). Committed at once.
 	q.claim = r.Replace(`
 WITH due AS (
-	SELECT d.id FROM {deliveries} d
+	SELECT d.id, b.state AS gate_state, b.failures, b.successes, b.opened_at, b.period, b.version
+	FROM {deliveries} d LEFT JOIN {breakers} b ON b.breaker_key = d.breaker_key
 	WHERE d.state IN ('pending', 'running') AND d.due_at <= $1
-	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')
+	  AND (b.state IS NULL OR b.state = 'closed')
 	ORDER BY d.due_at
 	LIMIT $2
 	FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = NULL
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns}, false`)
+RETURNING {delivery_columns}, due.gate_state, due.failures, due.successes, due.opened_at, due.period, due.version`)
 	// The same for one breaker key's half-open probes ($5, period $6).
 	q.claimProbes = r.Replace(`
 WITH due AS (
@@ -236,68 +234,72 @@ WITH due AS (
 )
 UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = $6
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns}, true`)
-	// Breakers that may let a probe through now, and have work for one.
-	tripped := `b.state <> 'closed'
-	  AND (b.state = 'open' AND b.opened_at <= $1::timestamptz - $2::interval
+RETURNING {delivery_columns}, NULL::text, NULL::int, NULL::int, NULL::timestamptz, NULL::bigint, NULL::bigint`)
+	// Gates that may let a probe through now (open past their retry_at, or
+	// half-open with a free slot: a filter; the gate decides once locked),
+	// and have work for one.
+	tripped := `(b.state = 'open' AND b.retry_at <= $1
 		OR b.state = 'half_open' AND (SELECT count(*) FROM {deliveries} d WHERE d.breaker_key = b.breaker_key
-			AND d.state = 'running' AND d.probe_period = b.period AND d.due_at > $1) < $3)
+			AND d.state = 'running' AND d.probe_period = b.period AND d.due_at > $1) < $2)
 	  AND EXISTS (SELECT 1 FROM {deliveries} d
 		WHERE d.breaker_key = b.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= $1)`
 	q.probeCandidate = r.Replace(`SELECT EXISTS (SELECT 1 FROM {breakers} b WHERE ` + tripped + `)`)
-	q.lockBreakers = r.Replace(`SELECT b.breaker_key, b.state, b.failures, b.successes, b.opened_at, b.period
+	q.lockBreakers = r.Replace(`SELECT b.breaker_key, ` + gateColumns + `
 FROM {breakers} b WHERE ` + tripped + `
-ORDER BY b.updated_at LIMIT $4 FOR UPDATE SKIP LOCKED`)
+ORDER BY b.updated_at LIMIT $3 FOR UPDATE SKIP LOCKED`)
 	q.countProbes = r.Replace(`SELECT count(*) FROM {deliveries}
 WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > $3`)
 
 	// When an idle worker should look again: the next due row or lease
-	// expiry, or the next open breaker to half-open.
+	// expiry, or the next open gate to half-open.
 	q.nextDue = r.Replace(`SELECT LEAST(
 	(SELECT min(due_at) FROM {deliveries} WHERE state IN ('pending', 'running') AND due_at > $1),
-	(SELECT min(opened_at) FROM {breakers} WHERE state = 'open' AND opened_at > $1::timestamptz - $2::interval) + $2::interval)`)
+	(SELECT min(retry_at) FROM {breakers} WHERE state = 'open' AND retry_at > $1))`)
 
 	// Completion, fenced by the lease token: the state change and the log
 	// row in one statement. No row is inserted when the lease was lost.
 	set := `state = $3, attempts = $4, due_at = $5, first_attempt_at = $6, finished_at = $7,
 		last_status = $8, last_error = $9, probe_period = NULL,
 		lease_token = CASE WHEN $3 = 'running' THEN -lease_token ELSE lease_token END`
-	// A success ($28) resets its closed breaker's failures in the same
-	// statement ($12 is the breaker key, $21 the attempt's start).
+	// A success that leaves the gate alone ($28) is written only while the
+	// gate stays clean: closed with no failures, or no row (a success on
+	// any other gate changes it, and takes completeGate).
 	q.complete = r.Replace(`
 WITH done AS (
 	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + closedBreaker("$28", "{deliveries}.breaker_key") + `
+	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanGate("$28", "{deliveries}.breaker_key") + `
 	RETURNING id
-), reset AS (
-	UPDATE {breakers} SET failures = 0, updated_at = $21
-	WHERE $28::boolean AND breaker_key = $12 AND state = 'closed' AND failures > 0 AND EXISTS (SELECT 1 FROM done)
 )
 INSERT INTO {attempts} ({attempt_columns})
 SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done`)
-	// A failure while the breaker is closed and stays closed counts
-	// itself in the same statement: the increment is the state machine's
-	// closed-state step (breaker.record), done under the row lock. When it
-	// does not apply (the breaker is not closed, or this failure opens it),
-	// the statement divides by zero to undo itself, and the worker takes
-	// the breaker's transaction instead. $28 is FailureThreshold.
-	q.completeFailure = r.Replace(`
-WITH done AS (
-	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running'
-	RETURNING id
-), counted AS (
-	INSERT INTO {breakers} AS b (breaker_key, failures, updated_at)
-	SELECT $12, 1, $21 FROM done WHERE 1 < $28::int
-	ON CONFLICT (breaker_key) DO UPDATE SET failures = b.failures + 1, updated_at = EXCLUDED.updated_at
-	WHERE b.state = 'closed' AND b.failures + 1 < $28::int
+	// A completion that changes the gate persists the gate's new value
+	// ($29-$34, computed by the state machine from the row at version
+	// $35) only if the row is still at that version, and the delivery's
+	// state only with it; the attempt row follows when $28. It returns
+	// whether the lease held, whether the completion was written, and, for
+	// a retry when it was not, the gate's row as this statement saw it.
+	q.completeGate = r.Replace(`
+WITH leased AS (
+	SELECT id FROM {deliveries} WHERE id = $1 AND lease_token = $2 AND state = 'running'
+), gate AS (
+	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
+	SELECT $12, $29, $30, $31, $32, $33, $34, $35::bigint + 1, $21 FROM leased
+	ON CONFLICT (breaker_key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
+		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
+		retry_at = EXCLUDED.retry_at, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+	WHERE b.version = $35
 	RETURNING 1
+), done AS (
+	UPDATE {deliveries} SET ` + set + `
+	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND EXISTS (SELECT 1 FROM gate)
+	RETURNING id
 ), logged AS (
 	INSERT INTO {attempts} ({attempt_columns})
-	SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done
-	RETURNING 1
+	SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27
+	FROM done WHERE $28::boolean
 )
-SELECT count(*)::int / CASE WHEN count(*) = 1 AND NOT EXISTS (SELECT 1 FROM counted) THEN 0 ELSE 1 END FROM done`)
+SELECT EXISTS (SELECT 1 FROM leased), EXISTS (SELECT 1 FROM done), ` + gateColumns + `
+FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = $12`)
 	// The same for many deliveries at once, from arrays; it returns the IDs
 	// it wrote.
 	q.completeBatch = r.Replace(`
@@ -316,18 +318,8 @@ WITH v AS (
 		last_error = v.last_error, probe_period = NULL,
 		lease_token = CASE WHEN v.state = 'running' THEN -d.lease_token ELSE d.lease_token END
 	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
-		AND ` + closedBreaker("v.success", "d.breaker_key") + `
+		AND ` + cleanGate("v.success", "d.breaker_key") + `
 	RETURNING d.id, v.token AS lease_token
-), reset AS (
-	-- Successes reset their closed breakers' failures; a breaker another
-	-- statement holds is skipped, and locks are taken in key order, so
-	-- that concurrent batches cannot deadlock.
-	UPDATE {breakers} b SET failures = 0
-	WHERE b.breaker_key IN (
-		SELECT x.breaker_key FROM {breakers} x
-		WHERE x.breaker_key IN (SELECT v.breaker_key FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token WHERE v.success)
-		  AND x.state = 'closed' AND x.failures > 0
-		ORDER BY x.breaker_key FOR UPDATE SKIP LOCKED)
 )
 INSERT INTO {attempts} ({attempt_columns})
 SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,
@@ -336,21 +328,24 @@ SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence
 FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
 RETURNING delivery_id`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
-WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanBreaker("$10", "{deliveries}.breaker_key"))
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanGate("$10", "{deliveries}.breaker_key"))
 	// A held completion left the row running under the negated token;
 	// release makes it pending for its next attempt.
 	q.release = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
 	q.renewLease = r.Replace(`UPDATE {deliveries} SET due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
 	q.leaseState = r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = $1`)
 
-	// Breaker transitions: the upsert creates and locks the row and returns
-	// its state; the worker applies the one state machine (breaker.go) and
-	// saves the result in the same transaction.
+	// The locked path of a gate change: the upsert creates and locks the
+	// row and returns it; the worker applies the state machine (gate.go)
+	// and persists the result in the same transaction.
 	q.lockBreaker = r.Replace(`INSERT INTO {breakers} AS b (breaker_key, updated_at) VALUES ($1, $2)
 ON CONFLICT (breaker_key) DO UPDATE SET updated_at = b.updated_at
-RETURNING b.state, b.failures, b.successes, b.opened_at, b.period`)
-	q.saveBreaker = r.Replace(`UPDATE {breakers} SET state = $2, failures = $3, successes = $4, opened_at = $5, period = $6, updated_at = $7
-WHERE breaker_key = $1`)
+RETURNING ` + gateColumns)
+	// Persisting a gate the caller has locked.
+	q.saveBreaker = r.Replace(`UPDATE {breakers} SET state = $2, failures = $3, successes = $4, opened_at = $5, period = $6,
+	retry_at = $7, version = version + 1, updated_at = $8
+WHERE breaker_key = $1
+RETURNING version`)
 	// A breaker that opened defers its pending deliveries to when it
 	// half-opens, so claims do not keep stepping over them.
 	q.deferBreaker = r.Replace(`UPDATE {deliveries} SET due_at = $2
@@ -370,7 +365,7 @@ RETURNING pg_notify($3, '')`)
 	q.purgeRefusals = r.Replace(`DELETE FROM {attempts} WHERE id IN (
 	SELECT id FROM {attempts} WHERE delivery_id IS NULL AND occurred_at < $1
 	ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)`)
-	q.breakerState = r.Replace(`SELECT state, failures, successes, opened_at, period FROM {breakers} WHERE breaker_key = $1`)
+	q.breakerState = r.Replace(`SELECT ` + gateColumns + ` FROM {breakers} b WHERE b.breaker_key = $1`)
 	q.nextSequence = r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES ($1, 1)
 ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 RETURNING last_value`)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/adcpkit/webhook/internal/pgtest"
 	"github.com/adcpkit/webhook/webhooktest"
 )
@@ -680,4 +681,74 @@ func TestPostgresSuccessesResetFailuresUnderConcurrency(t *testing.T) {
 	st, err := pe.pg.Breaker(context.Background(), url)
 	require.NoError(t, err)
 	require.Equal(t, webhook.BreakerClosed, st, "never three failures in a row")
+}
+
+// Concurrent failures to one endpoint from several processes each count
+// exactly once: every completion persists the gate only at the version it
+// computed from, and decides again when another got there first.
+func TestPostgresConcurrentFailuresEachCountOnce(t *testing.T) {
+	t.Parallel()
+	const n = 120
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 32}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 10 * n} // stays closed: only counts
+		c.Sink = nil
+	})
+	url := "https://buyer.example/down"
+	for range n {
+		pe.sender.on(url, step{status: 503})
+	}
+	for i := range n {
+		pe.sendMCP(mcp(url, fmt.Sprint("t", i)))
+	}
+	// Three processes race for the same gate row.
+	runWorker(t, pe.sup)
+	runWorker(t, pe.another())
+	runWorker(t, pe.another())
+	pe.waitSent(n)
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE state = 'failed'`) == n
+	}, guard, 10*time.Millisecond)
+	require.Equal(t, n, pe.count(`SELECT failures FROM adcp_webhook_breakers WHERE breaker_key = $1`, url),
+		"every failure counted once: none lost to a race, none counted twice")
+	require.Equal(t, n, pe.count(`SELECT version FROM adcp_webhook_breakers WHERE breaker_key = $1`, url),
+		"one gate write per failure")
+}
+
+// A breakers table from before the gate kept retry_at and version is
+// upgraded by CreateSchema; an open gate in it half-opens at once.
+func TestPostgresCreateSchemaUpgradesTheGateTable(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	opened := epoch.Add(-time.Hour)
+	_, err := pool.Exec(ctx, `
+CREATE TABLE adcp_webhook_breakers (
+    breaker_key text PRIMARY KEY,
+    state       text NOT NULL DEFAULT 'closed' CHECK (state IN ('closed', 'open', 'half_open')),
+    failures    integer NOT NULL DEFAULT 0,
+    successes   integer NOT NULL DEFAULT 0,
+    opened_at   timestamptz,
+    period      bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL
+);
+CREATE INDEX adcp_webhook_breakers_tripped_idx ON adcp_webhook_breakers (opened_at) WHERE state <> 'closed';
+INSERT INTO adcp_webhook_breakers (breaker_key, state, failures, opened_at, updated_at)
+VALUES ('https://buyer.example/dead', 'open', 0, '`+opened.Format(time.RFC3339)+`', now());`)
+	require.NoError(t, err)
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{Clock: fakeclock.New(epoch)})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(ctx))
+	require.NoError(t, s.CreateSchema(ctx), "idempotent once upgraded")
+	var retryAt time.Time
+	var version int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT retry_at, version FROM adcp_webhook_breakers`).Scan(&retryAt, &version))
+	require.True(t, opened.Equal(retryAt), "an open gate of the old layout is due for its probe")
+	require.Zero(t, version)
+	var oldIndex *string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('adcp_webhook_breakers_tripped_idx')::text`).Scan(&oldIndex))
+	require.Nil(t, oldIndex, "the old index is dropped")
+	st, err := s.Breaker(ctx, "https://buyer.example/dead")
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerHalfOpen, st)
 }

@@ -25,7 +25,11 @@ type pgJob struct {
 	claimed  time.Time // when the claim started, by the real clock: the lease runs from here
 	leaseEnd time.Time // when the lease expires, by the supervisor's clock
 	probe    uint64    // the half-open period whose probe slot it holds; 0: none
-	dirty    bool      // its completion needs the breaker's transaction (set when a faster write found so)
+	// gate is the endpoint gate's row as last seen (at claim, or when a
+	// completion found it moved), and version its row version (0: no
+	// row): a completion that changes the gate computes from it.
+	gate    gate
+	version int64
 }
 
 func (j *pgJob) base() *job { return &j.job }
@@ -156,7 +160,7 @@ func (p *pgPool) idle(ctx context.Context, now time.Time) {
 	var due <-chan time.Time
 	stop := func() bool { return false }
 	var next *time.Time
-	if err := s.db.QueryRow(ctx, s.q.nextDue, now, s.k.breaker.OpenTimeout).Scan(&next); err == nil && next != nil {
+	if err := s.db.QueryRow(ctx, s.q.nextDue, now).Scan(&next); err == nil && next != nil {
 		due, stop = s.k.clock.TimerAt(*next)
 	}
 	defer stop()
@@ -201,8 +205,8 @@ func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, err
 // worker's probe frees its slot when its lease expires) and claims the
 // difference.
 func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
-	var any bool
-	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.OpenTimeout, s.k.breaker.HalfOpenProbes).Scan(&any); err != nil || !any {
+	var candidates bool
+	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.HalfOpenProbes).Scan(&candidates); err != nil || !candidates {
 		return jobs, dbError("claim probes", err)
 	}
 	tx, err := s.db.Begin(ctx)
@@ -210,18 +214,24 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		return jobs, dbError("claim probes", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.OpenTimeout, s.k.breaker.HalfOpenProbes, 16)
+	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.HalfOpenProbes, 16)
 	if err != nil {
 		return jobs, dbError("claim probes", err)
 	}
 	type keyed struct {
-		key string
-		b   gate
+		key     string
+		b       gate
+		version int64
 	}
 	var bs []keyed
 	for rows.Next() {
 		var k keyed
-		if err := scanBreaker(rows, &k.key, &k.b); err != nil {
+		var r gateRow
+		err := rows.Scan(append([]any{&k.key}, r.dest()...)...)
+		if err == nil {
+			k.b, k.version, err = r.gate()
+		}
+		if err != nil {
 			rows.Close()
 			return jobs, dbError("claim probes", err)
 		}
@@ -248,17 +258,22 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		if free <= 0 {
 			continue
 		}
+		version := kb.version
+		if b != kb.b {
+			if version, err = s.saveGate(ctx, tx, kb.key, b, now); err != nil {
+				return jobs, err
+			}
+		}
 		rows, err := tx.Query(ctx, s.q.claimProbes, now, free, lease, token, kb.key, int64(b.Period))
 		if err != nil {
 			return jobs, dbError("claim probes", err)
 		}
+		from := len(claimed)
 		if claimed, err = scanJobs(rows, token, b.Period, claimed); err != nil {
 			return jobs, dbError("claim probes", err)
 		}
-		if b != kb.b {
-			if err := s.saveBreaker(ctx, tx, kb.key, b, now); err != nil {
-				return jobs, err
-			}
+		for _, j := range claimed[from:] {
+			j.gate, j.version = b, version
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -276,10 +291,16 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 			seq                                   *int64
 			creds, headers                        []byte
 			firstAt                               *time.Time
+			g                                     gateRow
 		)
-		if err := rows.Scan(&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
+		dest := append([]any{&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
 			&taskType, &taskID, &typ, &scheme, &creds, &headers,
-			&j.attempts, &j.accepted, &firstAt, &j.dirty); err != nil {
+			&j.attempts, &j.accepted, &firstAt}, g.dest()...)
+		if err := rows.Scan(dest...); err != nil {
+			return out, err
+		}
+		var err error
+		if j.gate, j.version, err = g.gate(); err != nil {
 			return out, err
 		}
 		j.id = strconv.FormatInt(j.row, 10)
@@ -386,10 +407,10 @@ func (s *PostgresSupervisor) leased(ctx context.Context, op, sql string, args ..
 }
 
 // write writes a completion: through the batch writer when it leaves the
-// breaker alone, else (or when the batch could not write it) on its own.
-// It reports whether the breaker changed.
+// gate alone, else (or when the batch could not write it) on its own. It
+// reports whether the gate's state changed.
 func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite, j *pgJob, c *completion) bool {
-	if !needsBreaker(j, c) {
+	if _, changes := s.gateAfter(j, c); !changes {
 		w.j, w.c = j, c
 		pw.reqs <- w
 		written := <-w.written
@@ -401,12 +422,13 @@ func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite
 	return s.finish(ctx, j, c)
 }
 
-// needsBreaker reports whether c must take the breaker's transaction: a
-// failure, a probe's result, or a success that found the breaker with
-// failures to reset (dirty). Other successes are written without it, on
-// the condition, checked in the statement, that the breaker is clean.
-func needsBreaker(j *pgJob, c *completion) bool {
-	return c.result == breakerFailure || j.probe != 0 || c.result == breakerSuccess && j.dirty
+// gateAfter is j's gate once c is recorded, computed from the row j last
+// saw, and whether that changes it. (Postgres counts probe slots from
+// running rows, so no probe is handed back here.)
+func (s *PostgresSupervisor) gateAfter(j *pgJob, c *completion) (gate, bool) {
+	g := j.gate
+	g.record(s.k.breaker, c.result, 0, c.end)
+	return g, g != j.gate
 }
 
 // renew extends j's lease from now. When it cannot (the lease was lost, or
@@ -432,15 +454,16 @@ func (s *PostgresSupervisor) finish(ctx context.Context, j *pgJob, c *completion
 	giveUp := j.claimed.Add(s.lease)
 	backoff := newBackoff()
 	withLog := true
+	moved := 0
 	for {
 		tctx, cancel := context.WithTimeout(ctx, statementTimeout)
-		changed, err := s.writeCompletion(tctx, j, c, withLog)
+		changed, err := s.writeCompletion(tctx, j, c, withLog, moved > maxGateMoves)
 		cancel()
 		if err == nil {
 			return changed
 		}
-		if errors.Is(err, errBreakerDirty) {
-			j.dirty = true // take the breaker's transaction
+		if errors.Is(err, errGateMoved) {
+			moved++ // j holds the gate's row as the statement saw it: decide again
 			continue
 		}
 		if errors.Is(err, errLeaseLost) {
@@ -491,67 +514,112 @@ func refusedStatement(err error) bool {
 	return true
 }
 
-// writeCompletion writes c in one statement, or, when the breaker must
-// change, in one transaction that locks the breaker first.
-func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *completion, withLog bool) (bool, error) {
-	if !needsBreaker(j, c) {
-		return false, s.completeRow(ctx, s.db, j, c, withLog)
-	}
-	if c.result == breakerFailure && j.probe == 0 && withLog && !j.dirty {
-		// Most failures only count: try that in one statement.
-		var n int
-		args := append(completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
-		err := s.db.QueryRow(ctx, s.q.completeFailure, append(args, s.k.breaker.FailureThreshold)...).Scan(&n)
-		var pe *pgconn.PgError
-		switch {
-		case err == nil && n == 1:
-			return false, nil
-		case err == nil:
-			return false, s.fenced(ctx, s.db, j, false)
-		case errors.As(err, &pe) && pe.Code == "22012": // division_by_zero: see completeFailure
-			j.dirty = true // the breaker changes state: take its transaction
-		default:
-			return false, err
-		}
+// maxGateMoves is how often a completion recomputes a gate that other
+// completions keep changing before it locks the gate's row instead.
+const maxGateMoves = 3
+
+// writeCompletion writes c: in one statement that leaves the gate alone
+// when the gate's state machine says c does not change it (a success on a
+// clean gate, a neutral result), else in one statement that persists the
+// gate's new value if its row is still the one the value was computed
+// from. errGateMoved means the row had moved on: j now holds it, and the
+// caller decides again. locked takes the gate's row lock first, so that a
+// completion that keeps losing that race wins it.
+func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *completion, withLog, locked bool) (bool, error) {
+	if !locked {
+		return s.writeGated(ctx, s.db, j, c, withLog)
 	}
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
-	var b gate
-	err = tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
+	var r gateRow
+	if err := tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(r.dest()...); err != nil {
+		return false, err
+	}
+	if j.gate, j.version, err = r.gate(); err != nil {
+		return false, err
+	}
+	changed, err := s.writeGated(ctx, tx, j, c, withLog)
 	if err != nil {
 		return false, err
 	}
-	if err := s.completeRow(ctx, tx, j, c, withLog); err != nil {
-		return false, err
-	}
-	before := b
-	b.record(s.k.breaker, c.result, probe(j.probe), c.end)
-	if b != before {
-		if err := s.saveBreaker(ctx, tx, j.breakerKey, b, c.end); err != nil {
-			return false, err
-		}
-		if b.State == BreakerOpen && before.State != BreakerOpen {
-			if _, err := tx.Exec(ctx, s.q.deferBreaker, j.breakerKey, b.openUntil(s.k.breaker)); err != nil {
-				return false, err
+	return changed, tx.Commit(ctx)
+}
+
+// writeGated is writeCompletion on q, a pool or the transaction that
+// holds the gate's row lock.
+func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) (bool, error) {
+	before := j.gate
+	after, changes := s.gateAfter(j, c)
+	if !changes {
+		err := s.completeRow(ctx, q, j, c, withLog)
+		if errors.Is(err, errGateMoved) {
+			err = s.reloadGate(ctx, q, j)
+			if err == nil {
+				err = errGateMoved
 			}
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
 		return false, err
 	}
-	s.k.breakerChanged(j.breakerKey, before.State, b.State)
-	return b.State != before.State, nil
+	var opened, retry any
+	if !after.OpenedAt.IsZero() {
+		opened = after.OpenedAt
+	}
+	if t := after.retryAt(s.k.breaker); !t.IsZero() {
+		retry = t
+	}
+	args := append(completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
+	args = append(args, withLog, after.State.String(), after.Failures, after.Successes, opened, int64(after.Period), retry, j.version)
+	var leased, done bool
+	var r gateRow
+	if err := q.QueryRow(ctx, s.q.completeGate, args...).Scan(append([]any{&leased, &done}, r.dest()...)...); err != nil {
+		return false, err
+	}
+	switch {
+	case done:
+		j.gate, j.version = after, j.version+1
+	case !leased:
+		return false, s.fenced(ctx, q, j, false)
+	default:
+		var err error
+		if j.gate, j.version, err = r.gate(); err != nil {
+			return false, err
+		}
+		return false, errGateMoved
+	}
+	s.k.breakerChanged(j.breakerKey, before.State, after.State)
+	if after.State == BreakerOpen && before.State != BreakerOpen {
+		// Pending deliveries wait for the probe, so that claims do not
+		// keep stepping over them. (The claim skips them anyway: this is
+		// only for speed, and may fail.)
+		if _, err := s.db.Exec(ctx, s.q.deferBreaker, j.breakerKey, after.retryAt(s.k.breaker)); err != nil {
+			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))
+		}
+	}
+	return before.State != after.State, nil
+}
+
+// reloadGate reads j's gate row again.
+func (s *PostgresSupervisor) reloadGate(ctx context.Context, q querier, j *pgJob) error {
+	var r gateRow
+	err := q.QueryRow(ctx, s.q.breakerState, j.breakerKey).Scan(r.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		j.gate, j.version = gate{}, 0
+		return nil
+	}
+	if err == nil {
+		j.gate, j.version, err = r.gate()
+	}
+	return err
 }
 
 // completeRow writes the delivery's new state and its attempt row, fenced
 // by the lease token.
 func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
-	// A success that skips the breaker's transaction is written only if
-	// the breaker is closed (and, without the log row, clean).
-	skipsBreaker := c.result == breakerSuccess && !needsBreaker(j, c)
+	// A success is written only while its gate stays clean.
+	skipsBreaker := c.result == breakerSuccess
 	args := completionArgs(j, c)
 	sql := s.q.completeNoLog
 	if withLog {
@@ -598,8 +666,8 @@ func (j *pgJob) written(c *completion) (state string, due time.Time) {
 
 // fenced explains a completion that wrote no row: the lease moved on
 // (errLeaseLost), an earlier try of this write committed without our
-// hearing of it (nil), or a success found its breaker needing the state
-// machine (errBreakerDirty).
+// hearing of it (nil), or a success found its gate no longer clean
+// (errGateMoved).
 func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, skipsBreaker bool) error {
 	var state string
 	var token *int64
@@ -614,72 +682,61 @@ func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, sk
 			return nil
 		}
 		if skipsBreaker {
-			return errBreakerDirty
+			return errGateMoved
 		}
 	}
 	return errLeaseLost
 }
 
-func (s *PostgresSupervisor) saveBreaker(ctx context.Context, q querier, key string, b gate, now time.Time) error {
-	var opened any
+// saveGate persists a gate whose row the caller has locked, and returns
+// the row's new version.
+func (s *PostgresSupervisor) saveGate(ctx context.Context, q querier, key string, b gate, now time.Time) (int64, error) {
+	var opened, retry any
 	if !b.OpenedAt.IsZero() {
 		opened = b.OpenedAt
 	}
-	_, err := q.Exec(ctx, s.q.saveBreaker, key, b.State.String(), b.Failures, b.Successes, opened, int64(b.Period), now)
-	return dbError("save breaker", err)
+	if t := b.retryAt(s.k.breaker); !t.IsZero() {
+		retry = t
+	}
+	var version int64
+	err := q.QueryRow(ctx, s.q.saveBreaker, key, b.State.String(), b.Failures, b.Successes, opened, int64(b.Period), retry, now).Scan(&version)
+	return version, dbError("save gate", err)
 }
 
-func (s *PostgresSupervisor) loadBreaker(ctx context.Context, q querier, sql, key string) (gate, error) {
-	var b gate
-	err := q.QueryRow(ctx, sql, key).Scan(breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
-	return b, err
+// gateRow scans gateColumns. A row that is not there (every column NULL,
+// from a LEFT JOIN) is a closed, clean gate at version 0.
+type gateRow struct {
+	state               *string
+	failures, successes *int
+	openedAt            *time.Time
+	period, version     *int64
 }
 
-func scanBreaker(rows pgx.Rows, key *string, b *gate) error {
-	return rows.Scan(key, breakerState{&b.State}, &b.Failures, &b.Successes, breakerTime{&b.OpenedAt}, breakerPeriod{&b.Period})
+func (r *gateRow) dest() []any {
+	return []any{&r.state, &r.failures, &r.successes, &r.openedAt, &r.period, &r.version}
 }
 
-// breakerState, breakerTime and breakerPeriod scan a breaker row's
-// columns (sql.Scanner).
-type (
-	breakerState  struct{ p *BreakerState }
-	breakerTime   struct{ p *time.Time }
-	breakerPeriod struct{ p *uint64 }
-)
-
-func (v breakerState) Scan(src any) error {
-	switch src {
+// gate returns the gate and its row version.
+func (r *gateRow) gate() (gate, int64, error) {
+	if r.state == nil {
+		return gate{}, 0, nil
+	}
+	var g gate
+	switch *r.state {
 	case "closed":
-		*v.p = BreakerClosed
+		g.State = BreakerClosed
 	case "open":
-		*v.p = BreakerOpen
+		g.State = BreakerOpen
 	case "half_open":
-		*v.p = BreakerHalfOpen
+		g.State = BreakerHalfOpen
 	default:
-		return fmt.Errorf("unknown breaker state %v", src)
+		return gate{}, 0, fmt.Errorf("unknown gate state %q", *r.state)
 	}
-	return nil
-}
-
-func (v breakerTime) Scan(src any) error {
-	switch t := src.(type) {
-	case nil:
-		*v.p = time.Time{}
-	case time.Time:
-		*v.p = t
-	default:
-		return fmt.Errorf("breaker time: unexpected %T", src)
+	if p := deref(r.period); p >= 0 {
+		g.Period = uint64(p)
 	}
-	return nil
-}
-
-func (v breakerPeriod) Scan(src any) error {
-	n, ok := src.(int64)
-	if !ok || n < 0 {
-		return fmt.Errorf("breaker period: unexpected %v", src)
-	}
-	*v.p = uint64(n)
-	return nil
+	g.Failures, g.Successes, g.OpenedAt = deref(r.failures), deref(r.successes), deref(r.openedAt)
+	return g, deref(r.version), nil
 }
 
 // listen wakes the claimer on NOTIFY from a dedicated connection, and

@@ -89,8 +89,9 @@ CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_task_idx
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_refused_idx
     ON adcp_webhook_attempts (occurred_at) WHERE delivery_id IS NULL;
 
--- One row per breaker key that has ever failed. Closed breakers without
--- failures need no row.
+-- One row per breaker key that has ever failed: the endpoint gate's state
+-- (gate.go is the state machine; these rows only store it). Closed gates
+-- without failures need no row.
 CREATE TABLE IF NOT EXISTS adcp_webhook_breakers (
     breaker_key text PRIMARY KEY,
     state       text NOT NULL DEFAULT 'closed'
@@ -100,11 +101,31 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_breakers (
     opened_at   timestamptz,
     -- Counts half-open periods, so a late probe cannot free a newer slot.
     period      bigint NOT NULL DEFAULT 0,
+    -- When an open gate lets a probe through (opened_at + OpenTimeout, as
+    -- the gate computed it); NULL unless open.
+    retry_at    timestamptz,
+    -- Bumped by every write: a completion persists the gate's new state
+    -- only if the row is still at the version it computed from.
+    version     bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL
 );
 
-CREATE INDEX IF NOT EXISTS adcp_webhook_breakers_tripped_idx
-    ON adcp_webhook_breakers (opened_at) WHERE state <> 'closed';
+-- Tables created before retry_at and version existed. Checked first, so
+-- that an up-to-date table is never locked exclusively while workers use it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_breakers'::regclass
+                   AND attname = 'version' AND NOT attisdropped) THEN
+        ALTER TABLE adcp_webhook_breakers ADD COLUMN retry_at timestamptz,
+            ADD COLUMN version bigint NOT NULL DEFAULT 0;
+        -- Open gates of the old layout half-open at once.
+        UPDATE adcp_webhook_breakers SET retry_at = opened_at WHERE state = 'open';
+        DROP INDEX IF EXISTS adcp_webhook_breakers_tripped_idx;
+    END IF;
+END $$;
+
+CREATE INDEX IF NOT EXISTS adcp_webhook_breakers_retry_idx
+    ON adcp_webhook_breakers (retry_at) WHERE state = 'open';
 
 -- Per-key sequence counters: numbers are contiguous from 1.
 CREATE TABLE IF NOT EXISTS adcp_webhook_sequences (
