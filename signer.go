@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/adcpkit/webhook/internal/canon"
+	"github.com/adcpkit/webhook/internal/jwk"
 )
 
 // The AdCP RFC 9421 webhook-signing profile.
@@ -141,24 +142,11 @@ func ParsePEMSigningKey(keyID string, data []byte) (*SigningKey, error) {
 	return NewSigningKey(keyID, signer)
 }
 
-// jwk is the subset of RFC 7517 (and AdCP's adcp_use) the package reads.
-type jwk struct {
-	Kid     string   `json:"kid"`
-	Kty     string   `json:"kty"`
-	Crv     string   `json:"crv"`
-	Alg     string   `json:"alg"`
-	X       string   `json:"x"`
-	Y       string   `json:"y"`
-	D       string   `json:"d"`
-	AdcpUse string   `json:"adcp_use"`
-	KeyOps  []string `json:"key_ops"`
-}
-
 // ParseJWKSigningKey reads a private JWK: kty OKP with crv Ed25519, or kty EC
 // with crv P-256; alg, when present, must agree (EdDSA or ES256); adcp_use
 // must be "request-signing" or the deprecated "webhook-signing".
 func ParseJWKSigningKey(data []byte) (*SigningKey, error) {
-	var j jwk
+	var j jwk.Key
 	if err := json.Unmarshal(data, &j); err != nil {
 		return nil, badKey("JWK is not a JSON object")
 	}

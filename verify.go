@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/adcpkit/webhook/internal/canon"
+	"github.com/adcpkit/webhook/internal/jwk"
 	"github.com/adcpkit/webhook/internal/sfv"
 )
 
@@ -125,7 +126,7 @@ func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 	}
 	var out []VerifyingKey
 	for i, raw := range set.Keys {
-		var j jwk
+		var j jwk.Key
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return nil, fmt.Errorf("webhook: JWKS key %d: %w", i, err)
 		}
