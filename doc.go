@@ -74,9 +74,13 @@
 //
 // # Receiving
 //
-// Buyers check inbound webhooks with a [Verifier], which follows the AdCP
-// webhook verifier checklist and fails with a [*VerifyError] carrying the
-// spec's error code, and [VerifyLegacyHMAC] for the legacy scheme. The
-// webhooktest package provides a verifying, fault-injecting receiver for
-// tests.
+// Buyers verify inbound webhooks with the separate package
+// [github.com/adcpkit/webhook/receive]: its [receive.Verifier] follows the
+// AdCP webhook verifier checklist and fails with a [*receive.VerifyError]
+// carrying the spec's error code, and [receive.VerifyLegacyHMAC] checks the
+// legacy scheme. It does not import this package, so a buyer's binary does
+// not link pgx. This package imports it for what both sides share: the
+// signature profile's constants, [receive.VerifyingKey] (see
+// [SigningKey.VerifyingKey]) and [receive.LegacyHMAC]. The webhooktest
+// package provides a verifying, fault-injecting receiver for tests.
 package webhook

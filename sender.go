@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +15,7 @@ import (
 	"time"
 
 	"github.com/adcpkit/webhook/internal/ssrf"
+	"github.com/adcpkit/webhook/receive"
 )
 
 // Sender defaults.
@@ -285,21 +283,11 @@ func (s *HTTPSender) authenticate(hreq *http.Request, req *Request) error {
 	case AuthHMACSHA256:
 		ts := strconv.FormatInt(s.now().Unix(), 10)
 		hreq.Header.Set("X-ADCP-Timestamp", ts)
-		hreq.Header.Set("X-ADCP-Signature", "sha256="+LegacyHMAC(a.Credentials, ts, req.Body))
+		hreq.Header.Set("X-ADCP-Signature", "sha256="+receive.LegacyHMAC(a.Credentials, ts, req.Body))
 	default:
 		return fmt.Errorf("%w: Authentication.Scheme %q is not supported", ErrInvalidWebhook, a.Scheme)
 	}
 	return nil
-}
-
-// LegacyHMAC returns the lowercase hex HMAC-SHA256 of "<timestamp>.<body>"
-// keyed by credentials: the X-ADCP-Signature value after "sha256=".
-func LegacyHMAC(credentials, timestamp string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(credentials))
-	m.Write([]byte(timestamp))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
 }
 
 // sanitizeTransportError drops the URL that net/http puts in its errors: the

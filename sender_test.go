@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook/receive"
 )
 
 // captured is what a loopback receiver saw.
@@ -173,9 +175,18 @@ func TestHTTPSenderLegacyAuthentication(t *testing.T) {
 	c = <-got
 	require.Empty(t, c.header.Get("Authorization"))
 	require.Equal(t, "1776520800", c.header.Get("X-ADCP-Timestamp"))
-	require.Equal(t, "sha256="+LegacyHMAC(secret, "1776520800", body), c.header.Get("X-ADCP-Signature"))
+	require.Equal(t, "sha256="+receive.LegacyHMAC(secret, "1776520800", body), c.header.Get("X-ADCP-Signature"))
 	// The fixed value was computed independently with Python's hmac module.
 	require.Equal(t, "sha256=915163e392f17f0a48a3cd09250cb641c9318ca13f612de9871e108d5afc9522", c.header.Get("X-ADCP-Signature"))
+}
+
+// TestLimitsAgreeWithReceive: the buyer's package states the seller's
+// limits for receivers that do not import this one; they must not drift
+// apart.
+func TestLimitsAgreeWithReceive(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, MaxBodyBytes, receive.MaxBodyBytes)
+	require.Equal(t, MinCredentialsLength, receive.MinCredentialsLength)
 }
 
 func TestNewHTTPSenderRejectsBadConfig(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/adcpkit/webhook/receive"
 )
 
 // BenchmarkSign and BenchmarkVerify measure the cost of the RFC 9421
@@ -37,7 +39,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(s.key.Algorithm(), func(b *testing.B) {
 			// A nonce store that never remembers, so one signed request can
 			// be verified over and over.
-			v, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{s.key.VerifyingKey()}, Nonces: forgetfulNonces{}})
+			v, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{s.key.VerifyingKey()}, Nonces: forgetfulNonces{}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -70,8 +72,8 @@ func benchSigners(b *testing.B) []*RFC9421Signer {
 
 type forgetfulNonces struct{}
 
-func (forgetfulNonces) Use(context.Context, string, string, time.Time, time.Time) (NonceVerdict, error) {
-	return NonceFresh, nil
+func (forgetfulNonces) Use(context.Context, string, string, time.Time, time.Time) (receive.NonceVerdict, error) {
+	return receive.NonceFresh, nil
 }
 
 func benchBody(b *testing.B) []byte {

@@ -22,23 +22,7 @@ import (
 
 	"github.com/adcpkit/webhook/internal/canon"
 	"github.com/adcpkit/webhook/internal/jwk"
-)
-
-// The AdCP RFC 9421 webhook-signing profile.
-const (
-	// SignatureTag is the tag parameter of every webhook signature.
-	SignatureTag = "adcp/webhook-signing/v1"
-	// SignatureLabel is the label of the webhook signature in the
-	// Signature-Input and Signature headers.
-	SignatureLabel = "sig1"
-	// SignatureWindow is expires minus created.
-	SignatureWindow = 300 * time.Second
-
-	// AlgEd25519 is the Ed25519 signature algorithm.
-	AlgEd25519 = "ed25519"
-	// AlgECDSAP256 is ECDSA on P-256 with SHA-256, the signature encoded as
-	// the 64-byte r||s.
-	AlgECDSAP256 = "ecdsa-p256-sha256"
+	"github.com/adcpkit/webhook/receive"
 )
 
 // coveredComponents is the profile's component list, in order.
@@ -73,12 +57,12 @@ func NewSigningKey(keyID string, key crypto.Signer) (*SigningKey, error) {
 		if len(k) != ed25519.PrivateKeySize {
 			return nil, badKey("Ed25519 private key has %d bytes, want %d", len(k), ed25519.PrivateKeySize)
 		}
-		return &SigningKey{keyID: keyID, alg: AlgEd25519, key: k}, nil
+		return &SigningKey{keyID: keyID, alg: receive.AlgEd25519, key: k}, nil
 	case *ecdsa.PrivateKey:
 		if k == nil || k.Curve != elliptic.P256() {
 			return nil, badKey("ECDSA keys must be on P-256")
 		}
-		return &SigningKey{keyID: keyID, alg: AlgECDSAP256, key: k}, nil
+		return &SigningKey{keyID: keyID, alg: receive.AlgECDSAP256, key: k}, nil
 	case nil:
 		return nil, badKey("key is nil")
 	}
@@ -88,7 +72,7 @@ func NewSigningKey(keyID string, key crypto.Signer) (*SigningKey, error) {
 // KeyID returns the key's kid.
 func (k *SigningKey) KeyID() string { return k.keyID }
 
-// Algorithm returns AlgEd25519 or AlgECDSAP256.
+// Algorithm returns [receive.AlgEd25519] or [receive.AlgECDSAP256].
 func (k *SigningKey) Algorithm() string { return k.alg }
 
 // Public returns the public key.
@@ -110,9 +94,20 @@ func (k *SigningKey) PublicJWK() ([]byte, error) {
 	return json.Marshal(j)
 }
 
-// VerifyingKey returns the public half for a [Verifier].
-func (k *SigningKey) VerifyingKey() VerifyingKey {
-	return VerifyingKey{KeyID: k.keyID, AdcpUse: "request-signing", KeyOps: []string{"verify"}, Alg: k.alg, key: k.key.Public()}
+// VerifyingKey returns the public half for a [receive.Verifier], with
+// adcp_use "request-signing" and key_ops ["verify"], as [SigningKey.PublicJWK]
+// publishes it. A SigningKey not built by this package's constructors yields
+// the zero VerifyingKey, which [receive.NewVerifier] refuses.
+func (k *SigningKey) VerifyingKey() receive.VerifyingKey {
+	if k == nil || k.key == nil || isNil(k.key) {
+		return receive.VerifyingKey{}
+	}
+	vk, err := receive.NewVerifyingKey(k.keyID, "request-signing", k.key.Public())
+	if err != nil {
+		return receive.VerifyingKey{}
+	}
+	vk.KeyOps = []string{"verify"}
+	return vk
 }
 
 // String names the key without its material.
@@ -302,11 +297,11 @@ func (s *RFC9421Signer) sign(method, rawURL string, body []byte) (headers [4][2]
 	contentDigest := "sha-256=:" + base64.StdEncoding.EncodeToString(digest[:]) + ":"
 	params := coveredComponents +
 		";created=" + strconv.FormatInt(created, 10) +
-		";expires=" + strconv.FormatInt(created+int64(SignatureWindow/time.Second), 10) +
+		";expires=" + strconv.FormatInt(created+int64(receive.SignatureWindow/time.Second), 10) +
 		`;nonce="` + base64.RawURLEncoding.EncodeToString(nonce[:]) + `"` +
 		`;keyid="` + s.key.keyID + `"` +
 		`;alg="` + s.key.alg + `"` +
-		`;tag="` + SignatureTag + `"`
+		`;tag="` + receive.SignatureTag + `"`
 	base = signatureBase(method, target, authority, "application/json", contentDigest, params)
 	sig, err := s.key.signBase([]byte(base))
 	if err != nil {
@@ -315,8 +310,8 @@ func (s *RFC9421Signer) sign(method, rawURL string, body []byte) (headers [4][2]
 	headers = [4][2]string{
 		{"Content-Type", "application/json"},
 		{"Content-Digest", contentDigest},
-		{"Signature-Input", SignatureLabel + "=" + params},
-		{"Signature", SignatureLabel + "=:" + base64.RawURLEncoding.EncodeToString(sig) + ":"},
+		{"Signature-Input", receive.SignatureLabel + "=" + params},
+		{"Signature", receive.SignatureLabel + "=:" + base64.RawURLEncoding.EncodeToString(sig) + ":"},
 	}
 	return headers, base, nil
 }

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook/receive"
 )
 
 type signingVector struct {
@@ -88,7 +90,7 @@ func TestSignerConformance(t *testing.T) {
 			key, err := ParseJWKSigningKey(keys[v.JWKSRef[0]])
 			require.NoError(t, err)
 
-			input := label(v.Request.Headers["Signature-Input"], SignatureLabel)
+			input := label(v.Request.Headers["Signature-Input"], receive.SignatureLabel)
 			created, err := strconv.ParseInt(createdRe.FindStringSubmatch(input)[1], 10, 64)
 			require.NoError(t, err)
 			nonce, err := base64.RawURLEncoding.DecodeString(nonceRe.FindStringSubmatch(input)[1])
@@ -111,15 +113,15 @@ func TestSignerConformance(t *testing.T) {
 			require.Equal(t, input, req.Header.Get("Signature-Input"))
 			require.Equal(t, v.Request.Headers["Content-Digest"], req.Header.Get("Content-Digest"))
 			require.Equal(t, "application/json", req.Header.Get("Content-Type"))
-			want := label(v.Request.Headers["Signature"], SignatureLabel)
+			want := label(v.Request.Headers["Signature"], receive.SignatureLabel)
 			got := req.Header.Get("Signature")
 			switch key.Algorithm() {
-			case AlgEd25519: // deterministic: byte for byte
+			case receive.AlgEd25519: // deterministic: byte for byte
 				require.Equal(t, want, got)
-			case AlgECDSAP256: // randomised: both must verify
+			case receive.AlgECDSAP256: // randomised: both must verify
 				pub := key.Public().(*ecdsa.PublicKey)
 				for _, sig := range []string{want, got} {
-					raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSuffix(strings.TrimPrefix(sig, SignatureLabel+"=:"), ":"))
+					raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSuffix(strings.TrimPrefix(sig, receive.SignatureLabel+"=:"), ":"))
 					require.NoError(t, err)
 					require.Len(t, raw, 64)
 					h := sha256.Sum256([]byte(base))
@@ -134,7 +136,7 @@ func TestSignerConformance(t *testing.T) {
 
 func TestSignerFreshNoncePerSignature(t *testing.T) {
 	t.Parallel()
-	_, s, _ := newTestSeller(t)
+	_, s := newTestSeller(t)
 	seen := map[string]bool{}
 	for range 100 {
 		req, err := http.NewRequest(http.MethodPost, "https://buyer.example/hook", nil)
@@ -154,11 +156,11 @@ func TestSigningKeyLoading(t *testing.T) {
 	keys := testKeys(t)
 	ed, err := ParseJWKSigningKey(keys["test-ed25519-webhook-2026"])
 	require.NoError(t, err)
-	require.Equal(t, AlgEd25519, ed.Algorithm())
+	require.Equal(t, receive.AlgEd25519, ed.Algorithm())
 	require.Equal(t, "test-ed25519-webhook-2026", ed.KeyID())
 	es, err := ParseJWKSigningKey(keys["test-es256-webhook-2026"])
 	require.NoError(t, err)
-	require.Equal(t, AlgECDSAP256, es.Algorithm())
+	require.Equal(t, receive.AlgECDSAP256, es.Algorithm())
 	_, err = ParseJWKSigningKey(keys["test-wrong-purpose-2026"])
 	require.NoError(t, err, "request-signing keys sign webhooks")
 	_, err = ParseJWKSigningKey(keys["test-response-purpose-2026"])
@@ -205,7 +207,22 @@ func TestSigningKeyLoading(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidKey)
 	_, err = NewRFC9421Signer(SignerConfig{})
 	require.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewRFC9421Signer(SignerConfig{Key: &SigningKey{}})
+	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.NotContains(t, ed.String(), "V0Z2")
+}
+
+// newTestSeller makes a fresh Ed25519 seller key "seller-2026" and a signer
+// for it.
+func newTestSeller(t *testing.T) (*SigningKey, *RFC9421Signer) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := NewSigningKey("seller-2026", priv)
+	require.NoError(t, err)
+	signer, err := NewRFC9421Signer(SignerConfig{Key: key})
+	require.NoError(t, err)
+	return key, signer
 }
 
 // verifyForTest checks an Ed25519 webhook signature the way a receiver
@@ -214,12 +231,12 @@ func TestSigningKeyLoading(t *testing.T) {
 func verifyForTest(t *testing.T, c captured, host string, pub ed25519.PublicKey) {
 	t.Helper()
 	input := c.header.Get("Signature-Input")
-	require.True(t, strings.HasPrefix(input, SignatureLabel+"="))
-	params := strings.TrimPrefix(input, SignatureLabel+"=")
+	require.True(t, strings.HasPrefix(input, receive.SignatureLabel+"="))
+	params := strings.TrimPrefix(input, receive.SignatureLabel+"=")
 	digest := sha256.Sum256(c.body)
 	require.Equal(t, "sha-256=:"+base64.StdEncoding.EncodeToString(digest[:])+":", c.header.Get("Content-Digest"))
 	base := signatureBase("POST", "http://"+host+c.uri, host, c.header.Get("Content-Type"), c.header.Get("Content-Digest"), params)
-	sig, err := base64.RawURLEncoding.DecodeString(strings.TrimSuffix(strings.TrimPrefix(c.header.Get("Signature"), SignatureLabel+"=:"), ":"))
+	sig, err := base64.RawURLEncoding.DecodeString(strings.TrimSuffix(strings.TrimPrefix(c.header.Get("Signature"), receive.SignatureLabel+"=:"), ":"))
 	require.NoError(t, err)
 	require.True(t, ed25519.Verify(pub, []byte(base), sig), "signature over %q", base)
 }
@@ -227,7 +244,7 @@ func verifyForTest(t *testing.T, c captured, host string, pub ed25519.PublicKey)
 func TestHTTPSenderSignsEveryAttempt(t *testing.T) {
 	t.Parallel()
 	srv, got := receiver(t, nil)
-	key, signer, _ := newTestSeller(t)
+	key, signer := newTestSeller(t)
 	pub := key.Public().(ed25519.PublicKey)
 	s := newTestSender(t, HTTPSenderConfig{Signer: signer})
 	body := []byte(`{"task_id":"t1"}`)
@@ -263,7 +280,7 @@ func TestSigningKeyPublicHalves(t *testing.T) {
 		pub, err := k.PublicJWK()
 		require.NoError(t, err)
 		require.NotContains(t, string(pub), `"d"`)
-		set, err := ParseJWKS([]byte(`{"keys":[` + string(pub) + `]}`))
+		set, err := receive.ParseJWKS([]byte(`{"keys":[` + string(pub) + `]}`))
 		require.NoError(t, err)
 		require.Len(t, set, 1)
 		require.Equal(t, k.VerifyingKey().KeyID, set[0].KeyID)
@@ -271,8 +288,8 @@ func TestSigningKeyPublicHalves(t *testing.T) {
 		// Both public halves verify what the key signs.
 		s, err := NewRFC9421Signer(SignerConfig{Key: k})
 		require.NoError(t, err)
-		for _, vk := range []VerifyingKey{set[0], k.VerifyingKey()} {
-			v, err := NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk}})
+		for _, vk := range []receive.VerifyingKey{set[0], k.VerifyingKey()} {
+			v, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{vk}})
 			require.NoError(t, err)
 			req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/hook", nil)
 			require.NoError(t, s.Sign(req, []byte(`{}`)))

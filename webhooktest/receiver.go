@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
 )
 
 // Config configures [NewReceiver]. The zero value is valid.
@@ -24,7 +24,7 @@ type Config struct {
 	// a request that fails is answered 401 with
 	// WWW-Authenticate: Signature error="<code>". Defaults to nil: no
 	// verification.
-	Verifier *webhook.Verifier
+	Verifier *receive.Verifier
 	// MaxBody bounds the body read from each request. Defaults to 10 MiB.
 	MaxBody int64
 }
@@ -74,7 +74,7 @@ type Receiver struct {
 	URL string
 
 	srv      *httptest.Server
-	verifier *webhook.Verifier
+	verifier *receive.Verifier
 	maxBody  int64
 
 	mu         sync.Mutex
@@ -88,7 +88,7 @@ type Receiver struct {
 func NewReceiver(cfg Config) *Receiver {
 	r := &Receiver{verifier: cfg.Verifier, maxBody: cfg.MaxBody, acked: map[string]bool{}, changed: make(chan struct{})}
 	if r.maxBody <= 0 {
-		r.maxBody = webhook.MaxBodyBytes
+		r.maxBody = receive.MaxBodyBytes
 	}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	r.URL = r.srv.URL
@@ -177,8 +177,8 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if r.verifier != nil {
 		if err := d.VerifyErr; err != nil {
-			code := "webhook_signature_invalid"
-			var ve *webhook.VerifyError
+			code := receive.CodeSignatureInvalid
+			var ve *receive.VerifyError
 			if errors.As(err, &ve) {
 				code = ve.Code
 			}

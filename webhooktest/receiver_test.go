@@ -14,13 +14,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // seller is a signing key and the buyer-side verifier that trusts it.
-func seller(t *testing.T, kid string) (*webhook.RFC9421Signer, *webhook.Verifier) {
+func seller(t *testing.T, kid string) (*webhook.RFC9421Signer, *receive.Verifier) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
@@ -33,9 +34,9 @@ func seller(t *testing.T, kid string) (*webhook.RFC9421Signer, *webhook.Verifier
 		"key_ops": []string{"verify"}, "x": base64.RawURLEncoding.EncodeToString(pub),
 	}}})
 	require.NoError(t, err)
-	keys, err := webhook.ParseJWKS(jwks)
+	keys, err := receive.ParseJWKS(jwks)
 	require.NoError(t, err)
-	verifier, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: keys})
+	verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: keys})
 	require.NoError(t, err)
 	return signer, verifier
 }
@@ -111,9 +112,9 @@ func TestReceiverRejectsBadSignatures(t *testing.T) {
 	got := rcv.Deliveries()
 	require.Len(t, got, 1)
 	require.Equal(t, http.StatusUnauthorized, got[0].Status)
-	var ve *webhook.VerifyError
+	var ve *receive.VerifyError
 	require.ErrorAs(t, got[0].VerifyErr, &ve)
-	require.Equal(t, webhook.CodeSignatureInvalid, ve.Code)
+	require.Equal(t, receive.CodeSignatureInvalid, ve.Code)
 }
 
 func TestReceiverAcknowledgesDuplicates(t *testing.T) {

@@ -41,6 +41,7 @@ import (
 
 	"github.com/adcpkit/webhook"
 	"github.com/adcpkit/webhook/internal/pgtest"
+	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -90,7 +91,7 @@ func run() error {
 
 	// The buyer: an endpoint on loopback that verifies every request
 	// against the seller's public key.
-	verifier, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: []webhook.VerifyingKey{key.VerifyingKey()}})
+	verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
 	if err != nil {
 		return err
 	}

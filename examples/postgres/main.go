@@ -36,6 +36,7 @@ import (
 
 	"github.com/adcpkit/webhook"
 	"github.com/adcpkit/webhook/internal/pgtest"
+	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -89,7 +90,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	verifier, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: []webhook.VerifyingKey{key.VerifyingKey()}})
+	verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
 	if err != nil {
 		return err
 	}

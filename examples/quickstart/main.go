@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -40,7 +41,7 @@ func run() error {
 
 	// The buyer's side: three endpoints on loopback that verify every
 	// request against the seller's public key.
-	verifier, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: []webhook.VerifyingKey{key.VerifyingKey()}})
+	verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
 	if err != nil {
 		return err
 	}

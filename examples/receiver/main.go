@@ -9,6 +9,9 @@
 // the verdicts and exits:
 //
 //	go run ./examples/receiver -demo
+//
+// Serving uses only the buyer's package, github.com/adcpkit/webhook/receive;
+// the demo also imports the root package, to play the seller.
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 	"time"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
 )
 
 func main() {
@@ -47,16 +51,16 @@ func main() {
 
 // handler verifies each webhook and answers as AdCP receivers must: 2xx for
 // a good one, 401 with the error code for a bad signature.
-func handler(v *webhook.Verifier, out io.Writer) http.Handler {
+func handler(v *receive.Verifier, out io.Writer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, webhook.MaxBodyBytes+1))
-		if err != nil || len(body) > webhook.MaxBodyBytes {
+		body, err := io.ReadAll(io.LimitReader(r.Body, receive.MaxBodyBytes+1))
+		if err != nil || len(body) > receive.MaxBodyBytes {
 			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 			return
 		}
 		sig, err := v.VerifyRequest(r, body)
 		if err != nil {
-			var ve *webhook.VerifyError
+			var ve *receive.VerifyError
 			if errors.As(err, &ve) {
 				w.Header().Set("WWW-Authenticate", `Signature error="`+ve.Code+`"`)
 				fmt.Fprintf(out, "rejected %s %s: %s (step %d: %s)\n", r.Method, r.RequestURI, ve.Code, ve.Step, ve.Reason)
@@ -79,11 +83,11 @@ func serve(jwksPath, addr string) error {
 	if err != nil {
 		return err
 	}
-	keys, err := webhook.ParseJWKS(data)
+	keys, err := receive.ParseJWKS(data)
 	if err != nil {
 		return err
 	}
-	v, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: keys})
+	v, err := receive.NewVerifier(receive.VerifierConfig{Keys: keys})
 	if err != nil {
 		return err
 	}
@@ -105,11 +109,11 @@ func runDemo() error {
 	if err != nil {
 		return err
 	}
-	keys, err := webhook.ParseJWKS([]byte(`{"keys":[` + string(jwk) + `]}`))
+	keys, err := receive.ParseJWKS([]byte(`{"keys":[` + string(jwk) + `]}`))
 	if err != nil {
 		return err
 	}
-	v, err := webhook.NewVerifier(webhook.VerifierConfig{Keys: keys})
+	v, err := receive.NewVerifier(receive.VerifierConfig{Keys: keys})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package webhook
+package receive
 
 import (
 	"context"
@@ -28,52 +28,11 @@ import (
 	"github.com/adcpkit/webhook/internal/sfv"
 )
 
-// Webhook signature error codes, from the AdCP webhook verifier checklist.
-const (
-	CodeHeaderMalformed      = "webhook_signature_header_malformed"
-	CodeParamsIncomplete     = "webhook_signature_params_incomplete"
-	CodeTagInvalid           = "webhook_signature_tag_invalid"
-	CodeAlgNotAllowed        = "webhook_signature_alg_not_allowed"
-	CodeWindowInvalid        = "webhook_signature_window_invalid"
-	CodeComponentsIncomplete = "webhook_signature_components_incomplete"
-	CodeKeyUnknown           = "webhook_signature_key_unknown"
-	CodeKeyPurposeInvalid    = "webhook_signature_key_purpose_invalid"
-	CodeKeyRevoked           = "webhook_signature_key_revoked"
-	CodeRevocationStale      = "webhook_signature_revocation_stale"
-	CodeRateAbuse            = "webhook_signature_rate_abuse"
-	CodeSignatureInvalid     = "webhook_signature_invalid"
-	CodeDigestMismatch       = "webhook_signature_digest_mismatch"
-	CodeReplayed             = "webhook_signature_replayed"
-)
-
-// ErrSignatureRejected is wrapped by every [*VerifyError].
-var ErrSignatureRejected = errors.New("webhook: signature rejected")
-
-// VerifyError says why a webhook's signature was rejected. Code is the
-// AdCP error code a receiver returns (in WWW-Authenticate, say); Step is the
-// verifier checklist step that failed.
-type VerifyError struct {
-	// Code is the AdCP error code, such as "webhook_signature_invalid".
-	Code string
-	// Step is the verifier checklist step that failed (1 to 12).
-	Step int
-	// Reason explains the failure for logs; it holds no key material.
-	Reason string
-}
-
-func (e *VerifyError) Error() string {
-	return "webhook: signature rejected (" + e.Code + "): " + e.Reason
-}
-
-// Unwrap returns [ErrSignatureRejected].
-func (e *VerifyError) Unwrap() error { return ErrSignatureRejected }
-
-func reject(code string, step int, format string, args ...any) *VerifyError {
-	return &VerifyError{Code: code, Step: step, Reason: fmt.Sprintf(format, args...)}
-}
-
-// VerifyingKey is a public key from a seller's JWKS, with the metadata the
-// checklist inspects.
+// VerifyingKey is a seller's public key, with the metadata the verifier
+// checklist inspects. Build it with [ParseJWKS] or [NewVerifyingKey] (or,
+// for a seller's own key, webhook.SigningKey.VerifyingKey): its key
+// material is unexported, so a VerifyingKey written as a literal holds none
+// and [NewVerifier] refuses it.
 type VerifyingKey struct {
 	// KeyID is the key's kid.
 	KeyID string
@@ -83,14 +42,16 @@ type VerifyingKey struct {
 	// KeyOps, when not nil, must contain "verify"; nil (no key_ops member)
 	// allows verification.
 	KeyOps []string
-	// Alg is the key's signature algorithm (AlgEd25519 or AlgECDSAP256),
-	// derived from its curve.
+	// Alg is the key's signature algorithm ([AlgEd25519] or
+	// [AlgECDSAP256]), derived from its curve.
 	Alg string
 	key any // ed25519.PublicKey or *ecdsa.PublicKey
 }
 
 // NewVerifyingKey wraps an ed25519.PublicKey or a P-256 *ecdsa.PublicKey
-// with its kid and adcp_use, for a [Verifier].
+// with its kid and adcp_use, for a [Verifier]. KeyOps is left nil (verify
+// allowed). A key of another type or curve, or an empty kid, is an error
+// wrapping [ErrInvalidKey].
 func NewVerifyingKey(keyID, adcpUse string, pub crypto.PublicKey) (VerifyingKey, error) {
 	k := VerifyingKey{KeyID: keyID, AdcpUse: adcpUse, key: pub}
 	switch p := pub.(type) {
@@ -122,30 +83,30 @@ func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &set); err != nil {
-		return nil, fmt.Errorf("webhook: JWKS is not a JSON object with keys: %w", err)
+		return nil, fmt.Errorf("receive: JWKS is not a JSON object with keys: %w", err)
 	}
 	var out []VerifyingKey
 	for i, raw := range set.Keys {
 		var j jwk.Key
 		if err := json.Unmarshal(raw, &j); err != nil {
-			return nil, fmt.Errorf("webhook: JWKS key %d: %w", i, err)
+			return nil, fmt.Errorf("receive: JWKS key %d: %w", i, err)
 		}
 		k := VerifyingKey{KeyID: j.Kid, AdcpUse: j.AdcpUse, KeyOps: j.KeyOps}
 		switch {
 		case j.Kty == "OKP" && j.Crv == "Ed25519":
 			x, err := base64.RawURLEncoding.DecodeString(j.X)
 			if err != nil || len(x) != ed25519.PublicKeySize {
-				return nil, fmt.Errorf("webhook: JWKS key %q: bad Ed25519 x", j.Kid)
+				return nil, fmt.Errorf("receive: JWKS key %q: bad Ed25519 x", j.Kid)
 			}
 			k.Alg, k.key = AlgEd25519, ed25519.PublicKey(x)
 		case j.Kty == "EC" && j.Crv == "P-256":
 			x, errX := base64.RawURLEncoding.DecodeString(j.X)
 			y, errY := base64.RawURLEncoding.DecodeString(j.Y)
 			if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
-				return nil, fmt.Errorf("webhook: JWKS key %q: bad P-256 x or y", j.Kid)
+				return nil, fmt.Errorf("receive: JWKS key %q: bad P-256 x or y", j.Kid)
 			}
 			if _, err := ecdh.P256().NewPublicKey(append(append([]byte{4}, x...), y...)); err != nil {
-				return nil, fmt.Errorf("webhook: JWKS key %q: point not on P-256", j.Kid)
+				return nil, fmt.Errorf("receive: JWKS key %q: point not on P-256", j.Kid)
 			}
 			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
 			k.Alg, k.key = AlgECDSAP256, pub
@@ -153,12 +114,12 @@ func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 			continue
 		}
 		if k.KeyID == "" {
-			return nil, fmt.Errorf("webhook: JWKS key %d has no kid", i)
+			return nil, fmt.Errorf("receive: JWKS key %d has no kid", i)
 		}
 		out = append(out, k)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("webhook: JWKS has no Ed25519 (OKP) or P-256 (EC) key")
+		return nil, errors.New("receive: JWKS has no Ed25519 (OKP) or P-256 (EC) key")
 	}
 	return out, nil
 }
@@ -308,10 +269,11 @@ type VerifierConfig struct {
 	Now func() time.Time
 }
 
-// Verifier checks inbound AdCP webhooks for buyers: the RFC 9421 webhook
-// profile, following the spec's verifier checklist and failing with its
-// error codes, and the legacy HMAC-SHA256 scheme. It is safe for concurrent
-// use.
+// Verifier checks inbound AdCP webhooks for buyers against the RFC 9421
+// webhook profile, following the spec's verifier checklist and failing with
+// its error codes. (Webhooks registered with legacy HMAC-SHA256
+// authentication are checked by [VerifyLegacyHMAC] instead.) It is safe for
+// concurrent use.
 type Verifier struct {
 	keys        map[string]VerifyingKey
 	revocations KeyRevocations
@@ -327,7 +289,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		return nil, badConfig("VerifierConfig.Keys", "is empty; load the seller's JWKS with ParseJWKS")
 	}
 	if cfg.Skew < 0 {
-		return nil, badConfig("VerifierConfig.Skew", "is negative")
+		return nil, badConfig("VerifierConfig.Skew", "is negative; leave it zero for the default of 60s")
 	}
 	v := &Verifier{
 		keys:        make(map[string]VerifyingKey, len(cfg.Keys)),
@@ -393,8 +355,9 @@ func (v *Verifier) VerifyRequest(r *http.Request, body []byte) (VerifiedSignatur
 var requiredComponents = []string{"@method", "@target-uri", "@authority", "content-type", "content-digest"}
 
 // Verify verifies a webhook given its method, the absolute URL it was sent
-// to, its headers and its body. It returns the verified signature, or a
-// [*VerifyError].
+// to, its headers and its body. It returns the verified signature; a
+// [*VerifyError] when the webhook fails a check; or, wrapped, an error from
+// the [NonceStore].
 func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) (VerifiedSignature, error) {
 	now := v.now()
 	// Step 1: both headers, parseable, with a sig1 member each.
@@ -536,7 +499,7 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	// nonce store: the per-key cap, and replay.
 	switch verdict, err := v.nonces.Use(ctx, keyID, nonce, time.Unix(expires.Int, 0), now); {
 	case err != nil:
-		return VerifiedSignature{}, fmt.Errorf("webhook: nonce store: %w", err)
+		return VerifiedSignature{}, fmt.Errorf("receive: nonce store: %w", err)
 	case verdict == NonceReplayed:
 		return VerifiedSignature{}, reject(CodeReplayed, 12, "nonce %q of key %q was already used", nonce, keyID)
 	case verdict == NonceOverCap:
@@ -601,15 +564,39 @@ func checkContentDigest(h string, body []byte) error {
 	return nil
 }
 
+// MinCredentialsLength is the shortest legacy HMAC secret, in bytes, that
+// [VerifyLegacyHMAC] accepts.
+const MinCredentialsLength = 32
+
 // LegacyHMACWindow is how far X-ADCP-Timestamp may be from now.
 const LegacyHMACWindow = 300 * time.Second
 
+// LegacyHMAC returns the lowercase hex HMAC-SHA256 of "<timestamp>.<body>"
+// keyed by credentials: the X-ADCP-Signature value after "sha256=" in the
+// legacy scheme. The seller's webhook.HTTPSender sends it, and
+// [VerifyLegacyHMAC] checks it.
+func LegacyHMAC(credentials, timestamp string, body []byte) string {
+	return hex.EncodeToString(legacyMAC(credentials, timestamp, body))
+}
+
+// legacyMAC is the raw HMAC-SHA256 behind [LegacyHMAC].
+func legacyMAC(credentials, timestamp string, body []byte) []byte {
+	m := hmac.New(sha256.New, []byte(credentials))
+	m.Write([]byte(timestamp))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}
+
 // VerifyLegacyHMAC checks the legacy HMAC-SHA256 scheme: X-ADCP-Timestamp
 // within ±300 s of now and X-ADCP-Signature equal, in constant time, to
-// "sha256=" + hex HMAC-SHA256(credentials, "<timestamp>.<body>").
+// "sha256=" + [LegacyHMAC](credentials, timestamp, body). It returns a
+// [*VerifyError] for a webhook that fails, and a [*ConfigError] (wrapping
+// [ErrInvalidConfig]) when credentials are shorter than
+// [MinCredentialsLength] bytes.
 func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now time.Time) error {
-	if len(credentials) < MinCredentialsLength {
-		return badConfig("credentials", "have %d characters; legacy HMAC secrets have at least %d", len(credentials), MinCredentialsLength)
+	if n := len(credentials); n < MinCredentialsLength {
+		return badConfig("VerifyLegacyHMAC credentials", "have %d bytes; pass the secret registered with the seller, which has at least %d", n, MinCredentialsLength)
 	}
 	ts := header.Get("X-ADCP-Timestamp")
 	sec, err := strconv.ParseInt(ts, 10, 64)
@@ -624,11 +611,7 @@ func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now t
 		return reject(CodeHeaderMalformed, 1, "X-ADCP-Signature must start with sha256=")
 	}
 	gotMAC, err := hex.DecodeString(got)
-	m := hmac.New(sha256.New, []byte(credentials))
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	if err != nil || !hmac.Equal(gotMAC, m.Sum(nil)) {
+	if err != nil || !hmac.Equal(gotMAC, legacyMAC(credentials, ts, body)) {
 		return reject(CodeSignatureInvalid, 10, "X-ADCP-Signature does not match")
 	}
 	return nil
