@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/adcpkit/webhook/internal/canon"
 	"github.com/adcpkit/webhook/internal/jwk"
@@ -564,8 +565,9 @@ func checkContentDigest(h string, body []byte) error {
 	return nil
 }
 
-// MinCredentialsLength is the shortest legacy HMAC secret, in bytes, that
-// [VerifyLegacyHMAC] accepts.
+// MinCredentialsLength is the shortest legacy HMAC secret, in characters,
+// that [VerifyLegacyHMAC] accepts: as short as a seller using this module
+// accepts for a registration's legacy authentication.
 const MinCredentialsLength = 32
 
 // LegacyHMACWindow is how far X-ADCP-Timestamp may be from now.
@@ -593,10 +595,10 @@ func legacyMAC(credentials, timestamp string, body []byte) []byte {
 // "sha256=" + [LegacyHMAC](credentials, timestamp, body). It returns a
 // [*VerifyError] for a webhook that fails, and a [*ConfigError] (wrapping
 // [ErrInvalidConfig]) when credentials are shorter than
-// [MinCredentialsLength] bytes.
+// [MinCredentialsLength] characters.
 func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now time.Time) error {
-	if n := len(credentials); n < MinCredentialsLength {
-		return badConfig("VerifyLegacyHMAC credentials", "have %d bytes; pass the secret registered with the seller, which has at least %d", n, MinCredentialsLength)
+	if n := utf8.RuneCountInString(credentials); n < MinCredentialsLength {
+		return badConfig("VerifyLegacyHMAC credentials", "have %d characters; pass the secret registered with the seller, which has at least %d", n, MinCredentialsLength)
 	}
 	ts := header.Get("X-ADCP-Timestamp")
 	sec, err := strconv.ParseInt(ts, 10, 64)

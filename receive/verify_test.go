@@ -241,8 +241,9 @@ func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
 		return h
 	}
 	for name, secret := range map[string]string{
-		"empty":     "",
-		"one short": strings.Repeat("s", MinCredentialsLength-1),
+		"empty":              "",
+		"one short":          strings.Repeat("s", MinCredentialsLength-1),
+		"long in bytes only": strings.Repeat("é", MinCredentialsLength-1), // 62 bytes, 31 characters
 	} {
 		err := VerifyLegacyHMAC(signed(secret), nil, secret, now)
 		require.ErrorIs(t, err, ErrInvalidConfig, name)
