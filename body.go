@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/adcpkit/webhook/receive"
 )
 
 // This file builds webhook bodies: the MCP envelope, byte for byte, and
 // idempotency keys.
 
-// MaxBodyBytes is the largest webhook body the package accepts: 10 MiB.
-const MaxBodyBytes = 10 << 20
+// MaxBodyBytes is the largest webhook body the package accepts: 10 MiB,
+// the same limit as the buyer side's.
+const MaxBodyBytes = receive.MaxBodyBytes
 
 // NewIdempotencyKey returns a fresh "whk_<uuid4>" key from crypto/rand.
 func NewIdempotencyKey() string { return "whk_" + newUUID() }

@@ -180,15 +180,6 @@ func TestHTTPSenderLegacyAuthentication(t *testing.T) {
 	require.Equal(t, "sha256=915163e392f17f0a48a3cd09250cb641c9318ca13f612de9871e108d5afc9522", c.header.Get("X-ADCP-Signature"))
 }
 
-// TestLimitsAgreeWithReceive: the buyer's package states the seller's
-// limits for receivers that do not import this one; they must not drift
-// apart.
-func TestLimitsAgreeWithReceive(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, MaxBodyBytes, receive.MaxBodyBytes)
-	require.Equal(t, MinCredentialsLength, receive.MinCredentialsLength)
-}
-
 func TestNewHTTPSenderRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	_, err := NewHTTPSender(HTTPSenderConfig{Timeout: -1})

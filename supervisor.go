@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/adcpkit/webhook/receive"
 )
 
 // Supervisor accepts webhooks and delivers them: signed, retried with backoff,
@@ -153,7 +155,7 @@ const (
 )
 
 // MinCredentialsLength is the shortest accepted legacy credential.
-const MinCredentialsLength = 32
+const MinCredentialsLength = receive.MinCredentialsLength
 
 // Authentication is a registration's legacy authentication. The credentials
 // are a secret: the package never logs them or puts them in errors or
