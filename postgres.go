@@ -208,6 +208,17 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 // exist: schema.sql with the configured table names. It is idempotent, and
 // safe when several processes call it at once.
 func (s *PostgresSupervisor) CreateSchema(ctx context.Context) error {
+	// A current schema is left alone: the DDL's CREATE INDEX IF NOT EXISTS
+	// takes a share lock on its table even when the index exists, which
+	// would stall (or, with locks taken in another order, deadlock) the
+	// workers of a running deployment every time a process starts.
+	var current bool
+	if err := s.db.QueryRow(ctx, s.q.schemaCurrent, schemaObjects(s.ddl), s.q.breakersTable).Scan(&current); err != nil {
+		return dbError("create schema", err)
+	}
+	if current {
+		return nil
+	}
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return dbError("create schema", err)

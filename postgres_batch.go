@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -12,28 +13,33 @@ const maxWriteBatch = 64
 // pgWriter writes the completions of one RunWorker call's workers, many per
 // statement: while one batch commits, the next one gathers, so under load
 // the workers share commits instead of queueing for the WAL one by one, and
-// a lone completion waits for nobody. Completions that change a breaker do
-// not come here: they need the breaker's row lock (see writeCompletion).
+// a lone completion waits for nobody. A batch applies the gate's state
+// machine to its completions in order, key by key, and persists each
+// changed gate with them, on the condition that its row has not moved (see
+// completeBatch); a completion the batch could not write is written alone.
 type pgWriter struct {
-	s    *PostgresSupervisor
-	reqs chan *pgWrite
-	done chan struct{}
+	s     *PostgresSupervisor
+	gates *gateCache
+	reqs  chan *pgWrite
+	done  chan struct{}
 }
 
 // pgWrite is one completion waiting to be written. written receives true
-// when it was, false when the caller must write it alone (the batch failed,
-// or its lease needs checking).
+// when it was (changed then says whether its gate's state changed), false
+// when the caller must write it alone (the batch failed, its gate's row
+// moved, or its lease needs checking).
 type pgWrite struct {
 	j       *pgJob
 	c       *completion
+	changed bool
 	written chan bool
 }
 
 // newWriter starts a writer whose statements carry ctx's values; ctx must
 // not be cancelled before close (results are written after RunWorker's
 // context ends).
-func (s *PostgresSupervisor) newWriter(ctx context.Context) *pgWriter {
-	w := &pgWriter{s: s, reqs: make(chan *pgWrite), done: make(chan struct{})}
+func (s *PostgresSupervisor) newWriter(ctx context.Context, gates *gateCache) *pgWriter {
+	w := &pgWriter{s: s, gates: gates, reqs: make(chan *pgWrite), done: make(chan struct{})}
 	go w.run(ctx)
 	return w
 }
@@ -65,12 +71,36 @@ func (w *pgWriter) run(ctx context.Context) {
 	}
 }
 
+// gatePlan is one key's gate through a batch: from the row at version, by
+// the state machine, to after.
+type gatePlan struct {
+	before, after gate
+	version       int64
+	changed       bool
+	persisted     bool
+}
+
 func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 	s := w.s
 	ctx, cancel := context.WithTimeout(ctx, statementTimeout)
 	defer cancel()
-	if len(batch) == 1 {
+	plans := make(map[string]*gatePlan, 4)
+	for _, r := range batch {
+		p := plans[r.j.breakerKey]
+		if p == nil {
+			g, v := w.gates.snapshot(r.j)
+			p = &gatePlan{before: g, after: g, version: v}
+			plans[r.j.breakerKey] = p
+		}
+		next := p.after
+		next.record(s.k.breaker, r.c.result, 0, r.c.end)
+		if next != p.after {
+			p.after, p.changed = next, true
+		}
+	}
+	if len(batch) == 1 && !plans[batch[0].j.breakerKey].changed {
 		r := batch[0]
+		r.changed = false
 		r.written <- s.completeRow(ctx, s.db, r.j, r.c, true) == nil
 		return
 	}
@@ -84,7 +114,7 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		statuses, httpStatuses                     = make([]*int32, n), make([]*int32, n)
 		lastErrs, seqKeys, errs, types, tasks, nts = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
 		seqs                                       = make([]*int64, n)
-		retries, successes                         = make([]bool, n), make([]bool, n)
+		retries, gated, successes                  = make([]bool, n), make([]bool, n), make([]bool, n)
 	)
 	for i, r := range batch {
 		c, a := r.c, &r.c.record
@@ -98,19 +128,43 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		numbers[i], maxes[i], outcomes[i], httpStatuses[i] = int32(a.AttemptNumber), int32(a.MaxAttempts), string(a.Outcome), int32OrNil(a.HTTPStatus)
 		errs[i], respUS[i], occurred[i], retries[i], nexts[i] = textOrNil(a.Error), a.ResponseTime.Microseconds(), a.OccurredAt, a.WillRetry, timeOrNil(a.NextRetryAt)
 		types[i], tasks[i], sizes[i], nts[i] = textOrNil(string(a.TaskType)), textOrNil(a.TaskID), int32(a.PayloadSize), textOrNil(a.NotificationType)
-		successes[i] = c.result == breakerSuccess
+		gated[i], successes[i] = plans[r.j.breakerKey].changed, c.result == breakerSuccess
+	}
+	var (
+		gKeys, gStates        []string
+		gFailures, gSuccesses []int32
+		gOpened, gRetry       []*time.Time
+		gPeriods, gExpected   []int64
+		gAt                   []time.Time
+		now                   = batch[len(batch)-1].c.end
+	)
+	for key, p := range plans {
+		if !p.changed {
+			continue
+		}
+		gKeys, gStates = append(gKeys, key), append(gStates, p.after.State.String())
+		gFailures, gSuccesses = append(gFailures, int32(p.after.Failures)), append(gSuccesses, int32(p.after.Successes))
+		gOpened, gRetry = append(gOpened, timeOrNil(p.after.OpenedAt)), append(gRetry, timeOrNil(p.after.retryAt(s.k.breaker)))
+		gPeriods, gExpected, gAt = append(gPeriods, int64(p.after.Period)), append(gExpected, p.version), append(gAt, now)
 	}
 	written := make(map[int64]bool, n)
 	rows, err := s.db.Query(ctx, s.q.completeBatch, ids, tokens, states, attempts, dues, firsts, finished, statuses, lastErrs,
 		keys, urls, breakers, seqKeys, seqs, numbers, maxes, outcomes, httpStatuses, errs, respUS, occurred, retries,
-		nexts, types, tasks, sizes, nts, successes)
+		nexts, types, tasks, sizes, nts, gated, successes,
+		gKeys, gStates, gFailures, gSuccesses, gOpened, gPeriods, gRetry, gExpected, gAt)
 	if err == nil {
 		for rows.Next() {
-			var id int64
-			if err = rows.Scan(&id); err != nil {
+			var id *int64
+			var key *string
+			if err = rows.Scan(&id, &key); err != nil {
 				break
 			}
-			written[id] = true
+			if id != nil {
+				written[*id] = true
+			}
+			if key != nil {
+				plans[*key].persisted = true
+			}
 		}
 		rows.Close()
 		if err == nil {
@@ -120,9 +174,103 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 	if err != nil {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: writing a batch of attempt results failed; writing them one by one",
 			slog.Int("batch", n), slog.String("error", dbError("complete", err).Error()))
+		for _, r := range batch {
+			r.written <- false
+		}
+		return
+	}
+	var moved []string
+	for key, p := range plans {
+		switch {
+		case p.persisted:
+			w.gates.put(key, p.after, p.version+1)
+			s.gateChanged(ctx, key, p.before, p.after)
+		case p.changed:
+			moved = append(moved, key)
+		}
+	}
+	if len(moved) > 0 {
+		// Another process moved these gates: their completions are
+		// written one by one, from the rows as they are now.
+		w.gates.reload(ctx, s, moved)
 	}
 	for _, r := range batch {
-		r.written <- err == nil && written[r.j.row]
+		p := plans[r.j.breakerKey]
+		r.changed = p.persisted && p.before.State != p.after.State
+		r.written <- written[r.j.row]
+	}
+}
+
+// gateCache is the newest row of each gate that one RunWorker call has
+// seen (with a claim) or written, so that a completion's first guess at its
+// gate is usually right. Safe for concurrent use.
+type gateCache struct {
+	mu sync.Mutex
+	m  map[string]cachedGate
+}
+
+type cachedGate struct {
+	g       gate
+	version int64
+}
+
+// maxCachedGates bounds the cache; past it the cache starts again empty.
+const maxCachedGates = 10_000
+
+func newGateCache() *gateCache { return &gateCache{m: make(map[string]cachedGate)} }
+
+// snapshot returns the newer of j's gate and the cached one.
+func (c *gateCache) snapshot(j *pgJob) (gate, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[j.breakerKey]; ok && e.version > j.version {
+		return e.g, e.version
+	}
+	return j.gate, j.version
+}
+
+// put records a gate's row at version, unless a newer one is cached.
+func (c *gateCache) put(key string, g gate, version int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok && e.version >= version {
+		return
+	}
+	if len(c.m) >= maxCachedGates {
+		clear(c.m)
+	}
+	c.m[key] = cachedGate{g, version}
+}
+
+// reload reads the rows of keys and caches them. On error it forgets
+// them: completions then start from their claim's snapshot.
+func (c *gateCache) reload(ctx context.Context, s *PostgresSupervisor, keys []string) {
+	rows, err := s.db.Query(ctx, s.q.gates, keys)
+	if err == nil {
+		for rows.Next() {
+			var key string
+			var r gateRow
+			if err = rows.Scan(append([]any{&key}, r.dest()...)...); err != nil {
+				break
+			}
+			g, v, gerr := r.gate()
+			if gerr != nil {
+				err = gerr
+				break
+			}
+			c.put(key, g, v)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
+		c.mu.Lock()
+		for _, k := range keys {
+			delete(c.m, k)
+		}
+		c.mu.Unlock()
 	}
 }
 

@@ -96,12 +96,27 @@ func indexName(table, suffix string) string {
 	return table[:keep] + "_" + h + "_" + suffix
 }
 
+// schemaObjectRE finds the tables and indexes a DDL creates.
+var schemaObjectRE = regexp.MustCompile(`CREATE (?:TABLE|INDEX) IF NOT EXISTS ([a-z0-9_]+)`)
+
+// schemaObjects lists the tables and indexes ddl creates.
+func schemaObjects(ddl string) []string {
+	var names []string
+	for _, m := range schemaObjectRE.FindAllStringSubmatch(ddl, -1) {
+		names = append(names, m[1])
+	}
+	return names
+}
+
 // pgSQL is every statement the supervisor runs, built once with the
 // validated table names. Values are always bound parameters.
 type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
+	// breakersTable is the gate table's name.
+	breakersTable string
 
+	schemaCurrent  string
 	enqueue        string
 	enqueueNotify  string
 	notify         string
@@ -116,6 +131,7 @@ type pgSQL struct {
 	complete       string
 	completeGate   string
 	completeBatch  string
+	gates          string
 	completeNoLog  string
 	leaseState     string
 	renewLease     string
@@ -166,7 +182,12 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{delivery_columns}", deliveryColumns, "{snapshot_columns}", snapshotColumns,
 		"{attempt_columns}", attemptColumns,
 	)
-	q := &pgSQL{channel: t.Deliveries}
+	q := &pgSQL{channel: t.Deliveries, breakersTable: t.Breakers}
+
+	// Whether every table and index of the DDL ($1) exists, and the gate
+	// table ($2) has its latest column.
+	q.schemaCurrent = `SELECT NOT EXISTS (SELECT 1 FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL)
+	AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($2) AND attname = 'version' AND NOT attisdropped)`
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
 	// statement. $13 refuses the webhook (OpenDrop) while its breaker is
@@ -302,31 +323,59 @@ SELECT EXISTS (SELECT 1 FROM leased), EXISTS (SELECT 1 FROM done), ` + gateColum
 FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = $12`)
 	// The same for many deliveries at once, from arrays; it returns the IDs
 	// it wrote.
+	// The same for many deliveries at once, from arrays. Completions of a
+	// gate that changes ($28 gated) are written only with that gate's new
+	// value ($30-$38, one element per changed gate, computed by the state
+	// machine from the row at version expected), and only if its row is
+	// still at that version; successes that leave their gate alone only
+	// while it is clean. It returns the IDs it wrote and the gates it
+	// persisted.
 	q.completeBatch = r.Replace(`
 WITH v AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[],
 		$7::timestamptz[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
 		$15::int[], $16::int[], $17::text[], $18::int[], $19::text[], $20::bigint[], $21::timestamptz[], $22::boolean[],
-		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[], $28::boolean[])
+		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[], $28::boolean[], $29::boolean[])
 	AS v(id, token, state, attempts, due_at, first_attempt_at, finished_at, last_status, last_error,
 		idempotency_key, url, breaker_key, sequence_key, sequence_number, attempt_number, max_attempts, outcome,
 		http_status, error_message, response_time_us, occurred_at, will_retry, next_retry_at, task_type, task_id,
-		payload_size, notification_type, success)
+		payload_size, notification_type, gated, success)
+), g AS (
+	SELECT * FROM unnest($30::text[], $31::text[], $32::int[], $33::int[], $34::timestamptz[], $35::bigint[],
+		$36::timestamptz[], $37::bigint[], $38::timestamptz[])
+	AS g(breaker_key, state, failures, successes, opened_at, period, retry_at, expected, updated_at)
+), gated AS (
+	-- In key order, so that concurrent batches lock gates in one order.
+	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
+	SELECT g.breaker_key, g.state, g.failures, g.successes, g.opened_at, g.period, g.retry_at, g.expected + 1, g.updated_at
+	FROM g ORDER BY g.breaker_key
+	ON CONFLICT (breaker_key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
+		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
+		retry_at = EXCLUDED.retry_at, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+	WHERE b.version = EXCLUDED.version - 1
+	RETURNING b.breaker_key
 ), done AS (
 	UPDATE {deliveries} d SET state = v.state, attempts = v.attempts, due_at = v.due_at,
 		first_attempt_at = v.first_attempt_at, finished_at = v.finished_at, last_status = v.last_status,
 		last_error = v.last_error, probe_period = NULL,
 		lease_token = CASE WHEN v.state = 'running' THEN -d.lease_token ELSE d.lease_token END
 	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
-		AND ` + cleanGate("v.success", "d.breaker_key") + `
+		AND CASE WHEN v.gated THEN v.breaker_key IN (SELECT breaker_key FROM gated)
+			ELSE ` + cleanGate("v.success", "d.breaker_key") + ` END
 	RETURNING d.id, v.token AS lease_token
+), logged AS (
+	INSERT INTO {attempts} ({attempt_columns})
+	SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,
+		v.max_attempts, v.outcome, v.http_status, v.error_message, v.response_time_us, v.occurred_at, v.will_retry,
+		v.next_retry_at, v.task_type, v.task_id, v.payload_size, v.notification_type
+	FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
+	RETURNING delivery_id
 )
-INSERT INTO {attempts} ({attempt_columns})
-SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,
-	v.max_attempts, v.outcome, v.http_status, v.error_message, v.response_time_us, v.occurred_at, v.will_retry,
-	v.next_retry_at, v.task_type, v.task_id, v.payload_size, v.notification_type
-FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
-RETURNING delivery_id`)
+SELECT delivery_id, NULL::text FROM logged
+UNION ALL
+SELECT NULL::bigint, breaker_key FROM gated`)
+	// The gates of some keys, as they are now.
+	q.gates = r.Replace(`SELECT b.breaker_key, ` + gateColumns + ` FROM {breakers} b WHERE b.breaker_key = ANY($1)`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
 WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanGate("$10", "{deliveries}.breaker_key"))
 	// A held completion left the row running under the negated token;

@@ -48,7 +48,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	defer cancelAttempts()
 	p := &pgPool{
 		s:          s,
-		writer:     s.newWriter(context.WithoutCancel(ctx)),
+		writer:     s.newWriter(context.WithoutCancel(ctx), newGateCache()),
 		attemptCtx: attemptCtx,
 		work:       make(chan *pgJob, s.batch),
 		slots:      make(chan struct{}, s.concurrency+s.batch),
@@ -406,20 +406,18 @@ func (s *PostgresSupervisor) leased(ctx context.Context, op, sql string, args ..
 	return nil
 }
 
-// write writes a completion: through the batch writer when it leaves the
-// gate alone, else (or when the batch could not write it) on its own. It
-// reports whether the gate's state changed.
+// write writes a completion through the batch writer, or on its own when
+// the batch could not write it. It reports whether the gate's state
+// changed.
 func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite, j *pgJob, c *completion) bool {
-	if _, changes := s.gateAfter(j, c); !changes {
-		w.j, w.c = j, c
-		pw.reqs <- w
-		written := <-w.written
-		w.j, w.c = nil, nil
-		if written {
-			return false
-		}
+	w.j, w.c = j, c
+	pw.reqs <- w
+	written := <-w.written
+	w.j, w.c = nil, nil
+	if written {
+		return w.changed
 	}
-	return s.finish(ctx, j, c)
+	return s.finish(ctx, pw.gates, j, c)
 }
 
 // gateAfter is j's gate once c is recorded, computed from the row j last
@@ -449,7 +447,7 @@ func (s *PostgresSupervisor) renew(ctx context.Context, j *pgJob) bool {
 // long as the lease lasts (after that another worker may have taken over,
 // and the delivery will be attempted again: a duplicate under the same
 // key). It reports whether the breaker changed.
-func (s *PostgresSupervisor) finish(ctx context.Context, j *pgJob, c *completion) (breakerChanged bool) {
+func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pgJob, c *completion) (breakerChanged bool) {
 	ctx = context.WithoutCancel(ctx) // results are written after cancellation too
 	giveUp := j.claimed.Add(s.lease)
 	backoff := newBackoff()
@@ -457,7 +455,7 @@ func (s *PostgresSupervisor) finish(ctx context.Context, j *pgJob, c *completion
 	moved := 0
 	for {
 		tctx, cancel := context.WithTimeout(ctx, statementTimeout)
-		changed, err := s.writeCompletion(tctx, j, c, withLog, moved > maxGateMoves)
+		changed, err := s.writeCompletion(tctx, gates, j, c, withLog, moved > maxGateMoves)
 		cancel()
 		if err == nil {
 			return changed
@@ -525,9 +523,10 @@ const maxGateMoves = 3
 // from. errGateMoved means the row had moved on: j now holds it, and the
 // caller decides again. locked takes the gate's row lock first, so that a
 // completion that keeps losing that race wins it.
-func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *completion, withLog, locked bool) (bool, error) {
+func (s *PostgresSupervisor) writeCompletion(ctx context.Context, gates *gateCache, j *pgJob, c *completion, withLog, locked bool) (bool, error) {
 	if !locked {
-		return s.writeGated(ctx, s.db, j, c, withLog)
+		j.gate, j.version = gates.snapshot(j)
+		return s.writeGated(ctx, gates, s.db, j, c, withLog)
 	}
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
@@ -541,7 +540,7 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *c
 	if j.gate, j.version, err = r.gate(); err != nil {
 		return false, err
 	}
-	changed, err := s.writeGated(ctx, tx, j, c, withLog)
+	changed, err := s.writeGated(ctx, gates, tx, j, c, withLog)
 	if err != nil {
 		return false, err
 	}
@@ -550,7 +549,7 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, j *pgJob, c *c
 
 // writeGated is writeCompletion on q, a pool or the transaction that
 // holds the gate's row lock.
-func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) (bool, error) {
+func (s *PostgresSupervisor) writeGated(ctx context.Context, gates *gateCache, q querier, j *pgJob, c *completion, withLog bool) (bool, error) {
 	before := j.gate
 	after, changes := s.gateAfter(j, c)
 	if !changes {
@@ -580,6 +579,7 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 	switch {
 	case done:
 		j.gate, j.version = after, j.version+1
+		gates.put(j.breakerKey, j.gate, j.version)
 	case !leased:
 		return false, s.fenced(ctx, q, j, false)
 	default:
@@ -587,18 +587,24 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 		if j.gate, j.version, err = r.gate(); err != nil {
 			return false, err
 		}
+		gates.put(j.breakerKey, j.gate, j.version)
 		return false, errGateMoved
 	}
-	s.k.breakerChanged(j.breakerKey, before.State, after.State)
+	s.gateChanged(ctx, j.breakerKey, before, after)
+	return before.State != after.State, nil
+}
+
+// gateChanged logs a gate's change of state and, when it opened, defers
+// its pending deliveries to its probe, so that claims do not keep
+// stepping over them. (The claim skips them anyway: this is only for
+// speed, and may fail.)
+func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate) {
+	s.k.breakerChanged(key, before.State, after.State)
 	if after.State == BreakerOpen && before.State != BreakerOpen {
-		// Pending deliveries wait for the probe, so that claims do not
-		// keep stepping over them. (The claim skips them anyway: this is
-		// only for speed, and may fail.)
-		if _, err := s.db.Exec(ctx, s.q.deferBreaker, j.breakerKey, after.retryAt(s.k.breaker)); err != nil {
+		if _, err := s.db.Exec(ctx, s.q.deferBreaker, key, after.retryAt(s.k.breaker)); err != nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))
 		}
 	}
-	return before.State != after.State, nil
 }
 
 // reloadGate reads j's gate row again.
