@@ -83,4 +83,11 @@
 // signature profile's constants, [receive.VerifyingKey] (see
 // [SigningKey.VerifyingKey]) and [receive.LegacyHMAC]. The webhooktest
 // package provides a verifying, fault-injecting receiver for tests.
+//
+// # Design
+//
+// docs/design.md in the repository maps the internals: the delivery state
+// machine, the claim → lease → fence → complete protocol of the Postgres
+// supervisor, how the endpoint gate (the one circuit-breaker state
+// machine) is shared across pods, and the goroutines of RunWorker.
 package webhook
