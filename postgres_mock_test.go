@@ -321,14 +321,11 @@ func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
 	// $1 now, $2 how many, $3 lease expiry, $4 lease token. The columns:
 	// id, url, body, idempotency_key, breaker_key, sequence_key,
 	// sequence_number, task_type, task_id, notification_type, auth_scheme,
-	// auth_credentials, headers, attempts, accepted_at, first_attempt_at,
-	// then the gate's row (state, failures, successes, opened_at, period,
-	// version: none here).
+	// auth_credentials, headers, attempts, accepted_at, first_attempt_at.
 	return p.expect(sqlClaim, timeArg(epoch), 1, anyArg(), captureToken).returnRows([]any{
 		j.id, mockURL, j.body, j.key, mockURL, nil,
 		nil, nil, nil, nil, nil, nil, nil,
 		0, epoch, nil,
-		nil, nil, nil, nil, nil, nil,
 	})
 }
 

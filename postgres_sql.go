@@ -228,22 +228,22 @@ SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`)
 
 	// The claim: up to $2 rows due at $1 whose gate is closed (or has no
-	// row), marked running under lease $4 until $3, each with its gate's
-	// row as the claim saw it (the first guess of a completion that changes
-	// the gate). Committed at once.
+	// row), marked running under lease $4 until $3. Committed at once.
+	// (It does not return the gate's row: a LEFT JOIN here made the claim
+	// thirty times slower under a backlog. Completions start from the
+	// gate cache instead.)
 	q.claim = r.Replace(`
 WITH due AS (
-	SELECT d.id, b.state AS gate_state, b.failures, b.successes, b.opened_at, b.period, b.version
-	FROM {deliveries} d LEFT JOIN {breakers} b ON b.breaker_key = d.breaker_key
+	SELECT d.id FROM {deliveries} d
 	WHERE d.state IN ('pending', 'running') AND d.due_at <= $1
-	  AND (b.state IS NULL OR b.state = 'closed')
+	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')
 	ORDER BY d.due_at
 	LIMIT $2
 	FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = NULL
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns}, due.gate_state, due.failures, due.successes, due.opened_at, due.period, due.version`)
+RETURNING {delivery_columns}`)
 	// The same for one breaker key's half-open probes ($5, period $6).
 	q.claimProbes = r.Replace(`
 WITH due AS (
@@ -255,7 +255,7 @@ WITH due AS (
 )
 UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = $6
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns}, NULL::text, NULL::int, NULL::int, NULL::timestamptz, NULL::bigint, NULL::bigint`)
+RETURNING {delivery_columns}`)
 	// Gates that may let a probe through now (open past their retry_at, or
 	// half-open with a free slot: a filter; the gate decides once locked),
 	// and have work for one.

@@ -25,9 +25,10 @@ type pgJob struct {
 	claimed  time.Time // when the claim started, by the real clock: the lease runs from here
 	leaseEnd time.Time // when the lease expires, by the supervisor's clock
 	probe    uint64    // the half-open period whose probe slot it holds; 0: none
-	// gate is the endpoint gate's row as last seen (at claim, or when a
-	// completion found it moved), and version its row version (0: no
-	// row): a completion that changes the gate computes from it.
+	// gate is the endpoint gate's row as last seen (by a probe's claim, or
+	// when a completion found it moved), and version its row version (0:
+	// none seen); a completion computes from the newer of it and the gate
+	// cache's.
 	gate    gate
 	version int64
 }
@@ -291,16 +292,10 @@ func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob,
 			seq                                   *int64
 			creds, headers                        []byte
 			firstAt                               *time.Time
-			g                                     gateRow
 		)
-		dest := append([]any{&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
+		if err := rows.Scan(&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
 			&taskType, &taskID, &typ, &scheme, &creds, &headers,
-			&j.attempts, &j.accepted, &firstAt}, g.dest()...)
-		if err := rows.Scan(dest...); err != nil {
-			return out, err
-		}
-		var err error
-		if j.gate, j.version, err = g.gate(); err != nil {
+			&j.attempts, &j.accepted, &firstAt); err != nil {
 			return out, err
 		}
 		j.id = strconv.FormatInt(j.row, 10)
