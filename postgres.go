@@ -331,40 +331,6 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, nil
 }
 
-// wakeWorkers sends NOTIFY to the workers after a delivery committed. It
-// does not wait: one goroutine sends, and enqueues that commit while it
-// does share the next notification, which starts after they committed.
-func (s *PostgresSupervisor) wakeWorkers() {
-	n := &s.notifier
-	n.mu.Lock()
-	if n.running {
-		n.again = true
-		n.mu.Unlock()
-		return
-	}
-	n.running = true
-	n.mu.Unlock()
-	go func() {
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
-			if _, err := s.db.Exec(ctx, s.q.notify, s.q.channel); err != nil {
-				// Workers poll every PollInterval: a lost wake-up delays,
-				// it does not lose.
-				s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: NOTIFY failed", slog.String("error", dbError("notify", err).Error()))
-			}
-			cancel()
-			n.mu.Lock()
-			if !n.again {
-				n.running = false
-				n.mu.Unlock()
-				return
-			}
-			n.again = false
-			n.mu.Unlock()
-		}
-	}()
-}
-
 // refuse records a webhook refused at acceptance because its breaker is
 // open (OpenDrop) and returns ErrCircuitOpen.
 func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, now, until time.Time) error {
@@ -556,40 +522,6 @@ func (s *PostgresSupervisor) NextSequence(ctx context.Context, key string) (int6
 	err := s.db.QueryRow(ctx, s.q.nextSequence, key).Scan(&n)
 	return n, dbError("next sequence", err)
 }
-
-// Purge deletes delivered and failed deliveries (with their attempt rows)
-// that finished more than Retention ago, and acceptance refusals as old, in
-// batches of purgeBatch rows, and returns how many deliveries it deleted.
-// Workers call it on their own; it is exported for operators.
-func (s *PostgresSupervisor) Purge(ctx context.Context) (int64, error) {
-	if s.retention < 0 {
-		return 0, nil
-	}
-	cutoff := s.k.clock.Now().Add(-s.retention)
-	var total int64
-	for {
-		tag, err := s.db.Exec(ctx, s.q.purge, cutoff, purgeBatch)
-		if err != nil {
-			return total, dbError("purge", err)
-		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < purgeBatch {
-			break
-		}
-	}
-	for {
-		tag, err := s.db.Exec(ctx, s.q.purgeRefusals, cutoff, purgeBatch)
-		if err != nil {
-			return total, dbError("purge", err)
-		}
-		if tag.RowsAffected() < purgeBatch {
-			return total, nil
-		}
-	}
-}
-
-// purgeBatch is how many rows one purge statement deletes.
-const purgeBatch = 500
 
 func scanDeliveries(rows pgx.Rows) ([]Delivery, error) {
 	defer rows.Close()

@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 )
 
@@ -198,79 +197,6 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		p := plans[r.j.breakerKey]
 		r.changed = p.persisted && p.before.State != p.after.State
 		r.written <- written[r.j.row]
-	}
-}
-
-// gateCache is the newest row of each gate that one RunWorker call has
-// seen (with a claim) or written, so that a completion's first guess at its
-// gate is usually right. Safe for concurrent use.
-type gateCache struct {
-	mu sync.Mutex
-	m  map[string]cachedGate
-}
-
-type cachedGate struct {
-	g       gate
-	version int64
-}
-
-// maxCachedGates bounds the cache; past it the cache starts again empty.
-const maxCachedGates = 10_000
-
-func newGateCache() *gateCache { return &gateCache{m: make(map[string]cachedGate)} }
-
-// snapshot returns the newer of j's gate and the cached one.
-func (c *gateCache) snapshot(j *pgJob) (gate, int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[j.breakerKey]; ok && e.version > j.version {
-		return e.g, e.version
-	}
-	return j.gate, j.version
-}
-
-// put records a gate's row at version, unless a newer one is cached.
-func (c *gateCache) put(key string, g gate, version int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[key]; ok && e.version >= version {
-		return
-	}
-	if len(c.m) >= maxCachedGates {
-		clear(c.m)
-	}
-	c.m[key] = cachedGate{g, version}
-}
-
-// reload reads the rows of keys and caches them. On error it forgets
-// them: completions then start from their claim's snapshot.
-func (c *gateCache) reload(ctx context.Context, s *PostgresSupervisor, keys []string) {
-	rows, err := s.db.Query(ctx, s.q.gates, keys)
-	if err == nil {
-		for rows.Next() {
-			var key string
-			var r gateRow
-			if err = rows.Scan(append([]any{&key}, r.dest()...)...); err != nil {
-				break
-			}
-			g, v, gerr := r.gate()
-			if gerr != nil {
-				err = gerr
-				break
-			}
-			c.put(key, g, v)
-		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
-		}
-	}
-	if err != nil {
-		c.mu.Lock()
-		for _, k := range keys {
-			delete(c.m, k)
-		}
-		c.mu.Unlock()
 	}
 }
 

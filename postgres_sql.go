@@ -193,7 +193,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 	// statement. $13 refuses the webhook (OpenDrop) while its breaker is
 	// open: then nothing is inserted or allocated and no row returns. A
 	// webhook accepted while its breaker is open is due when it half-opens.
-	q.enqueue = r.Replace(`
+	enqueue := r.Replace(`
 WITH refused AS (
 	SELECT $12::boolean AND EXISTS (
 		SELECT 1 FROM {breakers} b
@@ -213,13 +213,13 @@ WITH refused AS (
 	FROM refused WHERE NOT refused.yes
 	RETURNING id, sequence_number
 )
-SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
+`)
+	q.enqueue = enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`
 	// In the caller's transaction the NOTIFY must go with it, to be sent at
 	// its commit. (Postgres serialises the commits of notifying
 	// transactions, WAL flush included, so the pool path notifies
 	// separately: see notify.)
-	q.enqueueNotify = strings.Replace(q.enqueue, "COALESCE(ins.sequence_number, 0) FROM ins",
-		"COALESCE(ins.sequence_number, 0), pg_notify($14, '') FROM ins", 1)
+	q.enqueueNotify = enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), pg_notify($14, '') FROM ins`
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
 	q.notify = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`

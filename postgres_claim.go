@@ -1,0 +1,243 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The claimer: it claims due deliveries for free workers (half-open probes
+// within their gates' slots), and waits when there are none.
+
+// claimLoop claims due deliveries for free workers until ctx is done. A
+// slot is a worker's attempt or a claimed delivery waiting in the work
+// channel for one: while there is a backlog the claimer keeps up to
+// ClaimBatch deliveries waiting and claims half a batch at a time, so claims
+// stay few per delivery; when there is none it claims for every worker that
+// frees up, at once.
+func (p *pgPool) claimLoop(ctx context.Context) {
+	s := p.s
+	backoff := newBackoff()
+	backlog := false
+	for ctx.Err() == nil {
+		n := 0
+		want := 1
+		if backlog {
+			want = max(1, s.batch/2)
+		}
+		for n < want {
+			select {
+			case p.slots <- struct{}{}:
+				n++
+			case <-ctx.Done():
+				for range n {
+					<-p.slots
+				}
+				return
+			}
+		}
+	more:
+		for n < s.batch {
+			select {
+			case p.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		now := s.k.clock.Now()
+		jobs, err := p.claim(ctx, n, now)
+		for range n - len(jobs) {
+			<-p.slots
+		}
+		for _, j := range jobs {
+			p.work <- j
+		}
+		backlog = err == nil && len(jobs) == n
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: claiming deliveries failed; retrying",
+				slog.String("error", err.Error()), slog.Duration("retry_in", backoff.peek()))
+			sleepCtx(ctx, backoff.next())
+			continue
+		}
+		backoff.reset()
+		if !backlog {
+			p.idle(ctx, now)
+		}
+	}
+}
+
+// idle waits until something may be due: a notification, a local change,
+// the next due delivery or breaker, or the poll interval.
+func (p *pgPool) idle(ctx context.Context, now time.Time) {
+	s := p.s
+	var due <-chan time.Time
+	stop := func() bool { return false }
+	var next *time.Time
+	if err := s.db.QueryRow(ctx, s.q.nextDue, now).Scan(&next); err == nil && next != nil {
+		due, stop = s.k.clock.TimerAt(*next)
+	}
+	defer stop()
+	poll := time.NewTimer(s.poll)
+	defer poll.Stop()
+	select {
+	case <-ctx.Done():
+	case <-p.wake:
+	case <-due:
+	case <-poll.C:
+	}
+}
+
+// claim takes up to n due deliveries: first those whose breaker is closed,
+// then half-open probes.
+func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, error) {
+	s := p.s
+	token := newLeaseToken()
+	lease := now.Add(s.lease)
+	started := time.Now()
+	rows, err := s.db.Query(ctx, s.q.claim, now, n, lease, token)
+	if err != nil {
+		return nil, dbError("claim", err)
+	}
+	jobs, err := scanJobs(rows, token, 0, nil)
+	if err == nil && (len(jobs) < n || time.Since(p.lastProbe) > time.Second) {
+		// Probes wait for a claim that did not fill up, or at most a
+		// second under load, so that a busy queue cannot starve a
+		// recovering endpoint.
+		p.lastProbe = time.Now()
+		jobs, err = s.claimProbes(ctx, jobs, n, now, lease, token)
+	}
+	for _, j := range jobs {
+		j.claimed, j.leaseEnd = started, lease
+	}
+	return jobs, dbError("claim", err)
+}
+
+// claimProbes claims half-open probes, within each breaker's slots: it
+// locks the breakers that may let a probe through, counts their probes in
+// flight (running rows of the current period with a live lease: a dead
+// worker's probe frees its slot when its lease expires) and claims the
+// difference.
+func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
+	var candidates bool
+	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.HalfOpenProbes).Scan(&candidates); err != nil || !candidates {
+		return jobs, dbError("claim probes", err)
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.HalfOpenProbes, 16)
+	if err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	type keyed struct {
+		key     string
+		b       gate
+		version int64
+	}
+	var bs []keyed
+	for rows.Next() {
+		var k keyed
+		var r gateRow
+		err := rows.Scan(append([]any{&k.key}, r.dest()...)...)
+		if err == nil {
+			k.b, k.version, err = r.gate()
+		}
+		if err != nil {
+			rows.Close()
+			return jobs, dbError("claim probes", err)
+		}
+		bs = append(bs, k)
+	}
+	if err := rows.Err(); err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	var claimed []*pgJob
+	for _, kb := range bs {
+		if len(jobs)+len(claimed) >= n {
+			break
+		}
+		b := kb.b
+		b.advance(s.k.breaker, now)
+		if b.State != BreakerHalfOpen {
+			continue
+		}
+		var inFlight int
+		if err := tx.QueryRow(ctx, s.q.countProbes, kb.key, int64(b.Period), now).Scan(&inFlight); err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+		free := min(s.k.breaker.HalfOpenProbes-inFlight, n-len(jobs)-len(claimed))
+		if free <= 0 {
+			continue
+		}
+		version := kb.version
+		if b != kb.b {
+			if version, err = s.saveGate(ctx, tx, kb.key, b, now); err != nil {
+				return jobs, err
+			}
+		}
+		rows, err := tx.Query(ctx, s.q.claimProbes, now, free, lease, token, kb.key, int64(b.Period))
+		if err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+		from := len(claimed)
+		if claimed, err = scanJobs(rows, token, b.Period, claimed); err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+		for _, j := range claimed[from:] {
+			j.gate, j.version = b, version
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return jobs, dbError("claim probes", err)
+	}
+	return append(jobs, claimed...), nil
+}
+
+func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob, error) {
+	defer rows.Close()
+	for rows.Next() {
+		j := &pgJob{token: token, probe: probe}
+		var (
+			seqKey, taskType, taskID, typ, scheme *string
+			seq                                   *int64
+			creds, headers                        []byte
+			firstAt                               *time.Time
+		)
+		if err := rows.Scan(&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
+			&taskType, &taskID, &typ, &scheme, &creds, &headers,
+			&j.attempts, &j.accepted, &firstAt); err != nil {
+			return out, err
+		}
+		j.id = strconv.FormatInt(j.row, 10)
+		j.seq, j.gated = deref(seq), probe != 0
+		j.taskType, j.taskID = TaskType(deref(taskType)), deref(taskID)
+		j.routing = Routing{SequenceKey: deref(seqKey), NotificationType: deref(typ)}
+		if j.breakerKey != j.url {
+			j.routing.BreakerKey = j.breakerKey
+		}
+		if scheme != nil {
+			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*scheme), Credentials: string(creds)}
+		}
+		if headers != nil {
+			if err := json.Unmarshal(headers, &j.routing.Headers); err != nil {
+				return out, fmt.Errorf("delivery %d: headers: %w", j.row, err)
+			}
+		}
+		if firstAt != nil {
+			j.firstAt = *firstAt
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,290 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The completer: it writes an attempt's result, fenced by the lease token,
+// with its gate's change, alone or through the batch writer
+// (postgres_batch.go); the attempt logic does not know which.
+
+// write writes a completion through the batch writer, or on its own when
+// the batch could not write it. It reports whether the gate's state
+// changed.
+func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite, j *pgJob, c *completion) bool {
+	w.j, w.c = j, c
+	pw.reqs <- w
+	written := <-w.written
+	w.j, w.c = nil, nil
+	if written {
+		return w.changed
+	}
+	return s.finish(ctx, pw.gates, j, c)
+}
+
+// gateAfter is j's gate once c is recorded, computed from the row j last
+// saw, and whether that changes it. (Postgres counts probe slots from
+// running rows, so no probe is handed back here.)
+func (s *PostgresSupervisor) gateAfter(j *pgJob, c *completion) (gate, bool) {
+	g := j.gate
+	g.record(s.k.breaker, c.result, 0, c.end)
+	return g, g != j.gate
+}
+
+// finish writes a completion, retrying through connection trouble for as
+// long as the lease lasts (after that another worker may have taken over,
+// and the delivery will be attempted again: a duplicate under the same
+// key). It reports whether the breaker changed.
+func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pgJob, c *completion) (breakerChanged bool) {
+	ctx = context.WithoutCancel(ctx) // results are written after cancellation too
+	giveUp := j.claimed.Add(s.lease)
+	backoff := newBackoff()
+	withLog := true
+	moved := 0
+	for {
+		tctx, cancel := context.WithTimeout(ctx, statementTimeout)
+		changed, err := s.writeCompletion(tctx, gates, j, c, withLog, moved > maxGateMoves)
+		cancel()
+		if err == nil {
+			return changed
+		}
+		if errors.Is(err, errGateMoved) {
+			moved++ // j holds the gate's row as the statement saw it: decide again
+			continue
+		}
+		if errors.Is(err, errLeaseLost) {
+			c.hold = false // nothing to release
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
+				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber))
+			return false
+		}
+		if withLog && refusedStatement(err) {
+			// The server refused the statement (the attempt table is
+			// broken, say): keep the delivery's state, drop the log row.
+			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: writing the attempt row failed; recording the delivery's state without it",
+				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber), slog.String("error", dbError("complete", err).Error()))
+			withLog = false
+			continue
+		}
+		if time.Now().After(giveUp) {
+			s.k.logger.LogAttrs(ctx, slog.LevelError, "webhook: could not record an attempt's result before its lease expired; the delivery will be attempted again",
+				slog.String("delivery_id", j.id), slog.String("error", dbError("complete", err).Error()))
+			// The record the sink gets says what will happen.
+			c.record.WillRetry, c.record.NextRetryAt = true, j.leaseEnd
+			c.hold = false // nothing to release
+			return false
+		}
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: recording an attempt's result failed; retrying",
+			slog.String("delivery_id", j.id), slog.String("error", dbError("complete", err).Error()))
+		time.Sleep(backoff.next())
+	}
+}
+
+// refusedStatement reports whether err is the server refusing a statement
+// (a broken attempt table, a full disk), as opposed to a connection,
+// shutdown, lock or read-only error that a retry can get past.
+func refusedStatement(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pe.Code, "08"), // connection exception
+		strings.HasPrefix(pe.Code, "40"), // transaction rollback: deadlock, serialization
+		strings.HasPrefix(pe.Code, "57"), // operator intervention: shutdown, cancel
+		pe.Code == "53300",               // too many connections
+		pe.Code == "25006",               // read-only transaction (a failover in progress)
+		pe.Code == "55P03":               // lock not available
+		return false
+	}
+	return true
+}
+
+// maxGateMoves is how often a completion recomputes a gate that other
+// completions keep changing before it locks the gate's row instead.
+const maxGateMoves = 3
+
+// writeCompletion writes c: in one statement that leaves the gate alone
+// when the gate's state machine says c does not change it (a success on a
+// clean gate, a neutral result), else in one statement that persists the
+// gate's new value if its row is still the one the value was computed
+// from. errGateMoved means the row had moved on: j now holds it, and the
+// caller decides again. locked takes the gate's row lock first, so that a
+// completion that keeps losing that race wins it.
+func (s *PostgresSupervisor) writeCompletion(ctx context.Context, gates *gateCache, j *pgJob, c *completion, withLog, locked bool) (bool, error) {
+	if !locked {
+		j.gate, j.version = gates.snapshot(j)
+		return s.writeGated(ctx, gates, s.db, j, c, withLog)
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	var r gateRow
+	if err := tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(r.dest()...); err != nil {
+		return false, err
+	}
+	if j.gate, j.version, err = r.gate(); err != nil {
+		return false, err
+	}
+	changed, err := s.writeGated(ctx, gates, tx, j, c, withLog)
+	if err != nil {
+		return false, err
+	}
+	return changed, tx.Commit(ctx)
+}
+
+// writeGated is writeCompletion on q, a pool or the transaction that
+// holds the gate's row lock.
+func (s *PostgresSupervisor) writeGated(ctx context.Context, gates *gateCache, q querier, j *pgJob, c *completion, withLog bool) (bool, error) {
+	before := j.gate
+	after, changes := s.gateAfter(j, c)
+	if !changes {
+		err := s.completeRow(ctx, q, j, c, withLog)
+		if errors.Is(err, errGateMoved) {
+			err = s.reloadGate(ctx, q, j)
+			if err == nil {
+				err = errGateMoved
+			}
+		}
+		return false, err
+	}
+	var opened, retry any
+	if !after.OpenedAt.IsZero() {
+		opened = after.OpenedAt
+	}
+	if t := after.retryAt(s.k.breaker); !t.IsZero() {
+		retry = t
+	}
+	args := append(completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
+	args = append(args, withLog, after.State.String(), after.Failures, after.Successes, opened, int64(after.Period), retry, j.version)
+	var leased, done bool
+	var r gateRow
+	if err := q.QueryRow(ctx, s.q.completeGate, args...).Scan(append([]any{&leased, &done}, r.dest()...)...); err != nil {
+		return false, err
+	}
+	switch {
+	case done:
+		j.gate, j.version = after, j.version+1
+		gates.put(j.breakerKey, j.gate, j.version)
+	case !leased:
+		return false, s.fenced(ctx, q, j, false)
+	default:
+		var err error
+		if j.gate, j.version, err = r.gate(); err != nil {
+			return false, err
+		}
+		gates.put(j.breakerKey, j.gate, j.version)
+		return false, errGateMoved
+	}
+	s.gateChanged(ctx, j.breakerKey, before, after)
+	return before.State != after.State, nil
+}
+
+// gateChanged logs a gate's change of state and, when it opened, defers
+// its pending deliveries to its probe, so that claims do not keep
+// stepping over them. (The claim skips them anyway: this is only for
+// speed, and may fail.)
+func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate) {
+	s.k.breakerChanged(key, before.State, after.State)
+	if after.State == BreakerOpen && before.State != BreakerOpen {
+		if _, err := s.db.Exec(ctx, s.q.deferBreaker, key, after.retryAt(s.k.breaker)); err != nil {
+			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))
+		}
+	}
+}
+
+// reloadGate reads j's gate row again.
+func (s *PostgresSupervisor) reloadGate(ctx context.Context, q querier, j *pgJob) error {
+	var r gateRow
+	err := q.QueryRow(ctx, s.q.breakerState, j.breakerKey).Scan(r.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		j.gate, j.version = gate{}, 0
+		return nil
+	}
+	if err == nil {
+		j.gate, j.version, err = r.gate()
+	}
+	return err
+}
+
+// completeRow writes the delivery's new state and its attempt row, fenced
+// by the lease token.
+func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
+	// A success is written only while its gate stays clean.
+	skipsBreaker := c.result == breakerSuccess
+	args := completionArgs(j, c)
+	sql := s.q.completeNoLog
+	if withLog {
+		sql = s.q.complete
+		args = append(args, attemptArgs(nil, c.record)[1:]...)
+	}
+	args = append(args, skipsBreaker)
+	tag, err := q.Exec(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	return s.fenced(ctx, q, j, skipsBreaker)
+}
+
+// completionArgs are a completion's state columns, fenced by j's lease.
+func completionArgs(j *pgJob, c *completion) []any {
+	var finished, first, status any
+	if !c.finishedAt.IsZero() {
+		finished = c.finishedAt
+	}
+	if !c.firstAt.IsZero() {
+		first = c.firstAt
+	}
+	if c.status != 0 {
+		status = c.status
+	}
+	state, due := j.written(c)
+	return []any{j.row, j.token, state, c.attempts, due, first, finished, status, nullText(c.errText)}
+}
+
+// written is the state and due time a completion writes. A held delivery
+// stays running until its lease expires; the completion statements negate
+// the lease token of a row they leave running, so a held delivery is
+// released (and a retried write recognised) by -token.
+func (j *pgJob) written(c *completion) (state string, due time.Time) {
+	if c.hold {
+		return string(StateRunning), j.leaseEnd
+	}
+	return string(c.state), c.due
+}
+
+// fenced explains a completion that wrote no row: the lease moved on
+// (errLeaseLost), an earlier try of this write committed without our
+// hearing of it (nil), or a success found its gate no longer clean
+// (errGateMoved).
+func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, skipsBreaker bool) error {
+	var state string
+	var token *int64
+	if err := q.QueryRow(ctx, s.q.leaseState, j.row).Scan(&state, &token); err != nil {
+		return err
+	}
+	if token != nil && *token == -j.token {
+		return nil // a held completion committed
+	}
+	if token != nil && *token == j.token {
+		if state != string(StateRunning) {
+			return nil
+		}
+		if skipsBreaker {
+			return errGateMoved
+		}
+	}
+	return errLeaseLost
+}

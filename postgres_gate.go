@@ -1,0 +1,136 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// The endpoint gate's persistence: loading and saving a gate's row, and the
+// cache of the newest rows one RunWorker call has seen. The transitions
+// themselves are gate.go's.
+
+// saveGate persists a gate whose row the caller has locked, and returns
+// the row's new version.
+func (s *PostgresSupervisor) saveGate(ctx context.Context, q querier, key string, b gate, now time.Time) (int64, error) {
+	var opened, retry any
+	if !b.OpenedAt.IsZero() {
+		opened = b.OpenedAt
+	}
+	if t := b.retryAt(s.k.breaker); !t.IsZero() {
+		retry = t
+	}
+	var version int64
+	err := q.QueryRow(ctx, s.q.saveBreaker, key, b.State.String(), b.Failures, b.Successes, opened, int64(b.Period), retry, now).Scan(&version)
+	return version, dbError("save gate", err)
+}
+
+// gateRow scans gateColumns. A row that is not there (every column NULL,
+// from a LEFT JOIN) is a closed, clean gate at version 0.
+type gateRow struct {
+	state               *string
+	failures, successes *int
+	openedAt            *time.Time
+	period, version     *int64
+}
+
+func (r *gateRow) dest() []any {
+	return []any{&r.state, &r.failures, &r.successes, &r.openedAt, &r.period, &r.version}
+}
+
+// gate returns the gate and its row version.
+func (r *gateRow) gate() (gate, int64, error) {
+	if r.state == nil {
+		return gate{}, 0, nil
+	}
+	var g gate
+	switch *r.state {
+	case "closed":
+		g.State = BreakerClosed
+	case "open":
+		g.State = BreakerOpen
+	case "half_open":
+		g.State = BreakerHalfOpen
+	default:
+		return gate{}, 0, fmt.Errorf("unknown gate state %q", *r.state)
+	}
+	if p := deref(r.period); p >= 0 {
+		g.Period = uint64(p)
+	}
+	g.Failures, g.Successes, g.OpenedAt = deref(r.failures), deref(r.successes), deref(r.openedAt)
+	return g, deref(r.version), nil
+}
+
+// gateCache is the newest row of each gate that one RunWorker call has
+// seen (with a claim) or written, so that a completion's first guess at its
+// gate is usually right. Safe for concurrent use.
+type gateCache struct {
+	mu sync.Mutex
+	m  map[string]cachedGate
+}
+
+type cachedGate struct {
+	g       gate
+	version int64
+}
+
+// maxCachedGates bounds the cache; past it the cache starts again empty.
+const maxCachedGates = 10_000
+
+func newGateCache() *gateCache { return &gateCache{m: make(map[string]cachedGate)} }
+
+// snapshot returns the newer of j's gate and the cached one.
+func (c *gateCache) snapshot(j *pgJob) (gate, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[j.breakerKey]; ok && e.version > j.version {
+		return e.g, e.version
+	}
+	return j.gate, j.version
+}
+
+// put records a gate's row at version, unless a newer one is cached.
+func (c *gateCache) put(key string, g gate, version int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok && e.version >= version {
+		return
+	}
+	if len(c.m) >= maxCachedGates {
+		clear(c.m)
+	}
+	c.m[key] = cachedGate{g, version}
+}
+
+// reload reads the rows of keys and caches them. On error it forgets
+// them: completions then start from their claim's snapshot.
+func (c *gateCache) reload(ctx context.Context, s *PostgresSupervisor, keys []string) {
+	rows, err := s.db.Query(ctx, s.q.gates, keys)
+	if err == nil {
+		for rows.Next() {
+			var key string
+			var r gateRow
+			if err = rows.Scan(append([]any{&key}, r.dest()...)...); err != nil {
+				break
+			}
+			g, v, gerr := r.gate()
+			if gerr != nil {
+				err = gerr
+				break
+			}
+			c.put(key, g, v)
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	if err != nil {
+		c.mu.Lock()
+		for _, k := range keys {
+			delete(c.m, k)
+		}
+		c.mu.Unlock()
+	}
+}
