@@ -85,12 +85,14 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 	defer cancel()
 	plans := make(map[string]*gatePlan, 4)
 	for _, r := range batch {
-		p := plans[r.j.breakerKey]
-		if p == nil {
-			g, v := w.gates.snapshot(r.j)
-			p = &gatePlan{before: g, after: g, version: v}
-			plans[r.j.breakerKey] = p
+		// Each key starts from the newest row any of its jobs has seen.
+		g, v := w.gates.snapshot(r.j)
+		if p := plans[r.j.breakerKey]; p == nil || v > p.version {
+			plans[r.j.breakerKey] = &gatePlan{before: g, after: g, version: v}
 		}
+	}
+	for _, r := range batch {
+		p := plans[r.j.breakerKey]
 		next := p.after
 		next.record(s.k.breaker, r.c.result, 0, r.c.end)
 		if next != p.after {
@@ -112,7 +114,7 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		firsts, finished, nexts                    = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
 		statuses, httpStatuses                     = make([]*int32, n), make([]*int32, n)
 		lastErrs, seqKeys, errs, types, tasks, nts = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-		seqs                                       = make([]*int64, n)
+		seqs, versions                             = make([]*int64, n), make([]int64, n)
 		retries, gated, successes                  = make([]bool, n), make([]bool, n), make([]bool, n)
 	)
 	for i, r := range batch {
@@ -127,7 +129,8 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		numbers[i], maxes[i], outcomes[i], httpStatuses[i] = int32(a.AttemptNumber), int32(a.MaxAttempts), string(a.Outcome), int32OrNil(a.HTTPStatus)
 		errs[i], respUS[i], occurred[i], retries[i], nexts[i] = textOrNil(a.Error), a.ResponseTime.Microseconds(), a.OccurredAt, a.WillRetry, timeOrNil(a.NextRetryAt)
 		types[i], tasks[i], sizes[i], nts[i] = textOrNil(string(a.TaskType)), textOrNil(a.TaskID), int32(a.PayloadSize), textOrNil(a.NotificationType)
-		gated[i], successes[i] = plans[r.j.breakerKey].changed, c.result == breakerSuccess
+		p := plans[r.j.breakerKey]
+		gated[i], successes[i], versions[i] = p.changed, c.result == breakerSuccess, p.version
 	}
 	var (
 		gKeys, gStates        []string
@@ -146,20 +149,20 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		gOpened, gRetry = append(gOpened, timeOrNil(p.after.OpenedAt)), append(gRetry, timeOrNil(p.after.retryAt(s.k.breaker)))
 		gPeriods, gExpected, gAt = append(gPeriods, int64(p.after.Period)), append(gExpected, p.version), append(gAt, now)
 	}
-	written := make(map[int64]bool, n)
+	written := make(map[[2]int64]bool, n) // by row and lease token
 	rows, err := s.db.Query(ctx, s.q.completeBatch, ids, tokens, states, attempts, dues, firsts, finished, statuses, lastErrs,
 		keys, urls, breakers, seqKeys, seqs, numbers, maxes, outcomes, httpStatuses, errs, respUS, occurred, retries,
 		nexts, types, tasks, sizes, nts, gated, successes,
-		gKeys, gStates, gFailures, gSuccesses, gOpened, gPeriods, gRetry, gExpected, gAt)
+		gKeys, gStates, gFailures, gSuccesses, gOpened, gPeriods, gRetry, gExpected, gAt, versions)
 	if err == nil {
 		for rows.Next() {
-			var id *int64
+			var id, token *int64
 			var key *string
-			if err = rows.Scan(&id, &key); err != nil {
+			if err = rows.Scan(&id, &token, &key); err != nil {
 				break
 			}
-			if id != nil {
-				written[*id] = true
+			if id != nil && token != nil {
+				written[[2]int64{*id, *token}] = true
 			}
 			if key != nil {
 				plans[*key].persisted = true
@@ -196,7 +199,7 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 	for _, r := range batch {
 		p := plans[r.j.breakerKey]
 		r.changed = p.persisted && p.before.State != p.after.State
-		r.written <- written[r.j.row]
+		r.written <- written[[2]int64{r.j.row, r.j.token}]
 	}
 }
 

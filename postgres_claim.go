@@ -96,28 +96,43 @@ func (p *pgPool) idle(ctx context.Context, now time.Time) {
 	}
 }
 
-// claim takes up to n due deliveries: first those whose breaker is closed,
-// then half-open probes.
+// claim takes up to n due deliveries. Half-open probes come first, when
+// they are looked for: after a claim that did not fill up, and at least
+// once a second under load, so that a busy queue cannot starve a
+// recovering endpoint; then deliveries whose gate is closed.
 func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, error) {
 	s := p.s
 	token := newLeaseToken()
 	lease := now.Add(s.lease)
 	started := time.Now()
-	rows, err := s.db.Query(ctx, s.q.claim, now, n, lease, token)
-	if err != nil {
-		return nil, dbError("claim", err)
-	}
-	jobs, err := scanJobs(rows, token, 0, nil)
-	if err == nil && (len(jobs) < n || time.Since(p.lastProbe) > time.Second) {
-		// Probes wait for a claim that did not fill up, or at most a
-		// second under load, so that a busy queue cannot starve a
-		// recovering endpoint.
-		p.lastProbe = time.Now()
-		jobs, err = s.claimProbes(ctx, jobs, n, now, lease, token)
-	}
+	jobs, err := p.claimFor(ctx, n, now, lease, token)
 	for _, j := range jobs {
 		j.claimed, j.leaseEnd = started, lease
 	}
+	return jobs, err
+}
+
+func (p *pgPool) claimFor(ctx context.Context, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
+	s := p.s
+	var jobs []*pgJob
+	if p.lookForProbes || time.Since(p.lastProbe) > time.Second {
+		p.lastProbe = time.Now()
+		var err error
+		if jobs, err = s.claimProbes(ctx, nil, n, now, lease, token); err != nil {
+			return nil, err
+		}
+	}
+	want := n - len(jobs)
+	if want <= 0 {
+		return jobs, nil
+	}
+	rows, err := s.db.Query(ctx, s.q.claim, now, want, lease, token)
+	if err != nil {
+		return jobs, dbError("claim", err)
+	}
+	probes := len(jobs)
+	jobs, err = scanJobs(rows, token, 0, jobs)
+	p.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
 }
 

@@ -55,7 +55,7 @@ func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pg
 		if err == nil {
 			return changed
 		}
-		if errors.Is(err, errGateMoved) {
+		if errors.Is(err, errGateMoved) && !time.Now().After(giveUp) {
 			moved++ // j holds the gate's row as the statement saw it: decide again
 			continue
 		}
@@ -121,30 +121,75 @@ const maxGateMoves = 3
 func (s *PostgresSupervisor) writeCompletion(ctx context.Context, gates *gateCache, j *pgJob, c *completion, withLog, locked bool) (bool, error) {
 	if !locked {
 		j.gate, j.version = gates.snapshot(j)
-		return s.writeGated(ctx, gates, s.db, j, c, withLog)
+		w, err := s.writeGated(ctx, s.db, j, c, withLog)
+		if errors.Is(err, errGateMoved) {
+			gates.put(j.breakerKey, j.gate, j.version) // the row as it is now
+		}
+		if err != nil {
+			return false, err
+		}
+		return s.gateWritten(ctx, gates, j, w), nil
 	}
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
-	var r gateRow
-	if err := tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(r.dest()...); err != nil {
-		return false, err
+	w, err := s.writeLocked(ctx, tx, j, c, withLog)
+	if err == nil {
+		err = tx.Commit(ctx)
 	}
-	if j.gate, j.version, err = r.gate(); err != nil {
-		return false, err
-	}
-	changed, err := s.writeGated(ctx, gates, tx, j, c, withLog)
 	if err != nil {
+		// What the transaction saw or wrote may never have been: start
+		// again from nothing known.
+		j.gate, j.version = gate{}, 0
+		gates.forget(j.breakerKey)
 		return false, err
 	}
-	return changed, tx.Commit(ctx)
+	return s.gateWritten(ctx, gates, j, w), nil
 }
 
-// writeGated is writeCompletion on q, a pool or the transaction that
-// holds the gate's row lock.
-func (s *PostgresSupervisor) writeGated(ctx context.Context, gates *gateCache, q querier, j *pgJob, c *completion, withLog bool) (bool, error) {
+// writeLocked is writeGated under the gate row's lock, taken by tx.
+func (s *PostgresSupervisor) writeLocked(ctx context.Context, tx pgx.Tx, j *pgJob, c *completion, withLog bool) (gateWrite, error) {
+	var r gateRow
+	if err := tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(r.dest()...); err != nil {
+		return gateWrite{}, err
+	}
+	var err error
+	if j.gate, j.version, err = r.gate(); err != nil {
+		return gateWrite{}, err
+	}
+	return s.writeGated(ctx, tx, j, c, withLog)
+}
+
+// gateWrite is a gate change a completion persisted: from before to after,
+// now at version.
+type gateWrite struct {
+	before, after gate
+	version       int64
+	wrote         bool
+}
+
+// gateWritten runs once a completion's write has committed: j and the
+// cache learn the gate's new row, and a change of state is logged (and
+// acted on). It reports whether the state changed.
+func (s *PostgresSupervisor) gateWritten(ctx context.Context, gates *gateCache, j *pgJob, w gateWrite) bool {
+	if !w.wrote {
+		return false
+	}
+	j.gate, j.version = w.after, w.version
+	gates.put(j.breakerKey, w.after, w.version)
+	s.gateChanged(ctx, j.breakerKey, w.before, w.after)
+	return w.before.State != w.after.State
+}
+
+// writeGated writes c on q, the pool or the transaction that holds the
+// gate row's lock: without touching the gate when the state machine says
+// c does not change it (and the gate is still the row j computed from),
+// else with the gate's new value, if its row is still at j's version. It
+// commits nothing itself and touches no cache: see gateWritten.
+// errGateMoved means the row had moved on: j now holds it.
+func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) (gateWrite, error) {
 	before := j.gate
 	after, changes := s.gateAfter(j, c)
 	if !changes {
@@ -155,7 +200,7 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, gates *gateCache, q
 				err = errGateMoved
 			}
 		}
-		return false, err
+		return gateWrite{}, err
 	}
 	var opened, retry any
 	if !after.OpenedAt.IsZero() {
@@ -169,24 +214,19 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, gates *gateCache, q
 	var leased, done bool
 	var r gateRow
 	if err := q.QueryRow(ctx, s.q.completeGate, args...).Scan(append([]any{&leased, &done}, r.dest()...)...); err != nil {
-		return false, err
+		return gateWrite{}, err
 	}
 	switch {
 	case done:
-		j.gate, j.version = after, j.version+1
-		gates.put(j.breakerKey, j.gate, j.version)
+		return gateWrite{before: before, after: after, version: j.version + 1, wrote: true}, nil
 	case !leased:
-		return false, s.fenced(ctx, q, j, false)
-	default:
-		var err error
-		if j.gate, j.version, err = r.gate(); err != nil {
-			return false, err
-		}
-		gates.put(j.breakerKey, j.gate, j.version)
-		return false, errGateMoved
+		return gateWrite{}, s.fenced(ctx, q, j, false)
 	}
-	s.gateChanged(ctx, j.breakerKey, before, after)
-	return before.State != after.State, nil
+	var err error
+	if j.gate, j.version, err = r.gate(); err != nil {
+		return gateWrite{}, err
+	}
+	return gateWrite{}, errGateMoved
 }
 
 // gateChanged logs a gate's change of state and, when it opened, defers
@@ -219,7 +259,8 @@ func (s *PostgresSupervisor) reloadGate(ctx context.Context, q querier, j *pgJob
 // completeRow writes the delivery's new state and its attempt row, fenced
 // by the lease token.
 func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
-	// A success is written only while its gate stays clean.
+	// A success is written only while its gate is still the row it was
+	// decided from, or clean.
 	skipsBreaker := c.result == breakerSuccess
 	args := completionArgs(j, c)
 	sql := s.q.completeNoLog
@@ -227,7 +268,7 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 		sql = s.q.complete
 		args = append(args, attemptArgs(nil, c.record)[1:]...)
 	}
-	args = append(args, skipsBreaker)
+	args = append(args, skipsBreaker, j.version)
 	tag, err := q.Exec(ctx, sql, args...)
 	if err != nil {
 		return err
@@ -254,13 +295,13 @@ func completionArgs(j *pgJob, c *completion) []any {
 	return []any{j.row, j.token, state, c.attempts, due, first, finished, status, nullText(c.errText)}
 }
 
-// written is the state and due time a completion writes. A held delivery
-// stays running until its lease expires; the completion statements negate
-// the lease token of a row they leave running, so a held delivery is
-// released (and a retried write recognised) by -token.
+// written is the state and due time a completion writes. A held retry
+// stays running until holdUntil; the completion statements negate the
+// lease token of a row they leave running, so a held delivery is released
+// (and a retried write recognised) by -token.
 func (j *pgJob) written(c *completion) (state string, due time.Time) {
 	if c.hold {
-		return string(StateRunning), j.leaseEnd
+		return string(StateRunning), j.holdUntil
 	}
 	return string(c.state), c.due
 }

@@ -63,8 +63,8 @@ func (r *gateRow) gate() (gate, int64, error) {
 }
 
 // gateCache is the newest row of each gate that one RunWorker call has
-// seen (with a claim) or written, so that a completion's first guess at its
-// gate is usually right. Safe for concurrent use.
+// written, or seen when a write found it moved, so that a completion's
+// first guess at its gate is usually right. Safe for concurrent use.
 type gateCache struct {
 	mu sync.Mutex
 	m  map[string]cachedGate
@@ -101,6 +101,13 @@ func (c *gateCache) put(key string, g gate, version int64) {
 		clear(c.m)
 	}
 	c.m[key] = cachedGate{g, version}
+}
+
+// forget drops what the cache knows of key.
+func (c *gateCache) forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
 }
 
 // reload reads the rows of keys and caches them. On error it forgets

@@ -353,18 +353,19 @@ func (j *mockJob) stateArgs() []any {
 // attempt row (the attempt table's columns after delivery_id).
 func (j *mockJob) completeArgs() []any {
 	a := anyArgs(18)
-	a[0] = j.key                                     // idempotency_key
-	a[5] = 1                                         // attempt_number
-	a[7] = string(webhook.OutcomeSuccess)            // outcome
-	a[8] = 200                                       // http_status
-	a[11] = timeArg(epoch)                           // occurred_at
-	a[12] = false                                    // will_retry
-	return append(append(j.stateArgs(), a...), true) // a success that skips the breaker
+	a[0] = j.key                          // idempotency_key
+	a[5] = 1                              // attempt_number
+	a[7] = string(webhook.OutcomeSuccess) // outcome
+	a[8] = 200                            // http_status
+	a[11] = timeArg(epoch)                // occurred_at
+	a[12] = false                         // will_retry
+	// A success that leaves its gate alone, decided from no gate row.
+	return append(append(j.stateArgs(), a...), true, int64(0))
 }
 
 // noLogArgs are the state-only statement's arguments.
 func (j *mockJob) noLogArgs() []any {
-	return append(j.stateArgs(), true)
+	return append(j.stateArgs(), true, int64(0))
 }
 
 // expectIdle lets the claimer find nothing more to do: empty claims, no

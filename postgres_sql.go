@@ -167,13 +167,20 @@ const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence
 // gateColumns are a gate's persisted fields, from a breakers row b.
 const gateColumns = `b.state, b.failures, b.successes, b.opened_at, b.period, b.version`
 
-// cleanGate is the condition under which a completion leaves its gate
-// alone: it is not a success (flag is false), or the gate has nothing a
-// success would change (no row, or closed with no failures).
-func cleanGate(flag, key string) string {
+// gateUnchanged is the condition under which a completion that leaves its
+// gate alone is written: it is not a success (flag is false), or the gate
+// is still the row the decision was computed from (version ver), or it is
+// clean (no row, or closed with no failures), so that a success changes
+// nothing whatever its version.
+func gateUnchanged(flag, key, ver string) string {
 	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = ` + key + ` AND (b.failures > 0 OR b.state <> 'closed')))`
+		WHERE b.breaker_key = ` + key + ` AND (b.failures > 0 OR b.state <> 'closed') AND b.version <> ` + ver + `::bigint))`
 }
+
+// openRetryAt is when an open gate row b lets a probe through. A row
+// written by a release before retry_at existed has none: due at once (the
+// gate's own timing then decides).
+const openRetryAt = `COALESCE(b.retry_at, b.opened_at)`
 
 func newPgSQL(t PostgresTables) *pgSQL {
 	r := strings.NewReplacer(
@@ -197,7 +204,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 WITH refused AS (
 	SELECT $12::boolean AND EXISTS (
 		SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = $4 AND b.state = 'open' AND b.retry_at > $11::timestamptz) AS yes
+		WHERE b.breaker_key = $4 AND b.state = 'open' AND ` + openRetryAt + ` > $11::timestamptz) AS yes
 ), seq AS (
 	INSERT INTO {sequences} AS s (sequence_key, last_value)
 	SELECT $5, 1 FROM refused WHERE $5::text IS NOT NULL AND NOT refused.yes
@@ -207,7 +214,7 @@ WITH refused AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at)
 	SELECT 'pending',
-		GREATEST($11::timestamptz, (SELECT b.retry_at FROM {breakers} b
+		GREATEST($11::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = $4 AND b.state = 'open')),
 		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $13::jsonb, $11
 	FROM refused WHERE NOT refused.yes
@@ -223,7 +230,7 @@ WITH refused AS (
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
 	q.notify = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`
-	q.refusedUntil = r.Replace(`SELECT (SELECT retry_at FROM {breakers} WHERE breaker_key = $1 AND state = 'open' AND retry_at > $2)`)
+	q.refusedUntil = r.Replace(`SELECT (SELECT ` + openRetryAt + ` FROM {breakers} b WHERE b.breaker_key = $1 AND b.state = 'open' AND ` + openRetryAt + ` > $2)`)
 	q.insertRefusal = r.Replace(`INSERT INTO {attempts} ({attempt_columns})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`)
 
@@ -259,7 +266,7 @@ RETURNING {delivery_columns}`)
 	// Gates that may let a probe through now (open past their retry_at, or
 	// half-open with a free slot: a filter; the gate decides once locked),
 	// and have work for one.
-	tripped := `(b.state = 'open' AND b.retry_at <= $1
+	tripped := `(b.state = 'open' AND ` + openRetryAt + ` <= $1
 		OR b.state = 'half_open' AND (SELECT count(*) FROM {deliveries} d WHERE d.breaker_key = b.breaker_key
 			AND d.state = 'running' AND d.probe_period = b.period AND d.due_at > $1) < $2)
 	  AND EXISTS (SELECT 1 FROM {deliveries} d
@@ -275,7 +282,7 @@ WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > 
 	// expiry, or the next open gate to half-open.
 	q.nextDue = r.Replace(`SELECT LEAST(
 	(SELECT min(due_at) FROM {deliveries} WHERE state IN ('pending', 'running') AND due_at > $1),
-	(SELECT min(retry_at) FROM {breakers} WHERE state = 'open' AND retry_at > $1))`)
+	(SELECT min(` + openRetryAt + `) FROM {breakers} b WHERE b.state = 'open' AND ` + openRetryAt + ` > $1))`)
 
 	// Completion, fenced by the lease token: the state change and the log
 	// row in one statement. No row is inserted when the lease was lost.
@@ -288,7 +295,7 @@ WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > 
 	q.complete = r.Replace(`
 WITH done AS (
 	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanGate("$28", "{deliveries}.breaker_key") + `
+	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + gateUnchanged("$28", "{deliveries}.breaker_key", "$29") + `
 	RETURNING id
 )
 INSERT INTO {attempts} ({attempt_columns})
@@ -301,7 +308,7 @@ SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
 	// a retry when it was not, the gate's row as this statement saw it.
 	q.completeGate = r.Replace(`
 WITH leased AS (
-	SELECT id FROM {deliveries} WHERE id = $1 AND lease_token = $2 AND state = 'running'
+	SELECT id FROM {deliveries} WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE
 ), gate AS (
 	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
 	SELECT $12, $29, $30, $31, $32, $33, $34, $35::bigint + 1, $21 FROM leased
@@ -328,18 +335,19 @@ FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = $12`)
 	// value ($30-$38, one element per changed gate, computed by the state
 	// machine from the row at version expected), and only if its row is
 	// still at that version; successes that leave their gate alone only
-	// while it is clean. It returns the IDs it wrote and the gates it
-	// persisted.
+	// while it is unchanged ($39, the version they were decided from) or
+	// clean. It returns the (id, lease token) pairs it wrote and the gates
+	// it persisted.
 	q.completeBatch = r.Replace(`
 WITH v AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[],
 		$7::timestamptz[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
 		$15::int[], $16::int[], $17::text[], $18::int[], $19::text[], $20::bigint[], $21::timestamptz[], $22::boolean[],
-		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[], $28::boolean[], $29::boolean[])
+		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[], $28::boolean[], $29::boolean[], $39::bigint[])
 	AS v(id, token, state, attempts, due_at, first_attempt_at, finished_at, last_status, last_error,
 		idempotency_key, url, breaker_key, sequence_key, sequence_number, attempt_number, max_attempts, outcome,
 		http_status, error_message, response_time_us, occurred_at, will_retry, next_retry_at, task_type, task_id,
-		payload_size, notification_type, gated, success)
+		payload_size, notification_type, gated, success, gate_version)
 ), g AS (
 	SELECT * FROM unnest($30::text[], $31::text[], $32::int[], $33::int[], $34::timestamptz[], $35::bigint[],
 		$36::timestamptz[], $37::bigint[], $38::timestamptz[])
@@ -361,7 +369,7 @@ WITH v AS (
 		lease_token = CASE WHEN v.state = 'running' THEN -d.lease_token ELSE d.lease_token END
 	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
 		AND CASE WHEN v.gated THEN v.breaker_key IN (SELECT breaker_key FROM gated)
-			ELSE ` + cleanGate("v.success", "d.breaker_key") + ` END
+			ELSE ` + gateUnchanged("v.success", "d.breaker_key", "v.gate_version") + ` END
 	RETURNING d.id, v.token AS lease_token
 ), logged AS (
 	INSERT INTO {attempts} ({attempt_columns})
@@ -371,13 +379,13 @@ WITH v AS (
 	FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
 	RETURNING delivery_id
 )
-SELECT delivery_id, NULL::text FROM logged
+SELECT id, lease_token, NULL::text FROM done
 UNION ALL
-SELECT NULL::bigint, breaker_key FROM gated`)
+SELECT NULL::bigint, NULL::bigint, breaker_key FROM gated`)
 	// The gates of some keys, as they are now.
 	q.gates = r.Replace(`SELECT b.breaker_key, ` + gateColumns + ` FROM {breakers} b WHERE b.breaker_key = ANY($1)`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
-WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + cleanGate("$10", "{deliveries}.breaker_key"))
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + gateUnchanged("$10", "{deliveries}.breaker_key", "$11"))
 	// A held completion left the row running under the negated token;
 	// release makes it pending for its next attempt.
 	q.release = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)

@@ -716,7 +716,8 @@ func TestPostgresConcurrentFailuresEachCountOnce(t *testing.T) {
 }
 
 // A breakers table from before the gate kept retry_at and version is
-// upgraded by CreateSchema; an open gate in it half-opens at once.
+// upgraded by CreateSchema; an open gate in it half-opens OpenTimeout after
+// it opened, as before.
 func TestPostgresCreateSchemaUpgradesTheGateTable(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.New(t)
@@ -740,11 +741,11 @@ VALUES ('https://buyer.example/dead', 'open', 0, '`+opened.Format(time.RFC3339)+
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(ctx))
 	require.NoError(t, s.CreateSchema(ctx), "idempotent once upgraded")
-	var retryAt time.Time
+	var retryAt *time.Time
 	var version int64
 	require.NoError(t, pool.QueryRow(ctx, `SELECT retry_at, version FROM adcp_webhook_breakers`).Scan(&retryAt, &version))
-	require.True(t, opened.Equal(retryAt), "an open gate of the old layout is due for its probe")
-	require.Zero(t, version)
+	require.Nil(t, retryAt, "an open gate of the old layout keeps its timing: OpenTimeout after it opened")
+	require.Equal(t, int64(1), version, "rows start at version 1: 0 means no row")
 	var oldIndex *string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('adcp_webhook_breakers_tripped_idx')::text`).Scan(&oldIndex))
 	require.Nil(t, oldIndex, "the old index is dropped")
@@ -788,4 +789,42 @@ func TestPostgresCreateSchemaLeavesACurrentSchemaAlone(t *testing.T) {
 		<-done
 		t.Fatal("CreateSchema waited for the writers' locks")
 	}
+}
+
+// Deliveries claimed but not yet started when RunWorker's context ends are
+// given back, not attempted: RunWorker starts no new attempt once asked to
+// stop.
+func TestPostgresStopStartsNoClaimedAttempt(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 1, ClaimBatch: 4})
+	url := "https://buyer.example/slow"
+	gate := make(chan struct{})
+	pe.sender.on(url, step{status: 200, gate: gate})
+	var ids []string
+	for i := range 4 {
+		ids = append(ids, pe.sendMCP(mcp(url, fmt.Sprint("t", i))).ID)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pe.sup.RunWorker(ctx) }()
+	pe.waitSent(1) // one in flight, the others claimed with it and waiting
+	cancel()
+	close(gate)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(guard):
+		t.Fatal("RunWorker did not return")
+	}
+	require.Equal(t, 1, len(pe.sender.sent()), "an attempt started after RunWorker was asked to stop")
+	pending := 0
+	for _, id := range ids {
+		d, err := pe.pg.Delivery(context.Background(), id)
+		require.NoError(t, err)
+		if d.State == webhook.StatePending {
+			pending++
+			require.Zero(t, d.Attempts)
+		}
+	}
+	require.Equal(t, 3, pending, "the three not started are pending again, uncharged")
 }

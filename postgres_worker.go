@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,6 +24,10 @@ type pgJob struct {
 	// cache's.
 	gate    gate
 	version int64
+	// holdUntil is when a held retry may be claimed by another worker if
+	// this one never releases it: not before the retry is due, nor before
+	// the sink and the release could have run.
+	holdUntil time.Time
 }
 
 func (j *pgJob) base() *job { return &j.job }
@@ -40,12 +45,14 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelAttempts()
 	p := &pgPool{
-		s:          s,
-		writer:     s.newWriter(context.WithoutCancel(ctx), newGateCache()),
-		attemptCtx: attemptCtx,
-		work:       make(chan *pgJob, s.batch),
-		slots:      make(chan struct{}, s.concurrency+s.batch),
-		wake:       make(chan struct{}, 1),
+		s:             s,
+		ctx:           ctx,
+		writer:        s.newWriter(context.WithoutCancel(ctx), newGateCache()),
+		attemptCtx:    attemptCtx,
+		lookForProbes: true,
+		work:          make(chan *pgJob, s.batch),
+		slots:         make(chan struct{}, s.concurrency+s.batch),
+		wake:          make(chan struct{}, 1),
 	}
 	p.workers.Add(s.concurrency)
 	for range s.concurrency {
@@ -69,6 +76,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 // pgPool is the workers of one RunWorker call.
 type pgPool struct {
 	s          *PostgresSupervisor
+	ctx        context.Context // RunWorker's: when done, start no attempt
 	writer     *pgWriter
 	attemptCtx context.Context // cancelled only after DrainTimeout
 	work       chan *pgJob
@@ -76,6 +84,9 @@ type pgPool struct {
 	wake       chan struct{} // something may be due
 	workers    sync.WaitGroup
 	lastProbe  time.Time // real time of the last half-open probe check
+	// lookForProbes is set when the last claim did not fill up (and at
+	// the start): the next one looks for half-open probes first.
+	lookForProbes bool
 }
 
 func (p *pgPool) signal() {
@@ -92,6 +103,13 @@ func (p *pgPool) loop() {
 	req := new(Request)
 	st := &pgWorker{p: p, w: &pgWrite{written: make(chan bool, 1)}}
 	for j := range p.work {
+		if p.ctx.Err() != nil {
+			// Claimed, but RunWorker is stopping: give it back uncharged
+			// instead of starting its attempt.
+			p.s.unclaim(p.attemptCtx, j)
+			<-p.slots
+			continue
+		}
 		if runAttempt(p.s.k, p.attemptCtx, req, j, attemptStore[*pgJob](st), guard) {
 			return // the replacement carries on and calls Done
 		}
@@ -125,6 +143,12 @@ func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, conte
 }
 
 func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool {
+	if c.hold {
+		j.holdUntil = c.end.Add(pw.p.s.k.retry.SinkTimeout + statementTimeout)
+		if c.due.After(j.holdUntil) {
+			j.holdUntil = c.due
+		}
+	}
 	return pw.p.s.write(ctx, pw.p.writer, pw.w, j, c)
 }
 
@@ -146,6 +170,15 @@ func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completion) {
 	if err := s.leased(ctx, "release", s.q.release, j.row, -j.token, c.due); err != nil {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not release a delivery for its next attempt; it is due again when its lease expires",
+			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
+	}
+}
+
+// unclaim gives back a delivery claimed but not attempted: pending, due
+// now, as it was. When it cannot, its lease runs out.
+func (s *PostgresSupervisor) unclaim(ctx context.Context, j *pgJob) {
+	if err := s.leased(ctx, "unclaim", s.q.release, j.row, j.token, s.k.clock.Now()); err != nil && !errors.Is(err, errLeaseLost) {
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not give back a delivery claimed while stopping; it is due again when its lease expires",
 			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 	}
 }

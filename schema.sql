@@ -105,8 +105,9 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_breakers (
     -- the gate computed it); NULL unless open.
     retry_at    timestamptz,
     -- Bumped by every write: a completion persists the gate's new state
-    -- only if the row is still at the version it computed from.
-    version     bigint NOT NULL DEFAULT 0,
+    -- only if the row is still at the version it computed from. (0 stands
+    -- for "no row" in the supervisor, so rows start at 1.)
+    version     bigint NOT NULL DEFAULT 1,
     updated_at  timestamptz NOT NULL
 );
 
@@ -116,10 +117,10 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_breakers'::regclass
                    AND attname = 'version' AND NOT attisdropped) THEN
+        -- Existing rows start at version 1; their open gates have no
+        -- retry_at and are probed as before, OpenTimeout after they opened.
         ALTER TABLE adcp_webhook_breakers ADD COLUMN retry_at timestamptz,
-            ADD COLUMN version bigint NOT NULL DEFAULT 0;
-        -- Open gates of the old layout half-open at once.
-        UPDATE adcp_webhook_breakers SET retry_at = opened_at WHERE state = 'open';
+            ADD COLUMN version bigint NOT NULL DEFAULT 1;
         DROP INDEX IF EXISTS adcp_webhook_breakers_tripped_idx;
     END IF;
 END $$;

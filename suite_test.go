@@ -891,12 +891,15 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 	t.Run("SinkContextCarriesTheWorkersValues", func(t *testing.T) {
 		t.Parallel()
 		type key struct{}
-		seen := make(chan any, 1)
+		type seenCtx struct {
+			value       any
+			hasDeadline bool
+		}
+		seen := make(chan seenCtx, 1)
 		e := newEnv(t, newSup, func(c *suiteConfig) {
 			c.Sink = webhook.LogSinkFunc(func(ctx context.Context, a webhook.Attempt) error {
-				seen <- ctx.Value(key{})
 				_, hasDeadline := ctx.Deadline()
-				require.True(t, hasDeadline, "the sink's call is bounded by SinkTimeout")
+				seen <- seenCtx{ctx.Value(key{}), hasDeadline}
 				return nil
 			})
 		})
@@ -907,7 +910,8 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		e.sendMCP(mcp("https://buyer.example/hook", "t1"))
 		select {
 		case v := <-seen:
-			require.Equal(t, "trace-7", v, "a value of RunWorker's context reaches the sink")
+			require.Equal(t, "trace-7", v.value, "a value of RunWorker's context reaches the sink")
+			require.True(t, v.hasDeadline, "the sink's call is bounded by SinkTimeout")
 		case <-time.After(guard):
 			t.Fatal("no record reached the sink")
 		}
