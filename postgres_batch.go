@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -79,7 +80,24 @@ type gatePlan struct {
 	persisted     bool
 }
 
-func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
+func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
+	// One completion per row: a second (a claim of the row after the
+	// first's lease expired) is written alone, so the statement's result,
+	// keyed by row, cannot be mistaken for it.
+	batch := make([]*pgWrite, 0, len(all))
+	var again []*pgWrite
+	for _, r := range all {
+		if slices.ContainsFunc(batch, func(o *pgWrite) bool { return o.j.row == r.j.row }) {
+			again = append(again, r)
+		} else {
+			batch = append(batch, r)
+		}
+	}
+	defer func() {
+		for _, r := range again {
+			r.written <- false
+		}
+	}()
 	s := w.s
 	ctx, cancel := context.WithTimeout(ctx, statementTimeout)
 	defer cancel()
@@ -149,20 +167,20 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 		gOpened, gRetry = append(gOpened, timeOrNil(p.after.OpenedAt)), append(gRetry, timeOrNil(p.after.retryAt(s.k.breaker)))
 		gPeriods, gExpected, gAt = append(gPeriods, int64(p.after.Period)), append(gExpected, p.version), append(gAt, now)
 	}
-	written := make(map[[2]int64]bool, n) // by row and lease token
+	written := make(map[int64]bool, n)
 	rows, err := s.db.Query(ctx, s.q.completeBatch, ids, tokens, states, attempts, dues, firsts, finished, statuses, lastErrs,
 		keys, urls, breakers, seqKeys, seqs, numbers, maxes, outcomes, httpStatuses, errs, respUS, occurred, retries,
 		nexts, types, tasks, sizes, nts, gated, successes,
 		gKeys, gStates, gFailures, gSuccesses, gOpened, gPeriods, gRetry, gExpected, gAt, versions)
 	if err == nil {
 		for rows.Next() {
-			var id, token *int64
+			var id *int64
 			var key *string
-			if err = rows.Scan(&id, &token, &key); err != nil {
+			if err = rows.Scan(&id, &key); err != nil {
 				break
 			}
-			if id != nil && token != nil {
-				written[[2]int64{*id, *token}] = true
+			if id != nil {
+				written[*id] = true
 			}
 			if key != nil {
 				plans[*key].persisted = true
@@ -199,7 +217,7 @@ func (w *pgWriter) write(ctx context.Context, batch []*pgWrite) {
 	for _, r := range batch {
 		p := plans[r.j.breakerKey]
 		r.changed = p.persisted && p.before.State != p.after.State
-		r.written <- written[[2]int64{r.j.row, r.j.token}]
+		r.written <- written[r.j.row]
 	}
 }
 

@@ -336,8 +336,7 @@ FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = $12`)
 	// machine from the row at version expected), and only if its row is
 	// still at that version; successes that leave their gate alone only
 	// while it is unchanged ($39, the version they were decided from) or
-	// clean. It returns the (id, lease token) pairs it wrote and the gates
-	// it persisted.
+	// clean. It returns the IDs it wrote and the gates it persisted.
 	q.completeBatch = r.Replace(`
 WITH v AS (
 	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[],
@@ -379,9 +378,9 @@ WITH v AS (
 	FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
 	RETURNING delivery_id
 )
-SELECT id, lease_token, NULL::text FROM done
+SELECT delivery_id, NULL::text FROM logged
 UNION ALL
-SELECT NULL::bigint, NULL::bigint, breaker_key FROM gated`)
+SELECT NULL::bigint, breaker_key FROM gated`)
 	// The gates of some keys, as they are now.
 	q.gates = r.Replace(`SELECT b.breaker_key, ` + gateColumns + ` FROM {breakers} b WHERE b.breaker_key = ANY($1)`)
 	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
