@@ -136,30 +136,41 @@ type attemptStore[J any] interface {
 // claimedJob is a supervisor's claimed-delivery type.
 type claimedJob interface{ base() *job }
 
+// worker is what one worker goroutine reuses from attempt to attempt.
+// Senders do not retain the request, and a completion is done with once
+// settle has run, so neither needs allocating per attempt.
+type worker struct {
+	req Request
+	c   completion
+}
+
 // runAttempt is the one attempt logic both supervisors run for a claimed
 // delivery: expire it if its retry horizon has passed, else send, classify
 // and decide (delivered, retry at t, failed, or, when the worker stopped
 // mid-attempt, due again uncharged); persist the decision; report it to the
 // sink; then settle. It returns true when the sink outlived its bound and
-// the guard replaced the calling worker, which must then exit.
-func runAttempt[J claimedJob](k *core, ctx context.Context, req *Request, j J, st attemptStore[J], g *sinkGuard) (replaced bool) {
+// the guard replaced the calling worker, which must then exit (and leave w
+// to the settle the guard runs).
+func runAttempt[J claimedJob](k *core, ctx context.Context, w *worker, j J, st attemptStore[J], g *sinkGuard) (replaced bool) {
 	b := j.base()
+	c := &w.c
 	if now := k.clock.Now(); k.pastHorizon(b.anchor(), now) {
-		c := k.expiry(b, now)
-		wake := st.complete(ctx, j, &c)
-		return g.report(c.record, func() { st.settle(j, &c, wake) })
+		*c = k.expiry(b, now)
+		wake := st.complete(ctx, j, c)
+		return g.report(c.record, func() { st.settle(j, c, wake) })
 	}
 	sendCtx, cancel, ok := st.begin(ctx, j)
 	if !ok {
-		st.settle(j, &completion{state: StateRunning}, false)
+		*c = completion{state: StateRunning}
+		st.settle(j, c, false)
 		return false
 	}
 	n := b.attempts + 1
-	res := k.send(sendCtx, req, &b.prepared, b.id, n)
+	res := k.send(sendCtx, &w.req, &b.prepared, b.id, n)
 	cancel()
-	c := k.decide(b, n, res, ctx.Err() != nil)
-	wake := st.complete(ctx, j, &c)
-	return g.report(c.record, func() { st.settle(j, &c, wake) })
+	*c = k.decide(b, n, res, ctx.Err() != nil)
+	wake := st.complete(ctx, j, c)
+	return g.report(c.record, func() { st.settle(j, c, wake) })
 }
 
 // decide turns attempt n's result into the delivery's next state. stopped

@@ -377,7 +377,7 @@ type memPool struct {
 func (p *memPool) loop(busy bool) {
 	guard := p.s.k.newSinkGuard(p.attemptCtx, p.replace)
 	defer guard.stop()
-	req := new(Request) // reused by this worker's attempts
+	w := new(worker) // reused by this worker's attempts
 	var d *memDelivery
 	for {
 		if busy {
@@ -400,7 +400,7 @@ func (p *memPool) loop(busy bool) {
 				return
 			}
 		}
-		if runAttempt(p.s.k, p.attemptCtx, req, d, memStore{p.s}, guard) {
+		if runAttempt(p.s.k, p.attemptCtx, w, d, memStore{p.s}, guard) {
 			return // a replacement carries on with this worker's slot
 		}
 		d, busy = nil, true

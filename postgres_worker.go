@@ -100,7 +100,7 @@ func (p *pgPool) signal() {
 func (p *pgPool) loop() {
 	guard := p.s.k.newSinkGuard(p.attemptCtx, func() { go p.loop() })
 	defer guard.stop()
-	req := new(Request)
+	wk := new(worker) // reused by this worker's attempts
 	st := &pgWorker{p: p, w: &pgWrite{written: make(chan bool, 1)}}
 	for j := range p.work {
 		if p.ctx.Err() != nil {
@@ -110,7 +110,7 @@ func (p *pgPool) loop() {
 			<-p.slots
 			continue
 		}
-		if runAttempt(p.s.k, p.attemptCtx, req, j, attemptStore[*pgJob](st), guard) {
+		if runAttempt(p.s.k, p.attemptCtx, wk, j, attemptStore[*pgJob](st), guard) {
 			return // the replacement carries on and calls Done
 		}
 	}
