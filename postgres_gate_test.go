@@ -117,16 +117,7 @@ func TestPostgresUpgradedGateKeepsItsFailures(t *testing.T) {
 	pool := pgtest.New(t)
 	ctx := context.Background()
 	url := "https://buyer.example/flaky"
-	_, err := pool.Exec(ctx, `
-CREATE TABLE adcp_webhook_breakers (
-    breaker_key text PRIMARY KEY,
-    state       text NOT NULL DEFAULT 'closed' CHECK (state IN ('closed', 'open', 'half_open')),
-    failures    integer NOT NULL DEFAULT 0,
-    successes   integer NOT NULL DEFAULT 0,
-    opened_at   timestamptz,
-    period      bigint NOT NULL DEFAULT 0,
-    updated_at  timestamptz NOT NULL
-);
+	_, err := pool.Exec(ctx, oldGateTable+`
 INSERT INTO adcp_webhook_breakers (breaker_key, failures, updated_at) VALUES ('`+url+`', 3, now());`)
 	require.NoError(t, err)
 	sender := newScriptedSender()

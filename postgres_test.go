@@ -715,15 +715,9 @@ func TestPostgresConcurrentFailuresEachCountOnce(t *testing.T) {
 		"at most one gate write per failure (a batch writes its failures' count at once)")
 }
 
-// A breakers table from before the gate kept retry_at and version is
-// upgraded by CreateSchema; an open gate in it half-opens OpenTimeout after
-// it opened, as before.
-func TestPostgresCreateSchemaUpgradesTheGateTable(t *testing.T) {
-	t.Parallel()
-	pool := pgtest.New(t)
-	ctx := context.Background()
-	opened := epoch.Add(-time.Hour)
-	_, err := pool.Exec(ctx, `
+// oldGateTable is the breakers table as releases before the persisted gate
+// created it.
+const oldGateTable = `
 CREATE TABLE adcp_webhook_breakers (
     breaker_key text PRIMARY KEY,
     state       text NOT NULL DEFAULT 'closed' CHECK (state IN ('closed', 'open', 'half_open')),
@@ -733,7 +727,17 @@ CREATE TABLE adcp_webhook_breakers (
     period      bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL
 );
-CREATE INDEX adcp_webhook_breakers_tripped_idx ON adcp_webhook_breakers (opened_at) WHERE state <> 'closed';
+CREATE INDEX adcp_webhook_breakers_tripped_idx ON adcp_webhook_breakers (opened_at) WHERE state <> 'closed';`
+
+// A breakers table from before the gate kept retry_at and version is
+// upgraded by CreateSchema; an open gate in it half-opens OpenTimeout after
+// it opened, as before.
+func TestPostgresCreateSchemaUpgradesTheGateTable(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	opened := epoch.Add(-time.Hour)
+	_, err := pool.Exec(ctx, oldGateTable+`
 INSERT INTO adcp_webhook_breakers (breaker_key, state, failures, opened_at, updated_at)
 VALUES ('https://buyer.example/dead', 'open', 0, '`+opened.Format(time.RFC3339)+`', now());`)
 	require.NoError(t, err)
