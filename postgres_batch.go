@@ -117,8 +117,9 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 			p.after, p.changed = next, true
 		}
 	}
-	if len(batch) == 1 && !plans[batch[0].j.breakerKey].changed {
+	if p := plans[batch[0].j.breakerKey]; len(batch) == 1 && !p.changed {
 		r := batch[0]
+		r.j.gate, r.j.version = p.before, p.version
 		r.changed = false
 		r.written <- s.completeRow(ctx, s.db, r.j, r.c, true) == nil
 		return
@@ -137,7 +138,7 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 	)
 	for i, r := range batch {
 		c, a := r.c, &r.c.record
-		states[i], dues[i] = r.j.written(c)
+		states[i], dues[i] = s.written(r.j, c)
 		ids[i], tokens[i], attempts[i] = r.j.row, r.j.token, int32(c.attempts)
 		firsts[i], finished[i], statuses[i], lastErrs[i] = timeOrNil(c.firstAt), timeOrNil(c.finishedAt), int32OrNil(c.status), textOrNil(c.errText)
 		keys[i], urls[i], breakers[i], seqKeys[i] = a.IdempotencyKey, a.URL, a.BreakerKey, textOrNil(a.SequenceKey)

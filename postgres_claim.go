@@ -119,7 +119,12 @@ func (p *pgPool) claimFor(ctx context.Context, n int, now, lease time.Time, toke
 		p.lastProbe = time.Now()
 		var err error
 		if jobs, err = s.claimProbes(ctx, nil, n, now, lease, token); err != nil {
-			return nil, err
+			// Probes wait for the next look; other endpoints' deliveries
+			// do not wait for them.
+			p.lookForProbes = false
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: claiming half-open probes failed; retrying later",
+				slog.String("error", err.Error()))
+			jobs = nil
 		}
 	}
 	want := n - len(jobs)

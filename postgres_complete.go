@@ -209,7 +209,7 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 	if t := after.retryAt(s.k.breaker); !t.IsZero() {
 		retry = t
 	}
-	args := append(completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
+	args := append(s.completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
 	args = append(args, withLog, after.State.String(), after.Failures, after.Successes, opened, int64(after.Period), retry, j.version)
 	var leased, done bool
 	var r gateRow
@@ -259,16 +259,16 @@ func (s *PostgresSupervisor) reloadGate(ctx context.Context, q querier, j *pgJob
 // completeRow writes the delivery's new state and its attempt row, fenced
 // by the lease token.
 func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
-	// A success is written only while its gate is still the row it was
-	// decided from, or clean.
-	skipsBreaker := c.result == breakerSuccess
-	args := completionArgs(j, c)
+	// Written only while its gate is still the row it was decided from
+	// (or, for a success, clean).
+	success := c.result == breakerSuccess
+	args := s.completionArgs(j, c)
 	sql := s.q.completeNoLog
 	if withLog {
 		sql = s.q.complete
 		args = append(args, attemptArgs(nil, c.record)[1:]...)
 	}
-	args = append(args, skipsBreaker, j.version)
+	args = append(args, success, j.version)
 	tag, err := q.Exec(ctx, sql, args...)
 	if err != nil {
 		return err
@@ -276,11 +276,11 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 	if tag.RowsAffected() == 1 {
 		return nil
 	}
-	return s.fenced(ctx, q, j, skipsBreaker)
+	return s.fenced(ctx, q, j, true) // the gate guard may have refused it
 }
 
 // completionArgs are a completion's state columns, fenced by j's lease.
-func completionArgs(j *pgJob, c *completion) []any {
+func (s *PostgresSupervisor) completionArgs(j *pgJob, c *completion) []any {
 	var finished, first, status any
 	if !c.finishedAt.IsZero() {
 		finished = c.finishedAt
@@ -291,26 +291,35 @@ func completionArgs(j *pgJob, c *completion) []any {
 	if c.status != 0 {
 		status = c.status
 	}
-	state, due := j.written(c)
+	state, due := s.written(j, c)
 	return []any{j.row, j.token, state, c.attempts, due, first, finished, status, nullText(c.errText)}
 }
 
 // written is the state and due time a completion writes. A held retry
-// stays running until holdUntil; the completion statements negate the
-// lease token of a row they leave running, so a held delivery is released
-// (and a retried write recognised) by -token.
-func (j *pgJob) written(c *completion) (state string, due time.Time) {
-	if c.hold {
-		return string(StateRunning), j.holdUntil
+// stays running, claimable by another worker only if this one never
+// releases it: not before the retry is due, the claim's lease ends, or
+// the sink and the release could have run after this write. The
+// completion statements negate the lease token of a row they leave
+// running, so a held delivery is released (and a retried write
+// recognised) by -token.
+func (s *PostgresSupervisor) written(j *pgJob, c *completion) (state string, due time.Time) {
+	if !c.hold {
+		return string(c.state), c.due
 	}
-	return string(c.state), c.due
+	due = s.k.clock.Now().Add(s.k.retry.SinkTimeout + statementTimeout)
+	for _, t := range []time.Time{c.due, j.leaseEnd} {
+		if t.After(due) {
+			due = t
+		}
+	}
+	return string(StateRunning), due
 }
 
 // fenced explains a completion that wrote no row: the lease moved on
 // (errLeaseLost), an earlier try of this write committed without our
 // hearing of it (nil), or a success found its gate no longer clean
 // (errGateMoved).
-func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, skipsBreaker bool) error {
+func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, guarded bool) error {
 	var state string
 	var token *int64
 	if err := q.QueryRow(ctx, s.q.leaseState, j.row).Scan(&state, &token); err != nil {
@@ -323,7 +332,7 @@ func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, sk
 		if state != string(StateRunning) {
 			return nil
 		}
-		if skipsBreaker {
+		if guarded {
 			return errGateMoved
 		}
 	}

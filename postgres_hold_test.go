@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -67,4 +68,51 @@ func TestPostgresHeldRetryOutlivesItsLease(t *testing.T) {
 	sent := pe.sentWithin(3, 3*time.Second)
 	close(release)
 	require.False(t, sent, "attempt 2 was sent while the sink held attempt 1's record, 15s before its Retry-After")
+}
+
+// A held retry whose write took longer than SinkTimeout plus a statement's
+// time (a lock wait, failover retries: up to the lease) is still held: the
+// hold counts from the write, not from the attempt's end, so no other
+// worker sends attempt 2 before the sink has had attempt 1's record.
+func TestPostgresHeldRetryCountsFromItsWrite(t *testing.T) {
+	t.Parallel()
+	url := "https://buyer.example/busy"
+	inSink, releaseSink := make(chan struct{}, 1), make(chan struct{})
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 4}, func(c *suiteConfig) {
+		c.Retry.SinkTimeout = guard
+		sink := c.Sink
+		c.Sink = webhook.LogSinkFunc(func(ctx context.Context, a webhook.Attempt) error {
+			if a.URL == url && a.AttemptNumber == 1 {
+				inSink <- struct{}{}
+				<-releaseSink
+			}
+			return sink.RecordAttempt(ctx, a)
+		})
+	})
+	ctx := context.Background()
+	sending := make(chan struct{})
+	pe.sender.on(url, step{status: 429, header: http.Header{"Retry-After": {"1"}}, gate: sending})
+	runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	id, _ := strconv.ParseInt(r.ID, 10, 64)
+	pe.waitSent(1)
+	// The database is slow: the completion's write waits on the row.
+	tx, err := pe.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT 1 FROM adcp_webhook_deliveries WHERE id = $1 FOR UPDATE`, id)
+	require.NoError(t, err)
+	close(sending)
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`) > 0
+	}, guard, 10*time.Millisecond)
+	pe.clock.Set(epoch.Add(guard + 16*time.Second)) // the write took SinkTimeout + 16s (lease: 2m)
+	require.NoError(t, tx.Rollback(ctx))
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE id = $1 AND lease_token < 0`, id) == 1
+	}, guard, 10*time.Millisecond)
+	<-inSink // the sink has attempt 1's record now
+	pe.sendMCP(mcp("https://buyer.example/other", "wake"))
+	sent := pe.sentWithin(3, 3*time.Second)
+	close(releaseSink)
+	require.False(t, sent, "attempt 2 was sent before the sink returned from attempt 1's record: %+v", pe.sender.sent())
 }

@@ -168,13 +168,14 @@ const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence
 const gateColumns = `b.state, b.failures, b.successes, b.opened_at, b.period, b.version`
 
 // gateUnchanged is the condition under which a completion that leaves its
-// gate alone is written: it is not a success (flag is false), or the gate
-// is still the row the decision was computed from (version ver), or it is
-// clean (no row, or closed with no failures), so that a success changes
-// nothing whatever its version.
+// gate alone is written: the gate is still the row the decision was
+// computed from (version ver; 0: no row), or, for a success (flag), it is
+// clean (closed with no failures), which a success leaves alone whatever
+// its version.
 func gateUnchanged(flag, key, ver string) string {
-	return `(NOT ` + flag + `::boolean OR NOT EXISTS (SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = ` + key + ` AND (b.failures > 0 OR b.state <> 'closed') AND b.version <> ` + ver + `::bigint))`
+	return `NOT EXISTS (SELECT 1 FROM {breakers} b
+		WHERE b.breaker_key = ` + key + ` AND b.version <> ` + ver + `::bigint
+		  AND NOT (` + flag + `::boolean AND b.failures = 0 AND b.state = 'closed'))`
 }
 
 // openRetryAt is when an open gate row b lets a probe through. A row

@@ -24,10 +24,6 @@ type pgJob struct {
 	// cache's.
 	gate    gate
 	version int64
-	// holdUntil is when a held retry may be claimed by another worker if
-	// this one never releases it: not before the retry is due, nor before
-	// the sink and the release could have run.
-	holdUntil time.Time
 }
 
 func (j *pgJob) base() *job { return &j.job }
@@ -143,12 +139,6 @@ func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, conte
 }
 
 func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool {
-	if c.hold {
-		j.holdUntil = c.end.Add(pw.p.s.k.retry.SinkTimeout + statementTimeout)
-		if c.due.After(j.holdUntil) {
-			j.holdUntil = c.due
-		}
-	}
 	return pw.p.s.write(ctx, pw.p.writer, pw.w, j, c)
 }
 
