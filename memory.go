@@ -28,7 +28,8 @@ type MemoryConfig struct {
 	Breaker BreakerPolicy
 	// LogSink receives every [Attempt]. Defaults to nil: no sink.
 	LogSink LogSink
-	// Logger receives the supervisor's own warnings (a failing sink, say).
+	// Logger receives the supervisor's own warnings (a failing sink, say)
+	// and, at Info, circuit-breaker transitions.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
 	// Concurrency is how many attempts one RunWorker call runs at once.

@@ -50,6 +50,7 @@ type pgConfigurer interface {
 // querier is a pool or a transaction.
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
@@ -69,7 +70,8 @@ type PostgresConfig struct {
 	// the log.
 	LogSink LogSink
 	// Logger receives the supervisor's own warnings (a lost connection, a
-	// failing sink). Defaults to slog.Default().
+	// failing sink) and, at Info, circuit-breaker transitions. Defaults to
+	// slog.Default().
 	Logger *slog.Logger
 	// Concurrency is how many attempts one RunWorker call runs at once.
 	// Defaults to 16.
@@ -496,18 +498,11 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) error {
 // Breaker returns the state of the breaker for key (a BreakerKey, or a URL
 // for webhooks without one).
 func (s *PostgresSupervisor) Breaker(ctx context.Context, key string) (BreakerState, error) {
-	var r gateRow
-	err := s.db.QueryRow(ctx, s.q.breakerState, key).Scan(r.dest()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return BreakerClosed, nil
-	}
-	var b gate
-	if err == nil {
-		b, _, err = r.gate()
-	}
+	gates, err := s.loadGates(ctx, s.db, []string{key})
 	if err != nil {
 		return BreakerClosed, dbError("breaker", err)
 	}
+	b := gates[key].g // no row: closed
 	b.advance(s.k.breaker, s.k.clock.Now())
 	return b.State, nil
 }

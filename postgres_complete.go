@@ -244,14 +244,10 @@ func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before
 
 // reloadGate reads j's gate row again.
 func (s *PostgresSupervisor) reloadGate(ctx context.Context, q querier, j *pgJob) error {
-	var r gateRow
-	err := q.QueryRow(ctx, s.q.breakerState, j.breakerKey).Scan(r.dest()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		j.gate, j.version = gate{}, 0
-		return nil
-	}
+	gates, err := s.loadGates(ctx, q, []string{j.breakerKey})
 	if err == nil {
-		j.gate, j.version, err = r.gate()
+		e := gates[j.breakerKey] // no row: a closed gate at version 0
+		j.gate, j.version = e.g, e.version
 	}
 	return err
 }

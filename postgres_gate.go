@@ -111,33 +111,40 @@ func (c *gateCache) forget(key string) {
 }
 
 // reload reads the rows of keys and caches them. On error it forgets
-// them: completions then start from their claim's snapshot.
+// them: completions then start from what their jobs saw.
 func (c *gateCache) reload(ctx context.Context, s *PostgresSupervisor, keys []string) {
-	rows, err := s.db.Query(ctx, s.q.gates, keys)
-	if err == nil {
-		for rows.Next() {
-			var key string
-			var r gateRow
-			if err = rows.Scan(append([]any{&key}, r.dest()...)...); err != nil {
-				break
-			}
-			g, v, gerr := r.gate()
-			if gerr != nil {
-				err = gerr
-				break
-			}
-			c.put(key, g, v)
-		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
-		}
-	}
+	gates, err := s.loadGates(ctx, s.db, keys)
 	if err != nil {
-		c.mu.Lock()
 		for _, k := range keys {
-			delete(c.m, k)
+			c.forget(k)
 		}
-		c.mu.Unlock()
+		return
 	}
+	for k, e := range gates {
+		c.put(k, e.g, e.version)
+	}
+}
+
+// loadGates reads the gate rows of keys; a key with no row is missing
+// from the result (a closed gate at version 0).
+func (s *PostgresSupervisor) loadGates(ctx context.Context, q querier, keys []string) (map[string]cachedGate, error) {
+	rows, err := q.Query(ctx, s.q.gates, keys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[string]cachedGate, len(keys))
+	for rows.Next() {
+		var key string
+		var r gateRow
+		if err := rows.Scan(append([]any{&key}, r.dest()...)...); err != nil {
+			return nil, err
+		}
+		g, v, err := r.gate()
+		if err != nil {
+			return nil, err
+		}
+		out[key] = cachedGate{g, v}
+	}
+	return out, rows.Err()
 }

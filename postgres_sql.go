@@ -145,7 +145,6 @@ type pgSQL struct {
 	redeliver      string
 	purge          string
 	purgeRefusals  string
-	breakerState   string
 	nextSequence   string
 }
 
@@ -422,7 +421,6 @@ RETURNING pg_notify($3, '')`)
 	q.purgeRefusals = r.Replace(`DELETE FROM {attempts} WHERE id IN (
 	SELECT id FROM {attempts} WHERE delivery_id IS NULL AND occurred_at < $1
 	ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)`)
-	q.breakerState = r.Replace(`SELECT ` + gateColumns + ` FROM {breakers} b WHERE b.breaker_key = $1`)
 	q.nextSequence = r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES ($1, 1)
 ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 RETURNING last_value`)
