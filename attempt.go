@@ -136,28 +136,41 @@ type attemptStore[J any] interface {
 // claimedJob is a supervisor's claimed-delivery type.
 type claimedJob interface{ base() *job }
 
-// worker is what one worker goroutine reuses from attempt to attempt.
+// attemptWorker runs the attempt logic on one of a pool's worker
+// goroutines. It reuses its request and completion from attempt to attempt:
 // Senders do not retain the request, and a completion is done with once
 // settle has run, so neither needs allocating per attempt.
-type worker struct {
-	req Request
-	c   completion
+type attemptWorker[J claimedJob] struct {
+	k     *core
+	st    attemptStore[J]
+	guard *sinkGuard
+	req   Request
+	c     completion
 }
 
-// runAttempt is the one attempt logic both supervisors run for a claimed
+// newAttemptWorker returns a worker for a pool goroutine whose attempts run
+// under ctx and whose replacement (when the sink outlives its bound) replace
+// starts.
+func newAttemptWorker[J claimedJob](k *core, ctx context.Context, replace func(), st attemptStore[J]) *attemptWorker[J] {
+	return &attemptWorker[J]{k: k, st: st, guard: k.newSinkGuard(ctx, replace)}
+}
+
+// Stop releases the sink guard's timer when the goroutine exits.
+func (w *attemptWorker[J]) Stop() { w.guard.stop() }
+
+// Run is the one attempt logic both supervisors run for a claimed
 // delivery: expire it if its retry horizon has passed, else send, classify
 // and decide (delivered, retry at t, failed, or, when the worker stopped
 // mid-attempt, due again uncharged); persist the decision; report it to the
 // sink; then settle. It returns true when the sink outlived its bound and
 // the guard replaced the calling worker, which must then exit (and leave w
 // to the settle the guard runs).
-func runAttempt[J claimedJob](k *core, ctx context.Context, w *worker, j J, st attemptStore[J], g *sinkGuard) (replaced bool) {
-	b := j.base()
-	c := &w.c
+func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
+	k, st, b, c := w.k, w.st, j.base(), &w.c
 	if now := k.clock.Now(); k.pastHorizon(b.anchor(), now) {
 		*c = k.expiry(b, now)
 		wake := st.complete(ctx, j, c)
-		return g.report(c.record, func() { st.settle(j, c, wake) })
+		return w.guard.report(c.record, func() { st.settle(j, c, wake) })
 	}
 	sendCtx, cancel, ok := st.begin(ctx, j)
 	if !ok {
@@ -170,7 +183,7 @@ func runAttempt[J claimedJob](k *core, ctx context.Context, w *worker, j J, st a
 	cancel()
 	*c = k.decide(b, n, res, ctx.Err() != nil)
 	wake := st.complete(ctx, j, c)
-	return g.report(c.record, func() { st.settle(j, c, wake) })
+	return w.guard.report(c.record, func() { st.settle(j, c, wake) })
 }
 
 // decide turns attempt n's result into the delivery's next state. stopped

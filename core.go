@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
-	"time"
 )
 
 // core is what every supervisor shares: policies, sender, sink, logger and
@@ -77,26 +75,6 @@ func isNil(v any) bool {
 		return rv.IsNil()
 	}
 	return false
-}
-
-// drain waits for a stopping RunWorker's workers; once timeout passes it
-// cancels their attempts (cancel) and waits for them to record that.
-func (k *core) drain(ctx context.Context, workers *sync.WaitGroup, timeout time.Duration, cancel func()) {
-	drained := make(chan struct{})
-	go func() {
-		workers.Wait()
-		close(drained)
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-drained:
-	case <-t.C:
-		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: drain timeout passed; cancelling in-flight attempts",
-			slog.Duration("drain_timeout", timeout))
-		cancel()
-		<-drained
-	}
 }
 
 // breakerChanged logs a breaker's transition, the same way for every

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/adcpkit/webhook/internal/engine"
 )
 
 // MemorySupervisor defaults.
@@ -303,112 +305,83 @@ func (d *memDelivery) snapshot() Delivery {
 
 // RunWorker delivers queued webhooks until ctx is done. See [Supervisor].
 //
-// It runs Concurrency worker goroutines. A worker that finishes an attempt
-// claims the next ready delivery itself; idle workers are woken by one
-// dispatcher, which claims a delivery only when a worker is free. A worker
-// is busy for the attempt and for the log sink call that reports it, at most
-// SinkTimeout: a worker stuck in the sink is replaced.
+// It runs Concurrency worker goroutines fed by one claimer, which claims
+// ready deliveries only for free workers. A worker is busy for the attempt
+// and for the log sink call that reports it, at most SinkTimeout: a worker
+// stuck in the sink is replaced.
 func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
-	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelAttempts()
-	p := &memPool{
-		s:          s,
-		ctx:        ctx,
-		attemptCtx: attemptCtx,
-		work:       make(chan *memDelivery),
-		slots:      make(chan struct{}, s.concurrency),
-	}
-	p.workers.Add(s.concurrency)
-	for range s.concurrency {
-		go p.loop(false)
-	}
+	engine.New(engine.Config{
+		Workers:      s.concurrency,
+		Batch:        s.concurrency,
+		DrainTimeout: s.drainTimeout,
+		Logger:       s.k.logger,
+	}, engine.Source[*memDelivery](&memSource{s: s}),
+		func(ctx context.Context, replace func()) engine.Worker[*memDelivery] {
+			return newAttemptWorker(s.k, ctx, replace, attemptStore[*memDelivery](memStore{s}))
+		}).Run(ctx)
+	return nil
+}
 
-	for ctx.Err() == nil {
-		select {
-		case p.slots <- struct{}{}:
-		case <-ctx.Done():
-			continue
-		}
-		s.mu.Lock()
-		d, wake := s.claimLocked(s.k.clock.Now())
-		var changed chan struct{}
+// memSource is the queue as one RunWorker call's pool sees it.
+type memSource struct {
+	s *MemorySupervisor
+	// Set by a claim that came back short, for Idle: closed on the next
+	// change to the queue, and when the earliest delayed delivery falls due.
+	changed chan struct{}
+	next    time.Time
+}
+
+// Claim takes up to n ready deliveries.
+func (src *memSource) Claim(_ context.Context, n int) ([]*memDelivery, error) {
+	s := src.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.k.clock.Now()
+	var ds []*memDelivery
+	for len(ds) < n {
+		d, next := s.claimLocked(now)
 		if d == nil {
 			if s.changed == nil {
 				s.changed = make(chan struct{})
 			}
-			changed = s.changed
+			src.changed, src.next = s.changed, next
+			break
 		}
-		s.mu.Unlock()
-		if d != nil {
-			p.work <- d
-			continue
-		}
-		<-p.slots
-		var timer <-chan time.Time
-		stop := func() bool { return false }
-		if !wake.IsZero() {
-			timer, stop = s.k.clock.TimerAt(wake)
-		}
-		select {
-		case <-ctx.Done():
-		case <-changed:
-		case <-timer:
-		}
-		stop()
+		ds = append(ds, d)
 	}
-	close(p.work)
-
-	s.k.drain(ctx, &p.workers, s.drainTimeout, cancelAttempts)
-	return nil
+	return ds, nil
 }
 
-// memPool is the worker goroutines of one RunWorker call. A worker holds a
-// slot while busy; the dispatcher hands work only to a free slot.
-type memPool struct {
-	s          *MemorySupervisor
-	ctx        context.Context // RunWorker's: when done, claim nothing more
-	attemptCtx context.Context // cancelled only after DrainTimeout
-	work       chan *memDelivery
-	slots      chan struct{}
-	workers    sync.WaitGroup
-}
-
-// loop is one worker. busy means it holds a slot and has just finished an
-// attempt (a replacement for a worker stuck in the log sink starts so).
-func (p *memPool) loop(busy bool) {
-	guard := p.s.k.newSinkGuard(p.attemptCtx, p.replace)
-	defer guard.stop()
-	w := new(worker) // reused by this worker's attempts
-	var d *memDelivery
-	for {
-		if busy {
-			// Keep claiming while work is ready, so a busy worker needs no
-			// hand-off from the dispatcher between deliveries.
-			if p.ctx.Err() == nil {
-				p.s.mu.Lock()
-				d, _ = p.s.claimLocked(p.s.k.clock.Now())
-				p.s.mu.Unlock()
-			}
-			if d == nil {
-				<-p.slots
-				busy = false
-				continue
-			}
-		} else {
-			var ok bool
-			if d, ok = <-p.work; !ok {
-				p.workers.Done()
-				return
-			}
-		}
-		if runAttempt(p.s.k, p.attemptCtx, w, d, memStore{p.s}, guard) {
-			return // a replacement carries on with this worker's slot
-		}
-		d, busy = nil, true
+// Idle waits for a change to the queue, the next delayed delivery, or wake.
+func (src *memSource) Idle(ctx context.Context, wake <-chan struct{}) {
+	var timer <-chan time.Time
+	stop := func() bool { return false }
+	if !src.next.IsZero() {
+		timer, stop = src.s.k.clock.TimerAt(src.next)
+	}
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case <-src.changed:
+	case <-timer:
+	case <-wake:
 	}
 }
 
-func (p *memPool) replace() { go p.loop(true) }
+// Unclaim puts back a delivery claimed while RunWorker was stopping,
+// ready, and frees the probe slot it held.
+func (src *memSource) Unclaim(_ context.Context, d *memDelivery) {
+	s := src.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.breakers[d.breakerKey]; b != nil && d.probe != 0 {
+		b.record(s.k.breaker, breakerNeutral, d.probe, s.k.clock.Now())
+		s.releaseParkedLocked(d.breakerKey, b)
+	}
+	d.probe, d.state = 0, StatePending
+	s.ready = append(s.ready, d)
+	s.signalLocked()
+}
 
 // claimLocked takes the next delivery whose breaker allows an attempt, or
 // reports when the earliest delayed one falls due (zero: none is waiting).
@@ -531,7 +504,7 @@ func (s *MemorySupervisor) finishLocked(d *memDelivery) {
 	}
 }
 
-// signalLocked wakes dispatchers waiting for a change, if any.
+// signalLocked wakes claimers waiting for a change, if any.
 func (s *MemorySupervisor) signalLocked() {
 	if s.changed != nil {
 		close(s.changed)

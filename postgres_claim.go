@@ -11,78 +11,28 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The claimer: it claims due deliveries for free workers (half-open probes
-// within their gates' slots), and waits when there are none.
+// The claimer's source: it claims due deliveries for the worker pool's free
+// slots (half-open probes first, within their gates' slots), and waits when
+// there are none.
 
-// claimLoop claims due deliveries for free workers until ctx is done. A
-// slot is a worker's attempt or a claimed delivery waiting in the work
-// channel for one: while there is a backlog the claimer keeps up to
-// ClaimBatch deliveries waiting and claims half a batch at a time, so claims
-// stay few per delivery; when there is none it claims for every worker that
-// frees up, at once.
-func (p *pgPool) claimLoop(ctx context.Context) {
-	s := p.s
-	backoff := newBackoff()
-	backlog := false
-	for ctx.Err() == nil {
-		n := 0
-		want := 1
-		if backlog {
-			want = max(1, s.batch/2)
-		}
-		for n < want {
-			select {
-			case p.slots <- struct{}{}:
-				n++
-			case <-ctx.Done():
-				for range n {
-					<-p.slots
-				}
-				return
-			}
-		}
-	more:
-		for n < s.batch {
-			select {
-			case p.slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		now := s.k.clock.Now()
-		jobs, err := p.claim(ctx, n, now)
-		for range n - len(jobs) {
-			<-p.slots
-		}
-		for _, j := range jobs {
-			p.work <- j
-		}
-		backlog = err == nil && len(jobs) == n
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: claiming deliveries failed; retrying",
-				slog.String("error", err.Error()), slog.Duration("retry_in", backoff.peek()))
-			sleepCtx(ctx, backoff.next())
-			continue
-		}
-		backoff.reset()
-		if !backlog {
-			p.idle(ctx, now)
-		}
-	}
+// pgSource is the deliveries table as one RunWorker call's pool sees it.
+type pgSource struct {
+	s         *PostgresSupervisor
+	now       time.Time // of the last claim, by the supervisor's clock
+	lastProbe time.Time // real time of the last half-open probe check
+	// lookForProbes is set when the last claim did not fill up (and at
+	// the start): the next one looks for half-open probes first.
+	lookForProbes bool
 }
 
-// idle waits until something may be due: a notification, a local change,
-// the next due delivery or breaker, or the poll interval.
-func (p *pgPool) idle(ctx context.Context, now time.Time) {
-	s := p.s
+// Idle waits until something may be due: a notification or local change
+// (wake), the next due delivery or breaker, or the poll interval.
+func (src *pgSource) Idle(ctx context.Context, wake <-chan struct{}) {
+	s := src.s
 	var due <-chan time.Time
 	stop := func() bool { return false }
 	var next *time.Time
-	if err := s.db.QueryRow(ctx, s.q.nextDue, now).Scan(&next); err == nil && next != nil {
+	if err := s.db.QueryRow(ctx, s.q.nextDue, src.now).Scan(&next); err == nil && next != nil {
 		due, stop = s.k.clock.TimerAt(*next)
 	}
 	defer stop()
@@ -90,38 +40,42 @@ func (p *pgPool) idle(ctx context.Context, now time.Time) {
 	defer poll.Stop()
 	select {
 	case <-ctx.Done():
-	case <-p.wake:
+	case <-wake:
 	case <-due:
 	case <-poll.C:
 	}
 }
 
-// claim takes up to n due deliveries. Half-open probes come first, when
-// they are looked for: after a claim that did not fill up, and at least
-// once a second under load, so that a busy queue cannot starve a
+// Unclaim gives back a delivery claimed while RunWorker was stopping.
+func (src *pgSource) Unclaim(ctx context.Context, j *pgJob) { src.s.unclaim(ctx, j) }
+
+// Claim takes up to n due deliveries under one lease. Half-open probes come
+// first, when they are looked for: after a claim that did not fill up, and
+// at least once a second under load, so that a busy queue cannot starve a
 // recovering endpoint; then deliveries whose gate is closed.
-func (p *pgPool) claim(ctx context.Context, n int, now time.Time) ([]*pgJob, error) {
-	s := p.s
+func (src *pgSource) Claim(ctx context.Context, n int) ([]*pgJob, error) {
+	s := src.s
+	src.now = s.k.clock.Now()
 	token := newLeaseToken()
-	lease := now.Add(s.lease)
+	lease := src.now.Add(s.lease)
 	started := time.Now()
-	jobs, err := p.claimFor(ctx, n, now, lease, token)
+	jobs, err := src.claim(ctx, n, lease, token)
 	for _, j := range jobs {
 		j.claimed, j.leaseEnd = started, lease
 	}
 	return jobs, err
 }
 
-func (p *pgPool) claimFor(ctx context.Context, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
-	s := p.s
+func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token int64) ([]*pgJob, error) {
+	s, now := src.s, src.now
 	var jobs []*pgJob
-	if p.lookForProbes || time.Since(p.lastProbe) > time.Second {
-		p.lastProbe = time.Now()
+	if src.lookForProbes || time.Since(src.lastProbe) > time.Second {
+		src.lastProbe = time.Now()
 		var err error
 		if jobs, err = s.claimProbes(ctx, nil, n, now, lease, token); err != nil {
 			// Probes wait for the next look; other endpoints' deliveries
 			// do not wait for them.
-			p.lookForProbes = false
+			src.lookForProbes = false
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: claiming half-open probes failed; retrying later",
 				slog.String("error", err.Error()))
 			jobs = nil
@@ -137,7 +91,7 @@ func (p *pgPool) claimFor(ctx context.Context, n int, now, lease time.Time, toke
 	}
 	probes := len(jobs)
 	jobs, err = scanJobs(rows, token, 0, jobs)
-	p.lookForProbes = len(jobs)-probes < want
+	src.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
 }
 

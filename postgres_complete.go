@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/engine"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -45,7 +46,7 @@ func (s *PostgresSupervisor) gateAfter(j *pgJob, c *completion) (gate, bool) {
 func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pgJob, c *completion) (breakerChanged bool) {
 	ctx = context.WithoutCancel(ctx) // results are written after cancellation too
 	giveUp := j.claimed.Add(s.lease)
-	backoff := newBackoff()
+	var backoff engine.Backoff
 	withLog := true
 	moved := 0
 	for {
@@ -83,7 +84,7 @@ func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pg
 		}
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: recording an attempt's result failed; retrying",
 			slog.String("delivery_id", j.id), slog.String("error", dbError("complete", err).Error()))
-		time.Sleep(backoff.next())
+		time.Sleep(backoff.Next())
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/adcpkit/webhook/internal/engine"
 )
 
 // Maintenance: purging finished deliveries after Retention.
@@ -17,7 +19,7 @@ func (s *PostgresSupervisor) purgeLoop(ctx context.Context) {
 		if _, err := s.Purge(ctx); err != nil && ctx.Err() == nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: purging finished deliveries failed", slog.String("error", err.Error()))
 		}
-		if !sleepCtx(ctx, purgeEvery) {
+		if !engine.Sleep(ctx, purgeEvery) {
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/adcpkit/webhook/internal/engine"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -13,13 +14,13 @@ import (
 // listen wakes the claimer on NOTIFY from a dedicated connection, and
 // reconnects with backoff when it drops; meanwhile the claimer polls.
 func (s *PostgresSupervisor) listen(ctx context.Context, wake func()) {
-	backoff := newBackoff()
+	var backoff engine.Backoff
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, s.listenConfig)
 		if err == nil {
 			_, err = conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.q.channel}.Sanitize())
 			if err == nil {
-				backoff.reset()
+				backoff.Reset()
 				wake() // anything enqueued while not listening
 				for err == nil {
 					_, err = conn.WaitForNotification(ctx)
@@ -34,8 +35,8 @@ func (s *PostgresSupervisor) listen(ctx context.Context, wake func()) {
 			return
 		}
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: LISTEN connection failed; polling until it is back",
-			slog.String("error", dbError("listen", err).Error()), slog.Duration("retry_in", backoff.peek()))
-		sleepCtx(ctx, backoff.next())
+			slog.String("error", dbError("listen", err).Error()), slog.Duration("retry_in", backoff.Peek()))
+		engine.Sleep(ctx, backoff.Next())
 	}
 }
 

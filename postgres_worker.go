@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/adcpkit/webhook/internal/engine"
 )
 
 // pgJob is a claimed delivery.
@@ -32,91 +34,45 @@ func (j *pgJob) base() *job { return &j.job }
 //
 // It runs Concurrency worker goroutines fed by one claimer, which claims up
 // to ClaimBatch due deliveries per statement, as many as there are free
-// workers. Idle, it waits for a NOTIFY from an enqueue, its own next due
+// workers, and keeps up to ClaimBatch more waiting while there is a
+// backlog. Idle, it waits for a NOTIFY from an enqueue, its own next due
 // delivery, or PollInterval. A lost database connection is logged and
 // retried with backoff; RunWorker returns only when ctx is done, after the
 // in-flight attempts finish (bounded by DrainTimeout) and their results are
 // written.
 func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
-	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelAttempts()
-	p := &pgPool{
-		s:             s,
-		ctx:           ctx,
-		writer:        s.newWriter(context.WithoutCancel(ctx), newGateCache()),
-		attemptCtx:    attemptCtx,
-		lookForProbes: true,
-		work:          make(chan *pgJob, s.batch),
-		slots:         make(chan struct{}, s.concurrency+s.batch),
-		wake:          make(chan struct{}, 1),
-	}
-	p.workers.Add(s.concurrency)
-	for range s.concurrency {
-		go p.loop()
-	}
+	writer := s.newWriter(context.WithoutCancel(ctx), newGateCache())
+	var pool *engine.Pool[*pgJob]
+	pool = engine.New(engine.Config{
+		Workers:      s.concurrency,
+		Buffer:       s.batch,
+		Batch:        s.batch,
+		BacklogBatch: s.batch / 2,
+		DrainTimeout: s.drainTimeout,
+		Logger:       s.k.logger,
+	}, engine.Source[*pgJob](&pgSource{s: s, lookForProbes: true}),
+		func(ctx context.Context, replace func()) engine.Worker[*pgJob] {
+			st := &pgWorker{s: s, ctx: ctx, writer: writer, w: &pgWrite{written: make(chan bool, 1)}, wake: pool.Wake}
+			return newAttemptWorker(s.k, ctx, replace, attemptStore[*pgJob](st))
+		})
 	var background sync.WaitGroup
 	if !s.pollOnly {
-		background.Go(func() { s.listen(ctx, p.signal) })
+		background.Go(func() { s.listen(ctx, pool.Wake) })
 	}
 	background.Go(func() { s.purgeLoop(ctx) })
-
-	p.claimLoop(ctx)
-	close(p.work)
-
-	s.k.drain(ctx, &p.workers, s.drainTimeout, cancelAttempts)
-	p.writer.close()
+	pool.Run(ctx)
+	writer.close()
 	background.Wait()
 	return nil
 }
 
-// pgPool is the workers of one RunWorker call.
-type pgPool struct {
-	s          *PostgresSupervisor
-	ctx        context.Context // RunWorker's: when done, start no attempt
-	writer     *pgWriter
-	attemptCtx context.Context // cancelled only after DrainTimeout
-	work       chan *pgJob
-	slots      chan struct{} // a token per busy worker
-	wake       chan struct{} // something may be due
-	workers    sync.WaitGroup
-	lastProbe  time.Time // real time of the last half-open probe check
-	// lookForProbes is set when the last claim did not fill up (and at
-	// the start): the next one looks for half-open probes first.
-	lookForProbes bool
-}
-
-func (p *pgPool) signal() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// loop is one worker goroutine.
-func (p *pgPool) loop() {
-	guard := p.s.k.newSinkGuard(p.attemptCtx, func() { go p.loop() })
-	defer guard.stop()
-	wk := new(worker) // reused by this worker's attempts
-	st := &pgWorker{p: p, w: &pgWrite{written: make(chan bool, 1)}}
-	for j := range p.work {
-		if p.ctx.Err() != nil {
-			// Claimed, but RunWorker is stopping: give it back uncharged
-			// instead of starting its attempt.
-			p.s.unclaim(p.attemptCtx, j)
-			<-p.slots
-			continue
-		}
-		if runAttempt(p.s.k, p.attemptCtx, wk, j, attemptStore[*pgJob](st), guard) {
-			return // the replacement carries on and calls Done
-		}
-	}
-	p.workers.Done()
-}
-
 // pgWorker is the attempt logic's storage for one worker goroutine.
 type pgWorker struct {
-	p *pgPool
-	w *pgWrite // reused by this worker's completions
+	s      *PostgresSupervisor
+	ctx    context.Context // the pool's attempt context
+	writer *pgWriter
+	w      *pgWrite // reused by this worker's completions
+	wake   func()   // the claimer's
 }
 
 // begin renews the lease of a delivery that waited long for a worker, so
@@ -126,7 +82,7 @@ type pgWorker struct {
 // waited for a worker, but ends by three quarters of it. (A delivery waits
 // for at most one attempt, so it keeps a quarter.)
 func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, context.CancelFunc, bool) {
-	s := pw.p.s
+	s := pw.s
 	if time.Since(j.claimed) > s.lease/4 && !s.renew(ctx, j) {
 		return nil, nil, false
 	}
@@ -139,19 +95,18 @@ func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, conte
 }
 
 func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool {
-	return pw.p.s.write(ctx, pw.p.writer, pw.w, j, c)
+	return pw.s.write(ctx, pw.writer, pw.w, j, c)
 }
 
-// settle releases a held delivery to its next attempt and frees the
-// worker's slot; the claimer looks again when a breaker changed or the
-// delivery is pending (it may be due at once).
+// settle releases a held delivery to its next attempt; the claimer looks
+// again when a breaker changed or the delivery is pending (it may be due
+// at once).
 func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 	if c.hold {
-		pw.p.s.release(pw.p.attemptCtx, j, c)
+		pw.s.release(pw.ctx, j, c)
 	}
-	<-pw.p.slots
 	if wake || c.state == StatePending {
-		pw.p.signal()
+		pw.wake()
 	}
 }
 
