@@ -79,28 +79,3 @@ func TestSinkGuardStuckSinkIsReplaced(t *testing.T) {
 	require.True(t, sawDone.Load(), "the context was done by the time the sink looked")
 	require.Empty(t, replaced, "replaced once")
 }
-
-func TestForgottenBreakerPeriodsAreNotReused(t *testing.T) {
-	t.Parallel()
-	s, err := NewMemorySupervisor(idleSender, MemoryConfig{})
-	require.NoError(t, err)
-	key := "https://buyer.example/hook"
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.newBreakerLocked(key)
-	old.Period = 3 // it went half-open three times; a probe of period 3 may still be in flight
-	s.releaseParkedLocked(key, old)
-	require.NotContains(t, s.breakers, key, "a closed, clean breaker is forgotten")
-	fresh := s.newBreakerLocked(key)
-	fresh.record(s.k.breaker, breakerFailure, 0, at)
-	for range 5 {
-		fresh.record(s.k.breaker, breakerFailure, 0, at)
-	}
-	require.Equal(t, BreakerOpen, fresh.State)
-	ok, pr, _ := fresh.allow(s.k.breaker, at.Add(time.Hour))
-	require.True(t, ok)
-	require.Greater(t, uint64(pr), uint64(3), "the new breaker's probes cannot be mistaken for the old one's")
-	fresh.record(s.k.breaker, breakerNeutral, probe(3), at.Add(time.Hour)) // the stale probe answers
-	ok, _, _ = fresh.allow(s.k.breaker, at.Add(time.Hour))
-	require.False(t, ok, "the current probe still holds the only slot")
-}

@@ -27,14 +27,14 @@ type gate struct {
 	State     BreakerState
 	Failures  int       // consecutive failures while closed
 	Successes int       // successes while half-open
-	Probes    int       // half-open attempts in flight
 	OpenedAt  time.Time // last transition to open
 	// Period counts half-open periods, so that a probe admitted in an
-	// earlier one cannot release a slot of the current one.
+	// earlier one is not counted against the current one's slots.
 	Period uint64
 }
 
-// probe identifies a half-open probe slot; the zero value is no probe.
+// probe identifies the half-open period whose probe slot an attempt holds;
+// the zero value is no probe.
 type probe uint64
 
 // openUntil is when an open breaker turns half-open.
@@ -47,37 +47,41 @@ func (b *gate) advance(p BreakerPolicy, now time.Time) {
 	}
 }
 
-// allow asks whether an attempt may start now. When it may, pr is the
-// half-open probe slot it holds (zero when closed), which record must be
-// given back. When it may not, retryAt is when to ask again, or zero when
-// the answer changes only on another attempt's record (all probe slots
-// taken).
-func (b *gate) allow(p BreakerPolicy, now time.Time) (ok bool, pr probe, retryAt time.Time) {
+// unlimited is the room of a closed gate.
+const unlimited = int(^uint(0) >> 1)
+
+// room is how many attempts may start now for the endpoint. probes is how
+// many half-open probes of the period probePeriod are still in flight: the
+// store counts them (memory with a counter, Postgres by the running rows of
+// that period whose lease is live, so that a dead worker's probe frees its
+// slot when its lease runs out), and the gate decides; probes of an earlier
+// period hold no slot. A half-open gate admits HalfOpenProbes at a time,
+// and each attempt it admits is a probe of the period b.Period; an open one
+// admits none until retryAt; a closed one admits any number. When room is
+// zero, retryAt is when to ask again, or zero when the answer changes only
+// with a probe's result.
+func (b *gate) room(p BreakerPolicy, now time.Time, probes int, probePeriod uint64) (n int, retryAt time.Time) {
 	b.advance(p, now)
 	switch b.State {
 	case BreakerOpen:
-		return false, 0, b.openUntil(p)
+		return 0, b.openUntil(p)
 	case BreakerHalfOpen:
-		if b.Probes >= p.HalfOpenProbes {
-			return false, 0, time.Time{}
+		if probePeriod != b.Period {
+			probes = 0
 		}
-		b.Probes++
-		return true, probe(b.Period), time.Time{}
+		return max(0, p.HalfOpenProbes-probes), time.Time{}
 	}
-	return true, 0, time.Time{}
+	return unlimited, time.Time{}
 }
 
-// record applies an attempt's result. pr is what allow returned for it.
+// record applies an attempt's result.
 //
 // Only a failure in closed or half-open state moves the breaker to open: a
 // failure that lands while it is already open (an attempt that started
 // before it opened) does not restart the open timeout. Once OpenTimeout has
 // passed the breaker is half-open, and any failure reopens it, whenever the
 // attempt started: it is fresh evidence that the endpoint is down.
-func (b *gate) record(p BreakerPolicy, r breakerResult, pr probe, now time.Time) {
-	if pr != 0 && uint64(pr) == b.Period && b.State == BreakerHalfOpen && b.Probes > 0 {
-		b.Probes--
-	}
+func (b *gate) record(p BreakerPolicy, r breakerResult, now time.Time) {
 	b.advance(p, now)
 	switch r {
 	case breakerSuccess:

@@ -107,6 +107,30 @@ func (d *memDelivery) base() *job { return &d.job }
 type memBreaker struct {
 	gate
 	parked []*memDelivery // waiting for a half-open probe slot
+	// probes is how many probes of the half-open period probePeriod are
+	// in flight: the count the gate's room asks for.
+	probes      int
+	probePeriod uint64
+}
+
+// admit counts an attempt the gate let through: a half-open gate's is a
+// probe of the current period.
+func (b *memBreaker) admit() probe {
+	if b.State != BreakerHalfOpen {
+		return 0
+	}
+	if b.probePeriod != b.Period {
+		b.probePeriod, b.probes = b.Period, 0
+	}
+	b.probes++
+	return probe(b.Period)
+}
+
+// release frees the probe slot pr held, if it is the current period's.
+func (b *memBreaker) release(pr probe) {
+	if pr != 0 && uint64(pr) == b.probePeriod && b.probes > 0 {
+		b.probes--
+	}
 }
 
 // NewMemorySupervisor returns a MemorySupervisor that delivers with sender.
@@ -375,7 +399,7 @@ func (src *memSource) Unclaim(_ context.Context, d *memDelivery) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if b := s.breakers[d.breakerKey]; b != nil && d.probe != 0 {
-		b.record(s.k.breaker, breakerNeutral, d.probe, s.k.clock.Now())
+		b.release(d.probe)
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
 	d.probe, d.state = 0, StatePending
@@ -403,10 +427,10 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 			d.state = StateRunning // to expire, without taking a probe slot
 			return d, time.Time{}
 		}
-		ok, pr, retryAt := b.allow(s.k.breaker, now)
+		room, retryAt := b.room(s.k.breaker, now, b.probes, b.probePeriod)
 		switch {
-		case ok:
-			d.probe = pr
+		case room > 0:
+			d.probe = b.admit()
 			d.state = StateRunning
 			return d, time.Time{}
 		case retryAt.IsZero():
@@ -446,7 +470,8 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 			b = s.newBreakerLocked(d.breakerKey)
 		}
 		before := b.State
-		b.record(s.k.breaker, r, d.probe, c.end)
+		b.release(d.probe)
+		b.record(s.k.breaker, r, c.end)
 		s.k.breakerChanged(d.breakerKey, before, b.State)
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
@@ -476,7 +501,7 @@ func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
 	s.ready = append(s.ready, b.parked...)
 	clear(b.parked)
 	b.parked = b.parked[:0]
-	if b.State == BreakerClosed && b.Failures == 0 && b.Probes == 0 && len(b.parked) == 0 {
+	if b.State == BreakerClosed && b.Failures == 0 && (b.probes == 0 || b.probePeriod != b.Period) && len(b.parked) == 0 {
 		s.periods = max(s.periods, b.Period)
 		delete(s.breakers, key)
 	}

@@ -112,7 +112,7 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 	for _, r := range batch {
 		p := plans[r.j.breakerKey]
 		next := p.after
-		next.record(s.k.breaker, r.c.result, 0, r.c.end)
+		next.record(s.k.breaker, r.c.result, r.c.end)
 		if next != p.after {
 			p.after, p.changed = next, true
 		}

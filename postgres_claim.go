@@ -150,7 +150,8 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		if err := tx.QueryRow(ctx, s.q.countProbes, kb.key, int64(b.Period), now).Scan(&inFlight); err != nil {
 			return jobs, dbError("claim probes", err)
 		}
-		free := min(s.k.breaker.HalfOpenProbes-inFlight, n-len(jobs)-len(claimed))
+		room, _ := b.room(s.k.breaker, now, inFlight, b.Period)
+		free := min(room, n-len(jobs)-len(claimed))
 		if free <= 0 {
 			continue
 		}

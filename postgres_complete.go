@@ -35,7 +35,7 @@ func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite
 // running rows, so no probe is handed back here.)
 func (s *PostgresSupervisor) gateAfter(j *pgJob, c *completion) (gate, bool) {
 	g := j.gate
-	g.record(s.k.breaker, c.result, 0, c.end)
+	g.record(s.k.breaker, c.result, c.end)
 	return g, g != j.gate
 }
 
