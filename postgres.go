@@ -215,7 +215,7 @@ func (s *PostgresSupervisor) CreateSchema(ctx context.Context) error {
 	// would stall (or, with locks taken in another order, deadlock) the
 	// workers of a running deployment every time a process starts.
 	var current bool
-	if err := s.db.QueryRow(ctx, s.q.schemaCurrent, schemaObjects(s.ddl), s.q.breakersTable).Scan(&current); err != nil {
+	if err := queryRow(ctx, s.db, s.q.schemaCurrent, schemaParams{Objects: schemaObjects(s.ddl), Breakers: s.q.breakersTable}).Scan(&current); err != nil {
 		return dbError("create schema", err)
 	}
 	if current {
@@ -291,37 +291,42 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		}
 		return Receipt{}, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
 	}
-	var scheme, creds, headers any
+	p := enqueueParams{
+		URL: d.url, Body: d.body, IdempotencyKey: d.key, BreakerKey: d.breakerKey,
+		SequenceKey: textOrNil(d.routing.SequenceKey), TaskType: textOrNil(string(d.taskType)),
+		TaskID: textOrNil(d.taskID), NotificationType: textOrNil(d.routing.NotificationType),
+		Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
+	}
 	if a := d.routing.Authentication; a != nil {
-		scheme, creds = string(a.Scheme), []byte(a.Credentials)
+		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)
 	}
 	if len(d.routing.Headers) > 0 {
 		doc, err := json.Marshal(d.routing.Headers)
 		if err != nil {
 			return Receipt{}, err
 		}
-		headers = string(doc)
+		p.Headers = textOrNil(string(doc))
 	}
-	args := []any{d.url, d.body, d.key, d.breakerKey, nullText(d.routing.SequenceKey),
-		nullText(string(d.taskType)), nullText(d.taskID), nullText(d.routing.NotificationType),
-		scheme, creds, now, s.k.breaker.OpenAction == OpenDrop, headers}
 	var q querier = s.db
-	sql, dest := s.q.enqueue, []any{new(int64), new(int64)}
+	var id, seq int64
+	insert := func() error { return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq) }
 	if tx != nil {
-		q, sql = tx, s.q.enqueueNotify
-		args, dest = append(args, s.q.channel), append(dest, nil)
+		q = tx
+		insert = func() error {
+			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, nil)
+		}
 	}
-	err := q.QueryRow(ctx, sql, args...).Scan(dest...)
+	err := insert()
 	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
 		var until *time.Time
-		if err = q.QueryRow(ctx, s.q.refusedUntil, d.breakerKey, now).Scan(&until); err != nil {
+		if err = queryRow(ctx, q, s.q.refusedUntil, keyAtParams{Key: d.breakerKey, Now: now}).Scan(&until); err != nil {
 			return Receipt{}, dbError("enqueue", err)
 		}
 		if until != nil || try == 2 {
 			return Receipt{}, s.refuse(ctx, q, d, now, deref(until))
 		}
 		// The breaker closed in between: try again.
-		err = q.QueryRow(ctx, sql, args...).Scan(dest...)
+		err = insert()
 	}
 	if err != nil {
 		return Receipt{}, dbError("enqueue", err)
@@ -329,7 +334,6 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 	if tx == nil {
 		s.wakeWorkers()
 	}
-	id, seq := *dest[0].(*int64), *dest[1].(*int64)
 	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, nil
 }
 
@@ -340,38 +344,51 @@ func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, 
 	a.Outcome = OutcomeCircuitOpen
 	a.OccurredAt = now
 	a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
-	if _, err := q.Exec(ctx, s.q.insertRefusal, attemptArgs(nil, a)...); err != nil {
+	if _, err := exec(ctx, q, s.q.insertRefusal, attemptRow{attemptValues: attemptRecord(a)}); err != nil {
 		return dbError("enqueue", err)
 	}
 	s.k.emit(ctx, a)
 	return fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
 }
 
-// attemptArgs are an attempt row's values in attemptColumns order.
-func attemptArgs(deliveryID any, a Attempt) []any {
-	var next any
-	if !a.NextRetryAt.IsZero() {
-		next = a.NextRetryAt
+// attemptRecord is an attempt's row, after its delivery_id.
+func attemptRecord(a Attempt) attemptValues {
+	v := attemptValues{
+		IdempotencyKey: a.IdempotencyKey, URL: a.URL, BreakerKey: a.BreakerKey,
+		SequenceKey: textOrNil(a.SequenceKey), AttemptNumber: a.AttemptNumber, MaxAttempts: a.MaxAttempts,
+		Outcome: string(a.Outcome), ErrorMessage: textOrNil(a.Error), ResponseTimeUS: a.ResponseTime.Microseconds(),
+		OccurredAt: a.OccurredAt, WillRetry: a.WillRetry, NextRetryAt: timeOrNil(a.NextRetryAt),
+		TaskType: textOrNil(string(a.TaskType)), TaskID: textOrNil(a.TaskID), PayloadSize: a.PayloadSize,
+		NotificationType: textOrNil(a.NotificationType),
 	}
-	var seq, status any
 	if a.SequenceNumber != 0 {
-		seq = a.SequenceNumber
+		v.SequenceNumber = &a.SequenceNumber
 	}
 	if a.HTTPStatus != 0 {
-		status = a.HTTPStatus
+		v.HTTPStatus = &a.HTTPStatus
 	}
-	return []any{deliveryID, a.IdempotencyKey, a.URL, a.BreakerKey, nullText(a.SequenceKey), seq,
-		a.AttemptNumber, a.MaxAttempts, string(a.Outcome), status, nullText(a.Error), a.ResponseTime.Microseconds(),
-		a.OccurredAt, a.WillRetry, next, nullText(string(a.TaskType)), nullText(a.TaskID), a.PayloadSize,
-		nullText(a.NotificationType)}
+	return v
 }
 
-// nullText stores an empty string as NULL.
-func nullText(s string) any {
-	if s == "" {
-		return nil
+// attempt is the Attempt a row records.
+func (r *attemptRow) attempt() Attempt {
+	a := Attempt{
+		IdempotencyKey: r.IdempotencyKey, URL: r.URL, BreakerKey: r.BreakerKey,
+		SequenceKey: deref(r.SequenceKey), SequenceNumber: deref(r.SequenceNumber),
+		AttemptNumber: r.AttemptNumber, MaxAttempts: r.MaxAttempts, Outcome: Outcome(r.Outcome),
+		HTTPStatus: deref(r.HTTPStatus), Error: deref(r.ErrorMessage),
+		ResponseTime: time.Duration(r.ResponseTimeUS) * time.Microsecond,
+		OccurredAt:   r.OccurredAt.UTC(), WillRetry: r.WillRetry,
+		TaskType: TaskType(deref(r.TaskType)), TaskID: deref(r.TaskID), PayloadSize: r.PayloadSize,
+		NotificationType: deref(r.NotificationType),
 	}
-	return s
+	if r.DeliveryID != nil {
+		a.DeliveryID = strconv.FormatInt(*r.DeliveryID, 10)
+	}
+	if r.NextRetryAt != nil {
+		a.NextRetryAt = r.NextRetryAt.UTC()
+	}
+	return a
 }
 
 // parseID turns a Receipt ID back into a row ID.
@@ -389,18 +406,14 @@ func (s *PostgresSupervisor) Delivery(ctx context.Context, id string) (Delivery,
 	if err != nil {
 		return Delivery{}, err
 	}
-	rows, err := s.db.Query(ctx, s.q.delivery, n)
-	if err != nil {
-		return Delivery{}, dbError("delivery", err)
-	}
-	ds, err := scanDeliveries(rows)
+	ds, err := collect[snapshotRow](query(ctx, s.db, s.q.delivery, idParams{ID: n}))
 	if err != nil {
 		return Delivery{}, dbError("delivery", err)
 	}
 	if len(ds) == 0 {
 		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	return ds[0], nil
+	return ds[0].delivery(), nil
 }
 
 // Attempts returns a delivery's attempt records from the attempt table, in
@@ -411,42 +424,15 @@ func (s *PostgresSupervisor) Attempts(ctx context.Context, id string) ([]Attempt
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.Query(ctx, s.q.attempts, n)
+	rows, err := collect[attemptRow](query(ctx, s.db, s.q.attempts, idParams{ID: n}))
 	if err != nil {
 		return nil, dbError("attempts", err)
 	}
-	defer rows.Close()
-	var out []Attempt
-	for rows.Next() {
-		var (
-			a                                      Attempt
-			deliveryID, seq                        *int64
-			seqKey, errText, taskType, taskID, typ *string
-			httpStatus                             *int
-			respUS                                 int64
-			next                                   *time.Time
-			outcome                                string
-		)
-		if err := rows.Scan(&deliveryID, &a.IdempotencyKey, &a.URL, &a.BreakerKey, &seqKey, &seq,
-			&a.AttemptNumber, &a.MaxAttempts, &outcome, &httpStatus, &errText, &respUS,
-			&a.OccurredAt, &a.WillRetry, &next, &taskType, &taskID, &a.PayloadSize, &typ); err != nil {
-			return nil, dbError("attempts", err)
-		}
-		if deliveryID != nil {
-			a.DeliveryID = strconv.FormatInt(*deliveryID, 10)
-		}
-		a.SequenceKey, a.SequenceNumber = deref(seqKey), deref(seq)
-		a.Outcome = Outcome(outcome)
-		a.HTTPStatus, a.Error = deref(httpStatus), deref(errText)
-		a.ResponseTime = time.Duration(respUS) * time.Microsecond
-		a.OccurredAt = a.OccurredAt.UTC()
-		if next != nil {
-			a.NextRetryAt = next.UTC()
-		}
-		a.TaskType, a.TaskID, a.NotificationType = TaskType(deref(taskType)), deref(taskID), deref(typ)
-		out = append(out, a)
+	out := make([]Attempt, len(rows))
+	for i := range rows {
+		out[i] = rows[i].attempt()
 	}
-	return out, dbError("attempts", rows.Err())
+	return out, nil
 }
 
 // FailedDeliveries lists failed deliveries in ID order, at most limit (1 to
@@ -464,12 +450,15 @@ func (s *PostgresSupervisor) FailedDeliveries(ctx context.Context, after string,
 	if limit < 1 || limit > 1000 {
 		return nil, invalid("limit", "is %d; use 1 to 1000", limit)
 	}
-	rows, err := s.db.Query(ctx, s.q.failed, from, limit)
+	rows, err := collect[snapshotRow](query(ctx, s.db, s.q.failed, pageParams{After: from, Limit: limit}))
 	if err != nil {
 		return nil, dbError("failed deliveries", err)
 	}
-	ds, err := scanDeliveries(rows)
-	return ds, dbError("failed deliveries", err)
+	ds := make([]Delivery, len(rows))
+	for i := range rows {
+		ds[i] = rows[i].delivery()
+	}
+	return ds, nil
 }
 
 // Redeliver puts a failed delivery back in the queue, due now, with the same
@@ -481,7 +470,7 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	tag, err := s.db.Exec(ctx, s.q.redeliver, n, s.k.clock.Now(), s.q.channel)
+	tag, err := exec(ctx, s.db, s.q.redeliver, redeliverParams{ID: n, Now: s.k.clock.Now(), Channel: s.q.channel})
 	if err != nil {
 		return dbError("redeliver", err)
 	}
@@ -514,44 +503,26 @@ func (s *PostgresSupervisor) NextSequence(ctx context.Context, key string) (int6
 		return 0, err
 	}
 	var n int64
-	err := s.db.QueryRow(ctx, s.q.nextSequence, key).Scan(&n)
+	err := queryRow(ctx, s.db, s.q.nextSequence, sequenceParams{Key: key}).Scan(&n)
 	return n, dbError("next sequence", err)
 }
 
-func scanDeliveries(rows pgx.Rows) ([]Delivery, error) {
-	defer rows.Close()
-	var out []Delivery
-	for rows.Next() {
-		var (
-			d                                 Delivery
-			id                                int64
-			seqKey, taskType, taskID, lastErr *string
-			seq                               *int64
-			lastStatus                        *int
-			state                             string
-			due                               time.Time
-			finished                          *time.Time
-		)
-		if err := rows.Scan(&id, &d.URL, &d.Body, &d.IdempotencyKey, &d.BreakerKey, &seqKey, &seq,
-			&taskType, &taskID, &state, &d.Attempts, &lastErr, &lastStatus,
-			&d.AcceptedAt, &due, &finished); err != nil {
-			return nil, err
-		}
-		d.ID = strconv.FormatInt(id, 10)
-		d.SequenceKey, d.Sequence = deref(seqKey), deref(seq)
-		d.TaskType, d.TaskID = TaskType(deref(taskType)), deref(taskID)
-		d.State = DeliveryState(state)
-		d.LastError, d.LastStatus = deref(lastErr), deref(lastStatus)
-		d.AcceptedAt = d.AcceptedAt.UTC()
-		if d.State == StatePending {
-			d.NextAttemptAt = due.UTC()
-		}
-		if finished != nil {
-			d.FinishedAt = finished.UTC()
-		}
-		out = append(out, d)
+// delivery is the snapshot a row shows.
+func (r *snapshotRow) delivery() Delivery {
+	d := Delivery{
+		ID: strconv.FormatInt(r.ID, 10), URL: r.URL, Body: r.Body, IdempotencyKey: r.IdempotencyKey,
+		BreakerKey: r.BreakerKey, SequenceKey: deref(r.SequenceKey), Sequence: deref(r.SequenceNumber),
+		TaskType: TaskType(deref(r.TaskType)), TaskID: deref(r.TaskID), State: DeliveryState(r.State),
+		Attempts: r.Attempts, LastError: deref(r.LastError), LastStatus: deref(r.LastStatus),
+		AcceptedAt: r.AcceptedAt.UTC(),
 	}
-	return out, rows.Err()
+	if d.State == StatePending {
+		d.NextAttemptAt = r.DueAt.UTC()
+	}
+	if r.FinishedAt != nil {
+		d.FinishedAt = r.FinishedAt.UTC()
+	}
+	return d
 }
 
 func deref[T any](p *T) T {

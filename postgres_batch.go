@@ -125,71 +125,45 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 		return
 	}
 	n := len(batch)
-	var (
-		ids, tokens, respUS                        = make([]int64, n), make([]int64, n), make([]int64, n)
-		states, keys, urls, breakers, outcomes     = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		attempts, numbers, maxes, sizes            = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
-		dues, occurred                             = make([]time.Time, n), make([]time.Time, n)
-		firsts, finished, nexts                    = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
-		statuses, httpStatuses                     = make([]*int32, n), make([]*int32, n)
-		lastErrs, seqKeys, errs, types, tasks, nts = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-		seqs, versions                             = make([]*int64, n), make([]int64, n)
-		retries, gated, successes                  = make([]bool, n), make([]bool, n), make([]bool, n)
-	)
-	for i, r := range batch {
+	var p batchParams
+	v := &p.batchRows
+	for _, r := range batch {
 		c, a := r.c, &r.c.record
-		states[i], dues[i] = s.written(r.j, c)
-		ids[i], tokens[i], attempts[i] = r.j.row, r.j.token, int32(c.attempts)
-		firsts[i], finished[i], statuses[i], lastErrs[i] = timeOrNil(c.firstAt), timeOrNil(c.finishedAt), int32OrNil(c.status), textOrNil(c.errText)
-		keys[i], urls[i], breakers[i], seqKeys[i] = a.IdempotencyKey, a.URL, a.BreakerKey, textOrNil(a.SequenceKey)
-		if a.SequenceNumber != 0 {
-			seqs[i] = &a.SequenceNumber
-		}
-		numbers[i], maxes[i], outcomes[i], httpStatuses[i] = int32(a.AttemptNumber), int32(a.MaxAttempts), string(a.Outcome), int32OrNil(a.HTTPStatus)
-		errs[i], respUS[i], occurred[i], retries[i], nexts[i] = textOrNil(a.Error), a.ResponseTime.Microseconds(), a.OccurredAt, a.WillRetry, timeOrNil(a.NextRetryAt)
-		types[i], tasks[i], sizes[i], nts[i] = textOrNil(string(a.TaskType)), textOrNil(a.TaskID), int32(a.PayloadSize), textOrNil(a.NotificationType)
-		p := plans[r.j.breakerKey]
-		gated[i], successes[i], versions[i] = p.changed, c.result == breakerSuccess, p.version
+		state, due := s.written(r.j, c)
+		v.ID, v.Token, v.State = append(v.ID, r.j.row), append(v.Token, r.j.token), append(v.State, state)
+		v.Attempts, v.DueAt = append(v.Attempts, int32(c.attempts)), append(v.DueAt, due)
+		v.FirstAttemptAt, v.FinishedAt = append(v.FirstAttemptAt, timeOrNil(c.firstAt)), append(v.FinishedAt, timeOrNil(c.finishedAt))
+		v.LastStatus, v.LastError = append(v.LastStatus, int32OrNil(c.status)), append(v.LastError, textOrNil(c.errText))
+		v.IdempotencyKey, v.URL, v.BreakerKey = append(v.IdempotencyKey, a.IdempotencyKey), append(v.URL, a.URL), append(v.BreakerKey, a.BreakerKey)
+		v.SequenceKey, v.SequenceNumber = append(v.SequenceKey, textOrNil(a.SequenceKey)), append(v.SequenceNumber, int64OrNil(a.SequenceNumber))
+		v.AttemptNumber, v.MaxAttempts = append(v.AttemptNumber, int32(a.AttemptNumber)), append(v.MaxAttempts, int32(a.MaxAttempts))
+		v.Outcome, v.HTTPStatus = append(v.Outcome, string(a.Outcome)), append(v.HTTPStatus, int32OrNil(a.HTTPStatus))
+		v.ErrorMessage, v.ResponseTimeUS = append(v.ErrorMessage, textOrNil(a.Error)), append(v.ResponseTimeUS, a.ResponseTime.Microseconds())
+		v.OccurredAt, v.WillRetry, v.NextRetryAt = append(v.OccurredAt, a.OccurredAt), append(v.WillRetry, a.WillRetry), append(v.NextRetryAt, timeOrNil(a.NextRetryAt))
+		v.TaskType, v.TaskID = append(v.TaskType, textOrNil(string(a.TaskType))), append(v.TaskID, textOrNil(a.TaskID))
+		v.PayloadSize, v.NotificationType = append(v.PayloadSize, int32(a.PayloadSize)), append(v.NotificationType, textOrNil(a.NotificationType))
+		plan := plans[r.j.breakerKey]
+		v.Gated, v.Success, v.GateVersion = append(v.Gated, plan.changed), append(v.Success, c.result == breakerSuccess), append(v.GateVersion, plan.version)
 	}
-	var (
-		gKeys, gStates        []string
-		gFailures, gSuccesses []int32
-		gOpened, gRetry       []*time.Time
-		gPeriods, gExpected   []int64
-		gAt                   []time.Time
-		now                   = batch[len(batch)-1].c.end
-	)
-	for key, p := range plans {
-		if !p.changed {
+	g, now := &p.batchGates, batch[len(batch)-1].c.end
+	for key, plan := range plans {
+		if !plan.changed {
 			continue
 		}
-		gKeys, gStates = append(gKeys, key), append(gStates, p.after.State.String())
-		gFailures, gSuccesses = append(gFailures, int32(p.after.Failures)), append(gSuccesses, int32(p.after.Successes))
-		gOpened, gRetry = append(gOpened, timeOrNil(p.after.OpenedAt)), append(gRetry, timeOrNil(p.after.retryAt(s.k.breaker)))
-		gPeriods, gExpected, gAt = append(gPeriods, int64(p.after.Period)), append(gExpected, p.version), append(gAt, now)
+		after := s.gateParams(plan.after)
+		g.GateBreakerKey, g.GateState = append(g.GateBreakerKey, key), append(g.GateState, after.GateState)
+		g.GateFailures, g.GateSuccesses = append(g.GateFailures, int32(after.GateFailures)), append(g.GateSuccesses, int32(after.GateSuccesses))
+		g.GateOpenedAt, g.GatePeriod, g.GateRetryAt = append(g.GateOpenedAt, after.GateOpenedAt), append(g.GatePeriod, after.GatePeriod), append(g.GateRetryAt, after.GateRetryAt)
+		g.GateExpected, g.GateUpdatedAt = append(g.GateExpected, plan.version), append(g.GateUpdatedAt, now)
 	}
 	written := make(map[int64]bool, n)
-	rows, err := s.db.Query(ctx, s.q.completeBatch, ids, tokens, states, attempts, dues, firsts, finished, statuses, lastErrs,
-		keys, urls, breakers, seqKeys, seqs, numbers, maxes, outcomes, httpStatuses, errs, respUS, occurred, retries,
-		nexts, types, tasks, sizes, nts, gated, successes,
-		gKeys, gStates, gFailures, gSuccesses, gOpened, gPeriods, gRetry, gExpected, gAt, versions)
-	if err == nil {
-		for rows.Next() {
-			var id *int64
-			var key *string
-			if err = rows.Scan(&id, &key); err != nil {
-				break
-			}
-			if id != nil {
-				written[*id] = true
-			}
-			if key != nil {
-				plans[*key].persisted = true
-			}
+	results, err := collect[batchResult](query(ctx, s.db, s.q.completeBatch, p))
+	for _, res := range results {
+		if res.DeliveryID != nil {
+			written[*res.DeliveryID] = true
 		}
-		rows.Close()
-		if err == nil {
-			err = rows.Err()
+		if res.BreakerKey != nil {
+			plans[*res.BreakerKey].persisted = true
 		}
 	}
 	if err != nil {
@@ -239,6 +213,13 @@ func int32OrNil(n int) *int32 {
 	}
 	v := int32(n)
 	return &v
+}
+
+func int64OrNil(n int64) *int64 {
+	if n == 0 {
+		return nil
+	}
+	return &n
 }
 
 func textOrNil(s string) *string {

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // The claimer's source: it claims due deliveries for the worker pool's free
@@ -32,7 +30,7 @@ func (src *pgSource) Idle(ctx context.Context, wake <-chan struct{}) {
 	var due <-chan time.Time
 	stop := func() bool { return false }
 	var next *time.Time
-	if err := s.db.QueryRow(ctx, s.q.nextDue, src.now).Scan(&next); err == nil && next != nil {
+	if err := queryRow(ctx, s.db, s.q.nextDue, nowParams{Now: src.now}).Scan(&next); err == nil && next != nil {
 		due, stop = s.k.clock.TimerAt(*next)
 	}
 	defer stop()
@@ -85,12 +83,12 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	if want <= 0 {
 		return jobs, nil
 	}
-	rows, err := s.db.Query(ctx, s.q.claim, now, want, lease, token)
+	rows, err := collect[jobRow](query(ctx, s.db, s.q.claim, claimParams{Now: now, Limit: want, LeaseEnd: lease, Token: token}))
 	if err != nil {
 		return jobs, dbError("claim", err)
 	}
 	probes := len(jobs)
-	jobs, err = scanJobs(rows, token, 0, jobs)
+	jobs, err = appendJobs(jobs, rows, token, 0)
 	src.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
 }
@@ -102,7 +100,8 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 // difference.
 func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n int, now, lease time.Time, token int64) ([]*pgJob, error) {
 	var candidates bool
-	if err := s.db.QueryRow(ctx, s.q.probeCandidate, now, s.k.breaker.HalfOpenProbes).Scan(&candidates); err != nil || !candidates {
+	probes := probesParams{Now: now, Probes: s.k.breaker.HalfOpenProbes}
+	if err := queryRow(ctx, s.db, s.q.probeCandidate, probes).Scan(&candidates); err != nil || !candidates {
 		return jobs, dbError("claim probes", err)
 	}
 	tx, err := s.db.Begin(ctx)
@@ -110,7 +109,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		return jobs, dbError("claim probes", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	rows, err := tx.Query(ctx, s.q.lockBreakers, now, s.k.breaker.HalfOpenProbes, 16)
+	rows, err := collect[keyedGateRow](query(ctx, tx, s.q.lockBreakers, lockBreakersParams{probesParams: probes, Limit: 16}))
 	if err != nil {
 		return jobs, dbError("claim probes", err)
 	}
@@ -119,22 +118,12 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		b       gate
 		version int64
 	}
-	var bs []keyed
-	for rows.Next() {
-		var k keyed
-		var r gateRow
-		err := rows.Scan(append([]any{&k.key}, r.dest()...)...)
-		if err == nil {
-			k.b, k.version, err = r.gate()
-		}
-		if err != nil {
-			rows.Close()
+	bs := make([]keyed, len(rows))
+	for i, r := range rows {
+		bs[i].key = r.Key
+		if bs[i].b, bs[i].version, err = r.gate(); err != nil {
 			return jobs, dbError("claim probes", err)
 		}
-		bs = append(bs, k)
-	}
-	if err := rows.Err(); err != nil {
-		return jobs, dbError("claim probes", err)
 	}
 	var claimed []*pgJob
 	for _, kb := range bs {
@@ -147,7 +136,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			continue
 		}
 		var inFlight int
-		if err := tx.QueryRow(ctx, s.q.countProbes, kb.key, int64(b.Period), now).Scan(&inFlight); err != nil {
+		if err := queryRow(ctx, tx, s.q.countProbes, countProbesParams{Key: kb.key, Period: int64(b.Period), Now: now}).Scan(&inFlight); err != nil {
 			return jobs, dbError("claim probes", err)
 		}
 		room, _ := b.room(s.k.breaker, now, inFlight, b.Period)
@@ -161,12 +150,15 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 				return jobs, err
 			}
 		}
-		rows, err := tx.Query(ctx, s.q.claimProbes, now, free, lease, token, kb.key, int64(b.Period))
+		rows, err := collect[jobRow](query(ctx, tx, s.q.claimProbes, claimProbesParams{
+			claimParams: claimParams{Now: now, Limit: free, LeaseEnd: lease, Token: token},
+			Key:         kb.key, Period: int64(b.Period),
+		}))
 		if err != nil {
 			return jobs, dbError("claim probes", err)
 		}
 		from := len(claimed)
-		if claimed, err = scanJobs(rows, token, b.Period, claimed); err != nil {
+		if claimed, err = appendJobs(claimed, rows, token, b.Period); err != nil {
 			return jobs, dbError("claim probes", err)
 		}
 		for _, j := range claimed[from:] {
@@ -179,40 +171,30 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 	return append(jobs, claimed...), nil
 }
 
-func scanJobs(rows pgx.Rows, token int64, probe uint64, out []*pgJob) ([]*pgJob, error) {
-	defer rows.Close()
-	for rows.Next() {
-		j := &pgJob{token: token, probe: probe}
-		var (
-			seqKey, taskType, taskID, typ, scheme *string
-			seq                                   *int64
-			creds, headers                        []byte
-			firstAt                               *time.Time
-		)
-		if err := rows.Scan(&j.row, &j.url, &j.body, &j.key, &j.breakerKey, &seqKey, &seq,
-			&taskType, &taskID, &typ, &scheme, &creds, &headers,
-			&j.attempts, &j.accepted, &firstAt); err != nil {
-			return out, err
-		}
-		j.id = strconv.FormatInt(j.row, 10)
-		j.seq, j.gated = deref(seq), probe != 0
-		j.taskType, j.taskID = TaskType(deref(taskType)), deref(taskID)
-		j.routing = Routing{SequenceKey: deref(seqKey), NotificationType: deref(typ)}
+// appendJobs appends the claimed rows, under lease token and holding a
+// probe slot of period probe (0: none), as jobs.
+func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) ([]*pgJob, error) {
+	for i := range rows {
+		r := &rows[i]
+		j := &pgJob{token: token, probe: probe, row: r.ID}
+		j.id = strconv.FormatInt(r.ID, 10)
+		j.url, j.body, j.key, j.breakerKey = r.URL, r.Body, r.IdempotencyKey, r.BreakerKey
+		j.seq, j.gated = deref(r.SequenceNumber), probe != 0
+		j.taskType, j.taskID = TaskType(deref(r.TaskType)), deref(r.TaskID)
+		j.routing = Routing{SequenceKey: deref(r.SequenceKey), NotificationType: deref(r.NotificationType)}
 		if j.breakerKey != j.url {
 			j.routing.BreakerKey = j.breakerKey
 		}
-		if scheme != nil {
-			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*scheme), Credentials: string(creds)}
+		if r.AuthScheme != nil {
+			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*r.AuthScheme), Credentials: string(r.AuthCredentials)}
 		}
-		if headers != nil {
-			if err := json.Unmarshal(headers, &j.routing.Headers); err != nil {
-				return out, fmt.Errorf("delivery %d: headers: %w", j.row, err)
+		if r.Headers != nil {
+			if err := json.Unmarshal(r.Headers, &j.routing.Headers); err != nil {
+				return out, fmt.Errorf("delivery %d: headers: %w", r.ID, err)
 			}
 		}
-		if firstAt != nil {
-			j.firstAt = *firstAt
-		}
+		j.attempts, j.accepted, j.firstAt = r.Attempts, r.AcceptedAt, deref(r.FirstAttemptAt)
 		out = append(out, j)
 	}
-	return out, rows.Err()
+	return out, nil
 }

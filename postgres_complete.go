@@ -152,11 +152,10 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, gates *gateCac
 
 // writeLocked is writeGated under the gate row's lock, taken by tx.
 func (s *PostgresSupervisor) writeLocked(ctx context.Context, tx pgx.Tx, j *pgJob, c *completion, withLog bool) (gateWrite, error) {
-	var r gateRow
-	if err := tx.QueryRow(ctx, s.q.lockBreaker, j.breakerKey, c.end).Scan(r.dest()...); err != nil {
+	r, err := collectOne[gateRow](query(ctx, tx, s.q.lockBreaker, keyAtParams{Key: j.breakerKey, Now: c.end}))
+	if err != nil {
 		return gateWrite{}, err
 	}
-	var err error
 	if j.gate, j.version, err = r.gate(); err != nil {
 		return gateWrite{}, err
 	}
@@ -203,27 +202,21 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 		}
 		return gateWrite{}, err
 	}
-	var opened, retry any
-	if !after.OpenedAt.IsZero() {
-		opened = after.OpenedAt
-	}
-	if t := after.retryAt(s.k.breaker); !t.IsZero() {
-		retry = t
-	}
-	args := append(s.completionArgs(j, c), attemptArgs(nil, c.record)[1:]...)
-	args = append(args, withLog, after.State.String(), after.Failures, after.Successes, opened, int64(after.Period), retry, j.version)
-	var leased, done bool
-	var r gateRow
-	if err := q.QueryRow(ctx, s.q.completeGate, args...).Scan(append([]any{&leased, &done}, r.dest()...)...); err != nil {
-		return gateWrite{}, err
-	}
+	r, err := collectOne[completeGateResult](query(ctx, q, s.q.completeGate, completeGateParams{
+		stateParams:   s.stateParams(j, c),
+		attemptValues: attemptRecord(c.record),
+		gateParams:    s.gateParams(after),
+		WithLog:       withLog,
+		GateVersion:   j.version,
+	}))
 	switch {
-	case done:
+	case err != nil:
+		return gateWrite{}, err
+	case r.Done:
 		return gateWrite{before: before, after: after, version: j.version + 1, wrote: true}, nil
-	case !leased:
+	case !r.Leased:
 		return gateWrite{}, s.fenced(ctx, q, j, false)
 	}
-	var err error
 	if j.gate, j.version, err = r.gate(); err != nil {
 		return gateWrite{}, err
 	}
@@ -237,7 +230,7 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate) {
 	s.k.breakerChanged(key, before.State, after.State)
 	if after.State == BreakerOpen && before.State != BreakerOpen {
-		if _, err := s.db.Exec(ctx, s.q.deferBreaker, key, after.retryAt(s.k.breaker)); err != nil {
+		if _, err := exec(ctx, s.db, s.q.deferBreaker, deferParams{Key: key, Until: after.retryAt(s.k.breaker)}); err != nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))
 		}
 	}
@@ -258,15 +251,14 @@ func (s *PostgresSupervisor) reloadGate(ctx context.Context, q querier, j *pgJob
 func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJob, c *completion, withLog bool) error {
 	// Written only while its gate is still the row it was decided from
 	// (or, for a success, clean).
-	success := c.result == breakerSuccess
-	args := s.completionArgs(j, c)
-	sql := s.q.completeNoLog
+	guard := guardParams{Success: c.result == breakerSuccess, GateVersion: j.version}
+	var tag pgconn.CommandTag
+	var err error
 	if withLog {
-		sql = s.q.complete
-		args = append(args, attemptArgs(nil, c.record)[1:]...)
+		tag, err = exec(ctx, q, s.q.complete, completeParams{s.stateParams(j, c), attemptRecord(c.record), guard})
+	} else {
+		tag, err = exec(ctx, q, s.q.completeNoLog, completeNoLogParams{s.stateParams(j, c), guard})
 	}
-	args = append(args, success, j.version)
-	tag, err := q.Exec(ctx, sql, args...)
 	if err != nil {
 		return err
 	}
@@ -276,20 +268,17 @@ func (s *PostgresSupervisor) completeRow(ctx context.Context, q querier, j *pgJo
 	return s.fenced(ctx, q, j, true) // the gate guard may have refused it
 }
 
-// completionArgs are a completion's state columns, fenced by j's lease.
-func (s *PostgresSupervisor) completionArgs(j *pgJob, c *completion) []any {
-	var finished, first, status any
-	if !c.finishedAt.IsZero() {
-		finished = c.finishedAt
-	}
-	if !c.firstAt.IsZero() {
-		first = c.firstAt
+// stateParams are a completion's state columns, fenced by j's lease.
+func (s *PostgresSupervisor) stateParams(j *pgJob, c *completion) stateParams {
+	state, due := s.written(j, c)
+	p := stateParams{
+		ID: j.row, Token: j.token, State: state, Attempts: c.attempts, DueAt: due,
+		FirstAttemptAt: timeOrNil(c.firstAt), FinishedAt: timeOrNil(c.finishedAt), LastError: textOrNil(c.errText),
 	}
 	if c.status != 0 {
-		status = c.status
+		p.LastStatus = &c.status
 	}
-	state, due := s.written(j, c)
-	return []any{j.row, j.token, state, c.attempts, due, first, finished, status, nullText(c.errText)}
+	return p
 }
 
 // written is the state and due time a completion writes. A held retry
@@ -319,7 +308,7 @@ func (s *PostgresSupervisor) written(j *pgJob, c *completion) (state string, due
 func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, guarded bool) error {
 	var state string
 	var token *int64
-	if err := q.QueryRow(ctx, s.q.leaseState, j.row).Scan(&state, &token); err != nil {
+	if err := queryRow(ctx, q, s.q.leaseState, idParams{ID: j.row}).Scan(&state, &token); err != nil {
 		return err
 	}
 	if token != nil && *token == -j.token {

@@ -14,38 +14,26 @@ import (
 // saveGate persists a gate whose row the caller has locked, and returns
 // the row's new version.
 func (s *PostgresSupervisor) saveGate(ctx context.Context, q querier, key string, b gate, now time.Time) (int64, error) {
-	var opened, retry any
-	if !b.OpenedAt.IsZero() {
-		opened = b.OpenedAt
-	}
-	if t := b.retryAt(s.k.breaker); !t.IsZero() {
-		retry = t
-	}
 	var version int64
-	err := q.QueryRow(ctx, s.q.saveBreaker, key, b.State.String(), b.Failures, b.Successes, opened, int64(b.Period), retry, now).Scan(&version)
+	err := queryRow(ctx, q, s.q.saveBreaker, saveGateParams{Key: key, gateParams: s.gateParams(b), Now: now}).Scan(&version)
 	return version, dbError("save gate", err)
 }
 
-// gateRow scans gateColumns. A row that is not there (every column NULL,
-// from a LEFT JOIN) is a closed, clean gate at version 0.
-type gateRow struct {
-	state               *string
-	failures, successes *int
-	openedAt            *time.Time
-	period, version     *int64
-}
-
-func (r *gateRow) dest() []any {
-	return []any{&r.state, &r.failures, &r.successes, &r.openedAt, &r.period, &r.version}
+// gateParams is b's row.
+func (s *PostgresSupervisor) gateParams(b gate) gateParams {
+	return gateParams{
+		GateState: b.State.String(), GateFailures: b.Failures, GateSuccesses: b.Successes,
+		GateOpenedAt: timeOrNil(b.OpenedAt), GatePeriod: int64(b.Period), GateRetryAt: timeOrNil(b.retryAt(s.k.breaker)),
+	}
 }
 
 // gate returns the gate and its row version.
 func (r *gateRow) gate() (gate, int64, error) {
-	if r.state == nil {
+	if r.State == nil {
 		return gate{}, 0, nil
 	}
 	var g gate
-	switch *r.state {
+	switch *r.State {
 	case "closed":
 		g.State = BreakerClosed
 	case "open":
@@ -53,13 +41,13 @@ func (r *gateRow) gate() (gate, int64, error) {
 	case "half_open":
 		g.State = BreakerHalfOpen
 	default:
-		return gate{}, 0, fmt.Errorf("unknown gate state %q", *r.state)
+		return gate{}, 0, fmt.Errorf("unknown gate state %q", *r.State)
 	}
-	if p := deref(r.period); p >= 0 {
+	if p := deref(r.Period); p >= 0 {
 		g.Period = uint64(p)
 	}
-	g.Failures, g.Successes, g.OpenedAt = deref(r.failures), deref(r.successes), deref(r.openedAt)
-	return g, deref(r.version), nil
+	g.Failures, g.Successes, g.OpenedAt = deref(r.Failures), deref(r.Successes), deref(r.OpenedAt)
+	return g, deref(r.Version), nil
 }
 
 // gateCache is the newest row of each gate that one RunWorker call has
@@ -128,23 +116,17 @@ func (c *gateCache) reload(ctx context.Context, s *PostgresSupervisor, keys []st
 // loadGates reads the gate rows of keys; a key with no row is missing
 // from the result (a closed gate at version 0).
 func (s *PostgresSupervisor) loadGates(ctx context.Context, q querier, keys []string) (map[string]cachedGate, error) {
-	rows, err := q.Query(ctx, s.q.gates, keys)
+	rows, err := collect[keyedGateRow](query(ctx, q, s.q.gates, keysParams{Keys: keys}))
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := make(map[string]cachedGate, len(keys))
-	for rows.Next() {
-		var key string
-		var r gateRow
-		if err := rows.Scan(append([]any{&key}, r.dest()...)...); err != nil {
-			return nil, err
-		}
+	out := make(map[string]cachedGate, len(rows))
+	for _, r := range rows {
 		g, v, err := r.gate()
 		if err != nil {
 			return nil, err
 		}
-		out[key] = cachedGate{g, v}
+		out[r.Key] = cachedGate{g, v}
 	}
-	return out, rows.Err()
+	return out, nil
 }

@@ -38,7 +38,7 @@ func (s *PostgresSupervisor) Purge(ctx context.Context) (int64, error) {
 	cutoff := s.k.clock.Now().Add(-s.retention)
 	var total int64
 	for {
-		tag, err := s.db.Exec(ctx, s.q.purge, cutoff, purgeBatch)
+		tag, err := exec(ctx, s.db, s.q.purge, purgeParams{Cutoff: cutoff, Limit: purgeBatch})
 		if err != nil {
 			return total, dbError("purge", err)
 		}
@@ -48,7 +48,7 @@ func (s *PostgresSupervisor) Purge(ctx context.Context) (int64, error) {
 		}
 	}
 	for {
-		tag, err := s.db.Exec(ctx, s.q.purgeRefusals, cutoff, purgeBatch)
+		tag, err := exec(ctx, s.db, s.q.purgeRefusals, purgeParams{Cutoff: cutoff, Limit: purgeBatch})
 		if err != nil {
 			return total, dbError("purge", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,18 +56,24 @@ var _ webhook.PostgresPool = (*mockPool)(nil)
 // mockExpect is one expected statement and its answer.
 type mockExpect struct {
 	prefix   string
-	args     []any // literals (reflect.DeepEqual) or argFunc; nil: any
-	times    int   // how many calls it answers; 0: any number
-	optional bool  // need not be called
+	args     args // by parameter name; a parameter not named matches anything
+	times    int  // how many calls it answers; 0: any number
+	optional bool // need not be called
 	err      error
 	tag      string
+	cols     []string // the rows' column names
 	rows     [][]any
 	calls    []time.Time // when it answered
 }
 
+// args are statement arguments by parameter name: literals, compared with
+// reflect.DeepEqual to the argument (a pointer's value, nil for a nil
+// pointer), or argFuncs.
+type args map[string]any
+
 // expect adds an expectation for a statement starting with prefix, with
 // args (nil for any).
-func (p *mockPool) expect(prefix string, args ...any) *mockExpect {
+func (p *mockPool) expect(prefix string, args args) *mockExpect {
 	e := &mockExpect{prefix: prefix, args: args, times: 1}
 	p.mu.Lock()
 	p.exps = append(p.exps, e)
@@ -77,8 +84,25 @@ func (p *mockPool) expect(prefix string, args ...any) *mockExpect {
 // result sets an Exec's command tag, "UPDATE 1" say.
 func (e *mockExpect) result(tag string) *mockExpect { e.tag = tag; return e }
 
-// returnRows sets a Query's rows.
+// returnRows sets a Query's rows of one unnamed column each, for
+// statements whose result is scanned by position (a single value).
 func (e *mockExpect) returnRows(rows ...[]any) *mockExpect { e.rows = rows; return e }
+
+// returnRecords sets a Query's rows by column name.
+func (e *mockExpect) returnRecords(recs ...map[string]any) *mockExpect {
+	e.cols, e.rows = nil, nil
+	for name := range recs[0] {
+		e.cols = append(e.cols, name)
+	}
+	for _, r := range recs {
+		row := make([]any, len(e.cols))
+		for i, name := range e.cols {
+			row[i] = r[name]
+		}
+		e.rows = append(e.rows, row)
+	}
+	return e
+}
 
 // fail makes the statement fail with err.
 func (e *mockExpect) fail(err error) *mockExpect { e.err = err; return e }
@@ -99,15 +123,24 @@ func (e *mockExpect) matches(sql string, args []any) bool {
 	if e.args == nil {
 		return true
 	}
-	if len(args) != len(e.args) {
-		return false
-	}
-	for i, want := range e.args {
+	names := webhook.ParamNames(sql)
+	for name, want := range e.args {
+		i := slices.Index(names, name)
+		if i < 0 || i >= len(args) {
+			return false // not a parameter of this statement
+		}
+		got := args[i]
+		if v := reflect.ValueOf(got); v.Kind() == reflect.Pointer {
+			got = nil
+			if !v.IsNil() {
+				got = v.Elem().Interface()
+			}
+		}
 		if f, ok := want.(argFunc); ok {
-			if !f(args[i]) {
+			if !f(got) {
 				return false
 			}
-		} else if !reflect.DeepEqual(want, args[i]) {
+		} else if !reflect.DeepEqual(want, got) {
 			return false
 		}
 	}
@@ -147,7 +180,7 @@ func (p *mockPool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows
 	if err != nil {
 		return nil, err
 	}
-	return &mockRows{rows: e.rows, i: -1}, nil
+	return &mockRows{cols: e.cols, rows: e.rows, i: -1}, nil
 }
 
 func (p *mockPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
@@ -185,6 +218,7 @@ func (p *mockPool) calls(e *mockExpect) []time.Time {
 
 // mockRows is a result set of plain Go values.
 type mockRows struct {
+	cols   []string
 	rows   [][]any
 	i      int
 	closed bool
@@ -192,13 +226,19 @@ type mockRows struct {
 
 var _ pgx.Rows = (*mockRows)(nil)
 
-func (r *mockRows) Close()                                       { r.closed = true }
-func (r *mockRows) Err() error                                   { return nil }
-func (r *mockRows) CommandTag() pgconn.CommandTag                { return pgconn.NewCommandTag("SELECT") }
-func (r *mockRows) FieldDescriptions() []pgconn.FieldDescription { return nil }
-func (r *mockRows) RawValues() [][]byte                          { return nil }
-func (r *mockRows) Conn() *pgx.Conn                              { return nil }
-func (r *mockRows) TypeMap() *pgtype.Map                         { return pgtype.NewMap() }
+func (r *mockRows) Close()                        { r.closed = true }
+func (r *mockRows) Err() error                    { return nil }
+func (r *mockRows) CommandTag() pgconn.CommandTag { return pgconn.NewCommandTag("SELECT") }
+func (r *mockRows) FieldDescriptions() []pgconn.FieldDescription {
+	fds := make([]pgconn.FieldDescription, len(r.cols))
+	for i, name := range r.cols {
+		fds[i].Name = name
+	}
+	return fds
+}
+func (r *mockRows) RawValues() [][]byte  { return nil }
+func (r *mockRows) Conn() *pgx.Conn      { return nil }
+func (r *mockRows) TypeMap() *pgtype.Map { return pgtype.NewMap() }
 
 func (r *mockRows) Next() bool {
 	if r.closed || r.i+1 >= len(r.rows) {
@@ -272,16 +312,6 @@ func (r mockRow) Scan(dest ...any) error {
 // argFunc matches an argument by predicate.
 type argFunc func(any) bool
 
-func anyArg() argFunc { return func(any) bool { return true } }
-
-func anyArgs(n int) []any {
-	out := make([]any, n)
-	for i := range out {
-		out[i] = anyArg()
-	}
-	return out
-}
-
 // timeArg matches a time.Time argument equal to want.
 func timeArg(want time.Time) argFunc {
 	return func(v any) bool {
@@ -318,14 +348,11 @@ func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
 		}
 		return ok
 	})
-	// $1 now, $2 how many, $3 lease expiry, $4 lease token. The columns:
-	// id, url, body, idempotency_key, breaker_key, sequence_key,
-	// sequence_number, task_type, task_id, notification_type, auth_scheme,
-	// auth_credentials, headers, attempts, accepted_at, first_attempt_at.
-	return p.expect(sqlClaim, timeArg(epoch), 1, anyArg(), captureToken).returnRows([]any{
-		j.id, mockURL, j.body, j.key, mockURL, nil,
-		nil, nil, nil, nil, nil, nil, nil,
-		0, epoch, nil,
+	return p.expect(sqlClaim, args{"now": timeArg(epoch), "limit": 1, "token": captureToken}).returnRecords(map[string]any{
+		"id": j.id, "url": mockURL, "body": j.body, "idempotency_key": j.key, "breaker_key": mockURL,
+		"sequence_key": nil, "sequence_number": nil, "task_type": nil, "task_id": nil, "notification_type": nil,
+		"auth_scheme": nil, "auth_credentials": nil, "headers": nil,
+		"attempts": 0, "accepted_at": epoch, "first_attempt_at": nil,
 	})
 }
 
@@ -339,41 +366,36 @@ func (j *mockJob) sameToken() argFunc {
 	}
 }
 
-// stateArgs are the completion's first nine arguments for a first attempt
-// delivered at epoch: the delivery's new state, fenced by id and token.
-func (j *mockJob) stateArgs() []any {
-	return []any{
-		j.id, j.sameToken(), string(webhook.StateDelivered), 1, // id, lease token, state, attempts
-		timeArg(epoch), timeArg(epoch), timeArg(epoch), // due_at, first_attempt_at, finished_at
-		200, nil, // last_status, last_error
+// stateArgs are the completion's state arguments for a first attempt
+// delivered at epoch, fenced by id and token.
+func (j *mockJob) stateArgs() args {
+	return args{
+		"id": j.id, "token": j.sameToken(), "state": string(webhook.StateDelivered), "attempts": 1,
+		"due_at": timeArg(epoch), "first_attempt_at": timeArg(epoch), "finished_at": timeArg(epoch),
+		"last_status": 200, "last_error": nil,
+		// A success that leaves its gate alone, decided from no gate row.
+		"success": true, "gate_version": int64(0),
 	}
 }
 
-// completeArgs are the combined statement's arguments: the state, then the
-// attempt row (the attempt table's columns after delivery_id).
-func (j *mockJob) completeArgs() []any {
-	a := anyArgs(18)
-	a[0] = j.key                          // idempotency_key
-	a[5] = 1                              // attempt_number
-	a[7] = string(webhook.OutcomeSuccess) // outcome
-	a[8] = 200                            // http_status
-	a[11] = timeArg(epoch)                // occurred_at
-	a[12] = false                         // will_retry
-	// A success that leaves its gate alone, decided from no gate row.
-	return append(append(j.stateArgs(), a...), true, int64(0))
+// completeArgs are the combined statement's arguments: the state, and the
+// attempt row.
+func (j *mockJob) completeArgs() args {
+	a := j.stateArgs()
+	a["idempotency_key"], a["attempt_number"], a["outcome"] = j.key, 1, string(webhook.OutcomeSuccess)
+	a["http_status"], a["occurred_at"], a["will_retry"] = 200, timeArg(epoch), false
+	return a
 }
 
 // noLogArgs are the state-only statement's arguments.
-func (j *mockJob) noLogArgs() []any {
-	return append(j.stateArgs(), true, int64(0))
-}
+func (j *mockJob) noLogArgs() args { return j.stateArgs() }
 
 // expectIdle lets the claimer find nothing more to do: empty claims, no
 // half-open probe candidates, nothing due later.
 func expectIdle(p *mockPool) {
-	p.expect(sqlClaim, anyArgs(4)...).anyTimes()
-	p.expect(sqlProbeCheck, anyArgs(2)...).returnRows([]any{false}).anyTimes()
-	p.expect(sqlNextDue, anyArgs(1)...).returnRows([]any{nil}).anyTimes()
+	p.expect(sqlClaim, nil).anyTimes()
+	p.expect(sqlProbeCheck, nil).returnRows([]any{false}).anyTimes()
+	p.expect(sqlNextDue, nil).returnRows([]any{nil}).anyTimes()
 }
 
 // newMockEnv returns the suite's env (fake clock, scripted sender,
@@ -417,12 +439,12 @@ func TestPostgresMockAttemptLogFailureKeepsState(t *testing.T) {
 	first, second := newMockJob(1), newMockJob(2)
 
 	first.expectClaim(pool)
-	pool.expect(sqlComplete, first.completeArgs()...).
+	pool.expect(sqlComplete, first.completeArgs()).
 		fail(&pgconn.PgError{Severity: "ERROR", Code: "53100", Message: "could not extend file"}).repeatedly()
-	noLog := pool.expect(sqlCompleteNoLog, first.noLogArgs()...).result("UPDATE 1")
+	noLog := pool.expect(sqlCompleteNoLog, first.noLogArgs()).result("UPDATE 1")
 	// The worker is still there: it claims, sends and completes another.
 	second.expectClaim(pool)
-	pool.expect(sqlComplete, second.completeArgs()...).result("INSERT 0 1")
+	pool.expect(sqlComplete, second.completeArgs()).result("INSERT 0 1")
 	expectIdle(pool)
 
 	stop := runWorker(t, e.sup)
@@ -462,10 +484,10 @@ func TestPostgresMockCompletionRetriesLostConnection(t *testing.T) {
 
 	j.expectClaim(pool)
 	failed := []*mockExpect{
-		pool.expect(sqlComplete, j.completeArgs()...).fail(errors.New("conn closed")),
-		pool.expect(sqlComplete, j.completeArgs()...).fail(&net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}),
+		pool.expect(sqlComplete, j.completeArgs()).fail(errors.New("conn closed")),
+		pool.expect(sqlComplete, j.completeArgs()).fail(&net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}),
 	}
-	written := pool.expect(sqlComplete, j.completeArgs()...).result("INSERT 0 1")
+	written := pool.expect(sqlComplete, j.completeArgs()).result("INSERT 0 1")
 	expectIdle(pool)
 
 	stop := runWorker(t, e.sup)
@@ -503,7 +525,7 @@ func TestPostgresMockCompletionGivesUpAfterLease(t *testing.T) {
 	j := newMockJob(1)
 
 	j.expectClaim(pool)
-	down := pool.expect(sqlComplete, j.completeArgs()...).fail(errors.New("conn closed")).repeatedly()
+	down := pool.expect(sqlComplete, j.completeArgs()).fail(errors.New("conn closed")).repeatedly()
 	// Neither the state-only update nor a lease check is expected.
 	expectIdle(pool)
 

@@ -56,7 +56,7 @@ func (s *PostgresSupervisor) wakeWorkers() {
 	go func() {
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), statementTimeout)
-			if _, err := s.db.Exec(ctx, s.q.notify, s.q.channel); err != nil {
+			if _, err := exec(ctx, s.db, s.q.notify, channelParams{Channel: s.q.channel}); err != nil {
 				// Workers poll every PollInterval: a lost wake-up delays,
 				// it does not lose.
 				s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: NOTIFY failed", slog.String("error", dbError("notify", err).Error()))

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // schemaSQL is schema.sql: the DDL with the default table names.
@@ -108,7 +109,328 @@ func schemaObjects(ddl string) []string {
 	return names
 }
 
-// pgSQL is every statement the supervisor runs, built once with the
+// Rows, as statements return them and scans read them by column name.
+
+// jobRow is what a worker reads of a claimed delivery.
+type jobRow struct {
+	ID               int64      `db:"id"`
+	URL              string     `db:"url"`
+	Body             []byte     `db:"body"`
+	IdempotencyKey   string     `db:"idempotency_key"`
+	BreakerKey       string     `db:"breaker_key"`
+	SequenceKey      *string    `db:"sequence_key"`
+	SequenceNumber   *int64     `db:"sequence_number"`
+	TaskType         *string    `db:"task_type"`
+	TaskID           *string    `db:"task_id"`
+	NotificationType *string    `db:"notification_type"`
+	AuthScheme       *string    `db:"auth_scheme"`
+	AuthCredentials  []byte     `db:"auth_credentials"`
+	Headers          []byte     `db:"headers"`
+	Attempts         int        `db:"attempts"`
+	AcceptedAt       time.Time  `db:"accepted_at" sql:"COALESCE(d.redelivered_at, d.accepted_at)"` // or the last redelivery
+	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
+}
+
+// snapshotRow is what a Delivery snapshot shows.
+type snapshotRow struct {
+	ID             int64      `db:"id"`
+	URL            string     `db:"url"`
+	Body           []byte     `db:"body"`
+	IdempotencyKey string     `db:"idempotency_key"`
+	BreakerKey     string     `db:"breaker_key"`
+	SequenceKey    *string    `db:"sequence_key"`
+	SequenceNumber *int64     `db:"sequence_number"`
+	TaskType       *string    `db:"task_type"`
+	TaskID         *string    `db:"task_id"`
+	State          string     `db:"state"`
+	Attempts       int        `db:"attempts"`
+	LastError      *string    `db:"last_error"`
+	LastStatus     *int       `db:"last_status"`
+	AcceptedAt     time.Time  `db:"accepted_at"`
+	DueAt          time.Time  `db:"due_at"`
+	FinishedAt     *time.Time `db:"finished_at"`
+}
+
+// attemptRow is a row of the attempt log.
+type attemptRow struct {
+	DeliveryID *int64 `db:"delivery_id"` // nil: refused at acceptance
+	attemptValues
+}
+
+// attemptValues are an attempt row's columns after delivery_id, which a
+// completion takes from the row it updated.
+type attemptValues struct {
+	IdempotencyKey   string     `db:"idempotency_key"`
+	URL              string     `db:"url"`
+	BreakerKey       string     `db:"breaker_key"`
+	SequenceKey      *string    `db:"sequence_key"`
+	SequenceNumber   *int64     `db:"sequence_number"`
+	AttemptNumber    int        `db:"attempt_number"`
+	MaxAttempts      int        `db:"max_attempts"`
+	Outcome          string     `db:"outcome"`
+	HTTPStatus       *int       `db:"http_status"`
+	ErrorMessage     *string    `db:"error_message"`
+	ResponseTimeUS   int64      `db:"response_time_us"`
+	OccurredAt       time.Time  `db:"occurred_at"`
+	WillRetry        bool       `db:"will_retry"`
+	NextRetryAt      *time.Time `db:"next_retry_at"`
+	TaskType         *string    `db:"task_type"`
+	TaskID           *string    `db:"task_id"`
+	PayloadSize      int        `db:"payload_size"`
+	NotificationType *string    `db:"notification_type"`
+}
+
+// gateRow is a gate's persisted fields. A row that is not there (every
+// column NULL, from a LEFT JOIN) is a closed, clean gate at version 0.
+type gateRow struct {
+	State     *string    `db:"state"`
+	Failures  *int       `db:"failures"`
+	Successes *int       `db:"successes"`
+	OpenedAt  *time.Time `db:"opened_at"`
+	Period    *int64     `db:"period"`
+	Version   *int64     `db:"version"`
+}
+
+// keyedGateRow is a gate row with its key.
+type keyedGateRow struct {
+	Key string `db:"breaker_key"`
+	gateRow
+}
+
+// Parameters, one struct per statement (or per family of statements).
+
+type schemaParams struct {
+	Objects  []string `db:"objects"`  // every table and index of the DDL
+	Breakers string   `db:"breakers"` // the gate table
+}
+
+type enqueueParams struct {
+	URL              string    `db:"url"`
+	Body             []byte    `db:"body"`
+	IdempotencyKey   string    `db:"idempotency_key"`
+	BreakerKey       string    `db:"breaker_key"`
+	SequenceKey      *string   `db:"sequence_key"`
+	TaskType         *string   `db:"task_type"`
+	TaskID           *string   `db:"task_id"`
+	NotificationType *string   `db:"notification_type"`
+	AuthScheme       *string   `db:"auth_scheme"`
+	AuthCredentials  []byte    `db:"auth_credentials"`
+	Headers          *string   `db:"headers"` // JSON
+	Now              time.Time `db:"now"`
+	Drop             bool      `db:"drop"` // refuse while the breaker is open (OpenDrop)
+}
+
+type enqueueTxParams struct {
+	enqueueParams
+	Channel string `db:"channel"`
+}
+
+type channelParams struct {
+	Channel string `db:"channel"`
+}
+
+type keyAtParams struct {
+	Key string    `db:"breaker_key"`
+	Now time.Time `db:"now"`
+}
+
+type claimParams struct {
+	Now      time.Time `db:"now"`
+	Limit    int       `db:"limit"`
+	LeaseEnd time.Time `db:"lease_end"`
+	Token    int64     `db:"token"`
+}
+
+type claimProbesParams struct {
+	claimParams
+	Key    string `db:"breaker_key"`
+	Period int64  `db:"period"`
+}
+
+type probesParams struct {
+	Now    time.Time `db:"now"`
+	Probes int       `db:"probes"` // HalfOpenProbes
+}
+
+type lockBreakersParams struct {
+	probesParams
+	Limit int `db:"limit"`
+}
+
+type countProbesParams struct {
+	Key    string    `db:"breaker_key"`
+	Period int64     `db:"period"`
+	Now    time.Time `db:"now"`
+}
+
+type nowParams struct {
+	Now time.Time `db:"now"`
+}
+
+// stateParams are a completion's delivery columns, fenced by its lease.
+type stateParams struct {
+	ID             int64      `db:"id"`
+	Token          int64      `db:"token"`
+	State          string     `db:"state"`
+	Attempts       int        `db:"attempts"`
+	DueAt          time.Time  `db:"due_at"`
+	FirstAttemptAt *time.Time `db:"first_attempt_at"`
+	FinishedAt     *time.Time `db:"finished_at"`
+	LastStatus     *int       `db:"last_status"`
+	LastError      *string    `db:"last_error"`
+}
+
+// guardParams decide whether a completion that leaves its gate alone is
+// written: its gate is still at GateVersion (0: no row), or, for a
+// success, clean.
+type guardParams struct {
+	Success     bool  `db:"success"`
+	GateVersion int64 `db:"gate_version"`
+}
+
+type completeParams struct {
+	stateParams
+	attemptValues
+	guardParams
+}
+
+type completeNoLogParams struct {
+	stateParams
+	guardParams
+}
+
+// gateParams are a gate's new value.
+type gateParams struct {
+	GateState     string     `db:"gate_state"`
+	GateFailures  int        `db:"gate_failures"`
+	GateSuccesses int        `db:"gate_successes"`
+	GateOpenedAt  *time.Time `db:"gate_opened_at"`
+	GatePeriod    int64      `db:"gate_period"`
+	GateRetryAt   *time.Time `db:"gate_retry_at"`
+}
+
+type completeGateParams struct {
+	stateParams
+	attemptValues
+	gateParams
+	WithLog     bool  `db:"with_log"`
+	GateVersion int64 `db:"gate_version"` // the row the new value was computed from
+}
+
+// completeGateResult is what completeGate returns.
+type completeGateResult struct {
+	Leased  bool `db:"leased"` // the lease held
+	Done    bool `db:"done"`   // the completion was written
+	gateRow      // the gate's row as the statement saw it
+}
+
+// batchRows are the completions of a batch, one array element each. Each
+// field's pg tag is its element type.
+type batchRows struct {
+	ID               []int64      `db:"id" pg:"bigint"`
+	Token            []int64      `db:"token" pg:"bigint"`
+	State            []string     `db:"state" pg:"text"`
+	Attempts         []int32      `db:"attempts" pg:"int"`
+	DueAt            []time.Time  `db:"due_at" pg:"timestamptz"`
+	FirstAttemptAt   []*time.Time `db:"first_attempt_at" pg:"timestamptz"`
+	FinishedAt       []*time.Time `db:"finished_at" pg:"timestamptz"`
+	LastStatus       []*int32     `db:"last_status" pg:"int"`
+	LastError        []*string    `db:"last_error" pg:"text"`
+	IdempotencyKey   []string     `db:"idempotency_key" pg:"text"`
+	URL              []string     `db:"url" pg:"text"`
+	BreakerKey       []string     `db:"breaker_key" pg:"text"`
+	SequenceKey      []*string    `db:"sequence_key" pg:"text"`
+	SequenceNumber   []*int64     `db:"sequence_number" pg:"bigint"`
+	AttemptNumber    []int32      `db:"attempt_number" pg:"int"`
+	MaxAttempts      []int32      `db:"max_attempts" pg:"int"`
+	Outcome          []string     `db:"outcome" pg:"text"`
+	HTTPStatus       []*int32     `db:"http_status" pg:"int"`
+	ErrorMessage     []*string    `db:"error_message" pg:"text"`
+	ResponseTimeUS   []int64      `db:"response_time_us" pg:"bigint"`
+	OccurredAt       []time.Time  `db:"occurred_at" pg:"timestamptz"`
+	WillRetry        []bool       `db:"will_retry" pg:"boolean"`
+	NextRetryAt      []*time.Time `db:"next_retry_at" pg:"timestamptz"`
+	TaskType         []*string    `db:"task_type" pg:"text"`
+	TaskID           []*string    `db:"task_id" pg:"text"`
+	PayloadSize      []int32      `db:"payload_size" pg:"int"`
+	NotificationType []*string    `db:"notification_type" pg:"text"`
+	Gated            []bool       `db:"gated" pg:"boolean"`       // its gate changes
+	Success          []bool       `db:"success" pg:"boolean"`     // a success
+	GateVersion      []int64      `db:"gate_version" pg:"bigint"` // the gate row it was decided from
+}
+
+// batchGates are the new values of the gates a batch changes, one array
+// element per gate; columns are the tags without "gate_".
+type batchGates struct {
+	GateBreakerKey []string     `db:"gate_breaker_key" pg:"text"`
+	GateState      []string     `db:"gate_state" pg:"text"`
+	GateFailures   []int32      `db:"gate_failures" pg:"int"`
+	GateSuccesses  []int32      `db:"gate_successes" pg:"int"`
+	GateOpenedAt   []*time.Time `db:"gate_opened_at" pg:"timestamptz"`
+	GatePeriod     []int64      `db:"gate_period" pg:"bigint"`
+	GateRetryAt    []*time.Time `db:"gate_retry_at" pg:"timestamptz"`
+	GateExpected   []int64      `db:"gate_expected" pg:"bigint"` // the version the value was computed from
+	GateUpdatedAt  []time.Time  `db:"gate_updated_at" pg:"timestamptz"`
+}
+
+type batchParams struct {
+	batchRows
+	batchGates
+}
+
+// batchResult is one row of completeBatch's answer: a written delivery or
+// a persisted gate.
+type batchResult struct {
+	DeliveryID *int64  `db:"delivery_id"`
+	BreakerKey *string `db:"breaker_key"`
+}
+
+type keysParams struct {
+	Keys []string `db:"keys"`
+}
+
+type leaseParams struct {
+	ID    int64     `db:"id"`
+	Token int64     `db:"token"`
+	DueAt time.Time `db:"due_at"`
+}
+
+type idParams struct {
+	ID int64 `db:"id"`
+}
+
+type saveGateParams struct {
+	Key string `db:"breaker_key"`
+	gateParams
+	Now time.Time `db:"now"`
+}
+
+type deferParams struct {
+	Key   string    `db:"breaker_key"`
+	Until time.Time `db:"until"`
+}
+
+type pageParams struct {
+	After int64 `db:"after"`
+	Limit int   `db:"limit"`
+}
+
+type redeliverParams struct {
+	ID      int64     `db:"id"`
+	Now     time.Time `db:"now"`
+	Channel string    `db:"channel"`
+}
+
+type purgeParams struct {
+	Cutoff time.Time `db:"cutoff"`
+	Limit  int       `db:"limit"`
+}
+
+type sequenceParams struct {
+	Key string `db:"sequence_key"`
+}
+
+// pgSQL is every statement the supervisor runs, compiled once with the
 // validated table names. Values are always bound parameters.
 type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
@@ -116,55 +438,37 @@ type pgSQL struct {
 	// breakersTable is the gate table's name.
 	breakersTable string
 
-	schemaCurrent  string
-	enqueue        string
-	enqueueNotify  string
-	notify         string
-	refusedUntil   string
-	insertRefusal  string
-	claim          string
-	claimProbes    string
-	probeCandidate string
-	lockBreakers   string
-	countProbes    string
-	nextDue        string
-	complete       string
-	completeGate   string
-	completeBatch  string
-	gates          string
-	completeNoLog  string
-	leaseState     string
-	renewLease     string
-	release        string
-	lockBreaker    string
-	saveBreaker    string
-	deferBreaker   string
-	delivery       string
-	attempts       string
-	failed         string
-	redeliver      string
-	purge          string
-	purgeRefusals  string
-	nextSequence   string
+	schemaCurrent  stmt[schemaParams]
+	enqueue        stmt[enqueueParams]
+	enqueueNotify  stmt[enqueueTxParams]
+	notify         stmt[channelParams]
+	refusedUntil   stmt[keyAtParams]
+	insertRefusal  stmt[attemptRow]
+	claim          stmt[claimParams]
+	claimProbes    stmt[claimProbesParams]
+	probeCandidate stmt[probesParams]
+	lockBreakers   stmt[lockBreakersParams]
+	countProbes    stmt[countProbesParams]
+	nextDue        stmt[nowParams]
+	complete       stmt[completeParams]
+	completeNoLog  stmt[completeNoLogParams]
+	completeGate   stmt[completeGateParams]
+	completeBatch  stmt[batchParams]
+	gates          stmt[keysParams]
+	release        stmt[leaseParams]
+	renewLease     stmt[leaseParams]
+	leaseState     stmt[idParams]
+	lockBreaker    stmt[keyAtParams]
+	saveBreaker    stmt[saveGateParams]
+	deferBreaker   stmt[deferParams]
+	delivery       stmt[idParams]
+	attempts       stmt[idParams]
+	failed         stmt[pageParams]
+	redeliver      stmt[redeliverParams]
+	purge          stmt[purgeParams]
+	purgeRefusals  stmt[purgeParams]
+	nextSequence   stmt[sequenceParams]
 }
-
-// deliveryColumns are what a worker reads of a claimed delivery.
-const deliveryColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
-	d.task_type, d.task_id, d.notification_type, d.auth_scheme, d.auth_credentials, d.headers,
-	d.attempts, COALESCE(d.redelivered_at, d.accepted_at), d.first_attempt_at`
-
-// snapshotColumns are what a Delivery snapshot shows.
-const snapshotColumns = `d.id, d.url, d.body, d.idempotency_key, d.breaker_key, d.sequence_key, d.sequence_number,
-	d.task_type, d.task_id, d.state, d.attempts, d.last_error, d.last_status,
-	d.accepted_at, d.due_at, d.finished_at`
-
-// attemptColumns are the attempt log's columns after id, in Attempt order.
-const attemptColumns = `delivery_id, idempotency_key, url, breaker_key, sequence_key, sequence_number,
-	attempt_number, max_attempts, outcome, http_status, error_message, response_time_us,
-	occurred_at, will_retry, next_retry_at, task_type, task_id, payload_size, notification_type`
-
-// gateColumns are a gate's persisted fields, from a breakers row b.
-const gateColumns = `b.state, b.failures, b.successes, b.opened_at, b.period, b.version`
 
 // gateUnchanged is the condition under which a completion that leaves its
 // gate alone is written: the gate is still the row the decision was
@@ -186,171 +490,169 @@ func newPgSQL(t PostgresTables) *pgSQL {
 	r := strings.NewReplacer(
 		"{deliveries}", t.Deliveries, "{attempts}", t.Attempts,
 		"{breakers}", t.Breakers, "{sequences}", t.Sequences,
-		"{delivery_columns}", deliveryColumns, "{snapshot_columns}", snapshotColumns,
-		"{attempt_columns}", attemptColumns,
+		"{job_columns}", columns[jobRow]("d."), "{snapshot_columns}", columns[snapshotRow]("d."),
+		"{attempt_columns}", columns[attemptRow](""), "{gate_columns}", columns[gateRow]("b."),
+		"{attempt_params}", params[attemptRow](), "{attempt_values}", params[attemptRow]("delivery_id"),
+		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 	)
 	q := &pgSQL{channel: t.Deliveries, breakersTable: t.Breakers}
 
-	// Whether every table and index of the DDL ($1) exists, and the gate
-	// table ($2) has its latest column.
-	q.schemaCurrent = `SELECT NOT EXISTS (SELECT 1 FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL)
-	AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($2) AND attname = 'version' AND NOT attisdropped)`
+	// Whether every table and index of the DDL exists, and the gate table
+	// has its latest column.
+	q.schemaCurrent = compile[schemaParams](`SELECT NOT EXISTS (SELECT 1 FROM unnest(@objects::text[]) n WHERE to_regclass(n) IS NULL)
+	AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(@breakers) AND attname = 'version' AND NOT attisdropped)`)
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
-	// statement. $13 refuses the webhook (OpenDrop) while its breaker is
+	// statement. @drop refuses the webhook (OpenDrop) while its breaker is
 	// open: then nothing is inserted or allocated and no row returns. A
 	// webhook accepted while its breaker is open is due when it half-opens.
 	enqueue := r.Replace(`
 WITH refused AS (
-	SELECT $12::boolean AND EXISTS (
+	SELECT @drop::boolean AND EXISTS (
 		SELECT 1 FROM {breakers} b
-		WHERE b.breaker_key = $4 AND b.state = 'open' AND ` + openRetryAt + ` > $11::timestamptz) AS yes
+		WHERE b.breaker_key = @breaker_key AND b.state = 'open' AND ` + openRetryAt + ` > @now::timestamptz) AS yes
 ), seq AS (
 	INSERT INTO {sequences} AS s (sequence_key, last_value)
-	SELECT $5, 1 FROM refused WHERE $5::text IS NOT NULL AND NOT refused.yes
+	SELECT @sequence_key, 1 FROM refused WHERE @sequence_key::text IS NOT NULL AND NOT refused.yes
 	ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 	RETURNING last_value
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at)
 	SELECT 'pending',
-		GREATEST($11::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
-			WHERE b.breaker_key = $4 AND b.state = 'open')),
-		$1, $2, $3, $4, $5, (SELECT last_value FROM seq), $6, $7, $8, $9, $10, $13::jsonb, $11
+		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
+			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
+		@url, @body, @idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
+		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now
 	FROM refused WHERE NOT refused.yes
 	RETURNING id, sequence_number
 )
 `)
-	q.enqueue = enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`
+	q.enqueue = compile[enqueueParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
 	// In the caller's transaction the NOTIFY must go with it, to be sent at
 	// its commit. (Postgres serialises the commits of notifying
 	// transactions, WAL flush included, so the pool path notifies
 	// separately: see notify.)
-	q.enqueueNotify = enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), pg_notify($14, '') FROM ins`
+	q.enqueueNotify = compile[enqueueTxParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), pg_notify(@channel, '') FROM ins`)
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
-	q.notify = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')`
-	q.refusedUntil = r.Replace(`SELECT (SELECT ` + openRetryAt + ` FROM {breakers} b WHERE b.breaker_key = $1 AND b.state = 'open' AND ` + openRetryAt + ` > $2)`)
-	q.insertRefusal = r.Replace(`INSERT INTO {attempts} ({attempt_columns})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`)
+	q.notify = compile[channelParams](`SELECT set_config('synchronous_commit', 'off', true), pg_notify(@channel, '')`)
+	q.refusedUntil = compile[keyAtParams](r.Replace(`SELECT (SELECT ` + openRetryAt + ` FROM {breakers} b
+	WHERE b.breaker_key = @breaker_key AND b.state = 'open' AND ` + openRetryAt + ` > @now)`))
+	q.insertRefusal = compile[attemptRow](r.Replace(`INSERT INTO {attempts} ({attempt_columns}) VALUES ({attempt_params})`))
 
-	// The claim: up to $2 rows due at $1 whose gate is closed (or has no
-	// row), marked running under lease $4 until $3. Committed at once.
-	// (It does not return the gate's row: a LEFT JOIN here made the claim
-	// thirty times slower under a backlog. Completions start from the
-	// gate cache instead.)
-	q.claim = r.Replace(`
+	// The claim: up to @limit rows due at @now whose gate is closed (or has
+	// no row), marked running under lease @token until @lease_end.
+	// Committed at once. (It does not return the gate's row: a LEFT JOIN
+	// here made the claim thirty times slower under a backlog. Completions
+	// start from the gate cache instead.)
+	q.claim = compile[claimParams](r.Replace(`
 WITH due AS (
 	SELECT d.id FROM {deliveries} d
-	WHERE d.state IN ('pending', 'running') AND d.due_at <= $1
+	WHERE d.state IN ('pending', 'running') AND d.due_at <= @now
 	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')
 	ORDER BY d.due_at
-	LIMIT $2
+	LIMIT @limit
 	FOR UPDATE OF d SKIP LOCKED
 )
-UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = NULL
+UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = NULL
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns}`)
-	// The same for one breaker key's half-open probes ($5, period $6).
-	q.claimProbes = r.Replace(`
+RETURNING {job_columns}`))
+	// The same for one breaker key's half-open probes of @period.
+	q.claimProbes = compile[claimProbesParams](r.Replace(`
 WITH due AS (
 	SELECT d.id FROM {deliveries} d
-	WHERE d.breaker_key = $5 AND d.state IN ('pending', 'running') AND d.due_at <= $1
+	WHERE d.breaker_key = @breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= @now
 	ORDER BY d.due_at
-	LIMIT $2
+	LIMIT @limit
 	FOR UPDATE OF d SKIP LOCKED
 )
-UPDATE {deliveries} d SET state = 'running', due_at = $3, lease_token = $4, probe_period = $6
+UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = @period
 FROM due WHERE d.id = due.id
-RETURNING {delivery_columns}`)
+RETURNING {job_columns}`))
 	// Gates that may let a probe through now (open past their retry_at, or
 	// half-open with a free slot: a filter; the gate decides once locked),
 	// and have work for one.
-	tripped := `(b.state = 'open' AND ` + openRetryAt + ` <= $1
+	tripped := `(b.state = 'open' AND ` + openRetryAt + ` <= @now
 		OR b.state = 'half_open' AND (SELECT count(*) FROM {deliveries} d WHERE d.breaker_key = b.breaker_key
-			AND d.state = 'running' AND d.probe_period = b.period AND d.due_at > $1) < $2)
+			AND d.state = 'running' AND d.probe_period = b.period AND d.due_at > @now) < @probes)
 	  AND EXISTS (SELECT 1 FROM {deliveries} d
-		WHERE d.breaker_key = b.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= $1)`
-	q.probeCandidate = r.Replace(`SELECT EXISTS (SELECT 1 FROM {breakers} b WHERE ` + tripped + `)`)
-	q.lockBreakers = r.Replace(`SELECT b.breaker_key, ` + gateColumns + `
+		WHERE d.breaker_key = b.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= @now)`
+	q.probeCandidate = compile[probesParams](r.Replace(`SELECT EXISTS (SELECT 1 FROM {breakers} b WHERE ` + tripped + `)`))
+	q.lockBreakers = compile[lockBreakersParams](r.Replace(`SELECT b.breaker_key, {gate_columns}
 FROM {breakers} b WHERE ` + tripped + `
-ORDER BY b.updated_at LIMIT $3 FOR UPDATE SKIP LOCKED`)
-	q.countProbes = r.Replace(`SELECT count(*) FROM {deliveries}
-WHERE breaker_key = $1 AND state = 'running' AND probe_period = $2 AND due_at > $3`)
+ORDER BY b.updated_at LIMIT @limit FOR UPDATE SKIP LOCKED`))
+	q.countProbes = compile[countProbesParams](r.Replace(`SELECT count(*) FROM {deliveries}
+WHERE breaker_key = @breaker_key AND state = 'running' AND probe_period = @period AND due_at > @now`))
 
 	// When an idle worker should look again: the next due row or lease
 	// expiry, or the next open gate to half-open.
-	q.nextDue = r.Replace(`SELECT LEAST(
-	(SELECT min(due_at) FROM {deliveries} WHERE state IN ('pending', 'running') AND due_at > $1),
-	(SELECT min(` + openRetryAt + `) FROM {breakers} b WHERE b.state = 'open' AND ` + openRetryAt + ` > $1))`)
+	q.nextDue = compile[nowParams](r.Replace(`SELECT LEAST(
+	(SELECT min(due_at) FROM {deliveries} WHERE state IN ('pending', 'running') AND due_at > @now),
+	(SELECT min(` + openRetryAt + `) FROM {breakers} b WHERE b.state = 'open' AND ` + openRetryAt + ` > @now))`))
 
 	// Completion, fenced by the lease token: the state change and the log
 	// row in one statement. No row is inserted when the lease was lost.
-	set := `state = $3, attempts = $4, due_at = $5, first_attempt_at = $6, finished_at = $7,
-		last_status = $8, last_error = $9, probe_period = NULL,
-		lease_token = CASE WHEN $3 = 'running' THEN -lease_token ELSE lease_token END`
-	// A success that leaves the gate alone ($28) is written only while the
-	// gate stays clean: closed with no failures, or no row (a success on
-	// any other gate changes it, and takes completeGate).
-	q.complete = r.Replace(`
+	// A row left running (a held retry) is left under the negated token.
+	set := `state = @state, attempts = @attempts, due_at = @due_at, first_attempt_at = @first_attempt_at,
+		finished_at = @finished_at, last_status = @last_status, last_error = @last_error, probe_period = NULL,
+		lease_token = CASE WHEN @state = 'running' THEN -lease_token ELSE lease_token END`
+	fence := `id = @id AND lease_token = @token AND state = 'running'`
+	// A completion that leaves the gate alone is written only while the
+	// gate is the row it was decided from (a success also while it is
+	// clean: closed with no failures, or no row).
+	guard := gateUnchanged("@success", "{deliveries}.breaker_key", "@gate_version")
+	q.complete = compile[completeParams](r.Replace(`
 WITH done AS (
 	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + gateUnchanged("$28", "{deliveries}.breaker_key", "$29") + `
+	WHERE ` + fence + ` AND ` + guard + `
 	RETURNING id
 )
 INSERT INTO {attempts} ({attempt_columns})
-SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27 FROM done`)
+SELECT done.id, {attempt_values} FROM done`))
+	q.completeNoLog = compile[completeNoLogParams](r.Replace(`UPDATE {deliveries} SET ` + set + `
+WHERE ` + fence + ` AND ` + guard))
 	// A completion that changes the gate persists the gate's new value
-	// ($29-$34, computed by the state machine from the row at version
-	// $35) only if the row is still at that version, and the delivery's
-	// state only with it; the attempt row follows when $28. It returns
-	// whether the lease held, whether the completion was written, and, for
-	// a retry when it was not, the gate's row as this statement saw it.
-	q.completeGate = r.Replace(`
+	// (computed by the state machine from the row at @gate_version) only
+	// if the row is still at that version, and the delivery's state only
+	// with it; the attempt row follows when @with_log. It returns whether
+	// the lease held, whether the completion was written, and, for a retry
+	// when it was not, the gate's row as this statement saw it.
+	q.completeGate = compile[completeGateParams](r.Replace(`
 WITH leased AS (
-	SELECT id FROM {deliveries} WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE
+	SELECT id FROM {deliveries} WHERE ` + fence + ` FOR UPDATE
 ), gate AS (
 	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
-	SELECT $12, $29, $30, $31, $32, $33, $34, $35::bigint + 1, $21 FROM leased
+	SELECT @breaker_key, @gate_state, @gate_failures, @gate_successes, @gate_opened_at, @gate_period, @gate_retry_at,
+		@gate_version::bigint + 1, @occurred_at FROM leased
 	ON CONFLICT (breaker_key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
 		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
 		retry_at = EXCLUDED.retry_at, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
-	WHERE b.version = $35
+	WHERE b.version = @gate_version
 	RETURNING 1
 ), done AS (
 	UPDATE {deliveries} SET ` + set + `
-	WHERE id = $1 AND lease_token = $2 AND state = 'running' AND EXISTS (SELECT 1 FROM gate)
+	WHERE ` + fence + ` AND EXISTS (SELECT 1 FROM gate)
 	RETURNING id
 ), logged AS (
 	INSERT INTO {attempts} ({attempt_columns})
-	SELECT done.id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27
-	FROM done WHERE $28::boolean
+	SELECT done.id, {attempt_values} FROM done WHERE @with_log::boolean
 )
-SELECT EXISTS (SELECT 1 FROM leased), EXISTS (SELECT 1 FROM done), ` + gateColumns + `
-FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = $12`)
-	// The same for many deliveries at once, from arrays; it returns the IDs
-	// it wrote.
+SELECT EXISTS (SELECT 1 FROM leased) AS leased, EXISTS (SELECT 1 FROM done) AS done, {gate_columns}
+FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = @breaker_key`))
 	// The same for many deliveries at once, from arrays. Completions of a
-	// gate that changes ($28 gated) are written only with that gate's new
-	// value ($30-$38, one element per changed gate, computed by the state
-	// machine from the row at version expected), and only if its row is
-	// still at that version; successes that leave their gate alone only
-	// while it is unchanged ($39, the version they were decided from) or
-	// clean. It returns the IDs it wrote and the gates it persisted.
-	q.completeBatch = r.Replace(`
+	// gate that changes (v.gated) are written only with that gate's new
+	// value (one element of g per changed gate, computed by the state
+	// machine from the row at version g.expected), and only if its row is
+	// still at that version; completions that leave their gate alone only
+	// while it is the row they were decided from (v.gate_version) or, for
+	// a success, clean. It returns the IDs it wrote and the gates it
+	// persisted.
+	q.completeBatch = compile[batchParams](r.Replace(`
 WITH v AS (
-	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[],
-		$7::timestamptz[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
-		$15::int[], $16::int[], $17::text[], $18::int[], $19::text[], $20::bigint[], $21::timestamptz[], $22::boolean[],
-		$23::timestamptz[], $24::text[], $25::text[], $26::int[], $27::text[], $28::boolean[], $29::boolean[], $39::bigint[])
-	AS v(id, token, state, attempts, due_at, first_attempt_at, finished_at, last_status, last_error,
-		idempotency_key, url, breaker_key, sequence_key, sequence_number, attempt_number, max_attempts, outcome,
-		http_status, error_message, response_time_us, occurred_at, will_retry, next_retry_at, task_type, task_id,
-		payload_size, notification_type, gated, success, gate_version)
+	SELECT * FROM {batch_rows}
 ), g AS (
-	SELECT * FROM unnest($30::text[], $31::text[], $32::int[], $33::int[], $34::timestamptz[], $35::bigint[],
-		$36::timestamptz[], $37::bigint[], $38::timestamptz[])
-	AS g(breaker_key, state, failures, successes, opened_at, period, retry_at, expected, updated_at)
+	SELECT * FROM {batch_gates}
 ), gated AS (
 	-- In key order, so that concurrent batches lock gates in one order.
 	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
@@ -366,63 +668,62 @@ WITH v AS (
 		first_attempt_at = v.first_attempt_at, finished_at = v.finished_at, last_status = v.last_status,
 		last_error = v.last_error, probe_period = NULL,
 		lease_token = CASE WHEN v.state = 'running' THEN -d.lease_token ELSE d.lease_token END
-	FROM v WHERE d.id = ANY($1::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
+	FROM v WHERE d.id = ANY(@id::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
 		AND CASE WHEN v.gated THEN v.breaker_key IN (SELECT breaker_key FROM gated)
 			ELSE ` + gateUnchanged("v.success", "d.breaker_key", "v.gate_version") + ` END
 	RETURNING d.id, v.token AS lease_token
 ), logged AS (
 	INSERT INTO {attempts} ({attempt_columns})
-	SELECT v.id, v.idempotency_key, v.url, v.breaker_key, v.sequence_key, v.sequence_number, v.attempt_number,
-		v.max_attempts, v.outcome, v.http_status, v.error_message, v.response_time_us, v.occurred_at, v.will_retry,
-		v.next_retry_at, v.task_type, v.task_id, v.payload_size, v.notification_type
+	SELECT v.id, ` + columns[attemptValues]("v.") + `
 	FROM v JOIN done ON done.id = v.id AND done.lease_token = v.token
 	RETURNING delivery_id
 )
-SELECT delivery_id, NULL::text FROM logged
+SELECT delivery_id, NULL::text AS breaker_key FROM logged
 UNION ALL
-SELECT NULL::bigint, breaker_key FROM gated`)
+SELECT NULL::bigint, breaker_key FROM gated`))
 	// The gates of some keys, as they are now.
-	q.gates = r.Replace(`SELECT b.breaker_key, ` + gateColumns + ` FROM {breakers} b WHERE b.breaker_key = ANY($1)`)
-	q.completeNoLog = r.Replace(`UPDATE {deliveries} SET ` + set + `
-WHERE id = $1 AND lease_token = $2 AND state = 'running' AND ` + gateUnchanged("$10", "{deliveries}.breaker_key", "$11"))
+	q.gates = compile[keysParams](r.Replace(`SELECT b.breaker_key, {gate_columns} FROM {breakers} b WHERE b.breaker_key = ANY(@keys)`))
 	// A held completion left the row running under the negated token;
-	// release makes it pending for its next attempt.
-	q.release = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
-	q.renewLease = r.Replace(`UPDATE {deliveries} SET due_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`)
-	q.leaseState = r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = $1`)
+	// release makes it pending for its next attempt. (Unclaiming gives
+	// back a row under its own token the same way.)
+	q.release = compile[leaseParams](r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = @due_at WHERE ` + fence))
+	q.renewLease = compile[leaseParams](r.Replace(`UPDATE {deliveries} SET due_at = @due_at WHERE ` + fence))
+	q.leaseState = compile[idParams](r.Replace(`SELECT state, lease_token FROM {deliveries} WHERE id = @id`))
 
 	// The locked path of a gate change: the upsert creates and locks the
 	// row and returns it; the worker applies the state machine (gate.go)
 	// and persists the result in the same transaction.
-	q.lockBreaker = r.Replace(`INSERT INTO {breakers} AS b (breaker_key, updated_at) VALUES ($1, $2)
+	q.lockBreaker = compile[keyAtParams](r.Replace(`INSERT INTO {breakers} AS b (breaker_key, updated_at) VALUES (@breaker_key, @now)
 ON CONFLICT (breaker_key) DO UPDATE SET updated_at = b.updated_at
-RETURNING ` + gateColumns)
+RETURNING {gate_columns}`))
 	// Persisting a gate the caller has locked.
-	q.saveBreaker = r.Replace(`UPDATE {breakers} SET state = $2, failures = $3, successes = $4, opened_at = $5, period = $6,
-	retry_at = $7, version = version + 1, updated_at = $8
-WHERE breaker_key = $1
-RETURNING version`)
+	q.saveBreaker = compile[saveGateParams](r.Replace(`UPDATE {breakers} SET state = @gate_state, failures = @gate_failures,
+	successes = @gate_successes, opened_at = @gate_opened_at, period = @gate_period, retry_at = @gate_retry_at,
+	version = version + 1, updated_at = @now
+WHERE breaker_key = @breaker_key
+RETURNING version`))
 	// A breaker that opened defers its pending deliveries to when it
 	// half-opens, so claims do not keep stepping over them.
-	q.deferBreaker = r.Replace(`UPDATE {deliveries} SET due_at = $2
+	q.deferBreaker = compile[deferParams](r.Replace(`UPDATE {deliveries} SET due_at = @until
 WHERE id IN (SELECT id FROM {deliveries}
-	WHERE breaker_key = $1 AND state = 'pending' AND due_at < $2 FOR UPDATE SKIP LOCKED)`)
+	WHERE breaker_key = @breaker_key AND state = 'pending' AND due_at < @until FOR UPDATE SKIP LOCKED)`))
 
-	q.delivery = r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = $1`)
-	q.attempts = r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = $1 ORDER BY id`)
-	q.failed = r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.state = 'failed' AND d.id > $1 ORDER BY d.id LIMIT $2`)
-	q.redeliver = r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = $2, attempts = 0, first_attempt_at = NULL, redelivered_at = $2,
-	finished_at = NULL, lease_token = NULL, probe_period = NULL
-WHERE id = $1 AND state = 'failed'
-RETURNING pg_notify($3, '')`)
-	q.purge = r.Replace(`DELETE FROM {deliveries} WHERE id IN (
-	SELECT id FROM {deliveries} WHERE state IN ('delivered', 'failed') AND finished_at < $1
-	ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`)
-	q.purgeRefusals = r.Replace(`DELETE FROM {attempts} WHERE id IN (
-	SELECT id FROM {attempts} WHERE delivery_id IS NULL AND occurred_at < $1
-	ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED)`)
-	q.nextSequence = r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES ($1, 1)
+	q.delivery = compile[idParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = @id`))
+	q.attempts = compile[idParams](r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = @id ORDER BY id`))
+	q.failed = compile[pageParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d
+WHERE d.state = 'failed' AND d.id > @after ORDER BY d.id LIMIT @limit`))
+	q.redeliver = compile[redeliverParams](r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = @now, attempts = 0,
+	first_attempt_at = NULL, redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL
+WHERE id = @id AND state = 'failed'
+RETURNING pg_notify(@channel, '')`))
+	q.purge = compile[purgeParams](r.Replace(`DELETE FROM {deliveries} WHERE id IN (
+	SELECT id FROM {deliveries} WHERE state IN ('delivered', 'failed') AND finished_at < @cutoff
+	ORDER BY finished_at LIMIT @limit FOR UPDATE SKIP LOCKED)`))
+	q.purgeRefusals = compile[purgeParams](r.Replace(`DELETE FROM {attempts} WHERE id IN (
+	SELECT id FROM {attempts} WHERE delivery_id IS NULL AND occurred_at < @cutoff
+	ORDER BY occurred_at LIMIT @limit FOR UPDATE SKIP LOCKED)`))
+	q.nextSequence = compile[sequenceParams](r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES (@sequence_key, 1)
 ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
-RETURNING last_value`)
+RETURNING last_value`))
 	return q
 }

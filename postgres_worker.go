@@ -113,7 +113,7 @@ func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 // release makes a held delivery pending, due at its next attempt. When it
 // cannot, the delivery's lease runs out and it is claimed again then.
 func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completion) {
-	if err := s.leased(ctx, "release", s.q.release, j.row, -j.token, c.due); err != nil {
+	if err := s.leased(ctx, "release", s.q.release, leaseParams{ID: j.row, Token: -j.token, DueAt: c.due}); err != nil {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not release a delivery for its next attempt; it is due again when its lease expires",
 			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 	}
@@ -122,7 +122,7 @@ func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completio
 // unclaim gives back a delivery claimed but not attempted: pending, due
 // now, as it was. When it cannot, its lease runs out.
 func (s *PostgresSupervisor) unclaim(ctx context.Context, j *pgJob) {
-	if err := s.leased(ctx, "unclaim", s.q.release, j.row, j.token, s.k.clock.Now()); err != nil && !errors.Is(err, errLeaseLost) {
+	if err := s.leased(ctx, "unclaim", s.q.release, leaseParams{ID: j.row, Token: j.token, DueAt: s.k.clock.Now()}); err != nil && !errors.Is(err, errLeaseLost) {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not give back a delivery claimed while stopping; it is due again when its lease expires",
 			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 	}
@@ -130,10 +130,10 @@ func (s *PostgresSupervisor) unclaim(ctx context.Context, j *pgJob) {
 
 // leased runs a statement that must change exactly the one row its lease
 // token names, even after ctx is cancelled; errLeaseLost when it changed none.
-func (s *PostgresSupervisor) leased(ctx context.Context, op, sql string, args ...any) error {
+func (s *PostgresSupervisor) leased(ctx context.Context, op string, st stmt[leaseParams], p leaseParams) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
 	defer cancel()
-	tag, err := s.db.Exec(ctx, sql, args...)
+	tag, err := exec(ctx, s.db, st, p)
 	switch {
 	case err != nil:
 		return dbError(op, err)
@@ -148,7 +148,7 @@ func (s *PostgresSupervisor) leased(ctx context.Context, op, sql string, args ..
 // is claimed again, not charged.
 func (s *PostgresSupervisor) renew(ctx context.Context, j *pgJob) bool {
 	started, now := time.Now(), s.k.clock.Now()
-	if err := s.leased(ctx, "renew lease", s.q.renewLease, j.row, j.token, now.Add(s.lease)); err != nil {
+	if err := s.leased(ctx, "renew lease", s.q.renewLease, leaseParams{ID: j.row, Token: j.token, DueAt: now.Add(s.lease)}); err != nil {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not renew the lease of a delivery that waited for a worker; leaving it to be claimed again",
 			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 		return false
