@@ -67,8 +67,8 @@ type mockExpect struct {
 }
 
 // args are statement arguments by parameter name: literals, compared with
-// reflect.DeepEqual to the argument (a pointer's value, nil for a nil
-// pointer), or argFuncs.
+// reflect.DeepEqual to the argument (what it points to, through any
+// number of pointers; nil for a nil pointer), or argFuncs.
 type args map[string]any
 
 // expect adds an expectation for a statement starting with prefix, with
@@ -130,11 +130,12 @@ func (e *mockExpect) matches(sql string, args []any) bool {
 			return false // not a parameter of this statement
 		}
 		got := args[i]
-		if v := reflect.ValueOf(got); v.Kind() == reflect.Pointer {
+		for v := reflect.ValueOf(got); v.Kind() == reflect.Pointer; v = v.Elem() {
 			got = nil
-			if !v.IsNil() {
-				got = v.Elem().Interface()
+			if v.IsNil() {
+				break
 			}
+			got = v.Elem().Interface()
 		}
 		if f, ok := want.(argFunc); ok {
 			if !f(got) {
