@@ -292,10 +292,11 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		return Receipt{}, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
 	}
 	p := enqueueParams{
-		URL: d.url, Body: d.body, IdempotencyKey: d.key, BreakerKey: d.breakerKey,
-		SequenceKey: textOrNil(d.routing.SequenceKey), TaskType: textOrNil(string(d.taskType)),
-		TaskID: textOrNil(d.taskID), NotificationType: textOrNil(d.routing.NotificationType),
-		Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
+		deliveryValues: deliveryValues{
+			URL: d.url, Body: d.body, IdempotencyKey: d.key, BreakerKey: d.breakerKey,
+			SequenceKey: textOrNil(d.routing.SequenceKey), TaskType: textOrNil(string(d.taskType)), TaskID: textOrNil(d.taskID),
+		},
+		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)

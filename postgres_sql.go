@@ -111,21 +111,27 @@ func schemaObjects(ddl string) []string {
 
 // Rows, as statements return them and scans read them by column name.
 
+// deliveryValues are the columns a delivery is accepted with that every
+// reader of it shows.
+type deliveryValues struct {
+	URL            string  `db:"url"`
+	Body           []byte  `db:"body"`
+	IdempotencyKey string  `db:"idempotency_key"`
+	BreakerKey     string  `db:"breaker_key"`
+	SequenceKey    *string `db:"sequence_key"`
+	TaskType       *string `db:"task_type"`
+	TaskID         *string `db:"task_id"`
+}
+
 // jobRow is what a worker reads of a claimed delivery.
 type jobRow struct {
-	ID               int64      `db:"id"`
-	URL              string     `db:"url"`
-	Body             []byte     `db:"body"`
-	IdempotencyKey   string     `db:"idempotency_key"`
-	BreakerKey       string     `db:"breaker_key"`
-	SequenceKey      *string    `db:"sequence_key"`
+	ID int64 `db:"id"`
+	deliveryValues
 	SequenceNumber   *int64     `db:"sequence_number"`
-	TaskType         *string    `db:"task_type"`
-	TaskID           *string    `db:"task_id"`
 	NotificationType *string    `db:"notification_type"`
 	AuthScheme       *string    `db:"auth_scheme"`
 	AuthCredentials  []byte     `db:"auth_credentials"`
-	Headers          []byte     `db:"headers"`
+	Headers          []byte     `db:"headers"` // JSON
 	Attempts         int        `db:"attempts"`
 	AcceptedAt       time.Time  `db:"accepted_at" sql:"COALESCE(d.redelivered_at, d.accepted_at)"` // or the last redelivery
 	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
@@ -133,15 +139,9 @@ type jobRow struct {
 
 // snapshotRow is what a Delivery snapshot shows.
 type snapshotRow struct {
-	ID             int64      `db:"id"`
-	URL            string     `db:"url"`
-	Body           []byte     `db:"body"`
-	IdempotencyKey string     `db:"idempotency_key"`
-	BreakerKey     string     `db:"breaker_key"`
-	SequenceKey    *string    `db:"sequence_key"`
+	ID int64 `db:"id"`
+	deliveryValues
 	SequenceNumber *int64     `db:"sequence_number"`
-	TaskType       *string    `db:"task_type"`
-	TaskID         *string    `db:"task_id"`
 	State          string     `db:"state"`
 	Attempts       int        `db:"attempts"`
 	LastError      *string    `db:"last_error"`
@@ -205,13 +205,7 @@ type schemaParams struct {
 }
 
 type enqueueParams struct {
-	URL              string    `db:"url"`
-	Body             []byte    `db:"body"`
-	IdempotencyKey   string    `db:"idempotency_key"`
-	BreakerKey       string    `db:"breaker_key"`
-	SequenceKey      *string   `db:"sequence_key"`
-	TaskType         *string   `db:"task_type"`
-	TaskID           *string   `db:"task_id"`
+	deliveryValues
 	NotificationType *string   `db:"notification_type"`
 	AuthScheme       *string   `db:"auth_scheme"`
 	AuthCredentials  []byte    `db:"auth_credentials"`
