@@ -1,9 +1,12 @@
 package webhook
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,4 +89,63 @@ func TestForgottenBreakerPeriodsAreNotReused(t *testing.T) {
 	fresh.release(probe(3)) // the stale probe answers
 	_, ok = admitOne(s.k.breaker, fresh, at.Add(time.Hour))
 	require.False(t, ok, "the current probe still holds the only slot")
+}
+
+// hookClock runs its hook (once) the next time it is read.
+type hookClock struct {
+	*fakeclock.Clock
+	hook atomic.Pointer[func()]
+}
+
+func (c *hookClock) Now() time.Time {
+	if f := c.hook.Swap(nil); f != nil {
+		(*f)()
+	}
+	return c.Clock.Now()
+}
+
+// A half-open probe claimed just as RunWorker stops is given back unsent,
+// with its probe slot, and the next RunWorker sends it.
+func TestMemoryProbeClaimedWhileStoppingIsGivenBack(t *testing.T) {
+	t.Parallel()
+	clock := &hookClock{Clock: fakeclock.New(at)}
+	var sent atomic.Int32
+	sender := SenderFunc(func(context.Context, *Request) (*Response, error) {
+		sent.Add(1)
+		return &Response{StatusCode: 200}, nil
+	})
+	s, err := NewMemorySupervisor(sender, MemoryConfig{Clock: clock, Concurrency: 1,
+		Breaker: BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 1}})
+	require.NoError(t, err)
+	url := "https://buyer.example/hook"
+	s.mu.Lock()
+	s.newBreakerLocked(url).record(s.k.breaker, breakerFailure, at) // open until at + 1 minute
+	s.mu.Unlock()
+	r, err := s.SendPrepared(context.Background(), PreparedWebhook{URL: url, Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey()})
+	require.NoError(t, err)
+	clock.Advance(time.Minute) // half-open: the delivery is its first probe
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := func() { cancel() }
+	clock.hook.Store(&stop) // RunWorker's context ends as its first claim reads the clock
+	require.NoError(t, s.RunWorker(ctx))
+
+	require.Zero(t, sent.Load(), "an attempt started after RunWorker was asked to stop")
+	d, err := s.Delivery(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StatePending, d.State)
+	require.Zero(t, d.Attempts)
+	s.mu.Lock()
+	b := s.breakers[url]
+	require.Equal(t, BreakerHalfOpen, b.State)
+	require.Zero(t, b.probes, "the probe slot was given back")
+	s.mu.Unlock()
+
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go s.RunWorker(ctx) //nolint:errcheck // returns nil
+	d, err = s.Wait(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateDelivered, d.State)
+	require.Equal(t, int32(1), sent.Load())
 }

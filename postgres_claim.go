@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -84,11 +83,8 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 		return jobs, nil
 	}
 	rows, err := collect[jobRow](query(ctx, s.db, s.q.claim, claimParams{Now: now, Limit: want, LeaseEnd: lease, Token: token}))
-	if err != nil {
-		return jobs, dbError("claim", err)
-	}
 	probes := len(jobs)
-	jobs, err = appendJobs(jobs, rows, token, 0)
+	jobs = appendJobs(jobs, rows, token, 0, s.k.logger)
 	src.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
 }
@@ -154,12 +150,10 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			claimParams: claimParams{Now: now, Limit: free, LeaseEnd: lease, Token: token},
 			Key:         kb.key, Period: int64(b.Period),
 		}))
-		if err != nil {
-			return jobs, dbError("claim probes", err)
-		}
 		from := len(claimed)
-		if claimed, err = appendJobs(claimed, rows, token, b.Period); err != nil {
-			return jobs, dbError("claim probes", err)
+		claimed = appendJobs(claimed, rows, token, b.Period, s.k.logger)
+		if err != nil {
+			return append(jobs, claimed...), dbError("claim probes", err)
 		}
 		for _, j := range claimed[from:] {
 			j.gate, j.version = b, version
@@ -172,8 +166,9 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 }
 
 // appendJobs appends the claimed rows, under lease token and holding a
-// probe slot of period probe (0: none), as jobs.
-func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) ([]*pgJob, error) {
+// probe slot of period probe (0: none), as jobs. A row whose headers do not
+// parse is logged and left to its lease (it cannot be sent as accepted).
+func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64, logger *slog.Logger) []*pgJob {
 	for i := range rows {
 		r := &rows[i]
 		j := &pgJob{token: token, probe: probe, row: r.ID}
@@ -190,11 +185,13 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) ([]*pgJo
 		}
 		if r.Headers != nil {
 			if err := json.Unmarshal(r.Headers, &j.routing.Headers); err != nil {
-				return out, fmt.Errorf("delivery %d: headers: %w", r.ID, err)
+				logger.LogAttrs(context.Background(), slog.LevelError, "webhook: a claimed delivery's stored headers do not parse; leaving it",
+					slog.String("delivery_id", j.id), slog.String("error", err.Error()))
+				continue
 			}
 		}
 		j.attempts, j.accepted, j.firstAt = r.Attempts, r.AcceptedAt, deref(r.FirstAttemptAt)
 		out = append(out, j)
 	}
-	return out, nil
+	return out
 }

@@ -85,30 +85,21 @@ func taggedFields(t reflect.Type) map[string][]int {
 }
 
 // positional turns @name parameters into $n, the same name into the same
-// $n, and returns the names in order. It leaves quoted strings, quoted
-// identifiers and comments alone.
+// $n, and returns the names in order. It leaves alone what Postgres does
+// not read as SQL: quoted strings (with E” escapes), quoted identifiers,
+// dollar-quoted strings, and comments.
 func positional(sql string) (string, []string) {
 	var b strings.Builder
 	var names []string
 	index := map[string]int{}
 	for i := 0; i < len(sql); {
-		c := sql[i]
-		switch {
-		case c == '\'' || c == '"':
-			j := i + 1
-			for j < len(sql) && sql[j] != c {
-				j++
-			}
-			b.WriteString(sql[i:min(j+1, len(sql))])
-			i = j + 1
-		case c == '-' && strings.HasPrefix(sql[i:], "--"):
-			j := strings.IndexByte(sql[i:], '\n')
-			if j < 0 {
-				j = len(sql) - i
-			}
-			b.WriteString(sql[i : i+j])
-			i += j
-		case c == '@' && i+1 < len(sql) && isNameStart(sql[i+1]):
+		j := skipQuoted(sql, i)
+		if j > i {
+			b.WriteString(sql[i:j])
+			i = j
+			continue
+		}
+		if sql[i] == '@' && i+1 < len(sql) && isNameStart(sql[i+1]) {
 			j := i + 1
 			for j < len(sql) && isNamePart(sql[j]) {
 				j++
@@ -122,12 +113,64 @@ func positional(sql string) (string, []string) {
 			}
 			b.WriteString("$" + strconv.Itoa(n))
 			i = j
-		default:
-			b.WriteByte(c)
-			i++
+			continue
 		}
+		b.WriteByte(sql[i])
+		i++
 	}
 	return b.String(), names
+}
+
+// skipQuoted returns where the quoted string, quoted identifier,
+// dollar-quoted string or comment that starts at i ends, or i when none
+// starts there. An unterminated one runs to the end.
+func skipQuoted(sql string, i int) int {
+	rest := sql[i:]
+	switch {
+	case rest[0] == '\'' || rest[0] == '"':
+		escapes := rest[0] == '\'' && i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i == 1 || !isNamePart(sql[i-2]))
+		for j := 1; j < len(rest); j++ {
+			switch {
+			case escapes && rest[j] == '\\':
+				j++
+			case rest[j] == rest[0]:
+				return i + j + 1 // a doubled quote starts the next string
+			}
+		}
+	case strings.HasPrefix(rest, "--"):
+		if j := strings.IndexByte(rest, '\n'); j >= 0 {
+			return i + j
+		}
+	case strings.HasPrefix(rest, "/*"):
+		depth := 0 // Postgres nests block comments
+		for j := 0; j+1 < len(rest); j++ {
+			switch rest[j : j+2] {
+			case "/*":
+				depth++
+				j++
+			case "*/":
+				if depth--; depth == 0 {
+					return i + j + 2
+				}
+				j++
+			}
+		}
+	case rest[0] == '$' && (i == 0 || !isNamePart(sql[i-1])):
+		j := 1
+		for j < len(rest) && isNamePart(rest[j]) && !(j == 1 && '0' <= rest[j] && rest[j] <= '9') {
+			j++
+		}
+		if j == len(rest) || rest[j] != '$' {
+			return i // $1, not a dollar quote
+		}
+		tag := rest[:j+1]
+		if k := strings.Index(rest[j+1:], tag); k >= 0 {
+			return i + j + 1 + k + len(tag)
+		}
+	default:
+		return i
+	}
+	return len(sql)
 }
 
 func isNameStart(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
@@ -198,12 +241,22 @@ func queryRow[P any](ctx context.Context, q querier, s stmt[P], p P) pgx.Row {
 	return q.QueryRow(ctx, s.sql, s.args(&p)...)
 }
 
-// collect scans every row by column name into a T.
+// collect scans every row by column name into a T. On an error it
+// returns the rows scanned before it: a claim's rows are claimed already.
 func collect[T any](rows pgx.Rows, err error) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowToStructByName[T])
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := pgx.RowToStructByName[T](rows)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // collectOne scans the one row by column name into a T.

@@ -68,3 +68,19 @@ func TestEveryStatementCompiles(t *testing.T) {
 	require.NotContains(t, q.completeBatch.sql, "::[]", "a batch column without a pg tag")
 	require.NotContains(t, q.completeBatch.sql, "@")
 }
+
+func TestPositionalLeavesWhatIsNotSQLAlone(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ in, out string }{
+		{`SELECT E'\'@x' || @a`, `SELECT E'\'@x' || $1`},
+		{`SELECT 'it''s @x' || @a`, `SELECT 'it''s @x' || $1`},
+		{`/* it's /* @x */ still */ SELECT @a`, `/* it's /* @x */ still */ SELECT $1`},
+		{`SELECT $$it's @x$$ || $q$ @x $q$ || @a`, `SELECT $$it's @x$$ || $q$ @x $q$ || $1`},
+		{`SELECT "@x" -- @x` + "\n" + `, @a`, `SELECT "@x" -- @x` + "\n" + `, $1`},
+		{`SELECT x$1, @a`, `SELECT x$1, $1`},
+	} {
+		sql, names := positional(c.in)
+		require.Equal(t, c.out, sql, c.in)
+		require.Equal(t, []string{"a"}, names, c.in)
+	}
+}
