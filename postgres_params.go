@@ -87,8 +87,7 @@ func taggedFields(t reflect.Type) map[string][]int {
 // positional turns @name parameters into $n, the same name into the same
 // $n, and returns the names in order. It leaves alone what Postgres does
 // not read as SQL: quoted strings (E-strings with backslash escapes too),
-// quoted identifiers,
-// dollar-quoted strings, and comments.
+// quoted identifiers, dollar-quoted strings, and comments.
 func positional(sql string) (string, []string) {
 	var b strings.Builder
 	var names []string
