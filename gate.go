@@ -20,7 +20,7 @@ const (
 // and persists them.
 //
 //	closed    --FailureThreshold consecutive failures--> open
-//	open      --OpenTimeout elapsed (lazily, on allow)--> half-open
+//	open      --OpenTimeout elapsed (lazily, on room)-->  half-open
 //	half-open --SuccessThreshold successes-->             closed
 //	half-open --any failure-->                            open
 type gate struct {
