@@ -313,21 +313,26 @@ func errorText(err error) string {
 	return printable([]byte(err.Error()), maxErrorText)
 }
 
-// printable returns at most max bytes of text as valid UTF-8 with control
-// characters turned into spaces, trimmed.
+// printable returns at most max bytes of text as valid UTF-8: each
+// invalid byte and each control character becomes a space, and the rest of
+// the text is kept (up to max bytes, cut at a character boundary), trimmed.
+// It reads at most max runes of text, so a huge answer costs no more than
+// a short one.
 func printable(text []byte, max int) string {
-	if len(text) > max {
-		text = text[:max]
-		for len(text) > 0 && !utf8.Valid(text) {
-			text = text[:len(text)-1]
-		}
-	}
-	return strings.TrimSpace(strings.Map(func(r rune) rune {
+	var b strings.Builder
+	b.Grow(min(len(text), max))
+	for i := 0; i < len(text) && b.Len() < max; {
+		r, size := utf8.DecodeRune(text[i:])
+		i += size
 		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			return ' '
+			r = ' '
 		}
-		return r
-	}, string(text)))
+		if b.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // describeResponse names the status and at most maxReceiverText bytes of the

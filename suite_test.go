@@ -417,6 +417,24 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
 	})
 
+	// An invalid byte costs that byte, not the rest of the text.
+	t.Run("LongErrorTextKeepsWhatFollowsAnInvalidByte", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		url := "https://buyer.example/odd-proxy"
+		e.sender.on(url, step{err: errors.New("\xff" + strings.Repeat("y", 2000))})
+		e.sender.on(url, step{status: 502, body: "\xfe\xff" + strings.Repeat("z", 500)})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 3)
+		require.True(t, utf8.ValidString(as[0].Error))
+		require.Contains(t, as[0].Error, strings.Repeat("y", 1000), "the text after the invalid byte")
+		require.LessOrEqual(t, len(as[0].Error), 1024)
+		require.Contains(t, as[1].Error, "HTTP 502: ")
+		require.Contains(t, as[1].Error, strings.Repeat("z", 100))
+	})
+
 	t.Run("SenderPanicIsATransportError", func(t *testing.T) {
 		t.Parallel()
 		calls := 0
