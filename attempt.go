@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -268,7 +269,8 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 	} else if err == nil {
 		err = ErrNoResponse
 	}
-	s := sent{class: k.retry.Classify(resp, err, end), start: start, elapsed: end.Sub(start)}
+	class, panicked := classify(k.retry.Classify, resp, err, end)
+	s := sent{class: class, start: start, elapsed: end.Sub(start)}
 	switch {
 	case err != nil:
 		s.errText = errorText(err)
@@ -278,7 +280,27 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 			s.errText = describeResponse(resp)
 		}
 	}
+	if panicked != "" {
+		k.logger.LogAttrs(ctx, slog.LevelError, "webhook: RetryPolicy.Classify panicked; the attempt was classified by DefaultClassifier",
+			slog.String("delivery_id", id), slog.Int("attempt_number", n), slog.String("panic", panicked))
+		if s.class.Verdict != VerdictDelivered {
+			s.errText = printable([]byte("RetryPolicy.Classify panicked: "+panicked+"; classified by DefaultClassifier: "+s.errText), maxErrorText)
+		}
+	}
 	return s
+}
+
+// classify runs the policy's classifier. One that panics is a bug in the
+// caller's code: the attempt is classified by DefaultClassifier instead,
+// so a 2xx is still delivered and not sent again, and panicked says what
+// the panic was.
+func classify(c Classifier, resp *Response, err error, now time.Time) (class Classification, panicked string) {
+	defer func() {
+		if r := recover(); r != nil {
+			class, panicked = DefaultClassifier(resp, err, now), printable(fmt.Appendf(nil, "%v", r), maxReceiverText)
+		}
+	}()
+	return c(resp, err, now), ""
 }
 
 // callSender calls the sender, turning a panic into a transport error so

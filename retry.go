@@ -41,7 +41,8 @@ type RetryPolicy struct {
 	// SinkTimeout bounds each [LogSink] call. Defaults to 5s.
 	SinkTimeout time.Duration
 	// Classify decides what a response or transport error means. Defaults to
-	// [DefaultClassifier].
+	// [DefaultClassifier]. One that panics is logged at Error and the
+	// attempt classified by DefaultClassifier, its record saying so.
 	Classify Classifier
 }
 

@@ -435,6 +435,28 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Contains(t, as[1].Error, strings.Repeat("z", 100))
 	})
 
+	// A classifier that panics costs neither the process nor the
+	// delivery: the attempt is classified as DefaultClassifier would, and
+	// the record says why.
+	t.Run("ClassifierPanicIsContained", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.Classify = func(resp *webhook.Response, err error, now time.Time) webhook.Classification {
+				panic("classifier bug")
+			}
+		})
+		url := "https://buyer.example/hook"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 2)
+		require.Contains(t, as[0].Error, "RetryPolicy.Classify panicked: classifier bug")
+		require.Contains(t, as[0].Error, "HTTP 503")
+		require.True(t, as[0].WillRetry, "a 503 is retried, as DefaultClassifier says")
+		require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome, "a 2xx is delivered, not retried")
+	})
+
 	t.Run("SenderPanicIsATransportError", func(t *testing.T) {
 		t.Parallel()
 		calls := 0
