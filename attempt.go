@@ -50,7 +50,8 @@ type Attempt struct {
 	// An attempt cut short because its worker stopped is not charged: the
 	// next attempt carries the same number.
 	AttemptNumber int `json:"attempt_number"`
-	// MaxAttempts is the retry policy's limit.
+	// MaxAttempts is the retry policy's limit; 0 when only its horizon
+	// bounds retries ([MaxAttemptsUntilHorizon]).
 	MaxAttempts int `json:"max_attempts"`
 	// Outcome is success, failure or circuit_open.
 	Outcome Outcome `json:"outcome"`
@@ -373,7 +374,7 @@ func describeResponse(r *Response) string {
 // nextAttemptAt decides whether attempt n, which ended at end, is followed by
 // another, and when. anchor is the first attempt's start.
 func (k *core) nextAttemptAt(n int, c Classification, anchor, end time.Time) (time.Time, bool) {
-	if c.Verdict != VerdictRetry || n >= k.retry.MaxAttempts {
+	if c.Verdict != VerdictRetry || k.retry.MaxAttempts > 0 && n >= k.retry.MaxAttempts {
 		return time.Time{}, false
 	}
 	next := end.Add(k.retry.nextDelay(n+1, c.RetryAfter, k.random))
@@ -412,7 +413,7 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 		BreakerKey:       d.breakerKey,
 		SequenceKey:      d.routing.SequenceKey,
 		SequenceNumber:   seq,
-		MaxAttempts:      k.retry.MaxAttempts,
+		MaxAttempts:      max(k.retry.MaxAttempts, 0),
 		TaskType:         d.taskType,
 		TaskID:           d.taskID,
 		PayloadSize:      len(d.body),

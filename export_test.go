@@ -7,3 +7,6 @@ func ParamNames(sql string) []string {
 	names, _ := v.([]string)
 	return names
 }
+
+// ReservedWords are the table names NewPostgresSupervisor refuses.
+var ReservedWords = reservedWords

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,9 +56,9 @@ func TestNewMemorySupervisorRejectsBadInput(t *testing.T) {
 
 	sender := newScriptedSender()
 	for name, cfg := range map[string]webhook.MemoryConfig{
-		"MemoryConfig.Retry.MaxAttempts":        {Retry: webhook.RetryPolicy{MaxAttempts: -1}},
+		"MemoryConfig.Retry.MaxAttempts":        {Retry: webhook.RetryPolicy{MaxAttempts: 1 << 31}},
 		"MemoryConfig.Retry.MaxDelay":           {Retry: webhook.RetryPolicy{BaseDelay: time.Minute, MaxDelay: time.Second}},
-		"MemoryConfig.Retry.Horizon":            {Retry: webhook.RetryPolicy{Horizon: -time.Hour}},
+		"MemoryConfig.Retry.Horizon":            {Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon}},
 		"MemoryConfig.Breaker.FailureThreshold": {Breaker: webhook.BreakerPolicy{FailureThreshold: -1}},
 		"MemoryConfig.Breaker.OpenAction":       {Breaker: webhook.BreakerPolicy{OpenAction: 7}},
 		"MemoryConfig.Concurrency":              {Concurrency: -1},
@@ -68,6 +69,9 @@ func TestNewMemorySupervisorRejectsBadInput(t *testing.T) {
 	} {
 		_, err := webhook.NewMemorySupervisor(sender, cfg)
 		require.ErrorIs(t, err, webhook.ErrInvalidConfig, name)
+		if strings.HasSuffix(name, ".MaxAttempts") || strings.HasSuffix(name, ".Horizon") {
+			require.ErrorContains(t, err, "MaxAttemptsUntilHorizon", "the error names the way out")
+		}
 		var ce *webhook.ConfigError
 		require.ErrorAs(t, err, &ce, name)
 		require.Equal(t, name, ce.Field)

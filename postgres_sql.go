@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -24,7 +25,8 @@ const (
 
 // PostgresTables names the supervisor's tables. Empty fields take the
 // defaults. Each name must match ^[a-z_][a-z0-9_]{0,62}$ and is used
-// unquoted, so it resolves through the connection's search_path.
+// unquoted, so it resolves through the connection's search_path, and so
+// it cannot be a word Postgres reserves (order, user, …).
 type PostgresTables struct {
 	Deliveries string
 	Attempts   string
@@ -33,6 +35,20 @@ type PostgresTables struct {
 }
 
 var tableNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// reservedWords are the keywords Postgres 15 does not accept as a table
+// name unquoted: pg_get_keywords() with catcode R (reserved) or T
+// (reserved, can be a function or type name). A test compares them with
+// the server's own list.
+var reservedWords = strings.Fields(`
+	all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+	collate collation column concurrently constraint create cross current_catalog current_date
+	current_role current_schema current_time current_timestamp current_user default deferrable desc
+	distinct do else end except false fetch for foreign freeze from full grant group having ilike in
+	initially inner intersect into is isnull join lateral leading left like limit localtime
+	localtimestamp natural not notnull null offset on only or order outer overlaps placing primary
+	references returning right select session_user similar some symmetric table tablesample then to
+	trailing true union unique user using variadic verbose when where window with`)
 
 func (t PostgresTables) withDefaults() PostgresTables {
 	t.Deliveries = cmpOr(t.Deliveries, DeliveriesTableDefault)
@@ -50,6 +66,9 @@ func (t PostgresTables) validate() error {
 		field := "PostgresConfig.Tables." + f.field
 		if !tableNameRE.MatchString(f.name) {
 			return badConfig(field, "is %q; table names must match ^[a-z_][a-z0-9_]{0,62}$ (lower-case ASCII letters, digits and underscores)", f.name)
+		}
+		if slices.Contains(reservedWords, f.name) {
+			return badConfig(field, "is %q, a word Postgres reserves: it cannot name a table unquoted; choose another name (adcp_webhook_%s, say)", f.name, f.name)
 		}
 		if other, dup := seen[f.name]; dup {
 			return badConfig(field, "is %q, the same as Tables.%s; give every table its own name", f.name, other)

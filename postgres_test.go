@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -433,7 +434,13 @@ func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
 		"duplicate":   {webhook.PostgresConfig{Tables: webhook.PostgresTables{Attempts: "same", Breakers: "same"}}, "PostgresConfig.Tables.Breakers"},
 		"lease":       {webhook.PostgresConfig{LeaseDuration: time.Second}, "PostgresConfig.LeaseDuration"},
 		"concurrency": {webhook.PostgresConfig{Concurrency: -1}, "PostgresConfig.Concurrency"},
-		"retry":       {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: -1}}, "PostgresConfig.Retry.MaxAttempts"},
+		"retry":       {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: -2}}, "PostgresConfig.Retry.MaxAttempts"},
+		// The attempt columns are integer: a larger limit could never be
+		// written, and every completion would fail.
+		"attempts past integer": {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: 1 << 31}}, "PostgresConfig.Retry.MaxAttempts"},
+		"until no horizon":      {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon}}, "PostgresConfig.Retry.Horizon"},
+		"reserved word":         {webhook.PostgresConfig{Tables: webhook.PostgresTables{Deliveries: "order"}}, "PostgresConfig.Tables.Deliveries"},
+		"reserved word too":     {webhook.PostgresConfig{Tables: webhook.PostgresTables{Sequences: "user"}}, "PostgresConfig.Tables.Sequences"},
 	} {
 		_, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), tc.cfg)
 		var ce *webhook.ConfigError
@@ -831,4 +838,16 @@ func TestPostgresStopStartsNoClaimedAttempt(t *testing.T) {
 		}
 	}
 	require.Equal(t, 3, pending, "the three not started are pending again, uncharged")
+}
+
+// The table names refused as reserved are exactly those this Postgres
+// refuses unquoted.
+func TestPostgresReservedWordsAreTheServers(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	rows, err := pool.Query(context.Background(), `SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T') ORDER BY word`)
+	require.NoError(t, err)
+	words, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.ElementsMatch(t, words, webhook.ReservedWords)
 }

@@ -13,17 +13,24 @@ import (
 // Retry policy defaults, the Python AdCP SDK's.
 const (
 	MaxAttemptsDefault = 3
-	BaseDelayDefault   = time.Second
-	MaxDelayDefault    = 30 * time.Second
-	SinkTimeoutDefault = 5 * time.Second
+	// MaxAttemptsLimit is the most MaxAttempts can be: the Postgres
+	// supervisor stores attempt counts as integer.
+	MaxAttemptsLimit = 1<<31 - 1
+	// MaxAttemptsUntilHorizon, as MaxAttempts, retries a delivery until
+	// its Horizon passes, with no count of attempts; it needs a Horizon.
+	MaxAttemptsUntilHorizon = -1
+	BaseDelayDefault        = time.Second
+	MaxDelayDefault         = 30 * time.Second
+	SinkTimeoutDefault      = 5 * time.Second
 )
 
 // RetryPolicy decides when a failed attempt is retried. The zero value is the
 // Python SDK's policy: 3 attempts, 1 s base delay doubling to at most 30 s,
 // jitter on.
 type RetryPolicy struct {
-	// MaxAttempts is the most attempts one delivery gets, counting the first.
-	// Defaults to 3.
+	// MaxAttempts is the most attempts one delivery gets, counting the
+	// first: 1 to MaxAttemptsLimit, or MaxAttemptsUntilHorizon to let the
+	// Horizon alone bound retries. Defaults to 3.
 	MaxAttempts int
 	// BaseDelay is the delay before the second attempt; each later attempt
 	// doubles it. Defaults to 1s.
@@ -60,8 +67,12 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // validate checks p, naming fields under prefix ("MemoryConfig.Retry.").
 func (p RetryPolicy) validate(prefix string) error {
 	switch {
-	case p.MaxAttempts < 1:
-		return badConfig(prefix+"MaxAttempts", "is %d; use 1 or more (0 means %d)", p.MaxAttempts, MaxAttemptsDefault)
+	case p.MaxAttempts == MaxAttemptsUntilHorizon && p.Horizon <= 0:
+		return badConfig(prefix+"Horizon", "is %v, but MaxAttempts is MaxAttemptsUntilHorizon: retries would never end; set a Horizon (AdCP: 24h to 168h) or a MaxAttempts", p.Horizon)
+	case p.MaxAttempts < 1 && p.MaxAttempts != MaxAttemptsUntilHorizon:
+		return badConfig(prefix+"MaxAttempts", "is %d; use 1 to %d (0 means %d), or MaxAttemptsUntilHorizon", p.MaxAttempts, MaxAttemptsLimit, MaxAttemptsDefault)
+	case p.MaxAttempts > MaxAttemptsLimit:
+		return badConfig(prefix+"MaxAttempts", "is %d; use at most %d (MaxAttemptsLimit), or MaxAttemptsUntilHorizon with a Horizon to retry until the horizon", p.MaxAttempts, MaxAttemptsLimit)
 	case p.BaseDelay < 0:
 		return badConfig(prefix+"BaseDelay", "is negative")
 	case p.MaxDelay < p.BaseDelay:

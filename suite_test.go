@@ -382,6 +382,34 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Len(t, e.sender.sent(), 3)
 	})
 
+	// MaxAttemptsUntilHorizon: no count, the horizon alone ends retries.
+	t.Run("RetriesUntilTheHorizon", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts, c.Retry.Horizon = webhook.MaxAttemptsUntilHorizon, 24*time.Hour
+			c.Retry.BaseDelay, c.Retry.MaxDelay = time.Hour, 4*time.Hour
+			c.Breaker.FailureThreshold = 1000
+		})
+		url := "https://buyer.example/down"
+		var down []step
+		for range 12 {
+			down = append(down, step{status: 503})
+		}
+		e.sender.on(url, down...)
+		e.startWorker()
+		e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Greater(t, len(as), 5, "more attempts than MaxAttemptsDefault")
+		last := as[len(as)-1]
+		require.False(t, last.WillRetry)
+		require.Zero(t, last.MaxAttempts, "no count bounds the retries")
+		for _, a := range as {
+			require.False(t, a.OccurredAt.After(as[0].OccurredAt.Add(24*time.Hour)), "an attempt after the horizon")
+		}
+		require.True(t, last.OccurredAt.Add(4*time.Hour).After(as[0].OccurredAt.Add(24*time.Hour)),
+			"the last attempt is the last the horizon allowed")
+	})
+
 	t.Run("TransportErrorKeepsKeyAndBytes", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup)
