@@ -61,6 +61,7 @@ type gateCache struct {
 type cachedGate struct {
 	g       gate
 	version int64
+	at      time.Time // when it was cached, by the real clock
 }
 
 // maxCachedGates bounds the cache; past it the cache starts again empty.
@@ -88,7 +89,16 @@ func (c *gateCache) put(key string, g gate, version int64) {
 	if len(c.m) >= maxCachedGates {
 		clear(c.m)
 	}
-	c.m[key] = cachedGate{g, version}
+	c.m[key] = cachedGate{g, version, time.Now()}
+}
+
+// since returns key's gate if it was cached after t (a claim's start):
+// newer than what that claim saw.
+func (c *gateCache) since(key string, t time.Time) (gate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	return e.g, ok && e.at.After(t)
 }
 
 // forget drops what the cache knows of key.
@@ -126,7 +136,7 @@ func (s *PostgresSupervisor) loadGates(ctx context.Context, q querier, keys []st
 		if err != nil {
 			return nil, err
 		}
-		out[r.Key] = cachedGate{g, v}
+		out[r.Key] = cachedGate{g: g, version: v}
 	}
 	return out, nil
 }

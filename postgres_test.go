@@ -851,3 +851,28 @@ func TestPostgresReservedWordsAreTheServers(t *testing.T) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, words, webhook.ReservedWords)
 }
+
+// Deliveries claimed ahead of the workers are not sent once their breaker
+// has opened: they go back to pending, uncharged, due when it half-opens.
+func TestPostgresClaimedAheadRespectABreakerThatOpened(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 1, ClaimBatch: 4}, func(c *suiteConfig) {
+		c.Breaker.FailureThreshold = 1
+	})
+	url := "https://buyer.example/down"
+	gate := make(chan struct{})
+	pe.sender.on(url, step{status: 503, gate: gate}, step{status: 503}, step{status: 503}, step{status: 503})
+	for i := range 4 {
+		pe.sendMCP(mcp(url, fmt.Sprint("t", i)))
+	}
+	pe.startWorker()
+	pe.waitSent(1) // one in flight, the other three claimed with it and waiting
+	close(gate)
+	a := pe.attempts(1)[0]
+	require.Equal(t, webhook.OutcomeFailure, a.Outcome)
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE state = 'pending' AND attempts = 0
+			AND due_at >= $1`, epoch.Add(time.Minute)) == 3
+	}, guard, 10*time.Millisecond, "the three claimed with it are given back, uncharged, until the breaker half-opens")
+	require.Len(t, pe.sender.sent(), 1, "sent after the breaker opened")
+}

@@ -83,6 +83,9 @@ type pgWorker struct {
 // for at most one attempt, so it keeps a quarter.)
 func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, context.CancelFunc, bool) {
 	s := pw.s
+	if pw.gateClosedSince(ctx, j) {
+		return nil, nil, false
+	}
 	if time.Since(j.claimed) > s.lease/4 && !s.renew(ctx, j) {
 		return nil, nil, false
 	}
@@ -92,6 +95,35 @@ func (pw *pgWorker) begin(ctx context.Context, j *pgJob) (context.Context, conte
 	}
 	sendCtx, cancel := context.WithDeadline(ctx, deadline)
 	return sendCtx, cancel, true
+}
+
+// gateClosedSince reports whether j, claimed while its gate was closed,
+// must not start because the gate has left closed since: this RunWorker
+// cached a newer row of it after the claim (a delivery claimed ahead of
+// the workers can wait behind the attempt that opened it). A cached row
+// older than the claim is not trusted over what the claim saw. It gives j back then:
+// pending, uncharged, due when the gate lets a probe through. A half-open
+// probe was claimed by the gate's own rule and starts.
+func (pw *pgWorker) gateClosedSince(ctx context.Context, j *pgJob) bool {
+	if j.probe != 0 {
+		return false
+	}
+	s := pw.s
+	g, changed := pw.writer.gates.since(j.breakerKey, j.claimed)
+	if !changed {
+		return false // the claim saw the gate closed, and nothing newer is known
+	}
+	now := s.k.clock.Now()
+	if room, retryAt := g.room(s.k.breaker, now, 0, 0); room == unlimited {
+		return false
+	} else if retryAt.After(now) {
+		now = retryAt
+	}
+	if err := s.leased(ctx, "give back", s.q.release, leaseParams{ID: j.row, Token: j.token, DueAt: now}); err != nil && !errors.Is(err, errLeaseLost) {
+		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not give back a delivery whose breaker opened after its claim; it is due again when its lease expires",
+			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
+	}
+	return true
 }
 
 func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool {
