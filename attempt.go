@@ -84,6 +84,7 @@ type job struct {
 	id       string
 	seq      int64
 	attempts int       // charged before this claim
+	lost     int       // attempts lost before this claim (a worker died or lost its lease)
 	accepted time.Time // acceptance, or the last redelivery
 	firstAt  time.Time // the first attempt's start since then; zero until it
 	// gated reports that its breaker was not closed when it was claimed:
@@ -169,7 +170,7 @@ func (w *attemptWorker[J]) Stop() { w.guard.stop() }
 // to the settle the guard runs).
 func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 	k, st, b, c := w.k, w.st, j.base(), &w.c
-	if now := k.clock.Now(); k.pastHorizon(b.anchor(), now) {
+	if now := k.clock.Now(); k.pastHorizon(b.anchor(), now) || k.maxLost > 0 && b.lost >= k.maxLost {
 		*c = k.expiry(b, now)
 		wake := st.complete(ctx, j, c)
 		return w.guard.report(c.record, func() { st.settle(j, c, wake) })
@@ -222,20 +223,26 @@ func (k *core) decide(b *job, n int, res sent, stopped bool) completion {
 	return c
 }
 
-// expiry fails a delivery whose retry horizon passed before its next attempt
-// could start. Nothing is sent; the record's AttemptNumber is 0, and its
-// outcome is circuit_open when the breaker held the delivery back.
+// expiry fails a delivery that may not be attempted again: its retry
+// horizon passed before its next attempt could start, or its attempts were
+// lost maxLost times. Nothing is sent; the record's AttemptNumber is 0, and
+// its outcome is circuit_open when the breaker held the delivery back past
+// its horizon.
 func (k *core) expiry(b *job, now time.Time) completion {
-	msg := fmt.Sprintf("retry horizon of %v passed before the next attempt could start", k.retry.Horizon)
 	a := k.baseRecord(&b.prepared, b.id, b.seq)
 	a.Outcome, a.OccurredAt = OutcomeFailure, now
-	if b.gated {
-		msg = fmt.Sprintf("retry horizon of %v passed while the circuit breaker held the delivery back", k.retry.Horizon)
+	switch {
+	case k.maxLost > 0 && b.lost >= k.maxLost:
+		a.Error = fmt.Sprintf("%d attempts were lost (each time, the worker died or lost its lease before the result was written); "+
+			"failed without another send, so that a delivery that crashes its worker is not sent forever (PostgresConfig.MaxLostAttempts)", b.lost)
+	case b.gated:
+		a.Error = fmt.Sprintf("retry horizon of %v passed while the circuit breaker held the delivery back", k.retry.Horizon)
 		a.Outcome = OutcomeCircuitOpen
+	default:
+		a.Error = fmt.Sprintf("retry horizon of %v passed before the next attempt could start", k.retry.Horizon)
 	}
-	a.Error = msg
 	return completion{state: StateFailed, attempts: b.attempts, due: now, firstAt: b.firstAt, finishedAt: now,
-		errText: msg, end: now, record: a}
+		errText: a.Error, end: now, record: a}
 }
 
 // maxReceiverText bounds how much of a receiver's answer an Attempt records.

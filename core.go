@@ -18,6 +18,9 @@ type core struct {
 	clock   Clock
 	random  func() float64
 	urls    urlPolicy
+	// maxLost bounds a delivery's lost attempts (PostgresConfig.
+	// MaxLostAttempts); 0: no bound (memory loses none it could count).
+	maxLost int
 }
 
 // commonConfig is the part of every supervisor's config that core needs.

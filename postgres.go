@@ -21,6 +21,8 @@ const (
 	LeaseDurationDefault = 2 * time.Minute
 	PollIntervalDefault  = time.Second
 	RetentionDefault     = 7 * 24 * time.Hour
+	// MaxLostAttemptsDefault is PostgresConfig.MaxLostAttempts's default.
+	MaxLostAttemptsDefault = 3
 )
 
 // maxPostgresBreakerKey bounds breaker keys (a URL when no BreakerKey is
@@ -84,6 +86,14 @@ type PostgresConfig struct {
 	// lease expires; an attempt is cancelled after half of it, so that it
 	// ends before another worker can take over. Defaults to 2m.
 	LeaseDuration time.Duration
+	// MaxLostAttempts bounds the attempts of one delivery that are lost:
+	// its worker died, or lost its lease, before the attempt's result was
+	// written (the delivery is claimed again when the lease expires, and
+	// the lost attempt is not charged). A delivery whose attempts were
+	// lost MaxLostAttempts times fails without another send, with a
+	// recorded reason, so that a delivery that crashes its worker is not
+	// sent forever. Defaults to 3.
+	MaxLostAttempts int
 	// PollInterval is how often an idle worker looks for due deliveries in
 	// case a notification was missed. Defaults to 1s.
 	PollInterval time.Duration
@@ -182,7 +192,10 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		return nil, badConfig("PostgresConfig.PollInterval", "is negative; use 0 for %v", PollIntervalDefault)
 	case cfg.DrainTimeout < 0:
 		return nil, badConfig("PostgresConfig.DrainTimeout", "is negative; use 0 for %v", DrainTimeoutDefault)
+	case cfg.MaxLostAttempts < 0:
+		return nil, badConfig("PostgresConfig.MaxLostAttempts", "is negative; use 0 for %d", MaxLostAttemptsDefault)
 	}
+	k.maxLost = cmp.Or(cfg.MaxLostAttempts, MaxLostAttemptsDefault)
 	s := &PostgresSupervisor{
 		k:            k,
 		db:           pool,
@@ -215,7 +228,7 @@ func (s *PostgresSupervisor) CreateSchema(ctx context.Context) error {
 	// would stall (or, with locks taken in another order, deadlock) the
 	// workers of a running deployment every time a process starts.
 	var current bool
-	if err := queryRow(ctx, s.db, s.q.schemaCurrent, schemaParams{Objects: schemaObjects(s.ddl), Breakers: s.q.breakersTable}).Scan(&current); err != nil {
+	if err := queryRow(ctx, s.db, s.q.schemaCurrent, schemaParams{Objects: schemaObjects(s.ddl), Tables: s.q.newest.Tables, Columns: s.q.newest.Columns}).Scan(&current); err != nil {
 		return dbError("create schema", err)
 	}
 	if current {

@@ -190,7 +190,7 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64, logger *
 				continue
 			}
 		}
-		j.attempts, j.accepted, j.firstAt = r.Attempts, r.AcceptedAt, deref(r.FirstAttemptAt)
+		j.attempts, j.lost, j.accepted, j.firstAt = r.Attempts, r.LostAttempts, r.AcceptedAt, deref(r.FirstAttemptAt)
 		out = append(out, j)
 	}
 	return out

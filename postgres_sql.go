@@ -152,6 +152,7 @@ type jobRow struct {
 	AuthCredentials  []byte     `db:"auth_credentials"`
 	Headers          []byte     `db:"headers"` // JSON
 	Attempts         int        `db:"attempts"`
+	LostAttempts     int        `db:"lost_attempts"`
 	AcceptedAt       time.Time  `db:"accepted_at" sql:"COALESCE(d.redelivered_at, d.accepted_at)"` // or the last redelivery
 	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
 }
@@ -219,8 +220,10 @@ type keyedGateRow struct {
 // Parameters, one struct per statement (or per family of statements).
 
 type schemaParams struct {
-	Objects  []string `db:"objects"`  // every table and index of the DDL
-	Breakers string   `db:"breakers"` // the gate table
+	Objects []string `db:"objects"` // every table and index of the DDL
+	// The newest columns, table by table: each must exist.
+	Tables  []string `db:"tables"`
+	Columns []string `db:"columns"`
 }
 
 type enqueueParams struct {
@@ -448,8 +451,8 @@ type sequenceParams struct {
 type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
-	// breakersTable is the gate table's name.
-	breakersTable string
+	// newest are the newest column of each table that has gained one.
+	newest schemaParams
 
 	schemaCurrent  stmt[schemaParams]
 	enqueue        stmt[enqueueParams]
@@ -494,6 +497,13 @@ func gateUnchanged(flag, key, ver string) string {
 		  AND NOT (` + flag + `::boolean AND b.failures = 0 AND b.state = 'closed'))`
 }
 
+// lostClaim counts a lost attempt when a claim takes a running row under a
+// positive lease token: its lease expired with no result written. Every
+// path that leaves a row without a result (unclaim, give-back, a drained
+// attempt) makes it pending first; a held retry (negative token) had its
+// result written, and is not lost when its release is late or never comes.
+const lostClaim = `(d.state = 'running' AND d.lease_token > 0)::int`
+
 // openRetryAt is when an open gate row b lets a probe through. A row
 // written by a release before retry_at existed has none: due at once (the
 // gate's own timing then decides).
@@ -508,12 +518,14 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{attempt_params}", params[attemptRow](), "{attempt_values}", params[attemptRow]("delivery_id"),
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 	)
-	q := &pgSQL{channel: t.Deliveries, breakersTable: t.Breakers}
+	q := &pgSQL{channel: t.Deliveries, newest: schemaParams{
+		Tables: []string{t.Breakers, t.Deliveries}, Columns: []string{"version", "lost_attempts"}}}
 
-	// Whether every table and index of the DDL exists, and the gate table
-	// has its latest column.
+	// Whether every table and index of the DDL exists, and every table has
+	// its newest column.
 	q.schemaCurrent = compile[schemaParams](`SELECT NOT EXISTS (SELECT 1 FROM unnest(@objects::text[]) n WHERE to_regclass(n) IS NULL)
-	AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(@breakers) AND attname = 'version' AND NOT attisdropped)`)
+	AND NOT EXISTS (SELECT 1 FROM unnest(@tables::text[], @columns::text[]) c(t, col)
+		WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(c.t) AND attname = c.col AND NOT attisdropped))`)
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
 	// statement. @drop refuses the webhook (OpenDrop) while its breaker is
@@ -568,7 +580,8 @@ WITH due AS (
 	LIMIT @limit
 	FOR UPDATE OF d SKIP LOCKED
 )
-UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = NULL
+UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = NULL,
+	lost_attempts = d.lost_attempts + ` + lostClaim + `
 FROM due WHERE d.id = due.id
 RETURNING {job_columns}`))
 	// The same for one breaker key's half-open probes of @period.
@@ -580,7 +593,8 @@ WITH due AS (
 	LIMIT @limit
 	FOR UPDATE OF d SKIP LOCKED
 )
-UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = @period
+UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = @period,
+	lost_attempts = d.lost_attempts + ` + lostClaim + `
 FROM due WHERE d.id = due.id
 RETURNING {job_columns}`))
 	// Gates that may let a probe through now (open past their retry_at, or
@@ -726,7 +740,8 @@ WHERE id IN (SELECT id FROM {deliveries}
 	q.failed = compile[pageParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d
 WHERE d.state = 'failed' AND d.id > @after ORDER BY d.id LIMIT @limit`))
 	q.redeliver = compile[redeliverParams](r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = @now, attempts = 0,
-	first_attempt_at = NULL, redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL
+	first_attempt_at = NULL, redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL,
+	lost_attempts = 0
 WHERE id = @id AND state = 'failed'
 RETURNING pg_notify(@channel, '')`))
 	q.purge = compile[purgeParams](r.Replace(`DELETE FROM {deliveries} WHERE id IN (

@@ -876,3 +876,64 @@ func TestPostgresClaimedAheadRespectABreakerThatOpened(t *testing.T) {
 	}, guard, 10*time.Millisecond, "the three claimed with it are given back, uncharged, until the breaker half-opens")
 	require.Len(t, pe.sender.sent(), 1, "sent after the breaker opened")
 }
+
+// A delivery whose attempts keep being lost (its worker dies inside Send,
+// say) is not sent forever: a claim that takes a running row under a live
+// claim's token counts a lost attempt, and after MaxLostAttempts the
+// delivery fails without another send. A held retry's row (negative token:
+// its result was written) is no lost attempt.
+func TestPostgresLostAttemptsAreBounded(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{MaxLostAttempts: 3})
+	url := "https://buyer.example/poison"
+	// As a worker that died mid-attempt leaves them: running, under its
+	// token, the lease expired; two of them already lost before.
+	dead := pe.sendMCP(mcp(url, "dead"))
+	held := pe.sendMCP(mcp(url, "held"))
+	once := pe.sendMCP(mcp(url, "once"))
+	for id, row := range map[string]struct{ token, lost int }{dead.ID: {42, 2}, held.ID: {-42, 2}, once.ID: {42, 1}} {
+		_, err := pe.pool.Exec(context.Background(), `UPDATE adcp_webhook_deliveries
+			SET state = 'running', lease_token = $2, lost_attempts = $3, due_at = $4 WHERE id = $1`,
+			id, row.token, row.lost, epoch.Add(-time.Second))
+		require.NoError(t, err)
+	}
+	pe.startWorker()
+	byID := map[string]webhook.Attempt{}
+	for _, a := range pe.attempts(3) {
+		byID[a.DeliveryID] = a
+	}
+	require.Zero(t, byID[dead.ID].AttemptNumber, "failed without a send")
+	require.Equal(t, webhook.OutcomeFailure, byID[dead.ID].Outcome)
+	require.Contains(t, byID[dead.ID].Error, "3 attempts were lost")
+	require.Contains(t, byID[dead.ID].Error, "MaxLostAttempts")
+	d, err := pe.pg.Delivery(context.Background(), dead.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+	require.Contains(t, d.LastError, "attempts were lost")
+
+	require.Equal(t, webhook.OutcomeSuccess, byID[held.ID].Outcome, "a held row is no lost attempt")
+	require.Equal(t, webhook.OutcomeSuccess, byID[once.ID].Outcome, "two lost attempts are within the bound")
+	require.Len(t, pe.sender.sent(), 2)
+	require.Equal(t, 2, pe.count(`SELECT lost_attempts FROM adcp_webhook_deliveries WHERE id = $1`, held.ID))
+	require.Equal(t, 2, pe.count(`SELECT lost_attempts FROM adcp_webhook_deliveries WHERE id = $1`, once.ID))
+}
+
+// A deliveries table from before lost_attempts gains it, and CreateSchema
+// then sees the schema as current.
+func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(ctx))
+	_, err = pool.Exec(ctx, `ALTER TABLE adcp_webhook_deliveries DROP COLUMN lost_attempts`)
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(ctx))
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute
+		WHERE attrelid = 'adcp_webhook_deliveries'::regclass AND attname = 'lost_attempts' AND NOT attisdropped`).Scan(&n))
+	require.Equal(t, 1, n)
+	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "t1"))
+	require.NoError(t, err)
+}

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     -- readers as for the credentials).
     headers           jsonb,
     attempts          integer NOT NULL DEFAULT 0,
+    -- Attempts lost: claimed, then the lease expired with no result written
+    -- (the worker died). Bounded by PostgresConfig.MaxLostAttempts.
+    lost_attempts     integer NOT NULL DEFAULT 0,
     accepted_at       timestamptz NOT NULL,
     -- Set by a redelivery: the retry horizon counts from here until the
     -- next first attempt.
@@ -42,6 +45,16 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     last_status       integer,
     last_error        text
 );
+
+-- Tables created before lost_attempts existed. Checked first, so that an
+-- up-to-date table is never locked exclusively while workers use it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_deliveries'::regclass
+                   AND attname = 'lost_attempts' AND NOT attisdropped) THEN
+        ALTER TABLE adcp_webhook_deliveries ADD COLUMN lost_attempts integer NOT NULL DEFAULT 0;
+    END IF;
+END $$;
 
 -- The claim: due pending rows and running rows whose lease expired.
 CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_due_idx
