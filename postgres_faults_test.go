@@ -1,0 +1,144 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
+)
+
+// ackLossPool is a real pool whose chosen statements run and commit, but
+// whose caller then sees a connection error, as when the server's
+// acknowledgement is lost on the way back.
+type ackLossPool struct {
+	*pgxpool.Pool
+	drop func(sql string) bool // called once per statement; true: lose its acknowledgement
+}
+
+var errAckLost = errors.New("read tcp: connection reset by peer (acknowledgement lost after commit)")
+
+func (p *ackLossPool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if !p.drop(sql) {
+		return p.Pool.Query(ctx, sql, args...)
+	}
+	rows, err := p.Pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errAckLost
+}
+
+func (p *ackLossPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if !p.drop(sql) {
+		return p.Pool.QueryRow(ctx, sql, args...)
+	}
+	rows, err := p.Pool.Query(ctx, sql, args...)
+	if err == nil {
+		for rows.Next() {
+		}
+		rows.Close()
+		err = rows.Err()
+	}
+	if err == nil {
+		err = errAckLost
+	}
+	return errRow{err}
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// A completion whose commit's acknowledgement is lost is not applied to its
+// breaker twice: one half-open success of the two SuccessThreshold needs
+// leaves the breaker half-open.
+func TestPostgresLostAcknowledgementCountsABreakerResultOnce(t *testing.T) {
+	t.Parallel()
+	var armed, dropped atomic.Bool
+	pool := &ackLossPool{Pool: pgtest.New(t), drop: func(sql string) bool {
+		// The first completion that writes a gate, once armed.
+		return armed.Load() && strings.Contains(sql, "INSERT INTO adcp_webhook_breakers") &&
+			!strings.Contains(sql, "ON CONFLICT (breaker_key) DO UPDATE SET updated_at") && dropped.CompareAndSwap(false, true)
+	}}
+	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		pc := webhook.PostgresConfig{PollOnly: true, Retry: cfg.Retry, Breaker: cfg.Breaker, LogSink: cfg.Sink, Clock: cfg.Clock, Logger: cfg.Logger}
+		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, pc)
+		require.NoError(t, err)
+		require.NoError(t, s.CreateSchema(context.Background()))
+		return s
+	}, func(c *suiteConfig) {
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 2, HalfOpenProbes: 1}
+		c.Retry.MaxAttempts = 1
+	})
+	url := "https://buyer.example/flaky"
+	e.sender.on(url, step{status: 503}, step{status: 200})
+	e.startWorker()
+	e.sendMCP(mcp(url, "t1"))
+	require.Equal(t, webhook.OutcomeFailure, e.attempts(1)[0].Outcome)
+	pg := e.sup.(*webhook.PostgresSupervisor)
+	st, err := pg.Breaker(context.Background(), url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerOpen, st)
+
+	armed.Store(true)
+	e.clock.Advance(time.Minute) // half-open
+	e.sendMCP(mcp(url, "t2"))
+	require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
+	require.True(t, dropped.Load(), "the probe's completion lost its acknowledgement")
+	st, err = pg.Breaker(context.Background(), url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerHalfOpen, st, "one success counted once: SuccessThreshold is 2")
+	var successes int
+	require.NoError(t, pool.Pool.QueryRow(context.Background(), `SELECT successes FROM adcp_webhook_breakers`).Scan(&successes))
+	require.Equal(t, 1, successes)
+}
+
+// "Consecutive failures" are consecutive: a success written while another
+// transaction holds its breaker's row still resets the count.
+func TestPostgresSuccessResetsFailuresWhileTheGateRowIsLocked(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 1}, func(c *suiteConfig) {
+		c.Breaker.FailureThreshold = 2
+		c.Retry.MaxAttempts = 1
+	})
+	url := "https://buyer.example/flaky"
+	pe.sender.on(url, step{status: 503}, step{status: 200}, step{status: 503})
+	pe.startWorker()
+	pe.sendMCP(mcp(url, "t1"))
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
+
+	// Hold the gate row's lock while the success is written.
+	ctx := context.Background()
+	tx, err := pe.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT 1 FROM adcp_webhook_breakers WHERE breaker_key = $1 FOR UPDATE`, url)
+	require.NoError(t, err)
+	pe.sendMCP(mcp(url, "t2"))
+	pe.waitSent(2)
+	require.Eventually(t, func() bool { // the success's completion waits for the row
+		return pe.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
+	}, guard, 5*time.Millisecond)
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, webhook.OutcomeSuccess, pe.attempts(1)[0].Outcome)
+
+	pe.sendMCP(mcp(url, "t3"))
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
+	st, err := pe.pg.Breaker(ctx, url)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerClosed, st, "failure, success, failure is not two consecutive failures")
+}
