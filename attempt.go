@@ -85,6 +85,7 @@ type job struct {
 	seq      int64
 	attempts int       // charged before this claim
 	lost     int       // attempts lost before this claim (a worker died or lost its lease)
+	broken   string    // why the stored delivery cannot be sent as accepted; empty: it can
 	accepted time.Time // acceptance, or the last redelivery
 	firstAt  time.Time // the first attempt's start since then; zero until it
 	// gated reports that its breaker was not closed when it was claimed:
@@ -170,7 +171,7 @@ func (w *attemptWorker[J]) Stop() { w.guard.stop() }
 // to the settle the guard runs).
 func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 	k, st, b, c := w.k, w.st, j.base(), &w.c
-	if now := k.clock.Now(); k.pastHorizon(b.anchor(), now) || k.maxLost > 0 && b.lost >= k.maxLost {
+	if now := k.clock.Now(); b.broken != "" || k.pastHorizon(b.anchor(), now) || k.maxLost > 0 && b.lost >= k.maxLost {
 		*c = k.expiry(b, now)
 		wake := st.complete(ctx, j, c)
 		return w.guard.report(c.record, func() { st.settle(j, c, wake) })
@@ -223,15 +224,17 @@ func (k *core) decide(b *job, n int, res sent, stopped bool) completion {
 	return c
 }
 
-// expiry fails a delivery that may not be attempted again: its retry
-// horizon passed before its next attempt could start, or its attempts were
-// lost maxLost times. Nothing is sent; the record's AttemptNumber is 0, and
+// expiry fails a delivery that may not be attempted again: its stored
+// form is broken, its retry horizon passed before its next attempt could
+// start, or its attempts were lost maxLost times. Nothing is sent; the record's AttemptNumber is 0, and
 // its outcome is circuit_open when the breaker held the delivery back past
 // its horizon.
 func (k *core) expiry(b *job, now time.Time) completion {
 	a := k.baseRecord(&b.prepared, b.id, b.seq)
 	a.Outcome, a.OccurredAt = OutcomeFailure, now
 	switch {
+	case b.broken != "":
+		a.Error = "the stored delivery cannot be sent as it was accepted: " + b.broken
 	case k.maxLost > 0 && b.lost >= k.maxLost:
 		a.Error = fmt.Sprintf("%d attempts were lost (each time, the worker died or lost its lease before the result was written); "+
 			"failed without another send, so that a delivery that crashes its worker is not sent forever (PostgresConfig.MaxLostAttempts)", b.lost)

@@ -84,7 +84,7 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	}
 	rows, err := collect[jobRow](query(ctx, s.db, s.q.claim, claimParams{Now: now, Limit: want, LeaseEnd: lease, Token: token}))
 	probes := len(jobs)
-	jobs = appendJobs(jobs, rows, token, 0, s.k.logger)
+	jobs = appendJobs(jobs, rows, token, 0)
 	src.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
 }
@@ -151,7 +151,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			Key:         kb.key, Period: int64(b.Period),
 		}))
 		from := len(claimed)
-		claimed = appendJobs(claimed, rows, token, b.Period, s.k.logger)
+		claimed = appendJobs(claimed, rows, token, b.Period)
 		if err != nil {
 			return append(jobs, claimed...), dbError("claim probes", err)
 		}
@@ -166,9 +166,8 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 }
 
 // appendJobs appends the claimed rows, under lease token and holding a
-// probe slot of period probe (0: none), as jobs. A row whose headers do not
-// parse is logged and left to its lease (it cannot be sent as accepted).
-func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64, logger *slog.Logger) []*pgJob {
+// probe slot of period probe (0: none), as jobs.
+func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob {
 	for i := range rows {
 		r := &rows[i]
 		j := &pgJob{token: token, probe: probe, row: r.ID}
@@ -185,9 +184,10 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64, logger *
 		}
 		if r.Headers != nil {
 			if err := json.Unmarshal(r.Headers, &j.routing.Headers); err != nil {
-				logger.LogAttrs(context.Background(), slog.LevelError, "webhook: a claimed delivery's stored headers do not parse; leaving it",
-					slog.String("delivery_id", j.id), slog.String("error", err.Error()))
-				continue
+				// Its row was changed outside the supervisor: it fails
+				// alone, with the reason (the parser's, which quotes no
+				// header value), and holds back nothing else.
+				j.broken = "its headers column is not a JSON object of strings (" + err.Error() + ")"
 			}
 		}
 		j.attempts, j.lost, j.accepted, j.firstAt = r.Attempts, r.LostAttempts, r.AcceptedAt, deref(r.FirstAttemptAt)

@@ -142,3 +142,52 @@ func TestPostgresSuccessResetsFailuresWhileTheGateRowIsLocked(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, webhook.BreakerClosed, st, "failure, success, failure is not two consecutive failures")
 }
+
+// A row changed outside the supervisor so that it cannot be sent as it was
+// accepted fails alone, with the reason, and holds back nothing claimed
+// with it.
+func TestPostgresCorruptRowFailsAlone(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{ClaimBatch: 4})
+	url := "https://buyer.example/hook"
+	w := mcp(url, "bad")
+	w.Headers = map[string]string{"X-Token": "secret-token-value"}
+	bad := pe.sendMCP(w)
+	good := pe.sendMCP(mcp(url, "good"))
+	_, err := pe.pool.Exec(context.Background(), `UPDATE adcp_webhook_deliveries SET headers = '["secret-token-value"]' WHERE id = $1`, bad.ID)
+	require.NoError(t, err)
+	pe.startWorker()
+	byID := map[string]webhook.Attempt{}
+	for _, a := range pe.attempts(2) {
+		byID[a.DeliveryID] = a
+	}
+	require.Equal(t, webhook.OutcomeSuccess, byID[good.ID].Outcome)
+	require.Equal(t, webhook.OutcomeFailure, byID[bad.ID].Outcome)
+	require.Contains(t, byID[bad.ID].Error, "headers column")
+	require.NotContains(t, byID[bad.ID].Error, "secret-token-value")
+	require.Len(t, pe.sender.sent(), 1)
+	d, err := pe.pg.Delivery(context.Background(), bad.ID)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State)
+}
+
+// A half-open probe that ends frees its slot: the next probe goes out at
+// once, not a PollInterval later.
+func TestPostgresProbeEndWakesTheClaimer(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{PollOnly: true, PollInterval: time.Hour}, func(c *suiteConfig) {
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 3, HalfOpenProbes: 1}
+		c.Retry.MaxAttempts = 1
+	})
+	url := "https://buyer.example/recovering"
+	pe.sender.on(url, step{status: 503}, step{status: 200}, step{status: 200})
+	pe.startWorker()
+	pe.sendMCP(mcp(url, "t1"))
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
+	pe.sendMCP(mcp(url, "t2"))
+	pe.sendMCP(mcp(url, "t3"))
+	pe.clock.Advance(time.Minute) // half-open: one probe at a time
+	as := pe.attempts(2)          // bounded by the suite's guard, far below PollInterval
+	require.Equal(t, webhook.OutcomeSuccess, as[0].Outcome)
+	require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
+}

@@ -131,13 +131,13 @@ func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool 
 }
 
 // settle releases a held delivery to its next attempt; the claimer looks
-// again when a breaker changed or the delivery is pending (it may be due
-// at once).
+// again when a breaker changed, the delivery is pending (it may be due at
+// once), or it was a half-open probe (its slot is free for the next).
 func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 	if c.hold {
 		pw.s.release(pw.ctx, j, c)
 	}
-	if wake || c.state == StatePending {
+	if wake || c.state == StatePending || j.probe != 0 {
 		pw.wake()
 	}
 }
