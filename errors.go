@@ -57,6 +57,16 @@ var (
 	// ErrInvalidKey reports a signing key that cannot be used for AdCP webhook
 	// signatures; the wrapping error says why.
 	ErrInvalidKey = errors.New("webhook: invalid signing key")
+
+	// ErrOutcomeUnknown is returned by [PostgresSupervisor.SendMCP] and
+	// SendPrepared when the connection failed after the enqueue statement
+	// was sent: the delivery may have been committed (and will then be
+	// delivered) or not. Sending the webhook again with the same
+	// IdempotencyKey is safe for the buyer, who de-duplicates by key, but
+	// may make a second delivery (and allocate a second sequence number).
+	// To know the outcome, enqueue with SendMCPTx inside your own
+	// transaction: the delivery then commits exactly when it does.
+	ErrOutcomeUnknown = errors.New("webhook: outcome unknown: the connection failed after the delivery was sent to the database")
 )
 
 // Internal sentinels of the Postgres supervisor's completion path.

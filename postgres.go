@@ -271,6 +271,11 @@ func (s *PostgresSupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt
 // delivered if tx commits and never if it rolls back, so a task's state
 // change and its webhook commit together. A nil tx uses the pool. Workers
 // are notified when tx commits.
+//
+// A webhook with a SequenceKey locks that key's counter row until tx ends.
+// Two transactions that enqueue webhooks of two keys in opposite orders
+// can deadlock (Postgres then aborts one): enqueue the keys of one
+// transaction in a fixed order, sorted say.
 func (s *PostgresSupervisor) SendMCPTx(ctx context.Context, tx pgx.Tx, w MCPWebhook) (Receipt, error) {
 	now := s.k.clock.Now()
 	d, err := s.k.urls.prepareMCP(w, now)
@@ -343,12 +348,23 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		err = insert()
 	}
 	if err != nil {
+		if tx == nil && outcomeUnknown(err) {
+			return Receipt{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
+		}
 		return Receipt{}, dbError("enqueue", err)
 	}
 	if tx == nil {
 		s.wakeWorkers()
 	}
 	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, nil
+}
+
+// outcomeUnknown reports whether an autocommitted statement that returned
+// err may nevertheless have committed: the server did not refuse it, and
+// pgx cannot promise that nothing reached the server.
+func outcomeUnknown(err error) bool {
+	var pe *pgconn.PgError
+	return !errors.As(err, &pe) && !errors.Is(err, pgx.ErrNoRows) && !pgconn.SafeToRetry(err)
 }
 
 // refuse records a webhook refused at acceptance because its breaker is

@@ -191,3 +191,32 @@ func TestPostgresProbeEndWakesTheClaimer(t *testing.T) {
 	require.Equal(t, webhook.OutcomeSuccess, as[0].Outcome)
 	require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
 }
+
+// An enqueue whose acknowledgement is lost says so: the delivery may have
+// been accepted (here it was, and it is delivered). A statement the server
+// refused is no such case.
+func TestPostgresEnqueueWithLostAcknowledgementIsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	pool := &ackLossPool{Pool: pgtest.New(t), drop: func(sql string) bool {
+		return strings.Contains(sql, "INSERT INTO adcp_webhook_deliveries") && armed.CompareAndSwap(true, false)
+	}}
+	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{PollOnly: true, LogSink: cfg.Sink, Clock: cfg.Clock, Logger: cfg.Logger})
+		require.NoError(t, err)
+		require.NoError(t, s.CreateSchema(context.Background()))
+		return s
+	})
+	armed.Store(true)
+	_, err := e.sup.SendMCP(context.Background(), mcp("https://buyer.example/hook", "t1"))
+	require.ErrorIs(t, err, webhook.ErrOutcomeUnknown)
+	e.startWorker()
+	require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome, "it had been accepted")
+
+	// A refusal by the server is a plain error: nothing was committed.
+	_, err = pool.Pool.Exec(context.Background(), `ALTER TABLE adcp_webhook_deliveries ADD CONSTRAINT no_more CHECK (task_id <> 't2')`)
+	require.NoError(t, err)
+	_, err = e.sup.SendMCP(context.Background(), mcp("https://buyer.example/hook", "t2"))
+	require.Error(t, err)
+	require.NotErrorIs(t, err, webhook.ErrOutcomeUnknown)
+}
