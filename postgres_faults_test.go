@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -219,4 +220,44 @@ func TestPostgresEnqueueWithLostAcknowledgementIsOutcomeUnknown(t *testing.T) {
 	_, err = e.sup.SendMCP(context.Background(), mcp("https://buyer.example/hook", "t2"))
 	require.Error(t, err)
 	require.NotErrorIs(t, err, webhook.ErrOutcomeUnknown)
+}
+
+// failFirstPool refuses, before it reaches the server, the first statement
+// that matches.
+type failFirstPool struct {
+	*pgxpool.Pool
+	match func(sql string) bool
+	done  atomic.Bool
+}
+
+func (p *failFirstPool) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if p.match(sql) && p.done.CompareAndSwap(false, true) {
+		return pgconn.CommandTag{}, errInjected
+	}
+	return p.Pool.Exec(ctx, sql, args...)
+}
+
+// A held retry whose release fails once is released on a second try, not
+// left held until its hold (SinkTimeout and a statement's time) passes.
+// (Found by the fault model.)
+func TestPostgresReleaseRetriesThroughConnectionTrouble(t *testing.T) {
+	t.Parallel()
+	pool := &failFirstPool{Pool: pgtest.New(t), match: func(sql string) bool {
+		return strings.HasPrefix(sql, "UPDATE adcp_webhook_deliveries SET state = 'pending'")
+	}}
+	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{PollOnly: true, Retry: cfg.Retry,
+			LogSink: cfg.Sink, Clock: cfg.Clock, Logger: cfg.Logger})
+		require.NoError(t, err)
+		require.NoError(t, s.CreateSchema(context.Background()))
+		return s
+	})
+	url := "https://buyer.example/hook"
+	e.sender.on(url, step{status: 503}, step{status: 200})
+	e.startWorker()
+	e.sendMCP(mcp(url, "t1"))
+	as := e.deliverAll(1) // the clock moves only to each NextRetryAt
+	require.Len(t, as, 2)
+	require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
+	require.True(t, pool.done.Load(), "the release failed once")
 }

@@ -142,12 +142,23 @@ func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 	}
 }
 
-// release makes a held delivery pending, due at its next attempt. When it
-// cannot, the delivery's lease runs out and it is claimed again then.
+// release makes a held delivery pending, due at its next attempt,
+// retrying through connection trouble until the claim's lease would have
+// ended. When it cannot, the held row is claimed again once its hold
+// passes (SinkTimeout and a statement's time after its write, at least).
 func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completion) {
-	if err := s.leased(ctx, "release", s.q.release, leaseParams{ID: j.row, Token: -j.token, DueAt: c.due}); err != nil {
-		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not release a delivery for its next attempt; it is due again when its lease expires",
-			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
+	var backoff engine.Backoff
+	for {
+		err := s.leased(ctx, "release", s.q.release, leaseParams{ID: j.row, Token: -j.token, DueAt: c.due})
+		if err == nil || errors.Is(err, errLeaseLost) {
+			return
+		}
+		if time.Now().Add(backoff.Peek()).After(j.claimed.Add(s.lease)) {
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not release a delivery for its next attempt; it is due again when its hold passes",
+				slog.String("delivery_id", j.id), slog.String("error", err.Error()))
+			return
+		}
+		time.Sleep(backoff.Next())
 	}
 }
 

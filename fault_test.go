@@ -1,0 +1,550 @@
+package webhook_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
+)
+
+// The fault model: a seeded random workload and random faults, run on both
+// supervisors, checked against the promises the README makes. CI runs a
+// few seeds of each; a soak runs many:
+//
+//	go test -run TestFaultModel -fault.seeds 500
+//	go test -run 'TestFaultModel/postgres/seed=17' -fault.first 17 -fault.seeds 1   # replay one
+//
+// The clock is real (retry delays and open timeouts are milliseconds), so a
+// seed replays its workload, policies and fault schedule exactly and its
+// interleavings approximately.
+
+var (
+	faultSeeds = flag.Int("fault.seeds", 6, "fault model: seeds per supervisor")
+	faultFirst = flag.Int("fault.first", 1, "fault model: first seed")
+)
+
+func TestFaultModel(t *testing.T) {
+	t.Parallel()
+	for _, sys := range []string{"memory", "postgres"} {
+		t.Run(sys, func(t *testing.T) {
+			t.Parallel()
+			for seed := *faultFirst; seed < *faultFirst+*faultSeeds; seed++ {
+				t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+					runFaultModel(t, sys, uint64(seed))
+				})
+			}
+		})
+	}
+}
+
+// endpoint behaviours
+const (
+	epHealthy   = iota // 2xx
+	epFlaky            // fails its first k requests per delivery (503, 500, reset, timeout), then 2xx
+	epDown             // 503 with Retry-After, always
+	epRejecting        // 400: permanent
+	epThrottled        // 429 then 2xx
+	epKinds
+)
+
+type faultEndpoint struct {
+	url   string
+	kind  int
+	k     int           // epFlaky: failures per delivery
+	delay time.Duration // how long each answer takes
+}
+
+type faultRequest struct {
+	key      string
+	body     [32]byte
+	attempt  int
+	at       time.Time
+	endpoint *faultEndpoint
+	ok       bool
+}
+
+// faultSender answers by endpoint and records every request.
+type faultSender struct {
+	mu        sync.Mutex
+	endpoints map[string]*faultEndpoint
+	perKey    map[string]int
+	requests  []faultRequest
+}
+
+func (s *faultSender) Send(ctx context.Context, r *webhook.Request) (*webhook.Response, error) {
+	s.mu.Lock()
+	ep := s.endpoints[r.URL]
+	n := s.perKey[r.IdempotencyKey]
+	s.perKey[r.IdempotencyKey] = n + 1
+	req := faultRequest{key: r.IdempotencyKey, body: sha256.Sum256(r.Body), attempt: r.Attempt, at: time.Now(), endpoint: ep}
+	s.mu.Unlock()
+	answer := func(status int, h http.Header, err error) (*webhook.Response, error) {
+		select {
+		case <-time.After(ep.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		s.mu.Lock()
+		req.ok = err == nil && status < 300
+		s.requests = append(s.requests, req)
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		return &webhook.Response{StatusCode: status, Header: h}, nil
+	}
+	switch ep.kind {
+	case epFlaky:
+		if n < ep.k {
+			switch n % 3 {
+			case 0:
+				return answer(503, nil, nil)
+			case 1:
+				return answer(0, nil, &netError{syscall.ECONNRESET})
+			default:
+				return answer(500, nil, nil)
+			}
+		}
+	case epDown:
+		return answer(503, http.Header{"Retry-After": {"1"}}, nil)
+	case epRejecting:
+		return answer(400, nil, nil)
+	case epThrottled:
+		if n == 0 {
+			return answer(429, http.Header{"Retry-After": {"1"}}, nil)
+		}
+	}
+	return answer(204, nil, nil)
+}
+
+type netError struct{ err error }
+
+func (e *netError) Error() string { return "read tcp: " + e.err.Error() }
+func (e *netError) Unwrap() error { return e.err }
+
+// faultSink checks, as records arrive, that one delivery's records never
+// overlap and come in attempt order.
+type faultSink struct {
+	mu       sync.Mutex
+	inCall   map[string]bool
+	last     map[string]webhook.Attempt
+	records  map[string][]webhook.Attempt
+	problems []string
+}
+
+func (s *faultSink) RecordAttempt(ctx context.Context, a webhook.Attempt) error {
+	if a.DeliveryID == "" {
+		return nil // a refusal at acceptance
+	}
+	s.mu.Lock()
+	if s.inCall[a.DeliveryID] {
+		s.problems = append(s.problems, fmt.Sprintf("delivery %s: sink calls overlap", a.DeliveryID))
+	}
+	if prev, ok := s.last[a.DeliveryID]; ok {
+		if a.AttemptNumber != 0 && a.AttemptNumber < prev.AttemptNumber {
+			s.problems = append(s.problems, fmt.Sprintf("delivery %s: attempt %d reported after attempt %d", a.DeliveryID, a.AttemptNumber, prev.AttemptNumber))
+		}
+		if !prev.WillRetry {
+			s.problems = append(s.problems, fmt.Sprintf("delivery %s: a record after the final one (%+v after %+v)", a.DeliveryID, a, prev))
+		}
+	}
+	s.inCall[a.DeliveryID] = true
+	s.mu.Unlock()
+	time.Sleep(time.Duration(len(a.DeliveryID)%3) * 100 * time.Microsecond) // a sink that takes a little time
+	s.mu.Lock()
+	s.inCall[a.DeliveryID] = false
+	s.last[a.DeliveryID] = a
+	s.records[a.DeliveryID] = append(s.records[a.DeliveryID], a)
+	s.mu.Unlock()
+	return nil
+}
+
+// flakyPool injects database faults: statements that fail before they
+// reach the server, and statements whose acknowledgement is lost after
+// they committed.
+type flakyPool struct {
+	*pgxpool.Pool
+	mu       sync.Mutex
+	rng      *rand.Rand
+	fail     float64 // share of statements refused before sending
+	lose     float64 // share of statements whose acknowledgement is lost
+	disabled bool
+}
+
+// errInjected is a failure before anything reached the server, as pgx
+// reports a refused connection: safe to retry.
+var errInjected error = injectedError{}
+
+type injectedError struct{}
+
+func (injectedError) Error() string     { return "dial tcp: connection refused (injected)" }
+func (injectedError) SafeToRetry() bool { return true }
+
+func (p *flakyPool) roll() (fail, lose bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.disabled {
+		return false, false
+	}
+	r := p.rng.Float64()
+	return r < p.fail, r >= p.fail && r < p.fail+p.lose
+}
+
+func (p *flakyPool) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	fail, lose := p.roll()
+	switch {
+	case fail:
+		return pgconn.CommandTag{}, errInjected
+	case lose:
+		_, err := p.Pool.Exec(ctx, sql, args...)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		return pgconn.CommandTag{}, errAckLost
+	}
+	return p.Pool.Exec(ctx, sql, args...)
+}
+
+func (p *flakyPool) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	fail, lose := p.roll()
+	switch {
+	case fail:
+		return nil, errInjected
+	case lose:
+		rows, err := p.Pool.Query(ctx, sql, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errAckLost
+	}
+	return p.Pool.Query(ctx, sql, args...)
+}
+
+func (p *flakyPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := p.Query(ctx, sql, args...)
+	if err != nil {
+		return errRow{err}
+	}
+	return rowOf{rows}
+}
+
+type rowOf struct{ rows pgx.Rows }
+
+func (r rowOf) Scan(dest ...any) error {
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+func runFaultModel(t *testing.T, sys string, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	pick := func(lo, hi int) int { return lo + rng.IntN(hi-lo+1) }
+
+	// Endpoints, possibly sharing breaker keys.
+	sender := &faultSender{endpoints: map[string]*faultEndpoint{}, perKey: map[string]int{}}
+	var eps []*faultEndpoint
+	for i := range pick(1, 4) {
+		ep := &faultEndpoint{url: fmt.Sprintf("https://buyer%d.example/hook", i), kind: rng.IntN(epKinds),
+			k: pick(1, 4), delay: time.Duration(rng.IntN(3)) * time.Millisecond}
+		eps = append(eps, ep)
+		sender.endpoints[ep.url] = ep
+	}
+	retry := webhook.RetryPolicy{MaxAttempts: pick(1, 5), BaseDelay: time.Millisecond, MaxDelay: time.Duration(pick(2, 15)) * time.Millisecond}
+	if rng.IntN(3) == 0 {
+		retry.Horizon = time.Duration(pick(20, 200)) * time.Millisecond
+	}
+	breaker := webhook.BreakerPolicy{FailureThreshold: pick(1, 4), SuccessThreshold: pick(1, 2), HalfOpenProbes: pick(1, 2),
+		OpenTimeout: time.Duration(pick(5, 40)) * time.Millisecond}
+	if rng.IntN(4) == 0 {
+		breaker.OpenAction = webhook.OpenDrop
+	}
+	concurrency := pick(1, 6)
+	sink := &faultSink{inCall: map[string]bool{}, last: map[string]webhook.Attempt{}, records: map[string][]webhook.Attempt{}}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	plan := fmt.Sprintf("seed %d on %s: endpoints %+v, retry %+v, breaker %+v, concurrency %d", seed, sys, derefAll(eps), retry, breaker, concurrency)
+
+	// One or two supervisors on one queue.
+	var sups []webhook.Supervisor
+	var lookup func(ctx context.Context, id string) (webhook.Delivery, error)
+	var pool *flakyPool
+	switch sys {
+	case "memory":
+		s, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Retry: retry, Breaker: breaker, LogSink: sink,
+			Logger: logger, Concurrency: concurrency, DrainTimeout: time.Duration(pick(1, 20)) * time.Millisecond})
+		require.NoError(t, err, plan)
+		sups = append(sups, s)
+		lookup = func(_ context.Context, id string) (webhook.Delivery, error) { return s.Delivery(id) }
+	default:
+		pool = &flakyPool{Pool: pgtest.New(t), rng: rand.New(rand.NewPCG(seed, 0xdb)), fail: 0.01 * float64(rng.IntN(3)), lose: 0.01 * float64(rng.IntN(3))}
+		pc := webhook.PostgresConfig{Retry: retry, Breaker: breaker, LogSink: sink, Logger: logger, Concurrency: concurrency,
+			ClaimBatch: pick(1, 8), PollOnly: true, PollInterval: 20 * time.Millisecond, LeaseDuration: 2 * time.Second,
+			DrainTimeout: time.Duration(pick(1, 20)) * time.Millisecond, Retention: -1}
+		for range pick(1, 2) {
+			s, err := webhook.NewPostgresSupervisor(pool, sender, pc)
+			require.NoError(t, err, plan)
+			sups = append(sups, s)
+		}
+		pool.mu.Lock()
+		pool.disabled = true
+		pool.mu.Unlock()
+		require.NoError(t, sups[0].(*webhook.PostgresSupervisor).CreateSchema(context.Background()), plan)
+		pool.mu.Lock()
+		pool.disabled = false
+		pool.mu.Unlock()
+		lookup = sups[0].(*webhook.PostgresSupervisor).Delivery
+	}
+
+	// Workers that come and go: each supervisor runs RunWorker calls of
+	// random lifetimes while the workload arrives.
+	ctx, cancel := context.WithCancel(context.Background())
+	var workers sync.WaitGroup
+	for i, s := range sups {
+		wr := rand.New(rand.NewPCG(seed, uint64(i)))
+		workers.Go(func() {
+			for ctx.Err() == nil {
+				life, stop := context.WithTimeout(ctx, time.Duration(5+wr.IntN(60))*time.Millisecond)
+				_ = s.RunWorker(life)
+				stop()
+			}
+		})
+	}
+
+	// The workload.
+	type accepted struct {
+		receipt webhook.Receipt
+		seqKey  string
+		ep      *faultEndpoint
+	}
+	var got []accepted
+	unknown := 0
+	n := pick(10, 50)
+	for i := range n {
+		ep := eps[rng.IntN(len(eps))]
+		w := webhook.MCPWebhook{URL: ep.url, OperationID: fmt.Sprint("op_", i), TaskID: fmt.Sprint("task_", i),
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted, Result: map[string]any{"i": i}}
+		if k := rng.IntN(3); k > 0 {
+			w.SequenceKey = fmt.Sprint("seq-", k)
+		}
+		if rng.IntN(3) == 0 {
+			w.BreakerKey = "shared"
+		}
+		s := sups[rng.IntN(len(sups))]
+		r, err := s.SendMCP(context.Background(), w)
+		switch {
+		case errors.Is(err, webhook.ErrCircuitOpen):
+		case errors.Is(err, webhook.ErrOutcomeUnknown):
+			unknown++
+		case err != nil && pool != nil && (errors.Is(err, errInjected) || errors.Is(err, errAckLost)):
+			// Not accepted: refused before it reached the server, or a
+			// refusal record (OpenDrop) whose acknowledgement was lost.
+		default:
+			require.NoError(t, err, plan)
+			got = append(got, accepted{r, w.SequenceKey, ep})
+		}
+		if rng.IntN(4) == 0 {
+			time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
+		}
+	}
+
+	// Let the churn run a little, then stop it and run steady workers
+	// (with the database faults off) until every delivery is final.
+	time.Sleep(time.Duration(pick(10, 100)) * time.Millisecond)
+	cancel()
+	workers.Wait()
+	if pool != nil {
+		pool.mu.Lock()
+		pool.disabled = true
+		pool.mu.Unlock()
+	}
+	finalCtx, stopFinal := context.WithCancel(context.Background())
+	var final sync.WaitGroup
+	for _, s := range sups {
+		final.Go(func() { _ = s.RunWorker(finalCtx) })
+	}
+	deadline := time.Now().Add(guard)
+	ds := map[string]webhook.Delivery{}
+	for _, a := range got {
+		for {
+			d, err := lookup(context.Background(), a.receipt.ID)
+			require.NoError(t, err, plan)
+			if d.State == webhook.StateDelivered || d.State == webhook.StateFailed {
+				ds[a.receipt.ID] = d
+				break
+			}
+			if time.Now().After(deadline) {
+				stopFinal()
+				final.Wait()
+				t.Fatalf("%s\ndelivery %s never finished: %+v", plan, a.receipt.ID, d)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	// Give the sinks of the last attempts time to finish, then stop.
+	sinkDone := time.Now().Add(guard)
+	for {
+		sink.mu.Lock()
+		missing := 0
+		for id := range ds {
+			if l, ok := sink.last[id]; !ok || l.WillRetry {
+				missing++
+			}
+		}
+		sink.mu.Unlock()
+		if missing == 0 || time.Now().After(sinkDone) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	stopFinal()
+	final.Wait()
+
+	// The promises.
+	var problems []string
+	fail := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	sender.mu.Lock()
+	byKey := map[string][]faultRequest{}
+	for _, r := range sender.requests {
+		byKey[r.key] = append(byKey[r.key], r)
+	}
+	sender.mu.Unlock()
+	sink.mu.Lock()
+	problems = append(problems, sink.problems...)
+	sink.mu.Unlock()
+	seqs := map[string][]int64{}
+	for _, a := range got {
+		d := ds[a.receipt.ID]
+		reqs := byKey[a.receipt.IdempotencyKey]
+		for _, r := range reqs {
+			if r.body != reqs[0].body {
+				fail("delivery %s: attempts sent different bytes under one key", d.ID)
+			}
+		}
+		if d.State == webhook.StateDelivered && !anyOK(reqs) {
+			fail("delivery %s is delivered but no request was answered 2xx", d.ID)
+		}
+		if d.State == webhook.StateFailed && d.LastError == "" {
+			fail("delivery %s failed with no reason", d.ID)
+		}
+		if d.Attempts > retry.MaxAttempts {
+			fail("delivery %s charged %d attempts, MaxAttempts is %d", d.ID, d.Attempts, retry.MaxAttempts)
+		}
+		if most := highestAttempt(reqs); most > retry.MaxAttempts {
+			fail("delivery %s: a request carried attempt number %d, MaxAttempts is %d", d.ID, most, retry.MaxAttempts)
+		}
+		for _, r := range reqs {
+			if !d.FinishedAt.IsZero() && r.at.After(d.FinishedAt.Add(time.Second)) {
+				fail("delivery %s: a request at %v, after it finished at %v", d.ID, r.at, d.FinishedAt)
+			}
+		}
+		if retry.Horizon > 0 && len(reqs) > 0 {
+			first := reqs[0].at
+			for _, r := range reqs {
+				// Each attempt starts within the horizon (plus the time a
+				// claim and a send take on this machine).
+				if r.at.Sub(first) > retry.Horizon+time.Second {
+					fail("delivery %s: a request %v after its first, past its horizon %v", d.ID, r.at.Sub(first), retry.Horizon)
+				}
+			}
+		}
+		sink.mu.Lock()
+		recs := sink.records[a.receipt.ID]
+		sink.mu.Unlock()
+		if len(recs) == 0 || recs[len(recs)-1].WillRetry {
+			fail("delivery %s (%s): the sink never got its final record (%d records)", d.ID, d.State, len(recs))
+		}
+		if a.seqKey != "" {
+			seqs[a.seqKey] = append(seqs[a.seqKey], a.receipt.Sequence)
+		}
+	}
+	if unknown == 0 {
+		for key, ns := range seqs {
+			if !contiguous(ns) {
+				fail("sequence %s is not 1..n: %v", key, ns)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		t.Fatalf("%s\n%d accepted; promises broken:\n- %s", plan, len(got), joinLines(problems))
+	}
+}
+
+func derefAll(eps []*faultEndpoint) []faultEndpoint {
+	out := make([]faultEndpoint, len(eps))
+	for i, e := range eps {
+		out[i] = *e
+	}
+	return out
+}
+
+func anyOK(reqs []faultRequest) bool {
+	for _, r := range reqs {
+		if r.ok {
+			return true
+		}
+	}
+	return false
+}
+
+func highestAttempt(reqs []faultRequest) int {
+	most := 0
+	for _, r := range reqs {
+		most = max(most, r.attempt)
+	}
+	return most
+}
+
+// contiguous reports whether ns, in any order, are 1..len(ns). Numbers
+// of a sequence drawn by refused webhooks leave no gap: refusals draw none.
+func contiguous(ns []int64) bool {
+	seen := make(map[int64]bool, len(ns))
+	for _, n := range ns {
+		if n < 1 || n > int64(len(ns)) || seen[n] {
+			return false
+		}
+		seen[n] = true
+	}
+	return true
+}
+
+func joinLines(lines []string) string {
+	out := ""
+	for i, l := range lines {
+		if i > 0 {
+			out += "\n- "
+		}
+		out += l
+	}
+	return out
+}
