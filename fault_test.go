@@ -488,6 +488,34 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			seqs[a.seqKey] = append(seqs[a.seqKey], a.receipt.Sequence)
 		}
 	}
+	// The breaker gates every attempt: to a key whose endpoints are all
+	// down, after FailureThreshold failures and the attempts already in
+	// flight then, only HalfOpenProbes probes go out per half-open period,
+	// and periods are at least OpenTimeout apart.
+	down := map[string]bool{}
+	byBreaker := map[string][]faultRequest{}
+	for _, a := range got {
+		key := ds[a.receipt.ID].BreakerKey
+		if _, seen := down[key]; !seen {
+			down[key] = true
+		}
+		down[key] = down[key] && a.ep.kind == epDown
+		byBreaker[key] = append(byBreaker[key], byKey[a.receipt.IdempotencyKey]...)
+	}
+	for key, reqs := range byBreaker {
+		if !down[key] || len(reqs) == 0 {
+			continue
+		}
+		first, last := reqs[0].at, reqs[0].at
+		for _, r := range reqs {
+			first, last = minTime(first, r.at), maxTime(last, r.at)
+		}
+		periods := int(last.Sub(first)/breaker.OpenTimeout) + 1
+		bound := breaker.FailureThreshold + concurrency*len(sups) + breaker.HalfOpenProbes*periods
+		if len(reqs) > bound {
+			fail("breaker %s: %d requests to an endpoint that is down over %v; the breaker allows at most %d", key, len(reqs), last.Sub(first), bound)
+		}
+	}
 	if unknown == 0 {
 		for key, ns := range seqs {
 			if !contiguous(ns) {
@@ -547,4 +575,18 @@ func joinLines(lines []string) string {
 		out += l
 	}
 	return out
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
