@@ -143,9 +143,11 @@ func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 }
 
 // release makes a held delivery pending, due at its next attempt,
-// retrying through connection trouble until the claim's lease would have
-// ended. When it cannot, the held row is claimed again once its hold
-// passes (SinkTimeout and a statement's time after its write, at least).
+// retrying through connection trouble (not a statement the server
+// refuses) until the claim's lease would have ended or the worker's
+// attempts are cancelled. When it cannot, the held row is claimed again
+// once its hold passes (SinkTimeout and a statement's time after its
+// write, at least).
 func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completion) {
 	var backoff engine.Backoff
 	for {
@@ -153,12 +155,11 @@ func (s *PostgresSupervisor) release(ctx context.Context, j *pgJob, c *completio
 		if err == nil || errors.Is(err, errLeaseLost) {
 			return
 		}
-		if time.Now().Add(backoff.Peek()).After(j.claimed.Add(s.lease)) {
+		if refusedStatement(err) || time.Now().Add(backoff.Peek()).After(j.claimed.Add(s.lease)) || !engine.Sleep(ctx, backoff.Next()) {
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not release a delivery for its next attempt; it is due again when its hold passes",
 				slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 			return
 		}
-		time.Sleep(backoff.Next())
 	}
 }
 
