@@ -119,6 +119,9 @@ type completion struct {
 	// cannot start before the sink has returned from this record, so a sink
 	// sees one delivery's records in attempt order.
 	hold bool
+	// superseded: the claim was lost before c could be written (another
+	// worker owns the delivery); c is not reported.
+	superseded bool
 }
 
 // attemptStore is what a supervisor's storage does for the attempt logic.
@@ -187,6 +190,10 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 	cancel()
 	*c = k.decide(b, n, res, ctx.Err() != nil)
 	wake := st.complete(ctx, j, c)
+	if c.superseded {
+		st.settle(j, c, wake)
+		return false
+	}
 	return w.guard.report(c.record, func() { st.settle(j, c, wake) })
 }
 

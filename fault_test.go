@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -293,6 +295,51 @@ func (r rowOf) Scan(dest ...any) error {
 	return r.rows.Err()
 }
 
+// cutProxy forwards TCP connections to Postgres and cuts them all on
+// demand, mid-statement or mid-commit as it happens.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, c); s.Close(); c.Close() }()
+			go func() { _, _ = io.Copy(c, s); s.Close(); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes every connection through the proxy.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
 func runFaultModel(t *testing.T, sys string, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	pick := func(lo, hi int) int { return lo + rng.IntN(hi-lo+1) }
@@ -325,6 +372,9 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	var sups []webhook.Supervisor
 	var lookup func(ctx context.Context, id string) (webhook.Delivery, error)
 	var pool *flakyPool
+	var proxy *cutProxy
+	var countRows func() int        // Postgres: the deliveries the database holds
+	var dump func(id string) string // Postgres: a delivery's row and the gates, for a failure's report
 	switch sys {
 	case "memory":
 		s, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Retry: retry, Breaker: breaker, LogSink: sink, Clock: clock,
@@ -333,7 +383,36 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		sups = append(sups, s)
 		lookup = func(_ context.Context, id string) (webhook.Delivery, error) { return s.Delivery(id) }
 	default:
-		pool = &flakyPool{Pool: pgtest.New(t), rng: rand.New(rand.NewPCG(seed, 0xdb)), fail: 0.01 * float64(rng.IntN(3)), lose: 0.01 * float64(rng.IntN(3))}
+		direct := pgtest.New(t)
+		db := direct
+		if rng.IntN(3) == 0 {
+			// Through a proxy that cuts every connection now and then.
+			cfg := direct.Config().Copy()
+			proxy = newCutProxy(t, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port))
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port = "127.0.0.1", uint16(proxy.ln.Addr().(*net.TCPAddr).Port)
+			var err error
+			db, err = pgxpool.NewWithConfig(context.Background(), cfg)
+			require.NoError(t, err)
+			t.Cleanup(db.Close)
+		}
+		pool = &flakyPool{Pool: db, rng: rand.New(rand.NewPCG(seed, 0xdb)), fail: 0.01 * float64(rng.IntN(3)), lose: 0.01 * float64(rng.IntN(3))}
+		dump = func(id string) string {
+			rows, err := direct.Query(context.Background(), `SELECT to_jsonb(d) - 'body' FROM adcp_webhook_deliveries d WHERE id = $1
+				UNION ALL SELECT to_jsonb(b) FROM adcp_webhook_breakers b`, id)
+			if err != nil {
+				return err.Error()
+			}
+			docs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err.Error()
+			}
+			return strings.Join(docs, "\n")
+		}
+		countRows = func() int {
+			var n int
+			require.NoError(t, direct.QueryRow(context.Background(), `SELECT count(*) FROM adcp_webhook_deliveries`).Scan(&n))
+			return n
+		}
 		pc := webhook.PostgresConfig{Retry: retry, Breaker: breaker, LogSink: sink, Clock: clock, Logger: logger, Concurrency: concurrency,
 			ClaimBatch: pick(1, 8), PollOnly: true, PollInterval: 20 * time.Millisecond, LeaseDuration: 2 * time.Second,
 			DrainTimeout: time.Duration(pick(1, 20)) * time.Millisecond, Retention: -1}
@@ -349,7 +428,10 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		pool.mu.Lock()
 		pool.disabled = false
 		pool.mu.Unlock()
-		lookup = sups[0].(*webhook.PostgresSupervisor).Delivery
+		// Lookups go around the faults.
+		reader, err := webhook.NewPostgresSupervisor(direct, sender, webhook.PostgresConfig{PollOnly: true})
+		require.NoError(t, err, plan)
+		lookup = reader.Delivery
 	}
 
 	// Workers that come and go: each supervisor runs RunWorker calls of
@@ -384,6 +466,15 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		}
 	})
 
+	if proxy != nil {
+		cuts := rand.New(rand.NewPCG(seed, 0xc07))
+		workers.Go(func() {
+			for engineSleep(ctx, time.Duration(30+cuts.IntN(120))*time.Millisecond) {
+				proxy.cut()
+			}
+		})
+	}
+
 	// The workload.
 	type accepted struct {
 		receipt webhook.Receipt
@@ -409,9 +500,9 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		case errors.Is(err, webhook.ErrCircuitOpen):
 		case errors.Is(err, webhook.ErrOutcomeUnknown):
 			unknown++
-		case err != nil && pool != nil && (errors.Is(err, errInjected) || errors.Is(err, errAckLost)):
-			// Not accepted: refused before it reached the server, or a
-			// refusal record (OpenDrop) whose acknowledgement was lost.
+		case err != nil && pool != nil && !errors.Is(err, webhook.ErrInvalidWebhook):
+			// Database trouble: not accepted (checked below against the
+			// rows the database holds).
 		default:
 			require.NoError(t, err, plan)
 			got = append(got, accepted{r, w.SequenceKey, ep})
@@ -449,7 +540,12 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			if time.Now().After(deadline) {
 				stopFinal()
 				final.Wait()
-				t.Fatalf("%s\ndelivery %s never finished: %+v", plan, a.receipt.ID, d)
+				var state string
+				if dump != nil {
+					state = dump(a.receipt.ID)
+				}
+				d.Body = nil
+				t.Fatalf("%s\ndelivery %s never finished: %+v\nclock %v\n%s", plan, a.receipt.ID, d, clock.Now(), state)
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -566,6 +662,12 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			}
 		}
 	}
+	if countRows != nil {
+		// An error other than ErrOutcomeUnknown means nothing was accepted.
+		if rows := countRows(); rows < len(got) || rows > len(got)+unknown {
+			fail("the database holds %d deliveries: %d were accepted and %d had an unknown outcome", rows, len(got), unknown)
+		}
+	}
 	if len(problems) > 0 {
 		t.Fatalf("%s\n%d accepted; promises broken:\n- %s", plan, len(got), joinLines(problems))
 	}
@@ -632,4 +734,16 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// engineSleep sleeps for d or until ctx is done, reporting whether it slept.
+func engineSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

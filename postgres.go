@@ -68,8 +68,10 @@ type PostgresConfig struct {
 	// LogSink receives every [Attempt] once the supervisor has written it to
 	// the attempt table (or given up: when the database stays unreachable
 	// until the lease expires, the record says WillRetry, since another
-	// worker will attempt the delivery again). Defaults to nil: the table is
-	// the log.
+	// worker will attempt the delivery again). An attempt whose lease was
+	// taken over by another worker before its result was written (its
+	// worker stalled past the lease, or the clock stepped) is in neither.
+	// Defaults to nil: the table is the log.
 	LogSink LogSink
 	// Logger receives the supervisor's own warnings (a lost connection, a
 	// failing sink) and, at Info, circuit-breaker transitions. Defaults to

@@ -61,7 +61,10 @@ func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pg
 			continue
 		}
 		if errors.Is(err, errLeaseLost) {
-			c.hold = false // nothing to release
+			// Another worker owns the delivery and reports its attempts;
+			// this one's result was not written, and the sink does not
+			// get it either (as the attempt table does not).
+			c.hold, c.superseded = false, true
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
 				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber))
 			return false

@@ -182,8 +182,8 @@ func TestPostgresProbeEndWakesTheClaimer(t *testing.T) {
 	})
 	url := "https://buyer.example/recovering"
 	pe.sender.on(url, step{status: 503}, step{status: 200}, step{status: 200})
+	pe.sendMCP(mcp(url, "t1")) // before the worker: with PollOnly, only polls find new work
 	pe.startWorker()
-	pe.sendMCP(mcp(url, "t1"))
 	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
 	pe.sendMCP(mcp(url, "t2"))
 	pe.sendMCP(mcp(url, "t3"))
@@ -260,4 +260,33 @@ func TestPostgresReleaseRetriesThroughConnectionTrouble(t *testing.T) {
 	require.Len(t, as, 2)
 	require.Equal(t, webhook.OutcomeSuccess, as[1].Outcome)
 	require.True(t, pool.done.Load(), "the release failed once")
+}
+
+// A worker whose lease ran out mid-attempt (the clock stepped past it) and
+// another worker took the delivery over: the first one's result is not
+// written and not reported, so the sink's last record of the delivery is
+// its owner's, and final. (Found by the fault model.)
+func TestPostgresSupersededAttemptIsNotReported(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{})
+	url := "https://buyer.example/slow"
+	gate := make(chan struct{})
+	pe.sender.on(url, step{status: 200, gate: gate}, step{status: 200})
+	pe.startWorker()
+	r := pe.sendMCP(mcp(url, "t1"))
+	pe.waitSent(1)
+	pe.clock.Advance(3 * time.Minute) // past the first claim's lease
+	runWorker(t, pe.another())
+	a := pe.attempts(1)[0]
+	require.Equal(t, r.ID, a.DeliveryID)
+	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+	require.False(t, a.WillRetry)
+	close(gate) // the first worker's attempt ends; its lease is gone
+	require.Eventually(t, func() bool { return strings.Contains(pe.logs.String(), "lease lost") }, guard, 5*time.Millisecond)
+	select {
+	case extra := <-pe.sink.ch:
+		t.Fatalf("the superseded attempt was reported after the final one: %+v", extra)
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_attempts`))
 }
