@@ -337,6 +337,9 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, nil)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return Receipt{}, dbError("enqueue", err) // nothing was sent
+	}
 	err := insert()
 	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
 		var until *time.Time
@@ -362,11 +365,14 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 }
 
 // outcomeUnknown reports whether an autocommitted statement that returned
-// err may nevertheless have committed: the server did not refuse it, and
-// pgx cannot promise that nothing reached the server.
+// err may nevertheless have committed: the server did not refuse it, no
+// connection could be made, and pgx cannot promise that nothing reached
+// the server. (A pool that timed out waiting for a connection is reported
+// as unknown too: its error does not say that nothing was sent.)
 func outcomeUnknown(err error) bool {
 	var pe *pgconn.PgError
-	return !errors.As(err, &pe) && !errors.Is(err, pgx.ErrNoRows) && !pgconn.SafeToRetry(err)
+	var ce *pgconn.ConnectError
+	return !errors.As(err, &pe) && !errors.As(err, &ce) && !errors.Is(err, pgx.ErrNoRows) && !pgconn.SafeToRetry(err)
 }
 
 // refuse records a webhook refused at acceptance because its breaker is

@@ -3,7 +3,11 @@ package webhook_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,4 +293,89 @@ func TestPostgresSupersededAttemptIsNotReported(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_attempts`))
+}
+
+// An enqueue that certainly reached no server is a plain error, not
+// ErrOutcomeUnknown: a context already done, a database that cannot be
+// reached. (Found in review.)
+func TestPostgresEnqueueThatSentNothingIsNotOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "t1"))
+	require.ErrorIs(t, err, context.Canceled)
+	require.NotErrorIs(t, err, webhook.ErrOutcomeUnknown)
+
+	dead, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/db?connect_timeout=1")
+	require.NoError(t, err)
+	t.Cleanup(dead.Close)
+	s2, err := webhook.NewPostgresSupervisor(dead, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	_, err = s2.SendMCP(context.Background(), mcp("https://buyer.example/hook", "t2"))
+	require.Error(t, err)
+	require.NotErrorIs(t, err, webhook.ErrOutcomeUnknown)
+}
+
+// slowSender answers 200 after a while, counting requests per key.
+type slowSender struct {
+	d    time.Duration
+	mu   sync.Mutex
+	sent map[string]int
+}
+
+func (s *slowSender) Send(ctx context.Context, req *webhook.Request) (*webhook.Response, error) {
+	s.mu.Lock()
+	s.sent[req.IdempotencyKey]++
+	s.mu.Unlock()
+	select {
+	case <-time.After(s.d):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &webhook.Response{StatusCode: 200}, nil
+}
+
+// A healthy run counts no lost attempt: deliveries claimed ahead of a busy
+// worker (ClaimBatch above Concurrency) wait for at most one attempt, so
+// their leases cannot run out while they wait and no other process claims
+// them again. (Found in review: they used to wait behind the whole batch,
+// be claimed again, and be failed as lost without being sent.)
+func TestPostgresHealthyRunLosesNoAttempt(t *testing.T) {
+	t.Parallel()
+	const n = 12
+	pool := pgtest.New(t)
+	sender := &slowSender{d: 700 * time.Millisecond, sent: map[string]int{}}
+	pc := webhook.PostgresConfig{Concurrency: 1, ClaimBatch: 8, LeaseDuration: 2 * time.Second, PollOnly: true,
+		PollInterval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var sups []*webhook.PostgresSupervisor
+	for range 3 {
+		s, err := webhook.NewPostgresSupervisor(pool, sender, pc)
+		require.NoError(t, err)
+		require.NoError(t, s.CreateSchema(context.Background()))
+		sups = append(sups, s)
+	}
+	for i := range n {
+		_, err := sups[0].SendMCP(context.Background(), mcp(fmt.Sprintf("https://buyer%d.example/hook", i), fmt.Sprint("t", i)))
+		require.NoError(t, err)
+	}
+	for _, s := range sups {
+		runWorker(t, s)
+	}
+	count := func(sql string) int {
+		var c int
+		require.NoError(t, pool.QueryRow(context.Background(), sql).Scan(&c))
+		return c
+	}
+	require.Eventually(t, func() bool {
+		return count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE state IN ('delivered', 'failed')`) == n
+	}, guard*3, 20*time.Millisecond)
+	require.Zero(t, count(`SELECT coalesce(sum(lost_attempts), 0) FROM adcp_webhook_deliveries`), "lost attempts in a run where no worker died")
+	require.Equal(t, n, count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE state = 'delivered'`))
+	for key, c := range sender.sent {
+		require.Equal(t, 1, c, "%s sent %d times", key, c)
+	}
 }

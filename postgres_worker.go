@@ -34,7 +34,8 @@ func (j *pgJob) base() *job { return &j.job }
 //
 // It runs Concurrency worker goroutines fed by one claimer, which claims up
 // to ClaimBatch due deliveries per statement, as many as there are free
-// workers, and keeps up to ClaimBatch more waiting while there is a
+// workers, and keeps up to ClaimBatch (at most Concurrency) more waiting
+// while there is a
 // backlog. Idle, it waits for a NOTIFY from an enqueue, its own next due
 // delivery, or PollInterval. A lost database connection is logged and
 // retried with backoff; RunWorker returns only when ctx is done, after the
@@ -45,7 +46,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	var pool *engine.Pool[*pgJob]
 	pool = engine.New(engine.Config{
 		Workers:      s.concurrency,
-		Buffer:       s.batch,
+		Buffer:       min(s.batch, s.concurrency),
 		Batch:        s.batch,
 		BacklogBatch: s.batch / 2,
 		DrainTimeout: s.drainTimeout,
@@ -123,6 +124,7 @@ func (pw *pgWorker) gateClosedSince(ctx context.Context, j *pgJob) bool {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: could not give back a delivery whose breaker opened after its claim; it is due again when its lease expires",
 			slog.String("delivery_id", j.id), slog.String("error", err.Error()))
 	}
+	pw.wake() // it may be a probe's due now
 	return true
 }
 

@@ -49,7 +49,8 @@ type RetryPolicy struct {
 	SinkTimeout time.Duration
 	// Classify decides what a response or transport error means. Defaults to
 	// [DefaultClassifier]. One that panics is logged at Error and the
-	// attempt classified by DefaultClassifier, its record saying so.
+	// attempt classified by DefaultClassifier; a failed attempt's record
+	// says so.
 	Classify Classifier
 }
 

@@ -80,7 +80,7 @@ type Pool[J any] struct {
 func New[J any](cfg Config, src Source[J], newWorker func(ctx context.Context, replace func()) Worker[J]) *Pool[J] {
 	cfg.Workers = max(cfg.Workers, 1)
 	cfg.Batch = max(cfg.Batch, 1)
-	cfg.BacklogBatch = min(max(cfg.BacklogBatch, 1), cfg.Batch)
+	cfg.BacklogBatch = min(max(cfg.BacklogBatch, 1), cfg.Batch, cfg.Workers+cfg.Buffer) // more slots than there are could never be free
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

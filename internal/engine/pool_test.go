@@ -127,6 +127,32 @@ func TestPoolRunsEveryJobOnceWithinItsWorkers(t *testing.T) {
 	}
 }
 
+// A backlog batch larger than the slots there are would wait for ever; the
+// pool bounds it.
+func TestPoolBacklogBatchLargerThanItsSlots(t *testing.T) {
+	const jobs = 20
+	q := newQueue(jobs)
+	var ran atomic.Int32
+	all := make(chan struct{})
+	p := New(Config{Workers: 1, Buffer: 1, Batch: 8, BacklogBatch: 4, DrainTimeout: time.Minute, Logger: quiet},
+		Source[int](q), func(context.Context, func()) Worker[int] {
+			return runner{func(context.Context, int) bool {
+				if ran.Add(1) == jobs {
+					close(all)
+				}
+				return false
+			}}
+		})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	select {
+	case <-all:
+	case <-time.After(20 * time.Second): // a guard against a hang, not a timing assertion
+		t.Fatalf("ran %d of %d jobs: the claimer waits for more free slots than there are", ran.Load(), jobs)
+	}
+}
+
 func TestPoolWakesWhenAJobArrives(t *testing.T) {
 	q := newQueue(0)
 	got := make(chan int, 1)
