@@ -375,6 +375,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	var proxy *cutProxy
 	var countRows func() int        // Postgres: the deliveries the database holds
 	var dump func(id string) string // Postgres: a delivery's row and the gates, for a failure's report
+	var maxLost func() int          // Postgres: the most lost attempts of any delivery
 	switch sys {
 	case "memory":
 		s, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Retry: retry, Breaker: breaker, LogSink: sink, Clock: clock,
@@ -407,6 +408,11 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 				return err.Error()
 			}
 			return strings.Join(docs, "\n")
+		}
+		maxLost = func() int {
+			var n int
+			require.NoError(t, direct.QueryRow(context.Background(), `SELECT coalesce(max(lost_attempts), 0) FROM adcp_webhook_deliveries`).Scan(&n))
+			return n
 		}
 		countRows = func() int {
 			var n int
@@ -568,6 +574,14 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	}
 	stopFinal()
 	final.Wait()
+	// Every RunWorker has returned: nothing is sent any more.
+	sender.mu.Lock()
+	startedAtStop := sumCounts(sender.perKey)
+	sender.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	sender.mu.Lock()
+	startedAfter := sumCounts(sender.perKey) - startedAtStop
+	sender.mu.Unlock()
 
 	// The promises.
 	var problems []string
@@ -662,6 +676,14 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			}
 		}
 	}
+	if startedAfter > 0 {
+		fail("%d requests started after every RunWorker had returned", startedAfter)
+	}
+	if maxLost != nil {
+		if most := maxLost(); most > webhook.MaxLostAttemptsDefault {
+			fail("a delivery has %d lost attempts; MaxLostAttempts is %d", most, webhook.MaxLostAttemptsDefault)
+		}
+	}
 	if countRows != nil {
 		// An error other than ErrOutcomeUnknown means nothing was accepted.
 		if rows := countRows(); rows < len(got) || rows > len(got)+unknown {
@@ -746,4 +768,12 @@ func engineSleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+func sumCounts(m map[string]int) int {
+	n := 0
+	for _, c := range m {
+		n += c
+	}
+	return n
 }
