@@ -22,7 +22,7 @@ const (
 	PollIntervalDefault  = time.Second
 	RetentionDefault     = 7 * 24 * time.Hour
 	// MaxLostAttemptsDefault is PostgresConfig.MaxLostAttempts's default.
-	MaxLostAttemptsDefault = 3
+	MaxLostAttemptsDefault = 5
 )
 
 // maxPostgresBreakerKey bounds breaker keys (a URL when no BreakerKey is
@@ -94,7 +94,9 @@ type PostgresConfig struct {
 	// the lost attempt is not charged). A delivery whose attempts were
 	// lost MaxLostAttempts times fails without another send, with a
 	// recorded reason, so that a delivery that crashes its worker is not
-	// sent forever. Defaults to 3.
+	// sent forever. Defaults to 5: a crash storm (the chaos soak kills a
+	// worker process every half second) can cost an honest delivery a few
+	// claims too.
 	MaxLostAttempts int
 	// PollInterval is how often an idle worker looks for due deliveries in
 	// case a notification was missed. Defaults to 1s.
