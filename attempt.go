@@ -176,8 +176,7 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 	k, st, b, c := w.k, w.st, j.base(), &w.c
 	if now := k.clock.Now(); b.broken != "" || k.pastHorizon(b.anchor(), now) || k.maxLost > 0 && b.lost >= k.maxLost {
 		*c = k.expiry(b, now)
-		wake := st.complete(ctx, j, c)
-		return w.guard.report(c.record, func() { st.settle(j, c, wake) })
+		return w.finish(ctx, j)
 	}
 	sendCtx, cancel, ok := st.begin(ctx, j)
 	if !ok {
@@ -189,6 +188,13 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 	res := k.send(sendCtx, &w.req, &b.prepared, b.id, n)
 	cancel()
 	*c = k.decide(b, n, res, ctx.Err() != nil)
+	return w.finish(ctx, j)
+}
+
+// finish persists w.c, reports it to the sink (unless another worker had
+// taken the delivery over, and reports its own) and settles.
+func (w *attemptWorker[J]) finish(ctx context.Context, j J) (replaced bool) {
+	st, c := w.st, &w.c
 	wake := st.complete(ctx, j, c)
 	if c.superseded {
 		st.settle(j, c, wake)
