@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/engine"
 	"github.com/adcpkit/webhook/internal/pgtest"
 )
 
@@ -85,12 +86,11 @@ type faultEndpoint struct {
 }
 
 type faultRequest struct {
-	key      string
-	body     [32]byte
-	attempt  int
-	at       time.Time
-	endpoint *faultEndpoint
-	ok       bool
+	key     string
+	body    [32]byte
+	attempt int
+	at      time.Time
+	ok      bool
 }
 
 // jumpClock is the system clock plus an offset that only moves forward:
@@ -131,7 +131,7 @@ func (s *faultSender) Send(ctx context.Context, r *webhook.Request) (*webhook.Re
 	ep := s.endpoints[r.URL]
 	n := s.perKey[r.IdempotencyKey]
 	s.perKey[r.IdempotencyKey] = n + 1
-	req := faultRequest{key: r.IdempotencyKey, body: sha256.Sum256(r.Body), attempt: r.Attempt, at: s.clock.Now(), endpoint: ep}
+	req := faultRequest{key: r.IdempotencyKey, body: sha256.Sum256(r.Body), attempt: r.Attempt, at: s.clock.Now()}
 	s.mu.Unlock()
 	answer := func(status int, h http.Header, err error) (*webhook.Response, error) {
 		select {
@@ -266,44 +266,14 @@ func (p *flakyPool) Query(ctx context.Context, sql string, args ...any) (pgx.Row
 	case fail:
 		return nil, errInjected
 	case lose:
-		rows, err := p.Pool.Query(ctx, sql, args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		return nil, errAckLost
+		return nil, runLosingAck(ctx, p.Pool, sql, args)
 	}
 	return p.Pool.Query(ctx, sql, args...)
 }
 
 func (p *flakyPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	rows, err := p.Query(ctx, sql, args...)
-	if err != nil {
-		return errRow{err}
-	}
-	return rowOf{rows}
-}
-
-type rowOf struct{ rows pgx.Rows }
-
-func (r rowOf) Scan(dest ...any) error {
-	defer r.rows.Close()
-	if !r.rows.Next() {
-		if err := r.rows.Err(); err != nil {
-			return err
-		}
-		return pgx.ErrNoRows
-	}
-	if err := r.rows.Scan(dest...); err != nil {
-		return err
-	}
-	r.rows.Close()
-	return r.rows.Err()
+	return mockRow{rows: rows, err: err}
 }
 
 // cutProxy forwards TCP connections to Postgres and cuts them all on
@@ -486,7 +456,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	if proxy != nil {
 		cuts := rand.New(rand.NewPCG(seed, 0xc07))
 		workers.Go(func() {
-			for engineSleep(ctx, time.Duration(30+cuts.IntN(120))*time.Millisecond) {
+			for engine.Sleep(ctx, time.Duration(30+cuts.IntN(120))*time.Millisecond) {
 				proxy.cut()
 			}
 		})
@@ -706,7 +676,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		}
 	}
 	if len(problems) > 0 {
-		t.Fatalf("%s\n%d accepted; promises broken:\n- %s", plan, len(got), joinLines(problems))
+		t.Fatalf("%s\n%d accepted; promises broken:\n- %s", plan, len(got), strings.Join(problems, "\n- "))
 	}
 }
 
@@ -748,17 +718,6 @@ func contiguous(ns []int64) bool {
 	return true
 }
 
-func joinLines(lines []string) string {
-	out := ""
-	for i, l := range lines {
-		if i > 0 {
-			out += "\n- "
-		}
-		out += l
-	}
-	return out
-}
-
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
@@ -771,18 +730,6 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// engineSleep sleeps for d or until ctx is done, reporting whether it slept.
-func engineSleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func sumCounts(m map[string]int) int {

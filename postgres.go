@@ -232,7 +232,7 @@ func (s *PostgresSupervisor) CreateSchema(ctx context.Context) error {
 	// would stall (or, with locks taken in another order, deadlock) the
 	// workers of a running deployment every time a process starts.
 	var current bool
-	if err := queryRow(ctx, s.db, s.q.schemaCurrent, schemaParams{Objects: schemaObjects(s.ddl), Tables: s.q.newest.Tables, Columns: s.q.newest.Columns}).Scan(&current); err != nil {
+	if err := queryRow(ctx, s.db, s.q.schemaCurrent, s.q.newest).Scan(&current); err != nil {
 		return dbError("create schema", err)
 	}
 	if current {

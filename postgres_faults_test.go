@@ -35,39 +35,31 @@ func (p *ackLossPool) Query(ctx context.Context, sql string, args ...any) (pgx.R
 	if !p.drop(sql) {
 		return p.Pool.Query(ctx, sql, args...)
 	}
-	rows, err := p.Pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return nil, errAckLost
+	return nil, runLosingAck(ctx, p.Pool, sql, args)
 }
 
 func (p *ackLossPool) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	if !p.drop(sql) {
 		return p.Pool.QueryRow(ctx, sql, args...)
 	}
-	rows, err := p.Pool.Query(ctx, sql, args...)
-	if err == nil {
-		for rows.Next() {
-		}
-		rows.Close()
-		err = rows.Err()
-	}
-	if err == nil {
-		err = errAckLost
-	}
-	return errRow{err}
+	return mockRow{err: runLosingAck(ctx, p.Pool, sql, args)}
 }
 
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
+// runLosingAck runs a statement to its end (so it commits) and returns the
+// error its caller would see had the acknowledgement been lost.
+func runLosingAck(ctx context.Context, pool *pgxpool.Pool, sql string, args []any) error {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return errAckLost
+}
 
 // A completion whose commit's acknowledgement is lost is not applied to its
 // breaker twice: one half-open success of the two SuccessThreshold needs

@@ -293,7 +293,7 @@ func (r *mockRows) Scan(dest ...any) error {
 	return nil
 }
 
-// mockRow is QueryRow's answer.
+// mockRow is QueryRow's answer from rows, or err.
 type mockRow struct {
 	rows pgx.Rows
 	err  error
@@ -305,6 +305,9 @@ func (r mockRow) Scan(dest ...any) error {
 	}
 	defer r.rows.Close()
 	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
 		return pgx.ErrNoRows
 	}
 	return r.rows.Scan(dest...)

@@ -451,7 +451,8 @@ type sequenceParams struct {
 type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
-	// newest are the newest column of each table that has gained one.
+	// newest asks schemaCurrent about the DDL's tables and indexes and
+	// the newest column of each table that has gained one.
 	newest schemaParams
 
 	schemaCurrent  stmt[schemaParams]
@@ -518,7 +519,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{attempt_params}", params[attemptRow](), "{attempt_values}", params[attemptRow]("delivery_id"),
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 	)
-	q := &pgSQL{channel: t.Deliveries, newest: schemaParams{
+	q := &pgSQL{channel: t.Deliveries, newest: schemaParams{Objects: schemaObjects(t.ddl()),
 		Tables: []string{t.Breakers, t.Deliveries}, Columns: []string{"version", "lost_attempts"}}}
 
 	// Whether every table and index of the DDL exists, and every table has
