@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +32,7 @@ import (
 // supervisors, checked against the promises the README makes. CI runs a
 // few seeds of each; a soak runs many:
 //
-//	go test -run TestFaultModel -fault.seeds 500
+//	go test -run TestFaultModel -fault.seeds 500 -timeout 60m
 //	go test -run 'TestFaultModel/postgres/seed=17' -fault.first 17 -fault.seeds 1   # replay one
 //
 // The clock is real (retry delays and open timeouts are milliseconds), so a
@@ -91,6 +92,7 @@ type faultRequest struct {
 	attempt int
 	at      time.Time
 	ok      bool
+	proc    int // the worker process that sent it; 0: the model's own
 }
 
 // jumpClock is the system clock plus an offset that only moves forward:
@@ -127,11 +129,16 @@ type faultSender struct {
 }
 
 func (s *faultSender) Send(ctx context.Context, r *webhook.Request) (*webhook.Response, error) {
+	return s.send(ctx, r, 0)
+}
+
+// send answers a request from worker process proc (0: this process).
+func (s *faultSender) send(ctx context.Context, r *webhook.Request, proc int) (*webhook.Response, error) {
 	s.mu.Lock()
 	ep := s.endpoints[r.URL]
 	n := s.perKey[r.IdempotencyKey]
 	s.perKey[r.IdempotencyKey] = n + 1
-	req := faultRequest{key: r.IdempotencyKey, body: sha256.Sum256(r.Body), attempt: r.Attempt, at: s.clock.Now()}
+	req := faultRequest{key: r.IdempotencyKey, body: sha256.Sum256(r.Body), attempt: r.Attempt, at: s.clock.Now(), proc: proc}
 	s.mu.Unlock()
 	answer := func(status int, h http.Header, err error) (*webhook.Response, error) {
 		select {
@@ -347,7 +354,15 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	concurrency := pick(1, 6)
 	sink := &faultSink{inCall: map[string]bool{}, last: map[string]webhook.Attempt{}, records: map[string][]webhook.Attempt{}}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	plan := fmt.Sprintf("seed %d on %s: endpoints %+v, retry %+v, breaker %+v, concurrency %d", seed, sys, derefAll(eps), retry, breaker, concurrency)
+	// Faults added since the first seeds ran draw from their own stream,
+	// so that every older seed still replays its workload: worker
+	// processes killed with SIGKILL, and Postgres restarted.
+	extra := rand.New(rand.NewPCG(seed, 0xe47a))
+	withProcs := sys == "postgres" && extra.IntN(3) == 0
+	withRestart := sys == "postgres" && extra.IntN(4) == 0
+	plan := fmt.Sprintf("seed %d on %s: endpoints %+v, retry %+v, breaker %+v, concurrency %d, worker processes %v, Postgres restart %v",
+		seed, sys, derefAll(eps), retry, breaker, concurrency, withProcs, withRestart)
+	t.Log(plan)
 
 	// One or two supervisors on one queue.
 	var sups []webhook.Supervisor
@@ -357,6 +372,8 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	var countRows func() int        // Postgres: the deliveries the database holds
 	var dump func(id string) string // Postgres: a delivery's row and the gates, for a failure's report
 	var maxLost func() int          // Postgres: the most lost attempts of any delivery
+	var procs *faultProcs           // worker processes, if any
+	var restart func() error        // restarts Postgres, if the seed does
 	switch sys {
 	case "memory":
 		s, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Retry: retry, Breaker: breaker, LogSink: sink, Clock: clock,
@@ -365,8 +382,22 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		sups = append(sups, s)
 		lookup = func(_ context.Context, id string) (webhook.Delivery, error) { return s.Delivery(id) }
 	default:
-		direct := pgtest.New(t)
-		db := direct
+		var direct *pgxpool.Pool
+		if withRestart {
+			// A private cluster: the one other tests share must stay up.
+			cluster, err := pgtest.StartCluster("fsync=off")
+			require.NoError(t, err, plan)
+			t.Cleanup(func() { _ = cluster.Stop() })
+			url, err := cluster.CreateDatabase("fault")
+			require.NoError(t, err)
+			direct, err = pgxpool.New(context.Background(), url)
+			require.NoError(t, err)
+			t.Cleanup(direct.Close)
+			restart = cluster.Restart
+		} else {
+			direct = pgtest.New(t)
+		}
+		db, dbURL := direct, direct.Config().ConnString()
 		if rng.IntN(3) == 0 {
 			// Through a proxy that cuts every connection now and then.
 			cfg := direct.Config().Copy()
@@ -376,6 +407,10 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			db, err = pgxpool.NewWithConfig(context.Background(), cfg)
 			require.NoError(t, err)
 			t.Cleanup(db.Close)
+			u, err := url.Parse(dbURL)
+			require.NoError(t, err)
+			u.Host = proxy.ln.Addr().String()
+			dbURL = u.String()
 		}
 		pool = &flakyPool{Pool: db, rng: rand.New(rand.NewPCG(seed, 0xdb)), fail: 0.01 * float64(rng.IntN(3)), lose: 0.01 * float64(rng.IntN(3))}
 		dump = func(id string) string {
@@ -415,6 +450,11 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		pool.mu.Lock()
 		pool.disabled = false
 		pool.mu.Unlock()
+		if withProcs {
+			pc := pc
+			pc.Concurrency = 1 + extra.IntN(4)
+			procs = newFaultProcs(t, newFaultWorkerSpec(dbURL, pc), sender, sink)
+		}
 		// Lookups go around the faults.
 		reader, err := webhook.NewPostgresSupervisor(direct, sender, webhook.PostgresConfig{PollOnly: true})
 		require.NoError(t, err, plan)
@@ -443,7 +483,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	jumps := rand.New(rand.NewPCG(seed, 0xc10c))
 	bigJumps := rng.IntN(4) == 0
 	workers.Go(func() {
-		for ctx.Err() == nil {
+		for ctx.Err() == nil && procs == nil { // worker processes read the system clock
 			time.Sleep(time.Duration(1+jumps.IntN(10)) * time.Millisecond)
 			d := time.Duration(jumps.IntN(20)) * time.Millisecond
 			if bigJumps && jumps.IntN(50) == 0 {
@@ -453,6 +493,29 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		}
 	})
 
+	if procs != nil {
+		// Worker processes, one killed (mostly with SIGKILL) and replaced
+		// now and then.
+		kills := rand.New(rand.NewPCG(seed, 0x4111))
+		for range 1 + kills.IntN(2) {
+			procs.start()
+		}
+		workers.Go(func() {
+			for engine.Sleep(ctx, time.Duration(20+kills.IntN(150))*time.Millisecond) {
+				procs.kill(kills.IntN(8), kills.IntN(4) == 0)
+				procs.start()
+			}
+			procs.stop(kills.IntN(2) == 0)
+		})
+	}
+	if restart != nil {
+		restarts := rand.New(rand.NewPCG(seed, 0x4e57))
+		workers.Go(func() {
+			if engine.Sleep(ctx, time.Duration(10+restarts.IntN(150))*time.Millisecond) {
+				require.NoError(t, restart())
+			}
+		})
+	}
 	if proxy != nil {
 		cuts := rand.New(rand.NewPCG(seed, 0xc07))
 		workers.Go(func() {
@@ -502,6 +565,9 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	// Let the churn run a little, then stop it and run steady workers
 	// (with the database faults off) until every delivery is final.
 	time.Sleep(time.Duration(pick(10, 100)) * time.Millisecond)
+	if procs != nil || restart != nil {
+		time.Sleep(time.Duration(200+extra.IntN(400)) * time.Millisecond) // time for kills and a restart to land
+	}
 	cancel()
 	workers.Wait()
 	if pool != nil {
@@ -537,17 +603,35 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
+	// A delivery's final record may be missing when the process that sent
+	// its last request was killed: between its commit and its report, as
+	// the README's crash window says.
+	reportLost := func(key string) bool {
+		if procs == nil {
+			return false
+		}
+		sender.mu.Lock()
+		defer sender.mu.Unlock()
+		last := faultRequest{}
+		for _, r := range sender.requests {
+			if r.key == key && !r.at.Before(last.at) {
+				last = r
+			}
+		}
+		return last.proc != 0 && procs.wasKilled(last.proc)
+	}
 	// Give the sinks of the last attempts time to finish, then stop.
 	sinkDone := time.Now().Add(guard)
 	for {
-		sink.mu.Lock()
 		missing := 0
-		for id := range ds {
-			if l, ok := sink.last[id]; !ok || l.WillRetry {
+		for _, a := range got {
+			sink.mu.Lock()
+			l, ok := sink.last[a.receipt.ID]
+			sink.mu.Unlock()
+			if (!ok || l.WillRetry) && !reportLost(a.receipt.IdempotencyKey) {
 				missing++
 			}
 		}
-		sink.mu.Unlock()
 		if missing == 0 || time.Now().After(sinkDone) {
 			break
 		}
@@ -619,7 +703,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		sink.mu.Lock()
 		recs := sink.records[a.receipt.ID]
 		sink.mu.Unlock()
-		if len(recs) == 0 || recs[len(recs)-1].WillRetry {
+		if (len(recs) == 0 || recs[len(recs)-1].WillRetry) && !reportLost(a.receipt.IdempotencyKey) {
 			fail("delivery %s (%s): the sink never got its final record (%d records)", d.ID, d.State, len(recs))
 		}
 		if a.seqKey != "" {
@@ -649,7 +733,11 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			first, last = minTime(first, r.at), maxTime(last, r.at)
 		}
 		periods := int(last.Sub(first)/breaker.OpenTimeout) + 1
-		bound := breaker.FailureThreshold + concurrency*len(sups) + breaker.HalfOpenProbes*periods
+		inFlight := concurrency * len(sups)
+		if procs != nil {
+			inFlight += procs.spec.Concurrency * procs.started()
+		}
+		bound := breaker.FailureThreshold + inFlight + breaker.HalfOpenProbes*periods
 		if len(reqs) > bound {
 			fail("breaker %s: %d requests to an endpoint that is down over %v; the breaker allows at most %d", key, len(reqs), last.Sub(first), bound)
 		}
@@ -674,6 +762,23 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		if rows := countRows(); rows < len(got) || rows > len(got)+unknown {
 			fail("the database holds %d deliveries: %d were accepted and %d had an unknown outcome", rows, len(got), unknown)
 		}
+	}
+	if procs != nil {
+		sender.mu.Lock()
+		fromProcs, all := 0, len(sender.requests)
+		for _, r := range sender.requests {
+			if r.proc != 0 {
+				fromProcs++
+			}
+		}
+		sender.mu.Unlock()
+		procs.mu.Lock()
+		killed := len(procs.killed)
+		procs.mu.Unlock()
+		t.Logf("%d worker processes, %d killed with SIGKILL; %d of %d requests answered were theirs", procs.started(), killed, fromProcs, all)
+	}
+	if maxLost != nil {
+		t.Logf("most lost attempts of a delivery: %d", maxLost())
 	}
 	if len(problems) > 0 {
 		t.Fatalf("%s\n%d accepted; promises broken:\n- %s", plan, len(got), strings.Join(problems, "\n- "))

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(faultWorkerEnv); spec != "" {
+		os.Exit(runFaultWorker(spec)) // a fault-model worker process
+	}
 	// pgtest.Wrap stops the throwaway Postgres after the tests, before
 	// goleak looks for leaked goroutines.
 	goleak.VerifyTestMain(pgtest.Wrap(m))
