@@ -10,3 +10,15 @@ func ParamNames(sql string) []string {
 
 // ReservedWords are the table names NewPostgresSupervisor refuses.
 var ReservedWords = reservedWords
+
+// BreakerFailures is the consecutive-failure count of a memory
+// supervisor's breaker (0 when it has none), for the fault model's exact
+// breaker check.
+func BreakerFailures(s *MemorySupervisor, key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.breakers[key]; b != nil {
+		return b.Failures
+	}
+	return 0
+}

@@ -92,6 +92,7 @@ type faultRequest struct {
 	attempt int
 	at      time.Time
 	ok      bool
+	status  int // 0: reset
 	proc    int // the worker process that sent it; 0: the model's own
 }
 
@@ -147,7 +148,7 @@ func (s *faultSender) send(ctx context.Context, r *webhook.Request, proc int) (*
 			return nil, ctx.Err()
 		}
 		s.mu.Lock()
-		req.ok = err == nil && status < 300
+		req.ok, req.status = err == nil && status < 300, status
 		s.requests = append(s.requests, req)
 		s.mu.Unlock()
 		if err != nil {
@@ -360,6 +361,9 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	extra := rand.New(rand.NewPCG(seed, 0xe47a))
 	withProcs := sys == "postgres" && extra.IntN(3) == 0
 	withRestart := sys == "postgres" && extra.IntN(4) == 0
+	if sys == "memory" && extra.IntN(2) == 0 {
+		concurrency = 1 // one attempt at a time: the breaker check is exact
+	}
 	plan := fmt.Sprintf("seed %d on %s: endpoints %+v, retry %+v, breaker %+v, concurrency %d, worker processes %v, Postgres restart %v",
 		seed, sys, derefAll(eps), retry, breaker, concurrency, withProcs, withRestart)
 	t.Log(plan)
@@ -367,6 +371,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	// One or two supervisors on one queue.
 	var sups []webhook.Supervisor
 	var lookup func(ctx context.Context, id string) (webhook.Delivery, error)
+	var mem *webhook.MemorySupervisor
 	var pool *flakyPool
 	var proxy *cutProxy
 	var countRows func() int        // Postgres: the deliveries the database holds
@@ -379,7 +384,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		s, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Retry: retry, Breaker: breaker, LogSink: sink, Clock: clock,
 			Logger: logger, Concurrency: concurrency, DrainTimeout: time.Duration(pick(1, 20)) * time.Millisecond})
 		require.NoError(t, err, plan)
-		sups = append(sups, s)
+		sups, mem = append(sups, s), s
 		lookup = func(_ context.Context, id string) (webhook.Delivery, error) { return s.Delivery(id) }
 	default:
 		var direct *pgxpool.Pool
@@ -742,6 +747,9 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			fail("breaker %s: %d requests to an endpoint that is down over %v; the breaker allows at most %d", key, len(reqs), last.Sub(first), bound)
 		}
 	}
+	if mem != nil && concurrency == 1 {
+		problems = append(problems, checkBreakersExactly(mem, breaker, sender, sink, ds)...)
+	}
 	if unknown == 0 {
 		for key, ns := range seqs {
 			if !contiguous(ns) {
@@ -783,6 +791,71 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	if len(problems) > 0 {
 		t.Fatalf("%s\n%d accepted; promises broken:\n- %s", plan, len(got), strings.Join(problems, "\n- "))
 	}
+}
+
+// checkBreakersExactly replays, on a model of the breaker, the results of
+// a memory supervisor that made one attempt at a time, and compares each
+// breaker's state and consecutive failures with the model's. One attempt
+// at a time, results reach the breaker in the order the endpoints
+// answered them (faultSender.requests), and a failure that opened it left
+// no attempt in flight, so whatever happens while it is not closed is a
+// half-open probe.
+func checkBreakersExactly(mem *webhook.MemorySupervisor, p webhook.BreakerPolicy, sender *faultSender, sink *faultSink, ds map[string]webhook.Delivery) []string {
+	// A reset that came back as the worker stopped is not the endpoint's
+	// fault: the supervisor records it as cancelled and does not count it.
+	discounted := map[string]int{} // idempotency key and attempt number
+	sink.mu.Lock()
+	for _, recs := range sink.records {
+		for _, r := range recs {
+			if strings.HasPrefix(r.Error, "cancelled:") && strings.Contains(r.Error, syscall.ECONNRESET.Error()) {
+				discounted[fmt.Sprint(r.IdempotencyKey, "/", r.AttemptNumber)]++
+			}
+		}
+	}
+	sink.mu.Unlock()
+	breakerOf := map[string]string{}
+	for _, d := range ds {
+		breakerOf[d.IdempotencyKey] = d.BreakerKey
+	}
+	type modelGate struct {
+		open                bool // open or half-open
+		failures, successes int
+	}
+	model := map[string]*modelGate{}
+	sender.mu.Lock()
+	for _, r := range sender.requests {
+		if k := fmt.Sprint(r.key, "/", r.attempt); r.status == 0 && discounted[k] > 0 {
+			discounted[k]--
+			continue
+		}
+		g := model[breakerOf[r.key]]
+		if g == nil {
+			g = &modelGate{}
+			model[breakerOf[r.key]] = g
+		}
+		switch {
+		case r.ok && !g.open:
+			g.failures = 0
+		case r.ok:
+			if g.successes++; g.successes >= p.SuccessThreshold {
+				*g = modelGate{}
+			}
+		case r.status == 0 || r.status >= 500: // 429 and 4xx leave the breaker alone
+			if g.failures++; g.open || g.failures >= p.FailureThreshold {
+				*g = modelGate{open: true}
+			}
+		}
+	}
+	sender.mu.Unlock()
+	var problems []string
+	for key, g := range model {
+		closed, failures := mem.Breaker(key) == webhook.BreakerClosed, webhook.BreakerFailures(mem, key)
+		if closed == g.open || closed && failures != g.failures {
+			problems = append(problems, fmt.Sprintf("breaker %s: closed %v with %d failures; the model says closed %v with %d",
+				key, closed, failures, !g.open, g.failures))
+		}
+	}
+	return problems
 }
 
 func derefAll(eps []*faultEndpoint) []faultEndpoint {
