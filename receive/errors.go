@@ -61,6 +61,21 @@ const (
 	CodeDigestMismatch = "webhook_signature_digest_mismatch"
 	// CodeReplayed: the nonce was already used with this key (step 12).
 	CodeReplayed = "webhook_signature_replayed"
+	// CodeTargetURIMalformed: the URL the webhook was addressed to cannot
+	// be canonicalised (an empty or malformed authority, an IPv6 zone, a
+	// request target that is not an origin-form path), so no signature can
+	// bind it (step 10).
+	CodeTargetURIMalformed = "webhook_target_uri_malformed"
+	// CodeBodyMalformed: the signature verified but the body is not one
+	// strict JSON value: invalid UTF-8, a syntax error, or an object with
+	// duplicate member names (step 14).
+	CodeBodyMalformed = "webhook_body_malformed"
+	// CodeModeMismatch: the webhook is signed with the other scheme than
+	// the one the buyer registered: legacy HMAC headers without an RFC 9421
+	// signature at [Verifier.Verify], or an RFC 9421 signature at
+	// [VerifyLegacyHMAC]. Answer 401 and alarm; never fall back to the
+	// other scheme.
+	CodeModeMismatch = "webhook_mode_mismatch"
 )
 
 // VerifyError says why a webhook's signature was rejected. Code is the
@@ -69,7 +84,7 @@ const (
 type VerifyError struct {
 	// Code is the AdCP error code, such as [CodeSignatureInvalid].
 	Code string
-	// Step is the verifier checklist step that failed (1 to 12).
+	// Step is the verifier checklist step that failed (1 to 14).
 	Step int
 	// Reason explains the failure for logs; it holds no key material.
 	Reason string

@@ -27,6 +27,7 @@ import (
 	"github.com/adcpkit/webhook/internal/canon"
 	"github.com/adcpkit/webhook/internal/jwk"
 	"github.com/adcpkit/webhook/internal/sfv"
+	"github.com/adcpkit/webhook/internal/strictjson"
 )
 
 // VerifyingKey is a seller's public key, with the metadata the verifier
@@ -258,7 +259,9 @@ type VerifierConfig struct {
 	// Nonces remembers nonces against replay. Defaults to a
 	// MemoryNonceStore.
 	Nonces NonceStore
-	// Skew is how far in the future created may be. Defaults to 60s.
+	// Skew is the clock allowance: how far in the future created may be,
+	// and how long after expires the signature is still accepted. Defaults
+	// to, and may not exceed, MaxSkew (the spec's allowance).
 	Skew time.Duration
 	// ExternalURL returns the absolute URL the seller addressed a request
 	// to, for VerifyRequest. Behind a proxy or load balancer that terminates
@@ -289,8 +292,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if len(cfg.Keys) == 0 {
 		return nil, badConfig("VerifierConfig.Keys", "is empty; load the seller's JWKS with ParseJWKS")
 	}
-	if cfg.Skew < 0 {
-		return nil, badConfig("VerifierConfig.Skew", "is negative; leave it zero for the default of 60s")
+	if cfg.Skew < 0 || cfg.Skew > MaxSkew {
+		return nil, badConfig("VerifierConfig.Skew", "is %v; use up to %v, or zero for %v", cfg.Skew, MaxSkew, MaxSkew)
 	}
 	v := &Verifier{
 		keys:        make(map[string]VerifyingKey, len(cfg.Keys)),
@@ -313,7 +316,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		v.nonces = &MemoryNonceStore{}
 	}
 	if v.skew == 0 {
-		v.skew = time.Minute
+		v.skew = MaxSkew
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -341,7 +344,7 @@ type VerifiedSignature struct {
 // the signature would not cover) is rejected.
 func (v *Verifier) VerifyRequest(r *http.Request, body []byte) (VerifiedSignature, error) {
 	if !strings.HasPrefix(r.RequestURI, "/") || strings.Contains(r.RequestURI, "#") {
-		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the request target %q is not an origin-form path", r.RequestURI)
+		return VerifiedSignature{}, reject(CodeTargetURIMalformed, 10, "the request target is not an origin-form path")
 	}
 	if v.externalURL != nil {
 		return v.Verify(r.Context(), r.Method, v.externalURL(r), r.Header, body)
@@ -361,35 +364,49 @@ var requiredComponents = []string{"@method", "@target-uri", "@authority", "conte
 // the [NonceStore].
 func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header http.Header, body []byte) (VerifiedSignature, error) {
 	now := v.now()
-	// Step 1: both headers, parseable, with a sig1 member each.
-	inputHeader, sigHeader := strings.Join(header.Values("Signature-Input"), ", "), strings.Join(header.Values("Signature"), ", ")
+	// Step 1: both headers, bounded, parseable, with one sig1 member each.
+	inputHeader, err := oneField(header, "Signature-Input")
+	if err != nil {
+		return VerifiedSignature{}, err
+	}
+	sigHeader, err := oneField(header, "Signature")
+	if err != nil {
+		return VerifiedSignature{}, err
+	}
+	if inputHeader == "" && sigHeader == "" && (header.Get("X-ADCP-Signature") != "" || header.Get("X-ADCP-Timestamp") != "") {
+		return VerifiedSignature{}, reject(CodeModeMismatch, 1, "the webhook carries a legacy HMAC signature, not the RFC 9421 signature this route expects")
+	}
 	if inputHeader == "" || sigHeader == "" {
 		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input and Signature must both be present")
 	}
 	inputs, err := sfv.ParseDictionary(inputHeader)
 	if err != nil {
-		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input is not a structured field dictionary")
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input is not a structured field dictionary of at most %d members: %v", sfv.MaxMembers, err)
 	}
 	sigs, err := sfv.ParseDictionary(sigHeader)
 	if err != nil {
-		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature is not a structured field dictionary")
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature is not a structured field dictionary of at most %d members: %v", sfv.MaxMembers, err)
 	}
-	input, ok := member(inputs, SignatureLabel)
-	if !ok || !input.IsList {
-		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input has no %s inner list", SignatureLabel)
+	input, n := sfv.Find(inputs, SignatureLabel)
+	if n != 1 || !input.IsList {
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input has %d %s members; exactly one inner list is allowed", n, SignatureLabel)
 	}
-	sigMember, ok := member(sigs, SignatureLabel)
-	if !ok || sigMember.IsList {
-		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature has no %s byte sequence", SignatureLabel)
+	sigMember, n := sfv.Find(sigs, SignatureLabel)
+	if n != 1 || sigMember.IsList {
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature has %d %s members; exactly one byte sequence is allowed", n, SignatureLabel)
 	}
-	sig, err := decodeBase64Either(sigMember.Bytes)
+	// The webhook profile encodes the signature in unpadded base64url.
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(sigMember.Bytes)
 	if err != nil {
-		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature value is not base64: %v", err)
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "the Signature value is not unpadded base64url, as the webhook profile requires")
 	}
 
-	// Step 2: parameters.
-	params := map[string]sfv.Param{}
+	// Step 2: parameters, each once, of the right type.
+	params := make(map[string]sfv.Param, len(input.Params))
 	for _, p := range input.Params {
+		if _, dup := params[p.Name]; dup {
+			return VerifiedSignature{}, reject(CodeHeaderMalformed, 2, "parameter %q appears more than once", p.Name)
+		}
 		params[p.Name] = p
 	}
 	for _, name := range []string{"created", "expires", "nonce", "keyid", "alg", "tag"} {
@@ -398,10 +415,18 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		}
 	}
 	created, expires := params["created"], params["expires"]
-	if !created.IsInt || !expires.IsInt || params["nonce"].IsInt || params["keyid"].IsInt || params["alg"].IsInt || params["tag"].IsInt {
-		return VerifiedSignature{}, reject(CodeParamsIncomplete, 2, "created and expires must be integers; nonce, keyid, alg and tag strings")
+	if !created.IsInt || !expires.IsInt {
+		return VerifiedSignature{}, reject(CodeParamsIncomplete, 2, "created and expires must be integers")
+	}
+	for _, name := range []string{"nonce", "keyid", "alg", "tag"} {
+		if p := params[name]; p.IsInt || p.IsToken {
+			return VerifiedSignature{}, reject(CodeParamsIncomplete, 2, "parameter %q must be a quoted string", name)
+		}
 	}
 	keyID, alg, nonce := params["keyid"].Str, params["alg"].Str, params["nonce"].Str
+	if raw, err := base64.RawURLEncoding.Strict().DecodeString(nonce); err != nil || len(raw) < MinNonceBytes {
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 2, "the nonce must be unpadded base64url of at least %d bytes", MinNonceBytes)
+	}
 
 	// Steps 3 to 5: tag, algorithm, window.
 	if tag := params["tag"].Str; tag != SignatureTag {
@@ -417,7 +442,7 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "the window is %ds; at most %ds is allowed", e-c, int64(SignatureWindow/time.Second))
 	case c > n+int64(v.skew/time.Second):
 		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "created (%d) is in the future", c)
-	case n >= e:
+	case e < n-int64(v.skew/time.Second):
 		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "the signature expired at %d", e)
 	}
 
@@ -425,7 +450,12 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "covered components carry parameters, which the webhook profile does not use")
 	}
 
-	// Step 6: covered components.
+	// Step 6: covered components, each once.
+	for i, c := range input.Items {
+		if slices.Contains(input.Items[:i], c) {
+			return VerifiedSignature{}, reject(CodeHeaderMalformed, 6, "component %q is covered twice", c)
+		}
+	}
 	for _, c := range requiredComponents {
 		if !slices.Contains(input.Items, c) {
 			return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "component %q is not covered", c)
@@ -455,7 +485,7 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	// Step 10: the signature.
 	target, authority, err := canon.Target(rawURL)
 	if err != nil {
-		return VerifiedSignature{}, reject(CodeSignatureInvalid, 10, "the request URL cannot be canonicalised: %v", err)
+		return VerifiedSignature{}, reject(CodeTargetURIMalformed, 10, "the request URL cannot be canonicalised: %v", err)
 	}
 	var b strings.Builder
 	for _, c := range input.Items {
@@ -472,13 +502,15 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 				return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "component %q is not supported", c)
 			}
 			vals := header.Values(c)
-			if len(vals) == 0 {
+			switch {
+			case len(vals) == 0:
 				return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "covered header %q is absent", c)
+			case len(vals) > 1:
+				// Content-Type and Content-Digest have one value; a field
+				// sent twice means two things to two readers.
+				return VerifiedSignature{}, reject(CodeHeaderMalformed, 10, "covered header %q appears %d times; once is allowed", c, len(vals))
 			}
-			for i := range vals {
-				vals[i] = strings.TrimSpace(vals[i])
-			}
-			value = strings.Join(vals, ", ")
+			value = strings.TrimSpace(vals[0])
 		}
 		b.WriteString(strconv.Quote(c))
 		b.WriteString(": ")
@@ -492,7 +524,7 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	}
 
 	// Step 11: the body.
-	if err := checkContentDigest(header.Get("Content-Digest"), body); err != nil {
+	if err := checkContentDigest(header.Values("Content-Digest"), body); err != nil {
 		return VerifiedSignature{}, err
 	}
 
@@ -506,16 +538,45 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	case verdict == NonceOverCap:
 		return VerifiedSignature{}, reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
 	}
+
+	// Step 14: one strict JSON value, so that every reader sees the body
+	// the signature vouched for. The reason names duplicate keys only
+	// sanitized, and holds no other byte of the body.
+	if err := strictjson.Check(body); err != nil {
+		return VerifiedSignature{}, reject(CodeBodyMalformed, 14, "the body (%d bytes, key %q, nonce %q) is %v", len(body), keyID, nonce, err)
+	}
 	return VerifiedSignature{KeyID: keyID, Alg: alg, Created: time.Unix(created.Int, 0), Expires: time.Unix(expires.Int, 0), Nonce: nonce}, nil
 }
 
-func member(ms []sfv.Member, name string) (sfv.Member, bool) {
-	for _, m := range ms {
-		if m.Name == name {
-			return m, true
+// MaxSignatureHeaderBytes bounds each of the Signature-Input, Signature
+// and Content-Digest fields (all its lines together) that the verifier
+// reads. An AdCP webhook's are a few hundred bytes; a longer one is
+// refused before it is parsed.
+const MaxSignatureHeaderBytes = 4096
+
+// MaxSkew is the most clock skew the AdCP verifier checklist allows
+// either side of a signature's window.
+const MaxSkew = 60 * time.Second
+
+// MinNonceBytes is the shortest nonce, decoded, that the verifier accepts:
+// the profile's 128 bits.
+const MinNonceBytes = 16
+
+// oneField returns the lines of a header field combined, as RFC 9110 joins
+// them, once it has checked their size without building anything larger
+// than MaxSignatureHeaderBytes.
+func oneField(h http.Header, name string) (string, error) {
+	vals := h.Values(name)
+	size := 0
+	for i, v := range vals {
+		if size += len(v); i > 0 {
+			size += 2
+		}
+		if size > MaxSignatureHeaderBytes {
+			return "", reject(CodeHeaderMalformed, 1, "%s is longer than %d bytes", name, MaxSignatureHeaderBytes)
 		}
 	}
-	return sfv.Member{}, false
+	return strings.Join(vals, ", "), nil
 }
 
 // decodeBase64Either decodes base64url or standard base64, padded or not,
@@ -546,16 +607,22 @@ func verifySignature(k VerifyingKey, base, sig []byte) bool {
 	return false
 }
 
-// checkContentDigest checks a "sha-256=:<base64>:" Content-Digest against
-// body, accepting either base64 alphabet.
-func checkContentDigest(h string, body []byte) error {
-	ms, err := sfv.ParseDictionary(h)
+// checkContentDigest checks a Content-Digest field of exactly one line and
+// one member, "sha-256=:<base64>:", against body, accepting either base64
+// alphabet (the published vectors use the standard one). The signature
+// covers every line and member of the field, so a second one could vouch
+// for a second body: it is refused.
+func checkContentDigest(lines []string, body []byte) error {
+	if len(lines) != 1 || len(lines[0]) > MaxSignatureHeaderBytes {
+		return reject(CodeDigestMismatch, 11, "Content-Digest must be one line of at most %d bytes", MaxSignatureHeaderBytes)
+	}
+	ms, err := sfv.ParseDictionary(lines[0])
 	if err != nil {
 		return reject(CodeDigestMismatch, 11, "Content-Digest does not parse")
 	}
-	m, ok := member(ms, "sha-256")
-	if !ok || m.IsList {
-		return reject(CodeDigestMismatch, 11, "Content-Digest has no sha-256 value")
+	m, n := sfv.Find(ms, "sha-256")
+	if n != 1 || len(ms) != 1 || m.IsList {
+		return reject(CodeDigestMismatch, 11, "Content-Digest must hold exactly one member, sha-256")
 	}
 	got, err := decodeBase64Either(m.Bytes)
 	want := sha256.Sum256(body)
@@ -600,6 +667,9 @@ func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now t
 	if n := utf8.RuneCountInString(credentials); n < MinCredentialsLength {
 		return badConfig("VerifyLegacyHMAC credentials", "have %d characters; pass the secret registered with the seller, which has at least %d", n, MinCredentialsLength)
 	}
+	if header.Get("Signature-Input") != "" || header.Get("Signature") != "" {
+		return reject(CodeModeMismatch, 1, "the webhook carries an RFC 9421 signature, not the legacy HMAC signature this registration expects")
+	}
 	ts := header.Get("X-ADCP-Timestamp")
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
@@ -615,6 +685,9 @@ func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now t
 	gotMAC, err := hex.DecodeString(got)
 	if err != nil || !hmac.Equal(gotMAC, legacyMAC(credentials, ts, body)) {
 		return reject(CodeSignatureInvalid, 10, "X-ADCP-Signature does not match")
+	}
+	if err := strictjson.Check(body); err != nil {
+		return reject(CodeBodyMalformed, 14, "the body (%d bytes) is %v", len(body), err)
 	}
 	return nil
 }

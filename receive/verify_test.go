@@ -47,7 +47,7 @@ const vectorDir = "../testdata/webhook-signing/"
 
 // vectorKeys returns the public JWKs of the conformance keys.json by kid.
 // (ParseJWKS ignores their test-only private parts.)
-func vectorKeys(t *testing.T) map[string]json.RawMessage {
+func vectorKeys(t testing.TB) map[string]json.RawMessage {
 	t.Helper()
 	raw, err := os.ReadFile(vectorDir + "keys.json")
 	require.NoError(t, err)
@@ -175,9 +175,9 @@ func TestVerifyContentDigestEitherAlphabet(t *testing.T) {
 			break
 		}
 	}
-	require.NoError(t, checkContentDigest("sha-256=:"+digestOf(body, false)+":", body))
-	require.NoError(t, checkContentDigest("sha-256=:"+digestOf(body, true)+":", body))
-	require.Error(t, checkContentDigest("sha-256=:"+digestOf([]byte("other"), false)+":", body))
+	require.NoError(t, checkContentDigest([]string{"sha-256=:" + digestOf(body, false) + ":"}, body))
+	require.NoError(t, checkContentDigest([]string{"sha-256=:" + digestOf(body, true) + ":"}, body))
+	require.Error(t, checkContentDigest([]string{"sha-256=:" + digestOf([]byte("other"), false) + ":"}, body))
 }
 
 func TestVerifyLegacyHMAC(t *testing.T) {
@@ -206,6 +206,24 @@ func TestVerifyLegacyHMAC(t *testing.T) {
 		require.True(t, errors.As(err, &ve), name)
 		require.Equal(t, c.code, ve.Code, name)
 	}
+
+	// Signed, but two readers would see two bodies: refused, naming the key.
+	dup := []byte(`{"a":1,"a":2}`)
+	hd := h.Clone()
+	hd.Set("X-ADCP-Signature", "sha256="+LegacyHMAC(secret, "1776520800", dup))
+	err := VerifyLegacyHMAC(hd, dup, secret, now)
+	var ve *VerifyError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, CodeBodyMalformed, ve.Code)
+	require.Contains(t, ve.Reason, `duplicate object keys "a"`)
+
+	// An RFC 9421 signature where the registration says HMAC: never a
+	// fallback, a mismatch.
+	hm := h.Clone()
+	hm.Set("Signature-Input", `sig1=("@method")`)
+	hm.Set("Signature", "sig1=:AAAA:")
+	require.ErrorAs(t, VerifyLegacyHMAC(hm, body, secret, now), &ve)
+	require.Equal(t, CodeModeMismatch, ve.Code)
 }
 
 func digestOf(body []byte, url bool) string {
@@ -227,8 +245,8 @@ func TestLegacyHMAC(t *testing.T) {
 	secret := "0123456789abcdef0123456789abcdef"
 	h := http.Header{}
 	h.Set("X-ADCP-Timestamp", "1776520800")
-	h.Set("X-ADCP-Signature", "sha256="+strings.ToUpper(LegacyHMAC(secret, "1776520800", nil)))
-	require.NoError(t, VerifyLegacyHMAC(h, nil, secret, time.Unix(1776520800, 0)))
+	h.Set("X-ADCP-Signature", "sha256="+strings.ToUpper(LegacyHMAC(secret, "1776520800", []byte("{}"))))
+	require.NoError(t, VerifyLegacyHMAC(h, []byte("{}"), secret, time.Unix(1776520800, 0)))
 }
 
 func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
@@ -237,7 +255,7 @@ func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
 	signed := func(secret string) http.Header {
 		h := http.Header{}
 		h.Set("X-ADCP-Timestamp", "1776520800")
-		h.Set("X-ADCP-Signature", "sha256="+LegacyHMAC(secret, "1776520800", nil))
+		h.Set("X-ADCP-Signature", "sha256="+LegacyHMAC(secret, "1776520800", []byte("{}")))
 		return h
 	}
 	for name, secret := range map[string]string{
@@ -245,7 +263,7 @@ func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
 		"one short":          strings.Repeat("s", MinCredentialsLength-1),
 		"long in bytes only": strings.Repeat("é", MinCredentialsLength-1), // 62 bytes, 31 characters
 	} {
-		err := VerifyLegacyHMAC(signed(secret), nil, secret, now)
+		err := VerifyLegacyHMAC(signed(secret), []byte("{}"), secret, now)
 		require.ErrorIs(t, err, ErrInvalidConfig, name)
 		var ce *ConfigError
 		require.ErrorAs(t, err, &ce, name)
@@ -257,7 +275,7 @@ func TestVerifyLegacyHMACRefusesWeakSecrets(t *testing.T) {
 		}
 	}
 	long := strings.Repeat("s", MinCredentialsLength)
-	require.NoError(t, VerifyLegacyHMAC(signed(long), nil, long, now))
+	require.NoError(t, VerifyLegacyHMAC(signed(long), []byte("{}"), long, now))
 }
 
 func TestVerifierRejectsBadKeysAndConfig(t *testing.T) {
@@ -272,6 +290,14 @@ func TestVerifierRejectsBadKeysAndConfig(t *testing.T) {
 	require.NoError(t, err)
 	_, err = NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk, vk}})
 	require.ErrorIs(t, err, ErrInvalidConfig, "duplicate kid")
+	for _, skew := range []time.Duration{-time.Second, MaxSkew + time.Second, 24 * time.Hour} {
+		_, err = NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk}, Skew: skew})
+		var ce *ConfigError
+		require.ErrorAs(t, err, &ce, "skew %v", skew)
+		require.Equal(t, "VerifierConfig.Skew", ce.Field)
+	}
+	_, err = NewVerifier(VerifierConfig{Keys: []VerifyingKey{vk}, Skew: MaxSkew})
+	require.NoError(t, err)
 	_, err = NewVerifyingKey("k", "request-signing", "not a key")
 	require.ErrorIs(t, err, ErrInvalidKey)
 	_, err = ParseJWKS([]byte(`{"keys":[]}`))

@@ -12,6 +12,20 @@ import (
 // ErrSyntax reports a header that is not a valid structured field.
 var ErrSyntax = errors.New("structured field syntax error")
 
+// ErrTooLarge reports a dictionary with more members, inner-list items or
+// parameters than the parser accepts.
+var ErrTooLarge = errors.New("structured field too large")
+
+// Limits on what ParseDictionary accepts: far above what a signature
+// header carries (one or two members of six parameters and five
+// components), low enough that what a caller does per member, item or
+// parameter stays cheap whatever the input.
+const (
+	MaxMembers = 8
+	MaxItems   = 16
+	MaxParams  = 8
+)
+
 // Param is one parameter: an integer, a string or a token.
 type Param struct {
 	Name string
@@ -35,8 +49,10 @@ type Member struct {
 	ItemParams bool
 }
 
-// ParseDictionary parses a dictionary of inner lists and byte sequences.
-// Duplicate names keep the last member, as RFC 8941 says.
+// ParseDictionary parses a dictionary of inner lists and byte sequences, in
+// time linear in len(s). Every member is returned, in order, duplicates
+// included: RFC 8941 keeps the last of a name, but a verifier must refuse
+// an ambiguous header rather than pick one (see [Find]).
 func ParseDictionary(s string) ([]Member, error) {
 	p := &parser{s: s}
 	var out []Member
@@ -73,11 +89,8 @@ func ParseDictionary(s string) ([]Member, error) {
 		default:
 			return nil, ErrSyntax
 		}
-		for i := range out {
-			if out[i].Name == name {
-				out = append(out[:i], out[i+1:]...)
-				break
-			}
+		if len(out) == MaxMembers {
+			return nil, ErrTooLarge
 		}
 		out = append(out, m)
 		p.ows()
@@ -161,6 +174,9 @@ func (p *parser) innerList() (items []string, itemParams bool, err error) {
 			return nil, false, err
 		}
 		itemParams = itemParams || len(ps) > 0
+		if len(items) == MaxItems {
+			return nil, false, ErrTooLarge
+		}
 		items = append(items, s)
 		if c := p.peek(); c != ' ' && c != ')' {
 			return nil, false, ErrSyntax
@@ -208,14 +224,46 @@ func (p *parser) params() ([]Param, error) {
 		default:
 			return nil, ErrSyntax
 		}
+		if len(out) == MaxParams {
+			return nil, ErrTooLarge
+		}
 		out = append(out, prm)
 	}
 	return out, nil
 }
 
+// Find returns the first member named name and how many members have that
+// name.
+func Find(ms []Member, name string) (m Member, n int) {
+	for _, x := range ms {
+		if x.Name == name {
+			if n == 0 {
+				m = x
+			}
+			n++
+		}
+	}
+	return m, n
+}
+
 func (p *parser) str() (string, error) {
 	if !p.eat('"') {
 		return "", ErrSyntax
+	}
+	// Most strings have no escapes: their value is a slice of the input.
+	for i := p.i; i < len(p.s); i++ {
+		c := p.s[i]
+		if c == '"' {
+			v := p.s[p.i:i]
+			p.i = i + 1
+			return v, nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 || c > 0x7e {
+			return "", ErrSyntax
+		}
 	}
 	var b strings.Builder
 	for p.i < len(p.s) {

@@ -2,6 +2,8 @@ package sfv
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -71,4 +73,37 @@ func FuzzParseDictionary(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseDictionaryKeepsDuplicatesAndBoundsSizes(t *testing.T) {
+	t.Parallel()
+	ms, err := ParseDictionary(`a=(), b=:x:, a=("y")`)
+	require.NoError(t, err)
+	require.Len(t, ms, 3)
+	m, n := Find(ms, "a")
+	require.Equal(t, 2, n)
+	require.Empty(t, m.Items, "Find returns the first")
+	_, n = Find(ms, "c")
+	require.Zero(t, n)
+
+	many := func(n int, one string, sep string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprintf(one, i)
+		}
+		return strings.Join(parts, sep)
+	}
+	for name, c := range map[string]struct {
+		limit int
+		build func(n int) string
+	}{
+		"members": {MaxMembers, func(n int) string { return many(n, "m%d=()", ", ") }},
+		"items":   {MaxItems, func(n int) string { return "a=(" + many(n, `"i%d"`, " ") + ")" }},
+		"params":  {MaxParams, func(n int) string { return "a=()" + many(n, ";p%d=1", "") }},
+	} {
+		_, err := ParseDictionary(c.build(c.limit))
+		require.NoError(t, err, name)
+		_, err = ParseDictionary(c.build(c.limit + 1))
+		require.ErrorIs(t, err, ErrTooLarge, name)
+	}
 }

@@ -1,0 +1,267 @@
+package receive
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook/internal/sfv"
+)
+
+// The verifier checklist beyond the published vectors. Each case builds
+// a webhook signed with the conformance Ed25519 key (so that a rejection
+// past step 10 is the rule under test, not a bad signature) and then
+// breaks one rule.
+
+const (
+	checkURL   = "https://buyer.example.com/adcp/webhook/op_1"
+	checkKeyID = "test-ed25519-webhook-2026"
+	checkNow   = int64(1776520800)
+)
+
+// signedWebhook is what checkRequest signs; its zero value is replaced by
+// a valid webhook.
+type signedWebhook struct {
+	body          string
+	components    []string
+	created       int64
+	expires       int64
+	nonce         string
+	keyID         string
+	extraParams   string   // appended to sig1's parameters, signed
+	contentType   []string // lines; nil: application/json
+	contentDigest []string // lines; nil: the body's sha-256
+}
+
+// checkKey is the conformance Ed25519 private key.
+func checkKey(t testing.TB) ed25519.PrivateKey {
+	var k struct {
+		D string `json:"_private_d_for_test_only"`
+	}
+	require.NoError(t, json.Unmarshal(vectorKeys(t)[checkKeyID], &k))
+	seed, err := base64.RawURLEncoding.DecodeString(k.D)
+	require.NoError(t, err)
+	return ed25519.NewKeyFromSeed(seed)
+}
+
+// checkRequest signs w as a seller would and returns its header and body.
+func checkRequest(t testing.TB, w signedWebhook) (http.Header, []byte) {
+	if w.body == "" {
+		w.body = `{"idempotency_key":"whk_1","task_id":"t","status":"completed"}`
+	}
+	if w.components == nil {
+		w.components = requiredComponents
+	}
+	if w.created == 0 {
+		w.created, w.expires = checkNow, checkNow+300
+	}
+	if w.nonce == "" {
+		w.nonce = "KXYnfEfJ0PBRZXQyVXfVQA"
+	}
+	if w.keyID == "" {
+		w.keyID = checkKeyID
+	}
+	sum := sha256.Sum256([]byte(w.body))
+	if w.contentType == nil {
+		w.contentType = []string{"application/json"}
+	}
+	if w.contentDigest == nil {
+		w.contentDigest = []string{"sha-256=:" + base64.StdEncoding.EncodeToString(sum[:]) + ":"}
+	}
+	h := http.Header{"Content-Type": w.contentType, "Content-Digest": w.contentDigest}
+	quoted := make([]string, len(w.components))
+	for i, c := range w.components {
+		quoted[i] = strconv.Quote(c)
+	}
+	input := fmt.Sprintf(`(%s);created=%d;expires=%d;nonce=%q;keyid=%q;alg="ed25519";tag=%q%s`,
+		strings.Join(quoted, " "), w.created, w.expires, w.nonce, w.keyID, SignatureTag, w.extraParams)
+	ms, err := sfv.ParseDictionary("sig1=" + input)
+	require.NoError(t, err)
+	var base strings.Builder
+	for _, c := range w.components {
+		var v string
+		switch c {
+		case "@method":
+			v = http.MethodPost
+		case "@target-uri":
+			v = checkURL
+		case "@authority":
+			v = "buyer.example.com"
+		default:
+			v = strings.Join(h.Values(c), ", ")
+		}
+		fmt.Fprintf(&base, "%q: %s\n", c, v)
+	}
+	base.WriteString(`"@signature-params": ` + sfv.Serialize(ms[0].Items, ms[0].Params))
+	sig := ed25519.Sign(checkKey(t), []byte(base.String()))
+	h.Set("Signature-Input", "sig1="+input)
+	h.Set("Signature", "sig1=:"+base64.RawURLEncoding.EncodeToString(sig)+":")
+	return h, []byte(w.body)
+}
+
+// checkVerifier verifies against the conformance key at checkNow.
+func checkVerifier(t testing.TB) *Verifier {
+	keys, err := ParseJWKS([]byte(`{"keys":[` + string(vectorKeys(t)[checkKeyID]) + `]}`))
+	require.NoError(t, err)
+	v, err := NewVerifier(VerifierConfig{Keys: keys, Now: func() time.Time { return time.Unix(checkNow, 0) }})
+	require.NoError(t, err)
+	return v
+}
+
+func TestVerifierChecklist(t *testing.T) {
+	t.Parallel()
+	valid, body := checkRequest(t, signedWebhook{})
+	_, err := checkVerifier(t).Verify(context.Background(), http.MethodPost, checkURL, valid, body)
+	require.NoError(t, err, "the unbroken webhook verifies")
+
+	with := func(name, value string) http.Header {
+		h := valid.Clone()
+		h.Set(name, value)
+		return h
+	}
+	added := func(name, value string) http.Header {
+		h := valid.Clone()
+		h.Add(name, value)
+		return h
+	}
+	sigInput, signature := valid.Get("Signature-Input"), valid.Get("Signature")
+	sigBytes := strings.TrimSuffix(strings.TrimPrefix(signature, "sig1=:"), ":")
+	raw, err := base64.RawURLEncoding.DecodeString(sigBytes)
+	require.NoError(t, err)
+	signed := func(w signedWebhook) http.Header { h, _ := checkRequest(t, w); return h }
+	dupHeader, dupBody := checkRequest(t, signedWebhook{body: `{"status":"completed","status":"failed"}`})
+	notJSONHeader, notJSON := checkRequest(t, signedWebhook{body: `{"status":`})
+
+	for name, c := range map[string]struct {
+		header http.Header
+		body   string // default: the valid body
+		code   string
+	}{
+		// Step 1: one sig1 in each header, bounded, in the profile's encoding.
+		"two sig1 in Signature-Input":        {with("Signature-Input", sigInput+", "+sigInput), "", CodeHeaderMalformed},
+		"two sig1 in Signature":              {with("Signature", signature+", "+signature), "", CodeHeaderMalformed},
+		"sig1 on two Signature-Input lines":  {added("Signature-Input", sigInput), "", CodeHeaderMalformed},
+		"sig1 on two Signature lines":        {added("Signature", signature), "", CodeHeaderMalformed},
+		"padded standard base64 signature":   {with("Signature", "sig1=:"+base64.StdEncoding.EncodeToString(raw)+":"), "", CodeHeaderMalformed},
+		"padded base64url signature":         {with("Signature", "sig1=:"+base64.URLEncoding.EncodeToString(raw)+":"), "", CodeHeaderMalformed},
+		"Signature-Input over the size cap":  {with("Signature-Input", sigInput+", x=(\""+strings.Repeat("a", MaxSignatureHeaderBytes)+"\")"), "", CodeHeaderMalformed},
+		"Signature-Input of too many labels": {with("Signature-Input", sigInput+strings.Repeat(`, x=()`, sfv.MaxMembers)), "", CodeHeaderMalformed},
+		"other labels are ignored":           {with("Signature-Input", `relay=("@method");created=1, `+sigInput+`, z=()`), "", ""},
+		// Step 2: parameters once each, strings quoted, nonce of the profile.
+		"two tags":                {signed(signedWebhook{extraParams: `;tag="adcp/webhook-signing/v1"`}), "", CodeHeaderMalformed},
+		"two nonces":              {signed(signedWebhook{extraParams: `;nonce="KXYnfEfJ0PBRZXQyVXfVQB"`}), "", CodeHeaderMalformed},
+		"keyid as a token":        {with("Signature-Input", strings.Replace(sigInput, `keyid="`+checkKeyID+`"`, "keyid="+checkKeyID, 1)), "", CodeParamsIncomplete},
+		"alg as a token":          {with("Signature-Input", strings.Replace(sigInput, `alg="ed25519"`, "alg=ed25519", 1)), "", CodeParamsIncomplete},
+		"padded nonce":            {signed(signedWebhook{nonce: "KXYnfEfJ0PBRZXQyVXfVQA=="}), "", CodeHeaderMalformed},
+		"standard-alphabet nonce": {signed(signedWebhook{nonce: "KXYnfEfJ0PBRZXQyVXf+QA"}), "", CodeHeaderMalformed},
+		"15-byte nonce":           {signed(signedWebhook{nonce: base64.RawURLEncoding.EncodeToString(make([]byte, 15))}), "", CodeHeaderMalformed},
+		// Step 5: the window, with the spec's 60 s allowance either side.
+		"created 60 s ahead": {signed(signedWebhook{created: checkNow + 60, expires: checkNow + 300}), "", ""},
+		"created 61 s ahead": {signed(signedWebhook{created: checkNow + 61, expires: checkNow + 300}), "", CodeWindowInvalid},
+		"expired 60 s ago":   {signed(signedWebhook{created: checkNow - 300, expires: checkNow - 60}), "", ""},
+		"expired 61 s ago":   {signed(signedWebhook{created: checkNow - 300, expires: checkNow - 61}), "", CodeWindowInvalid},
+		"component twice":    {signed(signedWebhook{components: append([]string{"@method"}, requiredComponents...)}), "", CodeHeaderMalformed},
+		// Steps 10 and 11: covered fields have one value, the digest one member.
+		"two Content-Type lines":     {signed(signedWebhook{contentType: []string{"application/json", "text/plain"}}), "", CodeHeaderMalformed},
+		"two Content-Digest lines":   {signed(signedWebhook{contentDigest: []string{valid.Get("Content-Digest"), valid.Get("Content-Digest")}}), "", CodeHeaderMalformed},
+		"two Content-Digest members": {signed(signedWebhook{contentDigest: []string{valid.Get("Content-Digest") + ", sha-512=:AAAA:"}}), "", CodeDigestMismatch},
+		"sha-256 twice":              {signed(signedWebhook{contentDigest: []string{valid.Get("Content-Digest") + ", " + valid.Get("Content-Digest")}}), "", CodeDigestMismatch},
+		// Step 14: the body, once everything else holds.
+		"duplicate keys": {dupHeader, string(dupBody), CodeBodyMalformed},
+		"not JSON":       {notJSONHeader, string(notJSON), CodeBodyMalformed},
+		// Mode: legacy HMAC headers where RFC 9421 is expected.
+		"legacy HMAC headers": {http.Header{"Content-Type": {"application/json"}, "X-Adcp-Timestamp": {"1776520800"},
+			"X-Adcp-Signature": {"sha256=00"}}, "", CodeModeMismatch},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := body
+			if c.body != "" {
+				b = []byte(c.body)
+			}
+			_, err := checkVerifier(t).Verify(context.Background(), http.MethodPost, checkURL, c.header, b)
+			if c.code == "" {
+				require.NoError(t, err)
+				return
+			}
+			var ve *VerifyError
+			require.ErrorAs(t, err, &ve)
+			require.Equal(t, c.code, ve.Code, ve.Reason)
+		})
+	}
+}
+
+// BenchmarkVerifyHostileHeader is the most expensive request an
+// unauthenticated sender can make the verifier parse, beside an honest one
+// (whose signature fails, after the same work): Signature-Input and
+// Signature at the size cap, every member at the member, item and
+// parameter limits, and a sig1 that passes every check before the
+// signature. A header over the cap costs less (it is measured, not
+// parsed): see the 1 MiB case.
+func BenchmarkVerifyHostileHeader(b *testing.B) {
+	valid, body := checkRequest(b, signedWebhook{})
+	member := func(i int) string {
+		var m strings.Builder
+		fmt.Fprintf(&m, "m%d=(", i)
+		for j := range sfv.MaxItems {
+			if j > 0 {
+				m.WriteByte(' ')
+			}
+			m.WriteString(`"\\x"`)
+		}
+		m.WriteByte(')')
+		for j := range sfv.MaxParams {
+			fmt.Fprintf(&m, ";p%d=1", j)
+		}
+		return m.String()
+	}
+	fill := func(first string) string {
+		s := first
+		for i := 1; i < sfv.MaxMembers; i++ {
+			if next := s + ", " + member(i); len(next) <= MaxSignatureHeaderBytes {
+				s = next
+			}
+		}
+		for len(s) < MaxSignatureHeaderBytes-3 {
+			s += " "
+		}
+		return s
+	}
+	hostile := valid.Clone()
+	hostile.Set("Signature-Input", fill(valid.Get("Signature-Input")))
+	hostile.Set("Signature", fill(valid.Get("Signature")))
+	huge := valid.Clone()
+	var distinct strings.Builder // distinct names: each one new to a parser that looks for duplicates
+	for i := 0; distinct.Len() < 1<<20; i++ {
+		fmt.Fprintf(&distinct, "a%d=(), ", i)
+	}
+	huge.Set("Signature-Input", distinct.String())
+	v := checkVerifier(b)
+	// The hostile header is read to the end: it verifies once (then its
+	// nonce is a replay, found after every other check).
+	if _, err := v.Verify(context.Background(), http.MethodPost, checkURL, hostile, body); err != nil {
+		b.Fatal(err)
+	}
+	honest := valid.Clone()
+	honest.Set("Signature-Input", strings.Replace(valid.Get("Signature-Input"), "KXYnfEfJ0PBRZXQyVXfVQA", "LXYnfEfJ0PBRZXQyVXfVQA", 1))
+	for name, h := range map[string]http.Header{"honest": honest, "at the caps": hostile, "1 MiB": huge} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(context.Background(), http.MethodPost, checkURL, h, body); err == nil {
+					b.Fatal("verified twice")
+				}
+			}
+		})
+	}
+}
