@@ -35,6 +35,11 @@ var (
 	// cloud metadata, multicast, reserved). It is a permanent failure.
 	ErrBlockedDestination = errors.New("webhook: destination address is blocked")
 
+	// ErrResponseHeadersTooLarge: the receiver answered with more header
+	// bytes or fields than the sender reads ([MaxResponseHeaderBytes],
+	// [MaxResponseHeaderFields]). The attempt fails as a transport failure.
+	ErrResponseHeadersTooLarge = errors.New("webhook: response headers too large")
+
 	// ErrSigning reports that a request could not be signed (a key service
 	// down, say). Nothing was sent; the attempt is retried and does not
 	// count against the destination's breaker.

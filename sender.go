@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/adcpkit/webhook/internal/ssrf"
@@ -22,6 +23,17 @@ import (
 const (
 	SendTimeoutDefault      = 10 * time.Second
 	MaxResponseBytesDefault = 64 << 10
+)
+
+// Limits on a receiver's response headers. A response over either is not
+// read: the attempt fails with [ErrResponseHeadersTooLarge] (a transport
+// failure, retried and counted by the breaker), so a receiver cannot make
+// an attempt cost more than these. MaxResponseHeaderBytes is enforced by
+// the sender's own transport (not by a caller's Client); the field count
+// by every HTTPSender.
+const (
+	MaxResponseHeaderBytes  = 32 << 10
+	MaxResponseHeaderFields = 100
 )
 
 // Request is one attempt to deliver a webhook.
@@ -164,15 +176,16 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 		s.client = &http.Client{
 			Timeout: timeout,
 			Transport: &http.Transport{
-				Proxy:                 nil, // never from the environment
-				DialContext:           s.dial,
-				ForceAttemptHTTP2:     true,
-				MaxIdleConns:          256,
-				MaxIdleConnsPerHost:   64,
-				IdleConnTimeout:       90 * time.Second,
-				TLSHandshakeTimeout:   timeout,
-				ResponseHeaderTimeout: timeout,
-				DisableCompression:    true,
+				Proxy:                  nil, // never from the environment
+				DialContext:            s.dial,
+				ForceAttemptHTTP2:      true,
+				MaxIdleConns:           256,
+				MaxIdleConnsPerHost:    64,
+				IdleConnTimeout:        90 * time.Second,
+				TLSHandshakeTimeout:    timeout,
+				ResponseHeaderTimeout:  timeout,
+				DisableCompression:     true,
+				MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
@@ -205,6 +218,13 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 		return nil, sanitizeTransportError(err)
 	}
 	defer resp.Body.Close()
+	fields := 0
+	for _, vs := range resp.Header {
+		fields += len(vs)
+	}
+	if fields > MaxResponseHeaderFields {
+		return nil, fmt.Errorf("%w: %d fields, at most %d", ErrResponseHeadersTooLarge, fields, MaxResponseHeaderFields)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(s.maxResp)))
 	if err != nil && !errors.Is(err, io.EOF) {
 		// The status arrived; a body cut short does not change what it means.
@@ -296,6 +316,12 @@ func sanitizeTransportError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	// net/http exports no error for headers over its limit (HTTP/1.1:
+	// "server response headers exceeded", HTTP/2: "header list larger
+	// than").
+	if msg := err.Error(); strings.Contains(msg, "response headers exceeded") || strings.Contains(msg, "header list larger than") {
+		return fmt.Errorf("%w: more than %d bytes", ErrResponseHeadersTooLarge, MaxResponseHeaderBytes)
 	}
 	return fmt.Errorf("webhook: POST failed: %w", err)
 }

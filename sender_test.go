@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -288,4 +289,38 @@ func TestHTTPSenderSendsDeliveryHeadersButNeverReservedOnes(t *testing.T) {
 	require.Equal(t, "tok-123", c.header.Get("X-A2A-Notification-Token"))
 	require.Equal(t, "application/json", c.header.Get("Content-Type"))
 	require.Empty(t, c.header.Get("Authorization"))
+}
+
+// TestHTTPSenderCapsResponseHeaders: a receiver cannot make an attempt
+// cost more than the header caps, and the attempt fails with a clear
+// error. Before the caps, net/http read up to 10 MB of headers.
+func TestHTTPSenderCapsResponseHeaders(t *testing.T) {
+	t.Parallel()
+	answer := func(fields, size int) *httptest.Server {
+		srv, _ := receiver(t, func(w http.ResponseWriter, _ *http.Request) {
+			for i := range fields {
+				w.Header().Add(fmt.Sprintf("X-F%d", i), strings.Repeat("v", size))
+			}
+			w.WriteHeader(http.StatusOK)
+		})
+		return srv
+	}
+	s := newTestSender(t, HTTPSenderConfig{})
+	send := func(srv *httptest.Server) (*Response, error) {
+		return s.Send(context.Background(), &Request{URL: srv.URL, Body: []byte(`{}`)})
+	}
+	resp, err := send(answer(MaxResponseHeaderFields-10, 100))
+	require.NoError(t, err, "within both caps")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	for name, srv := range map[string]*httptest.Server{
+		"too many fields": answer(MaxResponseHeaderFields+1, 1),
+		"too many bytes":  answer(40, MaxResponseHeaderBytes/20),
+	} {
+		_, err := send(srv)
+		require.ErrorIs(t, err, ErrResponseHeadersTooLarge, name)
+		class := DefaultClassifier(nil, err, time.Now())
+		require.Equal(t, VerdictRetry, class.Verdict, name)
+		require.True(t, class.BreakerFailure, name)
+	}
 }
