@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
+	"sync/atomic"
 )
 
 // core is what every supervisor shares: policies, sender, sink, logger and
@@ -21,6 +22,11 @@ type core struct {
 	// maxLost bounds a delivery's lost attempts (PostgresConfig.
 	// MaxLostAttempts); 0: no bound (memory loses none it could count).
 	maxLost int
+	// stuckSinks counts log sink calls that outlived SinkTimeout and have
+	// not returned; sinkDropLogged is when a dropped record was last
+	// logged (Unix nanoseconds). See sinkStuck.
+	stuckSinks     atomic.Int32
+	sinkDropLogged atomic.Int64
 }
 
 // commonConfig is the part of every supervisor's config that core needs.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,4 +392,42 @@ func TestMemoryStuckSinkDoesNotCostAWorker(t *testing.T) {
 	}
 	e.waitSent(3)
 	require.Len(t, e.sender.sent(), 3, "one worker, three deliveries, every sink call stuck")
+}
+
+// TestMemoryStuckSinkCostIsBounded: a sink that ignores its context holds
+// at most MaxStuckSinkCalls goroutines (plus one per worker); past that, records are dropped
+// (and said so in the log) and delivery goes on without waiting for it.
+func TestMemoryStuckSinkCostIsBounded(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var stuck, most atomic.Int32
+	e := newEnv(t, func(t *testing.T, sc suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewMemorySupervisor(sc.Sender, webhook.MemoryConfig{
+			Concurrency: 4,
+			Clock:       sc.Clock,
+			Logger:      sc.Logger,
+			Retry:       webhook.RetryPolicy{SinkTimeout: time.Millisecond},
+			LogSink: webhook.LogSinkFunc(func(context.Context, webhook.Attempt) error {
+				n := stuck.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				<-release // ignores its context
+				stuck.Add(-1)
+				return nil
+			}),
+		})
+		require.NoError(t, err)
+		return s
+	})
+	e.startWorker()
+	t.Cleanup(func() { close(release) }) // runs before the worker is stopped
+	n := webhook.MaxStuckSinkCalls + 40
+	for i := range n {
+		e.sendMCP(mcp("https://buyer.example/hook", fmt.Sprint("t", i)))
+	}
+	e.waitSent(n)
+	// Each worker checks the count before its call: the 4 may all find
+	// one slot left.
+	require.LessOrEqual(t, int(most.Load()), webhook.MaxStuckSinkCalls+4, "sink goroutines held at once")
+	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "records are dropped") }, guard, time.Millisecond)
 }

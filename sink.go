@@ -17,7 +17,11 @@ import (
 // delivery or delay it beyond that bound. Calls for one delivery start in
 // attempt order, each after the previous one returned or outlived its
 // deadline. A sink that ignores its context keeps its goroutine running
-// after the supervisor has moved on.
+// after the supervisor has moved on; while [MaxStuckSinkCalls] such calls
+// are outstanding, records are dropped (and logged, at most once per
+// SinkTimeout) without calling the sink, so a stuck sink costs at most
+// that many goroutines (plus one per call that started as the last slot
+// filled: at most one per worker) and, once that many are stuck, no delay.
 type LogSink interface {
 	RecordAttempt(ctx context.Context, a Attempt) error
 }
@@ -27,6 +31,26 @@ type LogSinkFunc func(ctx context.Context, a Attempt) error
 
 // RecordAttempt calls f(ctx, a).
 func (f LogSinkFunc) RecordAttempt(ctx context.Context, a Attempt) error { return f(ctx, a) }
+
+// MaxStuckSinkCalls is how many log sink calls that outlived their
+// deadline may be outstanding before further records are dropped unsent.
+const MaxStuckSinkCalls = 32
+
+// sinkStuck reports whether the sink has MaxStuckSinkCalls calls
+// outstanding past their deadline; if so it logs (at most once per
+// SinkTimeout) that the record of this attempt is dropped.
+func (k *core) sinkStuck(a Attempt) bool {
+	n := k.stuckSinks.Load()
+	if n < MaxStuckSinkCalls {
+		return false
+	}
+	now, last := time.Now().UnixNano(), k.sinkDropLogged.Load()
+	if now-last >= int64(k.retry.SinkTimeout) && k.sinkDropLogged.CompareAndSwap(last, now) {
+		k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome,
+			fmt.Errorf("%d calls outlived SinkTimeout and have not returned; records are dropped until they do", n))
+	}
+	return true
+}
 
 // sinkGuard calls the log sink for one worker goroutine, bounded by
 // SinkTimeout. The sink runs on the worker's goroutine, so a fast sink costs
@@ -68,7 +92,7 @@ func (k *core) newSinkGuard(parent context.Context, replace func()) *sinkGuard {
 // call outlived its bound: the watchdog has run after and replace, and the
 // calling worker must exit.
 func (g *sinkGuard) report(a Attempt, after func()) (replaced bool) {
-	if g.k.sink == nil {
+	if g.k.sink == nil || g.k.sinkStuck(a) {
 		after()
 		return false
 	}
@@ -85,6 +109,7 @@ func (g *sinkGuard) report(a Attempt, after func()) (replaced bool) {
 	g.mu.Lock()
 	if c.claimed {
 		g.mu.Unlock()
+		g.k.stuckSinks.Add(-1) // the watchdog counted it
 		return true
 	}
 	c.claimed = true
@@ -109,6 +134,7 @@ func (g *sinkGuard) expire() {
 	c.claimed = true
 	g.call = nil
 	g.mu.Unlock()
+	g.k.stuckSinks.Add(1)
 	c.expire()
 	g.k.sinkFailed(c.deliveryID, c.attempt, c.outcome, fmt.Errorf("log sink did not return within %v", g.k.retry.SinkTimeout))
 	c.after()
@@ -169,18 +195,36 @@ func (c *sinkContext) expire() {
 // (acceptance under OpenDrop), bounded by SinkTimeout. The sink's context
 // carries ctx's values.
 func (k *core) emit(ctx context.Context, a Attempt) {
-	if k.sink == nil {
+	if k.sink == nil || k.sinkStuck(a) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.retry.SinkTimeout)
 	defer cancel()
+	var mu sync.Mutex
+	late := false // the call outlived the bound and is counted as stuck
 	done := make(chan error, 1)
-	go func() { done <- callSink(ctx, k.sink, a) }()
+	go func() {
+		err := callSink(ctx, k.sink, a)
+		mu.Lock()
+		defer mu.Unlock()
+		if late {
+			k.stuckSinks.Add(-1)
+		}
+		done <- err // buffered: under the lock, so the waiter sees it or sets late first
+	}()
 	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
+		mu.Lock()
+		select {
+		case err = <-done: // returned just now
+		default:
+			late = true
+			k.stuckSinks.Add(1)
+			err = fmt.Errorf("log sink did not return within %v", k.retry.SinkTimeout)
+		}
+		mu.Unlock()
 	}
 	if err != nil {
 		k.sinkFailed(a.DeliveryID, a.AttemptNumber, a.Outcome, err)
