@@ -17,6 +17,7 @@ import (
 const (
 	ConcurrencyDefault    = 16
 	MaxQueuedDefault      = 10_000
+	MaxQueuedBytesDefault = 256 << 20
 	RetainFinishedDefault = 10_000
 	DrainTimeoutDefault   = 30 * time.Second
 )
@@ -40,6 +41,12 @@ type MemoryConfig struct {
 	// MaxQueued bounds the deliveries accepted and not yet finished; SendMCP
 	// returns ErrQueueFull beyond it. Defaults to 10,000.
 	MaxQueued int
+	// MaxQueuedBytes bounds the bytes (bodies, URLs, keys, headers and
+	// credentials) of the deliveries the supervisor holds: to make room,
+	// the finished ones kept for Delivery and Wait are forgotten oldest
+	// first; when the unfinished ones alone would pass it, SendMCP returns
+	// ErrQueueFull. Defaults to 256 MiB.
+	MaxQueuedBytes int64
 	// RetainFinished is how many finished deliveries stay visible to
 	// Delivery and Wait, oldest forgotten first. Defaults to 10,000.
 	RetainFinished int
@@ -71,6 +78,7 @@ type MemorySupervisor struct {
 	k              *core
 	concurrency    int
 	maxQueued      int
+	maxBytes       int64
 	retainFinished int
 	drainTimeout   time.Duration
 
@@ -83,6 +91,7 @@ type MemorySupervisor struct {
 	periods    uint64                 // the highest Period of a forgotten breaker
 	seqs       map[string]int64
 	unfinished int
+	heldBytes  int64         // the size of every delivery in byID
 	order      uint64        // deliveries accepted so far
 	idPrefix   string        // random per supervisor: IDs are idPrefix + order
 	changed    chan struct{} // closed on the next change; nil when nobody waits
@@ -100,6 +109,7 @@ type memDelivery struct {
 	done       chan struct{} // made by the first Wait; closed when over
 	over       bool          // final, and its last record handed to the sink
 	index      int
+	size       int64 // prepared.size, counted in heldBytes
 }
 
 func (d *memDelivery) base() *job { return &d.job }
@@ -154,6 +164,8 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 		return nil, badConfig("MemoryConfig.Concurrency", "is negative; use 0 for %d", ConcurrencyDefault)
 	case cfg.MaxQueued < 0:
 		return nil, badConfig("MemoryConfig.MaxQueued", "is negative; use 0 for %d", MaxQueuedDefault)
+	case cfg.MaxQueuedBytes < 0:
+		return nil, badConfig("MemoryConfig.MaxQueuedBytes", "is negative; use 0 for %d", MaxQueuedBytesDefault)
 	case cfg.RetainFinished < 0:
 		return nil, badConfig("MemoryConfig.RetainFinished", "is negative; use 0 for %d", RetainFinishedDefault)
 	case cfg.DrainTimeout < 0:
@@ -163,6 +175,7 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 		k:              k,
 		concurrency:    cmp.Or(cfg.Concurrency, ConcurrencyDefault),
 		maxQueued:      cmp.Or(cfg.MaxQueued, MaxQueuedDefault),
+		maxBytes:       cmp.Or(cfg.MaxQueuedBytes, MaxQueuedBytesDefault),
 		retainFinished: cmp.Or(cfg.RetainFinished, RetainFinishedDefault),
 		drainTimeout:   cmp.Or(cfg.DrainTimeout, DrainTimeoutDefault),
 		byID:           make(map[string]*memDelivery),
@@ -215,6 +228,16 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 		s.mu.Unlock()
 		return Receipt{}, fmt.Errorf("%w: %d deliveries are waiting (MemoryConfig.MaxQueued)", ErrQueueFull, s.unfinished)
 	}
+	size := d.size()
+	for s.heldBytes+size > s.maxBytes && len(s.finished) > 0 {
+		s.forgetOldestLocked()
+	}
+	if s.heldBytes+size > s.maxBytes {
+		held := s.heldBytes
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: waiting deliveries hold %d bytes and this one %d (MemoryConfig.MaxQueuedBytes is %d)",
+			ErrQueueFull, held, size, s.maxBytes)
+	}
 	var seq int64
 	if key := d.routing.SequenceKey; key != "" {
 		s.seqs[key]++
@@ -224,11 +247,13 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 	md := &memDelivery{
 		job:   job{prepared: d, id: s.idPrefix + strconv.FormatUint(s.order, 10), seq: seq, accepted: now},
 		order: s.order,
+		size:  size,
 		state: StatePending,
 		dueAt: now,
 		index: -1,
 	}
 	s.byID[md.id] = md
+	s.heldBytes += size
 	s.unfinished++
 	s.ready = append(s.ready, md)
 	s.signalLocked()
@@ -524,9 +549,18 @@ func (s *MemorySupervisor) finishLocked(d *memDelivery) {
 	}
 	s.finished = append(s.finished, d.id)
 	if len(s.finished) > s.retainFinished {
-		delete(s.byID, s.finished[0])
-		s.finished = s.finished[1:]
+		s.forgetOldestLocked()
 	}
+}
+
+// forgetOldestLocked forgets the delivery that finished first.
+func (s *MemorySupervisor) forgetOldestLocked() {
+	if d := s.byID[s.finished[0]]; d != nil {
+		s.heldBytes -= d.size
+		delete(s.byID, d.id)
+	}
+	s.finished[0] = ""
+	s.finished = s.finished[1:]
 }
 
 // signalLocked wakes claimers waiting for a change, if any.

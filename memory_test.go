@@ -114,6 +114,47 @@ func TestMemoryQueueFull(t *testing.T) {
 	require.Equal(t, int64(2), r3.Sequence)
 }
 
+// TestMemoryQueueBoundedInBytes: MaxQueuedBytes refuses what the
+// unfinished deliveries cannot hold, and forgets finished ones, oldest
+// first, to make room.
+func TestMemoryQueueBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	s, err := webhook.NewMemorySupervisor(newScriptedSender(), webhook.MemoryConfig{MaxQueuedBytes: 11 << 10})
+	require.NoError(t, err)
+	ctx := context.Background()
+	big := func(task string) webhook.MCPWebhook {
+		w := mcp("https://buyer.example/hook", task)
+		w.Result = map[string]any{"blob": strings.Repeat("x", 3<<10)}
+		return w
+	}
+	var ids []string
+	for i := range 3 {
+		r, err := s.SendMCP(ctx, big(fmt.Sprint("t", i)))
+		require.NoError(t, err)
+		ids = append(ids, r.ID)
+	}
+	_, err = s.SendMCP(ctx, big("t3"))
+	require.ErrorIs(t, err, webhook.ErrQueueFull)
+	require.ErrorContains(t, err, "MaxQueuedBytes")
+	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "small"))
+	require.NoError(t, err, "a small one still fits")
+
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.RunWorker(wctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	for _, id := range ids {
+		_, err := s.Wait(ctx, id)
+		require.NoError(t, err)
+	}
+	_, err = s.SendMCP(ctx, big("t3"))
+	require.NoError(t, err, "finished deliveries make room")
+	_, err = s.Delivery(ids[0])
+	require.ErrorIs(t, err, webhook.ErrNotFound, "the oldest finished one was forgotten for it")
+	_, err = s.Delivery(ids[2])
+	require.NoError(t, err, "the newest finished ones are kept while there is room")
+}
+
 // memEnv is an env whose supervisor is a *MemorySupervisor with cfg applied.
 func memEnv(t *testing.T, cfg webhook.MemoryConfig) (*env, *webhook.MemorySupervisor) {
 	t.Helper()

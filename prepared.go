@@ -22,6 +22,19 @@ type prepared struct {
 	routing    Routing
 }
 
+// size is about how many bytes d holds: its strings and body.
+func (d *prepared) size() int64 {
+	n := len(d.url) + len(d.body) + len(d.key) + len(d.taskType) + len(d.taskID) + len(d.breakerKey) +
+		len(d.routing.SequenceKey) + len(d.routing.BreakerKey) + len(d.routing.NotificationType)
+	if a := d.routing.Authentication; a != nil {
+		n += len(a.Scheme) + len(a.Credentials)
+	}
+	for k, v := range d.routing.Headers {
+		n += len(k) + len(v)
+	}
+	return int64(n)
+}
+
 // prepare validates w and copies it; the copy is what gets stored.
 func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if err := p.checkURL("URL", w.URL); err != nil {
