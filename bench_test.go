@@ -169,7 +169,7 @@ func BenchmarkMemorySupervisor(b *testing.B) {
 func BenchmarkSendMCP(b *testing.B) {
 	sup, err := webhook.NewMemorySupervisor(webhook.SenderFunc(func(context.Context, *webhook.Request) (*webhook.Response, error) {
 		return &webhook.Response{StatusCode: http.StatusOK}, nil
-	}), webhook.MemoryConfig{MaxQueued: 1 << 30})
+	}), webhook.MemoryConfig{MaxQueued: 1 << 30, MaxQueuedBytes: 1 << 40})
 	if err != nil {
 		b.Fatal(err)
 	}

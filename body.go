@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
 
+	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/adcpkit/webhook/receive"
 )
 
@@ -81,6 +83,12 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	if w.Message != "" && !utf8.ValidString(w.Message) {
 		return nil, "", invalid("Message", "is not valid UTF-8")
 	}
+	if len(w.Message) > MaxBodyBytes {
+		return nil, "", &ValidationError{Field: "Message", Reason: fmt.Sprintf("is %d bytes; a body holds at most %d", len(w.Message), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+	}
+	if y := w.Timestamp.UTC().Year(); !w.Timestamp.IsZero() && (y < 0 || y > 9999) {
+		return nil, "", invalid("Timestamp", "is in year %d; RFC 3339 timestamps have years 0000 to 9999", y)
+	}
 	nid := w.NotificationID
 	if nid != "" && !validKeyChars(nid, 1, 255) {
 		return nil, "", invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
@@ -100,17 +108,18 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	var result []byte
 	if w.Result != nil {
 		if raw, ok := w.Result.(json.RawMessage); ok {
-			if raw == nil {
-				// A nil RawMessage omits the member, like a nil Result.
-			} else if !json.Valid(raw) {
-				return nil, "", invalid("Result", "is a json.RawMessage that is not valid JSON")
-			}
-			result = raw
+			result = raw // a nil RawMessage omits the member, like a nil Result
 		} else {
 			var err error
 			if result, err = marshalCompact(w.Result); err != nil {
 				return nil, "", invalid("Result", "does not marshal to JSON: %v", err)
 			}
+		}
+		// The signer must not send what two readers would read apart:
+		// duplicate keys (from a json.RawMessage or a MarshalJSON
+		// anywhere in it) or invalid UTF-8.
+		if err := strictjson.Check(result); result != nil && err != nil {
+			return nil, "", invalid("Result", "is not strict JSON: %v", err)
 		}
 	}
 	ts := w.Timestamp
@@ -159,14 +168,24 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	}
 	b = append(b, '}')
 	if len(b) > MaxBodyBytes {
-		return nil, "", &ValidationError{Field: "Result", Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", len(b), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+		field := "Result" // the larger of the two that can be large
+		if len(w.Message) > len(result) {
+			field = "Message"
+		}
+		return nil, "", &ValidationError{Field: field, Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", len(b), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
 	return b, key, nil
 }
 
 // marshalCompact marshals v without HTML escaping and without the encoder's
 // trailing newline.
-func marshalCompact(v any) ([]byte, error) {
+func marshalCompact(v any) (_ []byte, err error) {
+	defer func() {
+		if recover() != nil {
+			// Not the panic's value: it may hold anything of v.
+			err = errors.New("a MarshalJSON or MarshalText method panicked")
+		}
+	}()
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)

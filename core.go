@@ -48,6 +48,9 @@ func newCore(c commonConfig) (*core, error) {
 	if c.sink != nil && isNil(c.sink) {
 		return nil, badConfig(c.prefix+"LogSink", "is a typed nil; leave it nil for no sink")
 	}
+	if c.clock != nil && isNil(c.clock) {
+		return nil, badConfig(c.prefix+"Clock", "is a typed nil; leave it nil for the system clock")
+	}
 	retry := c.retry.withDefaults()
 	if err := retry.validate(c.prefix + "Retry."); err != nil {
 		return nil, err

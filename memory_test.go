@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/adcpkit/webhook/internal/pgtest"
 )
 
@@ -71,6 +72,8 @@ func TestNewMemorySupervisorRejectsBadInput(t *testing.T) {
 		"MemoryConfig.Breaker.HalfOpenProbes":   {Breaker: webhook.BreakerPolicy{HalfOpenProbes: -1}},
 		"MemoryConfig.Breaker.SuccessThreshold": {Breaker: webhook.BreakerPolicy{SuccessThreshold: -2}},
 		"MemoryConfig.DrainTimeout":             {DrainTimeout: -time.Second},
+		"MemoryConfig.MaxQueuedBytes":           {MaxQueuedBytes: -1},
+		"MemoryConfig.Clock":                    {Clock: (*fakeclock.Clock)(nil)},
 	} {
 		_, err := webhook.NewMemorySupervisor(sender, cfg)
 		require.ErrorIs(t, err, webhook.ErrInvalidConfig, name)

@@ -2,10 +2,11 @@ package webhook
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"time"
+
+	"github.com/adcpkit/webhook/internal/strictjson"
 )
 
 // This file holds prepared, the validated delivery a supervisor accepts:
@@ -43,8 +44,8 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if len(w.Body) > MaxBodyBytes {
 		return prepared{}, &ValidationError{Field: "Body", Reason: fmt.Sprintf("is %d bytes; at most %d are accepted", len(w.Body), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
-	if !json.Valid(w.Body) {
-		return prepared{}, invalid("Body", "is not valid JSON")
+	if err := strictjson.Check(w.Body); err != nil {
+		return prepared{}, invalid("Body", "is not strict JSON: %v", err)
 	}
 	if err := checkKey("IdempotencyKey", w.IdempotencyKey); err != nil {
 		return prepared{}, err

@@ -155,6 +155,9 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 	if cfg.Signer != nil && isNil(cfg.Signer) {
 		return nil, badConfig("HTTPSenderConfig.Signer", "is a typed nil; leave it nil for unsigned requests")
 	}
+	if cfg.Resolver != nil && isNil(cfg.Resolver) {
+		return nil, badConfig("HTTPSenderConfig.Resolver", "is a typed nil; leave it nil for net.DefaultResolver")
+	}
 	s := &HTTPSender{
 		client:    cfg.Client,
 		maxResp:   cmp.Or(cfg.MaxResponseBytes, MaxResponseBytesDefault),
@@ -253,7 +256,7 @@ func (s *HTTPSender) dial(ctx context.Context, network, addr string) (net.Conn, 
 	if ip, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{ip}
 	} else {
-		addrs, err = s.resolver.LookupNetIP(ctx, "ip", host)
+		addrs, err = lookup(ctx, s.resolver, host)
 		if err != nil {
 			return nil, fmt.Errorf("webhook: resolving %s: %w", host, err)
 		}
@@ -282,6 +285,17 @@ func (s *HTTPSender) dial(ctx context.Context, network, addr string) (net.Conn, 
 		}
 	}
 	return nil, firstErr
+}
+
+// lookup resolves host, containing a panic of the Resolver: it runs on
+// net/http's dialling goroutine, where nothing else would.
+func lookup(ctx context.Context, r Resolver, host string) (addrs []netip.Addr, err error) {
+	defer func() {
+		if recover() != nil {
+			addrs, err = nil, errors.New("the Resolver panicked")
+		}
+	}()
+	return r.LookupNetIP(ctx, "ip", host)
 }
 
 // authenticate applies the request's legacy authentication, or else the

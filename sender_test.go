@@ -187,6 +187,28 @@ func TestNewHTTPSenderRejectsBadConfig(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	_, err = NewHTTPSender(HTTPSenderConfig{MaxResponseBytes: -1})
 	require.ErrorIs(t, err, ErrInvalidConfig)
+	var ce *ConfigError
+	_, err = NewHTTPSender(HTTPSenderConfig{Resolver: (*net.Resolver)(nil)})
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "HTTPSenderConfig.Resolver", ce.Field)
+}
+
+// panickingResolver panics on every lookup.
+type panickingResolver struct{}
+
+func (panickingResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	panic("resolver bug")
+}
+
+// TestHTTPSenderContainsAResolverPanic: the resolver runs on net/http's
+// dialling goroutine, where a panic would end the process.
+func TestHTTPSenderContainsAResolverPanic(t *testing.T) {
+	t.Parallel()
+	s, err := NewHTTPSender(HTTPSenderConfig{Resolver: panickingResolver{}})
+	require.NoError(t, err)
+	_, err = s.Send(context.Background(), &Request{URL: "https://buyer.example/hook", Body: []byte(`{}`)})
+	require.ErrorContains(t, err, "Resolver panicked")
+	require.NotContains(t, err.Error(), "resolver bug", "the panic's value stays out")
 }
 
 // fakeResolver answers every lookup with the same addresses.

@@ -775,9 +775,23 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 			var ve *webhook.ValidationError
 			require.ErrorAs(t, err, &ve, tc.name)
 			require.Equal(t, tc.field, ve.Field, tc.name)
+			require.NotContains(t, err.Error(), "secret-in-panic", tc.name)
+			require.NotContains(t, err.Error(), goodCredentials, tc.name)
+		}
+		for name, body := range map[string]string{
+			"duplicate keys": `{"kind":"task","kind":"message"}`,
+			"invalid UTF-8":  "{\"id\":\"\xfe\"}",
+			"two values":     `{} {}`,
+		} {
+			_, err := e.sup.SendPrepared(context.Background(), webhook.PreparedWebhook{URL: "https://buyer.example/a2a",
+				Body: []byte(body), IdempotencyKey: webhook.NewIdempotencyKey(), Routing: webhook.Routing{SequenceKey: "s"}})
+			var ve *webhook.ValidationError
+			require.ErrorAs(t, err, &ve, name)
+			require.Equal(t, "Body", ve.Field, name)
 		}
 		w := mcp("https://buyer.example/hook", "t1")
 		w.SequenceKey = "s"
+		w.Authentication = &webhook.Authentication{Scheme: webhook.AuthBearer, Credentials: goodCredentials}
 		r := e.sendMCP(w)
 		require.Equal(t, int64(1), r.Sequence, "rejected webhooks burn no sequence number")
 		e.attempts(1)
@@ -1060,5 +1074,36 @@ func invalidWebhooks() []invalidCase {
 		{"short credentials", "Authentication.Credentials", set(func(w *webhook.MCPWebhook) {
 			w.Authentication = &webhook.Authentication{Scheme: webhook.AuthBearer, Credentials: "short-secret"}
 		})},
+		{"credentials with CRLF", "Authentication.Credentials", creds(webhook.AuthBearer, goodCredentials+"\r\nX-Injected: 1")},
+		{"credentials with NUL", "Authentication.Credentials", creds(webhook.AuthHMACSHA256, goodCredentials+"\x00")},
+		{"credentials with a space", "Authentication.Credentials", creds(webhook.AuthBearer, goodCredentials+" x")},
+		{"non-ASCII credentials", "Authentication.Credentials", creds(webhook.AuthHMACSHA256, goodCredentials+"é")},
+		{"one repeated character", "Authentication.Credentials", creds(webhook.AuthHMACSHA256, strings.Repeat("a", 64))},
+		{"few distinct characters", "Authentication.Credentials", creds(webhook.AuthBearer, strings.Repeat("abcdefg", 8))},
+		{"huge credentials", "Authentication.Credentials", creds(webhook.AuthBearer, strings.Repeat(goodCredentials, 200))},
+		{"header named twice", "Headers", set(func(w *webhook.MCPWebhook) { w.Headers = map[string]string{"X-Tenant": "a", "x-tenant": "b"} })},
+		{"raw result with duplicate keys", "Result", set(func(w *webhook.MCPWebhook) { w.Result = json.RawMessage(`{"id":"a","id":"b"}`) })},
+		{"raw result with invalid UTF-8", "Result", set(func(w *webhook.MCPWebhook) { w.Result = json.RawMessage("\"\xff\"") })},
+		{"nested raw duplicate keys", "Result", set(func(w *webhook.MCPWebhook) { w.Result = map[string]any{"x": json.RawMessage(`{"k":1,"k":2}`)} })},
+		{"panicking MarshalJSON", "Result", set(func(w *webhook.MCPWebhook) { w.Result = panickyResult{} })},
+		{"huge message", "Message", set(func(w *webhook.MCPWebhook) { w.Message = strings.Repeat("m", webhook.MaxBodyBytes) })},
+		{"timestamp past 9999", "Timestamp", set(func(w *webhook.MCPWebhook) { w.Timestamp = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) })},
+		{"timestamp before 0000", "Timestamp", set(func(w *webhook.MCPWebhook) { w.Timestamp = time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC) })},
 	}
 }
+
+// goodCredentials are acceptable legacy credentials.
+const goodCredentials = "Zq8-uR2_kL5.mN7~pX4+wV1/cB9=jH3dF6"
+
+func creds(scheme webhook.AuthScheme, c string) func(webhook.MCPWebhook) webhook.MCPWebhook {
+	return func(w webhook.MCPWebhook) webhook.MCPWebhook {
+		w.Authentication = &webhook.Authentication{Scheme: scheme, Credentials: c}
+		return w
+	}
+}
+
+// panickyResult panics when marshalled, with a value that must not reach
+// the error.
+type panickyResult struct{}
+
+func (panickyResult) MarshalJSON() ([]byte, error) { panic("secret-in-panic") }

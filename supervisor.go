@@ -163,8 +163,9 @@ const MinCredentialsLength = receive.MinCredentialsLength
 type Authentication struct {
 	// Scheme is AuthBearer or AuthHMACSHA256.
 	Scheme AuthScheme
-	// Credentials is the shared secret, at least [MinCredentialsLength]
-	// characters.
+	// Credentials is the shared secret: [MinCredentialsLength] to
+	// [MaxCredentialsLength] visible ASCII characters (no spaces or
+	// controls), at least 8 of them different.
 	Credentials string
 }
 

@@ -122,8 +122,40 @@ func (a *Authentication) check() error {
 	default:
 		return invalid("Authentication.Scheme", "is %q; use %q or %q", a.Scheme, AuthBearer, AuthHMACSHA256)
 	}
-	if n := utf8.RuneCountInString(a.Credentials); n < MinCredentialsLength {
-		return invalid("Authentication.Credentials", "has %d characters; at least %d are required", n, MinCredentialsLength)
+	return checkCredentials(a.Credentials)
+}
+
+// MaxCredentialsLength is the longest accepted legacy credential.
+const MaxCredentialsLength = 4096
+
+// minCredentialChars is how many different characters a credential must
+// use: a secret of one repeated character (or two) is guessed, not
+// exchanged.
+const minCredentialChars = 8
+
+// checkCredentials accepts MinCredentialsLength to MaxCredentialsLength
+// visible ASCII characters (a Bearer token goes into a header line, where
+// CR, LF or NUL would fail every attempt inside net/http and count against
+// the breaker of every webhook sharing the URL), using at least
+// minCredentialChars different ones. The error never quotes them.
+func checkCredentials(c string) error {
+	if n := len(c); n < MinCredentialsLength || n > MaxCredentialsLength {
+		return invalid("Authentication.Credentials", "has %d bytes; use %d to %d visible ASCII characters", n, MinCredentialsLength, MaxCredentialsLength)
+	}
+	var seen [128]bool
+	distinct := 0
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		if b <= ' ' || b >= 0x7f {
+			return invalid("Authentication.Credentials", "contains a space, a control character or a non-ASCII byte; use visible ASCII characters only")
+		}
+		if !seen[b] {
+			seen[b] = true
+			distinct++
+		}
+	}
+	if distinct < minCredentialChars {
+		return invalid("Authentication.Credentials", "uses %d different characters; a secret needs at least %d (generate it randomly)", distinct, minCredentialChars)
 	}
 	return nil
 }
@@ -155,6 +187,14 @@ const (
 func checkHeaders(h map[string]string) error {
 	if len(h) > maxHeaders {
 		return invalid("Headers", "has %d headers; at most %d are allowed", len(h), maxHeaders)
+	}
+	canonical := make(map[string]bool, len(h))
+	for name := range h {
+		if c := http.CanonicalHeaderKey(name); canonical[c] {
+			return invalid("Headers", "names %s twice (in different cases); which one is sent would depend on map order", c)
+		} else {
+			canonical[c] = true
+		}
 	}
 	for name, value := range h {
 		if name == "" || strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0 {

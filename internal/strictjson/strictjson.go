@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -46,78 +46,292 @@ func (e *DuplicateKeysError) Unwrap() error { return ErrMalformed }
 // objects have distinct member names (compared after unescaping, so "a"
 // and "\u0061" are the same name). Otherwise it returns an error wrapping
 // [ErrMalformed] that holds no byte of data except sanitized duplicate
-// names. Its cost is linear in len(data).
+// names. It is a single pass, linear in len(data), that allocates only for
+// objects of many members and for names with escapes; nesting deeper than
+// MaxDepth is refused.
 func Check(data []byte) error {
 	if !utf8.Valid(data) {
 		return fmt.Errorf("%w: not valid UTF-8", ErrMalformed)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	type frame struct {
-		keys    map[string]struct{} // nil for an array
-		wantKey bool
-	}
-	var stack []frame
-	var dups DuplicateKeysError
-	values := 0
-	ended := func() { // a value ended: an enclosing object wants a key next
-		if n := len(stack); n > 0 && stack[n-1].keys != nil {
-			stack[n-1].wantKey = true
-		}
-	}
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			var se *json.SyntaxError
-			if errors.As(err, &se) {
-				return fmt.Errorf("%w: syntax error at byte %d", ErrMalformed, se.Offset)
-			}
-			return fmt.Errorf("%w: incomplete", ErrMalformed)
-		}
-		if len(stack) == 0 {
-			if values++; values > 1 {
-				return fmt.Errorf("%w: more than one value", ErrMalformed)
-			}
-		}
-		if n := len(stack); n > 0 && stack[n-1].wantKey {
-			if name, ok := tok.(string); ok {
-				if _, dup := stack[n-1].keys[name]; dup {
-					if len(dups.Names) < MaxLoggedNames {
-						dups.Names = append(dups.Names, Sanitize(name))
-					} else {
-						dups.More++
-					}
-				}
-				stack[n-1].keys[name] = struct{}{}
-				stack[n-1].wantKey = false
-				continue
-			}
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{keys: map[string]struct{}{}, wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, frame{})
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			ended()
-		default:
-			ended()
-		}
-	}
-	switch {
-	case values == 0:
+	c := checker{data: data}
+	c.space()
+	if c.i == len(data) {
 		return fmt.Errorf("%w: empty", ErrMalformed)
-	case len(stack) > 0:
-		return fmt.Errorf("%w: incomplete", ErrMalformed)
 	}
-	if len(dups.Names) > 0 {
+	if err := c.value(0); err != nil {
+		return err
+	}
+	c.space()
+	if c.i != len(data) {
+		return fmt.Errorf("%w: more than one value, or text after it, at byte %d", ErrMalformed, c.i)
+	}
+	if len(c.dups.Names) > 0 {
+		dups := c.dups // a copy escapes, not the checker
 		return &dups
 	}
 	return nil
+}
+
+// MaxDepth is how deeply Check lets arrays and objects nest, as
+// encoding/json does.
+const MaxDepth = 10000
+
+type checker struct {
+	data []byte
+	i    int
+	dups DuplicateKeysError
+}
+
+func (c *checker) syntax() error {
+	if c.i >= len(c.data) {
+		return fmt.Errorf("%w: incomplete", ErrMalformed)
+	}
+	return fmt.Errorf("%w: syntax error at byte %d", ErrMalformed, c.i)
+}
+
+func (c *checker) space() {
+	for c.i < len(c.data) {
+		switch c.data[c.i] {
+		case ' ', '\t', '\n', '\r':
+			c.i++
+		default:
+			return
+		}
+	}
+}
+
+func (c *checker) value(depth int) error {
+	if c.i >= len(c.data) {
+		return c.syntax()
+	}
+	switch b := c.data[c.i]; {
+	case b == '{':
+		return c.object(depth + 1)
+	case b == '[':
+		return c.array(depth + 1)
+	case b == '"':
+		_, err := c.str()
+		return err
+	case b == '-' || b >= '0' && b <= '9':
+		return c.number()
+	case b == 't':
+		return c.literal("true")
+	case b == 'f':
+		return c.literal("false")
+	case b == 'n':
+		return c.literal("null")
+	}
+	return c.syntax()
+}
+
+func (c *checker) literal(lit string) error {
+	if len(c.data)-c.i < len(lit) || string(c.data[c.i:c.i+len(lit)]) != lit {
+		return c.syntax()
+	}
+	c.i += len(lit)
+	return nil
+}
+
+func (c *checker) digits() int {
+	n := 0
+	for c.i < len(c.data) && c.data[c.i] >= '0' && c.data[c.i] <= '9' {
+		c.i++
+		n++
+	}
+	return n
+}
+
+// number is -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (c *checker) number() error {
+	if c.data[c.i] == '-' {
+		c.i++
+	}
+	switch {
+	case c.i < len(c.data) && c.data[c.i] == '0':
+		c.i++
+	case c.digits() == 0:
+		return c.syntax()
+	}
+	if c.i < len(c.data) && c.data[c.i] == '.' {
+		c.i++
+		if c.digits() == 0 {
+			return c.syntax()
+		}
+	}
+	if c.i < len(c.data) && (c.data[c.i] == 'e' || c.data[c.i] == 'E') {
+		c.i++
+		if c.i < len(c.data) && (c.data[c.i] == '+' || c.data[c.i] == '-') {
+			c.i++
+		}
+		if c.digits() == 0 {
+			return c.syntax()
+		}
+	}
+	return nil
+}
+
+// str scans a string and returns its raw text between the quotes.
+func (c *checker) str() ([]byte, error) {
+	c.i++ // "
+	start := c.i
+	for c.i < len(c.data) {
+		switch b := c.data[c.i]; {
+		case b == '"':
+			c.i++
+			return c.data[start : c.i-1], nil
+		case b == '\\':
+			c.i++
+			if c.i >= len(c.data) {
+				return nil, c.syntax()
+			}
+			switch c.data[c.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				c.i++
+			case 'u':
+				if len(c.data)-c.i < 5 {
+					c.i = len(c.data)
+					return nil, c.syntax()
+				}
+				for _, h := range c.data[c.i+1 : c.i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return nil, c.syntax()
+					}
+				}
+				c.i += 5
+			default:
+				return nil, c.syntax()
+			}
+		case b < 0x20:
+			return nil, c.syntax()
+		default:
+			c.i++
+		}
+	}
+	return nil, c.syntax()
+}
+
+func (c *checker) array(depth int) error {
+	if depth > MaxDepth {
+		return fmt.Errorf("%w: nested deeper than %d", ErrMalformed, MaxDepth)
+	}
+	c.i++ // [
+	c.space()
+	if c.i < len(c.data) && c.data[c.i] == ']' {
+		c.i++
+		return nil
+	}
+	for {
+		c.space()
+		if err := c.value(depth); err != nil {
+			return err
+		}
+		c.space()
+		if c.i >= len(c.data) {
+			return c.syntax()
+		}
+		switch c.data[c.i] {
+		case ',':
+			c.i++
+		case ']':
+			c.i++
+			return nil
+		default:
+			return c.syntax()
+		}
+	}
+}
+
+// smallObject is how many names an object may have before its names go
+// into a map rather than a slice searched from the start.
+const smallObject = 16
+
+func (c *checker) object(depth int) error {
+	if depth > MaxDepth {
+		return fmt.Errorf("%w: nested deeper than %d", ErrMalformed, MaxDepth)
+	}
+	c.i++ // {
+	c.space()
+	if c.i < len(c.data) && c.data[c.i] == '}' {
+		c.i++
+		return nil
+	}
+	var few [smallObject][]byte
+	names := few[:0]
+	var many map[string]struct{}
+	for {
+		c.space()
+		if c.i >= len(c.data) || c.data[c.i] != '"' {
+			return c.syntax()
+		}
+		raw, err := c.str()
+		if err != nil {
+			return err
+		}
+		name := unescape(raw)
+		dup := false
+		if many != nil {
+			if _, dup = many[string(name)]; !dup {
+				many[string(name)] = struct{}{}
+			}
+		} else {
+			for _, n := range names {
+				if bytes.Equal(n, name) {
+					dup = true
+					break
+				}
+			}
+			if names = append(names, name); len(names) > smallObject {
+				many = make(map[string]struct{}, 2*len(names))
+				for _, n := range names {
+					many[string(n)] = struct{}{}
+				}
+			}
+		}
+		if dup {
+			if len(c.dups.Names) < MaxLoggedNames {
+				c.dups.Names = append(c.dups.Names, Sanitize(string(name)))
+			} else {
+				c.dups.More++
+			}
+		}
+		c.space()
+		if c.i >= len(c.data) || c.data[c.i] != ':' {
+			return c.syntax()
+		}
+		c.i++
+		c.space()
+		if err := c.value(depth); err != nil {
+			return err
+		}
+		c.space()
+		if c.i >= len(c.data) {
+			return c.syntax()
+		}
+		switch c.data[c.i] {
+		case ',':
+			c.i++
+		case '}':
+			c.i++
+			return nil
+		default:
+			return c.syntax()
+		}
+	}
+}
+
+// unescape is a scanned string's value: raw itself when it has no escape
+// (nearly every name), else its decoding.
+func unescape(raw []byte) []byte {
+	if !slices.Contains(raw, '\\') {
+		return raw
+	}
+	var s string
+	quoted := make([]byte, 0, len(raw)+2)
+	quoted = append(append(append(quoted, '"'), raw...), '"')
+	if json.Unmarshal(quoted, &s) != nil {
+		return raw // cannot happen: str checked the escapes
+	}
+	return []byte(s)
 }
 
 // MaxNameBytes is the most bytes of a name Sanitize keeps.

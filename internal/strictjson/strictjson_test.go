@@ -1,8 +1,11 @@
 package strictjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -66,21 +69,109 @@ func TestSanitize(t *testing.T) {
 	}
 }
 
-// FuzzCheck: Check accepts only what encoding/json calls valid, and
-// refuses valid JSON only for a duplicate name or invalid UTF-8.
+// FuzzCheck: Check agrees with a reference built on encoding/json's
+// tokenizer: the same inputs pass, and the same duplicate names are found.
 func FuzzCheck(f *testing.F) {
-	for _, s := range []string{`{"a":1,"b":[1,2,{"c":null}]}`, `{"a":1,"a":2}`, `[1,"x",true]`, `{"\u0061":1,"a":2}`} {
+	for _, s := range []string{`{"a":1,"b":[1,2,{"c":null}]}`, `{"a":1,"a":2}`, `[1,"x",true]`, `{"\u0061":1,"a":2}`,
+		`{"a":-0.5e+3,"b":"\n\u00e9"}`, `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"ka":10,"kb":11,"kc":12,"kd":13,"ke":14,"kf":15,"kg":16,"k0":17}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		err := Check(data)
-		valid := json.Valid(data)
-		if err == nil && !valid {
+		got, want := Check(data), checkByTokens(data)
+		if (got == nil) != (want == nil) {
+			t.Fatalf("%q: Check says %v, the reference %v", data, got, want)
+		}
+		if got != nil && !errors.Is(got, ErrMalformed) {
+			t.Fatalf("%q: %v does not wrap ErrMalformed", data, got)
+		}
+		var g, w *DuplicateKeysError
+		if errors.As(want, &w) {
+			if !errors.As(got, &g) || !slices.Equal(g.Names, w.Names) || g.More != w.More {
+				t.Fatalf("%q: Check says %v, the reference %v", data, got, want)
+			}
+		}
+		if got == nil && !json.Valid(data) {
 			t.Fatalf("accepted invalid JSON %q", data)
 		}
-		var de *DuplicateKeysError
-		if err != nil && valid && utf8.Valid(data) && !errors.As(err, &de) {
-			t.Fatalf("refused valid JSON %q: %v", data, err)
-		}
 	})
+}
+
+// checkByTokens is Check written on json.Decoder.Token: slower, and the
+// oracle FuzzCheck holds Check to.
+func checkByTokens(data []byte) error {
+	if !utf8.Valid(data) {
+		return ErrMalformed
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	type frame struct {
+		keys    map[string]struct{} // nil for an array
+		wantKey bool
+	}
+	var stack []frame
+	var dups DuplicateKeysError
+	values := 0
+	ended := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return ErrMalformed
+		}
+		if len(stack) == 0 {
+			if values++; values > 1 {
+				return ErrMalformed
+			}
+		}
+		if n := len(stack); n > 0 && stack[n-1].wantKey {
+			if name, ok := tok.(string); ok {
+				if _, dup := stack[n-1].keys[name]; dup {
+					if len(dups.Names) < MaxLoggedNames {
+						dups.Names = append(dups.Names, Sanitize(name))
+					} else {
+						dups.More++
+					}
+				}
+				stack[n-1].keys[name] = struct{}{}
+				stack[n-1].wantKey = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]struct{}{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			ended()
+		default:
+			ended()
+		}
+	}
+	if values == 0 || len(stack) > 0 {
+		return ErrMalformed
+	}
+	if len(dups.Names) > 0 {
+		return &dups
+	}
+	return nil
+}
+
+// BenchmarkCheck: a typical webhook body.
+func BenchmarkCheck(b *testing.B) {
+	body := []byte(`{"idempotency_key":"whk_6afb04af-fcf9-4881-a0db-42e8500bfb81","task_id":"task_456","operation_id":"op_abc","status":"completed","timestamp":"2026-12-03T01:50:00Z","result":{"media_buy_id":"mb_001","packages":[{"package_id":"pkg_1","budget":1500.5},{"package_id":"pkg_2","budget":2e3}]}}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Check(body); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
