@@ -586,6 +586,12 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		final.Go(func() { _ = s.RunWorker(finalCtx) })
 	}
 	deadline := time.Now().Add(guard)
+	if procs != nil {
+		// A process killed between a retry's completion and its report
+		// leaves the delivery held for SinkTimeout and a statement's
+		// timeout (5 s + 15 s) before another worker may take it.
+		deadline = deadline.Add(20 * time.Second)
+	}
 	ds := map[string]webhook.Delivery{}
 	for _, a := range got {
 		for {
