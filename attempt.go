@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -261,9 +262,6 @@ func (k *core) expiry(b *job, now time.Time) completion {
 		errText: a.Error, end: now, record: a}
 }
 
-// maxReceiverText bounds how much of a receiver's answer an Attempt records.
-const maxReceiverText = 200
-
 // sent is the result of one HTTP attempt, classified.
 type sent struct {
 	class   Classification
@@ -297,7 +295,7 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 	s := sent{class: class, start: start, elapsed: end.Sub(start)}
 	switch {
 	case err != nil:
-		s.errText = errorText(err)
+		s.errText = d.errorText(err)
 	default:
 		s.status = resp.StatusCode
 		if s.class.Verdict != VerdictDelivered {
@@ -321,7 +319,8 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 func classify(c Classifier, resp *Response, err error, now time.Time) (class Classification, panicked string) {
 	defer func() {
 		if r := recover(); r != nil {
-			class, panicked = DefaultClassifier(resp, err, now), printable(fmt.Appendf(nil, "%v", r), maxReceiverText)
+			// Its type, not its value: the value may hold the response.
+			class, panicked = DefaultClassifier(resp, err, now), fmt.Sprintf("a %T", r)
 		}
 	}()
 	return c(resp, err, now), ""
@@ -332,7 +331,8 @@ func classify(c Classifier, resp *Response, err error, now time.Time) (class Cla
 func callSender(ctx context.Context, sender Sender, req *Request) (resp *Response, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			resp, err = nil, fmt.Errorf("webhook: sender panicked: %v", r)
+			// Its type, not its value: the value may hold the request.
+			resp, err = nil, fmt.Errorf("webhook: the Sender panicked with a %T", r)
 		}
 	}()
 	return sender.Send(ctx, req)
@@ -351,13 +351,6 @@ func (c Classification) breakerResult() breakerResult {
 
 // maxErrorText bounds a transport error's text in an Attempt.
 const maxErrorText = 1024
-
-// errorText is a transport error's text made safe to store and log: valid
-// UTF-8, no control characters (NUL among them, which Postgres refuses),
-// at most maxErrorText bytes. A custom Sender's error can carry anything.
-func errorText(err error) string {
-	return printable([]byte(err.Error()), maxErrorText)
-}
 
 // printable returns at most max bytes of text as valid UTF-8: each
 // invalid byte and each control character becomes a space, and the rest of
@@ -381,17 +374,16 @@ func printable(text []byte, max int) string {
 	return strings.TrimSpace(b.String())
 }
 
-// describeResponse names the status and at most maxReceiverText bytes of the
-// receiver's answer, as printable text.
+// describeResponse classifies a response by its status alone: "HTTP 503
+// Service Unavailable". The receiver's headers and body stay out of
+// records, as AdCP's webhook activity rules require (a receiver that
+// echoes the request would otherwise put its credentials there).
 func describeResponse(r *Response) string {
-	var b strings.Builder
-	b.WriteString("HTTP ")
-	b.WriteString(strconv.Itoa(r.StatusCode))
-	if text := printable(r.Body, maxReceiverText); text != "" {
-		b.WriteString(": ")
-		b.WriteString(text)
+	s := "HTTP " + strconv.Itoa(r.StatusCode)
+	if text := http.StatusText(r.StatusCode); text != "" {
+		s += " " + text
 	}
-	return b.String()
+	return s
 }
 
 // nextAttemptAt decides whether attempt n, which ended at end, is followed by
@@ -432,8 +424,8 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 	return Attempt{
 		DeliveryID:       id,
 		IdempotencyKey:   d.key,
-		URL:              d.url,
-		BreakerKey:       d.breakerKey,
+		URL:              LoggableURL(d.url),
+		BreakerKey:       LoggableURL(d.breakerKey),
 		SequenceKey:      d.routing.SequenceKey,
 		SequenceNumber:   seq,
 		MaxAttempts:      max(k.retry.MaxAttempts, 0),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"reflect"
-	"strings"
 	"sync/atomic"
 )
 
@@ -96,14 +95,5 @@ func (k *core) breakerChanged(key string, from, to BreakerState) {
 		return
 	}
 	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker "+to.String(),
-		slog.String("breaker_key", logSafeKey(key)), slog.String("from", from.String()))
-}
-
-// logSafeKey is a breaker key fit for logs: a URL's query and fragment,
-// which can carry secrets, are cut.
-func logSafeKey(key string) string {
-	if i := strings.IndexAny(key, "?#"); i >= 0 {
-		return key[:i] + "?…"
-	}
-	return key
+		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
 }

@@ -233,7 +233,7 @@ func TestMemoryFailedDeliveryKeepsItsReason(t *testing.T) {
 	d, err := s.Wait(context.Background(), r.ID)
 	require.NoError(t, err)
 	require.Equal(t, webhook.StateFailed, d.State)
-	require.Equal(t, "HTTP 409: key bound to another payload", d.LastError)
+	require.Equal(t, "HTTP 409 Conflict", d.LastError, "the status; the receiver's answer is not recorded")
 	require.Equal(t, 1, d.Attempts)
 }
 

@@ -260,7 +260,7 @@ func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, webhook.StateFailed, d.State, "a final failure is kept, not deleted")
 	require.Equal(t, 3, d.Attempts)
-	require.Equal(t, "HTTP 500: still down", d.LastError)
+	require.Equal(t, "HTTP 500 Internal Server Error", d.LastError)
 	require.Equal(t, 500, d.LastStatus)
 	require.False(t, d.FinishedAt.IsZero())
 	failed, err := pe.pg.FailedDeliveries(ctx, "", 10)
@@ -270,7 +270,7 @@ func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
 	as, err := pe.pg.Attempts(ctx, r.ID)
 	require.NoError(t, err)
 	require.Equal(t, []webhook.Outcome{webhook.OutcomeFailure, webhook.OutcomeFailure, webhook.OutcomeFailure}, outcomes(as))
-	require.Equal(t, "HTTP 500: boom", as[0].Error)
+	require.Equal(t, "HTTP 500 Internal Server Error", as[0].Error)
 	require.Equal(t, []bool{true, true, false}, willRetry(as))
 
 	require.ErrorIs(t, pe.pg.Redeliver(ctx, "999999"), webhook.ErrNotFound)

@@ -203,7 +203,8 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, bytes.NewReader(req.Body))
 	if err != nil {
-		return nil, fmt.Errorf("webhook: building request: %w", err)
+		// Not err: net/url quotes the whole URL, query and all.
+		return nil, fmt.Errorf("webhook: building request: the URL %s does not parse", LoggableURL(req.URL))
 	}
 	for name, value := range req.Headers {
 		if !reservedHeader(name) { // validated at acceptance; a custom caller may not have

@@ -37,7 +37,15 @@ func badKey(format string, args ...any) error {
 type SigningKey struct {
 	keyID string
 	alg   string
-	key   crypto.Signer // ed25519.PrivateKey or *ecdsa.PrivateKey on P-256
+	key   *keyMaterial
+}
+
+// keyMaterial holds the private key one pointer away from SigningKey, so
+// that fmt, which prints a nested pointer as an address, never prints the
+// key's bytes, even for the verbs (%p on a value) and nestings (a
+// SigningKey inside another struct) where it ignores Format.
+type keyMaterial struct {
+	crypto.Signer // ed25519.PrivateKey or *ecdsa.PrivateKey on P-256
 }
 
 // NewSigningKey wraps an ed25519.PrivateKey or a P-256 *ecdsa.PrivateKey.
@@ -57,12 +65,12 @@ func NewSigningKey(keyID string, key crypto.Signer) (*SigningKey, error) {
 		if len(k) != ed25519.PrivateKeySize {
 			return nil, badKey("Ed25519 private key has %d bytes, want %d", len(k), ed25519.PrivateKeySize)
 		}
-		return &SigningKey{keyID: keyID, alg: receive.AlgEd25519, key: k}, nil
+		return &SigningKey{keyID: keyID, alg: receive.AlgEd25519, key: &keyMaterial{k}}, nil
 	case *ecdsa.PrivateKey:
 		if k == nil || k.Curve != elliptic.P256() {
 			return nil, badKey("ECDSA keys must be on P-256")
 		}
-		return &SigningKey{keyID: keyID, alg: receive.AlgECDSAP256, key: k}, nil
+		return &SigningKey{keyID: keyID, alg: receive.AlgECDSAP256, key: &keyMaterial{k}}, nil
 	case nil:
 		return nil, badKey("key is nil")
 	}
@@ -99,7 +107,7 @@ func (k *SigningKey) PublicJWK() ([]byte, error) {
 // publishes it. A SigningKey not built by this package's constructors yields
 // the zero VerifyingKey, which [receive.NewVerifier] refuses.
 func (k *SigningKey) VerifyingKey() receive.VerifyingKey {
-	if k == nil || k.key == nil || isNil(k.key) {
+	if k == nil || k.key == nil || isNil(k.key.Signer) {
 		return receive.VerifyingKey{}
 	}
 	vk, err := receive.NewVerifyingKey(k.keyID, "request-signing", k.key.Public())
@@ -254,9 +262,15 @@ type RFC9421Signer struct {
 	rand io.Reader
 }
 
+// String names the signer's key, without its material.
+func (s RFC9421Signer) String() string { return "RFC9421Signer{" + s.key.String() + "}" }
+
+// Format keeps key material out of every fmt verb.
+func (s RFC9421Signer) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
+
 // NewRFC9421Signer returns a signer for cfg.Key.
 func NewRFC9421Signer(cfg SignerConfig) (*RFC9421Signer, error) {
-	if cfg.Key == nil || cfg.Key.key == nil || isNil(cfg.Key.key) {
+	if cfg.Key == nil || cfg.Key.key == nil || isNil(cfg.Key.key.Signer) {
 		return nil, badConfig("SignerConfig.Key", "is missing; load one with ParseJWKSigningKey, ParsePEMSigningKey or NewSigningKey")
 	}
 	s := &RFC9421Signer{key: cfg.Key, now: cfg.Now, rand: cfg.Rand}
@@ -340,7 +354,7 @@ func signatureBase(method, target, authority, contentType, contentDigest, params
 // signBase signs a signature base: Ed25519 directly, ECDSA over its SHA-256
 // as the 64-byte r||s.
 func (k *SigningKey) signBase(base []byte) ([]byte, error) {
-	switch key := k.key.(type) {
+	switch key := k.key.Signer.(type) {
 	case ed25519.PrivateKey:
 		return ed25519.Sign(key, base), nil
 	case *ecdsa.PrivateKey:

@@ -192,7 +192,7 @@ func TestSigningKeyLoading(t *testing.T) {
 	}
 
 	// PKCS#8 PEM, both curves, and a refusal of other key types.
-	for _, k := range []any{ed.key, es.key} {
+	for _, k := range []any{ed.key.Signer, es.key.Signer} {
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		require.NoError(t, err)
 		p, err := ParsePEMSigningKey("pem-kid", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))

@@ -242,7 +242,7 @@ func (k *core) sinkFailed(deliveryID string, attempt int, outcome Outcome, err e
 func callSink(ctx context.Context, sink LogSink, a Attempt) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("log sink panicked: %v", r)
+			err = fmt.Errorf("log sink panicked with a %T", r)
 		}
 	}()
 	return sink.RecordAttempt(ctx, a)
