@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/canon"
 	"github.com/adcpkit/webhook/internal/ssrf"
 	"github.com/adcpkit/webhook/receive"
 )
@@ -206,6 +207,12 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 		// Not err: net/url quotes the whole URL, query and all.
 		return nil, fmt.Errorf("webhook: building request: the URL %s does not parse", LoggableURL(req.URL))
 	}
+	// A U-label host goes on the wire as the A-label the signature covers
+	// (net/http would punycode it without folding its case).
+	if hreq.URL.Host, err = canon.ASCIIHost(hreq.URL.Host); err != nil {
+		return nil, fmt.Errorf("webhook: building request: %w", err)
+	}
+	hreq.Host = hreq.URL.Host
 	for name, value := range req.Headers {
 		if !reservedHeader(name) { // validated at acceptance; a custom caller may not have
 			hreq.Header.Set(name, value)

@@ -286,7 +286,9 @@ func NewRFC9421Signer(cfg SignerConfig) (*RFC9421Signer, error) {
 // Sign sets r's Content-Digest, Signature-Input and Signature headers for
 // body. r.URL must be an absolute http or https URL.
 func (s *RFC9421Signer) Sign(r *http.Request, body []byte) error {
-	headers, _, err := s.sign(r.Method, r.URL.String(), body)
+	// Not r.URL.String(): it percent-encodes a U-label host, which the
+	// canonical form turns into its A-label instead.
+	headers, _, err := s.sign(r.Method, r.URL.Scheme+"://"+r.URL.Host+r.URL.RequestURI(), body)
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -316,4 +319,34 @@ func TestSigningKeyNeverPrintsMaterial(t *testing.T) {
 			require.Contains(t, out, "kid-1", verb)
 		}
 	}
+}
+
+// TestHTTPSenderInternationalisedHost: a U-label host is dialled, sent and
+// signed in its A-label form, and the buyer's verifier, which sees that
+// form in Host, accepts the signature.
+func TestHTTPSenderInternationalisedHost(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		host, uri string
+		header    http.Header
+		body      []byte
+	}
+	got := make(chan seen, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- seen{r.Host, r.RequestURI, r.Header.Clone(), body}
+	}))
+	t.Cleanup(srv.Close)
+	port := strings.TrimPrefix(srv.URL, "http://127.0.0.1:")
+	key, signer := newTestSeller(t)
+	s := newTestSender(t, HTTPSenderConfig{Signer: signer, Resolver: fakeResolver{addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}})
+	body := []byte(`{"task_id":"t1"}`)
+	_, err := s.Send(t.Context(), &Request{URL: "http://Bücher.example:" + port + "/hook?x=1", Body: body})
+	require.NoError(t, err)
+	c := <-got
+	require.Equal(t, "xn--bcher-kva.example:"+port, c.host)
+	ver, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
+	require.NoError(t, err)
+	_, err = ver.Verify(t.Context(), http.MethodPost, "http://"+c.host+c.uri, c.header, c.body)
+	require.NoError(t, err)
 }

@@ -78,7 +78,7 @@ func (p urlPolicy) checkURL(field, raw string) error {
 	// Whatever is accepted must be signable: the signature covers the
 	// AdCP canonical form of the URL.
 	if _, _, err := canon.Target(raw); err != nil {
-		return invalid(field, "cannot be signed (%v); percent-encode non-ASCII characters and give hosts in IDNA A-label (xn--) form", err)
+		return invalid(field, "cannot be signed (%v); percent-encode non-ASCII characters outside the host", err)
 	}
 	return nil
 }

@@ -37,6 +37,10 @@ func TestPrepareValidation(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ok.URL, d.breakerKey)
 
+	_, err = urlPolicy{}.prepare(PreparedWebhook{URL: "https://bücher.example/hook", Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey()})
+	require.NoError(t, err, "an internationalised host is signed as its A-label")
+	_, err = urlPolicy{}.prepare(PreparedWebhook{URL: "https://buyer.example/bücher", Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey()})
+	require.ErrorContains(t, err, "percent-encode", "non-ASCII outside the host must be percent-encoded")
 	_, err = urlPolicy{allowHTTP: true}.prepare(PreparedWebhook{URL: "http://127.0.0.1:8080/hook", Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey()})
 	require.NoError(t, err, "AllowInsecureHTTP accepts plain http")
 }

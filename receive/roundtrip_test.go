@@ -75,6 +75,14 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 	_, err = ver.Verify(context.Background(), "POST", "https://evil.example/hooks/adcp", req3.Header, body)
 	require.ErrorAs(t, err, &ve)
 	require.Equal(t, receive.CodeSignatureInvalid, ve.Code, "a signature is bound to its URL")
+
+	// An internationalised host is signed in its A-label form, which is
+	// what the buyer's server sees in Host.
+	req4, err := http.NewRequest(http.MethodPost, "https://Bücher.example/hooks?x=1", nil)
+	require.NoError(t, err)
+	require.NoError(t, signer.Sign(req4, body))
+	_, err = ver.Verify(context.Background(), "POST", "https://xn--bcher-kva.example/hooks?x=1", req4.Header, body)
+	require.NoError(t, err)
 }
 
 // TestSigningKeyVerifyingKey checks the public half the seller's key hands

@@ -6,8 +6,12 @@
 // default port; keep IPv6 brackets, with lowercase hex; uppercase the hex of
 // percent-encodings and decode percent-encoded unreserved characters (an
 // encoded "/" stays encoded); remove dot segments but keep repeated slashes;
-// an empty path becomes "/"; keep the query byte for byte. Zone identifiers,
-// empty authorities, non-digit ports and non-ASCII hosts are malformed.
+// an empty path becomes "/"; keep the query byte for byte. A host with
+// non-ASCII characters (U-labels) becomes its A-label form by UTS #46
+// nontransitional processing, as the AdCP URL canonicalization requires.
+// Zone identifiers, empty authorities, non-digit ports, hosts that are not
+// valid internationalised domain names, and non-ASCII bytes anywhere but
+// the host are malformed.
 package canon
 
 import (
@@ -16,6 +20,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // ErrMalformed reports a URL the profile cannot canonicalise.
@@ -28,14 +35,17 @@ func malformed(format string, args ...any) error {
 // Target returns the canonical "@target-uri" and "@authority" of raw, an
 // absolute http or https URL.
 func Target(raw string) (targetURI, authority string, err error) {
-	for i := 0; i < len(raw); i++ {
-		if c := raw[i]; c <= 0x20 || c >= 0x7f {
-			return "", "", malformed("byte 0x%02x at %d: only printable ASCII is allowed", c, i)
-		}
-	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return "", "", malformed("no scheme")
+	}
+	// Printable ASCII everywhere but the authority, which may hold a
+	// U-label host (checked, and converted, by Authority).
+	authEnd := len(scheme) + 3 + strings.IndexAny(rest+"/", "/?#")
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= 0x20 || c == 0x7f || c > 0x7f && (i < len(scheme)+3 || i >= authEnd) {
+			return "", "", malformed("byte 0x%02x at %d: only printable ASCII is allowed (percent-encode the rest)", c, i)
+		}
 	}
 	scheme = strings.ToLower(scheme)
 	var defaultPort string
@@ -67,6 +77,33 @@ func Target(raw string) (targetURI, authority string, err error) {
 		return "", "", err
 	}
 	return scheme + "://" + authority + path + query, authority, nil
+}
+
+// ASCIIHost returns hostport with a non-ASCII host in its lowercase
+// A-label form (the port, if any, kept as it is), as Authority would
+// canonicalise it; an ASCII hostport is returned unchanged.
+func ASCIIHost(hostport string) (string, error) {
+	if isASCII(hostport) {
+		return hostport, nil
+	}
+	host, port := hostport, ""
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
+		host, port = hostport[:i], hostport[i:]
+	}
+	a, err := idna.Lookup.ToASCII(host)
+	if err != nil || !utf8.ValidString(host) || !isASCII(port) {
+		return "", malformed("host is not a valid internationalised domain name")
+	}
+	return strings.ToLower(a) + port, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Authority canonicalises an authority (userinfo@host:port) for a scheme
@@ -105,6 +142,13 @@ func Authority(auth, defaultPort string) (string, error) {
 		if i := strings.LastIndexByte(auth, ':'); i >= 0 {
 			host, port = auth[:i], auth[i+1:]
 		}
+		if !isASCII(host) {
+			a, err := idna.Lookup.ToASCII(host)
+			if err != nil || !utf8.ValidString(host) {
+				return "", malformed("host is not a valid internationalised domain name")
+			}
+			host = a
+		}
 		host = strings.TrimSuffix(strings.ToLower(host), ".")
 		if host == "" {
 			return "", malformed("empty host")
@@ -115,7 +159,7 @@ func Authority(auth, defaultPort string) (string, error) {
 		for i := 0; i < len(host); i++ {
 			c := host[i]
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-				return "", malformed("host has %q; only ASCII letters, digits, '-', '_' and '.' are allowed (use the IDNA A-label form)", c)
+				return "", malformed("host has %q; only letters, digits, '-', '_' and '.' are allowed", c)
 			}
 		}
 	}

@@ -33,6 +33,13 @@ func TestTarget(t *testing.T) {
 		"https://[2001:DB8::1]:443/a":                    {"https://[2001:db8::1]/a", "[2001:db8::1]"},
 		"https://[2001:db8::1]:8443/a":                   {"https://[2001:db8::1]:8443/a", "[2001:db8::1]:8443"},
 		"https://b.example:0443/a":                       {"https://b.example/a", "b.example"},
+		// UTS #46 nontransitional: U-labels become A-labels, mapped first
+		// (case folded, full-width dot), deviation characters kept (ß).
+		"https://bücher.example/a":       {"https://xn--bcher-kva.example/a", "xn--bcher-kva.example"},
+		"https://BÜCHER.example:8443/a":  {"https://xn--bcher-kva.example:8443/a", "xn--bcher-kva.example:8443"},
+		"https://straße.example/":        {"https://xn--strae-oqa.example/", "xn--strae-oqa.example"},
+		"https://例え.テスト。/p?q=1":          {"https://xn--r8jz45g.xn--zckzah/p?q=1", "xn--r8jz45g.xn--zckzah"},
+		"https://xn--bcher-kva.example/": {"https://xn--bcher-kva.example/", "xn--bcher-kva.example"},
 	} {
 		got, auth, err := Target(in)
 		require.NoError(t, err, in)
@@ -53,8 +60,13 @@ func TestTargetMalformed(t *testing.T) {
 		"https://[1.2.3.4]/a",
 		"https://b.example:8x/a",
 		"https://b.example:99999/a",
-		"https://bücher.example/a",
 		"https://b.example/a b",
+		"https://b.example/ü",         // non-ASCII outside the host: percent-encode it
+		"https://b.example/a?q=ü",     // the query too
+		"https://bü\xffcher.example/", // invalid UTF-8
+		"https://a\u202eb.example/",   // a bidi control is not a domain name character
+		"https://-bücher.example/",    // a leading hyphen
+		"https://bücher..example/",    // an empty label
 		"https://b.example/%zz",
 		"https://b.example/%4",
 	} {
