@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/stretchr/testify/require"
 )
 
@@ -160,4 +161,51 @@ func TestBuildMCPBodyEdgeCases(t *testing.T) {
 	body, _, err = BuildMCPBody(base, at)
 	require.NoError(t, err)
 	require.NotContains(t, string(body), "result", "a nil RawMessage omits the member")
+}
+
+// FuzzBuildMCPBody: whatever it is given, BuildMCPBody either refuses it
+// with a ValidationError or builds one strict JSON object (no duplicate
+// keys, valid UTF-8) that decodes back to what it was given.
+func FuzzBuildMCPBody(f *testing.F) {
+	f.Add("op_1", "task_1", "create_media_buy", "completed", "done", "ctx", "tok-0123456789abcdef", "nid.1", []byte(`{"media_buy_id":"mb_1"}`), int64(0))
+	_, _, err := BuildMCPBody(MCPWebhook{OperationID: "op_1", TaskID: "task_1", TaskType: "create_media_buy", Status: "completed",
+		Token: "tok-0123456789abcdef", NotificationID: "nid.1", Result: json.RawMessage(`{"media_buy_id":"mb_1"}`)}, at)
+	require.NoError(f, err, "the first seed builds: the round trip is reachable")
+	f.Add("op", "t", "create_media_buy", "failed", "\u2028<\x00>", "", "", "", []byte(`{"a":1,"a":2}`), int64(1e12))
+	f.Add("o", "t\xff", "x", "working", "m", "c", "short", "bad id", []byte("[1,2"), int64(-1e15))
+	f.Fuzz(func(t *testing.T, op, task, taskType, status, message, contextID, token, nid string, result []byte, unix int64) {
+		w := MCPWebhook{OperationID: op, TaskID: task, TaskType: TaskType(taskType), Status: Status(status), Message: message,
+			ContextID: contextID, Token: token, NotificationID: nid, Timestamp: time.Unix(unix, 0)}
+		if result != nil {
+			w.Result = json.RawMessage(result)
+		}
+		body, key, err := BuildMCPBody(w, at)
+		if err != nil {
+			var ve *ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.NotEmpty(t, ve.Field)
+			return
+		}
+		require.NoError(t, strictjson.Check(body), "%q", body)
+		var got struct {
+			IdempotencyKey string          `json:"idempotency_key"`
+			OperationID    string          `json:"operation_id"`
+			TaskID         string          `json:"task_id"`
+			TaskType       string          `json:"task_type"`
+			Status         string          `json:"status"`
+			Message        string          `json:"message"`
+			ContextID      string          `json:"context_id"`
+			Token          string          `json:"token"`
+			Timestamp      time.Time       `json:"timestamp"`
+			Result         json.RawMessage `json:"result"`
+		}
+		require.NoError(t, json.Unmarshal(body, &got))
+		require.Equal(t, key, got.IdempotencyKey)
+		require.Equal(t, []string{op, task, taskType, status, message, contextID, token},
+			[]string{got.OperationID, got.TaskID, got.TaskType, got.Status, got.Message, got.ContextID, got.Token})
+		require.True(t, got.Timestamp.Equal(time.Unix(unix, 0)), "timestamp %v, want %v", got.Timestamp, time.Unix(unix, 0))
+		if result != nil {
+			require.Equal(t, string(result), string(got.Result), "a raw result is sent verbatim")
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/adcpkit/webhook/internal/canon"
 	"github.com/adcpkit/webhook/internal/sfv"
 )
 
@@ -264,4 +266,68 @@ func BenchmarkVerifyHostileHeader(b *testing.B) {
 			}
 		})
 	}
+}
+
+// alwaysFresh is a NonceStore that never sees a replay, so that the one
+// legitimate request of FuzzVerifyRequest verifies every time.
+type alwaysFresh struct{}
+
+func (alwaysFresh) Use(context.Context, string, string, time.Time, time.Time) (NonceVerdict, error) {
+	return NonceFresh, nil
+}
+
+// FuzzVerifyRequest runs the verifier end to end on arbitrary requests to
+// a fixed key: it must never panic, and it may accept only the one request
+// the key signed (its method, canonical target and body), however the
+// headers around that signature are rearranged.
+func FuzzVerifyRequest(f *testing.F) {
+	const host = "buyer.example.com"
+	signedURL := "http://" + host + "/adcp/webhook/op_1?b=2&a=1"
+	h, body := signFor(f, signedURL, signedWebhook{})
+	f.Add("POST", "/adcp/webhook/op_1?b=2&a=1", h.Get("Signature-Input"), h.Get("Signature"), h.Get("Content-Digest"), h.Get("Content-Type"), body)
+	f.Add("POST", "/adcp/webhook/op_1?a=1&b=2", h.Get("Signature-Input"), h.Get("Signature"), h.Get("Content-Digest"), "text/plain", body)
+	f.Add("POST", "/x", `sig1=("@method");created=1;expires=2;nonce="AAAAAAAAAAAAAAAAAAAAAA";keyid="k";alg="ed25519";tag="t"`, "sig1=:AAAA:", "sha-256=:AAAA:", "application/json", []byte(`{"a":1,"a":2}`))
+	keys, err := ParseJWKS([]byte(`{"keys":[` + string(vectorKeys(f)[checkKeyID]) + `]}`))
+	require.NoError(f, err)
+	v, err := NewVerifier(VerifierConfig{Keys: keys, Nonces: alwaysFresh{}, Now: func() time.Time { return time.Unix(checkNow, 0) }})
+	require.NoError(f, err)
+	wantTarget, _, err := canon.Target(signedURL)
+	require.NoError(f, err)
+	_, err = v.VerifyRequest(&http.Request{Method: "POST", Host: host, RequestURI: "/adcp/webhook/op_1?b=2&a=1", Header: h}, body)
+	require.NoError(f, err, "the seed verifies: acceptance is reachable")
+	f.Fuzz(func(t *testing.T, method, target, sigInput, sig, digest, ctype string, body2 []byte) {
+		r := &http.Request{Method: method, Host: host, RequestURI: target, Header: http.Header{}}
+		for name, val := range map[string]string{"Signature-Input": sigInput, "Signature": sig, "Content-Digest": digest, "Content-Type": ctype} {
+			if val != "" {
+				r.Header.Set(name, val)
+			}
+		}
+		_, err := v.VerifyRequest(r, body2)
+		if err != nil {
+			var ve *VerifyError
+			if !errors.As(err, &ve) || ve.Code == "" {
+				t.Fatalf("an error that is not a *VerifyError with a code: %v", err)
+			}
+			return
+		}
+		gotTarget, _, terr := canon.Target("http://" + host + target)
+		if method != "POST" || terr != nil || gotTarget != wantTarget || string(body2) != string(body) {
+			t.Fatalf("accepted a request the key never signed: %s %q body %q", method, target, body2)
+		}
+	})
+}
+
+// signFor signs w for rawURL (an http URL on port 80).
+func signFor(t testing.TB, rawURL string, w signedWebhook) (http.Header, []byte) {
+	h, body := checkRequest(t, w)
+	// Re-sign: checkRequest's base names checkURL; replace its target.
+	target, authority, err := canon.Target(rawURL)
+	require.NoError(t, err)
+	ms, err := sfv.ParseDictionary(h.Get("Signature-Input"))
+	require.NoError(t, err)
+	base := fmt.Sprintf("%q: %s\n%q: %s\n%q: %s\n%q: %s\n%q: %s\n\"@signature-params\": %s",
+		"@method", http.MethodPost, "@target-uri", target, "@authority", authority,
+		"content-type", h.Get("Content-Type"), "content-digest", h.Get("Content-Digest"), sfv.Serialize(ms[0].Items, ms[0].Params))
+	h.Set("Signature", "sig1=:"+base64.RawURLEncoding.EncodeToString(ed25519.Sign(checkKey(t), []byte(base)))+":")
+	return h, body
 }
