@@ -155,6 +155,7 @@ type faultProcs struct {
 	mu     sync.Mutex
 	live   map[int]*exec.Cmd
 	killed map[int]bool // processes stopped by SIGKILL
+	kills  []time.Time  // when
 	next   int
 }
 
@@ -222,6 +223,7 @@ func (p *faultProcs) kill(pick int, graceful bool) {
 	delete(p.live, proc)
 	if !graceful {
 		p.killed[proc] = true
+		p.kills = append(p.kills, time.Now())
 	}
 	p.mu.Unlock()
 	if graceful {
@@ -250,6 +252,20 @@ func (p *faultProcs) wasKilled(proc int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.killed[proc]
+}
+
+// killedAround reports whether a process was killed with SIGKILL between
+// just before t and a second after it: the window in which a process that
+// finished a delivery at t would still be reporting it.
+func (p *faultProcs) killedAround(t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range p.kills {
+		if !k.Before(t.Add(-10*time.Millisecond)) && !k.After(t.Add(time.Second)) {
+			return true
+		}
+	}
+	return false
 }
 
 // started is how many processes have been started.

@@ -614,12 +614,18 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
-	// A delivery's final record may be missing when the process that sent
-	// its last request was killed: between its commit and its report, as
-	// the README's crash window says.
-	reportLost := func(key string) bool {
+	// A delivery's final record may be missing when the process that
+	// finished it was killed between its commit and its report, as the
+	// README's crash window says: the process that sent its last request,
+	// or, for a delivery that failed without a request of its own (its
+	// horizon passed, its attempts were lost), one killed right after it
+	// finished.
+	reportLost := func(key string, finished time.Time) bool {
 		if procs == nil {
 			return false
+		}
+		if procs.killedAround(finished) {
+			return true
 		}
 		sender.mu.Lock()
 		defer sender.mu.Unlock()
@@ -639,7 +645,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			sink.mu.Lock()
 			l, ok := sink.last[a.receipt.ID]
 			sink.mu.Unlock()
-			if (!ok || l.WillRetry) && !reportLost(a.receipt.IdempotencyKey) {
+			if (!ok || l.WillRetry) && !reportLost(a.receipt.IdempotencyKey, ds[a.receipt.ID].FinishedAt) {
 				missing++
 			}
 		}
@@ -714,8 +720,8 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 		sink.mu.Lock()
 		recs := sink.records[a.receipt.ID]
 		sink.mu.Unlock()
-		if (len(recs) == 0 || recs[len(recs)-1].WillRetry) && !reportLost(a.receipt.IdempotencyKey) {
-			fail("delivery %s (%s): the sink never got its final record (%d records)", d.ID, d.State, len(recs))
+		if (len(recs) == 0 || recs[len(recs)-1].WillRetry) && !reportLost(a.receipt.IdempotencyKey, d.FinishedAt) {
+			fail("delivery %s (%s, %d attempts, %q, %d requests): the sink never got its final record (%d records)", d.ID, d.State, d.Attempts, d.LastError, len(reqs), len(recs))
 		}
 		if a.seqKey != "" {
 			seqs[a.seqKey] = append(seqs[a.seqKey], a.receipt.Sequence)

@@ -91,10 +91,12 @@ type MemorySupervisor struct {
 	periods    uint64                 // the highest Period of a forgotten breaker
 	seqs       map[string]int64
 	unfinished int
-	heldBytes  int64         // the size of every delivery in byID
-	order      uint64        // deliveries accepted so far
-	idPrefix   string        // random per supervisor: IDs are idPrefix + order
-	changed    chan struct{} // closed on the next change; nil when nobody waits
+	heldBytes  int64 // the size of every delivery in byID
+	// unfinishedBytes is the size of the unfinished ones.
+	unfinishedBytes int64
+	order           uint64        // deliveries accepted so far
+	idPrefix        string        // random per supervisor: IDs are idPrefix + order
+	changed         chan struct{} // closed on the next change; nil when nobody waits
 }
 
 type memDelivery struct {
@@ -229,14 +231,16 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 		return Receipt{}, fmt.Errorf("%w: %d deliveries are waiting (MemoryConfig.MaxQueued)", ErrQueueFull, s.unfinished)
 	}
 	size := d.size()
-	for s.heldBytes+size > s.maxBytes && len(s.finished) > 0 {
-		s.forgetOldestLocked()
-	}
-	if s.heldBytes+size > s.maxBytes {
-		held := s.heldBytes
+	if s.unfinishedBytes+size > s.maxBytes {
+		// Refused before anything is forgotten: a refusal costs the
+		// retained history nothing.
+		held := s.unfinishedBytes
 		s.mu.Unlock()
 		return Receipt{}, fmt.Errorf("%w: waiting deliveries hold %d bytes and this one %d (MemoryConfig.MaxQueuedBytes is %d)",
 			ErrQueueFull, held, size, s.maxBytes)
+	}
+	for s.heldBytes+size > s.maxBytes {
+		s.forgetOldestLocked() // finished ones only: the unfinished fit
 	}
 	var seq int64
 	if key := d.routing.SequenceKey; key != "" {
@@ -254,6 +258,7 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 	}
 	s.byID[md.id] = md
 	s.heldBytes += size
+	s.unfinishedBytes += size
 	s.unfinished++
 	s.ready = append(s.ready, md)
 	s.signalLocked()
@@ -543,6 +548,7 @@ func (s *MemorySupervisor) newBreakerLocked(key string) *memBreaker {
 
 func (s *MemorySupervisor) finishLocked(d *memDelivery) {
 	s.unfinished--
+	s.unfinishedBytes -= d.size
 	d.over = true
 	if d.done != nil {
 		close(d.done)

@@ -150,6 +150,12 @@ func TestMemoryQueueBoundedInBytes(t *testing.T) {
 		_, err := s.Wait(ctx, id)
 		require.NoError(t, err)
 	}
+	huge := big("huge")
+	huge.Result = map[string]any{"blob": strings.Repeat("x", 12<<10)}
+	_, err = s.SendMCP(ctx, huge)
+	require.ErrorIs(t, err, webhook.ErrQueueFull, "bigger than the whole bound")
+	_, err = s.Delivery(ids[0])
+	require.NoError(t, err, "a refusal forgets nothing")
 	_, err = s.SendMCP(ctx, big("t3"))
 	require.NoError(t, err, "finished deliveries make room")
 	_, err = s.Delivery(ids[0])
@@ -474,4 +480,36 @@ func TestMemoryStuckSinkCostIsBounded(t *testing.T) {
 	// one slot left.
 	require.LessOrEqual(t, int(most.Load()), webhook.MaxStuckSinkCalls+4, "sink goroutines held at once")
 	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "records are dropped") }, guard, time.Millisecond)
+}
+
+type typedNilError struct{}
+
+func (*typedNilError) Error() string { panic("nil receiver") }
+
+// TestMemoryTypedNilErrorsAreContained: a Sender or LogSink returning a
+// typed-nil error (whose Error method panics) costs an attempt record's
+// text, not the process.
+func TestMemoryTypedNilErrorsAreContained(t *testing.T) {
+	t.Parallel()
+	var nilErr *typedNilError
+	calls := 0
+	e := newEnv(t, newMemory, func(c *suiteConfig) {
+		c.Sender = webhook.SenderFunc(func(context.Context, *webhook.Request) (*webhook.Response, error) {
+			if calls++; calls == 1 {
+				return nil, nilErr
+			}
+			return &webhook.Response{StatusCode: 200}, nil
+		})
+		inner := c.Sink
+		c.Sink = webhook.LogSinkFunc(func(ctx context.Context, a webhook.Attempt) error {
+			_ = inner.RecordAttempt(ctx, a)
+			return nilErr
+		})
+	})
+	e.startWorker()
+	e.sendMCP(mcp("https://buyer.example/hook", "t1"))
+	as := e.deliverAll(1)
+	require.Contains(t, as[0].Error, "Error method panicked")
+	require.Equal(t, webhook.OutcomeSuccess, as[len(as)-1].Outcome)
+	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "Error method panicked") }, guard, time.Millisecond)
 }

@@ -2,12 +2,8 @@ package webhook
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
-	"net/url"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/adcpkit/webhook/internal/strictjson"
@@ -26,62 +22,6 @@ type prepared struct {
 	breakerKey string
 	routing    Routing
 }
-
-// scrub replaces, in text from a Sender (an error that may echo the
-// request), every secret the delivery carries: its URL's query, fragment,
-// query values and token-shaped path segments, its credentials, its header
-// values and its MCP body's push-notification token.
-func (d *prepared) scrub(text string) string {
-	var secrets []string
-	if u, err := url.Parse(d.url); err == nil {
-		secrets = append(secrets, u.RawQuery, u.Fragment, u.EscapedFragment())
-		for _, vs := range u.Query() {
-			secrets = append(secrets, vs...)
-		}
-		for _, seg := range strings.Split(u.EscapedPath(), "/") {
-			if tokenShaped(seg) {
-				secrets = append(secrets, seg)
-			}
-		}
-	}
-	if bytes.Contains(d.body, []byte(`"token"`)) {
-		var mcp struct {
-			Token string `json:"token"`
-		}
-		if json.Unmarshal(d.body, &mcp) == nil {
-			secrets = append(secrets, mcp.Token)
-		}
-	}
-	if a := d.routing.Authentication; a != nil {
-		secrets = append(secrets, a.Credentials)
-	}
-	for _, v := range d.routing.Headers {
-		secrets = append(secrets, v)
-	}
-	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) }) // a value inside the query after it
-	for _, s := range secrets {
-		if len(s) >= minScrubbed {
-			text = strings.ReplaceAll(text, s, "<redacted>")
-		}
-	}
-	return text
-}
-
-// errorText is a Sender's error as an attempt records it: scrubbed of the
-// delivery's secrets (before it is cut, so that no secret is cut in half
-// and kept), printable, at most maxErrorText bytes. A huge error costs no
-// more than one of maxErrorText plus the longest secret.
-func (d *prepared) errorText(err error) string {
-	text := err.Error()
-	if limit := maxErrorText + MaxCredentialsLength + maxHeaderValue; len(text) > limit {
-		text = text[:limit]
-	}
-	return printable([]byte(d.scrub(text)), maxErrorText)
-}
-
-// minScrubbed is the shortest secret scrub replaces: shorter values (a
-// query's "1" or "true") would redact ordinary words.
-const minScrubbed = 6
 
 // size is about how many bytes d holds: its strings and body.
 func (d *prepared) size() int64 {

@@ -1,13 +1,20 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+
+	"github.com/adcpkit/webhook/internal/canon"
 )
 
 // This file is where secrets stop. A buyer's URL may carry a token in its
@@ -21,9 +28,10 @@ import (
 
 // LoggableURL is the form in which the library logs and records a URL (and
 // a breaker key that is one): without userinfo, query and fragment, as the
-// AdCP webhook activity rules require, and with token-shaped path segments
-// replaced by "<redacted>". A string that is not an absolute URL is cut at
-// its first "?" or "#".
+// AdCP webhook activity rules require, its host in A-label form (the host
+// that is dialled, however it was written), its path's ";" parameters cut
+// and its token-shaped segments replaced by "<redacted>". A string that is
+// not an absolute URL is cut at its first "?" or "#".
 func LoggableURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
@@ -32,20 +40,29 @@ func LoggableURL(raw string) string {
 		}
 		return raw
 	}
+	host, err := canon.ASCIIHost(u.Host)
+	if err != nil {
+		host = "<invalid host>"
+	}
 	segs := strings.Split(u.EscapedPath(), "/")
 	for i, s := range segs {
-		if tokenShaped(s) {
-			segs[i] = "<redacted>"
+		if s, _, params := strings.Cut(s, ";"); params || tokenShaped(s) {
+			if tokenShaped(s) {
+				s = "<redacted>"
+			}
+			segs[i] = s
 		}
 	}
-	return u.Scheme + "://" + u.Host + strings.Join(segs, "/")
+	return u.Scheme + "://" + host + strings.Join(segs, "/")
 }
 
-// tokenShaped reports whether a path segment looks like a secret: 24 or
-// more characters of the base64url alphabet with both letters and digits
-// (a ULID or a UUID without dashes is redacted too; a word is not).
+// tokenShaped reports whether a path segment looks like a secret: 20 or
+// more characters of the base64, base64url, JWT or percent-encoding
+// alphabets (letters, digits and -_+/=.~%) with both letters and digits. A
+// ULID, a UUID without dashes or a JWT is redacted; a word, a date or a
+// short ID is not.
 func tokenShaped(s string) bool {
-	if len(s) < 24 {
+	if len(s) < 20 {
 		return false
 	}
 	letters, digits := false, false
@@ -55,12 +72,150 @@ func tokenShaped(s string) bool {
 			letters = true
 		case c >= '0' && c <= '9':
 			digits = true
-		case c == '-' || c == '_':
+		case strings.IndexByte("-_+/=.~%", c) >= 0:
 		default:
 			return false
 		}
 	}
 	return letters && digits
+}
+
+// errorString is err.Error(), or a description of err when its Error
+// method panics (a typed nil, say): a caller's error must not crash a
+// worker.
+func errorString(err error) (s string) {
+	defer func() {
+		if recover() != nil {
+			s = fmt.Sprintf("an error of type %T whose Error method panicked", err)
+		}
+	}()
+	return err.Error()
+}
+
+// minScrubbed is the shortest secret scrub replaces: shorter values (a
+// query's "1" or "true") would redact ordinary words.
+const minScrubbed = 6
+
+// secretForms lists every form in which d's secrets could appear in text a
+// Sender returns, longest first: its URL's query, each of its pieces and
+// values, its fragment, its token-shaped path segments, its credentials,
+// its header values and its MCP body's push-notification token; each as
+// is, JSON-escaped (with and without HTML escaping), Go-quoted, and
+// percent-encoded as a query or a path would be (in either case of hex).
+func (d *prepared) secretForms() []string {
+	var raw []string
+	if u, err := url.Parse(d.url); err == nil {
+		raw = append(raw, u.RawQuery, u.Fragment, u.EscapedFragment())
+		for _, piece := range strings.Split(u.RawQuery, "&") {
+			raw = append(raw, piece)
+			if _, v, ok := strings.Cut(piece, "="); ok {
+				raw = append(raw, v)
+			}
+		}
+		for _, vs := range u.Query() {
+			raw = append(raw, vs...)
+		}
+		for _, seg := range strings.Split(u.EscapedPath(), "/") {
+			seg, params, _ := strings.Cut(seg, ";")
+			raw = append(raw, params)
+			if tokenShaped(seg) {
+				raw = append(raw, seg)
+				if un, err := url.PathUnescape(seg); err == nil {
+					raw = append(raw, un)
+				}
+			}
+		}
+	}
+	if a := d.routing.Authentication; a != nil {
+		raw = append(raw, a.Credentials)
+	}
+	for _, v := range d.routing.Headers {
+		raw = append(raw, v)
+	}
+	raw = append(raw, bodyToken(d.body))
+	var forms []string
+	for _, s := range raw {
+		if len(s) < minScrubbed {
+			continue
+		}
+		html, _ := json.Marshal(s)
+		q, p := url.QueryEscape(s), url.PathEscape(s)
+		forms = append(forms, s, string(appendJSONString(nil, s)), string(html), strconv.Quote(s),
+			q, hexCase(q, false), hexCase(q, true), p, hexCase(p, false), hexCase(p, true))
+	}
+	for i, f := range forms {
+		forms[i] = strings.TrimSuffix(strings.TrimPrefix(f, `"`), `"`) // the quotes are not the secret
+	}
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) }) // a value inside the query after it
+	return slices.Compact(forms)
+}
+
+// hexCase rewrites the hex digits of s's percent-encodings in lower or
+// upper case.
+func hexCase(s string, upper bool) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			for j := i + 1; j <= i+2; j++ {
+				if upper {
+					b[j] = byte(unicode.ToUpper(rune(b[j])))
+				} else {
+					b[j] = byte(unicode.ToLower(rune(b[j])))
+				}
+			}
+		}
+	}
+	return string(b)
+}
+
+// bodyToken is the value of the first "token" member of an MCP body: the
+// push-notification token BuildMCPBody writes (as `,"token":"`, a sequence
+// no escaped string can hold). It scans, rather than decoding the body, so
+// that a failed attempt of a large body costs little.
+func bodyToken(body []byte) string {
+	i := bytes.Index(body, []byte(`,"token":"`))
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+len(`,"token":`):]
+	for j := 1; j < len(rest); j++ {
+		switch rest[j] {
+		case '\\':
+			j++
+		case '"':
+			var s string
+			if json.Unmarshal(rest[:j+1], &s) != nil {
+				return ""
+			}
+			return s
+		}
+	}
+	return ""
+}
+
+// scrub replaces every form of every secret d carries in text.
+func (d *prepared) scrub(text string, forms []string) string {
+	for _, f := range forms {
+		text = strings.ReplaceAll(text, f, "<redacted>")
+	}
+	return text
+}
+
+// errorText is a Sender's error as an attempt records it: scrubbed of the
+// delivery's secrets (before it is cut, so that no secret is cut in half
+// and kept), printable, at most maxErrorText bytes. A huge error costs no
+// more than one of maxErrorText plus the longest secret.
+func (d *prepared) errorText(err error) string {
+	text := errorString(err)
+	forms := d.secretForms()
+	limit := maxErrorText
+	if len(forms) > 0 {
+		limit += len(forms[0])
+	}
+	if len(text) > limit {
+		text = text[:limit]
+	}
+	return printable([]byte(d.scrub(text, forms)), maxErrorText)
 }
 
 // formatRedacted prints the struct v, whatever the verb, as
@@ -148,3 +303,22 @@ func (d Delivery) Format(f fmt.State, _ rune) { formatRedacted(f, d) }
 
 // Format hides the credentials, for every verb.
 func (a Authentication) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, a.String()) }
+
+// LogValue logs the webhook redacted, as Format prints it (slog's JSON
+// handler would otherwise print its fields as they are).
+func (w MCPWebhook) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(w)) }
+
+// LogValue logs the webhook redacted, as Format prints it.
+func (w PreparedWebhook) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(w)) }
+
+// LogValue logs the routing redacted, as Format prints it.
+func (r Routing) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(r)) }
+
+// LogValue logs the request redacted, as Format prints it.
+func (r Request) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(r)) }
+
+// LogValue logs the delivery redacted, as Format prints it.
+func (d Delivery) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(d)) }
+
+// LogValue logs the scheme without the credentials.
+func (a Authentication) LogValue() slog.Value { return slog.StringValue(a.String()) }

@@ -7,7 +7,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -111,7 +114,74 @@ func TestLoggableURL(t *testing.T) {
 		"shared?secret=1":  "shared",
 		"not a url#frag":   "not a url",
 		"http://127.0.0.1": "http://127.0.0.1",
+		"https://buyer.example/hooks/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U": "https://buyer.example/hooks/<redacted>",
+		"https://buyer.example/hooks/q3Zk8+Jx0pL2mN4oP6qR8sT0uV2w=":                                                        "https://buyer.example/hooks/<redacted>",
+		"https://buyer.example/hooks;token=Tk7qWm2Lx9/a":                                                                   "https://buyer.example/hooks/a",
+		"https://Bücher.example/hook":                                                                                      "https://xn--bcher-kva.example/hook",
+		"https://ex\u00adample.com/h":                                                                                      "https://example.com/h",
+		"https://buyer.example/2026-12-03/report":                                                                          "https://buyer.example/2026-12-03/report",
 	} {
 		require.Equal(t, want, LoggableURL(in), in)
+	}
+}
+
+// TestScrubEveryForm: a Sender's error that echoes a secret in any of the
+// encodings an HTTP client or a formatter produces is scrubbed, and a long
+// secret is not cut in half before it is.
+func TestScrubEveryForm(t *testing.T) {
+	t.Parallel()
+	token := `tok&<en>"0123456789abcdef`
+	creds := `Cr3d"ent\\ials-0123456789abcdefXYZ`
+	longToken := strings.Repeat("\U0001F600", 4000)
+	w := MCPWebhook{URL: "https://buyer.example/hook?token=abc%2Bdef%2F123&x=1", OperationID: "op", TaskID: "t", TaskType: TaskLogEvent,
+		Status: StatusCompleted, Token: token, Routing: Routing{Authentication: &Authentication{Scheme: AuthBearer, Credentials: creds}}}
+	d, err := urlPolicy{}.prepareMCP(w, at)
+	require.NoError(t, err)
+	for _, echo := range []string{
+		fmt.Sprintf("upstream refused %s with auth %q", d.body, creds),
+		"token abc%2bdef%2f123 refused", "token abc%2Bdef%2F123 refused", "token abc+def/123 refused",
+		"query token=abc%2Bdef%2F123&x=1", "creds " + url.QueryEscape(creds),
+	} {
+		got := d.errorText(errors.New(echo))
+		for _, s := range []string{token, creds, "abc+def/123", "abc%2Bdef", "abc%2bdef", "0123456789abcdef"} {
+			require.NotContains(t, got, s, "from %q", echo)
+		}
+	}
+	w.Token = longToken
+	d, err = urlPolicy{}.prepareMCP(w, at)
+	require.NoError(t, err)
+	got := d.errorText(errors.New(strings.Repeat("x", 300) + string(d.body)))
+	require.NotContains(t, got, "\U0001F600\U0001F600", "no part of a long token survives the cut")
+}
+
+type nilError struct{}
+
+func (*nilError) Error() string { panic("typed nil") }
+
+// TestErrorStringContainsPanics: a typed-nil error does not take the
+// process down.
+func TestErrorStringContainsPanics(t *testing.T) {
+	t.Parallel()
+	var e *nilError
+	require.Contains(t, errorString(e), "*webhook.nilError")
+	d, err := urlPolicy{}.prepareMCP(MCPWebhook{URL: "https://b.example/", OperationID: "o", TaskID: "t", TaskType: TaskLogEvent, Status: StatusCompleted}, at)
+	require.NoError(t, err)
+	require.Contains(t, d.errorText(e), "Error method panicked")
+}
+
+// TestSecretsUnderSlog: slog's JSON handler logs the redacted form.
+func TestSecretsUnderSlog(t *testing.T) {
+	t.Parallel()
+	const token, hdr, query = "mcp-token-0123456789abcdef", "hdr-tok-8e7d6c5b4a", "qtok4f9d2c7e1b"
+	url := "https://buyer.example/hook?token=" + query
+	auth := &Authentication{Scheme: AuthBearer, Credentials: "Zq8-uR2_kL5.mN7~pX4+wV1/cB9=jH3dF6"}
+	routing := Routing{Authentication: auth, Headers: map[string]string{"X-T": hdr}}
+	var b strings.Builder
+	log := slog.New(slog.NewJSONHandler(&b, nil))
+	log.Info("x", "mcp", MCPWebhook{URL: url, Token: token, Routing: routing}, "prepared", PreparedWebhook{URL: url, Routing: routing},
+		"routing", routing, "request", Request{URL: url, Authentication: auth, Headers: routing.Headers}, "delivery", Delivery{URL: url},
+		"auth", *auth, "pauth", auth, "pmcp", &MCPWebhook{URL: url, Token: token})
+	for _, s := range []string{token, hdr, query, auth.Credentials} {
+		require.NotContains(t, b.String(), s)
 	}
 }

@@ -342,7 +342,7 @@ func sanitizeTransportError(err error) error {
 	// net/http exports no error for headers over its limit (HTTP/1.1:
 	// "server response headers exceeded", HTTP/2: "header list larger
 	// than").
-	if msg := err.Error(); strings.Contains(msg, "response headers exceeded") || strings.Contains(msg, "header list larger than") {
+	if msg := errorString(err); strings.Contains(msg, "response headers exceeded") || strings.Contains(msg, "header list larger than") {
 		return fmt.Errorf("%w: more than %d bytes", ErrResponseHeadersTooLarge, MaxResponseHeaderBytes)
 	}
 	return fmt.Errorf("webhook: POST failed: %w", err)

@@ -236,7 +236,7 @@ func (k *core) sinkFailed(deliveryID string, attempt int, outcome Outcome, err e
 		slog.String("delivery_id", deliveryID),
 		slog.Int("attempt_number", attempt),
 		slog.String("outcome", string(outcome)),
-		slog.String("error", err.Error()))
+		slog.String("error", errorString(err)))
 }
 
 func callSink(ctx context.Context, sink LogSink, a Attempt) (err error) {
