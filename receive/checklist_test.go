@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -266,6 +268,22 @@ func BenchmarkVerifyHostileHeader(b *testing.B) {
 			}
 		})
 	}
+	// An HTTP/2 :authority may carry any UTF-8: the longest host that
+	// could be a domain name is converted, longer ones refused unread.
+	for name, n := range map[string]int{"IDN host, longest label": 4 * 63, "IDN host, 48 KB": 48000} {
+		var label strings.Builder
+		for r := rune(0x4e00); label.Len() < n-3; r++ {
+			label.WriteRune(r)
+		}
+		r := &http.Request{Method: "POST", Host: label.String() + ".example", RequestURI: "/adcp/webhook/op_1", Header: valid}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := v.VerifyRequest(r, body); err == nil {
+					b.Fatal("verified")
+				}
+			}
+		})
+	}
 }
 
 // alwaysFresh is a NonceStore that never sees a replay, so that the one
@@ -330,4 +348,115 @@ func signFor(t testing.TB, rawURL string, w signedWebhook) (http.Header, []byte)
 		"content-type", h.Get("Content-Type"), "content-digest", h.Get("Content-Digest"), sfv.Serialize(ms[0].Items, ms[0].Params))
 	h.Set("Signature", "sig1=:"+base64.RawURLEncoding.EncodeToString(ed25519.Sign(checkKey(t), []byte(base)))+":")
 	return h, body
+}
+
+// TestVerifierReviewFindings: what an adversarial review of the verifier
+// found, each a case that failed before its fix.
+func TestVerifierReviewFindings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	code := func(err error) string {
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return ve.Code
+		}
+		return fmt.Sprint(err)
+	}
+
+	t.Run("a nonce is kept while its signature is accepted", func(t *testing.T) {
+		h, body := checkRequest(t, signedWebhook{created: checkNow - 300, expires: checkNow - 30}) // in the 60 s grace
+		v := checkVerifier(t)
+		_, err := v.Verify(ctx, "POST", checkURL, h, body)
+		require.NoError(t, err)
+		_, err = v.Verify(ctx, "POST", checkURL, h, body)
+		require.Equal(t, CodeReplayed, code(err))
+		now := checkNow
+		v.now = func() time.Time { return time.Unix(now, 0) }
+		for _, at := range []int64{checkNow + 20, checkNow + 29} { // expires + 50, + 59: still accepted, so still a replay
+			now = at
+			_, err = v.Verify(ctx, "POST", checkURL, h, body)
+			require.Equal(t, CodeReplayed, code(err), "at expires%+d", at-(checkNow-30))
+		}
+	})
+
+	t.Run("the per-key cap is checked before cryptography", func(t *testing.T) {
+		keys, err := ParseJWKS([]byte(`{"keys":[` + string(vectorKeys(t)[checkKeyID]) + `]}`))
+		require.NoError(t, err)
+		store := &MemoryNonceStore{PerKeyCap: 1}
+		_, err = store.Use(ctx, checkKeyID, "someone-else", time.Unix(checkNow+300, 0), time.Unix(checkNow, 0))
+		require.NoError(t, err)
+		v, err := NewVerifier(VerifierConfig{Keys: keys, Nonces: store, Now: func() time.Time { return time.Unix(checkNow, 0) }})
+		require.NoError(t, err)
+		h, body := checkRequest(t, signedWebhook{})
+		h.Set("Signature", "sig1=:"+base64.RawURLEncoding.EncodeToString(make([]byte, 64))+":") // forged
+		_, err = v.Verify(ctx, "POST", checkURL, h, body)
+		require.Equal(t, CodeRateAbuse, code(err), "refused without verifying the forged signature")
+	})
+
+	t.Run("Host must match :authority", func(t *testing.T) {
+		h, body := checkRequest(t, signedWebhook{})
+		for host, want := range map[string]string{"buyer.example.com": "", "BUYER.example.com.": "", "other-vhost.example": CodeTargetURIMalformed} {
+			r := &http.Request{Method: "POST", Host: "buyer.example.com", RequestURI: "/adcp/webhook/op_1", TLS: &tls.ConnectionState{}, Header: h.Clone()}
+			r.Header.Set("Host", host) // as Go's HTTP/2 server leaves it
+			_, err := checkVerifier(t).VerifyRequest(r, body)
+			if want == "" {
+				require.NoError(t, err, host)
+			} else {
+				require.Equal(t, want, code(err), host)
+			}
+		}
+	})
+
+	t.Run("checks run in the checklist's order", func(t *testing.T) {
+		valid, body := checkRequest(t, signedWebhook{})
+		input := valid.Get("Signature-Input")
+		for name, c := range map[string]struct {
+			input string
+			want  string
+		}{
+			"item parameters before a bad tag": {strings.Replace(strings.Replace(input, `"@method"`, `"@method";req`, 1), SignatureTag, "other/v1", 1), CodeHeaderMalformed},
+			"@query before an unknown key":     {strings.Replace(strings.Replace(input, `"@method"`, `"@method" "@query"`, 1), checkKeyID, "nobody", 1), CodeHeaderMalformed},
+			"absent header before an unknown key": {strings.Replace(strings.Replace(input, `"@method"`, `"@method" "x-absent"`, 1), checkKeyID, "nobody", 1),
+				CodeComponentsIncomplete},
+		} {
+			h := valid.Clone()
+			h.Set("Signature-Input", c.input)
+			_, err := checkVerifier(t).Verify(ctx, "POST", checkURL, h, body)
+			require.Equal(t, c.want, code(err), name)
+		}
+	})
+
+	t.Run("JWK use, key_ops and alg", func(t *testing.T) {
+		var k map[string]any
+		require.NoError(t, json.Unmarshal(vectorKeys(t)[checkKeyID], &k))
+		with := func(edit func(map[string]any)) []byte {
+			c := maps.Clone(k)
+			edit(c)
+			b, err := json.Marshal(map[string]any{"keys": []any{c}})
+			require.NoError(t, err)
+			return b
+		}
+		_, err := ParseJWKS(with(func(c map[string]any) { c["use"] = "enc" }))
+		require.Error(t, err, "an encryption key is skipped: no usable key")
+		_, err = ParseJWKS(with(func(c map[string]any) { c["alg"] = "ES256" }))
+		require.ErrorContains(t, err, "does not match")
+		keys, err := ParseJWKS(with(func(c map[string]any) { delete(c, "key_ops") }))
+		require.NoError(t, err)
+		v, err := NewVerifier(VerifierConfig{Keys: keys, Now: func() time.Time { return time.Unix(checkNow, 0) }})
+		require.NoError(t, err)
+		h, body := checkRequest(t, signedWebhook{})
+		_, err = v.Verify(ctx, "POST", checkURL, h, body)
+		require.Equal(t, CodeKeyPurposeInvalid, code(err), "a key without key_ops")
+	})
+
+	t.Run("an overlong internationalised host costs little", func(t *testing.T) {
+		var label strings.Builder
+		for r := rune(0x4e00); label.Len() < 48000; r++ {
+			label.WriteRune(r)
+		}
+		h, body := checkRequest(t, signedWebhook{})
+		r := &http.Request{Method: "POST", Host: label.String() + ".example", RequestURI: "/x", Header: h}
+		_, err := checkVerifier(t).VerifyRequest(r, body)
+		require.Equal(t, CodeTargetURIMalformed, code(err))
+	})
 }

@@ -41,8 +41,8 @@ type VerifyingKey struct {
 	// AdcpUse must be "request-signing" or the deprecated
 	// "webhook-signing" for a webhook signature to verify.
 	AdcpUse string
-	// KeyOps, when not nil, must contain "verify"; nil (no key_ops member)
-	// allows verification.
+	// KeyOps must contain "verify" (the checklist's step 8 rejects a key
+	// without key_ops). NewVerifyingKey sets it to ["verify"].
 	KeyOps []string
 	// Alg is the key's signature algorithm ([AlgEd25519] or
 	// [AlgECDSAP256]), derived from its curve.
@@ -51,11 +51,10 @@ type VerifyingKey struct {
 }
 
 // NewVerifyingKey wraps an ed25519.PublicKey or a P-256 *ecdsa.PublicKey
-// with its kid and adcp_use, for a [Verifier]. KeyOps is left nil (verify
-// allowed). A key of another type or curve, or an empty kid, is an error
+// with its kid and adcp_use, for a [Verifier]. KeyOps is ["verify"]. A key of another type or curve, or an empty kid, is an error
 // wrapping [ErrInvalidKey].
 func NewVerifyingKey(keyID, adcpUse string, pub crypto.PublicKey) (VerifyingKey, error) {
-	k := VerifyingKey{KeyID: keyID, AdcpUse: adcpUse, key: pub}
+	k := VerifyingKey{KeyID: keyID, AdcpUse: adcpUse, KeyOps: []string{"verify"}, key: pub}
 	switch p := pub.(type) {
 	case ed25519.PublicKey:
 		if len(p) != ed25519.PublicKeySize {
@@ -77,9 +76,11 @@ func NewVerifyingKey(keyID, adcpUse string, pub crypto.PublicKey) (VerifyingKey,
 }
 
 // ParseJWKS reads a JWK Set ({"keys": [...]}) of Ed25519 (OKP) and P-256
-// (EC) public keys. Keys of other types are skipped; a malformed key of a
-// supported type, or a set with no usable key, is an error. Purpose and
-// key_ops are checked at verification, per signature.
+// (EC) public keys. Keys of other types, and keys whose "use" is not
+// "sig" (encryption keys), are skipped; a malformed key of a supported
+// type, or one whose "alg" contradicts its curve (Ed25519 is EdDSA, P-256
+// is ES256), or a set with no usable key, is an error. Purpose and key_ops
+// are checked at verification, per signature.
 func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -93,7 +94,13 @@ func ParseJWKS(data []byte) ([]VerifyingKey, error) {
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return nil, fmt.Errorf("receive: JWKS key %d: %w", i, err)
 		}
+		if j.Use != "" && j.Use != "sig" {
+			continue
+		}
 		k := VerifyingKey{KeyID: j.Kid, AdcpUse: j.AdcpUse, KeyOps: j.KeyOps}
+		if want := map[string]string{"OKP": "EdDSA", "EC": "ES256"}[j.Kty]; j.Alg != "" && want != "" && j.Alg != want {
+			return nil, fmt.Errorf("receive: JWKS key %q: alg %q does not match its %s key (%s)", j.Kid, j.Alg, j.Kty, want)
+		}
 		switch {
 		case j.Kty == "OKP" && j.Crv == "Ed25519":
 			x, err := base64.RawURLEncoding.DecodeString(j.X)
@@ -183,6 +190,15 @@ const (
 	NonceOverCap
 )
 
+// NonceCapChecker is implemented by a [NonceStore] that can say, without
+// recording anything, whether a key is at its cap. The verifier then
+// refuses such a key's signatures with CodeRateAbuse before any
+// cryptographic work (checklist step 9a), as the spec asks; Use still
+// decides the cap atomically. [MemoryNonceStore] implements it.
+type NonceCapChecker interface {
+	OverCap(ctx context.Context, keyID string, now time.Time) (bool, error)
+}
+
 // NonceStore remembers the (key ID, nonce) pairs of accepted signatures
 // until they expire. Implementations must be safe for concurrent use, and
 // Use must decide and record atomically.
@@ -218,6 +234,34 @@ type nonceEntry struct {
 	expires time.Time
 }
 
+// OverCap implements [NonceCapChecker].
+func (s *MemoryNonceStore) OverCap(_ context.Context, keyID string, now time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.keys[keyID]
+	if set == nil {
+		return false, nil
+	}
+	set.expire(now)
+	return len(set.live) >= s.limit(), nil
+}
+
+func (s *MemoryNonceStore) limit() int {
+	if s.PerKeyCap <= 0 {
+		return MemoryNonceStoreCapDefault
+	}
+	return s.PerKeyCap
+}
+
+// expire forgets the nonces that expired by now.
+func (set *nonceSet) expire(now time.Time) {
+	for len(set.order) > 0 && !now.Before(set.order[0].expires) {
+		delete(set.live, set.order[0].nonce)
+		set.order[0] = nonceEntry{}
+		set.order = set.order[1:]
+	}
+}
+
 // Use implements [NonceStore].
 func (s *MemoryNonceStore) Use(_ context.Context, keyID, nonce string, expires, now time.Time) (NonceVerdict, error) {
 	s.mu.Lock()
@@ -230,19 +274,11 @@ func (s *MemoryNonceStore) Use(_ context.Context, keyID, nonce string, expires, 
 		set = &nonceSet{live: make(map[string]bool)}
 		s.keys[keyID] = set
 	}
-	for len(set.order) > 0 && !now.Before(set.order[0].expires) {
-		delete(set.live, set.order[0].nonce)
-		set.order[0] = nonceEntry{}
-		set.order = set.order[1:]
-	}
+	set.expire(now)
 	if set.live[nonce] {
 		return NonceReplayed, nil
 	}
-	limit := s.PerKeyCap
-	if limit <= 0 {
-		limit = MemoryNonceStoreCapDefault
-	}
-	if len(set.live) >= limit {
+	if len(set.live) >= s.limit() {
 		return NonceOverCap, nil
 	}
 	set.live[nonce] = true
@@ -346,12 +382,22 @@ func (v *Verifier) VerifyRequest(r *http.Request, body []byte) (VerifiedSignatur
 	if !strings.HasPrefix(r.RequestURI, "/") || strings.Contains(r.RequestURI, "#") {
 		return VerifiedSignature{}, reject(CodeTargetURIMalformed, 10, "the request target is not an origin-form path")
 	}
+	scheme, defaultPort := "http", "80"
+	if r.TLS != nil {
+		scheme, defaultPort = "https", "443"
+	}
+	// Over HTTP/2, r.Host is :authority and a Host field, if sent, stays in
+	// the header: the two must name one authority (a request signed for one
+	// virtual host must not be routed to another).
+	if hosts := r.Header.Values("Host"); len(hosts) > 0 {
+		want, err := canon.Authority(r.Host, defaultPort)
+		got, err2 := canon.Authority(hosts[0], defaultPort)
+		if len(hosts) > 1 || err != nil || err2 != nil || got != want {
+			return VerifiedSignature{}, reject(CodeTargetURIMalformed, 10, "the Host field does not match the request's authority")
+		}
+	}
 	if v.externalURL != nil {
 		return v.Verify(r.Context(), r.Method, v.externalURL(r), r.Header, body)
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
 	}
 	return v.Verify(r.Context(), r.Method, scheme+"://"+r.Host+r.RequestURI, r.Header, body)
 }
@@ -400,6 +446,14 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	if err != nil {
 		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "the Signature value is not unpadded base64url, as the webhook profile requires")
 	}
+	if input.ItemParams {
+		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "covered components carry parameters, which the webhook profile does not use")
+	}
+	for _, c := range input.Items {
+		if strings.HasPrefix(c, "@") && c != "@method" && c != "@target-uri" && c != "@authority" {
+			return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "component %q is not supported", c)
+		}
+	}
 
 	// Step 2: parameters, each once, of the right type.
 	params := make(map[string]sfv.Param, len(input.Params))
@@ -446,11 +500,9 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		return VerifiedSignature{}, reject(CodeWindowInvalid, 5, "the signature expired at %d", e)
 	}
 
-	if input.ItemParams {
-		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "covered components carry parameters, which the webhook profile does not use")
-	}
-
-	// Step 6: covered components, each once.
+	// Step 6: covered components, each once, every covered header present
+	// on one line of bounded size (Content-Type and Content-Digest have one
+	// value; a field sent twice means two things to two readers).
 	for i, c := range input.Items {
 		if slices.Contains(input.Items[:i], c) {
 			return VerifiedSignature{}, reject(CodeHeaderMalformed, 6, "component %q is covered twice", c)
@@ -461,8 +513,21 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 			return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "component %q is not covered", c)
 		}
 	}
+	for _, c := range input.Items {
+		if strings.HasPrefix(c, "@") {
+			continue
+		}
+		switch vals := header.Values(c); {
+		case len(vals) == 0:
+			return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "covered header %q is absent", c)
+		case len(vals) > 1:
+			return VerifiedSignature{}, reject(CodeHeaderMalformed, 6, "covered header %q appears %d times; once is allowed", c, len(vals))
+		case len(vals[0]) > MaxSignatureHeaderBytes:
+			return VerifiedSignature{}, reject(CodeHeaderMalformed, 6, "covered header %q is longer than %d bytes", c, MaxSignatureHeaderBytes)
+		}
+	}
 
-	// Steps 7 to 9: the key (the per-key cap, 9a, comes last, with replay).
+	// Steps 7 to 9: the key.
 	key, ok := v.keys[keyID]
 	if !ok {
 		return VerifiedSignature{}, reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
@@ -470,8 +535,8 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	if key.AdcpUse != "request-signing" && key.AdcpUse != "webhook-signing" {
 		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q has adcp_use %q", keyID, key.AdcpUse)
 	}
-	if key.KeyOps != nil && !slices.Contains(key.KeyOps, "verify") {
-		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q does not allow verify", keyID)
+	if !slices.Contains(key.KeyOps, "verify") {
+		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q has no \"verify\" in key_ops", keyID)
 	}
 	if key.Alg != alg {
 		return VerifiedSignature{}, reject(CodeKeyPurposeInvalid, 8, "key %q is for %s, not %s", keyID, key.Alg, alg)
@@ -479,6 +544,16 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	if v.revocations != nil {
 		if err := v.revocations.CheckKey(ctx, keyID, now); err != nil {
 			return VerifiedSignature{}, err
+		}
+	}
+	// Step 9a, before any cryptography, when the store can tell: the
+	// per-key cap. (Use decides it again, atomically, at step 12.)
+	if capper, ok := v.nonces.(NonceCapChecker); ok {
+		switch over, err := capper.OverCap(ctx, keyID, now); {
+		case err != nil:
+			return VerifiedSignature{}, fmt.Errorf("receive: nonce store: %w", err)
+		case over:
+			return VerifiedSignature{}, reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
 		}
 	}
 
@@ -497,20 +572,8 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 			value = target
 		case "@authority":
 			value = authority
-		default:
-			if strings.HasPrefix(c, "@") {
-				return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "component %q is not supported", c)
-			}
-			vals := header.Values(c)
-			switch {
-			case len(vals) == 0:
-				return VerifiedSignature{}, reject(CodeComponentsIncomplete, 6, "covered header %q is absent", c)
-			case len(vals) > 1:
-				// Content-Type and Content-Digest have one value; a field
-				// sent twice means two things to two readers.
-				return VerifiedSignature{}, reject(CodeHeaderMalformed, 10, "covered header %q appears %d times; once is allowed", c, len(vals))
-			}
-			value = strings.TrimSpace(vals[0])
+		default: // checked at step 6: present, once
+			value = strings.TrimSpace(header.Get(c))
 		}
 		b.WriteString(strconv.Quote(c))
 		b.WriteString(": ")
@@ -528,9 +591,11 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		return VerifiedSignature{}, err
 	}
 
-	// Steps 9a and 12, last so that only authenticated requests reach the
-	// nonce store: the per-key cap, and replay.
-	switch verdict, err := v.nonces.Use(ctx, keyID, nonce, time.Unix(expires.Int, 0), now); {
+	// Steps 9a and 12, last so that only authenticated requests write to
+	// the nonce store: the per-key cap, and replay. The nonce is kept as
+	// long as the signature could still be accepted: until expires plus
+	// the skew allowance (and a second, as now is read in whole seconds).
+	switch verdict, err := v.nonces.Use(ctx, keyID, nonce, time.Unix(expires.Int, 0).Add(v.skew+time.Second), now); {
 	case err != nil:
 		return VerifiedSignature{}, fmt.Errorf("receive: nonce store: %w", err)
 	case verdict == NonceReplayed:

@@ -90,11 +90,50 @@ func ASCIIHost(hostport string) (string, error) {
 	if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
 		host, port = hostport[:i], hostport[i:]
 	}
-	a, err := idna.Lookup.ToASCII(host)
-	if err != nil || !utf8.ValidString(host) || !isASCII(port) {
+	a, err := toASCII(host)
+	if err != nil || !isASCII(port) {
 		return "", malformed("host is not a valid internationalised domain name")
 	}
 	return strings.ToLower(a) + port, nil
+}
+
+// DNS limits: a label of at most 63 bytes, a name of at most 253. Punycode
+// grows no label by more than maxULabelBytes/63, so longer input is refused
+// before conversion, whose cost is quadratic in a label's length.
+const (
+	maxLabel       = 63
+	maxName        = 253
+	maxULabelBytes = 4 * maxLabel
+	maxUNameBytes  = 4 * maxName
+)
+
+// toASCII converts a host with U-labels to A-labels (UTS #46
+// nontransitional), refusing, before the conversion, input longer than
+// any valid name could be written in, and after it, names over the DNS
+// limits.
+func toASCII(host string) (string, error) {
+	if !utf8.ValidString(host) || len(host) > maxUNameBytes {
+		return "", malformed("host is not a valid internationalised domain name")
+	}
+	// Labels end at any of the dots UTS #46 maps to ".".
+	for _, label := range strings.FieldsFunc(host, func(r rune) bool { return r == '.' || r == '。' || r == '．' || r == '｡' }) {
+		if len(label) > maxULabelBytes {
+			return "", malformed("host has a label longer than a domain name allows")
+		}
+	}
+	a, err := idna.Lookup.ToASCII(host)
+	if err != nil {
+		return "", malformed("host is not a valid internationalised domain name")
+	}
+	if len(strings.TrimSuffix(a, ".")) > maxName {
+		return "", malformed("host is longer than %d bytes as A-labels", maxName)
+	}
+	for _, label := range strings.Split(a, ".") {
+		if len(label) > maxLabel {
+			return "", malformed("host has a label longer than %d bytes as an A-label", maxLabel)
+		}
+	}
+	return a, nil
 }
 
 func isASCII(s string) bool {
@@ -143,9 +182,9 @@ func Authority(auth, defaultPort string) (string, error) {
 			host, port = auth[:i], auth[i+1:]
 		}
 		if !isASCII(host) {
-			a, err := idna.Lookup.ToASCII(host)
-			if err != nil || !utf8.ValidString(host) {
-				return "", malformed("host is not a valid internationalised domain name")
+			a, err := toASCII(host)
+			if err != nil {
+				return "", err
 			}
 			host = a
 		}

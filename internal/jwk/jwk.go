@@ -9,6 +9,7 @@ type Key struct {
 	Kty     string   `json:"kty"`
 	Crv     string   `json:"crv"`
 	Alg     string   `json:"alg"`
+	Use     string   `json:"use"`
 	X       string   `json:"x"`
 	Y       string   `json:"y"`
 	D       string   `json:"d"`
