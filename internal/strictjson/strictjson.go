@@ -225,20 +225,27 @@ func (c *checker) array(depth int) error {
 		if err := c.value(depth); err != nil {
 			return err
 		}
-		c.space()
-		if c.i >= len(c.data) {
-			return c.syntax()
+		if more, err := c.separator(']'); !more {
+			return err
 		}
+	}
+}
+
+// separator reads what follows an element or member: a comma (more
+// follow) or the closing bracket.
+func (c *checker) separator(closing byte) (more bool, err error) {
+	c.space()
+	if c.i < len(c.data) {
 		switch c.data[c.i] {
 		case ',':
 			c.i++
-		case ']':
+			return true, nil
+		case closing:
 			c.i++
-			return nil
-		default:
-			return c.syntax()
+			return false, nil
 		}
 	}
+	return false, c.syntax()
 }
 
 // smallObject is how many names an object may have before its names go
@@ -303,18 +310,8 @@ func (c *checker) object(depth int) error {
 		if err := c.value(depth); err != nil {
 			return err
 		}
-		c.space()
-		if c.i >= len(c.data) {
-			return c.syntax()
-		}
-		switch c.data[c.i] {
-		case ',':
-			c.i++
-		case '}':
-			c.i++
-			return nil
-		default:
-			return c.syntax()
+		if more, err := c.separator('}'); !more {
+			return err
 		}
 	}
 }
