@@ -421,11 +421,17 @@ func (k *core) record(d *prepared, id string, seq int64, n int, s sent) Attempt 
 }
 
 func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
+	url, breakerKey := LoggableURL(d.url), d.breakerKey
+	if breakerKey == d.url { // the default: one conversion, not two
+		breakerKey = url
+	} else {
+		breakerKey = LoggableURL(breakerKey)
+	}
 	return Attempt{
 		DeliveryID:       id,
 		IdempotencyKey:   d.key,
-		URL:              LoggableURL(d.url),
-		BreakerKey:       LoggableURL(d.breakerKey),
+		URL:              url,
+		BreakerKey:       breakerKey,
 		SequenceKey:      d.routing.SequenceKey,
 		SequenceNumber:   seq,
 		MaxAttempts:      max(k.retry.MaxAttempts, 0),

@@ -33,6 +33,9 @@ import (
 // and its token-shaped segments replaced by "<redacted>". A string that is
 // not an absolute URL is cut at its first "?" or "#".
 func LoggableURL(raw string) string {
+	if alreadyLoggable(raw) {
+		return raw
+	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
 		if i := strings.IndexAny(raw, "?#"); i >= 0 {
@@ -54,6 +57,31 @@ func LoggableURL(raw string) string {
 		}
 	}
 	return u.Scheme + "://" + host + strings.Join(segs, "/")
+}
+
+// alreadyLoggable reports, without allocating, that raw is its own
+// loggable form: an http(s) URL of plain characters (no userinfo, query,
+// fragment, parameters, escapes or non-ASCII) with no token-shaped path
+// segment. Most webhook URLs are.
+func alreadyLoggable(raw string) bool {
+	rest, ok := strings.CutPrefix(raw, "https://")
+	if !ok {
+		if rest, ok = strings.CutPrefix(raw, "http://"); !ok {
+			return false
+		}
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~/:", c) >= 0) {
+			return false
+		}
+	}
+	for seg := range strings.SplitSeq(rest, "/") {
+		if tokenShaped(seg) {
+			return false
+		}
+	}
+	return true
 }
 
 // tokenShaped reports whether a path segment looks like a secret: 20 or
