@@ -383,6 +383,9 @@ func describeResponse(r *Response) string {
 	if text := http.StatusText(r.StatusCode); text != "" {
 		s += " " + text
 	}
+	if code := SignatureErrorCode(r.Header); code != "" && r.StatusCode == http.StatusUnauthorized {
+		s += " (" + code + ")" // the buyer verifier's classification, from the taxonomy
+	}
 	return s
 }
 

@@ -166,7 +166,15 @@ type Classifier func(resp *Response, err error, now time.Time) Classification
 //     breaker failure;
 //   - 408, 5xx: retry, breaker failure;
 //   - 425, 429: retry, not a breaker failure (the endpoint is alive);
-//   - 401 with WWW-Authenticate naming a "webhook_" signature error: fail;
+//   - 401 with WWW-Authenticate: Signature error="webhook_*" (the buyer's
+//     verifier refused the signature, its authority or its mode): fail,
+//     not a breaker failure; the code is recorded in the attempt's error.
+//     Every retry would be refused the same way (AdCP 3.2 makes it
+//     terminal for the delivery);
+//   - any other 401: retry, not a breaker failure. AdCP 3.2 says a seller
+//     SHOULD treat it as a transient configuration error of the receiver:
+//     retried on the normal schedule, never a reason to disable anything,
+//     and no sign that the endpoint is down;
 //   - 409 (key bound to another payload), 3xx (never followed), other 4xx
 //     and anything else: fail, not a breaker failure.
 //
@@ -193,8 +201,34 @@ func DefaultClassifier(resp *Response, err error, now time.Time) Classification 
 		return Classification{Verdict: VerdictRetry, BreakerFailure: true}
 	case code == http.StatusTooEarly:
 		return Classification{Verdict: VerdictRetry}
+	case code == http.StatusUnauthorized && SignatureErrorCode(resp.Header) == "":
+		return Classification{Verdict: VerdictRetry}
 	}
 	return Classification{Verdict: VerdictFail}
+}
+
+// SignatureErrorCode returns the AdCP webhook error code of a receiver's
+// "WWW-Authenticate: Signature error=\"webhook_...\"" challenge, or "" when
+// there is none. Only a code of the taxonomy's shape (webhook_ and lower
+// case letters, digits and underscores, at most 64 bytes) is returned, so
+// it is safe to record and log.
+func SignatureErrorCode(h http.Header) string {
+	for _, v := range h.Values("WWW-Authenticate") {
+		scheme, params, _ := strings.Cut(strings.TrimSpace(v), " ")
+		if !strings.EqualFold(scheme, "Signature") {
+			continue
+		}
+		i := strings.Index(params, `error="`)
+		if i < 0 {
+			continue
+		}
+		code, _, ok := strings.Cut(params[i+len(`error="`):], `"`)
+		if ok && len(code) <= 64 && strings.HasPrefix(code, "webhook_") &&
+			strings.IndexFunc(code, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') }) < 0 {
+			return code
+		}
+	}
+	return ""
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.

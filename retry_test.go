@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,10 @@ func TestDefaultClassifier(t *testing.T) {
 		"301":             {resp(301, "Location", "https://elsewhere.example/"), nil, Classification{Verdict: VerdictFail}},
 		"400":             {resp(400), nil, Classification{Verdict: VerdictFail}},
 		"401 sig":         {resp(401, "WWW-Authenticate", `Signature error="webhook_signature_invalid"`), nil, Classification{Verdict: VerdictFail}},
+		"401 mode":        {resp(401, "WWW-Authenticate", `Signature error="webhook_mode_mismatch", realm="x"`), nil, Classification{Verdict: VerdictFail}},
+		"401 plain":       {resp(401), nil, Classification{Verdict: VerdictRetry}},
+		"401 bearer":      {resp(401, "WWW-Authenticate", `Bearer realm="buyer"`), nil, Classification{Verdict: VerdictRetry}},
+		"401 other code":  {resp(401, "WWW-Authenticate", `Signature error="request_signature_invalid"`), nil, Classification{Verdict: VerdictRetry}},
 		"404":             {resp(404), nil, Classification{Verdict: VerdictFail}},
 		"409":             {resp(409), nil, Classification{Verdict: VerdictFail}},
 		"422":             {resp(422), nil, Classification{Verdict: VerdictFail}},
@@ -129,4 +134,20 @@ func TestRetryDelayNeverOverflows(t *testing.T) {
 		prev = d
 	}
 	require.Equal(t, time.Duration(math.MaxInt64), prev)
+}
+
+func TestSignatureErrorCode(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]string{
+		`Signature error="webhook_signature_invalid"`:               "webhook_signature_invalid",
+		`signature error="webhook_target_uri_malformed", realm="x"`: "webhook_target_uri_malformed",
+		`Bearer error="webhook_signature_invalid"`:                  "",
+		`Signature error="webhook_<script>"`:                        "",
+		`Signature error="webhook_` + strings.Repeat("a", 80) + `"`: "",
+		`Signature`: "",
+	} {
+		require.Equal(t, want, SignatureErrorCode(http.Header{"Www-Authenticate": {v}}), v)
+	}
+	require.Equal(t, "HTTP 401 Unauthorized (webhook_signature_invalid)",
+		describeResponse(&Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {`Signature error="webhook_signature_invalid"`}}}))
 }

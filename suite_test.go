@@ -425,6 +425,25 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Contains(t, e.logs.String(), "circuit breaker open", "the breaker's transition was logged")
 	})
 
+	t.Run("ReceiverAnswers401PerAdCP32", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Breaker.FailureThreshold = 1 })
+		plain, refused := "https://buyer.example/misconfigured", "https://buyer.example/verifier"
+		e.sender.on(plain, step{status: 401}, step{status: 401})
+		e.sender.on(refused, step{status: 401, header: http.Header{"Www-Authenticate": {`Signature error="webhook_signature_key_unknown"`}}})
+		e.startWorker()
+		e.sendMCP(mcp(plain, "t1"))
+		as := e.deliverAll(1)
+		require.Equal(t, []bool{true, true, false}, willRetry(as), "a plain 401 is retried on the normal schedule")
+		require.Equal(t, webhook.OutcomeSuccess, as[2].Outcome)
+		e.sendMCP(mcp(refused, "t2"))
+		as = e.deliverAll(1)
+		require.Len(t, as, 1, "a webhook_* refusal is terminal for the delivery")
+		require.Equal(t, "HTTP 401 Unauthorized (webhook_signature_key_unknown)", as[0].Error)
+		e.sendMCP(mcp(plain, "t3"))
+		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome, "neither kind of 401 opened the breaker")
+	})
+
 	t.Run("AllAttemptsFail", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup)
