@@ -93,7 +93,13 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	if nid != "" && !validKeyChars(nid, 1, 255) {
 		return nil, "", invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
 	}
-	if nid == "" && w.Status.Terminal() {
+	if nid != "" && DeliveryReport(w.NotificationType) {
+		return nil, "", invalid("NotificationID", "is set on a %q delivery report; delivery reports carry no notification_id (receivers de-duplicate them by idempotency_key): leave it empty", w.NotificationType)
+	}
+	switch {
+	case w.OmitNotificationID:
+		nid = ""
+	case nid == "" && w.NotificationType == "" && w.Status.Terminal():
 		// The default is omitted when the task ID cannot form a valid one.
 		if def := w.TaskID + ".terminal"; validKeyChars(def, 1, 255) {
 			nid = def

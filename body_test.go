@@ -209,3 +209,49 @@ func FuzzBuildMCPBody(f *testing.F) {
 		}
 	})
 }
+
+// TestNotificationIDPerType: the default "<task_id>.terminal" belongs to
+// task webhooks; delivery reports carry no notification_id at all; other
+// notification types carry what the caller sets; and it can be omitted.
+func TestNotificationIDPerType(t *testing.T) {
+	t.Parallel()
+	base := MCPWebhook{OperationID: "op", TaskID: "task_9", TaskType: TaskCreateMediaBuy, Status: StatusCompleted}
+	nid := func(w MCPWebhook) (string, error) {
+		body, _, err := BuildMCPBody(w, at)
+		if err != nil {
+			return "", err
+		}
+		var got struct {
+			NotificationID *string `json:"notification_id"`
+		}
+		require.NoError(t, json.Unmarshal(body, &got))
+		if got.NotificationID == nil {
+			return "<absent>", nil
+		}
+		return *got.NotificationID, nil
+	}
+	with := func(f func(*MCPWebhook)) MCPWebhook { w := base; f(&w); return w }
+
+	got, err := nid(base)
+	require.NoError(t, err)
+	require.Equal(t, "task_9.terminal", got, "a terminal task webhook")
+	got, _ = nid(with(func(w *MCPWebhook) { w.OmitNotificationID = true }))
+	require.Equal(t, "<absent>", got, "omitted on request")
+	got, _ = nid(with(func(w *MCPWebhook) { w.Status = StatusWorking }))
+	require.Equal(t, "<absent>", got, "not terminal")
+	for _, typ := range []string{NotificationScheduled, NotificationFinal, NotificationDelayed, NotificationAdjusted, NotificationWindowUpdate} {
+		got, err = nid(with(func(w *MCPWebhook) { w.TaskType, w.NotificationType = "media_buy_delivery", typ }))
+		require.NoError(t, err)
+		require.Equal(t, "<absent>", got, "a %s delivery report, terminal status or not", typ)
+		_, err = nid(with(func(w *MCPWebhook) {
+			w.TaskType, w.NotificationType, w.NotificationID = "media_buy_delivery", typ, "nid.1"
+		}))
+		var ve *ValidationError
+		require.ErrorAs(t, err, &ve, typ)
+		require.Equal(t, "NotificationID", ve.Field)
+	}
+	got, _ = nid(with(func(w *MCPWebhook) { w.NotificationType = "impairment" }))
+	require.Equal(t, "<absent>", got, "no task default for an event with its own identity")
+	got, _ = nid(with(func(w *MCPWebhook) { w.NotificationType, w.NotificationID = "impairment", "imp_42" }))
+	require.Equal(t, "imp_42", got)
+}

@@ -79,10 +79,18 @@ type MCPWebhook struct {
 	Message string
 	// ContextID is the session correlation identifier.
 	ContextID string
-	// NotificationID identifies the logical notification. It defaults to
-	// "<TaskID>.terminal" for the terminal statuses completed, failed,
-	// canceled and rejected, and is omitted otherwise.
+	// NotificationID identifies the logical notification, stable across
+	// re-emissions. For a task webhook (no Routing.NotificationType) it
+	// defaults to "<TaskID>.terminal" for the terminal statuses completed,
+	// failed, canceled and rejected, and is omitted otherwise; for other
+	// notification types it is what the caller sets (the spec ties it to
+	// each event's own identity, see notification-type.json). Delivery
+	// reports (NotificationType scheduled, final, delayed, adjusted or
+	// window_update) carry none: setting one is a ValidationError.
 	NotificationID string
+	// OmitNotificationID leaves notification_id out of the body, default
+	// included.
+	OmitNotificationID bool
 	// Protocol is the AdCP protocol. It defaults to the protocol of TaskType
 	// (see [ProtocolForTaskType]) and is omitted when that is unknown.
 	Protocol Protocol

@@ -153,3 +153,24 @@ func ProtocolForTaskType(t TaskType) (Protocol, bool) {
 	p, ok := taskProtocols[t]
 	return p, ok
 }
+
+// The delivery-report notification types (notification-type.json):
+// point-in-time reports on a media buy's reporting_webhook, which carry no
+// notification_id and a sequence_number per reporting stream.
+const (
+	NotificationScheduled    = "scheduled"
+	NotificationFinal        = "final"
+	NotificationDelayed      = "delayed"
+	NotificationAdjusted     = "adjusted"
+	NotificationWindowUpdate = "window_update"
+)
+
+// DeliveryReport reports whether notificationType is one of the
+// delivery-report types, which AdCP sends without a notification_id.
+func DeliveryReport(notificationType string) bool {
+	switch notificationType {
+	case NotificationScheduled, NotificationFinal, NotificationDelayed, NotificationAdjusted, NotificationWindowUpdate:
+		return true
+	}
+	return false
+}
