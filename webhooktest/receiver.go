@@ -1,11 +1,19 @@
 // Package webhooktest provides a webhook receiver for tests, in the spirit
 // of net/http/httptest: a loopback buyer endpoint that verifies signatures,
-// records every delivery, answers duplicate idempotency keys with 200 as
-// AdCP receivers must, and fails on demand.
+// records every delivery, follows the AdCP 3.2 receiver contract for
+// idempotency keys, and fails on demand.
+//
+// The contract, per key: the first delivery owns the key, bound to the
+// SHA-256 of its body's RFC 8785 (JCS) canonical form; an identical
+// delivery is answered 503 while the owner is still being handled (see
+// [Receiver.HoldNext]) and 200 once it was acknowledged; a delivery with a
+// changed canonical payload is answered 409 and not dispatched. A body
+// that is not strict JSON is answered 400.
 package webhooktest
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,6 +23,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gowebpki/jcs"
+
+	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/adcpkit/webhook/receive"
 )
 
@@ -55,9 +66,15 @@ type Delivery struct {
 	Body   []byte
 	// IdempotencyKey is the body's idempotency_key member, if any.
 	IdempotencyKey string
-	// Duplicate reports that an earlier request with the same key was
-	// already acknowledged with 2xx.
+	// Duplicate reports that an earlier request with the same key and
+	// canonical payload was already acknowledged with 2xx.
 	Duplicate bool
+	// InProgress reports that an identical delivery was still being
+	// handled: it was answered 503.
+	InProgress bool
+	// Conflict reports that the key was bound to another canonical
+	// payload: it was answered 409.
+	Conflict bool
 	// VerifyErr is the signature verification error, if any (checked
 	// before any fault is applied).
 	VerifyErr error
@@ -80,13 +97,50 @@ type Receiver struct {
 	mu         sync.Mutex
 	faults     []Fault
 	deliveries []Delivery
-	acked      map[string]bool
+	keys       map[string]*keyState
+	hold       *Hold   // set by HoldNext: the next new key waits for it
+	holds      []*Hold // every hold, released by Close
 	changed    chan struct{}
+}
+
+// keyState is one idempotency key's binding.
+type keyState struct {
+	fingerprint [sha256.Size]byte // of the JCS canonical body
+	done        bool              // acknowledged
+}
+
+// Hold keeps one delivery "in processing"; see [Receiver.HoldNext].
+type Hold struct {
+	held    chan struct{} // closed when a delivery is being held
+	release chan struct{} // closed by Release
+	once    sync.Once
+}
+
+// Held is closed once a delivery is being held: from then until Release,
+// identical deliveries are answered 503.
+func (h *Hold) Held() <-chan struct{} { return h.held }
+
+// Release lets the held delivery finish: it is answered 200 and later
+// identical deliveries are answered 200 as duplicates. Release is
+// idempotent, and [Receiver.Close] releases every hold.
+func (h *Hold) Release() { h.once.Do(func() { close(h.release) }) }
+
+// HoldNext makes the receiver keep the next delivery of a new key "in
+// processing" until the returned hold is released, so tests can exercise a
+// sender's handling of 503 for a delivery the buyer is still processing.
+// A later HoldNext replaces one that has not yet caught a delivery.
+func (r *Receiver) HoldNext() *Hold {
+	h := &Hold{held: make(chan struct{}), release: make(chan struct{})}
+	r.mu.Lock()
+	r.hold = h
+	r.holds = append(r.holds, h)
+	r.mu.Unlock()
+	return h
 }
 
 // NewReceiver starts a receiver. Call Close when done.
 func NewReceiver(cfg Config) *Receiver {
-	r := &Receiver{verifier: cfg.Verifier, maxBody: cfg.MaxBody, acked: map[string]bool{}, changed: make(chan struct{})}
+	r := &Receiver{verifier: cfg.Verifier, maxBody: cfg.MaxBody, keys: map[string]*keyState{}, changed: make(chan struct{})}
 	if r.maxBody <= 0 {
 		r.maxBody = receive.MaxBodyBytes
 	}
@@ -95,9 +149,15 @@ func NewReceiver(cfg Config) *Receiver {
 	return r
 }
 
-// Close shuts the receiver down, cutting off requests still held by a
-// Delay or SlowBody fault.
+// Close shuts the receiver down, releasing every [Hold] and cutting off
+// requests still held by a Delay or SlowBody fault.
 func (r *Receiver) Close() {
+	r.mu.Lock()
+	holds := r.holds
+	r.mu.Unlock()
+	for _, h := range holds {
+		h.Release() // a held request would keep Close waiting
+	}
 	r.srv.CloseClientConnections()
 	r.srv.Close()
 }
@@ -189,13 +249,48 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	if strictjson.Check(body) != nil {
+		d.Status = http.StatusBadRequest
+		w.WriteHeader(d.Status)
+		r.record(d)
+		return
+	}
+	canonical, err := jcs.Transform(body)
+	if err != nil {
+		d.Status = http.StatusBadRequest
+		w.WriteHeader(d.Status)
+		r.record(d)
+		return
+	}
+	fp := sha256.Sum256(canonical)
 	r.mu.Lock()
-	if d.IdempotencyKey != "" {
-		d.Duplicate = r.acked[d.IdempotencyKey]
-		r.acked[d.IdempotencyKey] = true
+	var hold *Hold
+	st := r.keys[d.IdempotencyKey]
+	switch {
+	case d.IdempotencyKey == "":
+		d.Status = http.StatusOK
+	case st == nil:
+		st = &keyState{fingerprint: fp}
+		r.keys[d.IdempotencyKey] = st
+		hold, r.hold = r.hold, nil
+		d.Status = http.StatusOK
+	case st.fingerprint != fp:
+		d.Conflict, d.Status = true, http.StatusConflict
+	case !st.done:
+		d.InProgress, d.Status = true, http.StatusServiceUnavailable
+	default:
+		d.Duplicate, d.Status = true, http.StatusOK
 	}
 	r.mu.Unlock()
-	d.Status = http.StatusOK
+	if hold != nil {
+		close(hold.held)
+		<-hold.release // the owner is processing; it finishes even if the sender gave up
+	}
+	if st != nil && d.Status == http.StatusOK && !d.Duplicate {
+		r.mu.Lock()
+		st.done = true
+		r.mu.Unlock()
+	}
 	w.WriteHeader(d.Status)
 	r.record(d)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +139,55 @@ func TestReceiverAcknowledgesDuplicates(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, got[0].Duplicate)
 	require.True(t, got[1].Duplicate)
+}
+
+// TestReceiverFollowsTheAdCP32Contract: per key, a canonical-payload
+// binding: 200 for a completed duplicate (however it is serialised), 409
+// for a changed payload, 503 while an identical delivery is still being
+// handled, 400 for a body that is not strict JSON.
+func TestReceiverFollowsTheAdCP32Contract(t *testing.T) {
+	t.Parallel()
+	rcv := webhooktest.NewReceiver(webhooktest.Config{})
+	defer rcv.Close()
+	post := func(body string) int {
+		resp, err := http.Post(rcv.URL+"/hook", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const a = `{"idempotency_key":"whk_aaaaaaaaaaaaaaaa","status":"completed","result":{"x":1,"y":[1.0,2]}}`
+	require.Equal(t, http.StatusOK, post(a))
+	require.Equal(t, http.StatusOK, post(`{ "result":{"y":[1,2e0],"x":1}, "status":"completed", "idempotency_key":"whk_aaaaaaaaaaaaaaaa" }`),
+		"the same canonical payload, serialised otherwise: a duplicate")
+	require.Equal(t, http.StatusConflict, post(`{"idempotency_key":"whk_aaaaaaaaaaaaaaaa","status":"failed"}`))
+	require.Equal(t, http.StatusOK, post(a), "the first binding is kept")
+
+	hold := rcv.HoldNext()
+	const b = `{"idempotency_key":"whk_bbbbbbbbbbbbbbbb","status":"completed"}`
+	held := make(chan int, 1)
+	go func() { held <- post(b) }()
+	<-hold.Held()
+	require.Equal(t, http.StatusServiceUnavailable, post(b), "the owner is still processing")
+	hold.Release()
+	require.Equal(t, http.StatusOK, <-held)
+	require.Equal(t, http.StatusOK, post(b), "acknowledged: a duplicate")
+
+	require.Equal(t, http.StatusBadRequest, post(`{"idempotency_key":"whk_cccccccccccccccc","a":1,"a":2}`))
+
+	var dup, inProgress, conflict int
+	for _, d := range rcv.Deliveries() {
+		dup += btoi(d.Duplicate)
+		inProgress += btoi(d.InProgress)
+		conflict += btoi(d.Conflict)
+	}
+	require.Equal(t, 1, conflict)
+	require.Equal(t, 1, inProgress)
+	require.Equal(t, 3, dup)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
