@@ -22,3 +22,10 @@ func BreakerFailures(s *MemorySupervisor, key string) int {
 	}
 	return 0
 }
+
+// ShortHorizon lets p's Horizon be below HorizonMin, for tests that run a
+// horizon out in real time (the fault model); users cannot.
+func ShortHorizon(p RetryPolicy) RetryPolicy {
+	p.shortHorizon = true
+	return p
+}

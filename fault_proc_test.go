@@ -83,7 +83,7 @@ func runFaultWorker(spec string) int {
 	defer pool.Close()
 	remote := &faultRemote{parent: s.Parent, proc: strconv.Itoa(s.Proc)}
 	cfg := webhook.PostgresConfig{Breaker: s.Breaker, LogSink: remote, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Retry:       webhook.RetryPolicy{MaxAttempts: s.MaxAttempts, BaseDelay: s.BaseDelay, MaxDelay: s.MaxDelay, Horizon: s.Horizon},
+		Retry:       webhook.ShortHorizon(webhook.RetryPolicy{MaxAttempts: s.MaxAttempts, BaseDelay: s.BaseDelay, MaxDelay: s.MaxDelay, Horizon: s.Horizon}),
 		Concurrency: s.Concurrency, ClaimBatch: s.ClaimBatch, PollOnly: true, PollInterval: s.PollInterval,
 		LeaseDuration: s.LeaseDuration, DrainTimeout: s.DrainTimeout, Retention: -1}
 	sup, err := webhook.NewPostgresSupervisor(pool, remote, cfg)

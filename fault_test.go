@@ -347,6 +347,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 	if rng.IntN(3) == 0 {
 		retry.Horizon = time.Duration(pick(20, 200)) * time.Millisecond
 	}
+	retry = webhook.ShortHorizon(retry) // 0 still means the default, a day: none within a run
 	breaker := webhook.BreakerPolicy{FailureThreshold: pick(1, 4), SuccessThreshold: pick(1, 2), HalfOpenProbes: pick(1, 2),
 		OpenTimeout: time.Duration(pick(5, 40)) * time.Millisecond}
 	if rng.IntN(4) == 0 {

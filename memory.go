@@ -190,8 +190,9 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 // DeliveryStateIsDurable reports false: the queue lives in process memory.
 func (s *MemorySupervisor) DeliveryStateIsDurable() bool { return false }
 
-// DeliveryRetryHorizon returns [RetryPolicy.Horizon].
-func (s *MemorySupervisor) DeliveryRetryHorizon() time.Duration { return s.k.retry.Horizon }
+// DeliveryRetryHorizon returns [RetryPolicy.Horizon] (24 h unless
+// configured), or 0 for [NoHorizon].
+func (s *MemorySupervisor) DeliveryRetryHorizon() time.Duration { return max(s.k.retry.Horizon, 0) }
 
 // SendMCP validates w, builds its body once and queues it. See [Supervisor].
 func (s *MemorySupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt, error) {

@@ -64,7 +64,7 @@ func TestNewMemorySupervisorRejectsBadInput(t *testing.T) {
 	for name, cfg := range map[string]webhook.MemoryConfig{
 		"MemoryConfig.Retry.MaxAttempts":        {Retry: webhook.RetryPolicy{MaxAttempts: 1 << 31}},
 		"MemoryConfig.Retry.MaxDelay":           {Retry: webhook.RetryPolicy{BaseDelay: time.Minute, MaxDelay: time.Second}},
-		"MemoryConfig.Retry.Horizon":            {Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon}},
+		"MemoryConfig.Retry.Horizon":            {Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon, Horizon: webhook.NoHorizon}},
 		"MemoryConfig.Breaker.FailureThreshold": {Breaker: webhook.BreakerPolicy{FailureThreshold: -1}},
 		"MemoryConfig.Breaker.OpenAction":       {Breaker: webhook.BreakerPolicy{OpenAction: 7}},
 		"MemoryConfig.Concurrency":              {Concurrency: -1},
@@ -323,14 +323,14 @@ func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
 func TestMemoryHorizonStopsRetries(t *testing.T) {
 	t.Parallel()
 	e, s := memEnv(t, webhook.MemoryConfig{
-		Retry: webhook.RetryPolicy{MaxAttempts: 10, BaseDelay: time.Hour, MaxDelay: time.Hour, Horizon: 90 * time.Minute},
+		Retry: webhook.RetryPolicy{MaxAttempts: 10, BaseDelay: 16 * time.Hour, MaxDelay: 16 * time.Hour, Horizon: 24 * time.Hour},
 	})
 	url := "https://buyer.example/down"
 	e.sender.on(url, step{status: 500}, step{status: 500}, step{status: 500})
 	e.startWorker()
 	r := e.sendMCP(mcp(url, "t1"))
 	as := e.deliverAll(1)
-	require.Len(t, as, 2, "attempt at 0h, retry at 1h; 2h is past the 90m horizon")
+	require.Len(t, as, 2, "attempt at 0h, retry at 16h; 32h is past the 24h horizon")
 	require.False(t, as[1].WillRetry)
 	d, err := s.Wait(context.Background(), r.ID)
 	require.NoError(t, err)
@@ -374,7 +374,7 @@ func TestMemoryDrainTimeoutCancelsStuckAttempts(t *testing.T) {
 func TestMemoryHorizonCheckedWhenAttemptStarts(t *testing.T) {
 	t.Parallel()
 	e, s := memEnv(t, webhook.MemoryConfig{
-		Retry: webhook.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, Horizon: 90 * time.Minute},
+		Retry: webhook.RetryPolicy{MaxAttempts: 5, BaseDelay: 16 * time.Hour, MaxDelay: 16 * time.Hour, Horizon: 24 * time.Hour},
 	})
 	url := "https://buyer.example/down"
 	e.sender.on(url, step{status: 500})
@@ -383,11 +383,11 @@ func TestMemoryHorizonCheckedWhenAttemptStarts(t *testing.T) {
 	go func() { done <- s.RunWorker(ctx) }()
 	r := e.sendMCP(mcp(url, "t1"))
 	first := e.attempts(1)[0]
-	require.Equal(t, epoch.Add(time.Hour), first.NextRetryAt, "due within the horizon")
+	require.Equal(t, epoch.Add(16*time.Hour), first.NextRetryAt, "due within the horizon")
 	cancel()
 	require.NoError(t, <-done)
 
-	e.clock.Set(epoch.Add(3 * time.Hour)) // no worker ran until past the horizon
+	e.clock.Set(epoch.Add(48 * time.Hour)) // no worker ran until past the horizon
 	e.startWorker()
 	a := e.attempts(1)[0]
 	require.Equal(t, r.ID, a.DeliveryID)

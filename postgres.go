@@ -262,8 +262,9 @@ func (s *PostgresSupervisor) Schema() string { return s.ddl }
 // Postgres.
 func (s *PostgresSupervisor) DeliveryStateIsDurable() bool { return true }
 
-// DeliveryRetryHorizon returns [RetryPolicy.Horizon].
-func (s *PostgresSupervisor) DeliveryRetryHorizon() time.Duration { return s.k.retry.Horizon }
+// DeliveryRetryHorizon returns [RetryPolicy.Horizon] (24 h unless
+// configured), or 0 for [NoHorizon].
+func (s *PostgresSupervisor) DeliveryRetryHorizon() time.Duration { return max(s.k.retry.Horizon, 0) }
 
 // SendMCP validates w, builds its body once and commits it for delivery.
 // See [Supervisor].

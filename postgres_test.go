@@ -438,7 +438,8 @@ func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
 		// The attempt columns are integer: a larger limit could never be
 		// written, and every completion would fail.
 		"attempts past integer": {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: 1 << 31}}, "PostgresConfig.Retry.MaxAttempts"},
-		"until no horizon":      {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon}}, "PostgresConfig.Retry.Horizon"},
+		"until no horizon":      {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon, Horizon: webhook.NoHorizon}}, "PostgresConfig.Retry.Horizon"},
+		"horizon below AdCP's":  {webhook.PostgresConfig{Retry: webhook.RetryPolicy{Horizon: time.Hour}}, "PostgresConfig.Retry.Horizon"},
 		"reserved word":         {webhook.PostgresConfig{Tables: webhook.PostgresTables{Deliveries: "order"}}, "PostgresConfig.Tables.Deliveries"},
 		"reserved word too":     {webhook.PostgresConfig{Tables: webhook.PostgresTables{Sequences: "user"}}, "PostgresConfig.Tables.Sequences"},
 	} {
@@ -576,19 +577,19 @@ func TestPostgresDrainTimeoutCancelsStuckAttempts(t *testing.T) {
 func TestPostgresHorizonCheckedWhenAttemptStarts(t *testing.T) {
 	t.Parallel()
 	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
-		c.Retry = webhook.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, Horizon: 90 * time.Minute, NoJitter: true}
+		c.Retry = webhook.RetryPolicy{MaxAttempts: 5, BaseDelay: 16 * time.Hour, MaxDelay: 16 * time.Hour, Horizon: 24 * time.Hour, NoJitter: true}
 	})
-	require.Equal(t, 90*time.Minute, pe.sup.DeliveryRetryHorizon())
+	require.Equal(t, 24*time.Hour, pe.sup.DeliveryRetryHorizon())
 	require.True(t, pe.sup.DeliveryStateIsDurable())
 	url := "https://buyer.example/down"
 	pe.sender.on(url, step{status: 500})
 	stop := runWorker(t, pe.sup)
 	r := pe.sendMCP(mcp(url, "t1"))
 	first := pe.attempts(1)[0]
-	require.Equal(t, epoch.Add(time.Hour), first.NextRetryAt, "due within the horizon")
+	require.Equal(t, epoch.Add(16*time.Hour), first.NextRetryAt, "due within the horizon")
 	stop()
 
-	pe.clock.Set(epoch.Add(3 * time.Hour)) // no worker ran until past the horizon
+	pe.clock.Set(epoch.Add(48 * time.Hour)) // no worker ran until past the horizon
 	runWorker(t, pe.another())
 	a := pe.attempts(1)[0]
 	require.Equal(t, r.ID, a.DeliveryID)

@@ -24,6 +24,48 @@ const (
 	SinkTimeoutDefault      = 5 * time.Second
 )
 
+// Retry horizon bounds: AdCP 3.2's delivery_retry_horizon_seconds is 24 h
+// to 7 d.
+const (
+	// HorizonDefault is the retry horizon when RetryPolicy.Horizon is 0:
+	// the spec's floor, which receivers without an advertised horizon
+	// assume too.
+	HorizonDefault = 24 * time.Hour
+	// HorizonMin is the shortest horizon AdCP 3.2 allows.
+	HorizonMin = 24 * time.Hour
+	// HorizonMax is the longest horizon AdCP 3.2 allows.
+	HorizonMax = 7 * 24 * time.Hour
+	// NoHorizon, as RetryPolicy.Horizon, turns the horizon off: only
+	// MaxAttempts bounds retries, and [Supervisor.DeliveryRetryHorizon]
+	// reports 0, which an AdCP 3.2 seller cannot advertise. For non-AdCP
+	// use.
+	NoHorizon time.Duration = -1
+)
+
+// ProductionRetryPolicy is the retry policy to run a durable
+// ([PostgresSupervisor]) AdCP seller with: every delivery is retried until
+// its horizon passes, not for a fixed count, so a buyer's outage of up to
+// a day loses nothing. Delays start at 1 s and double to at most 10
+// minutes (with jitter: 0.5 to 1 times that), so a receiver that answers
+// 503 a few times, as the AdCP conformance runner's does, gets the
+// delivery within seconds, and a long outage costs about six attempts an
+// hour per delivery; an endpoint that keeps failing opens its circuit
+// breaker, which holds its deliveries back uncharged and lets one probe
+// through at a time. Adjust the fields to taste: the horizon may be 24 h
+// to 7 d.
+//
+// The zero RetryPolicy (3 attempts within about 3 s, the Python SDK's) is
+// kept as the default for compatibility; it gives up on any outage longer
+// than a few seconds.
+func ProductionRetryPolicy() RetryPolicy {
+	return RetryPolicy{
+		MaxAttempts: MaxAttemptsUntilHorizon,
+		BaseDelay:   time.Second,
+		MaxDelay:    10 * time.Minute,
+		Horizon:     HorizonDefault,
+	}
+}
+
 // RetryPolicy decides when a failed attempt is retried. The zero value is the
 // Python SDK's policy: 3 attempts, 1 s base delay doubling to at most 30 s,
 // jitter on.
@@ -41,10 +83,16 @@ type RetryPolicy struct {
 	// NoJitter turns jitter off. With jitter on (the zero value) each delay
 	// is multiplied by a random factor in [0.5, 1.0).
 	NoJitter bool
-	// Horizon, when positive, stops retries that would start later than the
-	// first attempt (or acceptance, while there has been none) plus Horizon (AdCP's delivery_retry_horizon_seconds,
-	// which the spec puts between 24h and 168h). Defaults to 0: no horizon.
+	// Horizon stops retries that would start later than the first attempt
+	// (or acceptance, while there has been none) plus Horizon: AdCP 3.2's
+	// delivery_retry_horizon_seconds, "a maximum interval from the first
+	// attempt", which the seller advertises and must never pass. A
+	// redelivery does not extend it. HorizonMin (24 h) to HorizonMax
+	// (7 d); 0 means HorizonDefault (24 h); NoHorizon turns it off.
 	Horizon time.Duration
+	// shortHorizon lets tests use a horizon below HorizonMin (see
+	// export_test.go); no user can set it.
+	shortHorizon bool
 	// SinkTimeout bounds each [LogSink] call. Defaults to 5s.
 	SinkTimeout time.Duration
 	// Classify decides what a response or transport error means. Defaults to
@@ -59,6 +107,7 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	p.BaseDelay = cmp.Or(p.BaseDelay, BaseDelayDefault)
 	p.MaxDelay = cmp.Or(p.MaxDelay, MaxDelayDefault)
 	p.SinkTimeout = cmp.Or(p.SinkTimeout, SinkTimeoutDefault)
+	p.Horizon = cmp.Or(p.Horizon, HorizonDefault)
 	if p.Classify == nil {
 		p.Classify = DefaultClassifier
 	}
@@ -68,8 +117,8 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // validate checks p, naming fields under prefix ("MemoryConfig.Retry.").
 func (p RetryPolicy) validate(prefix string) error {
 	switch {
-	case p.MaxAttempts == MaxAttemptsUntilHorizon && p.Horizon <= 0:
-		return badConfig(prefix+"Horizon", "is %v, but MaxAttempts is MaxAttemptsUntilHorizon: retries would never end; set a Horizon (AdCP: 24h to 168h) or a MaxAttempts", p.Horizon)
+	case p.MaxAttempts == MaxAttemptsUntilHorizon && p.Horizon == NoHorizon:
+		return badConfig(prefix+"Horizon", "is NoHorizon, but MaxAttempts is MaxAttemptsUntilHorizon: retries would never end; set a Horizon (24h to 168h) or a MaxAttempts")
 	case p.MaxAttempts < 1 && p.MaxAttempts != MaxAttemptsUntilHorizon:
 		return badConfig(prefix+"MaxAttempts", "is %d; use 1 to %d (0 means %d), or MaxAttemptsUntilHorizon", p.MaxAttempts, MaxAttemptsLimit, MaxAttemptsDefault)
 	case p.MaxAttempts > MaxAttemptsLimit:
@@ -78,8 +127,10 @@ func (p RetryPolicy) validate(prefix string) error {
 		return badConfig(prefix+"BaseDelay", "is negative")
 	case p.MaxDelay < p.BaseDelay:
 		return badConfig(prefix+"MaxDelay", "is %v (the default when unset), below BaseDelay %v; raise MaxDelay or lower BaseDelay", p.MaxDelay, p.BaseDelay)
-	case p.Horizon < 0:
-		return badConfig(prefix+"Horizon", "is negative; use 0 for no horizon")
+	case p.Horizon < 0 && p.Horizon != NoHorizon:
+		return badConfig(prefix+"Horizon", "is %v; use 24h to 168h (0 means 24h), or NoHorizon to turn the horizon off", p.Horizon)
+	case p.Horizon > 0 && !p.shortHorizon && (p.Horizon < HorizonMin || p.Horizon > HorizonMax):
+		return badConfig(prefix+"Horizon", "is %v; AdCP 3.2 allows 24h to 168h (0 means 24h); use NoHorizon to turn the horizon off for non-AdCP use", p.Horizon)
 	case p.SinkTimeout < 0:
 		return badConfig(prefix+"SinkTimeout", "is negative")
 	}

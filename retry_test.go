@@ -120,7 +120,7 @@ func TestRetryPolicyDefaults(t *testing.T) {
 	require.Equal(t, 30*time.Second, p.MaxDelay)
 	require.Equal(t, 5*time.Second, p.SinkTimeout)
 	require.False(t, p.NoJitter)
-	require.Zero(t, p.Horizon)
+	require.Equal(t, 24*time.Hour, p.Horizon)
 	require.NoError(t, p.validate(""))
 }
 
@@ -150,4 +150,28 @@ func TestSignatureErrorCode(t *testing.T) {
 	}
 	require.Equal(t, "HTTP 401 Unauthorized (webhook_signature_invalid)",
 		describeResponse(&Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": {`Signature error="webhook_signature_invalid"`}}}))
+}
+
+// TestRetryPolicyHorizonBounds: AdCP 3.2's horizon is 24 h to 7 d; 0 means
+// 24 h, NoHorizon turns it off, anything else is refused with the way out.
+func TestRetryPolicyHorizonBounds(t *testing.T) {
+	t.Parallel()
+	for _, h := range []time.Duration{0, HorizonMin, 36 * time.Hour, HorizonMax, NoHorizon} {
+		require.NoError(t, RetryPolicy{Horizon: h}.withDefaults().validate("R."), h)
+	}
+	for _, h := range []time.Duration{time.Millisecond, time.Hour, HorizonMin - time.Second, HorizonMax + time.Second, -2} {
+		err := RetryPolicy{Horizon: h}.withDefaults().validate("R.")
+		var ce *ConfigError
+		require.ErrorAs(t, err, &ce, h)
+		require.Equal(t, "R.Horizon", ce.Field)
+		require.ErrorContains(t, err, "NoHorizon", "the error names the opt-out")
+		require.ErrorContains(t, err, "24h to 168h")
+	}
+	require.NoError(t, RetryPolicy{Horizon: 50 * time.Millisecond, shortHorizon: true}.withDefaults().validate(""),
+		"the fault model's escape hatch")
+
+	p := ProductionRetryPolicy()
+	require.NoError(t, p.withDefaults().validate(""))
+	require.Equal(t, MaxAttemptsUntilHorizon, p.MaxAttempts)
+	require.Equal(t, HorizonDefault, p.Horizon)
 }

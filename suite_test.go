@@ -1031,16 +1031,16 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 	t.Run("HorizonPassingBehindAnOpenBreaker", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup, func(c *suiteConfig) {
-			c.Retry = webhook.RetryPolicy{MaxAttempts: 1, Horizon: 30 * time.Second, NoJitter: true}
-			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Minute}
+			c.Retry = webhook.RetryPolicy{MaxAttempts: 1, Horizon: 24 * time.Hour, NoJitter: true}
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: 25 * time.Hour}
 		})
 		url := "https://buyer.example/dead"
 		e.sender.on(url, step{status: 503})
 		e.startWorker()
 		e.sendMCP(mcp(url, "t0"))
 		require.Equal(t, webhook.OutcomeFailure, e.attempts(1)[0].Outcome)
-		r := e.sendMCP(mcp(url, "t1")) // deferred: the breaker is open for a minute
-		e.clock.Set(epoch.Add(time.Minute))
+		r := e.sendMCP(mcp(url, "t1")) // deferred: the breaker is open for 25 hours
+		e.clock.Set(epoch.Add(25 * time.Hour))
 		a := e.attempts(1)[0]
 		require.Equal(t, r.ID, a.DeliveryID)
 		require.Equal(t, webhook.OutcomeCircuitOpen, a.Outcome, "its breaker held it back until its horizon passed")

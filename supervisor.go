@@ -41,9 +41,9 @@ type Supervisor interface {
 
 	// DeliveryRetryHorizon is how long after its first attempt (or its
 	// acceptance, while there has been none) a delivery may still be
-	// attempted, or zero when only [RetryPolicy.MaxAttempts] bounds
-	// retries (the Python SDK's delivery_retry_horizon_seconds; AdCP 3.2
-	// advertises it to buyers).
+	// attempted: what an AdCP 3.2 seller advertises as
+	// webhook_signing.delivery_retry_horizon_seconds. It is 24 h to 7 d,
+	// or zero when [NoHorizon] turned it off.
 	DeliveryRetryHorizon() time.Duration
 }
 

@@ -134,6 +134,8 @@ func run() error {
 		return err
 	}
 	sup, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{
+		// A schedule short enough for a demo; in production use
+		// webhook.ProductionRetryPolicy(), which retries until the horizon.
 		Retry:             webhook.RetryPolicy{MaxAttempts: 3, BaseDelay: 200 * time.Millisecond, MaxDelay: time.Second},
 		AllowInsecureHTTP: true, // the local buyers speak plain http
 	})
