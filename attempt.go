@@ -76,6 +76,9 @@ type Attempt struct {
 	PayloadSize int `json:"payload_size_bytes"`
 	// NotificationType is copied from [Routing].
 	NotificationType string `json:"notification_type,omitempty"`
+	// ReemissionOf is the ID of the delivery this one re-emits under a
+	// fresh idempotency key (see Redeliver), or "".
+	ReemissionOf string `json:"reemission_of,omitempty"`
 }
 
 // job is a claimed delivery as the attempt logic sees it. Each supervisor
@@ -442,5 +445,6 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 		TaskID:           d.taskID,
 		PayloadSize:      len(d.body),
 		NotificationType: d.routing.NotificationType,
+		ReemissionOf:     d.reemissionOf,
 	}
 }

@@ -21,6 +21,23 @@ import (
 // the same limit as the buyer side's.
 const MaxBodyBytes = receive.MaxBodyBytes
 
+// reemitBody rebuilds an MCP body BuildMCPBody made under key with newKey
+// instead: a re-emission, past the retry horizon, sends the same payload
+// under a fresh key. BuildMCPBody writes idempotency_key first, and keys
+// need no JSON escaping, so the rebuild is exact. It reports false for a
+// body that does not start that way.
+func reemitBody(body []byte, key, newKey string) ([]byte, bool) {
+	const prefix = `{"idempotency_key":"`
+	head := len(prefix) + len(key)
+	if len(body) <= head || string(body[:len(prefix)]) != prefix || string(body[len(prefix):head]) != key || body[head] != '"' {
+		return nil, false
+	}
+	out := make([]byte, 0, len(body)-len(key)+len(newKey))
+	out = append(out, prefix...)
+	out = append(out, newKey...)
+	return append(out, body[head:]...), true
+}
+
 // NewIdempotencyKey returns a fresh "whk_<uuid4>" key from crypto/rand.
 func NewIdempotencyKey() string { return "whk_" + newUUID() }
 

@@ -48,9 +48,18 @@ var (
 	// ErrNotFound reports an unknown delivery ID.
 	ErrNotFound = errors.New("webhook: delivery not found")
 
-	// ErrNotFailed is returned by [PostgresSupervisor.Redeliver] for a
-	// delivery that is pending, running or delivered.
+	// ErrNotFailed is returned by Redeliver for a delivery that is
+	// pending, running or delivered, or that was already re-emitted (the
+	// error names the re-emission; redeliver that one instead).
 	ErrNotFailed = errors.New("webhook: delivery has not failed")
+
+	// ErrReemitPrepared is returned by Redeliver for a delivery whose
+	// retry horizon has passed and whose body the caller built
+	// (SendPrepared): past the horizon its idempotency_key must never be
+	// sent again (AdCP 3.2), and the library cannot rebuild a body it did
+	// not build. Submit the event again as a new body with a fresh
+	// idempotency_key and the same notification_id. Nothing was changed.
+	ErrReemitPrepared = errors.New("webhook: past its retry horizon, a prepared body cannot be re-emitted by the library")
 
 	// ErrNilSender is returned by constructors given a nil [Sender].
 	ErrNilSender = errors.New("webhook: nil sender")

@@ -111,7 +111,8 @@ type memDelivery struct {
 	done       chan struct{} // made by the first Wait; closed when over
 	over       bool          // final, and its last record handed to the sink
 	index      int
-	size       int64 // prepared.size, counted in heldBytes
+	size       int64  // prepared.size, counted in heldBytes
+	reemitted  string // the ID of its re-emission, if any
 }
 
 func (d *memDelivery) base() *job { return &d.job }
@@ -201,7 +202,7 @@ func (s *MemorySupervisor) SendMCP(ctx context.Context, w MCPWebhook) (Receipt, 
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.accept(ctx, d, now)
+	return s.accept(ctx, d, now, 0)
 }
 
 // SendPrepared validates w and queues a copy of its body. See [Supervisor].
@@ -210,12 +211,14 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 	if err != nil {
 		return Receipt{}, err
 	}
-	return s.accept(ctx, d, s.k.clock.Now())
+	return s.accept(ctx, d, s.k.clock.Now(), 0)
 }
 
-func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time) (Receipt, error) {
+// accept queues d. A re-emission (d.reemissionOf set) keeps seq, the
+// original's sequence number, and is not refused by an open breaker.
+func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time, seq int64) (Receipt, error) {
 	s.mu.Lock()
-	if s.k.breaker.OpenAction == OpenDrop {
+	if s.k.breaker.OpenAction == OpenDrop && d.reemissionOf == "" {
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
 			until := b.openUntil(s.k.breaker)
 			s.mu.Unlock()
@@ -243,8 +246,7 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 	for s.heldBytes+size > s.maxBytes {
 		s.forgetOldestLocked() // finished ones only: the unfinished fit
 	}
-	var seq int64
-	if key := d.routing.SequenceKey; key != "" {
+	if key := d.routing.SequenceKey; key != "" && d.reemissionOf == "" {
 		s.seqs[key]++
 		seq = s.seqs[key]
 	}
@@ -262,9 +264,72 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 	s.unfinishedBytes += size
 	s.unfinished++
 	s.ready = append(s.ready, md)
+	if orig := s.byID[d.reemissionOf]; orig != nil {
+		orig.reemitted = md.id
+	}
 	s.signalLocked()
 	s.mu.Unlock()
-	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq}, nil
+	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq, ReemissionOf: d.reemissionOf}, nil
+}
+
+// Redeliver sends a failed delivery again, following AdCP 3.2's retry
+// horizon. Within the horizon (counted from the delivery's first attempt,
+// which a redelivery does not move) it is queued again, due now, with
+// the same bytes and key and a fresh allowance of attempts; the Receipt
+// is the delivery's own. Past the horizon its key must never be sent
+// again, so Redeliver re-emits it: a new delivery, linked to the original
+// (Receipt.ReemissionOf, Delivery.ReemittedAs and every record's
+// ReemissionOf), with a fresh idempotency_key and otherwise the same body,
+// notification_id included, and the same sequence number. Only bodies
+// SendMCP built can be rebuilt: for a SendPrepared body past its horizon
+// it returns [ErrReemitPrepared]. It returns [ErrNotFound] for an unknown
+// (or forgotten) ID, [ErrNotFailed] for a delivery that has not failed or
+// was already re-emitted, and [ErrQueueFull] as SendMCP does.
+func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, error) {
+	s.mu.Lock()
+	d, ok := s.byID[id]
+	switch {
+	case !ok:
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	case d.state != StateFailed:
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: delivery %s is %s; only failed deliveries can be redelivered", ErrNotFailed, id, d.state)
+	case !d.over:
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: delivery %s failed, and its last record is still being reported; try again", ErrNotFailed, id)
+	case d.reemitted != "":
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: delivery %s was re-emitted as %s; redeliver that one", ErrNotFailed, id, d.reemitted)
+	}
+	now := s.k.clock.Now()
+	if !s.k.pastHorizon(d.anchor(), now) {
+		if s.unfinished >= s.maxQueued || s.unfinishedBytes+d.size > s.maxBytes {
+			s.mu.Unlock()
+			return Receipt{}, fmt.Errorf("%w: %d deliveries holding %d bytes are waiting (MemoryConfig.MaxQueued, MaxQueuedBytes)", ErrQueueFull, s.unfinished, s.unfinishedBytes)
+		}
+		for i, f := range s.finished {
+			if f == id {
+				s.finished = append(s.finished[:i], s.finished[i+1:]...)
+				break
+			}
+		}
+		d.state, d.dueAt, d.attempts, d.lost, d.over, d.done = StatePending, now, 0, 0, false, nil
+		d.finishedAt, d.lastError, d.lastStatus = time.Time{}, "", 0
+		s.unfinished++
+		s.unfinishedBytes += d.size
+		s.ready = append(s.ready, d)
+		s.signalLocked()
+		s.mu.Unlock()
+		return Receipt{ID: d.id, IdempotencyKey: d.key, Sequence: d.seq, ReemissionOf: d.reemissionOf}, nil
+	}
+	nd, err := reemission(&d.prepared, id)
+	seq := d.seq
+	s.mu.Unlock()
+	if err != nil {
+		return Receipt{}, err
+	}
+	return s.accept(ctx, nd, now, seq)
 }
 
 // NextSequence allocates and returns the next number of key's sequence, as
@@ -351,6 +416,8 @@ func (d *memDelivery) snapshot() Delivery {
 		LastStatus:     d.lastStatus,
 		AcceptedAt:     d.accepted,
 		FinishedAt:     d.finishedAt,
+		ReemissionOf:   d.reemissionOf,
+		ReemittedAs:    d.reemitted,
 	}
 	if d.state == StatePending {
 		v.NextAttemptAt = d.dueAt

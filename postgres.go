@@ -320,6 +320,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 			SequenceKey: textOrNil(d.routing.SequenceKey), TaskType: textOrNil(string(d.taskType)), TaskID: textOrNil(d.taskID),
 		},
 		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
+		MCPBody: d.mcp,
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)
@@ -400,7 +401,7 @@ func attemptRecord(a Attempt) attemptValues {
 		Outcome: string(a.Outcome), ErrorMessage: textOrNil(a.Error), ResponseTimeUS: a.ResponseTime.Microseconds(),
 		OccurredAt: a.OccurredAt, WillRetry: a.WillRetry, NextRetryAt: timeOrNil(a.NextRetryAt),
 		TaskType: textOrNil(string(a.TaskType)), TaskID: textOrNil(a.TaskID), PayloadSize: a.PayloadSize,
-		NotificationType: textOrNil(a.NotificationType),
+		NotificationType: textOrNil(a.NotificationType), ReemissionOf: idOrNil(a.ReemissionOf),
 	}
 	if a.SequenceNumber != 0 {
 		v.SequenceNumber = &a.SequenceNumber
@@ -421,7 +422,7 @@ func (r *attemptRow) attempt() Attempt {
 		ResponseTime: time.Duration(r.ResponseTimeUS) * time.Microsecond,
 		OccurredAt:   r.OccurredAt.UTC(), WillRetry: r.WillRetry,
 		TaskType: TaskType(deref(r.TaskType)), TaskID: deref(r.TaskID), PayloadSize: r.PayloadSize,
-		NotificationType: deref(r.NotificationType),
+		NotificationType: deref(r.NotificationType), ReemissionOf: idText(r.ReemissionOf),
 	}
 	if r.DeliveryID != nil {
 		a.DeliveryID = strconv.FormatInt(*r.DeliveryID, 10)
@@ -502,27 +503,65 @@ func (s *PostgresSupervisor) FailedDeliveries(ctx context.Context, after string,
 	return ds, nil
 }
 
-// Redeliver puts a failed delivery back in the queue, due now, with the same
-// body and idempotency key and a fresh allowance of attempts (and retry
-// horizon). Its earlier attempt rows are kept. It returns [ErrNotFound] for
-// an unknown ID and [ErrNotFailed] for a delivery that has not failed.
-func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) error {
+// Redeliver sends a failed delivery again, following AdCP 3.2's retry
+// horizon, as [MemorySupervisor.Redeliver] does: within the horizon
+// (counted from the first attempt, which a redelivery does not move) the
+// same row is queued again, due now, with the same bytes and key and a
+// fresh allowance of attempts, and its earlier attempt rows are kept; past
+// it, a new row re-emits it under a fresh idempotency_key (the same
+// payload, notification_id and sequence number; linked both ways:
+// Receipt.ReemissionOf, Delivery.ReemissionOf and ReemittedAs, and every
+// attempt record's ReemissionOf). A SendPrepared body past its horizon
+// returns [ErrReemitPrepared]. It returns [ErrNotFound] for an unknown ID
+// and [ErrNotFailed] for a delivery that has not failed or was already
+// re-emitted.
+func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt, error) {
 	n, err := parseID(id)
 	if err != nil {
-		return err
+		return Receipt{}, err
 	}
-	tag, err := exec(ctx, s.db, s.q.redeliver, redeliverParams{ID: n, Now: s.k.clock.Now(), Channel: s.q.channel})
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
-		return dbError("redeliver", err)
+		return Receipt{}, dbError("redeliver", err)
 	}
-	if tag.RowsAffected() == 1 {
-		return nil
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	row, err := collectOne[redeliverRow](query(ctx, tx, s.q.redeliverLock, idParams{ID: n}))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Receipt{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	case err != nil:
+		return Receipt{}, dbError("redeliver", err)
+	case row.State != string(StateFailed):
+		return Receipt{}, fmt.Errorf("%w: delivery %s is %s; only failed deliveries can be redelivered", ErrNotFailed, id, row.State)
+	case row.ReemittedAs != nil:
+		return Receipt{}, fmt.Errorf("%w: delivery %s was re-emitted as %d; redeliver that one", ErrNotFailed, id, *row.ReemittedAs)
 	}
-	d, err := s.Delivery(ctx, id)
-	if err != nil {
-		return err
+	now := s.k.clock.Now()
+	p := redeliverParams{ID: n, Now: now, Channel: s.q.channel}
+	r := Receipt{ID: id, IdempotencyKey: row.IdempotencyKey, Sequence: row.SequenceNumber, ReemissionOf: idText(row.ReemissionOf)}
+	anchor := row.AcceptedAt
+	if row.FirstAttemptAt != nil {
+		anchor = *row.FirstAttemptAt
 	}
-	return fmt.Errorf("%w: delivery %s is %s; only failed deliveries can be redelivered", ErrNotFailed, id, d.State)
+	if !s.k.pastHorizon(anchor, now) {
+		if _, err := exec(ctx, tx, s.q.redeliver, p); err != nil {
+			return Receipt{}, dbError("redeliver", err)
+		}
+	} else {
+		d, err := reemission(&prepared{body: row.Body, key: row.IdempotencyKey, mcp: row.MCPBody}, id)
+		if err != nil {
+			return Receipt{}, err
+		}
+		var newID int64
+		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key}).Scan(&newID, nil); err != nil {
+			return Receipt{}, dbError("redeliver", err)
+		}
+		r = Receipt{ID: strconv.FormatInt(newID, 10), IdempotencyKey: d.key, Sequence: row.SequenceNumber, ReemissionOf: id}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Receipt{}, dbError("redeliver", err)
+	}
+	return r, nil
 }
 
 // Breaker returns the state of the breaker for key (a BreakerKey, or a URL
@@ -563,7 +602,26 @@ func (r *snapshotRow) delivery() Delivery {
 	if r.FinishedAt != nil {
 		d.FinishedAt = r.FinishedAt.UTC()
 	}
+	d.ReemissionOf, d.ReemittedAs = idText(r.ReemissionOf), idText(r.ReemittedAs)
 	return d
+}
+
+// idText is a row ID as a delivery ID, or "" for none.
+func idText(id *int64) string {
+	if id == nil {
+		return ""
+	}
+	return strconv.FormatInt(*id, 10)
+}
+
+// idOrNil is a delivery ID as a row ID, or nil for "" (or an ID that is
+// not one of this supervisor's, which cannot happen).
+func idOrNil(id string) *int64 {
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return nil
+	}
+	return &n
 }
 
 func deref[T any](p *T) T {

@@ -142,6 +142,7 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 		v.OccurredAt, v.WillRetry, v.NextRetryAt = append(v.OccurredAt, a.OccurredAt), append(v.WillRetry, a.WillRetry), append(v.NextRetryAt, timeOrNil(a.NextRetryAt))
 		v.TaskType, v.TaskID = append(v.TaskType, textOrNil(string(a.TaskType))), append(v.TaskID, textOrNil(a.TaskID))
 		v.PayloadSize, v.NotificationType = append(v.PayloadSize, int32(a.PayloadSize)), append(v.NotificationType, textOrNil(a.NotificationType))
+		v.ReemissionOf = append(v.ReemissionOf, idOrNil(a.ReemissionOf))
 		plan := plans[r.j.breakerKey]
 		v.Gated, v.Success, v.GateVersion = append(v.Gated, plan.changed), append(v.Success, c.result == breakerSuccess), append(v.GateVersion, plan.version)
 	}

@@ -191,6 +191,7 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob
 			}
 		}
 		j.attempts, j.lost, j.accepted, j.firstAt = r.Attempts, r.LostAttempts, r.AcceptedAt, deref(r.FirstAttemptAt)
+		j.reemissionOf = idText(r.ReemissionOf)
 		out = append(out, j)
 	}
 	return out

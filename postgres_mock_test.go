@@ -356,7 +356,7 @@ func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
 		"id": j.id, "url": mockURL, "body": j.body, "idempotency_key": j.key, "breaker_key": mockURL,
 		"sequence_key": nil, "sequence_number": nil, "task_type": nil, "task_id": nil, "notification_type": nil,
 		"auth_scheme": nil, "auth_credentials": nil, "headers": nil,
-		"attempts": 0, "lost_attempts": 0, "accepted_at": epoch, "first_attempt_at": nil,
+		"attempts": 0, "lost_attempts": 0, "accepted_at": epoch, "first_attempt_at": nil, "reemission_of": nil,
 	})
 }
 

@@ -178,8 +178,7 @@ func isNamePart(c byte) bool  { return isNameStart(c) || '0' <= c && c <= '9' }
 
 // columns lists the `db` tags of row struct T, in field order: the columns
 // a statement selects or inserts for it. With a prefix each is prefix.name
-// (a table alias: "d." say); a field with an `sql` tag selects that
-// expression AS its name.
+// (a table alias: "d." say).
 func columns[T any](prefix string) string {
 	var out []string
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[T]()) {
@@ -187,11 +186,7 @@ func columns[T any](prefix string) string {
 		if !ok || name == "-" {
 			continue
 		}
-		if expr, ok := f.Tag.Lookup("sql"); ok {
-			out = append(out, expr+" AS "+name)
-		} else {
-			out = append(out, prefix+name)
-		}
+		out = append(out, prefix+name)
 	}
 	return strings.Join(out, ", ")
 }

@@ -52,7 +52,7 @@ func TestColumnsAndParamsFollowTheRowStruct(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "x.a, x.b, x.when", columns[testParams]("x."))
 	require.Equal(t, "@a, @when", params[testParams]("b"))
-	require.Contains(t, columns[jobRow]("d."), "COALESCE(d.redelivered_at, d.accepted_at) AS accepted_at")
+	require.Contains(t, columns[jobRow]("d."), "d.accepted_at, d.first_attempt_at")
 	require.Equal(t, "unnest(@gate_breaker_key::text[], @gate_state::text[], @gate_failures::int[], @gate_successes::int[], "+
 		"@gate_opened_at::timestamptz[], @gate_period::bigint[], @gate_retry_at::timestamptz[], @gate_expected::bigint[], "+
 		"@gate_updated_at::timestamptz[]) AS g(breaker_key, state, failures, successes, opened_at, period, retry_at, expected, updated_at)",

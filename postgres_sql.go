@@ -153,8 +153,9 @@ type jobRow struct {
 	Headers          []byte     `db:"headers"` // JSON
 	Attempts         int        `db:"attempts"`
 	LostAttempts     int        `db:"lost_attempts"`
-	AcceptedAt       time.Time  `db:"accepted_at" sql:"COALESCE(d.redelivered_at, d.accepted_at)"` // or the last redelivery
+	AcceptedAt       time.Time  `db:"accepted_at"`
 	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
+	ReemissionOf     *int64     `db:"reemission_of"`
 }
 
 // snapshotRow is what a Delivery snapshot shows.
@@ -169,6 +170,8 @@ type snapshotRow struct {
 	AcceptedAt     time.Time  `db:"accepted_at"`
 	DueAt          time.Time  `db:"due_at"`
 	FinishedAt     *time.Time `db:"finished_at"`
+	ReemissionOf   *int64     `db:"reemission_of"`
+	ReemittedAs    *int64     `db:"reemitted_as"`
 }
 
 // attemptRow is a row of the attempt log.
@@ -198,6 +201,7 @@ type attemptValues struct {
 	TaskID           *string    `db:"task_id"`
 	PayloadSize      int        `db:"payload_size"`
 	NotificationType *string    `db:"notification_type"`
+	ReemissionOf     *int64     `db:"reemission_of"`
 }
 
 // gateRow is a gate's persisted fields. A row that is not there (every
@@ -233,7 +237,8 @@ type enqueueParams struct {
 	AuthCredentials  []byte    `db:"auth_credentials"`
 	Headers          *string   `db:"headers"` // JSON
 	Now              time.Time `db:"now"`
-	Drop             bool      `db:"drop"` // refuse while the breaker is open (OpenDrop)
+	Drop             bool      `db:"drop"`     // refuse while the breaker is open (OpenDrop)
+	MCPBody          bool      `db:"mcp_body"` // BuildMCPBody's: a re-emission can rebuild it
 }
 
 type enqueueTxParams struct {
@@ -370,6 +375,7 @@ type batchRows struct {
 	TaskID           []*string    `db:"task_id" pg:"text"`
 	PayloadSize      []int32      `db:"payload_size" pg:"int"`
 	NotificationType []*string    `db:"notification_type" pg:"text"`
+	ReemissionOf     []*int64     `db:"reemission_of" pg:"bigint"`
 	Gated            []bool       `db:"gated" pg:"boolean"`       // its gate changes
 	Success          []bool       `db:"success" pg:"boolean"`     // a success
 	GateVersion      []int64      `db:"gate_version" pg:"bigint"` // the gate row it was decided from
@@ -437,6 +443,25 @@ type redeliverParams struct {
 	Channel string    `db:"channel"`
 }
 
+type reemitParams struct {
+	redeliverParams
+	Body           []byte `db:"body"`
+	IdempotencyKey string `db:"idempotency_key"`
+}
+
+// redeliverRow is what Redeliver reads of a delivery, locked.
+type redeliverRow struct {
+	State          string     `db:"state"`
+	IdempotencyKey string     `db:"idempotency_key"`
+	Body           []byte     `db:"body"`
+	MCPBody        bool       `db:"mcp_body"`
+	SequenceNumber int64      `db:"sequence_number"`
+	AcceptedAt     time.Time  `db:"accepted_at"`
+	FirstAttemptAt *time.Time `db:"first_attempt_at"`
+	ReemissionOf   *int64     `db:"reemission_of"`
+	ReemittedAs    *int64     `db:"reemitted_as"`
+}
+
 type purgeParams struct {
 	Cutoff time.Time `db:"cutoff"`
 	Limit  int       `db:"limit"`
@@ -482,6 +507,8 @@ type pgSQL struct {
 	attempts       stmt[idParams]
 	failed         stmt[pageParams]
 	redeliver      stmt[redeliverParams]
+	redeliverLock  stmt[idParams]
+	reemit         stmt[reemitParams]
 	purge          stmt[purgeParams]
 	purgeRefusals  stmt[purgeParams]
 	nextSequence   stmt[sequenceParams]
@@ -520,7 +547,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 	)
 	q := &pgSQL{channel: t.Deliveries, newest: schemaParams{Objects: schemaObjects(t.ddl()),
-		Tables: []string{t.Breakers, t.Deliveries}, Columns: []string{"version", "lost_attempts"}}}
+		Tables: []string{t.Breakers, t.Deliveries, t.Attempts}, Columns: []string{"version", "payload_sha256", "reemission_of"}}}
 
 	// Whether every table and index of the DDL exists, and every table has
 	// its newest column.
@@ -544,12 +571,12 @@ WITH refused AS (
 	RETURNING last_value
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at)
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
 		@url, @body, @idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
-		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now
+		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body
 	FROM refused WHERE NOT refused.yes
 	RETURNING id, sequence_number
 )
@@ -740,11 +767,27 @@ WHERE id IN (SELECT id FROM {deliveries}
 	q.attempts = compile[idParams](r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = @id ORDER BY id`))
 	q.failed = compile[pageParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d
 WHERE d.state = 'failed' AND d.id > @after ORDER BY d.id LIMIT @limit`))
+	// Redelivery: the row, locked; then either the same delivery again
+	// (first_attempt_at, where its horizon counts from, is kept) or a
+	// re-emission under a fresh key, linked both ways.
+	q.redeliverLock = compile[idParams](r.Replace(`SELECT state, idempotency_key, body, mcp_body, COALESCE(sequence_number, 0) AS sequence_number,
+	accepted_at, first_attempt_at, reemission_of, reemitted_as
+FROM {deliveries} WHERE id = @id FOR UPDATE`))
 	q.redeliver = compile[redeliverParams](r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = @now, attempts = 0,
-	first_attempt_at = NULL, redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL,
-	lost_attempts = 0
+	redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL, lost_attempts = 0
 WHERE id = @id AND state = 'failed'
 RETURNING pg_notify(@channel, '')`))
+	q.reemit = compile[reemitParams](r.Replace(`WITH ins AS (
+	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of)
+	SELECT 'pending', @now, url, @body, @idempotency_key, breaker_key, sequence_key, sequence_number,
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id
+	FROM {deliveries} WHERE id = @id
+	RETURNING id
+), orig AS (
+	UPDATE {deliveries} SET reemitted_as = (SELECT id FROM ins) WHERE id = @id
+)
+SELECT id, pg_notify(@channel, '') FROM ins`))
 	q.purge = compile[purgeParams](r.Replace(`DELETE FROM {deliveries} WHERE id IN (
 	SELECT id FROM {deliveries} WHERE state IN ('delivered', 'failed') AND finished_at < @cutoff
 	ORDER BY finished_at LIMIT @limit FOR UPDATE SKIP LOCKED)`))

@@ -273,8 +273,10 @@ func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
 	require.Equal(t, "HTTP 500 Internal Server Error", as[0].Error)
 	require.Equal(t, []bool{true, true, false}, willRetry(as))
 
-	require.ErrorIs(t, pe.pg.Redeliver(ctx, "999999"), webhook.ErrNotFound)
-	require.NoError(t, pe.pg.Redeliver(ctx, r.ID))
+	_, err = pe.pg.Redeliver(ctx, "999999")
+	require.ErrorIs(t, err, webhook.ErrNotFound)
+	_, err = pe.pg.Redeliver(ctx, r.ID)
+	require.NoError(t, err)
 	a := pe.attempts(1)[0]
 	require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
 	require.Equal(t, 1, a.AttemptNumber, "a redelivery starts a fresh allowance of attempts")
@@ -285,7 +287,8 @@ func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
 	d, err = pe.pg.Delivery(ctx, r.ID)
 	require.NoError(t, err)
 	require.Equal(t, webhook.StateDelivered, d.State)
-	require.ErrorIs(t, pe.pg.Redeliver(ctx, r.ID), webhook.ErrNotFailed)
+	_, err = pe.pg.Redeliver(ctx, r.ID)
+	require.ErrorIs(t, err, webhook.ErrNotFailed)
 	as, err = pe.pg.Attempts(ctx, r.ID)
 	require.NoError(t, err)
 	require.Len(t, as, 4, "earlier attempts are kept")
@@ -604,25 +607,6 @@ func TestPostgresHorizonCheckedWhenAttemptStarts(t *testing.T) {
 	require.Contains(t, d.LastError, "horizon")
 }
 
-func TestPostgresRedeliverRestartsTheHorizon(t *testing.T) {
-	t.Parallel()
-	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
-		c.Retry = webhook.RetryPolicy{MaxAttempts: 1, Horizon: 24 * time.Hour, NoJitter: true}
-	})
-	url := "https://buyer.example/broken-then-fixed"
-	pe.sender.on(url, step{status: 400})
-	runWorker(t, pe.sup)
-	r := pe.sendMCP(mcp(url, "t1"))
-	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome)
-
-	// The buyer fixes the endpoint two days later; the operator redelivers.
-	pe.clock.Advance(48 * time.Hour)
-	require.NoError(t, pe.pg.Redeliver(context.Background(), r.ID))
-	a := pe.attempts(1)[0]
-	require.Equal(t, webhook.OutcomeSuccess, a.Outcome, "the horizon counts from the redelivery: %+v", a)
-	require.Len(t, pe.sender.sent(), 2)
-}
-
 func TestPostgresWaitingForAWorkerRenewsTheLease(t *testing.T) {
 	t.Parallel()
 	const lease = 2 * time.Second // the shortest allowed
@@ -919,8 +903,8 @@ func TestPostgresLostAttemptsAreBounded(t *testing.T) {
 	require.Equal(t, 2, pe.count(`SELECT lost_attempts FROM adcp_webhook_deliveries WHERE id = $1`, once.ID))
 }
 
-// A deliveries table from before lost_attempts gains it, and CreateSchema
-// then sees the schema as current.
+// Tables from before lost_attempts and AdCP 3.2's columns gain them, and
+// CreateSchema then sees the schema as current.
 func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.New(t)
@@ -928,13 +912,22 @@ func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
 	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(ctx))
-	_, err = pool.Exec(ctx, `ALTER TABLE adcp_webhook_deliveries DROP COLUMN lost_attempts`)
+	_, err = pool.Exec(ctx, `ALTER TABLE adcp_webhook_deliveries DROP COLUMN lost_attempts, DROP COLUMN mcp_body,
+		DROP COLUMN payload_sha256, DROP COLUMN reemission_of, DROP COLUMN reemitted_as;
+	ALTER TABLE adcp_webhook_attempts DROP COLUMN reemission_of`)
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(ctx))
-	var n int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute
-		WHERE attrelid = 'adcp_webhook_deliveries'::regclass AND attname = 'lost_attempts' AND NOT attisdropped`).Scan(&n))
-	require.Equal(t, 1, n)
+	for table, cols := range map[string][]string{
+		"adcp_webhook_deliveries": {"lost_attempts", "mcp_body", "payload_sha256", "reemission_of", "reemitted_as"},
+		"adcp_webhook_attempts":   {"reemission_of"},
+	} {
+		for _, col := range cols {
+			var n int
+			require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute
+				WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped`, table, col).Scan(&n))
+			require.Equal(t, 1, n, "%s.%s", table, col)
+		}
+	}
 	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "t1"))
 	require.NoError(t, err)
 }

@@ -21,6 +21,11 @@ type prepared struct {
 	taskID     string
 	breakerKey string
 	routing    Routing
+	// mcp reports a body BuildMCPBody built, which a re-emission can
+	// rebuild under a fresh key (see reemitBody).
+	mcp bool
+	// reemissionOf is the ID of the delivery this one re-emits, or "".
+	reemissionOf string
 }
 
 // size is about how many bytes d holds: its strings and body.
@@ -74,7 +79,9 @@ func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
 	if err != nil {
 		return prepared{}, err
 	}
-	return newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing), nil
+	d := newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing)
+	d.mcp = true
+	return d, nil
 }
 
 // newPrepared assembles a validated delivery; body is owned by it.
@@ -87,4 +94,20 @@ func newPrepared(url string, body []byte, key string, taskType TaskType, taskID 
 	d.routing.Headers = maps.Clone(r.Headers)
 	d.breakerKey = cmpOr(r.BreakerKey, url)
 	return d
+}
+
+// reemission is the delivery that re-emits d (whose ID is id) past its
+// retry horizon: the same payload and routing under a fresh key.
+func reemission(d *prepared, id string) (prepared, error) {
+	if !d.mcp {
+		return prepared{}, fmt.Errorf("%w: delivery %s was sent with SendPrepared; send the event again with SendPrepared, a fresh idempotency_key and the same notification_id", ErrReemitPrepared, id)
+	}
+	key := NewIdempotencyKey()
+	body, ok := reemitBody(d.body, d.key, key)
+	if !ok { // cannot happen for a body BuildMCPBody built
+		return prepared{}, fmt.Errorf("%w: delivery %s's body does not start with its idempotency_key", ErrReemitPrepared, id)
+	}
+	nd := newPrepared(d.url, body, key, d.taskType, d.taskID, d.routing)
+	nd.mcp, nd.reemissionOf = true, id
+	return nd, nil
 }

@@ -37,13 +37,21 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     -- (the worker died). Bounded by PostgresConfig.MaxLostAttempts.
     lost_attempts     integer NOT NULL DEFAULT 0,
     accepted_at       timestamptz NOT NULL,
-    -- Set by a redelivery: the retry horizon counts from here until the
-    -- next first attempt.
+    -- The last redelivery (which does not move the retry horizon).
     redelivered_at    timestamptz,
     first_attempt_at  timestamptz,
     finished_at       timestamptz,
     last_status       integer,
-    last_error        text
+    last_error        text,
+    -- The body is BuildMCPBody's: a re-emission can rebuild it.
+    mcp_body          boolean NOT NULL DEFAULT false,
+    -- SHA-256 of the body's RFC 8785 canonical form: the payload the
+    -- idempotency key is bound to.
+    payload_sha256    bytea,
+    -- Re-emission past the retry horizon: the delivery this one re-emits
+    -- under a fresh key, and the one that re-emitted this one.
+    reemission_of     bigint,
+    reemitted_as      bigint
 );
 
 -- Tables created before lost_attempts existed. Checked first, so that an
@@ -53,6 +61,16 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_deliveries'::regclass
                    AND attname = 'lost_attempts' AND NOT attisdropped) THEN
         ALTER TABLE adcp_webhook_deliveries ADD COLUMN lost_attempts integer NOT NULL DEFAULT 0;
+    END IF;
+END $$;
+
+-- Tables created before AdCP 3.2's payload binding and re-emission.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_deliveries'::regclass
+                   AND attname = 'payload_sha256' AND NOT attisdropped) THEN
+        ALTER TABLE adcp_webhook_deliveries ADD COLUMN mcp_body boolean NOT NULL DEFAULT false,
+            ADD COLUMN payload_sha256 bytea, ADD COLUMN reemission_of bigint, ADD COLUMN reemitted_as bigint;
     END IF;
 END $$;
 
@@ -91,8 +109,19 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_attempts (
     task_type         text,
     task_id           text,
     notification_type text,
-    payload_size      integer NOT NULL
+    payload_size      integer NOT NULL,
+    -- The delivery's reemission_of, for the records of a re-emission.
+    reemission_of     bigint
 );
+
+-- Attempt tables created before re-emission.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_attempts'::regclass
+                   AND attname = 'reemission_of' AND NOT attisdropped) THEN
+        ALTER TABLE adcp_webhook_attempts ADD COLUMN reemission_of bigint;
+    END IF;
+END $$;
 
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_delivery_idx
     ON adcp_webhook_attempts (delivery_id);

@@ -201,6 +201,10 @@ type Receipt struct {
 	// Sequence is the delivery's number in its SequenceKey's sequence, or 0
 	// when the webhook had no SequenceKey.
 	Sequence int64
+	// ReemissionOf is set by a Redeliver that re-emitted a delivery past
+	// its retry horizon: the ID of the original, which this new delivery
+	// sends again under a fresh IdempotencyKey. Empty otherwise.
+	ReemissionOf string
 }
 
 // DeliveryState is where a delivery is in its life.
@@ -255,4 +259,10 @@ type Delivery struct {
 	NextAttemptAt time.Time
 	// FinishedAt is when a final state was reached.
 	FinishedAt time.Time
+	// ReemissionOf is the ID of the delivery this one re-emits (see
+	// Redeliver), or "".
+	ReemissionOf string
+	// ReemittedAs is the ID of the delivery that re-emitted this one, or
+	// "".
+	ReemittedAs string
 }

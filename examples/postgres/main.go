@@ -266,10 +266,11 @@ func run() error {
 
 	// The rejecting buyer has fixed its endpoint (its faults are used up).
 	// Redeliver puts one failed delivery back in the queue with the same
-	// body and idempotency key. No pod is running: it waits in Postgres
-	// until one starts.
+	// body and idempotency key (it is within its retry horizon; past it,
+	// Redeliver would re-emit it under a fresh key). No pod is running: it
+	// waits in Postgres until one starts.
 	d := failedHere[0]
-	if err := sup.Redeliver(ctx, d.ID); err != nil {
+	if _, err := sup.Redeliver(ctx, d.ID); err != nil {
 		return err
 	}
 	fmt.Printf("\nredelivering %s (%s) with no pod running, then starting one pod\n", d.ID, d.TaskID)
