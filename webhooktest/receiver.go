@@ -23,8 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gowebpki/jcs"
-
+	"github.com/adcpkit/webhook/internal/jcs"
 	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/adcpkit/webhook/receive"
 )
@@ -255,14 +254,13 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.record(d)
 		return
 	}
-	canonical, err := jcs.Transform(body)
+	fp, err := jcs.Sum256(body)
 	if err != nil {
 		d.Status = http.StatusBadRequest
 		w.WriteHeader(d.Status)
 		r.record(d)
 		return
 	}
-	fp := sha256.Sum256(canonical)
 	r.mu.Lock()
 	var hold *Hold
 	st := r.keys[d.IdempotencyKey]
