@@ -53,6 +53,14 @@ var (
 	// error names the re-emission; redeliver that one instead).
 	ErrNotFailed = errors.New("webhook: delivery has not failed")
 
+	// ErrIdempotencyConflict is returned by SendMCP and SendPrepared (in
+	// a [*ValidationError] for IdempotencyKey) for a key already bound to
+	// a different payload or URL: AdCP 3.2 binds a key to the RFC 8785
+	// canonical form of its payload for the retry horizon, and a receiver
+	// answers 409 to a changed one. Use a fresh key for a changed payload.
+	// Nothing was queued.
+	ErrIdempotencyConflict = errors.New("webhook: idempotency key bound to another payload")
+
 	// ErrReemitPrepared is returned by Redeliver for a delivery whose
 	// retry horizon has passed and whose body the caller built
 	// (SendPrepared): past the horizon its idempotency_key must never be

@@ -86,9 +86,10 @@ type MemorySupervisor struct {
 	ready      []*memDelivery // due now, FIFO
 	delayed    memHeap        // waiting for a retry delay or an open breaker
 	byID       map[string]*memDelivery
-	finished   []string               // IDs of finished deliveries, oldest first
-	breakers   map[string]*memBreaker // only breakers not closed-and-clean
-	periods    uint64                 // the highest Period of a forgotten breaker
+	byKey      map[string]*memDelivery // idempotency key bindings, as long as byID holds them
+	finished   []string                // IDs of finished deliveries, oldest first
+	breakers   map[string]*memBreaker  // only breakers not closed-and-clean
+	periods    uint64                  // the highest Period of a forgotten breaker
 	seqs       map[string]int64
 	unfinished int
 	heldBytes  int64 // the size of every delivery in byID
@@ -182,6 +183,7 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 		retainFinished: cmp.Or(cfg.RetainFinished, RetainFinishedDefault),
 		drainTimeout:   cmp.Or(cfg.DrainTimeout, DrainTimeoutDefault),
 		byID:           make(map[string]*memDelivery),
+		byKey:          make(map[string]*memDelivery),
 		breakers:       make(map[string]*memBreaker),
 		seqs:           make(map[string]int64),
 		idPrefix:       newUUID()[:8] + "-",
@@ -218,6 +220,14 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 // original's sequence number, and is not refused by an open breaker.
 func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time, seq int64) (Receipt, error) {
 	s.mu.Lock()
+	if prior := s.byKey[d.key]; prior != nil {
+		s.mu.Unlock()
+		if prior.fp != d.fp || prior.url != d.url {
+			return Receipt{}, conflict(prior.id)
+		}
+		// The same event again: its delivery, not a second one.
+		return Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, nil
+	}
 	if s.k.breaker.OpenAction == OpenDrop && d.reemissionOf == "" {
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
 			until := b.openUntil(s.k.breaker)
@@ -260,6 +270,7 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 		index: -1,
 	}
 	s.byID[md.id] = md
+	s.byKey[md.key] = md
 	s.heldBytes += size
 	s.unfinishedBytes += size
 	s.unfinished++
@@ -632,6 +643,9 @@ func (s *MemorySupervisor) forgetOldestLocked() {
 	if d := s.byID[s.finished[0]]; d != nil {
 		s.heldBytes -= d.size
 		delete(s.byID, d.id)
+		if s.byKey[d.key] == d {
+			delete(s.byKey, d.key)
+		}
 	}
 	s.finished[0] = ""
 	s.finished = s.finished[1:]

@@ -320,7 +320,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 			SequenceKey: textOrNil(d.routing.SequenceKey), TaskType: textOrNil(string(d.taskType)), TaskID: textOrNil(d.taskID),
 		},
 		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
-		MCPBody: d.mcp,
+		MCPBody: d.mcp, PayloadSHA256: d.fp[:],
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)
@@ -334,11 +334,13 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 	}
 	var q querier = s.db
 	var id, seq int64
-	insert := func() error { return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq) }
+	var same *bool          // a prior delivery under the key: whether it has this payload and URL
+	var reemissionOf *int64 // the prior's
+	insert := func() error { return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq, &same, &reemissionOf) }
 	if tx != nil {
 		q = tx
 		insert = func() error {
-			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, nil)
+			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, &same, &reemissionOf)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -361,6 +363,12 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 			return Receipt{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
 		}
 		return Receipt{}, dbError("enqueue", err)
+	}
+	if same != nil { // the key was bound before
+		if !*same {
+			return Receipt{}, conflict(strconv.FormatInt(id, 10))
+		}
+		return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq, ReemissionOf: idText(reemissionOf)}, nil
 	}
 	if tx == nil {
 		s.wakeWorkers()
@@ -553,7 +561,7 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 			return Receipt{}, err
 		}
 		var newID int64
-		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key}).Scan(&newID, nil); err != nil {
+		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key, PayloadSHA256: d.fp[:]}).Scan(&newID, nil); err != nil {
 			return Receipt{}, dbError("redeliver", err)
 		}
 		r = Receipt{ID: strconv.FormatInt(newID, 10), IdempotencyKey: d.key, Sequence: row.SequenceNumber, ReemissionOf: id}

@@ -239,6 +239,7 @@ type enqueueParams struct {
 	Now              time.Time `db:"now"`
 	Drop             bool      `db:"drop"`     // refuse while the breaker is open (OpenDrop)
 	MCPBody          bool      `db:"mcp_body"` // BuildMCPBody's: a re-emission can rebuild it
+	PayloadSHA256    []byte    `db:"payload_sha256"`
 }
 
 type enqueueTxParams struct {
@@ -447,6 +448,7 @@ type reemitParams struct {
 	redeliverParams
 	Body           []byte `db:"body"`
 	IdempotencyKey string `db:"idempotency_key"`
+	PayloadSHA256  []byte `db:"payload_sha256"`
 }
 
 // redeliverRow is what Redeliver reads of a delivery, locked.
@@ -560,33 +562,45 @@ func newPgSQL(t PostgresTables) *pgSQL {
 	// open: then nothing is inserted or allocated and no row returns. A
 	// webhook accepted while its breaker is open is due when it half-opens.
 	enqueue := r.Replace(`
-WITH refused AS (
-	SELECT @drop::boolean AND EXISTS (
+WITH prior AS (
+	SELECT id, payload_sha256 = @payload_sha256 AND url = @url AS same, COALESCE(sequence_number, 0) AS seq, reemission_of
+	FROM {deliveries} WHERE idempotency_key = @idempotency_key AND payload_sha256 IS NOT NULL
+), refused AS (
+	SELECT @drop::boolean AND NOT EXISTS (SELECT 1 FROM prior) AND EXISTS (
 		SELECT 1 FROM {breakers} b
 		WHERE b.breaker_key = @breaker_key AND b.state = 'open' AND ` + openRetryAt + ` > @now::timestamptz) AS yes
 ), seq AS (
 	INSERT INTO {sequences} AS s (sequence_key, last_value)
 	SELECT @sequence_key, 1 FROM refused WHERE @sequence_key::text IS NOT NULL AND NOT refused.yes
+		AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 	RETURNING last_value
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body)
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
 		@url, @body, @idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
-		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body
-	FROM refused WHERE NOT refused.yes
+		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256
+	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
+	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, sequence_number
 )
 `)
-	q.enqueue = compile[enqueueParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0) FROM ins`)
+	// A key bound before returns its delivery instead (prior.same: the
+	// same payload and URL). A key bound by a transaction that committed
+	// after this statement began returns no row, as a refusal does; the
+	// caller then looks again. (That race is the one way a sequence
+	// number goes unused: the statement drew it before it lost.)
+	const priorRow = ` UNION ALL SELECT id, seq, same, reemission_of FROM prior`
+	q.enqueue = compile[enqueueParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), NULL::boolean, NULL::bigint FROM ins` + priorRow)
 	// In the caller's transaction the NOTIFY must go with it, to be sent at
 	// its commit. (Postgres serialises the commits of notifying
 	// transactions, WAL flush included, so the pool path notifies
 	// separately: see notify.)
-	q.enqueueNotify = compile[enqueueTxParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), pg_notify(@channel, '') FROM ins`)
+	q.enqueueNotify = compile[enqueueTxParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), NULL::boolean, NULL::bigint
+FROM ins, LATERAL (SELECT pg_notify(@channel, '')) notified` + priorRow)
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
 	q.notify = compile[channelParams](`SELECT set_config('synchronous_commit', 'off', true), pg_notify(@channel, '')`)
@@ -779,9 +793,10 @@ WHERE id = @id AND state = 'failed'
 RETURNING pg_notify(@channel, '')`))
 	q.reemit = compile[reemitParams](r.Replace(`WITH ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of)
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of,
+		payload_sha256)
 	SELECT 'pending', @now, url, @body, @idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id, @payload_sha256
 	FROM {deliveries} WHERE id = @id
 	RETURNING id
 ), orig AS (

@@ -410,7 +410,7 @@ func TestPostgresTableNameOverrides(t *testing.T) {
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM seller_seqs`))
 	require.Zero(t, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'adcp_webhook_%'`))
 	// Every index was created under its own name, none truncated away.
-	require.Equal(t, 5, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and four indexes")
+	require.Equal(t, 6, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and five indexes")
 }
 
 func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {

@@ -2,10 +2,12 @@ package webhook
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/jcs"
 	"github.com/adcpkit/webhook/internal/strictjson"
 )
 
@@ -26,6 +28,28 @@ type prepared struct {
 	mcp bool
 	// reemissionOf is the ID of the delivery this one re-emits, or "".
 	reemissionOf string
+	// fp is the SHA-256 of the body's RFC 8785 canonical form: the
+	// payload its key is bound to.
+	fp [sha256.Size]byte
+}
+
+// bind computes d's payload fingerprint, refusing (as field's fault) a
+// body with no RFC 8785 canonical form.
+func (d *prepared) bind(field string) error {
+	fp, err := jcs.Sum256(d.body)
+	if err != nil {
+		return invalid(field, "has no RFC 8785 canonical form, which AdCP 3.2 binds the idempotency key to: %v", err)
+	}
+	d.fp = fp
+	return nil
+}
+
+// conflict is the error for a key already bound to another payload (or
+// URL) by delivery id.
+func conflict(id string) error {
+	return &ValidationError{Field: "IdempotencyKey", sentinel: ErrIdempotencyConflict,
+		Reason: "is bound to a different payload or URL, by delivery " + id + ": a key stays bound to its payload's canonical form for the retry horizon. " +
+			"Use a fresh key for a changed payload; to retry the same event send the identical payload (for SendMCP, set Timestamp to the original's)"}
 }
 
 // size is about how many bytes d holds: its strings and body.
@@ -64,7 +88,11 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if err := w.Routing.check(); err != nil {
 		return prepared{}, err
 	}
-	return newPrepared(w.URL, bytes.Clone(w.Body), w.IdempotencyKey, w.TaskType, w.TaskID, w.Routing), nil
+	d := newPrepared(w.URL, bytes.Clone(w.Body), w.IdempotencyKey, w.TaskType, w.TaskID, w.Routing)
+	if err := d.bind("Body"); err != nil {
+		return prepared{}, err
+	}
+	return d, nil
 }
 
 // prepareMCP validates w and builds its body, as SendMCP does.
@@ -81,6 +109,9 @@ func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
 	}
 	d := newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing)
 	d.mcp = true
+	if err := d.bind("Result"); err != nil { // the rest BuildMCPBody wrote itself
+		return prepared{}, err
+	}
 	return d, nil
 }
 
@@ -109,5 +140,8 @@ func reemission(d *prepared, id string) (prepared, error) {
 	}
 	nd := newPrepared(d.url, body, key, d.taskType, d.taskID, d.routing)
 	nd.mcp, nd.reemissionOf = true, id
+	if err := nd.bind("Body"); err != nil { // cannot happen: the original had one
+		return prepared{}, err
+	}
 	return nd, nil
 }

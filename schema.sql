@@ -83,6 +83,10 @@ CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_breaker_idx
 -- Retention.
 CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_finished_idx
     ON adcp_webhook_deliveries (finished_at) WHERE state IN ('delivered', 'failed');
+-- AdCP 3.2's payload binding: a key names one delivery (rows accepted
+-- before the binding have no payload_sha256 and bind nothing).
+CREATE UNIQUE INDEX IF NOT EXISTS adcp_webhook_deliveries_key_idx
+    ON adcp_webhook_deliveries (idempotency_key) WHERE payload_sha256 IS NOT NULL;
 -- Listing failed deliveries.
 CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_failed_idx
     ON adcp_webhook_deliveries (id) WHERE state = 'failed';

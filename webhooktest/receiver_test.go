@@ -123,10 +123,12 @@ func TestReceiverAcknowledgesDuplicates(t *testing.T) {
 	signer, verifier := seller(t, "seller-2026")
 	rcv := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
 	defer rcv.Close()
-	sup := run(t, signer)
 	body, key, err := webhook.BuildMCPBody(webhookTo(rcv.URL, "t1"), time.Now())
 	require.NoError(t, err)
-	for range 2 { // a seller re-sending the same delivery
+	// A seller sending the same delivery from two processes (one supervisor
+	// returns the first receipt for a repeated key, sending nothing).
+	for range 2 {
+		sup := run(t, signer)
 		r, err := sup.SendPrepared(context.Background(), webhook.PreparedWebhook{URL: rcv.URL + "/adcp/webhook", Body: body, IdempotencyKey: key})
 		require.NoError(t, err)
 		d, err := sup.Wait(context.Background(), r.ID)
