@@ -2,6 +2,8 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -192,4 +194,39 @@ func ExamplePostgresSupervisor_SendMCPTx() {
 		log.Fatal(err)
 	}
 	fmt.Println("delivery", r.ID, "committed")
+}
+
+// A seller builds the webhook_signing block of its get_adcp_capabilities
+// response from the sender and supervisor it delivers with, so the
+// advertised horizon and algorithms are the ones in use.
+func ExampleWebhookSigning() {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	key, err := webhook.NewSigningKey("seller-2026", priv)
+	if err != nil {
+		panic(err)
+	}
+	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+	if err != nil {
+		panic(err)
+	}
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer})
+	if err != nil {
+		panic(err)
+	}
+	// In production: a PostgresSupervisor with ProductionRetryPolicy.
+	sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Retry: webhook.ProductionRetryPolicy()})
+	if err != nil {
+		panic(err)
+	}
+	c, err := webhook.WebhookSigning(sup, sender, webhook.CapabilityOptions{AllowNonDurable: true})
+	if err != nil {
+		panic(err)
+	}
+	out, _ := json.Marshal(map[string]any{"webhook_signing": c})
+	fmt.Println(string(out))
+	// Output:
+	// {"webhook_signing":{"supported":true,"profile":"adcp/webhook-signing/v1","algorithms":["ed25519"],"legacy_hmac_fallback":false,"delivery_retry_horizon_seconds":86400}}
 }
