@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -67,51 +68,66 @@ const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 // the idempotency key inside it. now fills a zero Timestamp. Supervisors call
 // it once per delivery; it is exported for receivers' tests and for sellers
 // who store bodies themselves.
+//
+// A webhook with WriteSequenceNumber needs a supervisor to draw its number:
+// BuildMCPBody refuses it.
 func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err error) {
+	if w.WriteSequenceNumber {
+		return nil, "", invalid("WriteSequenceNumber", "is set: the sequence number is drawn by a supervisor at acceptance; write sequence_number into Result yourself to build the body alone")
+	}
+	body, key, _, err = buildMCPBody(w, now)
+	return body, key, err
+}
+
+// buildMCPBody is BuildMCPBody. For WriteSequenceNumber the body is a
+// template whose Result starts with "sequence_number":0, and seqAt is the
+// offset of that 0, which the supervisor replaces with the number it
+// draws (see spliceSequence).
+func buildMCPBody(w MCPWebhook, now time.Time) (_ []byte, key string, seqAt int, err error) {
 	if err := checkText("OperationID", w.OperationID, true, 255); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	if err := checkText("TaskID", w.TaskID, true, 255); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	if w.TaskType == "" {
-		return nil, "", invalid("TaskType", "is required; use a TaskType constant such as TaskCreateMediaBuy")
+		return nil, "", 0, invalid("TaskType", "is required; use a TaskType constant such as TaskCreateMediaBuy")
 	}
 	if !validTaskType(w.TaskType) {
-		return nil, "", invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
+		return nil, "", 0, invalid("TaskType", "is %q; use a TaskType constant or a snake_case task name", w.TaskType)
 	}
 	if !w.Status.Valid() {
-		return nil, "", invalid("Status", "is %q; use one of the nine Status constants, such as StatusCompleted", w.Status)
+		return nil, "", 0, invalid("Status", "is %q; use one of the nine Status constants, such as StatusCompleted", w.Status)
 	}
 	if w.Protocol != "" && !w.Protocol.Valid() {
-		return nil, "", invalid("Protocol", "is %q; use a Protocol constant or leave it empty to derive it from TaskType", w.Protocol)
+		return nil, "", 0, invalid("Protocol", "is %q; use a Protocol constant or leave it empty to derive it from TaskType", w.Protocol)
 	}
 	if w.Token != "" {
 		if n := utf8.RuneCountInString(w.Token); n < 16 || n > 4096 {
-			return nil, "", invalid("Token", "has %d characters; push_notification_config.token must have 16 to 4096", n)
+			return nil, "", 0, invalid("Token", "has %d characters; push_notification_config.token must have 16 to 4096", n)
 		}
 		if !utf8.ValidString(w.Token) {
-			return nil, "", invalid("Token", "is not valid UTF-8")
+			return nil, "", 0, invalid("Token", "is not valid UTF-8")
 		}
 	}
 	if err := checkText("ContextID", w.ContextID, false, 1024); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	if w.Message != "" && !utf8.ValidString(w.Message) {
-		return nil, "", invalid("Message", "is not valid UTF-8")
+		return nil, "", 0, invalid("Message", "is not valid UTF-8")
 	}
 	if len(w.Message) > MaxBodyBytes {
-		return nil, "", &ValidationError{Field: "Message", Reason: fmt.Sprintf("is %d bytes; a body holds at most %d", len(w.Message), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+		return nil, "", 0, &ValidationError{Field: "Message", Reason: fmt.Sprintf("is %d bytes; a body holds at most %d", len(w.Message), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
 	if y := w.Timestamp.UTC().Year(); !w.Timestamp.IsZero() && (y < 0 || y > 9999) {
-		return nil, "", invalid("Timestamp", "is in year %d; RFC 3339 timestamps have years 0000 to 9999", y)
+		return nil, "", 0, invalid("Timestamp", "is in year %d; RFC 3339 timestamps have years 0000 to 9999", y)
 	}
 	nid := w.NotificationID
 	if nid != "" && !validKeyChars(nid, 1, 255) {
-		return nil, "", invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
+		return nil, "", 0, invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
 	}
 	if nid != "" && DeliveryReport(w.NotificationType) {
-		return nil, "", invalid("NotificationID", "is set on a %q delivery report; delivery reports carry no notification_id (receivers de-duplicate them by idempotency_key): leave it empty", w.NotificationType)
+		return nil, "", 0, invalid("NotificationID", "is set on a %q delivery report; delivery reports carry no notification_id (receivers de-duplicate them by idempotency_key): leave it empty", w.NotificationType)
 	}
 	switch {
 	case w.OmitNotificationID:
@@ -126,7 +142,7 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	if key == "" {
 		key = NewIdempotencyKey()
 	} else if err := checkKey("IdempotencyKey", key); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	var result []byte
 	if w.Result != nil {
@@ -135,14 +151,14 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 		} else {
 			var err error
 			if result, err = marshalCompact(w.Result); err != nil {
-				return nil, "", invalid("Result", "does not marshal to JSON: %v", err)
+				return nil, "", 0, invalid("Result", "does not marshal to JSON: %v", err)
 			}
 		}
 		// The signer must not send what two readers would read apart:
 		// duplicate keys (from a json.RawMessage or a MarshalJSON
 		// anywhere in it) or invalid UTF-8.
 		if err := strictjson.Check(result); result != nil && err != nil {
-			return nil, "", invalid("Result", "is not strict JSON: %v", err)
+			return nil, "", 0, invalid("Result", "is not strict JSON: %v", err)
 		}
 	}
 	ts := w.Timestamp
@@ -185,19 +201,47 @@ func BuildMCPBody(w MCPWebhook, now time.Time) (body []byte, key string, err err
 	member("message", w.Message)
 	member("context_id", w.ContextID)
 	member("token", w.Token)
-	if result != nil {
+	if w.WriteSequenceNumber {
+		// Result's first member becomes "sequence_number":0, the 0 at seqAt.
+		if result == nil {
+			return nil, "", 0, invalid("Result", "is empty, but WriteSequenceNumber writes sequence_number into it: pass the delivery report's result object")
+		}
+		open := bytes.IndexByte(result, '{')
+		if open < 0 || len(bytes.TrimSpace(result[:open])) > 0 {
+			return nil, "", 0, invalid("Result", "is not a JSON object, but WriteSequenceNumber writes sequence_number into it")
+		}
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(result, &members); err != nil {
+			return nil, "", 0, invalid("Result", "is not a JSON object: %v", err)
+		}
+		if _, ok := members["sequence_number"]; ok {
+			return nil, "", 0, invalid("Result", "has a sequence_number, and WriteSequenceNumber writes the supervisor's: remove one of them")
+		}
+		if w.SequenceKey == "" {
+			return nil, "", 0, invalid("WriteSequenceNumber", "is set without a Routing.SequenceKey, the stream the number is drawn from: set one (a media buy's reporting stream, say)")
+		}
+		b = append(b, `,"result":`...)
+		b = append(b, result[:open+1]...)
+		b = append(b, `"sequence_number":`...)
+		seqAt = len(b)
+		b = append(b, '0')
+		if rest := bytes.TrimLeft(result[open+1:], " \t\r\n"); len(rest) > 0 && rest[0] != '}' {
+			b = append(b, ',')
+		}
+		b = append(b, result[open+1:]...)
+	} else if result != nil {
 		b = append(b, `,"result":`...)
 		b = append(b, result...)
 	}
 	b = append(b, '}')
-	if len(b) > MaxBodyBytes {
+	if seqAt > 0 && len(b)+maxSequenceDigits > MaxBodyBytes || len(b) > MaxBodyBytes {
 		field := "Result" // the larger of the two that can be large
 		if len(w.Message) > len(result) {
 			field = "Message"
 		}
-		return nil, "", &ValidationError{Field: field, Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", len(b), MaxBodyBytes), sentinel: ErrBodyTooLarge}
+		return nil, "", 0, &ValidationError{Field: field, Reason: fmt.Sprintf("makes a %d-byte body; at most %d are accepted", len(b), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
-	return b, key, nil
+	return b, key, seqAt, nil
 }
 
 // marshalCompact marshals v without HTML escaping and without the encoder's
@@ -272,4 +316,16 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// maxSequenceDigits is how many digits a sequence number (an int64, at
+// least 1) may add to a template in place of its 0.
+const maxSequenceDigits = 18
+
+// spliceSequence writes seq into a template in place of the 0 at seqAt.
+func spliceSequence(template []byte, seqAt int, seq int64) []byte {
+	out := make([]byte, 0, len(template)+maxSequenceDigits)
+	out = append(out, template[:seqAt]...)
+	out = strconv.AppendInt(out, seq, 10)
+	return append(out, template[seqAt+1:]...)
 }

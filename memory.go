@@ -260,6 +260,9 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 		s.seqs[key]++
 		seq = s.seqs[key]
 	}
+	if d.seqAt > 0 {
+		d.body, d.seqAt = spliceSequence(d.body, d.seqAt, seq), 0
+	}
 	s.order++
 	md := &memDelivery{
 		job:   job{prepared: d, id: s.idPrefix + strconv.FormatUint(s.order, 10), seq: seq, accepted: now},

@@ -320,7 +320,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 			SequenceKey: textOrNil(d.routing.SequenceKey), TaskType: textOrNil(string(d.taskType)), TaskID: textOrNil(d.taskID),
 		},
 		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
-		MCPBody: d.mcp, PayloadSHA256: d.fp[:],
+		MCPBody: d.mcp, PayloadSHA256: d.fp[:], SeqAt: d.seqAt,
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)

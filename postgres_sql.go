@@ -240,6 +240,7 @@ type enqueueParams struct {
 	Drop             bool      `db:"drop"`     // refuse while the breaker is open (OpenDrop)
 	MCPBody          bool      `db:"mcp_body"` // BuildMCPBody's: a re-emission can rebuild it
 	PayloadSHA256    []byte    `db:"payload_sha256"`
+	SeqAt            int       `db:"seq_at"` // write the sequence number over the 0 at this offset of body; 0: none
 }
 
 type enqueueTxParams struct {
@@ -581,7 +582,10 @@ WITH prior AS (
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
-		@url, @body, @idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
+		@url, CASE WHEN @seq_at::int > 0
+			THEN overlay(@body::bytea placing convert_to((SELECT last_value FROM seq)::text, 'UTF8') from @seq_at::int + 1 for 1)
+			ELSE @body::bytea END,
+		@idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
 		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256
 	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING

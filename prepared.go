@@ -29,8 +29,13 @@ type prepared struct {
 	// reemissionOf is the ID of the delivery this one re-emits, or "".
 	reemissionOf string
 	// fp is the SHA-256 of the body's RFC 8785 canonical form: the
-	// payload its key is bound to.
+	// payload its key is bound to. (For a template, the payload as
+	// submitted: with its sequence number 0.)
 	fp [sha256.Size]byte
+	// seqAt, when positive, makes body a template: the supervisor writes
+	// the sequence number it draws in place of the 0 at seqAt
+	// (MCPWebhook.WriteSequenceNumber).
+	seqAt int
 }
 
 // bind computes d's payload fingerprint, refusing (as field's fault) a
@@ -103,12 +108,12 @@ func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
 	if err := w.Routing.check(); err != nil {
 		return prepared{}, err
 	}
-	body, key, err := BuildMCPBody(w, now)
+	body, key, seqAt, err := buildMCPBody(w, now)
 	if err != nil {
 		return prepared{}, err
 	}
 	d := newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing)
-	d.mcp = true
+	d.mcp, d.seqAt = true, seqAt
 	if err := d.bind("Result"); err != nil { // the rest BuildMCPBody wrote itself
 		return prepared{}, err
 	}

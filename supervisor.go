@@ -91,6 +91,14 @@ type MCPWebhook struct {
 	// OmitNotificationID leaves notification_id out of the body, default
 	// included.
 	OmitNotificationID bool
+	// WriteSequenceNumber writes the delivery's number in its
+	// Routing.SequenceKey stream into Result as sequence_number, the
+	// delivery report's field (media-buy-delivery-webhook-result.json):
+	// the supervisor draws it at acceptance, so reports of one stream are
+	// numbered 1, 2, 3... with no gaps, in the order they are accepted
+	// (inside SendMCPTx too). Result must be a JSON object without a
+	// sequence_number. [BuildMCPBody] refuses it.
+	WriteSequenceNumber bool
 	// Protocol is the AdCP protocol. It defaults to the protocol of TaskType
 	// (see [ProtocolForTaskType]) and is omitted when that is unknown.
 	Protocol Protocol

@@ -2,7 +2,8 @@
 // Schemas in tests. It implements the draft-07 keywords those schemas use
 // (type, enum, const, properties, required, additionalProperties, items,
 // minItems, maxItems, uniqueItems, minimum, maximum, minLength, maxLength,
-// pattern, format date-time and uri, allOf, anyOf, oneOf, and $ref to the
+// pattern, format date-time and uri, allOf, anyOf, oneOf, not, if/then/else,
+// and $ref to the
 // schemas it was given) and refuses a schema with any other validation
 // keyword, so that nothing is skipped silently. A $ref to a schema it was
 // not given is reported in Result.Unresolved, for the test to account
@@ -85,7 +86,7 @@ func (s *Set) Validate(name string, doc []byte) (Result, error) {
 var annotations = map[string]bool{
 	"$schema": true, "$id": true, "title": true, "description": true, "default": true,
 	"deprecated": true, "examples": true, "enumDescriptions": true, "$comment": true,
-	"readOnly": true, "writeOnly": true,
+	"readOnly": true, "writeOnly": true, "notes": true,
 }
 
 func (s *Set) check(r *Result, schema map[string]any, v any, at string) error {
@@ -230,6 +231,30 @@ func (s *Set) check(r *Result, schema map[string]any, v any, at string) error {
 				}
 			default:
 				return fmt.Errorf("schematest: format %v at %s is not supported", kw, at)
+			}
+		case "if":
+			var ir Result
+			if err := s.check(&ir, kw.(map[string]any), v, at); err != nil {
+				return err
+			}
+			branch := "else"
+			if len(ir.Errors) == 0 {
+				branch = "then"
+			}
+			if sub, ok := schema[branch].(map[string]any); ok {
+				if err := s.check(r, sub, v, at); err != nil {
+					return err
+				}
+			}
+		case "then", "else": // with their if
+		case "not":
+			var nr Result
+			if err := s.check(&nr, kw.(map[string]any), v, at); err != nil {
+				return err
+			}
+			r.Unresolved = append(r.Unresolved, nr.Unresolved...)
+			if len(nr.Errors) == 0 {
+				fail("matches the schema it must not match")
 			}
 		case "allOf", "anyOf", "oneOf":
 			matched := 0
