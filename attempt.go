@@ -2,8 +2,10 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -79,6 +81,14 @@ type Attempt struct {
 	// ReemissionOf is the ID of the delivery this one re-emits under a
 	// fresh idempotency key (see Redeliver), or "".
 	ReemissionOf string `json:"reemission_of,omitempty"`
+	// NotificationID is the body's notification_id, or "".
+	NotificationID string `json:"notification_id,omitempty"`
+	// SubscriberID is copied from [Routing].
+	SubscriberID string `json:"subscriber_id,omitempty"`
+	// TimedOut reports an attempt that got no response in time (as
+	// opposed to one that could not connect), for AdCP's activity status
+	// timeout versus connection_error.
+	TimedOut bool `json:"timed_out,omitempty"`
 }
 
 // job is a claimed delivery as the attempt logic sees it. Each supervisor
@@ -270,8 +280,10 @@ type sent struct {
 	class   Classification
 	status  int
 	errText string
-	start   time.Time
-	elapsed time.Duration
+	// timedOut: no response came in time.
+	timedOut bool
+	start    time.Time
+	elapsed  time.Duration
 }
 
 // send runs attempt n of delivery d and classifies the result. req is the
@@ -299,6 +311,7 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 	switch {
 	case err != nil:
 		s.errText = d.errorText(err)
+		s.timedOut = isTimeout(err)
 	default:
 		s.status = resp.StatusCode
 		if s.class.Verdict != VerdictDelivered {
@@ -419,6 +432,7 @@ func (k *core) record(d *prepared, id string, seq int64, n int, s sent) Attempt 
 	a.Error = s.errText
 	a.ResponseTime = s.elapsed
 	a.OccurredAt = s.start
+	a.TimedOut = s.timedOut
 	a.Outcome = OutcomeFailure
 	if s.class.Verdict == VerdictDelivered {
 		a.Outcome = OutcomeSuccess
@@ -446,5 +460,17 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 		PayloadSize:      len(d.body),
 		NotificationType: d.routing.NotificationType,
 		ReemissionOf:     d.reemissionOf,
+		NotificationID:   d.nid,
+		SubscriberID:     d.routing.SubscriberID,
 	}
+}
+
+// isTimeout reports whether a send failed because no response came in
+// time: its deadline passed, or the network said so.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -150,6 +150,17 @@ func TestPostgresBindingRaces(t *testing.T) {
 	w.IdempotencyKey = "evt_0123456789abcdef"
 	w.Timestamp = epoch
 
+	// Its breaker is open (OpenDefer: accepted, held back), which must not
+	// turn the second submission into a refusal.
+	_, err := pe.pool.Exec(ctx, `INSERT INTO adcp_webhook_breakers (breaker_key, state, failures, opened_at, retry_at, updated_at)
+		VALUES ($1, 'open', 5, $2, $3, $2)`, w.URL, epoch, epoch.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerOpen, func() webhook.BreakerState {
+		st, err := pe.pg.Breaker(ctx, w.URL)
+		require.NoError(t, err)
+		return st
+	}())
+
 	tx, err := pe.pool.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(ctx) //nolint:errcheck // committed below
@@ -188,4 +199,19 @@ func TestPostgresBindingRaces(t *testing.T) {
 		require.Equal(t, first, <-got)
 	}
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries WHERE idempotency_key = $1`, w2.IdempotencyKey))
+}
+
+// A prepared body's own idempotency_key is the one receivers see: the
+// delivery's key must be it, or the binding would bind another key.
+func TestPreparedKeyMustBeTheBodys(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newMemory)
+	_, err := e.sup.SendPrepared(context.Background(), webhook.PreparedWebhook{URL: "https://buyer.example/hook",
+		IdempotencyKey: "evt_outer_0000000001", Body: []byte(`{"idempotency_key":"evt_inner_0000000001","amount":1}`)})
+	var ve *webhook.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "IdempotencyKey", ve.Field)
+	_, err = e.sup.SendPrepared(context.Background(), webhook.PreparedWebhook{URL: "https://buyer.example/hook",
+		IdempotencyKey: "evt_outer_0000000001", Body: []byte(`{"task":{"id":"t1"}}`)})
+	require.NoError(t, err, "a body without a key of its own (an A2A task) takes the delivery's")
 }

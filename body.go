@@ -329,3 +329,19 @@ func spliceSequence(template []byte, seqAt int, seq int64) []byte {
 	out = strconv.AppendInt(out, seq, 10)
 	return append(out, template[seqAt+1:]...)
 }
+
+// mcpNotificationID reads the notification_id of a body BuildMCPBody made
+// under key: the member right after idempotency_key, when there is one
+// (it needs no JSON escaping).
+func mcpNotificationID(body []byte, key string) string {
+	const prefix, member = `{"idempotency_key":"`, `","notification_id":"`
+	rest, ok := bytes.CutPrefix(body, []byte(prefix+key+member))
+	if !ok {
+		return ""
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return ""
+	}
+	return string(rest[:end])
+}

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/adcpkit/webhook/receive"
 )
@@ -80,7 +81,7 @@ func WebhookSigning(sup Supervisor, sender *HTTPSender, opts CapabilityOptions) 
 	if !ok {
 		return c, badConfig("HTTPSenderConfig.Signer", "is a %T, which does not report its algorithms: implement AlgorithmReporter", sender.signer)
 	}
-	algs := ar.SigningAlgorithms()
+	algs := slices.Compact(slices.Sorted(slices.Values(ar.SigningAlgorithms())))
 	for _, a := range algs {
 		if a != receive.AlgEd25519 && a != receive.AlgECDSAP256 {
 			return c, badConfig("HTTPSenderConfig.Signer", "signs with %q; the AdCP webhook profile allows only %s and %s", a, receive.AlgEd25519, receive.AlgECDSAP256)

@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,6 +116,9 @@ type memDelivery struct {
 	index      int
 	size       int64  // prepared.size, counted in heldBytes
 	reemitted  string // the ID of its re-emission, if any
+	// records are its attempts' records, the newest ActivityLimitMax, for
+	// Activity.
+	records []Attempt
 }
 
 func (d *memDelivery) base() *job { return &d.job }
@@ -287,11 +292,13 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 }
 
 // Redeliver sends a failed delivery again, following AdCP 3.2's retry
-// horizon. Within the horizon (counted from the delivery's first attempt,
+// horizon and its 409 rule. Within the horizon (counted from the delivery's first attempt,
 // which a redelivery does not move) it is queued again, due now, with
 // the same bytes and key and a fresh allowance of attempts; the Receipt
-// is the delivery's own. Past the horizon its key must never be sent
-// again, so Redeliver re-emits it: a new delivery, linked to the original
+// is the delivery's own. Past the horizon, or when the receiver last
+// answered 409 (it holds the key bound to another payload, and a sender
+// must stop using that key), the key must never be sent again, so
+// Redeliver re-emits it: a new delivery, linked to the original
 // (Receipt.ReemissionOf, Delivery.ReemittedAs and every record's
 // ReemissionOf), with a fresh idempotency_key and otherwise the same body,
 // notification_id included, and the same sequence number. Only bodies
@@ -312,12 +319,15 @@ func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, e
 	case !d.over:
 		s.mu.Unlock()
 		return Receipt{}, fmt.Errorf("%w: delivery %s failed, and its last record is still being reported; try again", ErrNotFailed, id)
+	case d.reemitted == reemitting:
+		s.mu.Unlock()
+		return Receipt{}, fmt.Errorf("%w: delivery %s is being re-emitted", ErrNotFailed, id)
 	case d.reemitted != "":
 		s.mu.Unlock()
 		return Receipt{}, fmt.Errorf("%w: delivery %s was re-emitted as %s; redeliver that one", ErrNotFailed, id, d.reemitted)
 	}
 	now := s.k.clock.Now()
-	if !s.k.pastHorizon(d.anchor(), now) {
+	if !s.k.pastHorizon(d.anchor(), now) && d.lastStatus != http.StatusConflict {
 		if s.unfinished >= s.maxQueued || s.unfinishedBytes+d.size > s.maxBytes {
 			s.mu.Unlock()
 			return Receipt{}, fmt.Errorf("%w: %d deliveries holding %d bytes are waiting (MemoryConfig.MaxQueued, MaxQueuedBytes)", ErrQueueFull, s.unfinished, s.unfinishedBytes)
@@ -337,14 +347,29 @@ func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, e
 		s.mu.Unlock()
 		return Receipt{ID: d.id, IdempotencyKey: d.key, Sequence: d.seq, ReemissionOf: d.reemissionOf}, nil
 	}
+	// Past the horizon, or after a 409 (the receiver holds the key bound
+	// to another payload: it must not be sent again), a re-emission. The
+	// original is marked first, so that a concurrent Redeliver cannot
+	// re-emit it too.
 	nd, err := reemission(&d.prepared, id)
-	seq := d.seq
-	s.mu.Unlock()
 	if err != nil {
+		s.mu.Unlock()
 		return Receipt{}, err
 	}
-	return s.accept(ctx, nd, now, seq)
+	seq := d.seq
+	d.reemitted = reemitting
+	s.mu.Unlock()
+	r, err := s.accept(ctx, nd, now, seq) // sets d.reemitted
+	if err != nil {
+		s.mu.Lock()
+		d.reemitted = ""
+		s.mu.Unlock()
+	}
+	return r, err
 }
+
+// reemitting marks a delivery whose re-emission is being accepted.
+const reemitting = "(re-emitting)"
 
 // NextSequence allocates and returns the next number of key's sequence, as
 // the Python SDK's next_sequence does. Deliveries with that SequenceKey draw
@@ -431,7 +456,7 @@ func (d *memDelivery) snapshot() Delivery {
 		AcceptedAt:     d.accepted,
 		FinishedAt:     d.finishedAt,
 		ReemissionOf:   d.reemissionOf,
-		ReemittedAs:    d.reemitted,
+		ReemittedAs:    strings.TrimPrefix(d.reemitted, reemitting),
 	}
 	if d.state == StatePending {
 		v.NextAttemptAt = d.dueAt
@@ -577,6 +602,12 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 	defer s.mu.Unlock()
 	d.attempts, d.firstAt = c.attempts, c.firstAt
 	d.lastStatus, d.lastError = c.status, c.errText
+	if c.record.AttemptNumber > 0 {
+		if len(d.records) == ActivityLimitMax {
+			d.records = append(d.records[:0], d.records[1:]...)
+		}
+		d.records = append(d.records, c.record)
+	}
 	if b, r := s.breakers[d.breakerKey], c.result; b != nil || r == breakerFailure {
 		if b == nil {
 			b = s.newBreakerLocked(d.breakerKey)
@@ -689,4 +720,47 @@ func (h *memHeap) Pop() any {
 	d.index = -1
 	*h = old[:len(old)-1]
 	return d
+}
+
+// Activity returns the AdCP webhook_activity[] records of the deliveries q
+// selects, newest first: one per attempt (each delivery keeps its newest
+// ActivityLimitMax), and a pending one for a delivery's queued or
+// in-flight attempt. Only deliveries with a Routing.NotificationType have
+// records (the record's notification_type is required). They last as long
+// as the delivery is retained (RetainFinished), not the 30 days AdCP asks
+// of a seller that surfaces them: use the PostgresSupervisor for that.
+func (s *MemorySupervisor) Activity(ctx context.Context, q ActivityQuery) ([]ActivityRecord, error) {
+	q, err := q.check()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ActivityRecord
+	add := func(d *memDelivery) {
+		if q.TaskID != "" && d.taskID != q.TaskID || q.SubscriberID != "" && d.routing.SubscriberID != q.SubscriberID {
+			return
+		}
+		for i := range d.records {
+			if r, ok := activityOf(&d.records[i]); ok {
+				out = append(out, r)
+			}
+		}
+		if d.state == StatePending || d.state == StateRunning {
+			base := s.k.baseRecord(&d.prepared, d.id, d.seq)
+			if r, ok := pendingActivity(base, d.attempts+1, d.dueAt); ok {
+				out = append(out, r)
+			}
+		}
+	}
+	if q.DeliveryID != "" {
+		if d := s.byID[q.DeliveryID]; d != nil {
+			add(d)
+		}
+	} else {
+		for _, d := range s.byID {
+			add(d)
+		}
+	}
+	return newestFirst(out, q.Limit), nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ import (
 const (
 	LeaseDurationDefault = 2 * time.Minute
 	PollIntervalDefault  = time.Second
-	RetentionDefault     = 7 * 24 * time.Hour
+	RetentionDefault     = ActivityRetention
 	// MaxLostAttemptsDefault is PostgresConfig.MaxLostAttempts's default.
 	MaxLostAttemptsDefault = 5
 )
@@ -111,7 +112,7 @@ type PostgresConfig struct {
 	DrainTimeout time.Duration
 	// Retention is how long delivered and failed deliveries (and their
 	// attempt rows) are kept after they finish; the workers purge older
-	// ones in small batches. Defaults to 7 days; negative keeps them forever.
+	// ones in small batches. Defaults to 30 days, AdCP 3.2's floor for activity records; negative keeps them forever.
 	Retention time.Duration
 	// AllowInsecureHTTP accepts plain http:// destinations, for local
 	// development and tests. Defaults to false: https only.
@@ -198,6 +199,10 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		return nil, badConfig("PostgresConfig.DrainTimeout", "is negative; use 0 for %v", DrainTimeoutDefault)
 	case cfg.MaxLostAttempts < 0:
 		return nil, badConfig("PostgresConfig.MaxLostAttempts", "is negative; use 0 for %d", MaxLostAttemptsDefault)
+	case cfg.Retention > 0 && cfg.Retention < k.retry.Horizon:
+		// A purged delivery's key is free again: it must stay bound for
+		// the whole horizon (AdCP 3.2).
+		return nil, badConfig("PostgresConfig.Retention", "is %v, shorter than the retry horizon %v: a key must stay bound to its payload for the horizon; keep finished deliveries at least that long (0 means %v)", cfg.Retention, k.retry.Horizon, RetentionDefault)
 	}
 	k.maxLost = cmp.Or(cfg.MaxLostAttempts, MaxLostAttemptsDefault)
 	s := &PostgresSupervisor{
@@ -321,6 +326,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		},
 		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
 		MCPBody: d.mcp, PayloadSHA256: d.fp[:], SeqAt: d.seqAt,
+		NotificationID: textOrNil(d.nid), SubscriberID: textOrNil(d.routing.SubscriberID),
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)
@@ -346,13 +352,23 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 	if err := ctx.Err(); err != nil {
 		return Receipt{}, dbError("enqueue", err) // nothing was sent
 	}
+	// No row: the key was bound by a transaction that committed after the
+	// statement began (the next try sees its delivery), or, with OpenDrop,
+	// the breaker refused the webhook.
 	err := insert()
 	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
+		if try == 0 || !p.Drop {
+			if try == 3 {
+				return Receipt{}, dbError("enqueue", errors.New("the enqueue statement returned no row three times"))
+			}
+			err = insert()
+			continue
+		}
 		var until *time.Time
 		if err = queryRow(ctx, q, s.q.refusedUntil, keyAtParams{Key: d.breakerKey, Now: now}).Scan(&until); err != nil {
 			return Receipt{}, dbError("enqueue", err)
 		}
-		if until != nil || try == 2 {
+		if until != nil || try == 3 {
 			return Receipt{}, s.refuse(ctx, q, d, now, deref(until))
 		}
 		// The breaker closed in between: try again.
@@ -410,6 +426,7 @@ func attemptRecord(a Attempt) attemptValues {
 		OccurredAt: a.OccurredAt, WillRetry: a.WillRetry, NextRetryAt: timeOrNil(a.NextRetryAt),
 		TaskType: textOrNil(string(a.TaskType)), TaskID: textOrNil(a.TaskID), PayloadSize: a.PayloadSize,
 		NotificationType: textOrNil(a.NotificationType), ReemissionOf: idOrNil(a.ReemissionOf),
+		NotificationID: textOrNil(a.NotificationID), SubscriberID: textOrNil(a.SubscriberID), TimedOut: a.TimedOut,
 	}
 	if a.SequenceNumber != 0 {
 		v.SequenceNumber = &a.SequenceNumber
@@ -431,6 +448,7 @@ func (r *attemptRow) attempt() Attempt {
 		OccurredAt:   r.OccurredAt.UTC(), WillRetry: r.WillRetry,
 		TaskType: TaskType(deref(r.TaskType)), TaskID: deref(r.TaskID), PayloadSize: r.PayloadSize,
 		NotificationType: deref(r.NotificationType), ReemissionOf: idText(r.ReemissionOf),
+		NotificationID: deref(r.NotificationID), SubscriberID: deref(r.SubscriberID), TimedOut: r.TimedOut,
 	}
 	if r.DeliveryID != nil {
 		a.DeliveryID = strconv.FormatInt(*r.DeliveryID, 10)
@@ -512,7 +530,8 @@ func (s *PostgresSupervisor) FailedDeliveries(ctx context.Context, after string,
 }
 
 // Redeliver sends a failed delivery again, following AdCP 3.2's retry
-// horizon, as [MemorySupervisor.Redeliver] does: within the horizon
+// horizon and its 409 rule, as [MemorySupervisor.Redeliver] does: within
+// the horizon (and unless the receiver last answered 409)
 // (counted from the first attempt, which a redelivery does not move) the
 // same row is queued again, due now, with the same bytes and key and a
 // fresh allowance of attempts, and its earlier attempt rows are kept; past
@@ -551,7 +570,7 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 	if row.FirstAttemptAt != nil {
 		anchor = *row.FirstAttemptAt
 	}
-	if !s.k.pastHorizon(anchor, now) {
+	if !s.k.pastHorizon(anchor, now) && row.LastStatus != http.StatusConflict {
 		if _, err := exec(ctx, tx, s.q.redeliver, p); err != nil {
 			return Receipt{}, dbError("redeliver", err)
 		}
@@ -654,4 +673,64 @@ func dbError(op string, err error) error {
 		err = &c
 	}
 	return fmt.Errorf("webhook: postgres %s: %w", op, err)
+}
+
+// Activity returns the AdCP webhook_activity[] records of the deliveries q
+// selects, newest first: one per attempt row, and a pending one for each
+// queued or in-flight delivery (due at its next attempt, or started when
+// it was claimed). Only deliveries with a Routing.NotificationType have
+// records (the record's notification_type is required). Records last as
+// long as their deliveries: [PostgresConfig.Retention], 30 days by
+// default, AdCP's floor.
+func (s *PostgresSupervisor) Activity(ctx context.Context, q ActivityQuery) ([]ActivityRecord, error) {
+	q, err := q.check()
+	if err != nil {
+		return nil, err
+	}
+	p := activityParams{TaskID: textOrNil(q.TaskID), SubscriberID: textOrNil(q.SubscriberID), Limit: q.Limit}
+	primary := 0
+	switch {
+	case q.DeliveryID != "":
+		n, err := parseID(q.DeliveryID)
+		if err != nil {
+			return nil, nil // no such delivery: no records
+		}
+		p.DeliveryID = &n
+	case q.TaskID != "":
+		primary = 1
+	default:
+		primary = 2
+	}
+	rows, err := collect[attemptRow](query(ctx, s.db, s.q.activity[primary], p))
+	if err != nil {
+		return nil, dbError("activity", err)
+	}
+	pq := s.q.pendingByID
+	if primary > 0 {
+		pq = s.q.pending[primary-1]
+	}
+	pending, err := collect[pendingRow](query(ctx, s.db, pq, p))
+	if err != nil {
+		return nil, dbError("activity", err)
+	}
+	out := make([]ActivityRecord, 0, len(rows)+len(pending))
+	for i := range rows {
+		a := rows[i].attempt()
+		if r, ok := activityOf(&a); ok {
+			out = append(out, r)
+		}
+	}
+	for _, d := range pending {
+		fired := d.DueAt
+		if d.State == string(StateRunning) {
+			fired = d.DueAt.Add(-s.lease) // claimed then, under a lease ending at due_at
+		}
+		base := Attempt{IdempotencyKey: d.IdempotencyKey, URL: d.URL, SequenceNumber: deref(d.SequenceNumber),
+			NotificationType: d.NotificationType, NotificationID: deref(d.NotificationID), SubscriberID: deref(d.SubscriberID),
+			PayloadSize: d.PayloadSize}
+		if r, ok := pendingActivity(base, d.Attempts+1, fired); ok {
+			out = append(out, r)
+		}
+	}
+	return newestFirst(out, q.Limit), nil
 }

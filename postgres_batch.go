@@ -143,6 +143,8 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 		v.TaskType, v.TaskID = append(v.TaskType, textOrNil(string(a.TaskType))), append(v.TaskID, textOrNil(a.TaskID))
 		v.PayloadSize, v.NotificationType = append(v.PayloadSize, int32(a.PayloadSize)), append(v.NotificationType, textOrNil(a.NotificationType))
 		v.ReemissionOf = append(v.ReemissionOf, idOrNil(a.ReemissionOf))
+		v.NotificationID, v.SubscriberID = append(v.NotificationID, textOrNil(a.NotificationID)), append(v.SubscriberID, textOrNil(a.SubscriberID))
+		v.TimedOut = append(v.TimedOut, a.TimedOut)
 		plan := plans[r.j.breakerKey]
 		v.Gated, v.Success, v.GateVersion = append(v.Gated, plan.changed), append(v.Success, c.result == breakerSuccess), append(v.GateVersion, plan.version)
 	}

@@ -191,7 +191,8 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob
 			}
 		}
 		j.attempts, j.lost, j.accepted, j.firstAt = r.Attempts, r.LostAttempts, r.AcceptedAt, deref(r.FirstAttemptAt)
-		j.reemissionOf = idText(r.ReemissionOf)
+		j.reemissionOf, j.nid = idText(r.ReemissionOf), deref(r.NotificationID)
+		j.routing.SubscriberID = deref(r.SubscriberID)
 		out = append(out, j)
 	}
 	return out

@@ -156,6 +156,8 @@ type jobRow struct {
 	AcceptedAt       time.Time  `db:"accepted_at"`
 	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
 	ReemissionOf     *int64     `db:"reemission_of"`
+	NotificationID   *string    `db:"notification_id"`
+	SubscriberID     *string    `db:"subscriber_id"`
 }
 
 // snapshotRow is what a Delivery snapshot shows.
@@ -202,6 +204,9 @@ type attemptValues struct {
 	PayloadSize      int        `db:"payload_size"`
 	NotificationType *string    `db:"notification_type"`
 	ReemissionOf     *int64     `db:"reemission_of"`
+	NotificationID   *string    `db:"notification_id"`
+	SubscriberID     *string    `db:"subscriber_id"`
+	TimedOut         bool       `db:"timed_out"`
 }
 
 // gateRow is a gate's persisted fields. A row that is not there (every
@@ -241,6 +246,8 @@ type enqueueParams struct {
 	MCPBody          bool      `db:"mcp_body"` // BuildMCPBody's: a re-emission can rebuild it
 	PayloadSHA256    []byte    `db:"payload_sha256"`
 	SeqAt            int       `db:"seq_at"` // write the sequence number over the 0 at this offset of body; 0: none
+	NotificationID   *string   `db:"notification_id"`
+	SubscriberID     *string   `db:"subscriber_id"`
 }
 
 type enqueueTxParams struct {
@@ -378,6 +385,9 @@ type batchRows struct {
 	PayloadSize      []int32      `db:"payload_size" pg:"int"`
 	NotificationType []*string    `db:"notification_type" pg:"text"`
 	ReemissionOf     []*int64     `db:"reemission_of" pg:"bigint"`
+	NotificationID   []*string    `db:"notification_id" pg:"text"`
+	SubscriberID     []*string    `db:"subscriber_id" pg:"text"`
+	TimedOut         []bool       `db:"timed_out" pg:"boolean"`
 	Gated            []bool       `db:"gated" pg:"boolean"`       // its gate changes
 	Success          []bool       `db:"success" pg:"boolean"`     // a success
 	GateVersion      []int64      `db:"gate_version" pg:"bigint"` // the gate row it was decided from
@@ -445,6 +455,28 @@ type redeliverParams struct {
 	Channel string    `db:"channel"`
 }
 
+type activityParams struct {
+	DeliveryID   *int64  `db:"delivery_id"`
+	TaskID       *string `db:"task_id"`
+	SubscriberID *string `db:"subscriber_id"`
+	Limit        int     `db:"limit"`
+}
+
+// pendingRow is an unfinished delivery, for its pending activity record.
+type pendingRow struct {
+	ID               int64     `db:"id"`
+	IdempotencyKey   string    `db:"idempotency_key"`
+	URL              string    `db:"url"`
+	State            string    `db:"state"`
+	Attempts         int       `db:"attempts"`
+	DueAt            time.Time `db:"due_at"`
+	SequenceNumber   *int64    `db:"sequence_number"`
+	NotificationType string    `db:"notification_type"`
+	NotificationID   *string   `db:"notification_id"`
+	SubscriberID     *string   `db:"subscriber_id"`
+	PayloadSize      int       `db:"payload_size"`
+}
+
 type reemitParams struct {
 	redeliverParams
 	Body           []byte `db:"body"`
@@ -463,6 +495,7 @@ type redeliverRow struct {
 	FirstAttemptAt *time.Time `db:"first_attempt_at"`
 	ReemissionOf   *int64     `db:"reemission_of"`
 	ReemittedAs    *int64     `db:"reemitted_as"`
+	LastStatus     int        `db:"last_status"`
 }
 
 type purgeParams struct {
@@ -511,6 +544,9 @@ type pgSQL struct {
 	failed         stmt[pageParams]
 	redeliver      stmt[redeliverParams]
 	redeliverLock  stmt[idParams]
+	activity       [3]stmt[activityParams] // by delivery, task, subscriber
+	pendingByID    stmt[activityParams]
+	pending        [2]stmt[activityParams] // by task, subscriber
 	reemit         stmt[reemitParams]
 	purge          stmt[purgeParams]
 	purgeRefusals  stmt[purgeParams]
@@ -550,7 +586,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 	)
 	q := &pgSQL{channel: t.Deliveries, newest: schemaParams{Objects: schemaObjects(t.ddl()),
-		Tables: []string{t.Breakers, t.Deliveries, t.Attempts}, Columns: []string{"version", "payload_sha256", "reemission_of"}}}
+		Tables: []string{t.Breakers, t.Deliveries, t.Attempts}, Columns: []string{"version", "subscriber_id", "timed_out"}}}
 
 	// Whether every table and index of the DDL exists, and every table has
 	// its newest column.
@@ -578,7 +614,8 @@ WITH prior AS (
 	RETURNING last_value
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256)
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
+		notification_id, subscriber_id)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
@@ -586,7 +623,8 @@ WITH prior AS (
 			THEN overlay(@body::bytea placing convert_to((SELECT last_value FROM seq)::text, 'UTF8') from @seq_at::int + 1 for 1)
 			ELSE @body::bytea END,
 		@idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
-		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256
+		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256,
+		@notification_id, @subscriber_id
 	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, sequence_number
@@ -789,8 +827,27 @@ WHERE d.state = 'failed' AND d.id > @after ORDER BY d.id LIMIT @limit`))
 	// (first_attempt_at, where its horizon counts from, is kept) or a
 	// re-emission under a fresh key, linked both ways.
 	q.redeliverLock = compile[idParams](r.Replace(`SELECT state, idempotency_key, body, mcp_body, COALESCE(sequence_number, 0) AS sequence_number,
-	accepted_at, first_attempt_at, reemission_of, reemitted_as
+	accepted_at, first_attempt_at, reemission_of, reemitted_as, COALESCE(last_status, 0) AS last_status
 FROM {deliveries} WHERE id = @id FOR UPDATE`))
+	// Activity: attempt rows, and the unfinished deliveries' next attempts,
+	// each found by the index of its primary filter.
+	filters := `(@delivery_id::bigint IS NULL OR delivery_id = @delivery_id) AND (@task_id::text IS NULL OR task_id = @task_id)
+	AND (@subscriber_id::text IS NULL OR subscriber_id = @subscriber_id)`
+	for i, primary := range []string{"delivery_id = @delivery_id", "task_id = @task_id", "subscriber_id = @subscriber_id"} {
+		q.activity[i] = compile[activityParams](r.Replace(`SELECT ` + columns[attemptRow]("") + ` FROM {attempts}
+WHERE ` + primary + ` AND ` + filters + ` AND attempt_number > 0 AND notification_type IS NOT NULL
+ORDER BY occurred_at DESC, id DESC LIMIT @limit`))
+	}
+	pendingSQL := func(primary string) string {
+		return r.Replace(`SELECT id, idempotency_key, url, state, attempts, due_at, sequence_number, notification_type,
+	notification_id, subscriber_id, octet_length(body) AS payload_size
+FROM {deliveries} WHERE ` + primary + ` AND ` + strings.Replace(filters, "OR delivery_id =", "OR id =", 1) + `
+	AND state IN ('pending', 'running') AND notification_type IS NOT NULL
+ORDER BY id DESC LIMIT @limit`)
+	}
+	q.pendingByID = compile[activityParams](pendingSQL("id = @delivery_id"))
+	q.pending[0] = compile[activityParams](pendingSQL("task_id = @task_id"))
+	q.pending[1] = compile[activityParams](pendingSQL("subscriber_id = @subscriber_id"))
 	q.redeliver = compile[redeliverParams](r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = @now, attempts = 0,
 	redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL, lost_attempts = 0
 WHERE id = @id AND state = 'failed'
@@ -798,9 +855,10 @@ RETURNING pg_notify(@channel, '')`))
 	q.reemit = compile[reemitParams](r.Replace(`WITH ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of,
-		payload_sha256)
+		payload_sha256, notification_id, subscriber_id)
 	SELECT 'pending', @now, url, @body, @idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id, @payload_sha256
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id, @payload_sha256,
+		notification_id, subscriber_id
 	FROM {deliveries} WHERE id = @id
 	RETURNING id
 ), orig AS (

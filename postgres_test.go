@@ -296,7 +296,7 @@ func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
 
 func TestPostgresRetention(t *testing.T) {
 	t.Parallel()
-	pe := newPgEnv(t, webhook.PostgresConfig{Retention: time.Hour}, func(c *suiteConfig) {
+	pe := newPgEnv(t, webhook.PostgresConfig{Retention: 48 * time.Hour}, func(c *suiteConfig) {
 		c.Retry.MaxAttempts = 1
 		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
 	})
@@ -313,11 +313,11 @@ func TestPostgresRetention(t *testing.T) {
 
 	n, err := pe.pg.Purge(ctx)
 	require.NoError(t, err)
-	require.Zero(t, n, "nothing is older than an hour yet")
+	require.Zero(t, n, "nothing is older than two days yet")
 
-	// Two hours on, a worker starting up purges the finished rows and
+	// 49 hours on, a worker starting up purges the finished rows and
 	// their attempt rows; the pending delivery stays and is delivered.
-	pe.clock.Advance(2 * time.Hour)
+	pe.clock.Advance(49 * time.Hour)
 	runWorker(t, pe.another())
 	require.Equal(t, pending.ID, pe.attempts(1)[0].DeliveryID)
 	require.Eventually(t, func() bool {
@@ -410,7 +410,7 @@ func TestPostgresTableNameOverrides(t *testing.T) {
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM seller_seqs`))
 	require.Zero(t, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'adcp_webhook_%'`))
 	// Every index was created under its own name, none truncated away.
-	require.Equal(t, 6, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and five indexes")
+	require.Equal(t, 8, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and seven indexes")
 }
 
 func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
@@ -440,11 +440,12 @@ func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
 		"retry":       {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: -2}}, "PostgresConfig.Retry.MaxAttempts"},
 		// The attempt columns are integer: a larger limit could never be
 		// written, and every completion would fail.
-		"attempts past integer": {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: 1 << 31}}, "PostgresConfig.Retry.MaxAttempts"},
-		"until no horizon":      {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon, Horizon: webhook.NoHorizon}}, "PostgresConfig.Retry.Horizon"},
-		"horizon below AdCP's":  {webhook.PostgresConfig{Retry: webhook.RetryPolicy{Horizon: time.Hour}}, "PostgresConfig.Retry.Horizon"},
-		"reserved word":         {webhook.PostgresConfig{Tables: webhook.PostgresTables{Deliveries: "order"}}, "PostgresConfig.Tables.Deliveries"},
-		"reserved word too":     {webhook.PostgresConfig{Tables: webhook.PostgresTables{Sequences: "user"}}, "PostgresConfig.Tables.Sequences"},
+		"attempts past integer":   {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: 1 << 31}}, "PostgresConfig.Retry.MaxAttempts"},
+		"until no horizon":        {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: webhook.MaxAttemptsUntilHorizon, Horizon: webhook.NoHorizon}}, "PostgresConfig.Retry.Horizon"},
+		"horizon below AdCP's":    {webhook.PostgresConfig{Retry: webhook.RetryPolicy{Horizon: time.Hour}}, "PostgresConfig.Retry.Horizon"},
+		"retention below horizon": {webhook.PostgresConfig{Retention: 12 * time.Hour}, "PostgresConfig.Retention"},
+		"reserved word":           {webhook.PostgresConfig{Tables: webhook.PostgresTables{Deliveries: "order"}}, "PostgresConfig.Tables.Deliveries"},
+		"reserved word too":       {webhook.PostgresConfig{Tables: webhook.PostgresTables{Sequences: "user"}}, "PostgresConfig.Tables.Sequences"},
 	} {
 		_, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), tc.cfg)
 		var ce *webhook.ConfigError
@@ -913,13 +914,15 @@ func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(ctx))
 	_, err = pool.Exec(ctx, `ALTER TABLE adcp_webhook_deliveries DROP COLUMN lost_attempts, DROP COLUMN mcp_body,
-		DROP COLUMN payload_sha256, DROP COLUMN reemission_of, DROP COLUMN reemitted_as;
-	ALTER TABLE adcp_webhook_attempts DROP COLUMN reemission_of`)
+		DROP COLUMN payload_sha256, DROP COLUMN reemission_of, DROP COLUMN reemitted_as, DROP COLUMN notification_id,
+		DROP COLUMN subscriber_id;
+	ALTER TABLE adcp_webhook_attempts DROP COLUMN reemission_of, DROP COLUMN notification_id, DROP COLUMN subscriber_id,
+		DROP COLUMN timed_out`)
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(ctx))
 	for table, cols := range map[string][]string{
-		"adcp_webhook_deliveries": {"lost_attempts", "mcp_body", "payload_sha256", "reemission_of", "reemitted_as"},
-		"adcp_webhook_attempts":   {"reemission_of"},
+		"adcp_webhook_deliveries": {"lost_attempts", "mcp_body", "payload_sha256", "reemission_of", "reemitted_as", "notification_id", "subscriber_id"},
+		"adcp_webhook_attempts":   {"reemission_of", "notification_id", "subscriber_id", "timed_out"},
 	} {
 		for _, col := range cols {
 			var n int

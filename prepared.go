@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"time"
@@ -32,6 +33,8 @@ type prepared struct {
 	// payload its key is bound to. (For a template, the payload as
 	// submitted: with its sequence number 0.)
 	fp [sha256.Size]byte
+	// nid is the body's notification_id, or "".
+	nid string
 	// seqAt, when positive, makes body a template: the supervisor writes
 	// the sequence number it draws in place of the 0 at seqAt
 	// (MCPWebhook.WriteSequenceNumber).
@@ -60,7 +63,8 @@ func conflict(id string) error {
 // size is about how many bytes d holds: its strings and body.
 func (d *prepared) size() int64 {
 	n := len(d.url) + len(d.body) + len(d.key) + len(d.taskType) + len(d.taskID) + len(d.breakerKey) +
-		len(d.routing.SequenceKey) + len(d.routing.BreakerKey) + len(d.routing.NotificationType)
+		len(d.routing.SequenceKey) + len(d.routing.BreakerKey) + len(d.routing.NotificationType) +
+		len(d.routing.SubscriberID) + len(d.nid)
 	if a := d.routing.Authentication; a != nil {
 		n += len(a.Scheme) + len(a.Credentials)
 	}
@@ -97,6 +101,18 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if err := d.bind("Body"); err != nil {
 		return prepared{}, err
 	}
+	// The body's own key, which receivers de-duplicate on, is the one
+	// bound; and its notification_id is what activity records carry.
+	var members map[string]json.RawMessage
+	if json.Unmarshal(d.body, &members) == nil {
+		var key, nid string
+		if raw, ok := members["idempotency_key"]; ok && json.Unmarshal(raw, &key) == nil && key != w.IdempotencyKey {
+			return prepared{}, invalid("IdempotencyKey", "is not the body's idempotency_key: receivers de-duplicate on the body's, so pass that one")
+		}
+		if raw, ok := members["notification_id"]; ok && json.Unmarshal(raw, &nid) == nil && validKeyChars(nid, 1, 255) {
+			d.nid = nid
+		}
+	}
 	return d, nil
 }
 
@@ -113,7 +129,7 @@ func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
 		return prepared{}, err
 	}
 	d := newPrepared(w.URL, body, key, w.TaskType, w.TaskID, w.Routing)
-	d.mcp, d.seqAt = true, seqAt
+	d.mcp, d.seqAt, d.nid = true, seqAt, mcpNotificationID(body, key)
 	if err := d.bind("Result"); err != nil { // the rest BuildMCPBody wrote itself
 		return prepared{}, err
 	}
@@ -136,7 +152,7 @@ func newPrepared(url string, body []byte, key string, taskType TaskType, taskID 
 // retry horizon: the same payload and routing under a fresh key.
 func reemission(d *prepared, id string) (prepared, error) {
 	if !d.mcp {
-		return prepared{}, fmt.Errorf("%w: delivery %s was sent with SendPrepared; send the event again with SendPrepared, a fresh idempotency_key and the same notification_id", ErrReemitPrepared, id)
+		return prepared{}, fmt.Errorf("%w: delivery %s's body was not built by SendMCP (or was accepted before re-emission existed); send the event again with a fresh idempotency_key and the same notification_id", ErrReemitPrepared, id)
 	}
 	key := NewIdempotencyKey()
 	body, ok := reemitBody(d.body, d.key, key)
@@ -144,7 +160,7 @@ func reemission(d *prepared, id string) (prepared, error) {
 		return prepared{}, fmt.Errorf("%w: delivery %s's body does not start with its idempotency_key", ErrReemitPrepared, id)
 	}
 	nd := newPrepared(d.url, body, key, d.taskType, d.taskID, d.routing)
-	nd.mcp, nd.reemissionOf = true, id
+	nd.mcp, nd.reemissionOf, nd.nid = true, id, mcpNotificationID(body, key)
 	if err := nd.bind("Body"); err != nil { // cannot happen: the original had one
 		return prepared{}, err
 	}

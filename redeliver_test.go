@@ -136,12 +136,75 @@ func runRedeliverySuite(t *testing.T, newSup newSupervisorFunc) {
 	})
 }
 
+func runRedeliveryRules(t *testing.T, newSup newSupervisorFunc) {
+	// A receiver that answered 409 holds the key bound to another payload:
+	// the key must not be sent again, even within the horizon.
+	t.Run("After409AReemission", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup)
+		rd := e.sup.(redeliverer)
+		url := "https://buyer.example/hook"
+		e.sender.on(url, step{status: 409})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		require.Equal(t, 409, e.attempts(1)[0].HTTPStatus)
+		e.settled(r.ID)
+		re, err := rd.Redeliver(context.Background(), r.ID)
+		require.NoError(t, err)
+		require.Equal(t, r.ID, re.ReemissionOf)
+		require.NotEqual(t, r.IdempotencyKey, re.IdempotencyKey)
+		require.Equal(t, re.IdempotencyKey, e.attempts(1)[0].IdempotencyKey)
+		for _, s := range e.sender.sent()[1:] {
+			require.NotEqual(t, r.IdempotencyKey, s.Key, "the 409'd key is never sent again")
+		}
+	})
+
+	// Concurrent redeliveries of one delivery past its horizon make one
+	// re-emission.
+	t.Run("OneReemissionUnderConcurrency", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Retry.MaxAttempts = 1 })
+		rd := e.sup.(redeliverer)
+		url := "https://buyer.example/hook"
+		e.sender.on(url, step{status: 400})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		e.attempts(1)
+		e.settled(r.ID)
+		e.clock.Advance(25 * time.Hour)
+		const n = 8
+		type result struct {
+			r   webhook.Receipt
+			err error
+		}
+		got := make(chan result, n)
+		for range n {
+			go func() {
+				re, err := rd.Redeliver(context.Background(), r.ID)
+				got <- result{re, err}
+			}()
+		}
+		made := map[string]bool{}
+		for range n {
+			res := <-got
+			if res.err == nil {
+				made[res.r.ID] = true
+			} else {
+				require.ErrorIs(t, res.err, webhook.ErrNotFailed)
+			}
+		}
+		require.Len(t, made, 1, "one re-emission")
+	})
+}
+
 func TestMemoryRedelivery(t *testing.T) {
 	t.Parallel()
 	runRedeliverySuite(t, newMemory)
+	runRedeliveryRules(t, newMemory)
 }
 
 func TestPostgresRedelivery(t *testing.T) {
 	t.Parallel()
 	runRedeliverySuite(t, newPostgres)
+	runRedeliveryRules(t, newPostgres)
 }

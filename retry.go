@@ -131,6 +131,8 @@ func (p RetryPolicy) validate(prefix string) error {
 		return badConfig(prefix+"Horizon", "is %v; use 24h to 168h (0 means 24h), or NoHorizon to turn the horizon off", p.Horizon)
 	case p.Horizon > 0 && !p.shortHorizon && (p.Horizon < HorizonMin || p.Horizon > HorizonMax):
 		return badConfig(prefix+"Horizon", "is %v; AdCP 3.2 allows 24h to 168h (0 means 24h); use NoHorizon to turn the horizon off for non-AdCP use", p.Horizon)
+	case p.Horizon > 0 && !p.shortHorizon && p.Horizon%time.Second != 0:
+		return badConfig(prefix+"Horizon", "is %v; use whole seconds: AdCP advertises the horizon in seconds, and the advertised one must not be shorter than the real one", p.Horizon)
 	case p.SinkTimeout < 0:
 		return badConfig(prefix+"SinkTimeout", "is negative")
 	}

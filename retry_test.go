@@ -167,6 +167,8 @@ func TestRetryPolicyHorizonBounds(t *testing.T) {
 		require.ErrorContains(t, err, "NoHorizon", "the error names the opt-out")
 		require.ErrorContains(t, err, "24h to 168h")
 	}
+	err := RetryPolicy{Horizon: HorizonMin + 900*time.Millisecond}.withDefaults().validate("R.")
+	require.ErrorContains(t, err, "whole seconds", "advertised in seconds, so no fraction")
 	require.NoError(t, RetryPolicy{Horizon: 50 * time.Millisecond, shortHorizon: true}.withDefaults().validate(""),
 		"the fault model's escape hatch")
 

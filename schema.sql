@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     -- Re-emission past the retry horizon: the delivery this one re-emits
     -- under a fresh key, and the one that re-emitted this one.
     reemission_of     bigint,
-    reemitted_as      bigint
+    reemitted_as      bigint,
+    -- Copied into every attempt row, for activity records.
+    notification_id   text,
+    subscriber_id     text
 );
 
 -- Tables created before lost_attempts existed. Checked first, so that an
@@ -68,9 +71,11 @@ END $$;
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_deliveries'::regclass
-                   AND attname = 'payload_sha256' AND NOT attisdropped) THEN
-        ALTER TABLE adcp_webhook_deliveries ADD COLUMN mcp_body boolean NOT NULL DEFAULT false,
-            ADD COLUMN payload_sha256 bytea, ADD COLUMN reemission_of bigint, ADD COLUMN reemitted_as bigint;
+                   AND attname = 'subscriber_id' AND NOT attisdropped) THEN
+        ALTER TABLE adcp_webhook_deliveries ADD COLUMN IF NOT EXISTS mcp_body boolean NOT NULL DEFAULT false,
+            ADD COLUMN IF NOT EXISTS payload_sha256 bytea, ADD COLUMN IF NOT EXISTS reemission_of bigint,
+            ADD COLUMN IF NOT EXISTS reemitted_as bigint, ADD COLUMN IF NOT EXISTS notification_id text,
+            ADD COLUMN IF NOT EXISTS subscriber_id text;
     END IF;
 END $$;
 
@@ -83,6 +88,12 @@ CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_breaker_idx
 -- Retention.
 CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_finished_idx
     ON adcp_webhook_deliveries (finished_at) WHERE state IN ('delivered', 'failed');
+-- Activity records of the unfinished notifications of a task or a
+-- subscriber (partial: deliveries without a notification type pay nothing).
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_task_idx
+    ON adcp_webhook_deliveries (task_id) WHERE state IN ('pending', 'running') AND notification_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_subscriber_idx
+    ON adcp_webhook_deliveries (subscriber_id) WHERE state IN ('pending', 'running') AND notification_type IS NOT NULL;
 -- AdCP 3.2's payload binding: a key names one delivery (rows accepted
 -- before the binding have no payload_sha256 and bind nothing).
 CREATE UNIQUE INDEX IF NOT EXISTS adcp_webhook_deliveries_key_idx
@@ -115,15 +126,22 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_attempts (
     notification_type text,
     payload_size      integer NOT NULL,
     -- The delivery's reemission_of, for the records of a re-emission.
-    reemission_of     bigint
+    reemission_of     bigint,
+    notification_id   text,
+    subscriber_id     text,
+    -- No response came in time (AdCP activity status timeout, as opposed
+    -- to connection_error).
+    timed_out         boolean NOT NULL DEFAULT false
 );
 
 -- Attempt tables created before re-emission.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_attempts'::regclass
-                   AND attname = 'reemission_of' AND NOT attisdropped) THEN
-        ALTER TABLE adcp_webhook_attempts ADD COLUMN reemission_of bigint;
+                   AND attname = 'timed_out' AND NOT attisdropped) THEN
+        ALTER TABLE adcp_webhook_attempts ADD COLUMN IF NOT EXISTS reemission_of bigint,
+            ADD COLUMN IF NOT EXISTS notification_id text, ADD COLUMN IF NOT EXISTS subscriber_id text,
+            ADD COLUMN IF NOT EXISTS timed_out boolean NOT NULL DEFAULT false;
     END IF;
 END $$;
 
@@ -131,6 +149,9 @@ CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_delivery_idx
     ON adcp_webhook_attempts (delivery_id);
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_task_idx
     ON adcp_webhook_attempts (task_id);
+-- Activity records of a subscriber.
+CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_subscriber_idx
+    ON adcp_webhook_attempts (subscriber_id) WHERE subscriber_id IS NOT NULL;
 -- Retention of refusals, which belong to no delivery.
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_refused_idx
     ON adcp_webhook_attempts (occurred_at) WHERE delivery_id IS NULL;

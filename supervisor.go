@@ -126,6 +126,12 @@ type Routing struct {
 	// NotificationType is copied into every [Attempt] record, such as
 	// "scheduled" or "creative.status_changed".
 	NotificationType string
+	// SubscriberID identifies the registered subscriber the delivery goes
+	// to (AdCP's subscriber_id: required for account-level notification
+	// configs, optional for per-resource push channels). It is copied
+	// into every [Attempt] and activity record, and selects records in
+	// [ActivityQuery]. At most 255 bytes of printable text.
+	SubscriberID string
 	// Authentication is the registration's legacy authentication, if any. When
 	// set, the sender authenticates with it instead of an RFC 9421 signature.
 	Authentication *Authentication
@@ -148,8 +154,8 @@ type PreparedWebhook struct {
 	// of at most [MaxBodyBytes]. The supervisor keeps its own copy.
 	Body []byte
 	// IdempotencyKey identifies the delivery to the receiver. Required; it
-	// must match ^[A-Za-z0-9_.:-]{16,255}$ and should be the key inside Body
-	// when the body carries one. [NewIdempotencyKey] makes one.
+	// must match ^[A-Za-z0-9_.:-]{16,255}$ and, when Body is an object with
+	// an idempotency_key, be that key. [NewIdempotencyKey] makes one.
 	IdempotencyKey string
 	// TaskType and TaskID are copied into [Attempt] records. Optional.
 	TaskType TaskType

@@ -170,6 +170,9 @@ func (r *Routing) check() error {
 	if err := checkText("NotificationType", r.NotificationType, false, 255); err != nil {
 		return err
 	}
+	if err := checkText("SubscriberID", r.SubscriberID, false, 255); err != nil {
+		return err
+	}
 	if err := checkHeaders(r.Headers); err != nil {
 		return err
 	}

@@ -276,7 +276,11 @@ func (p *parser) object(depth int) (int32, error) {
 	a := len(p.kids)
 	for k, m := range ms {
 		if k > 0 && p.byName(ms[k-1], m) == 0 {
-			return 0, &Error{Offset: p.i, Reason: "duplicate object key " + strconv.Quote(string(p.names[m.name:m.end])), sentinel: ErrDuplicateKey}
+			name := p.names[m.name:m.end]
+			if len(name) > 64 {
+				name = name[:64] // an error quotes at most this much of the input
+			}
+			return 0, &Error{Offset: p.i, Reason: "duplicate object key " + strconv.Quote(string(name)), sentinel: ErrDuplicateKey}
 		}
 		p.kids = append(p.kids, m.key, m.value)
 	}

@@ -237,6 +237,7 @@ func (s *Set) check(r *Result, schema map[string]any, v any, at string) error {
 			if err := s.check(&ir, kw.(map[string]any), v, at); err != nil {
 				return err
 			}
+			r.Unresolved = append(r.Unresolved, ir.Unresolved...)
 			branch := "else"
 			if len(ir.Errors) == 0 {
 				branch = "then"
@@ -330,12 +331,36 @@ func typeOf(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// equal compares a schema value (decoded without UseNumber) with a
-// document value (with it).
-func equal(schema, doc any) bool {
-	if n, ok := doc.(json.Number); ok {
-		f, _ := n.Float64()
-		return num(schema) == f
+// equal compares two JSON values, numbers by value at any depth: a
+// schema's are float64, a document's json.Number.
+func equal(a, b any) bool {
+	switch x := a.(type) {
+	case float64, json.Number:
+		return num(x) == num(b)
+	case []any:
+		y, ok := b.([]any)
+		return ok && len(x) == len(y) && arraysEqual(x, y)
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !equal(v, w) {
+				return false
+			}
+		}
+		return true
 	}
-	return reflect.DeepEqual(schema, doc)
+	return reflect.DeepEqual(a, b)
+}
+
+func arraysEqual(x, y []any) bool {
+	for i := range x {
+		if !equal(x[i], y[i]) {
+			return false
+		}
+	}
+	return true
 }

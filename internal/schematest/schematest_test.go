@@ -1,6 +1,7 @@
 package schematest
 
 import (
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -43,3 +44,17 @@ var long = func() string {
 	}
 	return string(b)
 }()
+
+func TestEqualComparesNumbersByValueAtAnyDepth(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(dir+"/s.json", []byte(`{"$id":"/s.json","const":{"a":[1,{"b":2}]}}`), 0o600))
+	set, err := Load(dir + "/s.json")
+	require.NoError(t, err)
+	r, err := set.Validate("s.json", []byte(`{"a":[1.0,{"b":2e0}]}`))
+	require.NoError(t, err)
+	require.Empty(t, r.Errors)
+	r, err = set.Validate("s.json", []byte(`{"a":[1,{"b":3}]}`))
+	require.NoError(t, err)
+	require.Len(t, r.Errors, 1)
+}
