@@ -37,6 +37,10 @@ type Config struct {
 	Verifier *receive.Verifier
 	// MaxBody bounds the body read from each request. Defaults to 10 MiB.
 	MaxBody int64
+	// Registration, when set, is what an activation challenge must match
+	// ([receive.AnswerChallenge]); a challenge that does not is answered
+	// 403. When nil, any well-formed challenge is echoed.
+	Registration *receive.Registration
 }
 
 // Fault is what the receiver does to one request instead of answering 200.
@@ -71,6 +75,9 @@ type Delivery struct {
 	// InProgress reports that an identical delivery was still being
 	// handled: it was answered 503.
 	InProgress bool
+	// Challenge reports an activation challenge (answered with its echo
+	// unless it failed verification or the Registration).
+	Challenge bool
 	// Conflict reports that the key was bound to another canonical
 	// payload: it was answered 409.
 	Conflict bool
@@ -89,9 +96,10 @@ type Receiver struct {
 	// URL is the receiver's base URL, http://127.0.0.1:port.
 	URL string
 
-	srv      *httptest.Server
-	verifier *receive.Verifier
-	maxBody  int64
+	srv          *httptest.Server
+	verifier     *receive.Verifier
+	registration *receive.Registration
+	maxBody      int64
 
 	mu         sync.Mutex
 	faults     []Fault
@@ -139,7 +147,7 @@ func (r *Receiver) HoldNext() *Hold {
 
 // NewReceiver starts a receiver. Call Close when done.
 func NewReceiver(cfg Config) *Receiver {
-	r := &Receiver{verifier: cfg.Verifier, maxBody: cfg.MaxBody, keys: map[string]*keyState{}, changed: make(chan struct{})}
+	r := &Receiver{verifier: cfg.Verifier, registration: cfg.Registration, maxBody: cfg.MaxBody, keys: map[string]*keyState{}, changed: make(chan struct{})}
 	if r.maxBody <= 0 {
 		r.maxBody = receive.MaxBodyBytes
 	}
@@ -248,6 +256,25 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	if receive.IsChallenge(body) {
+		d.Challenge = true
+		answer, err := echoChallenge(body)
+		if r.registration != nil {
+			answer, err = receive.AnswerChallenge(body, *r.registration)
+		}
+		if err != nil {
+			d.Status = http.StatusForbidden
+			w.WriteHeader(d.Status)
+			r.record(d)
+			return
+		}
+		d.Status = http.StatusOK
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(d.Status)
+		_, _ = w.Write(answer)
+		r.record(d)
+		return
+	}
 	if strictjson.Check(body) != nil {
 		d.Status = http.StatusBadRequest
 		w.WriteHeader(d.Status)
@@ -343,4 +370,16 @@ func (r *Receiver) applyFault(w http.ResponseWriter, req *http.Request, f Fault)
 		}
 	}
 	return status
+}
+
+// echoChallenge answers any well-formed challenge, for a receiver given no
+// Registration to check it against.
+func echoChallenge(body []byte) ([]byte, error) {
+	var c struct {
+		Challenge string `json:"challenge"`
+	}
+	if err := json.Unmarshal(body, &c); err != nil || len(c.Challenge) < 32 {
+		return nil, errors.New("webhooktest: malformed challenge")
+	}
+	return json.Marshal(c)
 }
