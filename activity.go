@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"cmp"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -56,9 +57,16 @@ type ActivityRecord struct {
 	CompletedAt *time.Time `json:"completed_at"`
 	// NotificationType is the delivery's Routing.NotificationType.
 	NotificationType string `json:"notification_type"`
-	// SequenceNumber is the delivery's sequence number, when it has one.
+	// SequenceNumber is the delivery's number in its Routing.SequenceKey
+	// stream, when it has one: the payload's sequence_number when
+	// MCPWebhook.WriteSequenceNumber wrote it there. (A stream whose
+	// payloads carry numbers of their own should not also have a
+	// SequenceKey.)
 	SequenceNumber int64 `json:"sequence_number,omitempty"`
-	// Attempt counts the delivery's attempts from 1.
+	// Attempt counts the attempts under the key from 1, across
+	// redeliveries (unlike Attempt.AttemptNumber, which a redelivery's
+	// fresh allowance restarts). An attempt cut short by its own worker's
+	// stop is not shown.
 	Attempt int `json:"attempt"`
 	// Status is the attempt's outcome.
 	Status ActivityStatus `json:"status"`
@@ -104,16 +112,21 @@ func (q ActivityQuery) check() (ActivityQuery, error) {
 	return q, nil
 }
 
-// activityOf is the record of attempt a, or false for a record that is
-// not an HTTP attempt (AttemptNumber 0) or whose delivery has no
-// notification type, which the schema requires.
-func activityOf(a *Attempt) (ActivityRecord, bool) {
-	if a.AttemptNumber < 1 || a.NotificationType == "" {
-		return ActivityRecord{}, false
-	}
+// shownAsActivity reports whether a record is an attempt of activity: an
+// HTTP attempt (not a decision, AttemptNumber 0), not cut short by its
+// own worker's stop, of a delivery with the notification type the schema
+// requires.
+func shownAsActivity(a *Attempt) bool {
+	return a.AttemptNumber > 0 && a.NotificationType != "" && !strings.HasPrefix(a.Error, cancelledText)
+}
+
+// activityOf is the record of attempt a, the ordinal-th of its delivery's
+// activity. (AttemptNumber restarts at 1 when Redeliver grants a fresh
+// allowance; the record's attempt counts every attempt under the key.)
+func activityOf(a *Attempt, ordinal int) ActivityRecord {
 	r := ActivityRecord{
 		IdempotencyKey: a.IdempotencyKey, SubscriberID: a.SubscriberID, FiredAt: a.OccurredAt.UTC(),
-		NotificationType: a.NotificationType, SequenceNumber: a.SequenceNumber, Attempt: a.AttemptNumber,
+		NotificationType: a.NotificationType, SequenceNumber: a.SequenceNumber, Attempt: ordinal,
 		URL: activityURL(a.URL), PayloadSizeBytes: a.PayloadSize,
 	}
 	if validKeyChars(a.NotificationID, 1, 255) {
@@ -136,14 +149,19 @@ func activityOf(a *Attempt) (ActivityRecord, bool) {
 		r.HTTPStatusCode, r.ResponseTimeMS = &code, &ms
 	}
 	if r.Status != ActivitySuccess {
-		msg := truncateRunes(a.Error, 500)
+		// Not the seller's resolver address a DNS error names.
+		msg := truncateRunes(resolverRE.ReplaceAllString(a.Error, "lookup $1:"), 500)
 		if msg == "" {
 			msg = string(r.Status)
 		}
 		r.ErrorMessage = &msg
 	}
-	return r, true
+	return r
 }
+
+// resolverRE matches the resolver in Go's DNS errors ("lookup b.example
+// on 10.0.0.2:53: no such host").
+var resolverRE = regexp.MustCompile(`lookup (\S+) on \S+:`)
 
 // pendingActivity is the record of a delivery's next attempt while it is
 // queued or in flight: due (or started) at firedAt.
@@ -172,6 +190,9 @@ func newestFirst(rs []ActivityRecord, limit int) []ActivityRecord {
 	})
 	if len(rs) > limit {
 		rs = rs[:limit]
+	}
+	if rs == nil {
+		rs = []ActivityRecord{} // marshals as [], never null
 	}
 	return rs
 }

@@ -141,6 +141,65 @@ func runActivitySuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Empty(t, got)
 	})
 
+	// A redelivery within the horizon restarts the retry allowance, not
+	// the count of attempts under the key; a limit keeps the newest
+	// records, pending ones included, and an empty answer is [].
+	t.Run("NumberingAcrossRedeliveryAndLimits", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Retry.MaxAttempts = 1 })
+		src := e.sup.(activitySource)
+		ctx := context.Background()
+		url := "https://buyer.example/reporting"
+		e.sender.on(url, step{status: 400})
+		e.startWorker()
+		w := report(url, "mb_1", 0)
+		r := e.sendMCP(w)
+		e.attempts(1)
+		e.settled(r.ID)
+		e.clock.Advance(time.Hour)
+		_, err := e.sup.(redeliverer).Redeliver(ctx, r.ID)
+		require.NoError(t, err)
+		e.attempts(1)
+		e.settled(r.ID)
+		rs, err := src.Activity(ctx, webhook.ActivityQuery{DeliveryID: r.ID})
+		require.NoError(t, err)
+		require.Len(t, rs, 2)
+		require.Equal(t, []int{2, 1}, []int{rs[0].Attempt, rs[1].Attempt}, "one count per key, newest first")
+		require.Equal(t, []webhook.ActivityStatus{webhook.ActivitySuccess, webhook.ActivityFailed}, []webhook.ActivityStatus{rs[0].Status, rs[1].Status})
+
+		none, err := src.Activity(ctx, webhook.ActivityQuery{SubscriberID: "nobody"})
+		require.NoError(t, err)
+		doc, err := json.Marshal(map[string]any{"webhook_activity": none})
+		require.NoError(t, err)
+		require.JSONEq(t, `{"webhook_activity":[]}`, string(doc), "empty, not null")
+		none, err = src.Activity(ctx, webhook.ActivityQuery{DeliveryID: "no-such-id"})
+		require.NoError(t, err)
+		require.NotNil(t, none)
+		require.Empty(t, none)
+	})
+
+	t.Run("ALimitKeepsTheNewestPending", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Retry.BaseDelay, c.Retry.MaxDelay = time.Hour, time.Hour })
+		src := e.sup.(activitySource)
+		url := "https://buyer.example/reporting"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		r := e.sendMCP(report(url, "mb_1", 0))
+		a := e.attempts(1)[0]
+		require.True(t, a.WillRetry)
+		rs, err := src.Activity(context.Background(), webhook.ActivityQuery{TaskID: "report_mb_1", Limit: 1})
+		require.NoError(t, err)
+		require.Len(t, rs, 1)
+		require.Equal(t, webhook.ActivityPending, rs[0].Status, "the queued retry, due after the failed attempt, is the newest")
+		require.Equal(t, 2, rs[0].Attempt)
+		require.Equal(t, a.NextRetryAt, rs[0].FiredAt)
+		all, err := src.Activity(context.Background(), webhook.ActivityQuery{DeliveryID: r.ID})
+		require.NoError(t, err)
+		require.Len(t, all, 2)
+		require.Equal(t, rs[0], all[0])
+	})
+
 	t.Run("QueriesAreChecked", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup)

@@ -227,7 +227,7 @@ func (k *core) decide(b *job, n int, res sent, stopped bool) completion {
 	a := k.record(&b.prepared, b.id, b.seq, n, res)
 	c := completion{status: res.status, errText: res.errText, end: end, firstAt: b.firstAt}
 	if stopped && res.status == 0 {
-		a.Error = "cancelled: the worker stopped before the attempt finished; not charged (" + res.errText + ")"
+		a.Error = cancelledText + " (" + res.errText + ")"
 		a.WillRetry, a.NextRetryAt = true, end
 		c.state, c.attempts, c.due, c.errText = StatePending, b.attempts, end, a.Error
 	} else {
@@ -467,10 +467,27 @@ func (k *core) baseRecord(d *prepared, id string, seq int64) Attempt {
 
 // isTimeout reports whether a send failed because no response came in
 // time: its deadline passed, or the network said so.
-func isTimeout(err error) bool {
+// A timeout before a connection was made (dialling, a DNS lookup, the TLS
+// handshake) is a connection error, as AdCP's activity status defines it.
+func isTimeout(err error) (timedOut bool) {
+	defer func() {
+		if recover() != nil { // a Sender's error whose methods panic
+			timedOut = false
+		}
+	}()
+	var op *net.OpError
+	var dns *net.DNSError
+	if errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns) || strings.Contains(err.Error(), "TLS handshake timeout") {
+		return false
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// cancelledText starts the error of an attempt cut short because its
+// worker stopped: not charged, and not shown as activity (the seller
+// stopped it; the buyer's endpoint did nothing wrong).
+const cancelledText = "cancelled: the worker stopped before the attempt finished; not charged"

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/adcpkit/webhook/internal/strictjson"
 )
 
 // ErrChallengeFailed is returned by [HTTPSender.Challenge] when the
@@ -72,20 +74,23 @@ func (s *HTTPSender) Challenge(ctx context.Context, c ActivationChallenge) error
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("%w: the endpoint answered %s", ErrChallengeFailed, describeResponse(resp))
 	}
-	var answer struct {
-		Challenge *string `json:"challenge"`
-		Token     *string `json:"token"`
+	// webhook-challenge-response.json: an object with exactly one member,
+	// "challenge" or "token" (names compared exactly: an endpoint that
+	// reflects the request, whose body has a "challenge" among its other
+	// members, proves nothing).
+	var answer map[string]json.RawMessage
+	if err := json.Unmarshal(resp.Body, &answer); err != nil || len(answer) != 1 || strictjson.Check(resp.Body) != nil {
+		return fmt.Errorf("%w: the answer is not a JSON object whose one member is challenge or token", ErrChallengeFailed)
 	}
-	if err := json.Unmarshal(resp.Body, &answer); err != nil {
-		return fmt.Errorf("%w: the answer is not a JSON object with the challenge", ErrChallengeFailed)
+	raw, ok := answer["challenge"]
+	if !ok {
+		raw, ok = answer["token"]
 	}
-	switch {
-	case answer.Challenge != nil && answer.Token != nil:
-		return fmt.Errorf("%w: the answer echoes the challenge in both challenge and token; it must use exactly one", ErrChallengeFailed)
-	case answer.Challenge != nil && *answer.Challenge == challenge, answer.Token != nil && *answer.Token == challenge:
-		return nil
+	var echoed string
+	if !ok || json.Unmarshal(raw, &echoed) != nil || echoed != challenge {
+		return fmt.Errorf("%w: the answer does not echo the challenge", ErrChallengeFailed)
 	}
-	return fmt.Errorf("%w: the answer does not echo the challenge", ErrChallengeFailed)
+	return nil
 }
 
 // buildChallenge validates c and returns the challenge body and its fresh

@@ -92,6 +92,12 @@ func TestActivationChallengeChecksTheAnswer(t *testing.T) {
 	t.Parallel()
 	sender, _ := challengeSeller(t, true)
 	ctx := context.Background()
+	// An endpoint that reflects whatever is posted to it proves nothing.
+	reflector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) }))
+	defer reflector.Close()
+	require.ErrorIs(t, sender.Challenge(ctx, webhook.ActivationChallenge{URL: reflector.URL, SubscriberID: "caps",
+		SellerAgentURL: "https://seller.example/mcp", EventTypes: []string{"capabilities.changed"}, AllowInsecureHTTP: true}),
+		webhook.ErrChallengeFailed)
 	answer := func(f func(challenge string) (int, string)) *httptest.Server {
 		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			var c struct {
@@ -113,6 +119,9 @@ func TestActivationChallengeChecksTheAnswer(t *testing.T) {
 		"echo":             {func(ch string) (int, string) { return 200, `{"challenge":"` + ch + `"}` }, true},
 		"token alias":      {func(ch string) (int, string) { return 200, `{"token":"` + ch + `"}` }, true},
 		"both":             {func(ch string) (int, string) { return 200, `{"challenge":"` + ch + `","token":"` + ch + `"}` }, false},
+		"another case":     {func(ch string) (int, string) { return 200, `{"CHALLENGE":"` + ch + `"}` }, false},
+		"extra members":    {func(ch string) (int, string) { return 200, `{"challenge":"` + ch + `","type":"webhook.challenge"}` }, false},
+		"duplicate names":  {func(ch string) (int, string) { return 200, `{"challenge":"x","challenge":"` + ch + `"}` }, false},
 		"another value":    {func(string) (int, string) { return 200, `{"challenge":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}` }, false},
 		"not JSON":         {func(ch string) (int, string) { return 200, ch }, false},
 		"refused":          {func(ch string) (int, string) { return 401, `{"challenge":"` + ch + `"}` }, false},

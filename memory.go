@@ -119,6 +119,8 @@ type memDelivery struct {
 	// records are its attempts' records, the newest ActivityLimitMax, for
 	// Activity.
 	records []Attempt
+	// shownDropped counts the activity records trimmed from records.
+	shownDropped int
 }
 
 func (d *memDelivery) base() *job { return &d.job }
@@ -604,6 +606,9 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 	d.lastStatus, d.lastError = c.status, c.errText
 	if c.record.AttemptNumber > 0 {
 		if len(d.records) == ActivityLimitMax {
+			if shownAsActivity(&d.records[0]) {
+				d.shownDropped++
+			}
 			d.records = append(d.records[:0], d.records[1:]...)
 		}
 		d.records = append(d.records, c.record)
@@ -741,14 +746,16 @@ func (s *MemorySupervisor) Activity(ctx context.Context, q ActivityQuery) ([]Act
 		if q.TaskID != "" && d.taskID != q.TaskID || q.SubscriberID != "" && d.routing.SubscriberID != q.SubscriberID {
 			return
 		}
+		n := d.shownDropped
 		for i := range d.records {
-			if r, ok := activityOf(&d.records[i]); ok {
-				out = append(out, r)
+			if shownAsActivity(&d.records[i]) {
+				n++
+				out = append(out, activityOf(&d.records[i], n))
 			}
 		}
 		if d.state == StatePending || d.state == StateRunning {
 			base := s.k.baseRecord(&d.prepared, d.id, d.seq)
-			if r, ok := pendingActivity(base, d.attempts+1, d.dueAt); ok {
+			if r, ok := pendingActivity(base, n+1, d.dueAt); ok {
 				out = append(out, r)
 			}
 		}

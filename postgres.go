@@ -687,13 +687,13 @@ func (s *PostgresSupervisor) Activity(ctx context.Context, q ActivityQuery) ([]A
 	if err != nil {
 		return nil, err
 	}
-	p := activityParams{TaskID: textOrNil(q.TaskID), SubscriberID: textOrNil(q.SubscriberID), Limit: q.Limit}
+	p := activityParams{TaskID: textOrNil(q.TaskID), SubscriberID: textOrNil(q.SubscriberID), Limit: q.Limit, Lease: s.lease}
 	primary := 0
 	switch {
 	case q.DeliveryID != "":
 		n, err := parseID(q.DeliveryID)
 		if err != nil {
-			return nil, nil // no such delivery: no records
+			return []ActivityRecord{}, nil // no such delivery: no records
 		}
 		p.DeliveryID = &n
 	case q.TaskID != "":
@@ -701,36 +701,24 @@ func (s *PostgresSupervisor) Activity(ctx context.Context, q ActivityQuery) ([]A
 	default:
 		primary = 2
 	}
-	rows, err := collect[attemptRow](query(ctx, s.db, s.q.activity[primary], p))
+	rows, err := collect[activityRow](query(ctx, s.db, s.q.activity[primary], p))
 	if err != nil {
 		return nil, dbError("activity", err)
 	}
-	pq := s.q.pendingByID
-	if primary > 0 {
-		pq = s.q.pending[primary-1]
-	}
-	pending, err := collect[pendingRow](query(ctx, s.db, pq, p))
-	if err != nil {
-		return nil, dbError("activity", err)
-	}
-	out := make([]ActivityRecord, 0, len(rows)+len(pending))
-	for i := range rows {
-		a := rows[i].attempt()
-		if r, ok := activityOf(&a); ok {
-			out = append(out, r)
+	out := make([]ActivityRecord, 0, len(rows))
+	for _, row := range rows {
+		a := Attempt{IdempotencyKey: row.IdempotencyKey, URL: row.URL, SequenceNumber: deref(row.SequenceNumber),
+			NotificationType: row.NotificationType, NotificationID: deref(row.NotificationID), SubscriberID: deref(row.SubscriberID),
+			PayloadSize: row.PayloadSize, OccurredAt: row.FiredAt}
+		if row.Pending {
+			if r, ok := pendingActivity(a, row.Ordinal, row.FiredAt); ok {
+				out = append(out, r)
+			}
+			continue
 		}
-	}
-	for _, d := range pending {
-		fired := d.DueAt
-		if d.State == string(StateRunning) {
-			fired = d.DueAt.Add(-s.lease) // claimed then, under a lease ending at due_at
-		}
-		base := Attempt{IdempotencyKey: d.IdempotencyKey, URL: d.URL, SequenceNumber: deref(d.SequenceNumber),
-			NotificationType: d.NotificationType, NotificationID: deref(d.NotificationID), SubscriberID: deref(d.SubscriberID),
-			PayloadSize: d.PayloadSize}
-		if r, ok := pendingActivity(base, d.Attempts+1, fired); ok {
-			out = append(out, r)
-		}
+		a.AttemptNumber, a.Outcome, a.HTTPStatus, a.Error = row.Ordinal, Outcome(deref(row.Outcome)), deref(row.HTTPStatus), deref(row.ErrorMessage)
+		a.ResponseTime, a.TimedOut = time.Duration(deref(row.ResponseTimeUS))*time.Microsecond, deref(row.TimedOut)
+		out = append(out, activityOf(&a, row.Ordinal))
 	}
 	return newestFirst(out, q.Limit), nil
 }

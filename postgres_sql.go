@@ -456,25 +456,33 @@ type redeliverParams struct {
 }
 
 type activityParams struct {
-	DeliveryID   *int64  `db:"delivery_id"`
-	TaskID       *string `db:"task_id"`
-	SubscriberID *string `db:"subscriber_id"`
-	Limit        int     `db:"limit"`
+	DeliveryID   *int64        `db:"delivery_id"`
+	TaskID       *string       `db:"task_id"`
+	SubscriberID *string       `db:"subscriber_id"`
+	Limit        int           `db:"limit"`
+	Lease        time.Duration `db:"lease"` // a running delivery was claimed this long before its due_at
 }
 
-// pendingRow is an unfinished delivery, for its pending activity record.
-type pendingRow struct {
+// activityRow is an attempt row, or an unfinished delivery's next
+// attempt (Pending), as Activity reads it.
+type activityRow struct {
 	ID               int64     `db:"id"`
+	DeliveryID       int64     `db:"delivery_id"`
+	Pending          bool      `db:"pending"`
+	FiredAt          time.Time `db:"fired_at"`
 	IdempotencyKey   string    `db:"idempotency_key"`
 	URL              string    `db:"url"`
-	State            string    `db:"state"`
-	Attempts         int       `db:"attempts"`
-	DueAt            time.Time `db:"due_at"`
 	SequenceNumber   *int64    `db:"sequence_number"`
 	NotificationType string    `db:"notification_type"`
 	NotificationID   *string   `db:"notification_id"`
 	SubscriberID     *string   `db:"subscriber_id"`
 	PayloadSize      int       `db:"payload_size"`
+	Outcome          *string   `db:"outcome"`
+	HTTPStatus       *int      `db:"http_status"`
+	ErrorMessage     *string   `db:"error_message"`
+	ResponseTimeUS   *int64    `db:"response_time_us"`
+	TimedOut         *bool     `db:"timed_out"`
+	Ordinal          int       `db:"ordinal"`
 }
 
 type reemitParams struct {
@@ -545,8 +553,6 @@ type pgSQL struct {
 	redeliver      stmt[redeliverParams]
 	redeliverLock  stmt[idParams]
 	activity       [3]stmt[activityParams] // by delivery, task, subscriber
-	pendingByID    stmt[activityParams]
-	pending        [2]stmt[activityParams] // by task, subscriber
 	reemit         stmt[reemitParams]
 	purge          stmt[purgeParams]
 	purgeRefusals  stmt[purgeParams]
@@ -829,25 +835,38 @@ WHERE d.state = 'failed' AND d.id > @after ORDER BY d.id LIMIT @limit`))
 	q.redeliverLock = compile[idParams](r.Replace(`SELECT state, idempotency_key, body, mcp_body, COALESCE(sequence_number, 0) AS sequence_number,
 	accepted_at, first_attempt_at, reemission_of, reemitted_as, COALESCE(last_status, 0) AS last_status
 FROM {deliveries} WHERE id = @id FOR UPDATE`))
-	// Activity: attempt rows, and the unfinished deliveries' next attempts,
-	// each found by the index of its primary filter.
+	// Activity: the newest attempt rows and unfinished deliveries (their
+	// next attempt) of the deliveries selected, merged in one statement
+	// (one snapshot), each found by the index of its primary filter; then
+	// each record's ordinal among its delivery's attempts.
+	shown := `attempt_number > 0 AND notification_type IS NOT NULL
+	AND (error_message IS NULL OR error_message NOT LIKE '` + cancelledText + `%')`
 	filters := `(@delivery_id::bigint IS NULL OR delivery_id = @delivery_id) AND (@task_id::text IS NULL OR task_id = @task_id)
 	AND (@subscriber_id::text IS NULL OR subscriber_id = @subscriber_id)`
 	for i, primary := range []string{"delivery_id = @delivery_id", "task_id = @task_id", "subscriber_id = @subscriber_id"} {
-		q.activity[i] = compile[activityParams](r.Replace(`SELECT ` + columns[attemptRow]("") + ` FROM {attempts}
-WHERE ` + primary + ` AND ` + filters + ` AND attempt_number > 0 AND notification_type IS NOT NULL
-ORDER BY occurred_at DESC, id DESC LIMIT @limit`))
+		q.activity[i] = compile[activityParams](r.Replace(`WITH a AS (
+	SELECT id, delivery_id, false AS pending, occurred_at AS fired_at, idempotency_key, url, sequence_number, notification_type,
+		notification_id, subscriber_id, payload_size, outcome, http_status, error_message, response_time_us, timed_out
+	FROM {attempts} WHERE ` + primary + ` AND ` + filters + ` AND ` + shown + `
+	ORDER BY occurred_at DESC, id DESC LIMIT @limit
+), p AS (
+	SELECT id, id AS delivery_id, true AS pending,
+		CASE WHEN state = 'running' THEN due_at - @lease::interval ELSE due_at END AS fired_at,
+		idempotency_key, url, sequence_number, notification_type, notification_id, subscriber_id,
+		octet_length(body) AS payload_size, NULL::text AS outcome, NULL::int AS http_status, NULL::text AS error_message,
+		NULL::bigint AS response_time_us, NULL::boolean AS timed_out
+	FROM {deliveries} WHERE ` + strings.Replace(primary, "delivery_id =", "id =", 1) + ` AND ` +
+			strings.Replace(filters, "OR delivery_id =", "OR id =", 1) + `
+		AND state IN ('pending', 'running') AND notification_type IS NOT NULL
+	ORDER BY fired_at DESC, id DESC LIMIT @limit
+), m AS (
+	SELECT * FROM a UNION ALL SELECT * FROM p ORDER BY fired_at DESC, pending DESC, id DESC LIMIT @limit
+)
+SELECT m.*, (SELECT count(*) FROM {attempts} b WHERE b.delivery_id = m.delivery_id AND ` +
+			strings.ReplaceAll(strings.ReplaceAll(shown, "attempt_number", "b.attempt_number"), "error_message", "b.error_message") + `
+		AND (m.pending OR (b.occurred_at, b.id) <= (m.fired_at, m.id)))::int + CASE WHEN m.pending THEN 1 ELSE 0 END AS ordinal
+FROM m`))
 	}
-	pendingSQL := func(primary string) string {
-		return r.Replace(`SELECT id, idempotency_key, url, state, attempts, due_at, sequence_number, notification_type,
-	notification_id, subscriber_id, octet_length(body) AS payload_size
-FROM {deliveries} WHERE ` + primary + ` AND ` + strings.Replace(filters, "OR delivery_id =", "OR id =", 1) + `
-	AND state IN ('pending', 'running') AND notification_type IS NOT NULL
-ORDER BY id DESC LIMIT @limit`)
-	}
-	q.pendingByID = compile[activityParams](pendingSQL("id = @delivery_id"))
-	q.pending[0] = compile[activityParams](pendingSQL("task_id = @task_id"))
-	q.pending[1] = compile[activityParams](pendingSQL("subscriber_id = @subscriber_id"))
 	q.redeliver = compile[redeliverParams](r.Replace(`UPDATE {deliveries} SET state = 'pending', due_at = @now, attempts = 0,
 	redelivered_at = @now, finished_at = NULL, lease_token = NULL, probe_period = NULL, lost_attempts = 0
 WHERE id = @id AND state = 'failed'

@@ -1,10 +1,13 @@
 package webhook
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +179,28 @@ func TestRetryPolicyHorizonBounds(t *testing.T) {
 	require.NoError(t, p.withDefaults().validate(""))
 	require.Equal(t, MaxAttemptsUntilHorizon, p.MaxAttempts)
 	require.Equal(t, HorizonDefault, p.Horizon)
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+// AdCP's activity status: timeout means no response in time on a
+// connection that was made; a timeout while connecting is a connection
+// error.
+func TestIsTimeoutTellsConnectingFromWaiting(t *testing.T) {
+	t.Parallel()
+	for err, want := range map[error]bool{
+		context.DeadlineExceeded: true,
+		&url.Error{Op: "Post", URL: "https://b.example/", Err: timeoutErr{}}:                                true, // awaiting headers
+		&url.Error{Op: "Post", URL: "https://b.example/", Err: &net.OpError{Op: "read", Err: timeoutErr{}}}: true,
+		&url.Error{Op: "Post", URL: "https://b.example/", Err: &net.OpError{Op: "dial", Err: timeoutErr{}}}: false,
+		&net.DNSError{Err: "timeout", Name: "b.example", IsTimeout: true}:                                   false,
+		errors.New("net/http: TLS handshake timeout"):                                                       false,
+		errors.New("connection refused"):                                                                    false,
+	} {
+		require.Equal(t, want, isTimeout(err), "%v", err)
+	}
 }

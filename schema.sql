@@ -149,9 +149,11 @@ CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_delivery_idx
     ON adcp_webhook_attempts (delivery_id);
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_task_idx
     ON adcp_webhook_attempts (task_id);
--- Activity records of a subscriber.
+-- Activity records of a subscriber or a task, newest first.
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_subscriber_idx
-    ON adcp_webhook_attempts (subscriber_id) WHERE subscriber_id IS NOT NULL;
+    ON adcp_webhook_attempts (subscriber_id, occurred_at) WHERE subscriber_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_activity_idx
+    ON adcp_webhook_attempts (task_id, occurred_at) WHERE notification_type IS NOT NULL;
 -- Retention of refusals, which belong to no delivery.
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_refused_idx
     ON adcp_webhook_attempts (occurred_at) WHERE delivery_id IS NULL;
