@@ -851,7 +851,9 @@ FROM {deliveries} WHERE id = @id FOR UPDATE`))
 	ORDER BY occurred_at DESC, id DESC LIMIT @limit
 ), p AS (
 	SELECT id, id AS delivery_id, true AS pending,
-		CASE WHEN state = 'running' THEN due_at - @lease::interval ELSE due_at END AS fired_at,
+		-- in flight: claimed a lease before due_at; held for the sink after
+		-- a failure (negative token): due_at is the next attempt's, at least
+		CASE WHEN state = 'running' AND lease_token > 0 THEN due_at - @lease::interval ELSE due_at END AS fired_at,
 		idempotency_key, url, sequence_number, notification_type, notification_id, subscriber_id,
 		octet_length(body) AS payload_size, NULL::text AS outcome, NULL::int AS http_status, NULL::text AS error_message,
 		NULL::bigint AS response_time_us, NULL::boolean AS timed_out
