@@ -386,7 +386,7 @@ func runFaultModel(t *testing.T, sys string, seed uint64) {
 			Logger: logger, Concurrency: concurrency, DrainTimeout: time.Duration(pick(1, 20)) * time.Millisecond})
 		require.NoError(t, err, plan)
 		sups, mem = append(sups, s), s
-		lookup = func(_ context.Context, id string) (webhook.Delivery, error) { return s.Delivery(id) }
+		lookup = s.Delivery
 	default:
 		var direct *pgxpool.Pool
 		if withRestart {
@@ -862,7 +862,8 @@ func checkBreakersExactly(mem *webhook.MemorySupervisor, p webhook.BreakerPolicy
 	sender.mu.Unlock()
 	var problems []string
 	for key, g := range model {
-		closed, failures := mem.Breaker(key) == webhook.BreakerClosed, webhook.BreakerFailures(mem, key)
+		st, _ := mem.Breaker(context.Background(), key)
+		closed, failures := st == webhook.BreakerClosed, webhook.BreakerFailures(mem, key)
 		if closed == g.open || closed && failures != g.failures {
 			problems = append(problems, fmt.Sprintf("breaker %s: closed %v with %d failures; the model says closed %v with %d",
 				key, closed, failures, !g.open, g.failures))

@@ -384,22 +384,37 @@ func (s *MemorySupervisor) NextSequence(key string) int64 {
 }
 
 // Breaker returns the state of the breaker for key (a BreakerKey, or a URL
-// for webhooks without one).
-func (s *MemorySupervisor) Breaker(key string) BreakerState {
+// for webhooks without one). The error is always nil: it has the
+// [Inspector] signature.
+func (s *MemorySupervisor) Breaker(_ context.Context, key string) (BreakerState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.breakers[key]
 	if !ok {
-		return BreakerClosed
+		return BreakerClosed, nil
 	}
 	c := b.gate
 	c.advance(s.k.breaker, s.k.clock.Now())
-	return c.State
+	return c.State, nil
+}
+
+// Attempts returns the records of a delivery's attempts (and decisions,
+// with AttemptNumber 0) in the order they were made: the newest
+// ActivityLimitMax of them (the memory supervisor keeps no more). It
+// returns [ErrNotFound] as Delivery does.
+func (s *MemorySupervisor) Attempts(_ context.Context, id string) ([]Attempt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.byID[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return append([]Attempt{}, d.records...), nil
 }
 
 // Delivery returns a snapshot of a delivery, or [ErrNotFound] when the ID is
 // unknown or the delivery finished longer ago than RetainFinished others.
-func (s *MemorySupervisor) Delivery(id string) (Delivery, error) {
+func (s *MemorySupervisor) Delivery(_ context.Context, id string) (Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.byID[id]
@@ -604,7 +619,7 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 	defer s.mu.Unlock()
 	d.attempts, d.firstAt = c.attempts, c.firstAt
 	d.lastStatus, d.lastError = c.status, c.errText
-	if c.record.AttemptNumber > 0 {
+	{
 		if len(d.records) == ActivityLimitMax {
 			if shownAsActivity(&d.records[0]) {
 				d.shownDropped++

@@ -131,7 +131,7 @@ func TestMemoryProbeClaimedWhileStoppingIsGivenBack(t *testing.T) {
 	require.NoError(t, s.RunWorker(ctx))
 
 	require.Zero(t, sent.Load(), "an attempt started after RunWorker was asked to stop")
-	d, err := s.Delivery(r.ID)
+	d, err := s.Delivery(context.Background(), r.ID)
 	require.NoError(t, err)
 	require.Equal(t, StatePending, d.State)
 	require.Zero(t, d.Attempts)

@@ -154,13 +154,13 @@ func TestMemoryQueueBoundedInBytes(t *testing.T) {
 	huge.Result = map[string]any{"blob": strings.Repeat("x", 12<<10)}
 	_, err = s.SendMCP(ctx, huge)
 	require.ErrorIs(t, err, webhook.ErrQueueFull, "bigger than the whole bound")
-	_, err = s.Delivery(ids[0])
+	_, err = s.Delivery(context.Background(), ids[0])
 	require.NoError(t, err, "a refusal forgets nothing")
 	_, err = s.SendMCP(ctx, big("t3"))
 	require.NoError(t, err, "finished deliveries make room")
-	_, err = s.Delivery(ids[0])
+	_, err = s.Delivery(context.Background(), ids[0])
 	require.ErrorIs(t, err, webhook.ErrNotFound, "the oldest finished one was forgotten for it")
-	_, err = s.Delivery(ids[2])
+	_, err = s.Delivery(context.Background(), ids[2])
 	require.NoError(t, err, "the newest finished ones are kept while there is room")
 }
 
@@ -187,7 +187,7 @@ func TestMemoryWaitBlocksUntilFinal(t *testing.T) {
 	e.startWorker()
 	r := e.sendMCP(mcp(url, "t1"))
 
-	d, err := s.Delivery(r.ID)
+	d, err := s.Delivery(context.Background(), r.ID)
 	require.NoError(t, err)
 	require.Equal(t, r.IdempotencyKey, d.IdempotencyKey)
 
@@ -300,13 +300,13 @@ func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
 	})
 	e.sendMCP(mcp(url, "t0"))
 	e.attempts(1)
-	require.Equal(t, webhook.BreakerOpen, s.Breaker(url))
+	require.Equal(t, webhook.BreakerOpen, memBreaker(t, s, url))
 	for i := 1; i <= 3; i++ {
 		e.sendMCP(mcp(url, fmt.Sprint("t", i)))
 	}
 	e.clock.Advance(time.Minute)
 	e.waitSent(2) // the probe, blocked on the gate
-	require.Equal(t, webhook.BreakerHalfOpen, s.Breaker(url))
+	require.Equal(t, webhook.BreakerHalfOpen, memBreaker(t, s, url))
 	close(gate)
 	released = true
 	as := e.attempts(3)
@@ -317,7 +317,7 @@ func TestMemoryHalfOpenLetsOneProbeThrough(t *testing.T) {
 	for _, r := range e.sender.sent() {
 		require.Equal(t, 1, r.InFlightURL, "one request at a time to a recovering endpoint")
 	}
-	require.Equal(t, webhook.BreakerClosed, s.Breaker(url))
+	require.Equal(t, webhook.BreakerClosed, memBreaker(t, s, url))
 }
 
 func TestMemoryHorizonStopsRetries(t *testing.T) {
@@ -358,11 +358,11 @@ func TestMemoryDrainTimeoutCancelsStuckAttempts(t *testing.T) {
 	require.Equal(t, 1, a.AttemptNumber)
 	require.True(t, a.WillRetry, "a cancelled attempt is retried later")
 	require.Contains(t, a.Error, "not charged")
-	d, err := s.Delivery(r.ID)
+	d, err := s.Delivery(context.Background(), r.ID)
 	require.NoError(t, err)
 	require.Equal(t, webhook.StatePending, d.State)
 	require.Zero(t, d.Attempts, "the cancelled attempt is not charged, even the last one allowed")
-	require.Equal(t, webhook.BreakerClosed, s.Breaker(url), "the worker's own cancellation is not the endpoint's failure")
+	require.Equal(t, webhook.BreakerClosed, memBreaker(t, s, url), "the worker's own cancellation is not the endpoint's failure")
 
 	e.startWorker()
 	a = e.attempts(1)[0]
@@ -512,4 +512,12 @@ func TestMemoryTypedNilErrorsAreContained(t *testing.T) {
 	require.Contains(t, as[0].Error, "Error method panicked")
 	require.Equal(t, webhook.OutcomeSuccess, as[len(as)-1].Outcome)
 	require.Eventually(t, func() bool { return strings.Contains(e.logs.String(), "Error method panicked") }, guard, time.Millisecond)
+}
+
+// memBreaker is a memory supervisor's breaker state.
+func memBreaker(t *testing.T, s *webhook.MemorySupervisor, key string) webhook.BreakerState {
+	t.Helper()
+	st, err := s.Breaker(context.Background(), key)
+	require.NoError(t, err)
+	return st
 }

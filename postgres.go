@@ -484,9 +484,9 @@ func (s *PostgresSupervisor) Delivery(ctx context.Context, id string) (Delivery,
 	return ds[0].delivery(), nil
 }
 
-// Attempts returns a delivery's attempt records from the attempt table, in
-// order. It returns an empty slice for a delivery not yet attempted, and
-// [ErrNotFound] only for an ID that is not a delivery ID at all.
+// Attempts returns a delivery's attempt records (and decisions, with
+// AttemptNumber 0) from the attempt table, in order: an empty slice for a
+// delivery not yet attempted, [ErrNotFound] for an unknown one.
 func (s *PostgresSupervisor) Attempts(ctx context.Context, id string) ([]Attempt, error) {
 	n, err := parseID(id)
 	if err != nil {
@@ -495,6 +495,11 @@ func (s *PostgresSupervisor) Attempts(ctx context.Context, id string) ([]Attempt
 	rows, err := collect[attemptRow](query(ctx, s.db, s.q.attempts, idParams{ID: n}))
 	if err != nil {
 		return nil, dbError("attempts", err)
+	}
+	if len(rows) == 0 {
+		if _, err := s.Delivery(ctx, id); err != nil {
+			return nil, err // ErrNotFound, or the database's error
+		}
 	}
 	out := make([]Attempt, len(rows))
 	for i := range rows {

@@ -406,7 +406,7 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		var err error
 		switch s := e.sup.(type) {
 		case *webhook.MemorySupervisor:
-			d, err = s.Delivery(r.ID)
+			d, err = s.Delivery(context.Background(), r.ID)
 		case *webhook.PostgresSupervisor:
 			d, err = s.Delivery(context.Background(), r.ID)
 		}

@@ -47,6 +47,24 @@ type Supervisor interface {
 	DeliveryRetryHorizon() time.Duration
 }
 
+// Inspector is the operator's view of a supervisor, the same on both:
+// look a delivery and its attempts up, see a breaker, send a failed
+// delivery again, and read AdCP activity records. Every method takes a
+// context; errors match [ErrNotFound] for an unknown delivery.
+type Inspector interface {
+	Delivery(ctx context.Context, id string) (Delivery, error)
+	Attempts(ctx context.Context, id string) ([]Attempt, error)
+	Breaker(ctx context.Context, key string) (BreakerState, error)
+	Redeliver(ctx context.Context, id string) (Receipt, error)
+	Activity(ctx context.Context, q ActivityQuery) ([]ActivityRecord, error)
+}
+
+// Both supervisors are Inspectors.
+var (
+	_ Inspector = (*MemorySupervisor)(nil)
+	_ Inspector = (*PostgresSupervisor)(nil)
+)
+
 // MCPWebhook is one AdCP MCP webhook: the payload fields of the AdCP
 // mcp-webhook-payload schema plus how to route it.
 //

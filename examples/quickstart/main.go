@@ -135,12 +135,13 @@ func run() error {
 	// Three failures opened the dead endpoint's breaker: a new webhook to it
 	// is accepted but waits, uncharged, until the breaker lets a probe through.
 	deadURL := dead.URL + "/adcp/webhook"
-	fmt.Printf("\nbreaker for the dead endpoint: %s\n", sup.Breaker(deadURL))
+	state, _ := sup.Breaker(ctx, deadURL)
+	fmt.Printf("\nbreaker for the dead endpoint: %s\n", state)
 	r, err := send(dead.URL, "task_4")
 	if err != nil {
 		return err
 	}
-	d, err := sup.Delivery(r.ID)
+	d, err := sup.Delivery(ctx, r.ID)
 	if err != nil {
 		return err
 	}

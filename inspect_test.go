@@ -1,0 +1,75 @@
+package webhook_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+)
+
+// runInspectorSuite: both supervisors answer an operator's questions the
+// same way.
+func runInspectorSuite(t *testing.T, newSup newSupervisorFunc) {
+	t.Run("LookupsAgree", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Breaker.FailureThreshold = 3 })
+		in := e.sup.(webhook.Inspector)
+		ctx := context.Background()
+		url := "https://buyer.example/flaky"
+		e.sender.on(url, step{status: 503}, step{status: 500})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		as := e.deliverAll(1)
+		require.Len(t, as, 3)
+		d := e.settled(r.ID)
+		got, err := in.Delivery(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, d, got)
+		require.Equal(t, webhook.StateDelivered, got.State)
+		require.Equal(t, 3, got.Attempts)
+
+		rec, err := in.Attempts(ctx, r.ID)
+		require.NoError(t, err)
+		require.Len(t, rec, 3)
+		for i := range rec {
+			require.Equal(t, i+1, rec[i].AttemptNumber)
+			require.Equal(t, as[i].Outcome, rec[i].Outcome)
+			require.Equal(t, as[i].HTTPStatus, rec[i].HTTPStatus)
+			require.Equal(t, as[i].OccurredAt, rec[i].OccurredAt)
+			require.Equal(t, r.IdempotencyKey, rec[i].IdempotencyKey)
+		}
+
+		st, err := in.Breaker(ctx, url)
+		require.NoError(t, err)
+		require.Equal(t, webhook.BreakerClosed, st, "a success reset it")
+		st, err = in.Breaker(ctx, "https://never.example/used")
+		require.NoError(t, err)
+		require.Equal(t, webhook.BreakerClosed, st)
+
+		queued := e.sendMCP(mcp("https://buyer.example/later", "t2"))
+		e.attempts(1)
+		_, err = in.Attempts(ctx, queued.ID)
+		require.NoError(t, err)
+
+		for _, id := range []string{"999999", "no-such-id"} {
+			_, err = in.Delivery(ctx, id)
+			require.ErrorIs(t, err, webhook.ErrNotFound, id)
+			_, err = in.Attempts(ctx, id)
+			require.ErrorIs(t, err, webhook.ErrNotFound, id)
+			_, err = in.Redeliver(ctx, id)
+			require.ErrorIs(t, err, webhook.ErrNotFound, id)
+		}
+	})
+}
+
+func TestMemoryInspector(t *testing.T) {
+	t.Parallel()
+	runInspectorSuite(t, newMemory)
+}
+
+func TestPostgresInspector(t *testing.T) {
+	t.Parallel()
+	runInspectorSuite(t, newPostgres)
+}
