@@ -69,6 +69,11 @@ var (
 	// idempotency_key and the same notification_id. Nothing was changed.
 	ErrReemitPrepared = errors.New("webhook: past its retry horizon, a prepared body cannot be re-emitted by the library")
 
+	// ErrSchemaMissing is returned by the Postgres supervisor when its
+	// tables (or columns this version needs) do not exist: the error says
+	// to run [PostgresSupervisor.CreateSchema].
+	ErrSchemaMissing = errors.New("webhook: the supervisor's tables are missing or out of date")
+
 	// ErrNilSender is returned by constructors given a nil [Sender].
 	ErrNilSender = errors.New("webhook: nil sender")
 

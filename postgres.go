@@ -676,6 +676,12 @@ func dbError(op string, err error) error {
 		c := *pe
 		c.Detail, c.Where, c.Hint, c.InternalQuery = "", "", "", ""
 		err = &c
+		switch c.Code {
+		case "42P01": // undefined_table
+			return fmt.Errorf("webhook: postgres %s: %w: run PostgresSupervisor.CreateSchema (or apply schema.sql) first: %w", op, ErrSchemaMissing, err)
+		case "42703": // undefined_column
+			return fmt.Errorf("webhook: postgres %s: %w: the tables are older than this version; run PostgresSupervisor.CreateSchema to upgrade them: %w", op, ErrSchemaMissing, err)
+		}
 	}
 	return fmt.Errorf("webhook: postgres %s: %w", op, err)
 }

@@ -934,3 +934,23 @@ func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
 	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "t1"))
 	require.NoError(t, err)
 }
+
+// Tables that were never created, or are older than the code, name the fix
+// instead of surfacing a bare "relation does not exist".
+func TestPostgresMissingSchemaNamesTheFix(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "t1"))
+	require.ErrorIs(t, err, webhook.ErrSchemaMissing)
+	require.ErrorContains(t, err, "CreateSchema")
+
+	require.NoError(t, s.CreateSchema(ctx))
+	_, err = pool.Exec(ctx, `ALTER TABLE adcp_webhook_deliveries DROP COLUMN subscriber_id`)
+	require.NoError(t, err)
+	_, err = s.SendMCP(ctx, mcp("https://buyer.example/hook", "t1"))
+	require.ErrorIs(t, err, webhook.ErrSchemaMissing)
+	require.ErrorContains(t, err, "upgrade")
+}
