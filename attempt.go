@@ -312,6 +312,9 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 	case err != nil:
 		s.errText = d.errorText(err)
 		s.timedOut = isTimeout(err)
+		if errors.Is(err, ErrBlockedDestination) {
+			k.warnBlocked(ctx, d.url)
+		}
 	default:
 		s.status = resp.StatusCode
 		if s.class.Verdict != VerdictDelivered {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"reflect"
+	"sync"
 	"sync/atomic"
 )
 
@@ -26,6 +27,30 @@ type core struct {
 	// logged (Unix nanoseconds). See sinkStuck.
 	stuckSinks     atomic.Int32
 	sinkDropLogged atomic.Int64
+	// blockedWarned holds the destinations already warned about as
+	// blocked (LoggableURL → struct{}); blockedCount bounds it.
+	blockedWarned sync.Map
+	blockedCount  atomic.Int32
+}
+
+// maxBlockedWarned bounds the destinations warnBlocked remembers: past it,
+// a new one is not warned about.
+const maxBlockedWarned = 1024
+
+// warnBlocked logs, once per destination, that the sender refuses to dial
+// it: SendMCP accepted the webhook, so this warning (and the attempt
+// record's error) is where a user learns why it fails.
+func (k *core) warnBlocked(ctx context.Context, url string) {
+	u := LoggableURL(url)
+	if _, seen := k.blockedWarned.Load(u); seen || k.blockedCount.Load() >= maxBlockedWarned {
+		return
+	}
+	if _, seen := k.blockedWarned.LoadOrStore(u, struct{}{}); seen {
+		return
+	}
+	k.blockedCount.Add(1)
+	k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: the sender refuses to dial this destination (a private, loopback or reserved address), so its deliveries fail; for local development set HTTPSenderConfig.AllowPrivateDestinations (and MemoryConfig or PostgresConfig.AllowInsecureHTTP for http://)",
+		slog.String("url", u))
 }
 
 // commonConfig is the part of every supervisor's config that core needs.

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -520,4 +521,31 @@ func memBreaker(t *testing.T, s *webhook.MemorySupervisor, key string) webhook.B
 	st, err := s.Breaker(context.Background(), key)
 	require.NoError(t, err)
 	return st
+}
+
+// A destination the sender refuses to dial fails after SendMCP returned
+// nil: the supervisor says why, once per destination.
+func TestBlockedDestinationIsWarnedOnce(t *testing.T) {
+	t.Parallel()
+	logs := &syncBuffer{}
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{}) // loopback is refused
+	require.NoError(t, err)
+	sink := newRecordingSink()
+	s, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{LogSink: sink, AllowInsecureHTTP: true,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.RunWorker(ctx) }()
+	defer func() { cancel(); <-done }()
+	for i := range 3 {
+		r, err := s.SendMCP(context.Background(), mcp("http://127.0.0.1:9/hook?token=secret123", fmt.Sprint("t", i)))
+		require.NoError(t, err)
+		d, err := s.Wait(context.Background(), r.ID)
+		require.NoError(t, err)
+		require.Equal(t, webhook.StateFailed, d.State)
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), "refuses to dial"), logs.String())
+	require.Contains(t, logs.String(), "AllowPrivateDestinations")
+	require.NotContains(t, logs.String(), "secret123")
 }
