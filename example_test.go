@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
 )
 
 // A seller hands a completed task's webhook to an in-memory supervisor and a
@@ -229,4 +230,38 @@ func ExampleWebhookSigning() {
 	fmt.Println(string(out))
 	// Output:
 	// {"webhook_signing":{"supported":true,"profile":"adcp/webhook-signing/v1","algorithms":["ed25519"],"legacy_hmac_fallback":false,"delivery_retry_horizon_seconds":86400}}
+}
+
+// A seller makes its signing key once: the private JWK goes to its secret
+// store, the public JWKS to the jwks_uri of its brand.json agents[] entry.
+// At start-up it loads the key back from the secret store.
+func ExampleGenerateSigningKey() {
+	key, err := webhook.GenerateSigningKey("seller-2026-12", receive.AlgEd25519)
+	if err != nil {
+		panic(err)
+	}
+	private, err := key.PrivateJWK() // store as a secret; never log it
+	if err != nil {
+		panic(err)
+	}
+	jwks, err := webhook.PublicJWKS(key) // publish
+	if err != nil {
+		panic(err)
+	}
+
+	loaded, err := webhook.ParseJWKSigningKey(private) // at start-up
+	if err != nil {
+		panic(err)
+	}
+	var set struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		panic(err)
+	}
+	fmt.Println(loaded.KeyID(), loaded.Algorithm())
+	fmt.Println(set.Keys[0]["kid"], set.Keys[0]["adcp_use"], set.Keys[0]["key_ops"], set.Keys[0]["d"] == nil)
+	// Output:
+	// seller-2026-12 ed25519
+	// seller-2026-12 request-signing [verify] true
 }

@@ -86,9 +86,76 @@ func (k *SigningKey) Algorithm() string { return k.alg }
 // Public returns the public key.
 func (k *SigningKey) Public() crypto.PublicKey { return k.key.Public() }
 
+// GenerateSigningKey makes a new signing key from crypto/rand: Ed25519 for
+// alg [receive.AlgEd25519] (or ""), P-256 for [receive.AlgECDSAP256]. Keep
+// its [SigningKey.PrivateJWK] in your secret store and publish its
+// [PublicJWKS] at the jwks_uri of your brand.json agents[] entry.
+func GenerateSigningKey(keyID, alg string) (*SigningKey, error) {
+	switch alg {
+	case "", receive.AlgEd25519:
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, badKey("generating an Ed25519 key: %v", err)
+		}
+		return NewSigningKey(keyID, priv)
+	case receive.AlgECDSAP256:
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, badKey("generating a P-256 key: %v", err)
+		}
+		return NewSigningKey(keyID, priv)
+	}
+	return nil, badKey("algorithm %q is not one the AdCP webhook profile allows; use %q or %q", alg, receive.AlgEd25519, receive.AlgECDSAP256)
+}
+
+// PrivateJWK returns the key, private part included, as a JWK that
+// [ParseJWKSigningKey] reads back: for the seller's secret store, never
+// for publication (publish [PublicJWKS]). It is the key itself; treat the
+// bytes as the secret they are.
+func (k *SigningKey) PrivateJWK() ([]byte, error) {
+	j := k.jwk()
+	switch priv := k.key.Signer.(type) {
+	case ed25519.PrivateKey:
+		j["d"] = base64.RawURLEncoding.EncodeToString(priv.Seed())
+	case *ecdsa.PrivateKey:
+		d, err := priv.Bytes()
+		if err != nil {
+			return nil, badKey("P-256 key does not encode")
+		}
+		j["d"] = base64.RawURLEncoding.EncodeToString(d)
+	}
+	j["key_ops"] = []string{"sign"}
+	return json.Marshal(j)
+}
+
+// PublicJWKS returns the public halves of keys as a JWKS ({"keys":[...]})
+// for the jwks_uri of the seller's brand.json agents[] entry. During a
+// rotation it holds the old key and the new one.
+func PublicJWKS(keys ...*SigningKey) ([]byte, error) {
+	set := struct {
+		Keys []json.RawMessage `json:"keys"`
+	}{Keys: []json.RawMessage{}}
+	for _, k := range keys {
+		if k == nil || k.key == nil {
+			return nil, badKey("PublicJWKS got a nil key")
+		}
+		pub, err := k.PublicJWK()
+		if err != nil {
+			return nil, err
+		}
+		set.Keys = append(set.Keys, pub)
+	}
+	return json.Marshal(set)
+}
+
 // PublicJWK returns the public half as a JWK for the seller's published
 // JWKS, with adcp_use "request-signing" and key_ops ["verify"].
 func (k *SigningKey) PublicJWK() ([]byte, error) {
+	return json.Marshal(k.jwk())
+}
+
+// jwk is the key's public JWK members.
+func (k *SigningKey) jwk() map[string]any {
 	j := map[string]any{"kid": k.keyID, "use": "sig", "key_ops": []string{"verify"}, "adcp_use": "request-signing"}
 	switch pub := k.key.Public().(type) {
 	case ed25519.PublicKey:
@@ -99,7 +166,7 @@ func (k *SigningKey) PublicJWK() ([]byte, error) {
 		j["x"] = base64.RawURLEncoding.EncodeToString(pub.X.FillBytes(make([]byte, 32)))
 		j["y"] = base64.RawURLEncoding.EncodeToString(pub.Y.FillBytes(make([]byte, 32)))
 	}
-	return json.Marshal(j)
+	return j
 }
 
 // VerifyingKey returns the public half for a [receive.Verifier], with
@@ -152,6 +219,12 @@ func ParseJWKSigningKey(data []byte) (*SigningKey, error) {
 	var j jwk.Key
 	if err := json.Unmarshal(data, &j); err != nil {
 		return nil, badKey("JWK is not a JSON object")
+	}
+	var set struct {
+		Keys json.RawMessage `json:"keys"`
+	}
+	if json.Unmarshal(data, &set) == nil && set.Keys != nil && j.Kty == "" {
+		return nil, badKey("this is a JWKS (a key set, {\"keys\":[...]}), not one JWK: pass the one private key to sign with")
 	}
 	switch j.AdcpUse {
 	case "request-signing", "webhook-signing":

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -349,4 +350,53 @@ func TestHTTPSenderInternationalisedHost(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ver.Verify(t.Context(), http.MethodPost, "http://"+c.host+c.uri, c.header, c.body)
 	require.NoError(t, err)
+}
+
+// A seller makes a key, keeps its private JWK, publishes the JWKS, and a
+// buyer verifies with what was published.
+func TestGenerateAndExportKeys(t *testing.T) {
+	t.Parallel()
+	var keys []*SigningKey
+	for _, alg := range []string{"", receive.AlgEd25519, receive.AlgECDSAP256} {
+		k, err := GenerateSigningKey("seller-"+alg, alg)
+		require.NoError(t, err, alg)
+		private, err := k.PrivateJWK()
+		require.NoError(t, err)
+		back, err := ParseJWKSigningKey(private)
+		require.NoError(t, err, "the private JWK reads back")
+		require.Equal(t, k.KeyID(), back.KeyID())
+		require.Equal(t, k.Algorithm(), back.Algorithm())
+		require.True(t, k.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(back.Public()))
+		keys = append(keys, back)
+	}
+	jwks, err := PublicJWKS(keys...)
+	require.NoError(t, err)
+	require.NotContains(t, string(jwks), `"d"`, "no private part is published")
+	published, err := receive.ParseJWKS(jwks)
+	require.NoError(t, err)
+	require.Len(t, published, 3)
+	verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: published})
+	require.NoError(t, err)
+	for _, k := range keys {
+		signer, err := NewRFC9421Signer(SignerConfig{Key: k})
+		require.NoError(t, err)
+		body := []byte(`{"idempotency_key":"whk_0123456789abcdef"}`)
+		req := httptest.NewRequest(http.MethodPost, "https://buyer.example/hook", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		require.NoError(t, signer.Sign(req, body))
+		req.RequestURI = "/hook" // as a server receives it
+		_, err = verifier.VerifyRequest(req, body)
+		require.NoError(t, err, k.KeyID())
+	}
+
+	_, err = ParseJWKSigningKey(jwks)
+	require.ErrorIs(t, err, ErrInvalidKey)
+	require.ErrorContains(t, err, "JWKS", "a key set where one key belongs says so")
+	_, err = GenerateSigningKey("k", "rsa-pss-sha512")
+	require.ErrorIs(t, err, ErrInvalidKey)
+	_, err = PublicJWKS(nil)
+	require.ErrorIs(t, err, ErrInvalidKey)
+	empty, err := PublicJWKS()
+	require.NoError(t, err)
+	require.JSONEq(t, `{"keys":[]}`, string(empty))
 }
