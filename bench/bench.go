@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -82,7 +84,21 @@ func runBench(args []string) error {
 	failRate := fs.Float64("fail", 0, "custom scenario: share of first attempts the receiver answers 503")
 	retryAfter := fs.Int("retry-after", 0, "custom scenario: Retry-After seconds on those 503s")
 	rate := fs.Int("rate", 0, "custom scenario: arrivals per second (0: all enqueued first)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage:\n  go run . [flags]          the benchmark scenarios, a table\n"+
+			"  go run . chaos [flags]    the kill -9 soak: nothing may be lost (go run . chaos -help)\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	_ = fs.Parse(args)
+	if fs.NArg() > 0 {
+		if fs.Arg(0) == "help" {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return nil
+		}
+		fs.Usage()
+		return fmt.Errorf("unknown command %q: the commands are chaos and help; flags come before nothing else", fs.Arg(0))
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -122,12 +138,26 @@ func runBench(args []string) error {
 		scenarios = []scenario{{name: "custom", n: *n, latency: *latency, failRate: *failRate, retryAfter: *retryAfter, rate: *rate}}
 		*which = "custom"
 	}
+	if err := checkNames(*which, *only, scenarios); err != nil {
+		return err
+	}
 	// pg_stat_statements counts the statements every system sends.
 	cluster, err := pgtest.StartCluster("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on")
 	if err != nil {
 		return err
 	}
 	defer cluster.Stop()
+	// An interrupted run removes its cluster (hundreds of MB) too.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(interrupted)
+	go func() {
+		if _, ok := <-interrupted; ok {
+			fmt.Fprintln(os.Stderr, "interrupted: removing the throwaway Postgres")
+			cluster.Stop()
+			os.Exit(130)
+		}
+	}()
 	recv := newReceiver()
 	defer recv.Close()
 	// One Sender for every system. Its client keeps enough idle
@@ -470,4 +500,35 @@ func allSystems() []system {
 	out := []system{&postgresSystem{}, &memorySystem{}}
 	out = append(out, comparators()...)
 	return append(out, &rawHTTPSystem{}, &minimalSQLSystem{})
+}
+
+// checkNames refuses -scenarios and -systems names that match nothing, so a
+// typo is an error naming the valid ones rather than an empty table.
+func checkNames(which, only string, scenarios []scenario) error {
+	valid := []string{"scale-out"}
+	for _, sc := range scenarios {
+		valid = append(valid, sc.name)
+	}
+	for _, name := range splitNames(which) {
+		if !slices.Contains(valid, name) {
+			return fmt.Errorf("unknown scenario %q; the scenarios are %q", name, valid)
+		}
+	}
+	var systems []string
+	for _, sys := range allSystems() {
+		systems = append(systems, sys.Name())
+	}
+	for _, name := range splitNames(only) {
+		if !slices.Contains(systems, name) {
+			return fmt.Errorf("unknown system %q; the systems are %q", name, systems)
+		}
+	}
+	return nil
+}
+
+func splitNames(list string) []string {
+	if list == "" {
+		return nil
+	}
+	return strings.Split(list, ",")
 }

@@ -4,6 +4,7 @@
 //	go run .            # the benchmark scenarios, a table
 //	go run . -quick     # the same, small (under two minutes)
 //	go run . chaos      # kill -9 soak: nothing may be lost
+//	go run . help       # the flags
 //
 // It starts its own throwaway Postgres (from Debian's postgresql binaries)
 // and loopback receivers; it needs nothing else.
