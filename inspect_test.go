@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -72,4 +73,48 @@ func TestMemoryInspector(t *testing.T) {
 func TestPostgresInspector(t *testing.T) {
 	t.Parallel()
 	runInspectorSuite(t, newPostgres)
+}
+
+// waiter is what both supervisors offer to block until a delivery is final.
+type waiter interface {
+	Wait(ctx context.Context, id string) (webhook.Delivery, error)
+}
+
+func runWaitSuite(t *testing.T, newSup newSupervisorFunc) {
+	t.Run("WaitReturnsTheFinalState", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Retry.MaxAttempts = 1 })
+		w := e.sup.(waiter)
+		ctx := context.Background()
+		url := "https://buyer.example/hook"
+		e.sender.on(url, step{status: 400})
+		r := e.sendMCP(mcp(url, "t1"))
+
+		// No worker yet: a wait whose context ends returns its error, and
+		// the snapshot as last read (Postgres reads nothing once the
+		// context has ended).
+		short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+		defer cancel()
+		d, err := w.Wait(short, r.ID)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Equal(t, webhook.StatePending, d.State)
+
+		e.startWorker()
+		d, err = w.Wait(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, webhook.StateFailed, d.State)
+		require.Equal(t, 1, d.Attempts)
+		_, err = w.Wait(ctx, "999999")
+		require.ErrorIs(t, err, webhook.ErrNotFound)
+	})
+}
+
+func TestMemoryWait(t *testing.T) {
+	t.Parallel()
+	runWaitSuite(t, newMemory)
+}
+
+func TestPostgresWait(t *testing.T) {
+	t.Parallel()
+	runWaitSuite(t, newPostgres)
 }

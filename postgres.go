@@ -733,3 +733,35 @@ func (s *PostgresSupervisor) Activity(ctx context.Context, q ActivityQuery) ([]A
 	}
 	return newestFirst(out, q.Limit), nil
 }
+
+// Wait blocks until the delivery reaches a final state (delivered or
+// failed) and returns its snapshot, or returns ctx's error with the
+// snapshot it last read. Unlike [MemorySupervisor.Wait] it polls the
+// table (every 10 ms at first, backing off to once a second), and the
+// final state may be committed a moment before the worker's LogSink call
+// for it returns. It returns [ErrNotFound] for an unknown delivery.
+func (s *PostgresSupervisor) Wait(ctx context.Context, id string) (Delivery, error) {
+	pause := 10 * time.Millisecond
+	var last Delivery
+	for {
+		d, err := s.Delivery(ctx, id)
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ErrNotFound) {
+				return last, ctxErr
+			}
+			return last, err
+		}
+		last = d
+		if d.State == StateDelivered || d.State == StateFailed {
+			return d, nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return d, ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
