@@ -123,7 +123,9 @@ func TestMemoryQueueFull(t *testing.T) {
 // first, to make room.
 func TestMemoryQueueBoundedInBytes(t *testing.T) {
 	t.Parallel()
-	s, err := webhook.NewMemorySupervisor(newScriptedSender(), webhook.MemoryConfig{MaxQueuedBytes: 11 << 10})
+	// One at a time, so deliveries finish in the order they were accepted
+	// and "oldest finished" is ids[0].
+	s, err := webhook.NewMemorySupervisor(newScriptedSender(), webhook.MemoryConfig{MaxQueuedBytes: 11 << 10, Concurrency: 1})
 	require.NoError(t, err)
 	ctx := context.Background()
 	big := func(task string) webhook.MCPWebhook {
