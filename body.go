@@ -22,13 +22,17 @@ import (
 // the same limit as the buyer side's.
 const MaxBodyBytes = receive.MaxBodyBytes
 
+// mcpBodyPrefix starts every body BuildMCPBody writes: idempotency_key is
+// its first member, and keys need no JSON escaping.
+const mcpBodyPrefix = `{"idempotency_key":"`
+
 // reemitBody rebuilds an MCP body BuildMCPBody made under key with newKey
 // instead: a re-emission, past the retry horizon, sends the same payload
 // under a fresh key. BuildMCPBody writes idempotency_key first, and keys
 // need no JSON escaping, so the rebuild is exact. It reports false for a
 // body that does not start that way.
 func reemitBody(body []byte, key, newKey string) ([]byte, bool) {
-	const prefix = `{"idempotency_key":"`
+	const prefix = mcpBodyPrefix
 	head := len(prefix) + len(key)
 	if len(body) <= head || string(body[:len(prefix)]) != prefix || string(body[len(prefix):head]) != key || body[head] != '"' {
 		return nil, false
@@ -334,8 +338,7 @@ func spliceSequence(template []byte, seqAt int, seq int64) []byte {
 // under key: the member right after idempotency_key, when there is one
 // (it needs no JSON escaping).
 func mcpNotificationID(body []byte, key string) string {
-	const prefix, member = `{"idempotency_key":"`, `","notification_id":"`
-	rest, ok := bytes.CutPrefix(body, []byte(prefix+key+member))
+	rest, ok := bytes.CutPrefix(body, []byte(mcpBodyPrefix+key+`","notification_id":"`))
 	if !ok {
 		return ""
 	}

@@ -18,8 +18,9 @@ import (
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
-// challengeSeller is a signing sender and the verifier of its key.
-func challengeSeller(t *testing.T, private bool) (*webhook.HTTPSender, *receive.Verifier) {
+// signingSeller is an RFC 9421-signing sender (allowed to dial loopback
+// when private) and a buyer's verifier of its key.
+func signingSeller(t *testing.T, private bool) (*webhook.HTTPSender, *receive.Verifier) {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
@@ -38,7 +39,7 @@ func challengeSeller(t *testing.T, private bool) (*webhook.HTTPSender, *receive.
 // challenge, which a conformant buyer checks and echoes.
 func TestActivationChallenge(t *testing.T) {
 	t.Parallel()
-	sender, verifier := challengeSeller(t, true)
+	sender, verifier := signingSeller(t, true)
 	schemas, err := schematest.Load("testdata/schemas/webhook-challenge.json", "testdata/schemas/agent-webhook-challenge.json",
 		"testdata/schemas/notification-type.json")
 	require.NoError(t, err)
@@ -90,7 +91,7 @@ func TestActivationChallenge(t *testing.T) {
 
 func TestActivationChallengeChecksTheAnswer(t *testing.T) {
 	t.Parallel()
-	sender, _ := challengeSeller(t, true)
+	sender, _ := signingSeller(t, true)
 	ctx := context.Background()
 	// An endpoint that reflects whatever is posted to it proves nothing.
 	reflector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) }))
@@ -153,6 +154,6 @@ func TestActivationChallengeChecksTheAnswer(t *testing.T) {
 	require.NoError(t, err)
 	c.URL = "http://127.0.0.1:1/hook"
 	require.ErrorIs(t, unsigned.Challenge(ctx, c), webhook.ErrInvalidConfig)
-	guarded, _ := challengeSeller(t, false)
+	guarded, _ := signingSeller(t, false)
 	require.ErrorIs(t, guarded.Challenge(ctx, c), webhook.ErrBlockedDestination, "the same SSRF guard as deliveries")
 }

@@ -2,8 +2,6 @@ package webhook_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,7 +13,6 @@ import (
 	"github.com/adcpkit/webhook"
 	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/adcpkit/webhook/internal/pgtest"
-	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -43,16 +40,7 @@ func TestEmissionConformance(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, priv, err := ed25519.GenerateKey(rand.Reader)
-			require.NoError(t, err)
-			key, err := webhook.NewSigningKey("seller-2026", priv)
-			require.NoError(t, err)
-			signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
-			require.NoError(t, err)
-			sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer, AllowPrivateDestinations: true})
-			require.NoError(t, err)
-			verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
-			require.NoError(t, err)
+			sender, verifier := signingSeller(t, true)
 			rcv := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
 			t.Cleanup(rcv.Close)
 			rcv.Fail(webhooktest.Fault{Status: 503}, webhooktest.Fault{Status: 503}, webhooktest.Fault{Status: 503})

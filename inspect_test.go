@@ -49,10 +49,14 @@ func runInspectorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.NoError(t, err)
 		require.Equal(t, webhook.BreakerClosed, st)
 
-		queued := e.sendMCP(mcp("https://buyer.example/later", "t2"))
+		other := e.sendMCP(mcp("https://buyer.example/later", "t2"))
 		e.attempts(1)
-		_, err = in.Attempts(ctx, queued.ID)
+		e.settled(other.ID)
+		rec, err = in.Attempts(ctx, other.ID)
 		require.NoError(t, err)
+		require.Len(t, rec, 1, "each delivery's own records")
+		require.Equal(t, other.ID, rec[0].DeliveryID)
+		require.Equal(t, webhook.OutcomeSuccess, rec[0].Outcome)
 
 		for _, id := range []string{"999999", "no-such-id"} {
 			_, err = in.Delivery(ctx, id)

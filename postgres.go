@@ -727,7 +727,7 @@ func (s *PostgresSupervisor) Activity(ctx context.Context, q ActivityQuery) ([]A
 			}
 			continue
 		}
-		a.AttemptNumber, a.Outcome, a.HTTPStatus, a.Error = row.Ordinal, Outcome(deref(row.Outcome)), deref(row.HTTPStatus), deref(row.ErrorMessage)
+		a.Outcome, a.HTTPStatus, a.Error = Outcome(deref(row.Outcome)), deref(row.HTTPStatus), deref(row.ErrorMessage)
 		a.ResponseTime, a.TimedOut = time.Duration(deref(row.ResponseTimeUS))*time.Microsecond, deref(row.TimedOut)
 		out = append(out, activityOf(&a, row.Ordinal))
 	}

@@ -46,10 +46,14 @@ type prepared struct {
 func (d *prepared) bind(field string) error {
 	fp, err := jcs.Sum256(d.body)
 	if err != nil {
-		return invalid(field, "has no RFC 8785 canonical form, which AdCP 3.2 binds the idempotency key to: %v", err)
+		return canonicalFormError(field, err)
 	}
 	d.fp = fp
 	return nil
+}
+
+func canonicalFormError(field string, err error) error {
+	return invalid(field, "has no RFC 8785 canonical form, which AdCP 3.2 binds the idempotency key to: %v", err)
 }
 
 // conflict is the error for a key already bound to another payload (or
@@ -82,8 +86,15 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if len(w.Body) > MaxBodyBytes {
 		return prepared{}, &ValidationError{Field: "Body", Reason: fmt.Sprintf("is %d bytes; at most %d are accepted", len(w.Body), MaxBodyBytes), sentinel: ErrBodyTooLarge}
 	}
-	if err := strictjson.Check(w.Body); err != nil {
-		return prepared{}, invalid("Body", "is not strict JSON: %v", err)
+	// One pass canonicalises a valid body; only a refused one is scanned
+	// again, for strictjson's error, which says what is wrong without
+	// quoting the body.
+	fp, err := jcs.Sum256(w.Body)
+	if err != nil {
+		if serr := strictjson.Check(w.Body); serr != nil {
+			return prepared{}, invalid("Body", "is not strict JSON: %v", serr)
+		}
+		return prepared{}, canonicalFormError("Body", err)
 	}
 	if err := checkKey("IdempotencyKey", w.IdempotencyKey); err != nil {
 		return prepared{}, err
@@ -98,9 +109,7 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 		return prepared{}, err
 	}
 	d := newPrepared(w.URL, bytes.Clone(w.Body), w.IdempotencyKey, w.TaskType, w.TaskID, w.Routing)
-	if err := d.bind("Body"); err != nil {
-		return prepared{}, err
-	}
+	d.fp = fp
 	// The body's own key, which receivers de-duplicate on, is the one
 	// bound; and its notification_id is what activity records carry.
 	var members map[string]json.RawMessage

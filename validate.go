@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/adcpkit/webhook/internal/canon"
+	"github.com/adcpkit/webhook/internal/ident"
 )
 
 // This file holds input validation: destination URLs, identifiers, legacy
@@ -17,18 +18,7 @@ import (
 // validKeyChars reports whether s has min to max characters, all of
 // [A-Za-z0-9_.:-]: the AdCP pattern for idempotency keys (16 to 255) and
 // notification IDs (1 to 255).
-func validKeyChars(s string, min, max int) bool {
-	if len(s) < min || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+var validKeyChars = ident.Valid
 
 // urlPolicy is what the supervisor allows in destination URLs.
 type urlPolicy struct {

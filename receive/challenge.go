@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/adcpkit/webhook/internal/ident"
 )
 
 // ErrChallengeMismatch is returned by [AnswerChallenge] when an activation
@@ -73,7 +75,7 @@ func AnswerChallenge(body []byte, reg Registration) ([]byte, error) {
 	if err := json.Unmarshal(body, &c); err != nil || c.Type != "webhook.challenge" {
 		return nil, fmt.Errorf("%w: not an activation challenge", ErrChallengeMismatch)
 	}
-	if len(c.Challenge) < 32 || len(c.Challenge) > 255 || !keyChars(c.Challenge) {
+	if !ident.Valid(c.Challenge, 32, 255) {
 		return nil, fmt.Errorf("%w: challenge is not 32 to 255 characters of [A-Za-z0-9_.:-]", ErrChallengeMismatch)
 	}
 	mismatch := func(field string) error { return fmt.Errorf("%w: %s", ErrChallengeMismatch, field) }
@@ -111,14 +113,4 @@ func AnswerChallenge(body []byte, reg Registration) ([]byte, error) {
 	return json.Marshal(struct {
 		Challenge string `json:"challenge"`
 	}{c.Challenge})
-}
-
-func keyChars(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

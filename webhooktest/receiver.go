@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/ident"
 	"github.com/adcpkit/webhook/internal/jcs"
 	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/adcpkit/webhook/receive"
@@ -378,7 +379,7 @@ func echoChallenge(body []byte) ([]byte, error) {
 	var c struct {
 		Challenge string `json:"challenge"`
 	}
-	if err := json.Unmarshal(body, &c); err != nil || len(c.Challenge) < 32 {
+	if err := json.Unmarshal(body, &c); err != nil || !ident.Valid(c.Challenge, 32, 255) {
 		return nil, errors.New("webhooktest: malformed challenge")
 	}
 	return json.Marshal(c)
