@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -66,8 +67,8 @@ type commonConfig struct {
 }
 
 func newCore(c commonConfig) (*core, error) {
-	if c.sender == nil || isNil(c.sender) {
-		return nil, ErrNilSender
+	if c.sender != nil && isNil(c.sender) {
+		return nil, fmt.Errorf("%w: the Sender is a typed nil; pass a working Sender, or a nil interface for a supervisor that only accepts and inspects", ErrNilSender)
 	}
 	if c.sink != nil && isNil(c.sink) {
 		return nil, badConfig(c.prefix+"LogSink", "is a typed nil; leave it nil for no sink")
@@ -122,3 +123,12 @@ func (k *core) breakerChanged(key string, from, to BreakerState) {
 	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker "+to.String(),
 		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
 }
+
+// breakerReset logs an operator's reset of key's breaker, which was from.
+func (k *core) breakerReset(key string, from BreakerState) {
+	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker reset by an operator",
+		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
+}
+
+// errNoWorkers is RunWorker's error on a supervisor made without a Sender.
+var errNoWorkers = fmt.Errorf("%w: this supervisor was made without a Sender, so it can accept and inspect deliveries but not run workers; pass an HTTPSender to NewMemorySupervisor or NewPostgresSupervisor", ErrNilSender)

@@ -74,7 +74,10 @@ var (
 	// to run [PostgresSupervisor.CreateSchema].
 	ErrSchemaMissing = errors.New("webhook: the supervisor's tables are missing or out of date")
 
-	// ErrNilSender is returned by constructors given a nil [Sender].
+	// ErrNilSender is returned by constructors given a typed nil
+	// [Sender], and by RunWorker on a supervisor made without one (which
+	// accepts and inspects deliveries, for an operator's tools, but cannot
+	// send them).
 	ErrNilSender = errors.New("webhook: nil sender")
 
 	// ErrNoResponse is what a Classifier receives when a [Sender] returned

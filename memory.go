@@ -155,7 +155,9 @@ func (b *memBreaker) release(pr probe) {
 }
 
 // NewMemorySupervisor returns a MemorySupervisor that delivers with sender.
-// A nil sender is [ErrNilSender]; a bad config is a [*ConfigError].
+// A nil sender makes a supervisor that accepts and inspects but cannot run
+// workers (RunWorker returns [ErrNilSender]); a bad config is a
+// [*ConfigError].
 func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, error) {
 	k, err := newCore(commonConfig{
 		prefix:            "MemoryConfig.",
@@ -455,28 +457,36 @@ func (s *MemorySupervisor) Wait(ctx context.Context, id string) (Delivery, error
 	return d.snapshot(), err
 }
 
-func (d *memDelivery) snapshot() Delivery {
+func (d *memDelivery) snapshot() Delivery { return d.view(true) }
+
+// view is d's snapshot, with or without its body.
+func (d *memDelivery) view(body bool) Delivery {
 	v := Delivery{
-		ID:             d.id,
-		URL:            d.url,
-		IdempotencyKey: d.key,
-		Body:           append([]byte(nil), d.body...),
-		SequenceKey:    d.routing.SequenceKey,
-		Sequence:       d.seq,
-		BreakerKey:     d.breakerKey,
-		TaskType:       d.taskType,
-		TaskID:         d.taskID,
-		State:          d.state,
-		Attempts:       d.attempts,
-		LastError:      d.lastError,
-		LastStatus:     d.lastStatus,
-		AcceptedAt:     d.accepted,
-		FinishedAt:     d.finishedAt,
-		ReemissionOf:   d.reemissionOf,
-		ReemittedAs:    strings.TrimPrefix(d.reemitted, reemitting),
+		ID:               d.id,
+		URL:              d.url,
+		IdempotencyKey:   d.key,
+		SequenceKey:      d.routing.SequenceKey,
+		Sequence:         d.seq,
+		BreakerKey:       d.breakerKey,
+		TaskType:         d.taskType,
+		TaskID:           d.taskID,
+		State:            d.state,
+		FirstAttemptAt:   d.firstAt,
+		NotificationType: d.routing.NotificationType,
+		SubscriberID:     d.routing.SubscriberID,
+		Attempts:         d.attempts,
+		LastError:        d.lastError,
+		LastStatus:       d.lastStatus,
+		AcceptedAt:       d.accepted,
+		FinishedAt:       d.finishedAt,
+		ReemissionOf:     d.reemissionOf,
+		ReemittedAs:      strings.TrimPrefix(d.reemitted, reemitting),
 	}
 	if d.state == StatePending {
 		v.NextAttemptAt = d.dueAt
+	}
+	if body {
+		v.Body = append([]byte(nil), d.body...)
 	}
 	return v
 }
@@ -488,6 +498,9 @@ func (d *memDelivery) snapshot() Delivery {
 // and for the log sink call that reports it, at most SinkTimeout: a worker
 // stuck in the sink is replaced.
 func (s *MemorySupervisor) RunWorker(ctx context.Context) error {
+	if s.k.sender == nil {
+		return errNoWorkers
+	}
 	engine.New(engine.Config{
 		Workers:      s.concurrency,
 		Batch:        s.concurrency,

@@ -163,8 +163,11 @@ type PostgresSupervisor struct {
 
 // NewPostgresSupervisor returns a PostgresSupervisor on pool that delivers
 // with sender. It does not touch the database: call
-// [PostgresSupervisor.CreateSchema] or apply schema.sql first. A nil pool
-// or sender, or a bad config, is an error.
+// [PostgresSupervisor.CreateSchema] or apply schema.sql first. A nil
+// sender makes a supervisor for an operator's tools (a CLI, a dashboard,
+// a process that only enqueues): it accepts and inspects deliveries, and
+// its RunWorker returns [ErrNilSender]. A nil pool or a bad config is an
+// error.
 func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig) (*PostgresSupervisor, error) {
 	if pool == nil || isNil(pool) {
 		return nil, badConfig("pool", "is nil; pass a *pgxpool.Pool")
@@ -508,32 +511,6 @@ func (s *PostgresSupervisor) Attempts(ctx context.Context, id string) ([]Attempt
 	return out, nil
 }
 
-// FailedDeliveries lists failed deliveries in ID order, at most limit (1 to
-// 1000) of them, starting after the delivery ID after ("" for the first
-// page).
-func (s *PostgresSupervisor) FailedDeliveries(ctx context.Context, after string, limit int) ([]Delivery, error) {
-	var from int64
-	if after != "" {
-		n, err := parseID(after)
-		if err != nil {
-			return nil, err
-		}
-		from = n
-	}
-	if limit < 1 || limit > 1000 {
-		return nil, invalid("limit", "is %d; use 1 to 1000", limit)
-	}
-	rows, err := collect[snapshotRow](query(ctx, s.db, s.q.failed, pageParams{After: from, Limit: limit}))
-	if err != nil {
-		return nil, dbError("failed deliveries", err)
-	}
-	ds := make([]Delivery, len(rows))
-	for i := range rows {
-		ds[i] = rows[i].delivery()
-	}
-	return ds, nil
-}
-
 // Redeliver sends a failed delivery again, following AdCP 3.2's retry
 // horizon and its 409 rule, as [MemorySupervisor.Redeliver] does: within
 // the horizon (and unless the receiver last answered 409)
@@ -634,6 +611,10 @@ func (r *snapshotRow) delivery() Delivery {
 	if r.FinishedAt != nil {
 		d.FinishedAt = r.FinishedAt.UTC()
 	}
+	if r.FirstAttemptAt != nil {
+		d.FirstAttemptAt = r.FirstAttemptAt.UTC()
+	}
+	d.NotificationType, d.SubscriberID = deref(r.NotificationType), deref(r.SubscriberID)
 	d.ReemissionOf, d.ReemittedAs = idText(r.ReemissionOf), idText(r.ReemittedAs)
 	return d
 }

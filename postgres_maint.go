@@ -16,7 +16,7 @@ func (s *PostgresSupervisor) purgeLoop(ctx context.Context) {
 		return
 	}
 	for {
-		if _, err := s.Purge(ctx); err != nil && ctx.Err() == nil {
+		if _, err := s.Purge(ctx, s.k.clock.Now().Add(-s.retention)); err != nil && ctx.Err() == nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: purging finished deliveries failed", slog.String("error", err.Error()))
 		}
 		if !engine.Sleep(ctx, purgeEvery) {
@@ -27,18 +27,15 @@ func (s *PostgresSupervisor) purgeLoop(ctx context.Context) {
 
 const purgeEvery = time.Minute
 
-// Purge deletes delivered and failed deliveries (with their attempt rows)
-// that finished more than Retention ago, and acceptance refusals as old, in
+// Purge deletes delivered and failed deliveries (with their attempt
+// rows) that finished before before, and acceptance refusals as old, in
 // batches of purgeBatch rows, and returns how many deliveries it deleted.
-// Workers call it on their own; it is exported for operators.
-func (s *PostgresSupervisor) Purge(ctx context.Context) (int64, error) {
-	if s.retention < 0 {
-		return 0, nil
-	}
-	cutoff := s.k.clock.Now().Add(-s.retention)
+// Workers purge what is older than Retention on their own. See
+// [Inspector].
+func (s *PostgresSupervisor) Purge(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
-		tag, err := exec(ctx, s.db, s.q.purge, purgeParams{Cutoff: cutoff, Limit: purgeBatch})
+		tag, err := exec(ctx, s.db, s.q.purge, purgeParams{Cutoff: before, Limit: purgeBatch})
 		if err != nil {
 			return total, dbError("purge", err)
 		}
@@ -48,7 +45,7 @@ func (s *PostgresSupervisor) Purge(ctx context.Context) (int64, error) {
 		}
 	}
 	for {
-		tag, err := exec(ctx, s.db, s.q.purgeRefusals, purgeParams{Cutoff: cutoff, Limit: purgeBatch})
+		tag, err := exec(ctx, s.db, s.q.purgeRefusals, purgeParams{Cutoff: before, Limit: purgeBatch})
 		if err != nil {
 			return total, dbError("purge", err)
 		}

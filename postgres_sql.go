@@ -164,16 +164,20 @@ type jobRow struct {
 type snapshotRow struct {
 	ID int64 `db:"id"`
 	deliveryValues
-	SequenceNumber *int64     `db:"sequence_number"`
-	State          string     `db:"state"`
-	Attempts       int        `db:"attempts"`
-	LastError      *string    `db:"last_error"`
-	LastStatus     *int       `db:"last_status"`
-	AcceptedAt     time.Time  `db:"accepted_at"`
-	DueAt          time.Time  `db:"due_at"`
-	FinishedAt     *time.Time `db:"finished_at"`
-	ReemissionOf   *int64     `db:"reemission_of"`
-	ReemittedAs    *int64     `db:"reemitted_as"`
+	SequenceNumber   *int64     `db:"sequence_number"`
+	State            string     `db:"state"`
+	Attempts         int        `db:"attempts"`
+	LastError        *string    `db:"last_error"`
+	LastStatus       *int       `db:"last_status"`
+	AcceptedAt       time.Time  `db:"accepted_at"`
+	DueAt            time.Time  `db:"due_at"`
+	FinishedAt       *time.Time `db:"finished_at"`
+	ReemissionOf     *int64     `db:"reemission_of"`
+	ReemittedAs      *int64     `db:"reemitted_as"`
+	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
+	NotificationType *string    `db:"notification_type"`
+	SubscriberID     *string    `db:"subscriber_id"`
+	MCPBody          bool       `db:"mcp_body"`
 }
 
 // attemptRow is a row of the attempt log.
@@ -444,9 +448,20 @@ type deferParams struct {
 	Until time.Time `db:"until"`
 }
 
-type pageParams struct {
-	After int64 `db:"after"`
-	Limit int   `db:"limit"`
+type breakerPageParams struct {
+	After string `db:"after"`
+	Limit int    `db:"limit"`
+}
+
+// statsRow is what the stats statement returns.
+type statsRow struct {
+	Pending      int64      `db:"pending"`
+	Running      int64      `db:"running"`
+	Delivered    int64      `db:"delivered"`
+	Failed       int64      `db:"failed"`
+	OpenBreakers int64      `db:"open_breakers"`
+	Due          int64      `db:"due"`
+	OldestDue    *time.Time `db:"oldest_due"`
 }
 
 type redeliverParams struct {
@@ -520,6 +535,9 @@ type sequenceParams struct {
 type pgSQL struct {
 	// channel is the NOTIFY channel: the deliveries table's name.
 	channel string
+	// list is the start of a delivery list: the columns without the body
+	// FROM the table as d. Lists add their filters (postgres_inspect.go).
+	list string
 	// newest asks schemaCurrent about the DDL's tables and indexes and
 	// the newest column of each table that has gained one.
 	newest schemaParams
@@ -549,7 +567,9 @@ type pgSQL struct {
 	deferBreaker   stmt[deferParams]
 	delivery       stmt[idParams]
 	attempts       stmt[idParams]
-	failed         stmt[pageParams]
+	stats          stmt[nowParams]
+	breakers       stmt[breakerPageParams]
+	resetBreaker   stmt[keyAtParams]
 	redeliver      stmt[redeliverParams]
 	redeliverLock  stmt[idParams]
 	activity       [3]stmt[activityParams] // by delivery, task, subscriber
@@ -827,8 +847,34 @@ WHERE id IN (SELECT id FROM {deliveries}
 
 	q.delivery = compile[idParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = @id`))
 	q.attempts = compile[idParams](r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = @id ORDER BY id`))
-	q.failed = compile[pageParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d
-WHERE d.state = 'failed' AND d.id > @after ORDER BY d.id LIMIT @limit`))
+	q.list = r.Replace(`SELECT ` + strings.Replace(columns[snapshotRow]("d."), "d.body,", "NULL::bytea AS body,", 1) + ` FROM {deliveries} d`)
+	// Counts by state, and the backlog: due pending deliveries whose
+	// breaker is closed (what a claim would take).
+	q.stats = compile[nowParams](r.Replace(`SELECT s.*, due.*,
+	(SELECT count(*) FROM {breakers} b WHERE b.state <> 'closed') AS open_breakers
+FROM (SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'running') AS running,
+		count(*) FILTER (WHERE state = 'delivered') AS delivered, count(*) FILTER (WHERE state = 'failed') AS failed
+	FROM {deliveries}) s,
+	(SELECT count(*) AS due, min(d.due_at) AS oldest_due FROM {deliveries} d
+	WHERE d.state = 'pending' AND d.due_at <= @now
+		AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')) due`))
+	q.breakers = compile[breakerPageParams](r.Replace(`SELECT b.breaker_key, {gate_columns} FROM {breakers} b
+WHERE (b.state <> 'closed' OR b.failures > 0) AND b.breaker_key > @after ORDER BY b.breaker_key LIMIT @limit`))
+	// An operator's reset: closed and clean, in a new half-open period (a
+	// probe in flight cannot free a slot of it) at a new version (a
+	// completion computed from the old row recomputes), and the
+	// endpoint's pending deliveries due now.
+	q.resetBreaker = compile[keyAtParams](r.Replace(`WITH old AS (
+	SELECT state FROM {breakers} WHERE breaker_key = @breaker_key AND (state <> 'closed' OR failures > 0) FOR UPDATE
+), b AS (
+	UPDATE {breakers} SET state = 'closed', failures = 0, successes = 0, opened_at = NULL, retry_at = NULL,
+		period = period + 1, version = version + 1, updated_at = @now
+	WHERE breaker_key = @breaker_key AND EXISTS (SELECT 1 FROM old)
+), d AS (
+	UPDATE {deliveries} SET due_at = @now
+	WHERE breaker_key = @breaker_key AND state = 'pending' AND due_at > @now AND EXISTS (SELECT 1 FROM old)
+)
+SELECT state FROM old`))
 	// Redelivery: the row, locked; then either the same delivery again
 	// (first_attempt_at, where its horizon counts from, is kept) or a
 	// re-emission under a fresh key, linked both ways.

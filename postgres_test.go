@@ -263,10 +263,10 @@ func TestPostgresFinalFailureIsKeptAndRedelivered(t *testing.T) {
 	require.Equal(t, "HTTP 500 Internal Server Error", d.LastError)
 	require.Equal(t, 500, d.LastStatus)
 	require.False(t, d.FinishedAt.IsZero())
-	failed, err := pe.pg.FailedDeliveries(ctx, "", 10)
+	failed, err := pe.pg.Deliveries(ctx, webhook.DeliveryFilter{State: webhook.StateFailed}, webhook.Page{})
 	require.NoError(t, err)
-	require.Len(t, failed, 1)
-	require.Equal(t, r.ID, failed[0].ID)
+	require.Len(t, failed.Deliveries, 1)
+	require.Equal(t, r.ID, failed.Deliveries[0].ID)
 	as, err := pe.pg.Attempts(ctx, r.ID)
 	require.NoError(t, err)
 	require.Equal(t, []webhook.Outcome{webhook.OutcomeFailure, webhook.OutcomeFailure, webhook.OutcomeFailure}, outcomes(as))
@@ -311,7 +311,7 @@ func TestPostgresRetention(t *testing.T) {
 	pending := pe.sendMCP(mcp(url, "pending")) // no worker runs
 	require.Equal(t, 3, pe.count(`SELECT count(*) FROM adcp_webhook_attempts`)+1)
 
-	n, err := pe.pg.Purge(ctx)
+	n, err := pe.pg.Purge(ctx, pe.clock.Now().Add(-48*time.Hour))
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing is older than two days yet")
 
@@ -423,7 +423,7 @@ func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
 	var nilPool *pgxpool.Pool
 	_, err = webhook.NewPostgresSupervisor(nilPool, newScriptedSender(), webhook.PostgresConfig{})
 	require.ErrorIs(t, err, webhook.ErrInvalidConfig)
-	_, err = webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{})
+	_, err = webhook.NewPostgresSupervisor(pool, (*webhook.HTTPSender)(nil), webhook.PostgresConfig{})
 	require.ErrorIs(t, err, webhook.ErrNilSender)
 	for name, tc := range map[string]struct {
 		cfg   webhook.PostgresConfig

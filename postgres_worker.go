@@ -42,6 +42,9 @@ func (j *pgJob) base() *job { return &j.job }
 // in-flight attempts finish (bounded by DrainTimeout) and their results are
 // written.
 func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
+	if s.k.sender == nil {
+		return errNoWorkers
+	}
 	writer := s.newWriter(context.WithoutCancel(ctx), newGateCache())
 	var pool *engine.Pool[*pgJob]
 	pool = engine.New(engine.Config{

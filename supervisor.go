@@ -47,24 +47,6 @@ type Supervisor interface {
 	DeliveryRetryHorizon() time.Duration
 }
 
-// Inspector is the operator's view of a supervisor, the same on both:
-// look a delivery and its attempts up, see a breaker, send a failed
-// delivery again, and read AdCP activity records. Every method takes a
-// context; errors match [ErrNotFound] for an unknown delivery.
-type Inspector interface {
-	Delivery(ctx context.Context, id string) (Delivery, error)
-	Attempts(ctx context.Context, id string) ([]Attempt, error)
-	Breaker(ctx context.Context, key string) (BreakerState, error)
-	Redeliver(ctx context.Context, id string) (Receipt, error)
-	Activity(ctx context.Context, q ActivityQuery) ([]ActivityRecord, error)
-}
-
-// Both supervisors are Inspectors.
-var (
-	_ Inspector = (*MemorySupervisor)(nil)
-	_ Inspector = (*PostgresSupervisor)(nil)
-)
-
 // MCPWebhook is one AdCP MCP webhook: the payload fields of the AdCP
 // mcp-webhook-payload schema plus how to route it.
 //
@@ -277,6 +259,9 @@ type Delivery struct {
 	// TaskType and TaskID identify the task, when known.
 	TaskType TaskType
 	TaskID   string
+	// NotificationType and SubscriberID are the delivery's Routing's.
+	NotificationType string
+	SubscriberID     string
 	// State is where the delivery is.
 	State DeliveryState
 	// Attempts is how many attempts have been made.
@@ -287,6 +272,9 @@ type Delivery struct {
 	LastStatus int
 	// AcceptedAt is when SendMCP or SendPrepared accepted it.
 	AcceptedAt time.Time
+	// FirstAttemptAt is when its first attempt started; zero before any.
+	// The retry horizon counts from it, and a redelivery does not move it.
+	FirstAttemptAt time.Time
 	// NextAttemptAt is when a pending delivery is due.
 	NextAttemptAt time.Time
 	// FinishedAt is when a final state was reached.

@@ -238,21 +238,17 @@ func run() error {
 
 	// The failed ones, as an operator would list them. (The table may hold
 	// earlier runs' too when DATABASE_URL is shared; show only this run's.)
-	after := ""
-	if ids[0] > 1 {
-		after = strconv.FormatInt(ids[0]-1, 10)
-	}
-	all, err := sup.FailedDeliveries(ctx, after, 100)
+	list, err := sup.Deliveries(ctx, webhook.DeliveryFilter{State: webhook.StateFailed}, webhook.Page{Limit: 100})
 	if err != nil {
 		return err
 	}
 	var failedHere []webhook.Delivery
-	for _, d := range all {
+	for _, d := range list.Deliveries {
 		if id, _ := strconv.ParseInt(d.ID, 10, 64); slices.Contains(ids, id) {
 			failedHere = append(failedHere, d)
 		}
 	}
-	fmt.Println("\nfailed deliveries (FailedDeliveries):")
+	fmt.Println("\nfailed deliveries (Deliveries, newest first):")
 	tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	for _, d := range failedHere {
 		fmt.Fprintf(tw, "  %s\t%s\t%d attempt(s)\tlast status %d\t%s\n", d.ID, d.TaskID, d.Attempts, d.LastStatus, d.LastError)
