@@ -74,6 +74,11 @@ var (
 	// to run [PostgresSupervisor.CreateSchema].
 	ErrSchemaMissing = errors.New("webhook: the supervisor's tables are missing or out of date")
 
+	// ErrSchemaNewer is returned by CreateSchema and RunWorker when the
+	// database's schema is newer than this code's [SchemaVersion]: a newer
+	// release migrated it, and this binary must be upgraded.
+	ErrSchemaNewer = errors.New("webhook: the database schema is newer than this code")
+
 	// ErrNilSender is returned by constructors given a typed nil
 	// [Sender], and by RunWorker on a supervisor made without one (which
 	// accepts and inspects deliveries, for an operator's tools, but cannot

@@ -145,6 +145,8 @@ type PostgresSupervisor struct {
 	db           PostgresPool
 	q            *pgSQL
 	ddl          string
+	tables       PostgresTables
+	versionTable string
 	concurrency  int
 	batch        int
 	lease        time.Duration
@@ -213,6 +215,8 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		db:           pool,
 		q:            newPgSQL(tables),
 		ddl:          tables.ddl(),
+		tables:       tables,
+		versionTable: tables.versionTable(),
 		concurrency:  cmp.Or(cfg.Concurrency, ConcurrencyDefault),
 		lease:        cmp.Or(cfg.LeaseDuration, LeaseDurationDefault),
 		poll:         cmp.Or(cfg.PollInterval, PollIntervalDefault),
@@ -231,39 +235,8 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 	return s, nil
 }
 
-// CreateSchema creates the supervisor's tables and indexes if they do not
-// exist: schema.sql with the configured table names. It is idempotent, and
-// safe when several processes call it at once.
-func (s *PostgresSupervisor) CreateSchema(ctx context.Context) error {
-	// A current schema is left alone: the DDL's CREATE INDEX IF NOT EXISTS
-	// takes a share lock on its table even when the index exists, which
-	// would stall (or, with locks taken in another order, deadlock) the
-	// workers of a running deployment every time a process starts.
-	var current bool
-	if err := queryRow(ctx, s.db, s.q.schemaCurrent, s.q.newest).Scan(&current); err != nil {
-		return dbError("create schema", err)
-	}
-	if current {
-		return nil
-	}
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return dbError("create schema", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	// One schema change at a time: concurrent CREATE TABLE IF NOT EXISTS
-	// can otherwise collide in the catalog.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('github.com/adcpkit/webhook schema'))`); err != nil {
-		return dbError("create schema", err)
-	}
-	if _, err := tx.Exec(ctx, s.ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
-		return dbError("create schema", err)
-	}
-	return dbError("create schema", tx.Commit(ctx))
-}
-
-// Schema returns the DDL CreateSchema runs: schema.sql with the configured
-// table names.
+// Schema returns the DDL CreateSchema runs on an empty database: every
+// migration in order (schema.sql) with the configured table names.
 func (s *PostgresSupervisor) Schema() string { return s.ddl }
 
 // DeliveryStateIsDurable reports true: accepted deliveries are committed to

@@ -411,6 +411,9 @@ func expectIdle(p *mockPool) {
 func newMockEnv(t *testing.T, lease time.Duration) (*env, *mockPool) {
 	t.Helper()
 	pool := &mockPool{}
+	// RunWorker's schema check: current.
+	pool.expect("SELECT to_regclass(", nil).returnRows([]any{true}).anyTimes()
+	pool.expect("SELECT COALESCE(max(version), 0)", nil).returnRows([]any{webhook.SchemaVersion}).anyTimes()
 	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
 		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{
 			PollOnly:      true, // the pool has no Config to LISTEN with

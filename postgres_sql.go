@@ -2,18 +2,12 @@ package webhook
 
 import (
 	"crypto/sha256"
-	_ "embed"
 	"encoding/hex"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 )
-
-// schemaSQL is schema.sql: the DDL with the default table names.
-//
-//go:embed schema.sql
-var schemaSQL string
 
 // Default table names, as in schema.sql.
 const (
@@ -78,20 +72,34 @@ func (t PostgresTables) validate() error {
 	return nil
 }
 
-// schemaIdentRE matches the identifiers in schema.sql that carry a default
-// table name: the tables and their indexes.
+// schemaIdentRE matches the identifiers in the migrations that carry a
+// default table name: the tables, their indexes, the version table.
 var schemaIdentRE = regexp.MustCompile(`\badcp_webhook_[a-z_]+\b`)
 
-// ddl returns schema.sql with t's names. An index named after a default
-// table is renamed after the overriding table, shortened with a hash when
-// the result would pass Postgres's 63-byte identifier limit (which would
-// otherwise truncate it, perhaps onto another name).
+// ddl returns every migration, in order, with t's names: the schema
+// CreateSchema builds on an empty database (schema.sql, with the default
+// names).
 func (t PostgresTables) ddl() string {
+	var b strings.Builder
+	for i, m := range t.migrations() {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(m.SQL)
+	}
+	return b.String()
+}
+
+// rename returns sql with t's names. An index named after a default table
+// is renamed after the overriding table, shortened with a hash when the
+// result would pass Postgres's 63-byte identifier limit (which would
+// otherwise truncate it, perhaps onto another name).
+func (t PostgresTables) rename(sql string) string {
 	defaults := []struct{ def, name string }{
 		{DeliveriesTableDefault, t.Deliveries}, {AttemptsTableDefault, t.Attempts},
 		{BreakersTableDefault, t.Breakers}, {SequencesTableDefault, t.Sequences},
 	}
-	return schemaIdentRE.ReplaceAllStringFunc(schemaSQL, func(id string) string {
+	return schemaIdentRE.ReplaceAllStringFunc(sql, func(id string) string {
 		for _, d := range defaults {
 			if id == d.def {
 				return d.name
@@ -117,17 +125,6 @@ func indexName(table, suffix string) string {
 }
 
 // schemaObjectRE finds the tables and indexes a DDL creates.
-var schemaObjectRE = regexp.MustCompile(`CREATE (?:TABLE|INDEX) IF NOT EXISTS ([a-z0-9_]+)`)
-
-// schemaObjects lists the tables and indexes ddl creates.
-func schemaObjects(ddl string) []string {
-	var names []string
-	for _, m := range schemaObjectRE.FindAllStringSubmatch(ddl, -1) {
-		names = append(names, m[1])
-	}
-	return names
-}
-
 // Rows, as statements return them and scans read them by column name.
 
 // deliveryValues are the columns a delivery is accepted with that every
@@ -231,13 +228,6 @@ type keyedGateRow struct {
 }
 
 // Parameters, one struct per statement (or per family of statements).
-
-type schemaParams struct {
-	Objects []string `db:"objects"` // every table and index of the DDL
-	// The newest columns, table by table: each must exist.
-	Tables  []string `db:"tables"`
-	Columns []string `db:"columns"`
-}
 
 type enqueueParams struct {
 	deliveryValues
@@ -538,11 +528,7 @@ type pgSQL struct {
 	// list is the start of a delivery list: the columns without the body
 	// FROM the table as d. Lists add their filters (postgres_inspect.go).
 	list string
-	// newest asks schemaCurrent about the DDL's tables and indexes and
-	// the newest column of each table that has gained one.
-	newest schemaParams
 
-	schemaCurrent  stmt[schemaParams]
 	enqueue        stmt[enqueueParams]
 	enqueueNotify  stmt[enqueueTxParams]
 	notify         stmt[channelParams]
@@ -611,14 +597,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{attempt_params}", params[attemptRow](), "{attempt_values}", params[attemptRow]("delivery_id"),
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 	)
-	q := &pgSQL{channel: t.Deliveries, newest: schemaParams{Objects: schemaObjects(t.ddl()),
-		Tables: []string{t.Breakers, t.Deliveries, t.Attempts}, Columns: []string{"version", "subscriber_id", "timed_out"}}}
-
-	// Whether every table and index of the DDL exists, and every table has
-	// its newest column.
-	q.schemaCurrent = compile[schemaParams](`SELECT NOT EXISTS (SELECT 1 FROM unnest(@objects::text[]) n WHERE to_regclass(n) IS NULL)
-	AND NOT EXISTS (SELECT 1 FROM unnest(@tables::text[], @columns::text[]) c(t, col)
-		WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(c.t) AND attname = c.col AND NOT attisdropped))`)
+	q := &pgSQL{channel: t.Deliveries}
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
 	// statement. @drop refuses the webhook (OpenDrop) while its breaker is

@@ -380,7 +380,10 @@ func TestPostgresCreateSchemaIsIdempotentAndConcurrent(t *testing.T) {
 	var tables int
 	require.NoError(t, pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'adcp_webhook_%'`).Scan(&tables))
-	require.Equal(t, 4, tables)
+	require.Equal(t, 5, tables, "four and the schema version table")
+	v, err := s.SchemaVersion(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, webhook.SchemaVersion, v)
 }
 
 func TestPostgresTableNameOverrides(t *testing.T) {
@@ -410,7 +413,8 @@ func TestPostgresTableNameOverrides(t *testing.T) {
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM seller_seqs`))
 	require.Zero(t, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'adcp_webhook_%'`))
 	// Every index was created under its own name, none truncated away.
-	require.Equal(t, 8, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and seven indexes")
+	require.Equal(t, 9, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and eight indexes")
+	require.Equal(t, 1, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'xxx%schema_version'`), "the version table, named after the deliveries table")
 }
 
 func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
@@ -904,8 +908,9 @@ func TestPostgresLostAttemptsAreBounded(t *testing.T) {
 	require.Equal(t, 2, pe.count(`SELECT lost_attempts FROM adcp_webhook_deliveries WHERE id = $1`, once.ID))
 }
 
-// Tables from before lost_attempts and AdCP 3.2's columns gain them, and
-// CreateSchema then sees the schema as current.
+// Tables from before lost_attempts and AdCP 3.2's columns (and before
+// migrations were numbered: no version table) gain them, and CreateSchema
+// then sees the schema as current.
 func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
 	t.Parallel()
 	pool := pgtest.New(t)
@@ -917,7 +922,8 @@ func TestPostgresCreateSchemaUpgradesTheDeliveriesTable(t *testing.T) {
 		DROP COLUMN payload_sha256, DROP COLUMN reemission_of, DROP COLUMN reemitted_as, DROP COLUMN notification_id,
 		DROP COLUMN subscriber_id;
 	ALTER TABLE adcp_webhook_attempts DROP COLUMN reemission_of, DROP COLUMN notification_id, DROP COLUMN subscriber_id,
-		DROP COLUMN timed_out`)
+		DROP COLUMN timed_out;
+	DROP TABLE adcp_webhook_deliveries_schema_version`)
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(ctx))
 	for table, cols := range map[string][]string{

@@ -45,6 +45,9 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	if s.k.sender == nil {
 		return errNoWorkers
 	}
+	if err := s.checkSchema(ctx); err != nil {
+		return err
+	}
 	writer := s.newWriter(context.WithoutCancel(ctx), newGateCache())
 	var pool *engine.Pool[*pgJob]
 	pool = engine.New(engine.Config{

@@ -1,7 +1,21 @@
--- Schema of github.com/adcpkit/webhook's PostgresSupervisor, with the default
--- table names. PostgresSupervisor.CreateSchema runs this same DDL (with any
--- table names overridden in PostgresConfig.Tables); migration tools can run
--- it as-is. Every statement is idempotent.
+-- Schema of github.com/adcpkit/webhook's PostgresSupervisor with the
+-- default table names: every migration in migrations/, in order. Generated:
+-- go test -run TestSchemaFileIsTheMigrations -update-schema .
+-- PostgresSupervisor.CreateSchema applies the migrations a database lacks;
+-- migration tools can run the files in migrations/ instead (see README).
+
+-- Migration 1 of github.com/adcpkit/webhook's PostgresSupervisor schema:
+-- the tables as they were when migrations began (AdCP 3.2's payload
+-- binding, re-emission and activity records included), and the table
+-- that records which migrations have run. Idempotent, like every
+-- migration: it can run again on tables it created.
+
+-- The applied migrations, one row each.
+CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries_schema_version (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- One row per accepted delivery: the queue and, once finished, the record.
 CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
@@ -56,28 +70,6 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_deliveries (
     notification_id   text,
     subscriber_id     text
 );
-
--- Tables created before lost_attempts existed. Checked first, so that an
--- up-to-date table is never locked exclusively while workers use it.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_deliveries'::regclass
-                   AND attname = 'lost_attempts' AND NOT attisdropped) THEN
-        ALTER TABLE adcp_webhook_deliveries ADD COLUMN lost_attempts integer NOT NULL DEFAULT 0;
-    END IF;
-END $$;
-
--- Tables created before AdCP 3.2's payload binding and re-emission.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_deliveries'::regclass
-                   AND attname = 'subscriber_id' AND NOT attisdropped) THEN
-        ALTER TABLE adcp_webhook_deliveries ADD COLUMN IF NOT EXISTS mcp_body boolean NOT NULL DEFAULT false,
-            ADD COLUMN IF NOT EXISTS payload_sha256 bytea, ADD COLUMN IF NOT EXISTS reemission_of bigint,
-            ADD COLUMN IF NOT EXISTS reemitted_as bigint, ADD COLUMN IF NOT EXISTS notification_id text,
-            ADD COLUMN IF NOT EXISTS subscriber_id text;
-    END IF;
-END $$;
 
 -- The claim: due pending rows and running rows whose lease expired.
 CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_due_idx
@@ -134,17 +126,6 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_attempts (
     timed_out         boolean NOT NULL DEFAULT false
 );
 
--- Attempt tables created before re-emission.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_attempts'::regclass
-                   AND attname = 'timed_out' AND NOT attisdropped) THEN
-        ALTER TABLE adcp_webhook_attempts ADD COLUMN IF NOT EXISTS reemission_of bigint,
-            ADD COLUMN IF NOT EXISTS notification_id text, ADD COLUMN IF NOT EXISTS subscriber_id text,
-            ADD COLUMN IF NOT EXISTS timed_out boolean NOT NULL DEFAULT false;
-    END IF;
-END $$;
-
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_delivery_idx
     ON adcp_webhook_attempts (delivery_id);
 CREATE INDEX IF NOT EXISTS adcp_webhook_attempts_task_idx
@@ -180,20 +161,6 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_breakers (
     updated_at  timestamptz NOT NULL
 );
 
--- Tables created before retry_at and version existed. Checked first, so
--- that an up-to-date table is never locked exclusively while workers use it.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'adcp_webhook_breakers'::regclass
-                   AND attname = 'version' AND NOT attisdropped) THEN
-        -- Existing rows start at version 1; their open gates have no
-        -- retry_at and are probed as before, OpenTimeout after they opened.
-        ALTER TABLE adcp_webhook_breakers ADD COLUMN retry_at timestamptz,
-            ADD COLUMN version bigint NOT NULL DEFAULT 1;
-        DROP INDEX IF EXISTS adcp_webhook_breakers_tripped_idx;
-    END IF;
-END $$;
-
 CREATE INDEX IF NOT EXISTS adcp_webhook_breakers_retry_idx
     ON adcp_webhook_breakers (retry_at) WHERE state = 'open';
 
@@ -202,3 +169,16 @@ CREATE TABLE IF NOT EXISTS adcp_webhook_sequences (
     sequence_key text PRIMARY KEY,
     last_value   bigint NOT NULL
 );
+
+INSERT INTO adcp_webhook_deliveries_schema_version (version, name) VALUES (1, 'baseline')
+ON CONFLICT (version) DO NOTHING;
+
+-- Migration 2: failed deliveries by endpoint (or tenant) key, newest
+-- first, for operators' lists and bulk redelivery ("everything that failed
+-- for buyer X during the outage"). Partial: only failed rows are indexed,
+-- so accepting and delivering pay nothing for it.
+CREATE INDEX IF NOT EXISTS adcp_webhook_deliveries_failed_key_idx
+    ON adcp_webhook_deliveries (breaker_key, id) WHERE state = 'failed';
+
+INSERT INTO adcp_webhook_deliveries_schema_version (version, name) VALUES (2, 'failed_by_endpoint')
+ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,163 @@
+package webhook_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/fakeclock"
+	"github.com/adcpkit/webhook/internal/pgtest"
+)
+
+var updateSchema = flag.Bool("update-schema", false, "rewrite schema.sql from migrations/")
+
+// schemaHeader opens schema.sql.
+const schemaHeader = `-- Schema of github.com/adcpkit/webhook's PostgresSupervisor with the
+-- default table names: every migration in migrations/, in order. Generated:
+-- go test -run TestSchemaFileIsTheMigrations -update-schema .
+-- PostgresSupervisor.CreateSchema applies the migrations a database lacks;
+-- migration tools can run the files in migrations/ instead (see README).
+
+`
+
+// schema.sql is every migration, in order, so that it can never drift.
+func TestSchemaFileIsTheMigrations(t *testing.T) {
+	ms, err := webhook.PostgresMigrations(webhook.PostgresTables{})
+	require.NoError(t, err)
+	require.Len(t, ms, webhook.SchemaVersion, "SchemaVersion is the newest migration")
+	var parts []string
+	for i, m := range ms {
+		require.Equal(t, i+1, m.Version)
+		require.Regexp(t, `^[a-z][a-z0-9_]*$`, m.Name)
+		raw, err := os.ReadFile(fmt.Sprintf("migrations/%04d_%s.up.sql", m.Version, m.Name))
+		require.NoError(t, err)
+		require.Equal(t, string(raw), m.SQL, "with the default names a migration is its file")
+		require.Contains(t, m.SQL, fmt.Sprintf("VALUES (%d, '%s')", m.Version, m.Name), "each migration records itself")
+		parts = append(parts, m.SQL)
+	}
+	want := schemaHeader + strings.Join(parts, "\n")
+	if *updateSchema {
+		require.NoError(t, os.WriteFile("schema.sql", []byte(want), 0o644))
+	}
+	got, err := os.ReadFile("schema.sql")
+	require.NoError(t, err)
+	require.Equal(t, want, string(got), "schema.sql is stale: go test -run TestSchemaFileIsTheMigrations -update-schema .")
+
+	custom, err := webhook.PostgresMigrations(webhook.PostgresTables{Deliveries: "d"})
+	require.NoError(t, err)
+	require.Contains(t, custom[0].SQL, "CREATE TABLE IF NOT EXISTS d_schema_version")
+	require.NotContains(t, custom[0].SQL, "adcp_webhook_deliveries")
+	_, err = webhook.PostgresMigrations(webhook.PostgresTables{Deliveries: "select"})
+	require.ErrorIs(t, err, webhook.ErrInvalidConfig)
+}
+
+// A database made by schema.sql before migrations were numbered, holding
+// live rows (due, in flight under an expired lease, held back by an open
+// breaker), is refused by workers with the command to run, then upgraded
+// by CreateSchema, after which every row is delivered.
+func TestPostgresMigrationUpgradesLiveRows(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	old, err := os.ReadFile("testdata/schema/unversioned-d48fc46.sql")
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, string(old))
+	require.NoError(t, err)
+
+	sender := newScriptedSender()
+	sink := newRecordingSink()
+	clock := fakeclock.New(epoch)
+	s, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{PollOnly: true, PollInterval: 10 * time.Millisecond,
+		LogSink: sink, Clock: clock, Retry: webhook.RetryPolicy{NoJitter: true}})
+	require.NoError(t, err)
+	v, err := s.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Zero(t, v, "no version table yet")
+
+	var rs []webhook.Receipt
+	for _, task := range []string{"due", "inflight", "gated"} {
+		w := mcp("https://buyer.example/"+task, task)
+		w.SequenceKey = "mb_1"
+		r, err := s.SendMCP(ctx, w)
+		require.NoError(t, err, "accepting needs no version check")
+		rs = append(rs, r)
+	}
+	_, err = pool.Exec(ctx, `UPDATE adcp_webhook_deliveries SET state = 'running', lease_token = 7, due_at = $1 WHERE id = $2`,
+		epoch.Add(-time.Minute), rs[1].ID)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_breakers (breaker_key, state, failures, opened_at, retry_at, updated_at)
+		VALUES ('https://buyer.example/gated', 'open', 0, $1, $2, $1)`, epoch.Add(-time.Hour), epoch.Add(-time.Second))
+	require.NoError(t, err)
+
+	err = s.RunWorker(ctx)
+	require.ErrorIs(t, err, webhook.ErrSchemaMissing)
+	require.ErrorContains(t, err, "webhookctl schema migrate")
+	require.ErrorContains(t, err, "version 0")
+
+	applied, err := s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Len(t, applied, webhook.SchemaVersion)
+	v, err = s.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Equal(t, webhook.SchemaVersion, v)
+	applied, err = s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Empty(t, applied, "current: nothing to apply")
+	var idx *string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('adcp_webhook_deliveries_failed_key_idx')::text`).Scan(&idx))
+	require.NotNil(t, idx)
+
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.RunWorker(wctx) }()
+	got := map[string]webhook.Outcome{}
+	for len(got) < 3 {
+		select {
+		case a := <-sink.ch:
+			got[a.DeliveryID] = a.Outcome
+		case <-time.After(guard):
+			t.Fatalf("delivered %v of %d", got, len(rs))
+		}
+	}
+	cancel()
+	require.NoError(t, <-done)
+	for _, r := range rs {
+		require.Equal(t, webhook.OutcomeSuccess, got[r.ID], r.ID)
+		d, err := s.Delivery(ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, webhook.StateDelivered, d.State)
+	}
+	require.Equal(t, []int64{1, 2, 3}, []int64{rs[0].Sequence, rs[1].Sequence, rs[2].Sequence})
+}
+
+// A schema newer than the code is refused by CreateSchema and workers;
+// one migration behind gets exactly the missing one.
+func TestPostgresMigrationVersions(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	ms, err := webhook.PostgresMigrations(webhook.PostgresTables{})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, ms[0].SQL)
+	require.NoError(t, err)
+	applied, err := s.Migrate(ctx)
+	require.NoError(t, err)
+	require.Len(t, applied, webhook.SchemaVersion-1)
+	require.Equal(t, 2, applied[0].Version)
+
+	_, err = pool.Exec(ctx, fmt.Sprintf(`INSERT INTO adcp_webhook_deliveries_schema_version (version, name) VALUES (%d, 'future')`, webhook.SchemaVersion+1))
+	require.NoError(t, err)
+	require.ErrorIs(t, s.CreateSchema(ctx), webhook.ErrSchemaNewer)
+	err = s.RunWorker(ctx)
+	require.ErrorIs(t, err, webhook.ErrSchemaNewer)
+	require.ErrorContains(t, err, "upgrade github.com/adcpkit/webhook")
+}
