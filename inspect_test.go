@@ -475,6 +475,43 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.NotEqual(t, failed.ID, again.ID)
 	})
 
+	// A breaker is kept under its real key, even when the key is a URL
+	// whose loggable form differs (a query, a token-shaped segment):
+	// attempt records show the loggable form, the gate uses the key.
+	t.Run("BreakerOfAURLWithAQuery", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Breaker.FailureThreshold = 3
+		})
+		in := e.inspector()
+		ctx := context.Background()
+		url := "https://buyer.example/hook?sig=0123456789abcdef"
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Log(e.logs.String())
+			}
+		})
+		e.sender.on(url, step{status: 503}, step{status: 503}, step{status: 503})
+		e.startWorker()
+		for i := range 3 {
+			r := e.sendMCP(mcp(url, "t"+strconv.Itoa(i)))
+			a := e.attempts(1)[0]
+			require.Equal(t, "https://buyer.example/hook", a.BreakerKey, "the record shows the loggable form")
+			e.settled(r.ID)
+			l, err := in.Breakers(ctx, webhook.Page{})
+			require.NoError(t, err)
+			require.Len(t, l.Breakers, 1, "one breaker, under the real key: %+v", l.Breakers)
+			require.Equal(t, url, l.Breakers[0].Key)
+			if i < 2 {
+				require.Equal(t, i+1, l.Breakers[0].Failures, "each failure counted once")
+			}
+		}
+		st, err := in.Breaker(ctx, url)
+		require.NoError(t, err)
+		require.Equal(t, webhook.BreakerOpen, st, "three failures opened it")
+	})
+
 	t.Run("WithoutASender", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup, func(c *suiteConfig) { c.Sender = nil })

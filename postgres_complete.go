@@ -211,6 +211,7 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 		gateParams:    s.gateParams(after),
 		WithLog:       withLog,
 		GateVersion:   j.version,
+		GateKey:       j.breakerKey,
 	}))
 	switch {
 	case err != nil:

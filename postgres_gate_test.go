@@ -164,3 +164,39 @@ func TestPostgresProbeClaimErrorDoesNotBlockOtherClaims(t *testing.T) {
 	pe.sendMCP(mcp(healthy, "h1"))
 	require.True(t, pe.sentWithin(2, 5*time.Second), "the healthy delivery was never sent; logs:\n%s", pe.logs.String())
 }
+
+// A completion whose batched gate write loses to another process's is
+// written again on its own; that path, too, keeps the gate under the
+// delivery's real breaker key (here a URL with a query, which attempt
+// records show without it), and counts the failure once.
+func TestPostgresGateFallbackUsesTheRealKey(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker.FailureThreshold = 5
+	})
+	ctx := context.Background()
+	url := "https://buyer.example/hook?sig=0123456789abcdef"
+	pe.sender.on(url, step{status: 503}, step{status: 503})
+	runWorker(t, pe.sup)
+	r := pe.sendMCP(mcp(url, "t1"))
+	pe.attempts(1)
+	pe.settled(r.ID)
+	// Another process moved the gate on (its version) without the
+	// worker's knowledge.
+	_, err := pe.pool.Exec(ctx, `UPDATE adcp_webhook_breakers SET version = version + 10`)
+	require.NoError(t, err)
+	r = pe.sendMCP(mcp(url, "t2"))
+	pe.attempts(1)
+	pe.settled(r.ID)
+	var keys []string
+	rows, err := pe.pool.Query(ctx, `SELECT breaker_key || ' ' || failures FROM adcp_webhook_breakers ORDER BY 1`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var k string
+		require.NoError(t, rows.Scan(&k))
+		keys = append(keys, k)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{url + " 2"}, keys)
+}

@@ -339,6 +339,9 @@ type completeGateParams struct {
 	gateParams
 	WithLog     bool  `db:"with_log"`
 	GateVersion int64 `db:"gate_version"` // the row the new value was computed from
+	// GateKey is the delivery's breaker key. (attemptValues' breaker_key
+	// is the record's, in its loggable form.)
+	GateKey string `db:"gate_key"`
 }
 
 // completeGateResult is what completeGate returns.
@@ -739,7 +742,7 @@ WITH leased AS (
 	SELECT id FROM {deliveries} WHERE ` + fence + ` FOR UPDATE
 ), gate AS (
 	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
-	SELECT @breaker_key, @gate_state, @gate_failures, @gate_successes, @gate_opened_at, @gate_period, @gate_retry_at,
+	SELECT @gate_key, @gate_state, @gate_failures, @gate_successes, @gate_opened_at, @gate_period, @gate_retry_at,
 		@gate_version::bigint + 1, @occurred_at FROM leased
 	ON CONFLICT (breaker_key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
 		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
@@ -755,7 +758,7 @@ WITH leased AS (
 	SELECT done.id, {attempt_values} FROM done WHERE @with_log::boolean
 )
 SELECT EXISTS (SELECT 1 FROM leased) AS leased, EXISTS (SELECT 1 FROM done) AS done, {gate_columns}
-FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = @breaker_key`))
+FROM (SELECT 1) one LEFT JOIN {breakers} b ON b.breaker_key = @gate_key`))
 	// The same for many deliveries at once, from arrays. Completions of a
 	// gate that changes (v.gated) are written only with that gate's new
 	// value (one element of g per changed gate, computed by the state
@@ -785,7 +788,8 @@ WITH v AS (
 		last_error = v.last_error, probe_period = NULL,
 		lease_token = CASE WHEN v.state = 'running' THEN -d.lease_token ELSE d.lease_token END
 	FROM v WHERE d.id = ANY(@id::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND d.state = 'running'
-		AND CASE WHEN v.gated THEN v.breaker_key IN (SELECT breaker_key FROM gated)
+		-- d.breaker_key: v's is the attempt record's, in its loggable form.
+		AND CASE WHEN v.gated THEN d.breaker_key IN (SELECT breaker_key FROM gated)
 			ELSE ` + gateUnchanged("v.success", "d.breaker_key", "v.gate_version") + ` END
 	RETURNING d.id, v.token AS lease_token
 ), logged AS (
