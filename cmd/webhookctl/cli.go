@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/opsutil"
 	"github.com/adcpkit/webhook/internal/showbody"
 )
 
@@ -684,7 +685,7 @@ func (c *cli) breakers(ctx context.Context, s *webhook.PostgresSupervisor) error
 // breakers list prints (which hides URL queries and token-shaped path
 // segments) when it names exactly one breaker.
 func (c *cli) reset(ctx context.Context, s *webhook.PostgresSupervisor, key string) error {
-	target, matches, err := resolveBreaker(ctx, s, key)
+	target, matches, err := opsutil.ResolveBreaker(ctx, s, key)
 	if err != nil {
 		return err
 	}
@@ -730,33 +731,4 @@ func (c *cli) purge(ctx context.Context, s *webhook.PostgresSupervisor) error {
 	return c.emit(out, func(w *tabwriter.Writer) {
 		fmt.Fprintf(w, "purged %d finished deliveries (finished before %s)\n", n, out.Before.Format(time.RFC3339))
 	})
-}
-
-// resolveBreaker finds the listed breaker key names: the one whose exact
-// key it is, else those whose printed form it is. It returns key itself
-// when none matches (a breaker closed and clean, or never seen).
-func resolveBreaker(ctx context.Context, s *webhook.PostgresSupervisor, key string) (string, int, error) {
-	var found []string
-	for p := (webhook.Page{Limit: webhook.PageLimitMax}); ; {
-		l, err := s.Breakers(ctx, p)
-		if err != nil {
-			return "", 0, err
-		}
-		for _, b := range l.Breakers {
-			if b.Key == key {
-				return key, 1, nil
-			}
-			if webhook.LoggableURL(b.Key) == key {
-				found = append(found, b.Key)
-			}
-		}
-		if l.Next == "" {
-			break
-		}
-		p.After = l.Next
-	}
-	if len(found) == 1 {
-		return found[0], 1, nil
-	}
-	return key, len(found), nil
 }

@@ -1,0 +1,275 @@
+package webhookui_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/webhookui"
+)
+
+const secretToken = "buyer-token-0123456789-secret"
+
+// fixture is a MemorySupervisor that delivered to a healthy buyer and
+// failed to deliver to one that was down, over real HTTP, and the
+// dashboard mounted under /ops/webhooks/.
+type fixture struct {
+	t       *testing.T
+	sup     *webhook.MemorySupervisor
+	srv     *httptest.Server
+	client  *http.Client
+	healthy *atomic.Bool
+	ids     map[string]string
+	downURL string
+	// echo allows the down URL's query on a page: the operator typed it
+	// into a filter, which the page shows back.
+	echo bool
+}
+
+func newFixture(t *testing.T, readOnly bool) *fixture {
+	t.Helper()
+	f := &fixture{t: t, ids: map[string]string{}, healthy: &atomic.Bool{}}
+	ok := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(ok.Close)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !f.healthy.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(down.Close)
+	f.downURL = down.URL + "/hook?sig=querysecret"
+	key, err := webhook.GenerateSigningKey("ui-test", "ed25519")
+	require.NoError(t, err)
+	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+	require.NoError(t, err)
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer, AllowPrivateDestinations: true})
+	require.NoError(t, err)
+	f.sup, err = webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{AllowInsecureHTTP: true,
+		Retry: webhook.RetryPolicy{MaxAttempts: 1}, Breaker: webhook.BreakerPolicy{FailureThreshold: 2}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = f.sup.RunWorker(ctx) }()
+	for _, d := range []struct{ task, url string }{
+		{"ok1", ok.URL + "/hook"}, {"down1", f.downURL}, {"down2", f.downURL}, {"<script>alert(1)</script>", ok.URL + "/hook"},
+	} {
+		r, err := f.sup.SendMCP(ctx, webhook.MCPWebhook{URL: d.url, OperationID: "op_1", TaskID: d.task,
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted, Token: secretToken,
+			Result: map[string]any{"media_buy_id": "mb_" + d.task}})
+		require.NoError(t, err)
+		f.ids[d.task] = r.ID
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err = f.sup.Wait(wctx, r.ID)
+		wcancel()
+		require.NoError(t, err)
+	}
+	ui, err := webhookui.New(webhookui.Config{Inspector: f.sup, ReadOnly: readOnly})
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/ops/webhooks/", http.StripPrefix("/ops/webhooks", ui))
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	f.client = &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return f
+}
+
+// get fetches a page and checks that no secret is on it.
+func (f *fixture) get(path string) (int, string) {
+	f.t.Helper()
+	resp, err := f.client.Get(f.srv.URL + "/ops/webhooks" + path)
+	require.NoError(f.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(f.t, err)
+	f.noSecrets(string(b))
+	return resp.StatusCode, string(b)
+}
+
+func (f *fixture) noSecrets(page string) {
+	f.t.Helper()
+	for _, s := range []string{secretToken, "querysecret", "<script>alert"} {
+		if s == "querysecret" && f.echo {
+			// Only where the filter is shown back: form fields and links.
+			page = regexp.MustCompile(`value="[^"]*querysecret"|href="[^"]*querysecret"`).ReplaceAllString(page, "")
+		}
+		require.NotContains(f.t, page, s)
+	}
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// post submits a form as a same-origin browser would (Sec-Fetch-Site
+// same-origin), with the page's token unless form has one.
+func (f *fixture) post(path string, form url.Values, headers map[string]string) (*http.Response, string) {
+	f.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.srv.URL+"/ops/webhooks"+path, strings.NewReader(form.Encode()))
+	require.NoError(f.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := f.client.Do(req)
+	require.NoError(f.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(f.t, err)
+	f.noSecrets(string(b))
+	return resp, string(b)
+}
+
+func (f *fixture) token() string {
+	f.t.Helper()
+	_, page := f.get("/deliveries?state=failed")
+	m := csrfRE.FindStringSubmatch(page)
+	require.NotNil(f.t, m, "the page has a form token")
+	return m[1]
+}
+
+func TestPagesShowTheQueueWithoutSecrets(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	code, page := f.get("/")
+	require.Equal(t, http.StatusOK, code)
+	require.Regexp(t, `id="delivered">2<`, page)
+	require.Regexp(t, `id="failed">2<`, page)
+	require.Regexp(t, `id="open-breakers">1<`, page)
+	require.Contains(t, page, ">"+webhook.LoggableURL(f.downURL)+"<", "the failing endpoint, without its query")
+	require.Contains(t, page, `href="/ops/webhooks/deliveries/`+f.ids["down2"]+`"`, "links carry the mount path")
+
+	code, page = f.get("/deliveries?state=failed")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, ">"+f.ids["down1"]+"<")
+	require.NotContains(t, page, ">"+f.ids["ok1"]+"<")
+	_, page = f.get("/deliveries")
+	require.Contains(t, page, "&lt;script&gt;alert(1)&lt;/script&gt;", "text is escaped")
+	code, _ = f.get("/deliveries?state=lost")
+	require.Equal(t, http.StatusBadRequest, code)
+	code, _ = f.get("/deliveries?since=yesterday")
+	require.Equal(t, http.StatusBadRequest, code)
+
+	code, page = f.get("/deliveries/" + f.ids["down1"])
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, "&#34;token&#34;: &#34;&lt;redacted&gt;&#34;")
+	require.Contains(t, page, "&#34;media_buy_id&#34;: &#34;mb_down1&#34;")
+	require.Contains(t, page, "HTTP 503 Service Unavailable")
+	require.Contains(t, page, `action="/ops/webhooks/deliveries/`+f.ids["down1"]+`/redeliver"`)
+	code, _ = f.get("/deliveries/nope")
+	require.Equal(t, http.StatusNotFound, code)
+
+	code, page = f.get("/breakers")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, page, "open")
+	code, _ = f.get("/static/style.css")
+	require.Equal(t, http.StatusOK, code)
+}
+
+func TestActionsRedeliverAndReset(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	tok := f.token()
+	f.healthy.Store(true)
+
+	resp, _ := f.post("/breakers/reset", url.Values{"csrf": {tok}, "key": {webhook.LoggableURL(f.downURL)}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/ops/webhooks/breakers?done=reset", resp.Header.Get("Location"))
+	st, err := f.sup.Breaker(context.Background(), f.downURL)
+	require.NoError(t, err)
+	require.Equal(t, webhook.BreakerClosed, st, "the shown key resolved to the real one")
+
+	resp, _ = f.post("/deliveries/"+f.ids["down1"]+"/redeliver", url.Values{"csrf": {tok}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/ops/webhooks/deliveries/"+f.ids["down1"]+"?done=redelivered", resp.Header.Get("Location"))
+	d, err := f.sup.Wait(context.Background(), f.ids["down1"])
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateDelivered, d.State)
+	resp, _ = f.post("/deliveries/"+f.ids["down1"]+"/redeliver", url.Values{"csrf": {tok}}, nil)
+	require.Equal(t, http.StatusConflict, resp.StatusCode, "delivered: nothing to redeliver")
+
+	// Bulk: a dry run first, changing nothing; then the confirmed run.
+	f.echo = true
+	filter := url.Values{"csrf": {tok}, "state": {"failed"}, "url": {f.downURL}}
+	resp, page := f.post("/redeliver", filter, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, page, `id="matched">1<`)
+	require.Contains(t, page, `id="confirm"`)
+	d, err = f.sup.Delivery(context.Background(), f.ids["down2"])
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State, "a dry run changes nothing")
+	filter.Set("confirm", "yes")
+	resp, page = f.post("/redeliver", filter, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, page, `id="redelivered">1<`)
+	d, err = f.sup.Wait(context.Background(), f.ids["down2"])
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateDelivered, d.State)
+
+	resp, _ = f.post("/redeliver", url.Values{"csrf": {tok}}, nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "a filter is required")
+}
+
+func TestActionsAreProtected(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, false)
+	tok := f.token()
+	id := f.ids["down1"]
+	for name, tc := range map[string]struct {
+		form    url.Values
+		headers map[string]string
+	}{
+		"no token":        {url.Values{}, nil},
+		"wrong token":     {url.Values{"csrf": {"forged"}}, nil},
+		"cross-site":      {url.Values{"csrf": {tok}}, map[string]string{"Sec-Fetch-Site": "cross-site"}},
+		"same-site":       {url.Values{"csrf": {tok}}, map[string]string{"Sec-Fetch-Site": "same-site"}},
+		"foreign origin":  {url.Values{"csrf": {tok}}, map[string]string{"Sec-Fetch-Site": "", "Origin": "https://evil.example"}},
+		"another browser": {url.Values{"csrf": {tok}}, map[string]string{"Cookie": "webhookui_csrf=" + strings.Repeat("A", 43)}},
+	} {
+		if name == "another browser" {
+			f.client.Jar, _ = cookiejar.New(nil) // its own cookie, the first browser's token
+		}
+		resp, _ := f.post("/deliveries/"+id+"/redeliver", tc.form, tc.headers)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, name)
+	}
+	d, err := f.sup.Delivery(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, webhook.StateFailed, d.State, "nothing was redelivered")
+}
+
+func TestReadOnlyHidesAndRefusesActions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, true)
+	_, page := f.get("/deliveries/" + f.ids["down1"])
+	require.NotContains(t, page, "/redeliver")
+	require.Contains(t, page, "read-only")
+	_, page = f.get("/breakers")
+	require.NotContains(t, page, "/breakers/reset")
+	_, page = f.get("/deliveries?state=failed")
+	require.NotContains(t, page, `id="bulk"`)
+	m := csrfRE.FindStringSubmatch(page)
+	require.Nil(t, m, "no forms at all")
+	resp, _ := f.post("/deliveries/"+f.ids["down1"]+"/redeliver", url.Values{}, nil)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	_, err := webhookui.New(webhookui.Config{})
+	require.ErrorContains(t, err, "Config.Inspector")
+	sup, err := webhook.NewMemorySupervisor(nil, webhook.MemoryConfig{})
+	require.NoError(t, err)
+	_, err = webhookui.New(webhookui.Config{Inspector: sup, CSRFKey: []byte("short")})
+	require.ErrorContains(t, err, "Config.CSRFKey")
+}
