@@ -50,7 +50,7 @@ func (k *core) warnBlocked(ctx context.Context, url string) {
 		return
 	}
 	k.blockedCount.Add(1)
-	k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: the sender refuses to dial this destination (a private, loopback or reserved address), so its deliveries fail; for local development set HTTPSenderConfig.AllowPrivateDestinations (and MemoryConfig or PostgresConfig.AllowInsecureHTTP for http://)",
+	k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: the sender refuses to dial this destination (a private, loopback or reserved address), so its deliveries fail; for local development set HTTPSenderConfig.Development (it also lets the supervisor accept http:// URLs)",
 		slog.String("url", u))
 }
 
@@ -92,10 +92,14 @@ func newCore(c commonConfig) (*core, error) {
 		logger:  c.logger,
 		clock:   c.clock,
 		random:  defaultRandom,
-		urls:    urlPolicy{allowHTTP: c.allowInsecureHTTP},
+		urls:    urlPolicy{allowHTTP: c.allowInsecureHTTP, config: c.prefix},
 	}
 	if k.logger == nil {
 		k.logger = slog.Default()
+	}
+	if d, ok := c.sender.(developmentSender); ok && d.development() {
+		k.urls.allowHTTP = true
+		k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: development mode (HTTPSenderConfig.Development): plain http:// URLs and private destinations are allowed; never run it in production")
 	}
 	if k.clock == nil {
 		k.clock = systemClock{}

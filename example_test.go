@@ -103,7 +103,7 @@ func ExampleValidationError() {
 	})
 	fmt.Println(err)
 	// Output:
-	// webhook: invalid URL: uses plain http; use https, or set AllowInsecureHTTP in the supervisor config for local development
+	// webhook: invalid URL: uses plain http; use https, or for local development set HTTPSenderConfig.Development on the sender (or MemoryConfig.AllowInsecureHTTP)
 }
 
 // The delays before each attempt under the default policy, without jitter.

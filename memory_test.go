@@ -546,6 +546,6 @@ func TestBlockedDestinationIsWarnedOnce(t *testing.T) {
 		require.Equal(t, webhook.StateFailed, d.State)
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "refuses to dial"), logs.String())
-	require.Contains(t, logs.String(), "AllowPrivateDestinations")
+	require.Contains(t, logs.String(), "HTTPSenderConfig.Development")
 	require.NotContains(t, logs.String(), "secret123")
 }

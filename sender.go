@@ -105,6 +105,13 @@ type HTTPSenderConfig struct {
 	// development and tests. Cloud metadata, multicast, unspecified and
 	// reserved addresses stay blocked. Defaults to false.
 	AllowPrivateDestinations bool
+	// Development is the one switch for local development and tests: the
+	// sender dials loopback and private addresses (AllowPrivateDestinations),
+	// and a MemorySupervisor or PostgresSupervisor given this sender accepts
+	// plain http:// URLs (their AllowInsecureHTTP), logging once that it
+	// runs in development mode. Never set it in production: it lets a
+	// buyer's URL reach your internal network. Defaults to false.
+	Development bool
 	// Resolver looks up destination hosts. Defaults to net.DefaultResolver.
 	Resolver Resolver
 	// Signer signs every attempt that has no legacy Authentication, with a
@@ -143,7 +150,14 @@ type HTTPSender struct {
 	userAgent    string
 	signer       Signer
 	now          func() time.Time
+	dev          bool // HTTPSenderConfig.Development
 }
+
+// developmentSender is a sender that asks its supervisor to accept plain
+// http:// URLs (HTTPSenderConfig.Development).
+type developmentSender interface{ development() bool }
+
+func (s *HTTPSender) development() bool { return s.dev }
 
 // NewHTTPSender returns an HTTPSender. A bad config is a [*ConfigError].
 func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
@@ -165,6 +179,7 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 		userAgent: cmp.Or(cfg.UserAgent, "adcpkit-webhook/1 (+https://github.com/adcpkit/webhook)"),
 		signer:    cfg.Signer,
 		now:       cfg.Now,
+		dev:       cfg.Development,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -176,7 +191,7 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 		if s.resolver == nil {
 			s.resolver = net.DefaultResolver
 		}
-		s.allowPrivate = cfg.AllowPrivateDestinations
+		s.allowPrivate = cfg.AllowPrivateDestinations || cfg.Development
 		s.client = &http.Client{
 			Timeout: timeout,
 			Transport: &http.Transport{
@@ -278,7 +293,7 @@ func (s *HTTPSender) dial(ctx context.Context, network, addr string) (net.Conn, 
 			return nil, fmt.Errorf("%w: %s resolves to %s, which is never dialled", ErrBlockedDestination, host, a)
 		case ssrf.Private:
 			if !s.allowPrivate {
-				return nil, fmt.Errorf("%w: %s resolves to private address %s (set AllowPrivateDestinations for development)", ErrBlockedDestination, host, a)
+				return nil, fmt.Errorf("%w: %s resolves to private address %s (for local development set HTTPSenderConfig.Development)", ErrBlockedDestination, host, a)
 			}
 		}
 	}

@@ -23,6 +23,7 @@ var validKeyChars = ident.Valid
 // urlPolicy is what the supervisor allows in destination URLs.
 type urlPolicy struct {
 	allowHTTP bool
+	config    string // the supervisor config's name, for errors: "MemoryConfig."
 }
 
 // checkURL validates a destination URL before anything is stored.
@@ -49,7 +50,7 @@ func (p urlPolicy) checkURL(field, raw string) error {
 	case "https":
 	case "http":
 		if !p.allowHTTP {
-			return invalid(field, "uses plain http; use https, or set AllowInsecureHTTP in the supervisor config for local development")
+			return invalid(field, "uses plain http; use https, or for local development set HTTPSenderConfig.Development on the sender (or %sAllowInsecureHTTP)", cmpOr(p.config, "the supervisor config's "))
 		}
 	default:
 		return invalid(field, "has scheme %q; only https (and http where allowed) are delivered", u.Scheme)

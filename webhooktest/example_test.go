@@ -1,10 +1,15 @@
 package webhooktest_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
 
@@ -38,4 +43,38 @@ func ExampleReceiver_HoldNext() {
 	// first: 200
 	// again: 200
 	// changed: 409
+}
+
+// A seller's test: deliver through a supervisor to a receiver that
+// verifies every signature against the seller's public key, failing the
+// first request, and check what the buyer saw.
+func ExampleNewReceiver() {
+	ctx := context.Background()
+	key, _ := webhook.GenerateSigningKey("seller-test", receive.AlgEd25519)
+	verifier, _ := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
+	buyer := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
+	defer buyer.Close()
+	buyer.Fail(webhooktest.Fault{Status: http.StatusServiceUnavailable})
+
+	signer, _ := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer, Development: true}) // loopback, http
+	sup, _ := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{
+		Retry:  webhook.RetryPolicy{BaseDelay: 10 * time.Millisecond},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go sup.RunWorker(wctx)
+
+	r, _ := sup.SendMCP(ctx, webhook.MCPWebhook{URL: buyer.URL, OperationID: "op_1", TaskID: "mb_1",
+		TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted})
+	d, _ := sup.Wait(ctx, r.ID)
+	fmt.Println(d.State, "after", d.Attempts, "attempts")
+	for _, got := range buyer.Deliveries() {
+		fmt.Println(got.IdempotencyKey == r.IdempotencyKey, got.VerifyErr == nil, got.Fault != nil)
+	}
+	// Output:
+	// delivered after 2 attempts
+	// true true true
+	// true true false
 }

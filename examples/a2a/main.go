@@ -29,7 +29,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"sync"
 	"time"
@@ -40,7 +39,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
-	"github.com/adcpkit/webhook/internal/pgtest"
 	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
@@ -55,20 +53,13 @@ func run() error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
-	// The database: DATABASE_URL, or a throwaway cluster of our own.
-	dbURL := os.Getenv("DATABASE_URL")
-	if dbURL == "" {
-		start := time.Now()
-		url, stopPG, err := pgtest.StartDatabase("example")
-		if err != nil {
-			return fmt.Errorf("DATABASE_URL is unset and a throwaway PostgreSQL could not be started: %w", err)
-		}
-		defer stopPG()
-		fmt.Printf("started a throwaway PostgreSQL in %v (set DATABASE_URL to use your own)\n", time.Since(start).Round(time.Millisecond))
-		dbURL = url
-	} else {
-		fmt.Println("using the database at DATABASE_URL")
+	// The database: DATABASE_URL, or (in this example only: see
+	// database.go) a throwaway cluster of its own.
+	dbURL, stopDB, err := databaseURL()
+	if err != nil {
+		return err
 	}
+	defer stopDB()
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return err
@@ -105,16 +96,15 @@ func run() error {
 		return err
 	}
 	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{
-		Signer:                   signer,
-		Timeout:                  2 * time.Second,
-		AllowPrivateDestinations: true, // the buyer is on loopback
+		Signer:      signer,
+		Timeout:     2 * time.Second,
+		Development: true, // local buyers: loopback, plain http (never in production)
 	})
 	if err != nil {
 		return err
 	}
 	sup, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{
-		Retry:             webhook.RetryPolicy{MaxAttempts: 3, BaseDelay: 200 * time.Millisecond, MaxDelay: time.Second},
-		AllowInsecureHTTP: true, // the buyer speaks plain http
+		Retry: webhook.RetryPolicy{MaxAttempts: 3, BaseDelay: 200 * time.Millisecond, MaxDelay: time.Second},
 	})
 	if err != nil {
 		return err

@@ -35,7 +35,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcpkit/webhook"
-	"github.com/adcpkit/webhook/internal/pgtest"
 	"github.com/adcpkit/webhook/receive"
 	"github.com/adcpkit/webhook/webhooktest"
 )
@@ -58,19 +57,13 @@ func run() error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt) // Ctrl-C still cleans up
 	defer cancel()
 
-	// The database: DATABASE_URL, or a throwaway cluster of our own.
-	dbURL := os.Getenv("DATABASE_URL")
-	if dbURL == "" {
-		url, stop, err := pgtest.StartDatabase("example")
-		if err != nil {
-			return fmt.Errorf("DATABASE_URL is unset and a throwaway PostgreSQL could not be started: %w", err)
-		}
-		defer stop()
-		dbURL = url
-		fmt.Printf("started a throwaway PostgreSQL in %v (set DATABASE_URL to use your own)\n", time.Since(start).Round(time.Millisecond))
-	} else {
-		fmt.Println("using the database at DATABASE_URL")
+	// The database: DATABASE_URL, or (in this example only: see
+	// database.go) a throwaway cluster of its own.
+	dbURL, stopDB, err := databaseURL()
+	if err != nil {
+		return err
 	}
+	defer stopDB()
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
@@ -126,9 +119,9 @@ func run() error {
 		return err
 	}
 	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{
-		Signer:                   signer,
-		Timeout:                  2 * time.Second,
-		AllowPrivateDestinations: true, // the buyers are on loopback
+		Signer:      signer,
+		Timeout:     2 * time.Second,
+		Development: true, // local buyers: loopback, plain http (never in production)
 	})
 	if err != nil {
 		return err
@@ -136,8 +129,7 @@ func run() error {
 	sup, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{
 		// A schedule short enough for a demo; in production use
 		// webhook.ProductionRetryPolicy(), which retries until the horizon.
-		Retry:             webhook.RetryPolicy{MaxAttempts: 3, BaseDelay: 200 * time.Millisecond, MaxDelay: time.Second},
-		AllowInsecureHTTP: true, // the local buyers speak plain http
+		Retry: webhook.RetryPolicy{MaxAttempts: 3, BaseDelay: 200 * time.Millisecond, MaxDelay: time.Second},
 	})
 	if err != nil {
 		return err

@@ -66,9 +66,9 @@ func run() error {
 		return err
 	}
 	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{
-		Signer:                   signer,
-		Timeout:                  2 * time.Second,
-		AllowPrivateDestinations: true, // the buyers are on loopback
+		Signer:      signer,
+		Timeout:     2 * time.Second,
+		Development: true, // local buyers: loopback, plain http (never in production)
 	})
 	if err != nil {
 		return err
@@ -89,7 +89,6 @@ func run() error {
 			fmt.Println(line)
 			return nil
 		}),
-		AllowInsecureHTTP: true, // the local buyers speak plain http
 	})
 	if err != nil {
 		return err
