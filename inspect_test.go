@@ -2,14 +2,19 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
 )
 
 // runInspectorSuite: both supervisors answer an operator's questions the
@@ -512,6 +517,48 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.BreakerOpen, st, "three failures opened it")
 	})
 
+	// A failed delivery whose last record the sink is still taking is
+	// redelivered (the memory supervisor waits for the sink), as the dry
+	// run said it would be.
+	t.Run("BulkWhileTheSinkReports", func(t *testing.T) {
+		t.Parallel()
+		sink := &gatedSink{got: make(chan webhook.Attempt, 10), release: make(chan struct{})}
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Retry.SinkTimeout = time.Minute
+			c.Sink = sink
+		})
+		in := e.inspector()
+		ctx := context.Background()
+		url := "https://buyer.example/h"
+		e.sender.on(url, step{status: 400})
+		e.startWorker()
+		t.Cleanup(sink.open)
+		r := e.sendMCP(mcp(url, "t1"))
+		<-sink.got // the final record is with the (slow) sink
+		require.Eventually(t, func() bool {
+			d, err := in.Delivery(ctx, r.ID)
+			return err == nil && d.State == webhook.StateFailed
+		}, guard, time.Millisecond)
+		dry, err := in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: url}, webhook.BulkOptions{DryRun: true})
+		require.NoError(t, err)
+		require.Equal(t, webhook.BulkResult{Matched: 1, Redelivered: 1}, dry)
+		go func() { // the sink returns after a while
+			time.Sleep(20 * time.Millisecond)
+			sink.open()
+		}()
+		res, err := in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: url}, webhook.BulkOptions{})
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Redelivered, "%+v", res)
+	})
+
+	// Breakers are listed in byte order by both, whatever the database's
+	// collation (see TestPostgresBreakerOrderUnderICU).
+	t.Run("BreakerOrder", func(t *testing.T) {
+		t.Parallel()
+		runBreakerOrder(t, newEnv(t, newSup, func(c *suiteConfig) { c.Retry.MaxAttempts = 1 }))
+	})
+
 	t.Run("WithoutASender", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup, func(c *suiteConfig) { c.Sender = nil })
@@ -534,4 +581,63 @@ func TestMemoryInspectorLists(t *testing.T) {
 func TestPostgresInspectorLists(t *testing.T) {
 	t.Parallel()
 	runInspectorListSuite(t, newPostgres)
+}
+
+// gatedSink holds every record until it is opened.
+type gatedSink struct {
+	got     chan webhook.Attempt
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *gatedSink) RecordAttempt(_ context.Context, a webhook.Attempt) error {
+	s.got <- a
+	<-s.release
+	return nil
+}
+
+func (s *gatedSink) open() { s.once.Do(func() { close(s.release) }) }
+
+func runBreakerOrder(t *testing.T, e *env) {
+	t.Helper()
+	u := "https://buyer.example/h"
+	e.sender.on(u, step{status: 503}, step{status: 503})
+	e.startWorker()
+	for _, k := range []string{"tenant-a", "tenant-B"} {
+		w := mcp(u, k)
+		w.BreakerKey = k
+		r := e.sendMCP(w)
+		e.attempts(1)
+		e.settled(r.ID)
+	}
+	l, err := e.inspector().Breakers(context.Background(), webhook.Page{})
+	require.NoError(t, err)
+	var keys []string
+	for _, b := range l.Breakers {
+		keys = append(keys, b.Key)
+	}
+	require.Equal(t, []string{"tenant-B", "tenant-a"}, keys, "byte order")
+}
+
+// On a database whose collation is en-US (ICU), as on a typical
+// en_US.UTF-8 host, breakers still list in byte order.
+func TestPostgresBreakerOrderUnderICU(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	admin := pgtest.New(t)
+	name := fmt.Sprintf("icu_%d", time.Now().UnixNano())
+	_, err := admin.Exec(ctx, `CREATE DATABASE `+name+` TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'`)
+	require.NoError(t, err)
+	u, err := url.Parse(pgtest.URL(t))
+	require.NoError(t, err)
+	u.Path = "/" + name
+	pool, err := pgxpool.New(ctx, u.String())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		pool.Close()
+		_, _ = admin.Exec(context.Background(), `DROP DATABASE `+name+` WITH (FORCE)`)
+	})
+	runBreakerOrder(t, newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		return newPostgresOn(t, pool, cfg, webhook.PostgresConfig{})
+	}, func(c *suiteConfig) { c.Retry.MaxAttempts = 1 }))
 }

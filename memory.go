@@ -313,6 +313,22 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, error) {
 	s.mu.Lock()
 	d, ok := s.byID[id]
+	for ok && d.state == StateFailed && !d.over {
+		// Failed, and its last record is still with the sink (at most
+		// SinkTimeout): wait, so that the sink sees its records in order.
+		if d.done == nil {
+			d.done = make(chan struct{})
+		}
+		done := d.done
+		s.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return Receipt{}, ctx.Err()
+		}
+		s.mu.Lock()
+		d, ok = s.byID[id]
+	}
 	switch {
 	case !ok:
 		s.mu.Unlock()
@@ -320,9 +336,6 @@ func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, e
 	case d.state != StateFailed:
 		s.mu.Unlock()
 		return Receipt{}, fmt.Errorf("%w: delivery %s is %s; only failed deliveries can be redelivered", ErrNotFailed, id, d.state)
-	case !d.over:
-		s.mu.Unlock()
-		return Receipt{}, fmt.Errorf("%w: delivery %s failed, and its last record is still being reported; try again", ErrNotFailed, id)
 	case d.reemitted == reemitting:
 		s.mu.Unlock()
 		return Receipt{}, fmt.Errorf("%w: delivery %s is being re-emitted", ErrNotFailed, id)

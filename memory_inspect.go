@@ -164,15 +164,18 @@ func (s *MemorySupervisor) ResetBreaker(_ context.Context, key string) error {
 	b.gate = gate{Period: b.Period + 1}
 	s.k.breakerReset(key, before)
 	now := s.k.clock.Now()
-	for i := 0; i < len(s.delayed); {
-		if d := s.delayed[i]; d.breakerKey == key && d.dueAt.After(now) {
-			heap.Remove(&s.delayed, i)
+	kept := s.delayed[:0]
+	for _, d := range s.delayed {
+		if d.breakerKey == key && d.dueAt.After(now) {
 			d.dueAt = now
 			s.ready = append(s.ready, d)
 			continue
 		}
-		i++
+		kept = append(kept, d)
 	}
+	clear(s.delayed[len(kept):])
+	s.delayed = kept
+	heap.Init(&s.delayed)
 	s.releaseParkedLocked(key, b)
 	s.signalLocked()
 	return nil

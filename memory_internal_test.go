@@ -149,3 +149,41 @@ func TestMemoryProbeClaimedWhileStoppingIsGivenBack(t *testing.T) {
 	require.Equal(t, StateDelivered, d.State)
 	require.Equal(t, int32(1), sent.Load())
 }
+
+// ResetBreaker makes every pending delivery of the key due now, wherever
+// it sits in the delay heap: removing while walking the heap by index
+// skipped an element that heap.Remove moved up behind the walk.
+func TestMemoryResetBreakerReachesTheWholeHeap(t *testing.T) {
+	t.Parallel()
+	clock := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s, err := NewMemorySupervisor(idleSender, MemoryConfig{Clock: clock})
+	require.NoError(t, err)
+	k, o := "https://k.example/h", "https://o.example/h"
+	s.mu.Lock()
+	var ks []*memDelivery
+	for i, p := range []struct {
+		key string
+		in  int
+	}{{o, 10}, {o, 50}, {o, 20}, {k, 60}, {o, 70}, {o, 30}, {k, 40}} { // heap [o10 o50 o20 k60 o70 o30 k40]
+		d := &memDelivery{job: job{id: string(rune('a' + i))}, order: uint64(i + 1), dueAt: clock.Now().Add(time.Duration(p.in) * time.Second)}
+		d.breakerKey, d.state = p.key, StatePending
+		s.delayed.Push(d)
+		if p.key == k {
+			ks = append(ks, d)
+		}
+	}
+	s.breakers[k] = &memBreaker{gate: gate{Failures: 2}}
+	s.mu.Unlock()
+
+	require.NoError(t, s.ResetBreaker(context.Background(), k))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range ks {
+		require.Equal(t, clock.Now(), d.dueAt, "delivery %s", d.id)
+		require.Contains(t, s.ready, d)
+	}
+	require.Len(t, s.delayed, 5, "the other endpoint's deliveries keep their delays")
+	for i := 1; i < len(s.delayed); i++ {
+		require.False(t, s.delayed.Less(i, (i-1)/2), "still a heap")
+	}
+}

@@ -2,13 +2,18 @@ package webhook_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
@@ -160,4 +165,96 @@ func TestPostgresMigrationVersions(t *testing.T) {
 	err = s.RunWorker(ctx)
 	require.ErrorIs(t, err, webhook.ErrSchemaNewer)
 	require.ErrorContains(t, err, "upgrade github.com/adcpkit/webhook")
+}
+
+// A worker that starts while the database cannot answer waits for it,
+// then checks the schema: it neither exits nor runs unchecked.
+func TestPostgresSchemaCheckWaitsForTheDatabase(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	setup, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer setup.Close()
+	ms, err := webhook.PostgresMigrations(webhook.PostgresTables{})
+	require.NoError(t, err)
+	for _, m := range ms {
+		_, err = setup.Exec(ctx, m.SQL)
+		require.NoError(t, err)
+	}
+	_, err = setup.Exec(ctx, fmt.Sprintf(`INSERT INTO adcp_webhook_deliveries_schema_version (version, name) VALUES (%d, 'future')`, webhook.SchemaVersion+1))
+	require.NoError(t, err)
+
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	var dials atomic.Int32
+	cfg.BeforeConnect = func(context.Context, *pgx.ConnConfig) error {
+		if dials.Add(1) <= 2 {
+			return errors.New("dial tcp: connection refused") // down for a moment
+		}
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	var logs syncBuffer
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, guard)
+	defer cancel()
+	require.ErrorIs(t, s.RunWorker(wctx), webhook.ErrSchemaNewer)
+	require.NoError(t, wctx.Err(), "it returned because it read the version, not because time ran out")
+	require.Equal(t, 1, strings.Count(logs.String(), "waiting for the database"), logs.String())
+}
+
+// A migration waits only briefly for an application transaction that
+// holds a table, so that enqueues queued behind it are not stalled for
+// the transaction's whole life; it applies once the transaction ends.
+func TestPostgresMigrationGivesWayToOpenTransactions(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	ms, err := webhook.PostgresMigrations(webhook.PostgresTables{})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, ms[0].SQL) // at version 1
+	require.NoError(t, err)
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = s.SendMCPTx(ctx, tx, mcp("https://buyer.example/a", "t1")) // the application's open transaction
+	require.NoError(t, err)
+
+	migrated := make(chan error, 1)
+	go func() { migrated <- s.CreateSchema(ctx) }()
+	for i := range 5 { // enqueues keep going meanwhile
+		sctx, cancel := context.WithTimeout(ctx, guard)
+		_, err = s.SendMCP(sctx, mcp("https://buyer.example/b", fmt.Sprint("t", i+2)))
+		cancel()
+		require.NoError(t, err)
+	}
+	select {
+	case err := <-migrated:
+		t.Fatalf("the migration finished while a transaction held its table: %v", err)
+	default:
+	}
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-migrated)
+	v, err := s.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Equal(t, webhook.SchemaVersion, v)
+}
+
+// With its own table names, the schema error names the command with
+// them.
+func TestPostgresSchemaErrorNamesTheTables(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	s, err := webhook.NewPostgresSupervisor(pool, newScriptedSender(), webhook.PostgresConfig{PollOnly: true,
+		Tables: webhook.PostgresTables{Deliveries: "seller_deliveries"}})
+	require.NoError(t, err)
+	err = s.RunWorker(context.Background())
+	require.ErrorIs(t, err, webhook.ErrSchemaMissing)
+	require.ErrorContains(t, err, "`webhookctl schema migrate --deliveries-table seller_deliveries`")
 }

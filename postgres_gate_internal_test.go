@@ -92,3 +92,28 @@ func TestPostgresLockedGateWriteNeedsOneConnection(t *testing.T) {
 	_, err = s.writeCompletion(tctx, newGateCache(), j, c, true, true)
 	require.NoError(t, err, "after %v", time.Since(start))
 }
+
+// A worker whose failure opened a gate commits it, then defers the
+// endpoint's pending deliveries to the probe in a second statement. An
+// operator's reset between the two must not be undone: the deferral
+// applies only while the gate is still open.
+func TestPostgresDeferralAfterAResetLeavesDeliveriesDue(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	s, err := NewPostgresSupervisor(pool, idleSender, PostgresConfig{Breaker: BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Hour}})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(ctx))
+	now := time.Now()
+	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_deliveries (state, due_at, url, body, idempotency_key,
+		breaker_key, accepted_at) VALUES ('pending', $1, 'https://x.example/', '\x00', 'whk_0123456789abcdef', 'k', $1)`, now)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_breakers (breaker_key, state, opened_at, retry_at, updated_at)
+		VALUES ('k', 'open', $1, $2, $1)`, now, now.Add(time.Hour)) // the worker's completion
+	require.NoError(t, err)
+	require.NoError(t, s.ResetBreaker(ctx, "k"))                                                 // the operator
+	s.gateChanged(ctx, "k", gate{State: BreakerClosed}, gate{State: BreakerOpen, OpenedAt: now}) // the worker, late
+	d, err := s.Delivery(ctx, "1")
+	require.NoError(t, err)
+	require.False(t, d.NextAttemptAt.After(time.Now()), "the breaker is closed, but its delivery waits until %v", d.NextAttemptAt)
+}

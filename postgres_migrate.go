@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strconv"
 	"strings"
 
+	"github.com/adcpkit/webhook/internal/engine"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -154,22 +156,49 @@ func (s *PostgresSupervisor) schemaVersion(ctx context.Context, q querier) (int,
 }
 
 // checkSchema returns an error naming the fix when the database's schema
-// is not the version this code needs. It lets connection errors pass: a
-// worker started while Postgres is down keeps trying.
+// is not the version this code needs. While the database cannot answer
+// (down, starting up, out of connections) it waits and asks again, warning
+// once, so that a worker started during an outage neither exits nor runs
+// unchecked; it returns nil if ctx ends first.
 func (s *PostgresSupervisor) checkSchema(ctx context.Context) error {
-	v, err := s.schemaVersion(ctx, s.db)
-	var pe *pgconn.PgError
-	switch {
-	case err != nil && errors.As(err, &pe):
-		return dbError("schema version", err)
-	case err != nil:
-		return nil
-	case v < SchemaVersion:
-		return fmt.Errorf("%w: the database schema is at version %d and this code needs %d; run `webhookctl schema migrate` (or PostgresSupervisor.CreateSchema) first", ErrSchemaMissing, v, SchemaVersion)
-	case v > SchemaVersion:
-		return fmt.Errorf("%w: the database schema is at version %d, newer than the %d this code knows; upgrade github.com/adcpkit/webhook in this binary", ErrSchemaNewer, v, SchemaVersion)
+	var backoff engine.Backoff
+	warned := false
+	for {
+		v, err := s.schemaVersion(ctx, s.db)
+		switch {
+		case err == nil && v < SchemaVersion:
+			return fmt.Errorf("%w: the database schema is at version %d and this code needs %d; run `%s` (or PostgresSupervisor.CreateSchema) first", ErrSchemaMissing, v, SchemaVersion, s.migrateCommand())
+		case err == nil && v > SchemaVersion:
+			return fmt.Errorf("%w: the database schema is at version %d, newer than the %d this code knows; upgrade github.com/adcpkit/webhook in this binary", ErrSchemaNewer, v, SchemaVersion)
+		case err == nil, ctx.Err() != nil:
+			return nil
+		case refusedStatement(err):
+			return dbError("schema version", err) // permission denied, say: asking again will not help
+		}
+		if !warned {
+			warned = true
+			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: cannot read the schema version yet; waiting for the database",
+				slog.String("error", dbError("schema version", err).Error()))
+		}
+		if !engine.Sleep(ctx, backoff.Next()) {
+			return nil
+		}
 	}
-	return nil
+}
+
+// migrateCommand is the webhookctl command that migrates this
+// supervisor's tables.
+func (s *PostgresSupervisor) migrateCommand() string {
+	cmd := "webhookctl schema migrate"
+	for _, t := range []struct{ flag, name, def string }{
+		{"--deliveries-table", s.tables.Deliveries, DeliveriesTableDefault}, {"--attempts-table", s.tables.Attempts, AttemptsTableDefault},
+		{"--breakers-table", s.tables.Breakers, BreakersTableDefault}, {"--sequences-table", s.tables.Sequences, SequencesTableDefault},
+	} {
+		if t.name != t.def {
+			cmd += " " + t.flag + " " + t.name
+		}
+	}
+	return cmd
 }
 
 // CreateSchema creates the supervisor's tables, or upgrades them: it
@@ -196,6 +225,35 @@ func (s *PostgresSupervisor) migrate(ctx context.Context) ([]Migration, error) {
 	if v == SchemaVersion {
 		return nil, nil
 	}
+	// Each try waits at most lockTimeout for a table lock, so that an
+	// open application transaction on a table delays the workers' and
+	// enqueuers' statements queued behind the migration by no more than
+	// that; then it gives way and tries again.
+	var backoff engine.Backoff
+	for try := 1; ; try++ {
+		applied, err := s.migrateOnce(ctx)
+		var pe *pgconn.PgError
+		switch {
+		case err == nil || !errors.As(err, &pe) || pe.Code != "55P03":
+			return applied, err
+		case try == migrateTries:
+			return nil, fmt.Errorf("%w (a transaction that holds the tables kept the migration waiting; run it again when that transaction ends)", err)
+		}
+		if !engine.Sleep(ctx, backoff.Next()) {
+			return nil, dbError("create schema", ctx.Err())
+		}
+	}
+}
+
+// Migration locks: how long one try waits for a table lock, and how many
+// tries there are.
+const (
+	lockTimeout  = "500ms"
+	migrateTries = 20
+)
+
+// migrateOnce applies the missing migrations in one transaction.
+func (s *PostgresSupervisor) migrateOnce(ctx context.Context) ([]Migration, error) {
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return nil, dbError("create schema", err)
@@ -206,7 +264,11 @@ func (s *PostgresSupervisor) migrate(ctx context.Context) ([]Migration, error) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('github.com/adcpkit/webhook schema'))`); err != nil {
 		return nil, dbError("create schema", err)
 	}
-	if v, err = s.schemaVersion(ctx, tx); err != nil {
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+		return nil, dbError("create schema", err)
+	}
+	v, err := s.schemaVersion(ctx, tx)
+	if err != nil {
 		return nil, dbError("create schema", err)
 	}
 	if v > SchemaVersion {

@@ -826,7 +826,9 @@ RETURNING version`))
 	// half-opens, so claims do not keep stepping over them.
 	q.deferBreaker = compile[deferParams](r.Replace(`UPDATE {deliveries} SET due_at = @until
 WHERE id IN (SELECT id FROM {deliveries}
-	WHERE breaker_key = @breaker_key AND state = 'pending' AND due_at < @until FOR UPDATE SKIP LOCKED)`))
+	WHERE breaker_key = @breaker_key AND state = 'pending' AND due_at < @until FOR UPDATE SKIP LOCKED)
+	-- Still open: an operator's reset since leaves the deliveries due.
+	AND EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = @breaker_key AND b.state = 'open')`))
 
 	q.delivery = compile[idParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = @id`))
 	q.attempts = compile[idParams](r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = @id ORDER BY id`))
@@ -841,8 +843,11 @@ FROM (SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILT
 	(SELECT count(*) AS due, min(d.due_at) AS oldest_due FROM {deliveries} d
 	WHERE d.state = 'pending' AND d.due_at <= @now
 		AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')) due`))
+	// Byte order (COLLATE "C"), as the memory supervisor sorts, whatever
+	// the database's collation.
 	q.breakers = compile[breakerPageParams](r.Replace(`SELECT b.breaker_key, {gate_columns} FROM {breakers} b
-WHERE (b.state <> 'closed' OR b.failures > 0) AND b.breaker_key > @after ORDER BY b.breaker_key LIMIT @limit`))
+WHERE (b.state <> 'closed' OR b.failures > 0) AND b.breaker_key COLLATE "C" > @after
+ORDER BY b.breaker_key COLLATE "C" LIMIT @limit`))
 	// An operator's reset: closed and clean, in a new half-open period (a
 	// probe in flight cannot free a slot of it) at a new version (a
 	// completion computed from the old row recomputes), and the

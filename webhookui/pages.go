@@ -2,6 +2,7 @@ package webhookui
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"errors"
 	"html/template"
 	"log/slog"
@@ -55,7 +56,8 @@ var funcs = template.FuncMap{
 func (h *handler) parse() error {
 	h.pages = map[string]*template.Template{}
 	for _, name := range []string{"overview", "deliveries", "delivery", "breakers", "confirm"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New("layout.html").Funcs(funcs).Funcs(template.FuncMap{"ref": h.ref}).
+			ParseFS(files, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return err
 		}
@@ -99,7 +101,10 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 	case errors.Is(err, webhook.ErrNotFailed), errors.Is(err, webhook.ErrReemitPrepared):
 		code = http.StatusConflict
 	default:
+		// The database's own words stay in the log.
 		h.logger.LogAttrs(r.Context(), slog.LevelWarn, "webhookui: "+op+" failed", slog.String("error", err.Error()))
+		http.Error(w, "the dashboard could not "+op+"; the server's log says why", code)
+		return
 	}
 	http.Error(w, err.Error(), code)
 }
@@ -153,8 +158,9 @@ func (f filterForm) Query() template.URL {
 	return template.URL(v.Encode()) //nolint:gosec // url.Values.Encode escapes every value
 }
 
-// Empty reports a form with no filter.
-func (f filterForm) Empty() bool { return f == filterForm{} }
+// Narrow reports a form that selects by more than the state: what a bulk
+// redelivery needs (every failed delivery at once is not offered here).
+func (f filterForm) Narrow() bool { f.State = ""; return f != filterForm{} }
 
 // times are the form's time inputs' layouts: RFC 3339, or an
 // <input type=datetime-local> value, read as UTC.
@@ -233,13 +239,20 @@ func (h *handler) delivery(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, "delivery", "deliveries", deliveryData{D: d, Attempts: as, Body: showbody.Pretty(d.Body)})
 }
 
+// breakersData is the breakers page's.
+type breakersData struct {
+	Breakers []webhook.BreakerInfo
+	More     bool // more than opsutil.MaxBreakers
+}
+
 func (h *handler) breakers(w http.ResponseWriter, r *http.Request) {
-	l, err := h.in.Breakers(r.Context(), webhook.Page{After: r.URL.Query().Get("after"), Limit: 100})
+	// Every one, on one page: a cursor would be a key, query and all.
+	all, more, err := opsutil.AllBreakers(r.Context(), h.in)
 	if err != nil {
-		h.fail(w, r, "breakers", err)
+		h.fail(w, r, "list breakers", err)
 		return
 	}
-	h.render(w, r, "breakers", "breakers", l)
+	h.render(w, r, "breakers", "breakers", breakersData{Breakers: all, More: more})
 }
 
 func (h *handler) redeliver(w http.ResponseWriter, r *http.Request) {
@@ -268,8 +281,8 @@ type confirmData struct {
 // and a page to confirm it; with it, the redelivery and its counts.
 func (h *handler) redeliverMatching(w http.ResponseWriter, r *http.Request) {
 	form := readFilter(r.PostForm)
-	if form.Empty() {
-		http.Error(w, "choose at least one filter: redelivering every failed delivery at once is not offered here", http.StatusBadRequest)
+	if !form.Narrow() {
+		http.Error(w, "choose a filter besides the state: redelivering every failed delivery at once is not offered here", http.StatusBadRequest)
 		return
 	}
 	f, err := form.filter()
@@ -278,7 +291,18 @@ func (h *handler) redeliverMatching(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dry := r.PostFormValue("confirm") != "yes"
-	res, err := h.in.RedeliverMatching(r.Context(), f, webhook.BulkOptions{DryRun: dry})
+	o := webhook.BulkOptions{DryRun: dry}
+	if !dry {
+		// No more than the operator confirmed, however many failed since
+		// the dry run.
+		n, err := strconv.Atoi(r.PostFormValue("limit"))
+		if err != nil || n < 1 {
+			http.Error(w, "the confirmation has no count: start again from the list", http.StatusBadRequest)
+			return
+		}
+		o.Limit = n
+	}
+	res, err := h.in.RedeliverMatching(r.Context(), f, o)
 	if err != nil && res.Matched == 0 {
 		h.fail(w, r, "redeliver", err)
 		return
@@ -291,23 +315,22 @@ func (h *handler) redeliverMatching(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
-	// The form carries the key as the page shows it (a URL's query and
-	// token-shaped segments hidden): resolved back to the breaker's key.
-	key, n, err := opsutil.ResolveBreaker(r.Context(), h.in, r.PostFormValue("key"))
-	switch {
-	case err != nil:
-		h.fail(w, r, "reset breaker", err)
-		return
-	case r.PostFormValue("key") == "":
-		http.Error(w, "no breaker key", http.StatusBadRequest)
-		return
-	case n > 1:
-		http.Error(w, "this key names several breakers (their keys differ only in what the page hides); reset them with webhookctl and the exact key", http.StatusConflict)
-		return
-	}
-	if err := h.in.ResetBreaker(r.Context(), key); err != nil {
+	// The form names the breaker by its ref, never its key.
+	ref := r.PostFormValue("ref")
+	all, _, err := opsutil.AllBreakers(r.Context(), h.in)
+	if err != nil {
 		h.fail(w, r, "reset breaker", err)
 		return
 	}
-	http.Redirect(w, r, base(r)+"/breakers?done=reset", http.StatusSeeOther)
+	for _, b := range all {
+		if hmac.Equal([]byte(h.ref(b.Key)), []byte(ref)) {
+			if err := h.in.ResetBreaker(r.Context(), b.Key); err != nil {
+				h.fail(w, r, "reset breaker", err)
+				return
+			}
+			http.Redirect(w, r, base(r)+"/breakers?done=reset", http.StatusSeeOther)
+			return
+		}
+	}
+	http.Error(w, "no such breaker is open or counting failures (it may have been reset already): reload the page", http.StatusNotFound)
 }

@@ -35,6 +35,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -143,8 +144,11 @@ func (h *handler) token(w http.ResponseWriter, r *http.Request) string {
 		b := make([]byte, 32)
 		_, _ = rand.Read(b) // crypto/rand does not fail
 		secret = base64.RawURLEncoding.EncodeToString(b)
+		// Secure when the browser reached us over TLS, here or at a proxy
+		// (a wrong guess only keeps the cookie off plain http).
+		secure := r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 		http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: secret, Path: base(r) + "/", HttpOnly: true,
-			Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+			Secure: secure, SameSite: http.SameSiteStrictMode})
 	}
 	return h.sign(secret)
 }
@@ -174,16 +178,28 @@ func (h *handler) checkAction(next http.HandlerFunc) http.HandlerFunc {
 }
 
 // base is the path the handler is mounted at, without its trailing "/":
-// the request's path before http.StripPrefix took it off.
+// the request's path before http.StripPrefix took it off ("" when it
+// cannot tell, or the result would not be a plain local path).
 func base(r *http.Request) string {
-	orig := r.URL.Path
-	if r.RequestURI != "" {
-		if p, _, _ := strings.Cut(r.RequestURI, "?"); strings.HasPrefix(p, "/") {
-			orig = p
-		}
+	orig, err := url.ParseRequestURI(r.RequestURI) // origin form, or absolute form
+	if r.RequestURI == "" || err != nil {
+		return ""
 	}
-	if strings.HasSuffix(orig, r.URL.Path) {
-		return strings.TrimSuffix(orig[:len(orig)-len(r.URL.Path)], "/")
+	full, rest := orig.EscapedPath(), r.URL.EscapedPath()
+	if !strings.HasSuffix(full, rest) {
+		return ""
 	}
-	return ""
+	b := strings.TrimSuffix(full[:len(full)-len(rest)], "/")
+	if b != "" && (!strings.HasPrefix(b, "/") || strings.HasPrefix(b, "//") || strings.ContainsAny(b, "\\?#")) {
+		return ""
+	}
+	return b
+}
+
+// ref identifies a breaker in a form without showing its key (which can
+// hold a URL's query): an HMAC of the key under the handler's key.
+func (h *handler) ref(key string) string {
+	m := hmac.New(sha256.New, h.key)
+	m.Write([]byte("webhookui breaker\x00" + key))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }

@@ -1,8 +1,10 @@
 package webhookui_test
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -109,7 +111,10 @@ func (f *fixture) noSecrets(page string) {
 	}
 }
 
-var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+var (
+	csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	refRE  = regexp.MustCompile(`name="ref" value="([^"]+)"`)
+)
 
 // post submits a form as a same-origin browser would (Sec-Fetch-Site
 // same-origin), with the page's token unless form has one.
@@ -133,7 +138,7 @@ func (f *fixture) post(path string, form url.Values, headers map[string]string) 
 
 func (f *fixture) token() string {
 	f.t.Helper()
-	_, page := f.get("/deliveries?state=failed")
+	_, page := f.get("/deliveries?state=failed&task=down1")
 	m := csrfRE.FindStringSubmatch(page)
 	require.NotNil(f.t, m, "the page has a form token")
 	return m[1]
@@ -183,12 +188,17 @@ func TestActionsRedeliverAndReset(t *testing.T) {
 	tok := f.token()
 	f.healthy.Store(true)
 
-	resp, _ := f.post("/breakers/reset", url.Values{"csrf": {tok}, "key": {webhook.LoggableURL(f.downURL)}}, nil)
+	_, page := f.get("/breakers")
+	ref := refRE.FindStringSubmatch(page)
+	require.NotNil(t, ref)
+	resp, _ := f.post("/breakers/reset", url.Values{"csrf": {tok}, "ref": {ref[1]}}, nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Equal(t, "/ops/webhooks/breakers?done=reset", resp.Header.Get("Location"))
 	st, err := f.sup.Breaker(context.Background(), f.downURL)
 	require.NoError(t, err)
-	require.Equal(t, webhook.BreakerClosed, st, "the shown key resolved to the real one")
+	require.Equal(t, webhook.BreakerClosed, st, "the ref named the real key")
+	resp, _ = f.post("/breakers/reset", url.Values{"csrf": {tok}, "ref": {ref[1]}}, nil)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "reset already")
 
 	resp, _ = f.post("/deliveries/"+f.ids["down1"]+"/redeliver", url.Values{"csrf": {tok}}, nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
@@ -202,7 +212,7 @@ func TestActionsRedeliverAndReset(t *testing.T) {
 	// Bulk: a dry run first, changing nothing; then the confirmed run.
 	f.echo = true
 	filter := url.Values{"csrf": {tok}, "state": {"failed"}, "url": {f.downURL}}
-	resp, page := f.post("/redeliver", filter, nil)
+	resp, page = f.post("/redeliver", filter, nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, `id="matched">1<`)
 	require.Contains(t, page, `id="confirm"`)
@@ -210,6 +220,9 @@ func TestActionsRedeliverAndReset(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, webhook.StateFailed, d.State, "a dry run changes nothing")
 	filter.Set("confirm", "yes")
+	resp, _ = f.post("/redeliver", filter, nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "a confirmation carries the count confirmed")
+	filter.Set("limit", regexp.MustCompile(`name="limit" value="(\d+)"`).FindStringSubmatch(page)[1])
 	resp, page = f.post("/redeliver", filter, nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, `id="redelivered">1<`)
@@ -219,6 +232,8 @@ func TestActionsRedeliverAndReset(t *testing.T) {
 
 	resp, _ = f.post("/redeliver", url.Values{"csrf": {tok}}, nil)
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "a filter is required")
+	resp, _ = f.post("/redeliver", url.Values{"csrf": {tok}, "state": {"failed"}, "confirm": {"yes"}, "limit": {"10"}}, nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "the state alone narrows nothing")
 }
 
 func TestActionsAreProtected(t *testing.T) {
@@ -272,4 +287,115 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	require.NoError(t, err)
 	_, err = webhookui.New(webhookui.Config{Inspector: sup, CSRFKey: []byte("short")})
 	require.ErrorContains(t, err, "Config.CSRFKey")
+}
+
+// fakeInspector lists the breakers it is given, records resets, and has
+// a bulk redelivery whose matching set can grow between the dry run and
+// the confirmation.
+type fakeInspector struct {
+	webhook.Inspector
+	breakers []webhook.BreakerInfo
+	reset    []string
+	failed   int
+}
+
+func (f *fakeInspector) Breakers(context.Context, webhook.Page) (webhook.BreakerList, error) {
+	return webhook.BreakerList{Breakers: f.breakers}, nil
+}
+
+func (f *fakeInspector) Deliveries(context.Context, webhook.DeliveryFilter, webhook.Page) (webhook.DeliveryList, error) {
+	return webhook.DeliveryList{}, nil
+}
+
+func (f *fakeInspector) ResetBreaker(_ context.Context, key string) error {
+	f.reset = append(f.reset, key)
+	return nil
+}
+
+func (f *fakeInspector) RedeliverMatching(_ context.Context, _ webhook.DeliveryFilter, o webhook.BulkOptions) (webhook.BulkResult, error) {
+	n := f.failed
+	if o.Limit > 0 {
+		n = min(n, o.Limit)
+	}
+	if !o.DryRun {
+		f.failed -= n
+	}
+	return webhook.BulkResult{Matched: n, Redelivered: n}, nil
+}
+
+// mountFake serves ui for in under /ops/webhooks/ and returns a browser
+// (a client with a cookie jar) that has loaded path.
+func mountFake(t *testing.T, in webhook.Inspector, path string) (*fixture, string) {
+	t.Helper()
+	ui, err := webhookui.New(webhookui.Config{Inspector: in})
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/ops/webhooks/", http.StripPrefix("/ops/webhooks", ui))
+	f := &fixture{t: t, srv: httptest.NewServer(mux), ids: map[string]string{}}
+	t.Cleanup(f.srv.Close)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	f.client = &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	_, page := f.get(path)
+	return f, page
+}
+
+// Two breakers whose keys differ only in a query print alike; each row's
+// reset resets its own, and no page shows the query.
+func TestResetNamesTheRowsOwnBreaker(t *testing.T) {
+	t.Parallel()
+	in := &fakeInspector{breakers: []webhook.BreakerInfo{
+		{Key: "https://b.example/hook", State: webhook.BreakerOpen},
+		{Key: "https://b.example/hook?sig=querysecret", State: webhook.BreakerOpen}}}
+	f, page := mountFake(t, in, "/breakers")
+	refs := refRE.FindAllStringSubmatch(page, -1)
+	require.Len(t, refs, 2)
+	tok := csrfRE.FindStringSubmatch(page)[1]
+	resp, _ := f.post("/breakers/reset", url.Values{"csrf": {tok}, "ref": {refs[1][1]}}, nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, []string{"https://b.example/hook?sig=querysecret"}, in.reset)
+	resp, _ = f.post("/breakers/reset", url.Values{"csrf": {tok}, "ref": {"forged"}}, nil)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+// A confirmed bulk redelivery sends no more than the dry run counted, even
+// when more failed in between.
+func TestBulkConfirmationBindsTheCount(t *testing.T) {
+	t.Parallel()
+	in := &fakeInspector{failed: 1}
+	f, page := mountFake(t, in, "/deliveries?task=x")
+	tok := csrfRE.FindStringSubmatch(page)[1]
+	form := url.Values{"csrf": {tok}, "since": {"2000-01-01"}}
+	_, page = f.post("/redeliver", form, nil)
+	require.Contains(t, page, `id="matched">1<`)
+	in.failed = 5000
+	form.Set("confirm", "yes")
+	form.Set("limit", regexp.MustCompile(`name="limit" value="(\d+)"`).FindStringSubmatch(page)[1])
+	_, page = f.post("/redeliver", form, nil)
+	require.Contains(t, page, `id="redelivered">1<`, "the operator confirmed 1")
+	require.Equal(t, 4999, in.failed)
+}
+
+// Links, forms and the cookie keep the mount path for a request in
+// absolute form (RFC 9112 3.2.2) and for an escaped path.
+func TestMountPathSurvivesOddRequestTargets(t *testing.T) {
+	t.Parallel()
+	in := &fakeInspector{breakers: []webhook.BreakerInfo{{Key: "https://b.example/hook", State: webhook.BreakerOpen}}}
+	f, _ := mountFake(t, in, "/breakers")
+	addr := f.srv.Listener.Addr().String()
+	for _, target := range []string{"http://" + addr + "/ops/webhooks/breakers", "/ops/webhooks/%62reakers"} {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		_, err = io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		c.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, target)
+		require.Contains(t, string(b), `href="/ops/webhooks/deliveries"`, target)
+		require.Contains(t, string(b), `action="/ops/webhooks/breakers/reset"`, target)
+		require.Contains(t, resp.Header.Get("Set-Cookie"), "Path=/ops/webhooks/", target)
+	}
 }

@@ -67,6 +67,7 @@ type cli struct {
 	dryRun                                            bool
 	olderThan                                         time.Duration
 	before                                            string
+	exact, all                                        bool
 }
 
 // usageError is bad usage: exit status 2.
@@ -122,7 +123,7 @@ func (c *cli) exit(err error) int {
 	case errors.Is(err, webhook.ErrNotFound), errors.Is(err, webhook.ErrNotFailed), errors.Is(err, webhook.ErrReemitPrepared):
 		fmt.Fprintf(c.errOut, "webhookctl: %v\n", err)
 		return exitNotFound
-	case errors.Is(err, webhook.ErrInvalidWebhook):
+	case errors.Is(err, webhook.ErrInvalidWebhook), errors.Is(err, webhook.ErrInvalidConfig):
 		fmt.Fprintf(c.errOut, "webhookctl: %v\n", err)
 		return exitUsage
 	}
@@ -152,6 +153,8 @@ func (c *cli) flags() *flag.FlagSet {
 	fs.BoolVar(&c.dryRun, "dry-run", false, "redeliver: count what would be redelivered, change nothing")
 	fs.DurationVar(&c.olderThan, "older-than", 30*24*time.Hour, "purge: delete deliveries that finished longer ago than this")
 	fs.StringVar(&c.before, "before", "", "purge: delete deliveries that finished before this time (RFC 3339)")
+	fs.BoolVar(&c.exact, "exact", false, "breakers reset: KEY is the exact key, not the printed form")
+	fs.BoolVar(&c.all, "all", false, "breakers reset: reset every breaker KEY's printed form names")
 	return fs
 }
 
@@ -166,15 +169,15 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 			return nil, badUsage("%v", err)
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(words, rest...), nil // "--" ends the flags for good
+		}
+		if len(rest) == 0 {
 			return words, nil
 		}
-		if args[0] == "--" {
-			return append(words, args[1:]...), nil
-		}
-		words = append(words, args[0])
-		args = args[1:]
+		words = append(words, rest[0])
+		args = rest[1:]
 	}
 }
 
@@ -602,14 +605,44 @@ func (c *cli) anyFilter() bool {
 }
 
 func (c *cli) redeliverMatching(ctx context.Context, s *webhook.PostgresSupervisor) error {
-	if !c.anyFilter() {
-		return badUsage("redeliver needs a delivery ID or at least one filter (--breaker-key, --url, --task, --type, --since, --until; --state failed is implied)")
+	if c.url == "" && c.breakerKey == "" && c.task == "" && c.ntype == "" && c.since == "" && c.until == "" {
+		return badUsage("redeliver needs a delivery ID or at least one filter that narrows it (--breaker-key, --url, --task, --type, --since, --until; --state failed is implied)")
 	}
 	f, err := c.filter()
 	if err != nil {
 		return err
 	}
-	res, err := s.RedeliverMatching(ctx, f, webhook.BulkOptions{DryRun: c.dryRun, Limit: c.limit, BatchSize: c.batch})
+	// --breaker-key and --url take the printed form too: it names every
+	// failed delivery whose key or URL prints so.
+	keys, err := printedAs(ctx, s, f.BreakerKey, func(d *webhook.Delivery) string { return d.BreakerKey })
+	if err != nil {
+		return err
+	}
+	urls, err := printedAs(ctx, s, f.URL, func(d *webhook.Delivery) string { return d.URL })
+	if err != nil {
+		return err
+	}
+	var res webhook.BulkResult
+	for _, k := range keys {
+		for _, u := range urls {
+			f.BreakerKey, f.URL = k, u
+			o := webhook.BulkOptions{DryRun: c.dryRun, Limit: c.limit, BatchSize: c.batch}
+			if c.limit > 0 {
+				if o.Limit = c.limit - res.Matched; o.Limit <= 0 {
+					break
+				}
+			}
+			r, rerr := s.RedeliverMatching(ctx, f, o)
+			res.Matched, res.Redelivered, res.Reemitted, res.Skipped = res.Matched+r.Matched, res.Redelivered+r.Redelivered, res.Reemitted+r.Reemitted, res.Skipped+r.Skipped
+			res.Receipts = append(res.Receipts, r.Receipts...)
+			if err = rerr; err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	if err != nil && res.Matched == 0 {
 		return err
 	}
@@ -645,6 +678,37 @@ func (c *cli) redeliverMatching(ctx context.Context, s *webhook.PostgresSupervis
 	return err // a partial run still fails
 }
 
+// printedAs returns the values of field among failed deliveries that v
+// names, exactly or as the CLI prints them ([webhook.LoggableURL]), or v
+// itself when none does (or v is empty).
+func printedAs(ctx context.Context, s *webhook.PostgresSupervisor, v string, field func(*webhook.Delivery) string) ([]string, error) {
+	if v == "" {
+		return []string{""}, nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for p := (webhook.Page{Limit: webhook.PageLimitMax}); ; {
+		l, err := s.Deliveries(ctx, webhook.DeliveryFilter{State: webhook.StateFailed}, p)
+		if err != nil {
+			return nil, err
+		}
+		for i := range l.Deliveries {
+			if k := field(&l.Deliveries[i]); !seen[k] && (k == v || webhook.LoggableURL(k) == v) {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+		if l.Next == "" {
+			break
+		}
+		p.After = l.Next
+	}
+	if len(out) == 0 {
+		return []string{v}, nil
+	}
+	return out, nil
+}
+
 // breakerJSON is a breaker as --json prints it.
 type breakerJSON struct {
 	Key      string     `json:"key"`
@@ -655,18 +719,15 @@ type breakerJSON struct {
 }
 
 func (c *cli) breakers(ctx context.Context, s *webhook.PostgresSupervisor) error {
-	l, err := s.Breakers(ctx, webhook.Page{After: c.after, Limit: c.limit})
+	all, more, err := opsutil.AllBreakers(ctx, s)
 	if err != nil {
 		return err
 	}
 	out := struct {
-		Breakers []breakerJSON `json:"breakers"`
-		Next     string        `json:"next,omitempty"`
-	}{Breakers: []breakerJSON{}}
-	if l.Next != "" {
-		out.Next = webhook.LoggableURL(l.Next)
-	}
-	for _, b := range l.Breakers {
+		Breakers  []breakerJSON `json:"breakers"`
+		Truncated bool          `json:"truncated,omitempty"`
+	}{Breakers: []breakerJSON{}, Truncated: more}
+	for _, b := range all {
 		out.Breakers = append(out.Breakers, breakerJSON{Key: webhook.LoggableURL(b.Key), State: b.State.String(),
 			Failures: b.Failures, OpenedAt: timeOrNil(b.OpenedAt), ProbeAt: timeOrNil(b.ProbeAt)})
 	}
@@ -675,36 +736,42 @@ func (c *cli) breakers(ctx context.Context, s *webhook.PostgresSupervisor) error
 		for _, b := range out.Breakers {
 			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", b.Key, b.State, b.Failures, dash(timeText(b.OpenedAt)), dash(timeText(b.ProbeAt)))
 		}
-		if l.Next != "" {
-			fmt.Fprintln(w, "more: use --after with the last key above")
+		if more {
+			fmt.Fprintf(w, "(only the first %d shown)\n", len(out.Breakers))
 		}
 	})
 }
 
-// reset resets the breaker key names: the exact key, or the form
+// reset resets the breaker key names: its exact key, or the form
 // breakers list prints (which hides URL queries and token-shaped path
-// segments) when it names exactly one breaker.
+// segments). Several breakers can print alike: then --all resets them all,
+// and --exact takes KEY as the exact key.
 func (c *cli) reset(ctx context.Context, s *webhook.PostgresSupervisor, key string) error {
-	target, matches, err := opsutil.ResolveBreaker(ctx, s, key)
-	if err != nil {
-		return err
+	targets := []string{key}
+	if !c.exact {
+		keys, _, err := opsutil.MatchBreakers(ctx, s, key)
+		if err != nil {
+			return err
+		}
+		switch {
+		case len(keys) == 0:
+			return exitError{exitNotFound, fmt.Errorf("no breaker named %s is open, half-open or counting failures (breakers list shows those)", webhook.LoggableURL(key))}
+		case len(keys) > 1 && !c.all:
+			return badUsage("%s names %d breakers whose keys differ only in what is hidden (a query, a token): pass --all to reset them all, or --exact with the full key", webhook.LoggableURL(key), len(keys))
+		}
+		targets = keys
 	}
-	if matches > 1 {
-		return badUsage("%q names %d breakers (their keys differ only in what is hidden); pass the exact key", key, matches)
-	}
-	if err := s.ResetBreaker(ctx, target); err != nil {
-		return err
+	for _, k := range targets {
+		if err := s.ResetBreaker(ctx, k); err != nil {
+			return err
+		}
 	}
 	out := struct {
 		Key   string `json:"key"`
-		Reset bool   `json:"reset"`
-	}{webhook.LoggableURL(target), matches == 1}
+		Reset int    `json:"reset"`
+	}{webhook.LoggableURL(key), len(targets)}
 	return c.emit(out, func(w *tabwriter.Writer) {
-		if out.Reset {
-			fmt.Fprintf(w, "reset %s: closed; its pending deliveries are due now\n", out.Key)
-		} else {
-			fmt.Fprintf(w, "%s is closed with no failures: nothing to reset\n", out.Key)
-		}
+		fmt.Fprintf(w, "reset %s (%d breaker(s)): closed; their pending deliveries are due now\n", out.Key, out.Reset)
 	})
 }
 

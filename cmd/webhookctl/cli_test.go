@@ -195,9 +195,12 @@ func TestWebhookctlEndToEnd(t *testing.T) {
 	require.Equal(t, 2, bl.Breakers[0].Failures)
 	code, out, _ = w.ctl("breakers", "reset", bl.Breakers[0].Key) // the printed form resolves
 	require.Equal(t, 0, code)
-	require.Contains(t, out, "reset "+w.down.URL+"/hook")
+	require.Contains(t, out, "reset "+w.down.URL+"/hook (1 breaker(s))")
 	w.ctlJSON(&bl, "breakers", "list")
 	require.Empty(t, bl.Breakers)
+	code, _, errOut = w.ctl("breakers", "reset", w.down.URL+"/hook")
+	require.Equal(t, exitNotFound, code, "nothing to reset is an error a script sees")
+	require.Contains(t, errOut, "no breaker named")
 
 	// redeliver: refused without a filter, counted in a dry run, then sent
 	code, _, errOut = w.ctl("redeliver")
@@ -205,12 +208,17 @@ func TestWebhookctlEndToEnd(t *testing.T) {
 	require.Contains(t, errOut, "at least one filter")
 	code, _, _ = w.ctl("redeliver", "--state", "delivered", "--task", "ok1")
 	require.Equal(t, exitUsage, code)
+	code, _, errOut = w.ctl("redeliver", "--state", "failed")
+	require.Equal(t, exitUsage, code, "--state alone narrows nothing")
+	require.Contains(t, errOut, "narrows")
 	var bulk struct {
 		Matched, Redelivered, Reemitted int
 		Receipts                        []receiptJSON
 	}
 	w.ctlJSON(&bulk, "redeliver", "--url", w.down.URL+"/hook?sig=querysecret", "--dry-run")
 	require.Equal(t, 2, bulk.Matched)
+	w.ctlJSON(&bulk, "redeliver", "--breaker-key", w.down.URL+"/hook", "--dry-run") // as breakers list printed it
+	require.Equal(t, 2, bulk.Matched, "the printed key names the real one")
 	require.Equal(t, 2, bulk.Redelivered)
 	require.Empty(t, bulk.Receipts)
 	w.healthy.Store(true)
@@ -266,7 +274,11 @@ func TestWebhookctlUsageAndSchemaErrors(t *testing.T) {
 		require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
 		require.NotEmpty(t, errOut)
 	}
-	code, _, errOut := ctl(func(string) string { return "" }, "stats")
+	code, _, errOut := ctl(env, "--deliveries-table", "select", "stats")
+	require.Equal(t, exitUsage, code, "a bad table name is bad usage: %s", errOut)
+	code, _, errOut = ctl(env, "breakers", "reset", "--", "-not-a-flag")
+	require.Equal(t, exitSchema, code, "after --, words are arguments (here the missing schema stops it): %s", errOut)
+	code, _, errOut = ctl(func(string) string { return "" }, "stats")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errOut, "DATABASE_URL")
 	code, _, errOut = ctl(func(string) string { return "postgres://u:hunter2secret@%zz/db" }, "stats")
@@ -285,4 +297,35 @@ func TestWebhookctlUsageAndSchemaErrors(t *testing.T) {
 	require.Contains(t, out, "applied  1  baseline")
 	code, _, _ = ctl(env, "schema", "status")
 	require.Equal(t, 0, code)
+}
+
+// Several breakers can print alike (their keys differ in a query): a
+// reset by the printed form refuses to guess, --all resets them all.
+func TestWebhookctlResetAmbiguousKeys(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	s, err := webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(context.Background()))
+	_, err = pool.Exec(context.Background(), `INSERT INTO adcp_webhook_breakers (breaker_key, state, failures, updated_at)
+		VALUES ('https://b.example/hook', 'closed', 2, now()), ('https://b.example/hook?token=querysecret', 'closed', 3, now())`)
+	require.NoError(t, err)
+	w := &world{t: t, url: url}
+	code, _, errOut := w.ctl("breakers", "reset", "https://b.example/hook")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "names 2 breakers")
+	code, _, _ = w.ctl("breakers", "reset", "--exact", "https://b.example/hook")
+	require.Equal(t, 0, code)
+	st, err := s.Breakers(context.Background(), webhook.Page{})
+	require.NoError(t, err)
+	require.Len(t, st.Breakers, 1, "only the exact key was reset")
+	code, out, _ := w.ctl("breakers", "reset", "--all", "https://b.example/hook")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "(1 breaker(s))")
+	st, err = s.Breakers(context.Background(), webhook.Page{})
+	require.NoError(t, err)
+	require.Empty(t, st.Breakers)
 }

@@ -8,35 +8,49 @@ import (
 	"github.com/adcpkit/webhook"
 )
 
-// ResolveBreaker finds the breaker key names among the listed breakers:
-// the one whose exact key it is, else the one whose printed form
-// ([webhook.LoggableURL]: no query, token-shaped segments hidden) it is,
-// so that an operator can name a breaker by what the tools show. It
-// returns key itself and 0 when no listed breaker matches (one that is
-// closed and clean, or never seen), and n > 1 when the printed form names
-// several.
-func ResolveBreaker(ctx context.Context, in webhook.Inspector, key string) (resolved string, n int, err error) {
-	var found []string
+// MaxBreakers bounds how many breakers the tools read to list or resolve:
+// breakers that are open, half-open or counting failures are few.
+const MaxBreakers = 10 * webhook.PageLimitMax
+
+// AllBreakers lists the breakers that are open, half-open or counting
+// failures, in key order, at most MaxBreakers of them, and whether there
+// were more. The tools page through them themselves, so that a cursor
+// (which is a key, query and all) is never shown.
+func AllBreakers(ctx context.Context, in webhook.Inspector) ([]webhook.BreakerInfo, bool, error) {
+	var out []webhook.BreakerInfo
 	for p := (webhook.Page{Limit: webhook.PageLimitMax}); ; {
 		l, err := in.Breakers(ctx, p)
 		if err != nil {
-			return "", 0, err
+			return nil, false, err
 		}
-		for _, b := range l.Breakers {
-			if b.Key == key {
-				return key, 1, nil
-			}
-			if webhook.LoggableURL(b.Key) == key {
-				found = append(found, b.Key)
-			}
-		}
+		out = append(out, l.Breakers...)
 		if l.Next == "" {
-			break
+			return out, false, nil
+		}
+		if len(out) >= MaxBreakers {
+			return out[:MaxBreakers], true, nil
 		}
 		p.After = l.Next
 	}
-	if len(found) == 1 {
-		return found[0], 1, nil
+}
+
+// MatchBreakers returns the keys of the listed breakers that key names:
+// exactly, or as the tools print them ([webhook.LoggableURL]: no query,
+// token-shaped segments hidden). Several keys can print alike; the caller
+// decides what to do then.
+func MatchBreakers(ctx context.Context, in webhook.Inspector, key string) (keys []string, exact bool, err error) {
+	all, _, err := AllBreakers(ctx, in)
+	if err != nil {
+		return nil, false, err
 	}
-	return key, len(found), nil
+	for _, b := range all {
+		switch {
+		case b.Key == key:
+			exact = true
+			keys = append(keys, b.Key)
+		case webhook.LoggableURL(b.Key) == key:
+			keys = append(keys, b.Key)
+		}
+	}
+	return keys, exact, nil
 }

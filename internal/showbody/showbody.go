@@ -14,29 +14,40 @@ import (
 // Redacted replaces a secret's value.
 const Redacted = "<redacted>"
 
-// secretNames are the member names (compared case-insensitively, with
-// "-" read as "_") whose values are secrets: the MCP envelope's echoed
-// push_notification_config token, and what other bodies may carry.
+// secretNames are the member names whose values are secrets: the MCP
+// envelope's echoed push_notification_config token, and what other bodies
+// may carry. They are compared case-insensitively, without "_" and "-", so
+// that access_token, access-token and accessToken are one name.
 var secretNames = map[string]bool{
 	"token": true, "credentials": true, "authorization": true, "secret": true,
-	"password": true, "api_key": true, "access_token": true, "refresh_token": true,
-	"client_secret": true, "private_key": true,
+	"password": true, "apikey": true, "accesstoken": true, "refreshtoken": true,
+	"clientsecret": true, "privatekey": true,
 }
 
 // IsSecret reports whether a member named name holds a secret.
 func IsSecret(name string) bool {
-	return secretNames[strings.ReplaceAll(strings.ToLower(name), "-", "_")]
+	return secretNames[strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(name))]
 }
 
-// Pretty returns body indented by two spaces with every secret member's
-// value (a string, a number or a whole object or array) replaced by
-// [Redacted]. A body that is not JSON is described, not shown: it could
-// be anything.
+// Limits that keep a hostile body from costing more to show than to store:
+// indentation stops deepening at maxIndent levels, and a body longer than
+// maxPretty is shown compact (one line), so that the output is at most a
+// small multiple of the body's size.
+const (
+	maxIndent = 8
+	maxPretty = 256 << 10
+)
+
+// Pretty returns body indented by two spaces (up to eight levels; one line
+// for a body over 256 KiB) with every secret member's value (a string, a
+// number or a whole object or array) replaced by [Redacted]. A body that
+// is not JSON is described, not shown: it could be anything.
 func Pretty(body []byte) string {
-	var out bytes.Buffer
+	out := bytes.NewBuffer(make([]byte, 0, len(body)+len(body)/4))
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.UseNumber()
-	if err := value(d, &out, 0); err != nil {
+	p := printer{d: d, out: out, compact: len(body) > maxPretty}
+	if err := p.value(0); err != nil {
 		return "(not JSON: " + itoa(len(body)) + " bytes, not shown)"
 	}
 	if _, err := d.Token(); err != io.EOF {
@@ -45,8 +56,16 @@ func Pretty(body []byte) string {
 	return out.String()
 }
 
-// value copies the next JSON value from d to out at depth.
-func value(d *json.Decoder, out *bytes.Buffer, depth int) error {
+// printer copies JSON from d to out.
+type printer struct {
+	d       *json.Decoder
+	out     *bytes.Buffer
+	compact bool
+}
+
+// value copies the next JSON value at depth.
+func (p *printer) value(depth int) error {
+	d, out := p.d, p.out
 	t, err := d.Token()
 	if err != nil {
 		return err
@@ -64,7 +83,7 @@ func value(d *json.Decoder, out *bytes.Buffer, depth int) error {
 				out.WriteByte(',')
 			}
 			n++
-			newline(out, depth+1)
+			p.newline(depth + 1)
 			if t == '{' {
 				k, err := d.Token()
 				if err != nil {
@@ -75,7 +94,10 @@ func value(d *json.Decoder, out *bytes.Buffer, depth int) error {
 					return errors.New("showbody: member name is not a string")
 				}
 				writeString(out, name)
-				out.WriteString(": ")
+				out.WriteByte(':')
+				if !p.compact {
+					out.WriteByte(' ')
+				}
 				if IsSecret(name) {
 					if err := skip(d); err != nil {
 						return err
@@ -84,7 +106,7 @@ func value(d *json.Decoder, out *bytes.Buffer, depth int) error {
 					continue
 				}
 			}
-			if err := value(d, out, depth+1); err != nil {
+			if err := p.value(depth + 1); err != nil {
 				return err
 			}
 		}
@@ -92,7 +114,7 @@ func value(d *json.Decoder, out *bytes.Buffer, depth int) error {
 			return errors.New("showbody: unbalanced")
 		}
 		if n > 0 {
-			newline(out, depth)
+			p.newline(depth)
 		}
 		out.WriteByte(byte(closing))
 	case string:
@@ -117,10 +139,15 @@ func skip(d *json.Decoder) error {
 	return d.Decode(&raw)
 }
 
-func newline(out *bytes.Buffer, depth int) {
-	out.WriteByte('\n')
-	for range depth {
-		out.WriteString("  ")
+// newline starts a line at depth (no deeper than maxIndent), unless
+// compact.
+func (p *printer) newline(depth int) {
+	if p.compact {
+		return
+	}
+	p.out.WriteByte('\n')
+	for range min(depth, maxIndent) {
+		p.out.WriteString("  ")
 	}
 }
 

@@ -71,3 +71,30 @@ func FuzzPretty(f *testing.F) {
 		walk(v)
 	})
 }
+
+// Output is a small multiple of the input, however deep or long the body
+// (bodies may nest 10,000 levels and weigh 10 MiB).
+func TestPrettyCostIsBoundedByTheBody(t *testing.T) {
+	for name, body := range map[string]string{
+		"deep arrays":  strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		"deep objects": strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000),
+		"deep wide":    `{"result":` + strings.Repeat("[", 2000) + strings.TrimSuffix(strings.Repeat("1,", 20000), ",") + strings.Repeat("]", 2000) + `}`,
+		"long":         "[" + strings.TrimSuffix(strings.Repeat("[1],", 100000), ",") + "]",
+	} {
+		got := Pretty([]byte(body))
+		require.False(t, strings.HasPrefix(got, "(not JSON"), name)
+		require.True(t, json.Valid([]byte(got)), name)
+		require.LessOrEqual(t, len(got), 20*len(body), "%s: %d bytes shown for %d", name, len(got), len(body))
+	}
+	long := Pretty([]byte(`{"token":"x","a":[` + strings.Repeat(`"y",`, 70000) + `"z"]}`))
+	require.NotContains(t, long, "\n", "a long body is shown on one line")
+	require.Contains(t, long, `"token":"<redacted>"`)
+}
+
+func TestCamelCaseSecretsAreRedacted(t *testing.T) {
+	for _, name := range []string{"accessToken", "apiKey", "clientSecret", "refreshToken", "privateKey", "API-KEY", "Access_Token"} {
+		got := Pretty([]byte(`{"` + name + `":"SEKRIT-VALUE"}`))
+		require.NotContains(t, got, "SEKRIT-VALUE", name)
+	}
+	require.NotContains(t, Pretty([]byte(`{"tokens":"shown"}`)), Redacted, "only the listed names")
+}
