@@ -224,6 +224,11 @@ type BulkOptions struct {
 	// ctx is checked: 1 to [PageLimitMax], 0 for 100. Each delivery is
 	// redelivered in its own short transaction, so workers keep running.
 	BatchSize int
+	// Newest, when set, is a dry run's BulkResult.Newest: deliveries newer
+	// than it are left alone, so that a confirmed run (with Limit the dry
+	// run's Matched) redelivers what the dry run counted, not deliveries
+	// that failed since.
+	Newest string
 }
 
 // BulkResult is what [Inspector.RedeliverMatching] did, or would do.
@@ -244,6 +249,9 @@ type BulkResult struct {
 	// Receipts are the receipts of the deliveries queued, in the order
 	// they were redelivered (none in a dry run).
 	Receipts []Receipt
+	// Newest is the ID of the newest delivery matched, for
+	// BulkOptions.Newest; "" when none was.
+	Newest string
 }
 
 // bulkBatchDefault is BulkOptions.BatchSize's default.
@@ -264,6 +272,9 @@ type bulkSource interface {
 	// next cursor ("" at the end).
 	candidates(ctx context.Context, f DeliveryFilter, after string, limit int) ([]candidate, string, error)
 	Redeliver(ctx context.Context, id string) (Receipt, error)
+	// through returns the cursor whose page starts with the delivery id
+	// (and goes on to older ones).
+	through(id string) (string, error)
 }
 
 // redeliverMatching is RedeliverMatching for both supervisors: it pages
@@ -289,6 +300,13 @@ func redeliverMatching(ctx context.Context, k *core, src bulkSource, f DeliveryF
 		return res, invalid("BulkOptions.BatchSize", "is %d; use 1 to %d, or 0 for %d", batch, PageLimitMax, bulkBatchDefault)
 	}
 	after := ""
+	if o.Newest != "" {
+		c, err := src.through(o.Newest)
+		if err != nil {
+			return res, invalid("BulkOptions.Newest", "is %q, which is not a delivery ID of this supervisor; pass a dry run's BulkResult.Newest", o.Newest)
+		}
+		after = c
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -303,6 +321,9 @@ func redeliverMatching(ctx context.Context, k *core, src bulkSource, f DeliveryF
 		}
 		for _, c := range cs {
 			res.Matched++
+			if res.Newest == "" {
+				res.Newest = c.id
+			}
 			if o.DryRun {
 				reemit := k.pastHorizon(c.anchor, k.clock.Now()) || c.status == http.StatusConflict
 				switch {

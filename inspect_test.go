@@ -386,7 +386,7 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		f := webhook.DeliveryFilter{BreakerKey: a}
 		res, err := in.RedeliverMatching(ctx, f, webhook.BulkOptions{DryRun: true})
 		require.NoError(t, err)
-		require.Equal(t, webhook.BulkResult{Matched: 4, Redelivered: 3, Reemitted: 1}, res)
+		require.Equal(t, webhook.BulkResult{Matched: 4, Redelivered: 3, Reemitted: 1, Newest: conflict.ID}, res)
 		d, err := in.Delivery(ctx, rs[0].ID)
 		require.NoError(t, err)
 		require.Equal(t, webhook.StateFailed, d.State, "a dry run changes nothing")
@@ -434,13 +434,36 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		e.clock.Advance(25 * time.Hour)
 		res, err = in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: b}, webhook.BulkOptions{DryRun: true})
 		require.NoError(t, err)
-		require.Equal(t, webhook.BulkResult{Matched: 2, Reemitted: 1, Skipped: 1}, res)
+		require.Equal(t, webhook.BulkResult{Matched: 2, Reemitted: 1, Skipped: 1, Newest: p.ID}, res)
 		res, err = in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: b}, webhook.BulkOptions{})
 		require.NoError(t, err)
 		require.Equal(t, 2, res.Matched)
 		require.Equal(t, 1, res.Reemitted)
 		require.Equal(t, 1, res.Skipped)
 		require.Equal(t, rs[3].ID, res.Receipts[0].ReemissionOf)
+
+		// A confirmed run bound to a dry run's Newest leaves alone what
+		// failed since.
+		e.attempts(1) // the re-emission above
+		e.settled(res.Receipts[0].ID)
+		c := "https://c.example/h"
+		e.sender.on(c, step{status: 400}, step{status: 400})
+		before := e.sendMCP(mcp(c, "before"))
+		e.attempts(1)
+		e.settled(before.ID)
+		dry, err := in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: c}, webhook.BulkOptions{DryRun: true})
+		require.NoError(t, err)
+		require.Equal(t, webhook.BulkResult{Matched: 1, Redelivered: 1, Newest: before.ID}, dry)
+		after := e.sendMCP(mcp(c, "later")) // fails after the dry run
+		e.attempts(1)
+		e.settled(after.ID)
+		res, err = in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: c}, webhook.BulkOptions{Newest: dry.Newest, Limit: dry.Matched})
+		require.NoError(t, err)
+		require.Len(t, res.Receipts, 1)
+		require.Equal(t, before.ID, res.Receipts[0].ID, "the delivery the dry run counted")
+		_, err = in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: b}, webhook.BulkOptions{Newest: "nope"})
+		require.ErrorAs(t, err, &ve)
+		require.Equal(t, "BulkOptions.Newest", ve.Field)
 	})
 
 	t.Run("Purge", func(t *testing.T) {
@@ -542,7 +565,7 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		}, guard, time.Millisecond)
 		dry, err := in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: url}, webhook.BulkOptions{DryRun: true})
 		require.NoError(t, err)
-		require.Equal(t, webhook.BulkResult{Matched: 1, Redelivered: 1}, dry)
+		require.Equal(t, webhook.BulkResult{Matched: 1, Redelivered: 1, Newest: r.ID}, dry)
 		go func() { // the sink returns after a while
 			time.Sleep(20 * time.Millisecond)
 			sink.open()
@@ -550,6 +573,48 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		res, err := in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: url}, webhook.BulkOptions{})
 		require.NoError(t, err)
 		require.Equal(t, 1, res.Redelivered, "%+v", res)
+	})
+
+	// A sink that redelivers the failure it is told of gets a receipt at
+	// once (the memory supervisor queues the delivery when the sink
+	// returns), and the delivery is then sent again.
+	t.Run("RedeliverFromTheSink", func(t *testing.T) {
+		t.Parallel()
+		var in webhook.Inspector
+		got := make(chan webhook.Attempt, 10)
+		redelivered := make(chan error, 1)
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Retry.SinkTimeout = time.Minute // longer than guard: a wait on itself would fail the test
+			c.Sink = webhook.LogSinkFunc(func(ctx context.Context, a webhook.Attempt) error {
+				if a.Outcome == webhook.OutcomeFailure {
+					_, err := in.Redeliver(ctx, a.DeliveryID)
+					redelivered <- err
+				}
+				got <- a
+				return nil
+			})
+		})
+		in = e.inspector()
+		url := "https://buyer.example/h"
+		e.sender.on(url, step{status: 400})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		select {
+		case err := <-redelivered:
+			require.NoError(t, err)
+		case <-time.After(guard):
+			t.Fatal("Redeliver from the sink did not return")
+		}
+		for _, want := range []webhook.Outcome{webhook.OutcomeFailure, webhook.OutcomeSuccess} {
+			select {
+			case a := <-got:
+				require.Equal(t, want, a.Outcome)
+				require.Equal(t, r.ID, a.DeliveryID)
+			case <-time.After(guard):
+				t.Fatalf("no %s record", want)
+			}
+		}
 	})
 
 	// Breakers are listed in byte order by both, whatever the database's

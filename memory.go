@@ -116,6 +116,7 @@ type memDelivery struct {
 	index      int
 	size       int64  // prepared.size, counted in heldBytes
 	reemitted  string // the ID of its re-emission, if any
+	again      bool   // redelivered before settle: queue it then instead of finishing
 	// records are its attempts' records, the newest ActivityLimitMax, for
 	// Activity.
 	records []Attempt
@@ -313,22 +314,6 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, error) {
 	s.mu.Lock()
 	d, ok := s.byID[id]
-	for ok && d.state == StateFailed && !d.over {
-		// Failed, and its last record is still with the sink (at most
-		// SinkTimeout): wait, so that the sink sees its records in order.
-		if d.done == nil {
-			d.done = make(chan struct{})
-		}
-		done := d.done
-		s.mu.Unlock()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return Receipt{}, ctx.Err()
-		}
-		s.mu.Lock()
-		d, ok = s.byID[id]
-	}
 	switch {
 	case !ok:
 		s.mu.Unlock()
@@ -345,6 +330,15 @@ func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, e
 	}
 	now := s.k.clock.Now()
 	if !s.k.pastHorizon(d.anchor(), now) && d.lastStatus != http.StatusConflict {
+		if !d.over {
+			// Failed, and its last record is still with the sink: it is
+			// queued again once the sink has it (settle), so that the
+			// sink sees its records in order. (A sink may call this.)
+			d.state, d.dueAt, d.attempts, d.lost, d.again = StatePending, now, 0, 0, true
+			d.finishedAt, d.lastError, d.lastStatus = time.Time{}, "", 0
+			s.mu.Unlock()
+			return Receipt{ID: d.id, IdempotencyKey: d.key, Sequence: d.seq, ReemissionOf: d.reemissionOf}, nil
+		}
 		if s.unfinished >= s.maxQueued || s.unfinishedBytes+d.size > s.maxBytes {
 			s.mu.Unlock()
 			return Receipt{}, fmt.Errorf("%w: %d deliveries holding %d bytes are waiting (MemoryConfig.MaxQueued, MaxQueuedBytes)", ErrQueueFull, s.unfinished, s.unfinishedBytes)
@@ -675,9 +669,13 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 func (st memStore) settle(d *memDelivery, c *completion, _ bool) {
 	s := st.s
 	s.mu.Lock()
-	if c.state == StatePending {
+	switch {
+	case c.state == StatePending:
 		heap.Push(&s.delayed, d)
-	} else {
+	case d.again: // redelivered while the sink had its last record
+		d.again = false
+		s.ready = append(s.ready, d)
+	default:
 		s.finishLocked(d)
 	}
 	s.signalLocked()

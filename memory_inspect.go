@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,4 +206,13 @@ func (s *MemorySupervisor) Purge(_ context.Context, before time.Time) (int64, er
 	clear(s.finished[len(kept):])
 	s.finished = kept
 	return n, nil
+}
+
+// through returns the cursor of the page that starts with the delivery id.
+func (s *MemorySupervisor) through(id string) (string, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(id, s.idPrefix), 10, 64)
+	if err != nil || !strings.HasPrefix(id, s.idPrefix) || n == 0 {
+		return "", fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return s.idPrefix + strconv.FormatUint(n+1, 10), nil
 }

@@ -117,3 +117,47 @@ func TestPostgresDeferralAfterAResetLeavesDeliveriesDue(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, d.NextAttemptAt.After(time.Now()), "the breaker is closed, but its delivery waits until %v", d.NextAttemptAt)
 }
+
+// The same, with the reset still in flight when the worker defers: the
+// deferral waits for it (it reads the gate row FOR SHARE) instead of
+// reading past it.
+func TestPostgresDeferralWaitsForAResetInFlight(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	s, err := NewPostgresSupervisor(pool, idleSender, PostgresConfig{Breaker: BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Hour}})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(ctx))
+	now := time.Now()
+	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_deliveries (state, due_at, url, body, idempotency_key,
+		breaker_key, accepted_at) VALUES ('pending', $1, 'https://x.example/', '\x00', 'whk_0123456789abcdef', 'k', $1)`, now.Add(-time.Second))
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_breakers (breaker_key, state, opened_at, retry_at, updated_at)
+		VALUES ('k', 'open', $1, $2, $1)`, now, now.Add(time.Hour))
+	require.NoError(t, err)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	var old string
+	require.NoError(t, queryRow(ctx, tx, s.q.resetBreaker, keyAtParams{Key: "k", Now: now}).Scan(&old)) // not yet committed
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.gateChanged(ctx, "k", gate{State: BreakerClosed}, gate{State: BreakerOpen, OpenedAt: now})
+	}()
+	for waiting := false; !waiting; { // until the deferral waits on the reset, or is done without waiting
+		select {
+		case <-done:
+			waiting = true
+		default:
+			var n int
+			require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&n))
+			waiting = n > 0
+		}
+	}
+	require.NoError(t, tx.Commit(ctx))
+	<-done
+	d, err := s.Delivery(ctx, "1")
+	require.NoError(t, err)
+	require.False(t, d.NextAttemptAt.After(time.Now()), "the breaker is closed, but its delivery waits until %v", d.NextAttemptAt)
+}

@@ -21,7 +21,7 @@ func (s *PostgresSupervisor) Deliveries(ctx context.Context, f DeliveryFilter, p
 	if err != nil {
 		return DeliveryList{}, err
 	}
-	rows, next, err := s.list(ctx, f, p.After, limit, false)
+	rows, next, err := s.list(ctx, f, p.After, limit)
 	if err != nil {
 		return DeliveryList{}, err
 	}
@@ -33,9 +33,8 @@ func (s *PostgresSupervisor) Deliveries(ctx context.Context, f DeliveryFilter, p
 }
 
 // list reads the rows f selects below the cursor after, newest first, at
-// most limit, and returns the next cursor. notReemitted leaves out rows
-// that were re-emitted.
-func (s *PostgresSupervisor) list(ctx context.Context, f DeliveryFilter, after string, limit int, notReemitted bool) ([]snapshotRow, string, error) {
+// most limit, and returns the next cursor.
+func (s *PostgresSupervisor) list(ctx context.Context, f DeliveryFilter, after string, limit int) ([]snapshotRow, string, error) {
 	if err := f.check(); err != nil {
 		return nil, "", err
 	}
@@ -71,9 +70,6 @@ func (s *PostgresSupervisor) list(ctx context.Context, f DeliveryFilter, after s
 	if !f.AcceptedBefore.IsZero() {
 		add("d.accepted_at < $", f.AcceptedBefore)
 	}
-	if notReemitted {
-		where = append(where, "d.reemitted_as IS NULL")
-	}
 	sql := s.q.list
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
@@ -95,17 +91,22 @@ func (s *PostgresSupervisor) list(ctx context.Context, f DeliveryFilter, after s
 // candidates lists the failed deliveries f selects that were not
 // re-emitted (see bulkSource).
 func (s *PostgresSupervisor) candidates(ctx context.Context, f DeliveryFilter, after string, limit int) ([]candidate, string, error) {
-	rows, next, err := s.list(ctx, f, after, limit, true)
+	// Re-emitted rows are left out here, not in SQL, so that the list
+	// walks the failed-by-endpoint index in order.
+	rows, next, err := s.list(ctx, f, after, limit)
 	if err != nil {
 		return nil, "", err
 	}
-	cs := make([]candidate, len(rows))
-	for i, r := range rows {
+	cs := make([]candidate, 0, len(rows))
+	for _, r := range rows {
+		if r.ReemittedAs != nil {
+			continue
+		}
 		c := candidate{id: strconv.FormatInt(r.ID, 10), anchor: r.AcceptedAt, status: deref(r.LastStatus), prepared: !r.MCPBody}
 		if r.FirstAttemptAt != nil {
 			c.anchor = *r.FirstAttemptAt
 		}
-		cs[i] = c
+		cs = append(cs, c)
 	}
 	return cs, next, nil
 }
@@ -181,4 +182,13 @@ func (s *PostgresSupervisor) ResetBreaker(ctx context.Context, key string) error
 	}
 	s.wakeWorkers()
 	return nil
+}
+
+// through returns the cursor of the page that starts with the delivery id.
+func (s *PostgresSupervisor) through(id string) (string, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(n+1, 10), nil
 }

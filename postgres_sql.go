@@ -828,7 +828,8 @@ RETURNING version`))
 WHERE id IN (SELECT id FROM {deliveries}
 	WHERE breaker_key = @breaker_key AND state = 'pending' AND due_at < @until FOR UPDATE SKIP LOCKED)
 	-- Still open: an operator's reset since leaves the deliveries due.
-	AND EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = @breaker_key AND b.state = 'open')`))
+	-- FOR SHARE: a reset in progress is waited for, not read past.
+	AND EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = @breaker_key AND b.state = 'open' FOR SHARE)`))
 
 	q.delivery = compile[idParams](r.Replace(`SELECT {snapshot_columns} FROM {deliveries} d WHERE d.id = @id`))
 	q.attempts = compile[idParams](r.Replace(`SELECT {attempt_columns} FROM {attempts} WHERE delivery_id = @id ORDER BY id`))

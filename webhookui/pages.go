@@ -294,13 +294,14 @@ func (h *handler) redeliverMatching(w http.ResponseWriter, r *http.Request) {
 	o := webhook.BulkOptions{DryRun: dry}
 	if !dry {
 		// No more than the operator confirmed, however many failed since
-		// the dry run.
+		// the dry run...
 		n, err := strconv.Atoi(r.PostFormValue("limit"))
 		if err != nil || n < 1 {
 			http.Error(w, "the confirmation has no count: start again from the list", http.StatusBadRequest)
 			return
 		}
-		o.Limit = n
+		// Nor deliveries newer than the newest it counted.
+		o.Limit, o.Newest = n, r.PostFormValue("newest")
 	}
 	res, err := h.in.RedeliverMatching(r.Context(), f, o)
 	if err != nil && res.Matched == 0 {

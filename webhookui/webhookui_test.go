@@ -297,6 +297,7 @@ type fakeInspector struct {
 	breakers []webhook.BreakerInfo
 	reset    []string
 	failed   int
+	newest   []string // the Newest of each confirmed run
 }
 
 func (f *fakeInspector) Breakers(context.Context, webhook.Page) (webhook.BreakerList, error) {
@@ -320,7 +321,10 @@ func (f *fakeInspector) RedeliverMatching(_ context.Context, _ webhook.DeliveryF
 	if !o.DryRun {
 		f.failed -= n
 	}
-	return webhook.BulkResult{Matched: n, Redelivered: n}, nil
+	if o.Newest != "" {
+		f.newest = append(f.newest, o.Newest)
+	}
+	return webhook.BulkResult{Matched: n, Redelivered: n, Newest: "d1"}, nil
 }
 
 // mountFake serves ui for in under /ops/webhooks/ and returns a browser
@@ -371,9 +375,11 @@ func TestBulkConfirmationBindsTheCount(t *testing.T) {
 	in.failed = 5000
 	form.Set("confirm", "yes")
 	form.Set("limit", regexp.MustCompile(`name="limit" value="(\d+)"`).FindStringSubmatch(page)[1])
+	form.Set("newest", regexp.MustCompile(`name="newest" value="([^"]+)"`).FindStringSubmatch(page)[1])
 	_, page = f.post("/redeliver", form, nil)
 	require.Contains(t, page, `id="redelivered">1<`, "the operator confirmed 1")
 	require.Equal(t, 4999, in.failed)
+	require.Equal(t, []string{"d1"}, in.newest, "bound to the dry run's newest delivery")
 }
 
 // Links, forms and the cookie keep the mount path for a request in

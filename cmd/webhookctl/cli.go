@@ -153,8 +153,8 @@ func (c *cli) flags() *flag.FlagSet {
 	fs.BoolVar(&c.dryRun, "dry-run", false, "redeliver: count what would be redelivered, change nothing")
 	fs.DurationVar(&c.olderThan, "older-than", 30*24*time.Hour, "purge: delete deliveries that finished longer ago than this")
 	fs.StringVar(&c.before, "before", "", "purge: delete deliveries that finished before this time (RFC 3339)")
-	fs.BoolVar(&c.exact, "exact", false, "breakers reset: KEY is the exact key, not the printed form")
-	fs.BoolVar(&c.all, "all", false, "breakers reset: reset every breaker KEY's printed form names")
+	fs.BoolVar(&c.exact, "exact", false, "breakers reset, redeliver: the key or URL given is exact, not the printed form")
+	fs.BoolVar(&c.all, "all", false, "breakers reset, redeliver: take every key or URL the printed form names")
 	return fs
 }
 
@@ -614,11 +614,11 @@ func (c *cli) redeliverMatching(ctx context.Context, s *webhook.PostgresSupervis
 	}
 	// --breaker-key and --url take the printed form too: it names every
 	// failed delivery whose key or URL prints so.
-	keys, err := printedAs(ctx, s, f.BreakerKey, func(d *webhook.Delivery) string { return d.BreakerKey })
+	keys, err := c.printedAs(ctx, s, "--breaker-key", f.BreakerKey, func(d *webhook.Delivery) string { return d.BreakerKey })
 	if err != nil {
 		return err
 	}
-	urls, err := printedAs(ctx, s, f.URL, func(d *webhook.Delivery) string { return d.URL })
+	urls, err := c.printedAs(ctx, s, "--url", f.URL, func(d *webhook.Delivery) string { return d.URL })
 	if err != nil {
 		return err
 	}
@@ -678,12 +678,13 @@ func (c *cli) redeliverMatching(ctx context.Context, s *webhook.PostgresSupervis
 	return err // a partial run still fails
 }
 
-// printedAs returns the values of field among failed deliveries that v
-// names, exactly or as the CLI prints them ([webhook.LoggableURL]), or v
-// itself when none does (or v is empty).
-func printedAs(ctx context.Context, s *webhook.PostgresSupervisor, v string, field func(*webhook.Delivery) string) ([]string, error) {
-	if v == "" {
-		return []string{""}, nil
+// printedAs returns the values of field that v names among failed
+// deliveries: v exactly, or the values that print as v
+// ([webhook.LoggableURL]). When several do, it takes them all only with
+// --all (and only v with --exact). It reads every failed delivery once.
+func (c *cli) printedAs(ctx context.Context, s *webhook.PostgresSupervisor, flag, v string, field func(*webhook.Delivery) string) ([]string, error) {
+	if v == "" || c.exact {
+		return []string{v}, nil
 	}
 	seen := map[string]bool{}
 	var out []string
@@ -703,8 +704,11 @@ func printedAs(ctx context.Context, s *webhook.PostgresSupervisor, v string, fie
 		}
 		p.After = l.Next
 	}
-	if len(out) == 0 {
+	switch {
+	case len(out) == 0:
 		return []string{v}, nil
+	case len(out) > 1 && !c.all:
+		return nil, badUsage("%s %s names %d values among failed deliveries that differ only in what is hidden (a query, a token): pass --all to take them all, or --exact for exactly this one", flag, webhook.LoggableURL(v), len(out))
 	}
 	return out, nil
 }
@@ -747,19 +751,20 @@ func (c *cli) breakers(ctx context.Context, s *webhook.PostgresSupervisor) error
 // segments). Several breakers can print alike: then --all resets them all,
 // and --exact takes KEY as the exact key.
 func (c *cli) reset(ctx context.Context, s *webhook.PostgresSupervisor, key string) error {
-	targets := []string{key}
-	if !c.exact {
-		keys, _, err := opsutil.MatchBreakers(ctx, s, key)
-		if err != nil {
-			return err
-		}
-		switch {
-		case len(keys) == 0:
-			return exitError{exitNotFound, fmt.Errorf("no breaker named %s is open, half-open or counting failures (breakers list shows those)", webhook.LoggableURL(key))}
-		case len(keys) > 1 && !c.all:
-			return badUsage("%s names %d breakers whose keys differ only in what is hidden (a query, a token): pass --all to reset them all, or --exact with the full key", webhook.LoggableURL(key), len(keys))
-		}
-		targets = keys
+	keys, exact, truncated, err := opsutil.MatchBreakers(ctx, s, key)
+	if err != nil {
+		return err
+	}
+	targets := keys
+	switch {
+	case c.exact && (exact || truncated):
+		targets = []string{key}
+	case len(keys) == 0 && truncated:
+		return exitError{exitNotFound, fmt.Errorf("no breaker among the first %d named %s; pass --exact with the full key", opsutil.MaxBreakers, webhook.LoggableURL(key))}
+	case len(keys) == 0 || c.exact:
+		return exitError{exitNotFound, fmt.Errorf("no breaker named %s is open, half-open or counting failures (breakers list shows those)", webhook.LoggableURL(key))}
+	case len(keys) > 1 && !c.all:
+		return badUsage("%s names %d breakers whose keys differ only in what is hidden (a query, a token): pass --all to reset them all, or --exact with the full key", webhook.LoggableURL(key), len(keys))
 	}
 	for _, k := range targets {
 		if err := s.ResetBreaker(ctx, k); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -322,10 +323,44 @@ func TestWebhookctlResetAmbiguousKeys(t *testing.T) {
 	st, err := s.Breakers(context.Background(), webhook.Page{})
 	require.NoError(t, err)
 	require.Len(t, st.Breakers, 1, "only the exact key was reset")
+	code, _, errOut = w.ctl("breakers", "reset", "--exact", "https://typo.example/hook")
+	require.Equal(t, exitNotFound, code, "an exact key that names no breaker: %s", errOut)
 	code, out, _ := w.ctl("breakers", "reset", "--all", "https://b.example/hook")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "(1 breaker(s))")
 	st, err = s.Breakers(context.Background(), webhook.Page{})
 	require.NoError(t, err)
 	require.Empty(t, st.Breakers)
+}
+
+// redeliver --url takes the printed form; when it names several URLs that
+// differ only in what is hidden, it asks for --all or --exact.
+func TestWebhookctlRedeliverAmbiguousURLs(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	s, err := webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	require.NoError(t, s.CreateSchema(ctx))
+	for i, u := range []string{"https://d.example/hook", "https://d.example/hook?sig=querysecret", "https://d.example/hook?sig=querysecret"} {
+		_, err := s.SendMCP(ctx, webhook.MCPWebhook{URL: u, OperationID: "op_1", TaskID: fmt.Sprint("t", i),
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted})
+		require.NoError(t, err)
+	}
+	_, err = pool.Exec(ctx, `UPDATE adcp_webhook_deliveries SET state = 'failed', finished_at = now()`)
+	require.NoError(t, err)
+	w := &world{t: t, url: url}
+	var bulk struct{ Matched int }
+	code, _, errOut := w.ctl("redeliver", "--url", "https://d.example/hook", "--dry-run")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "names 2 values")
+	w.ctlJSON(&bulk, "redeliver", "--url", "https://d.example/hook", "--dry-run", "--exact")
+	require.Equal(t, 1, bulk.Matched)
+	w.ctlJSON(&bulk, "redeliver", "--url", "https://d.example/hook", "--dry-run", "--all")
+	require.Equal(t, 3, bulk.Matched)
+	w.ctlJSON(&bulk, "redeliver", "--breaker-key", "https://d.example/hook", "--dry-run", "--all", "--limit", "2")
+	require.Equal(t, 2, bulk.Matched, "--limit across the keys")
 }

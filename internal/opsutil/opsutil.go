@@ -38,10 +38,12 @@ func AllBreakers(ctx context.Context, in webhook.Inspector) ([]webhook.BreakerIn
 // exactly, or as the tools print them ([webhook.LoggableURL]: no query,
 // token-shaped segments hidden). Several keys can print alike; the caller
 // decides what to do then.
-func MatchBreakers(ctx context.Context, in webhook.Inspector, key string) (keys []string, exact bool, err error) {
-	all, _, err := AllBreakers(ctx, in)
+// truncated reports that there were more breakers than MaxBreakers to
+// look through.
+func MatchBreakers(ctx context.Context, in webhook.Inspector, key string) (keys []string, exact, truncated bool, err error) {
+	all, truncated, err := AllBreakers(ctx, in)
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	for _, b := range all {
 		switch {
@@ -52,5 +54,5 @@ func MatchBreakers(ctx context.Context, in webhook.Inspector, key string) (keys 
 			keys = append(keys, b.Key)
 		}
 	}
-	return keys, exact, nil
+	return keys, exact, truncated, nil
 }
