@@ -136,6 +136,8 @@ type completion struct {
 	// superseded: the claim was lost before c could be written (another
 	// worker owns the delivery); c is not reported.
 	superseded bool
+	// reason is why a final state is final.
+	reason FinishReason
 }
 
 // attemptStore is what a supervisor's storage does for the attempt logic.
@@ -199,9 +201,16 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 		return false
 	}
 	n := b.attempts + 1
+	if obs := k.obs; obs != nil && obs.AttemptStarted != nil {
+		sendCtx = obs.AttemptStarted(sendCtx, AttemptInfo{DeliveryID: b.id, AttemptNumber: n, URL: LoggableURL(b.url),
+			TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier, AcceptedAt: b.accepted.UTC()})
+	}
 	res := k.send(sendCtx, &w.req, &b.prepared, b.id, n)
-	cancel()
 	*c = k.decide(b, n, res, ctx.Err() != nil)
+	if obs := k.obs; obs != nil && obs.AttemptFinished != nil {
+		obs.AttemptFinished(sendCtx, &c.record, res.class)
+	}
+	cancel()
 	return w.finish(ctx, j)
 }
 
@@ -213,6 +222,12 @@ func (w *attemptWorker[J]) finish(ctx context.Context, j J) (replaced bool) {
 	if c.superseded {
 		st.settle(j, c, wake)
 		return false
+	}
+	if obs := w.k.obs; obs != nil && obs.DeliveryFinished != nil && c.state.Final() {
+		b := j.base()
+		obs.DeliveryFinished(ctx, FinishInfo{DeliveryID: b.id, State: c.state, Reason: c.reason, Attempts: c.attempts,
+			URL: LoggableURL(b.url), TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier,
+			AcceptedAt: b.accepted.UTC(), FinishedAt: c.finishedAt.UTC()})
 	}
 	return w.guard.report(c.record, func() { st.settle(j, c, wake) })
 }
@@ -241,9 +256,17 @@ func (k *core) decide(b *job, n int, res sent, stopped bool) completion {
 		case retry:
 			c.state, c.due = StatePending, next
 		case res.class.Verdict == VerdictDelivered:
-			c.state, c.due, c.finishedAt = StateDelivered, end, end
+			c.state, c.due, c.finishedAt, c.reason = StateDelivered, end, end, FinishDelivered
 		default:
 			c.state, c.due, c.finishedAt = StateFailed, end, end
+			switch {
+			case res.class.Verdict != VerdictRetry:
+				c.reason = FinishRejected
+			case k.retry.MaxAttempts > 0 && n >= k.retry.MaxAttempts:
+				c.reason = FinishExhausted
+			default: // the next attempt would start past the horizon
+				c.reason = FinishHorizon
+			}
 		}
 	}
 	c.record = a
@@ -259,10 +282,13 @@ func (k *core) decide(b *job, n int, res sent, stopped bool) completion {
 func (k *core) expiry(b *job, now time.Time) completion {
 	a := k.baseRecord(&b.prepared, b.id, b.seq)
 	a.Outcome, a.OccurredAt = OutcomeFailure, now
+	reason := FinishHorizon
 	switch {
 	case b.broken != "":
 		a.Error = "the stored delivery cannot be sent as it was accepted: " + b.broken
+		reason = FinishBroken
 	case k.maxLost > 0 && b.lost >= k.maxLost:
+		reason = FinishLost
 		a.Error = fmt.Sprintf("%d attempts were lost (each time, the worker died or lost its lease before the result was written); "+
 			"failed without another send, so that a delivery that crashes its worker is not sent forever (PostgresConfig.MaxLostAttempts)", b.lost)
 	case b.gated:
@@ -272,7 +298,7 @@ func (k *core) expiry(b *job, now time.Time) completion {
 		a.Error = fmt.Sprintf("retry horizon of %v passed before the next attempt could start", k.retry.Horizon)
 	}
 	return completion{state: StateFailed, attempts: b.attempts, due: now, firstAt: b.firstAt, finishedAt: now,
-		errText: a.Error, end: now, record: a}
+		errText: a.Error, end: now, record: a, reason: reason}
 }
 
 // sent is the result of one HTTP attempt, classified.

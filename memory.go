@@ -63,6 +63,9 @@ type MemoryConfig struct {
 	// Clock is the time source. Defaults to the system clock; tests pass a
 	// fake one.
 	Clock Clock
+	// Observer is told what happens to deliveries, for telemetry. Defaults
+	// to nil: nothing, at no cost.
+	Observer *Observer
 }
 
 // MemorySupervisor is a [Supervisor] that keeps its queue in process memory.
@@ -113,10 +116,10 @@ type memDelivery struct {
 	probe      probe         // the half-open probe slot it holds, if any
 	done       chan struct{} // made by the first Wait; closed when over
 	over       bool          // final, and its last record handed to the sink
+	again      bool          // redelivered before settle: queue it then instead of finishing
 	index      int
 	size       int64  // prepared.size, counted in heldBytes
 	reemitted  string // the ID of its re-emission, if any
-	again      bool   // redelivered before settle: queue it then instead of finishing
 	// records are its attempts' records, the newest ActivityLimitMax, for
 	// Activity.
 	records []Attempt
@@ -169,6 +172,7 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 		logger:            cfg.Logger,
 		clock:             cfg.Clock,
 		allowInsecureHTTP: cfg.AllowInsecureHTTP,
+		observer:          cfg.Observer,
 	})
 	if err != nil {
 		return nil, err
@@ -229,6 +233,17 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 // accept queues d. A re-emission (d.reemissionOf set) keeps seq, the
 // original's sequence number, and is not refused by an open breaker.
 func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time, seq int64) (Receipt, error) {
+	if s.k.obs == nil || s.k.obs.Accepting == nil {
+		return s.store(ctx, &d, now, seq)
+	}
+	done := s.k.accepting(ctx, &d, now)
+	r, err := s.store(ctx, &d, now, seq)
+	done(r, err)
+	return r, err
+}
+
+// store is accept without the observer. It may change *d.
+func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time, seq int64) (Receipt, error) {
 	s.mu.Lock()
 	if prior := s.byKey[d.key]; prior != nil {
 		s.mu.Unlock()
@@ -242,7 +257,7 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
 			until := b.openUntil(s.k.breaker)
 			s.mu.Unlock()
-			a := s.k.baseRecord(&d, "", 0)
+			a := s.k.baseRecord(d, "", 0)
 			a.Outcome = OutcomeCircuitOpen
 			a.OccurredAt = now
 			a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
@@ -275,7 +290,7 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 	}
 	s.order++
 	md := &memDelivery{
-		job:   job{prepared: d, id: s.idPrefix + strconv.FormatUint(s.order, 10), seq: seq, accepted: now},
+		job:   job{prepared: *d, id: s.idPrefix + strconv.FormatUint(s.order, 10), seq: seq, accepted: now},
 		order: s.order,
 		size:  size,
 		state: StatePending,

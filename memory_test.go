@@ -30,11 +30,12 @@ func TestMain(m *testing.M) {
 func newMemory(t *testing.T, cfg suiteConfig) webhook.Supervisor {
 	t.Helper()
 	s, err := webhook.NewMemorySupervisor(cfg.Sender, webhook.MemoryConfig{
-		Retry:   cfg.Retry,
-		Breaker: cfg.Breaker,
-		LogSink: cfg.Sink,
-		Clock:   cfg.Clock,
-		Logger:  cfg.Logger,
+		Retry:    cfg.Retry,
+		Breaker:  cfg.Breaker,
+		LogSink:  cfg.Sink,
+		Clock:    cfg.Clock,
+		Logger:   cfg.Logger,
+		Observer: cfg.Observer,
 	})
 	require.NoError(t, err)
 	return s

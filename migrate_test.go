@@ -86,14 +86,23 @@ func TestPostgresMigrationUpgradesLiveRows(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, v, "no version table yet")
 
+	// Rows as the code of d48fc46 wrote them (this code needs the newer
+	// columns to accept).
 	var rs []webhook.Receipt
-	for _, task := range []string{"due", "inflight", "gated"} {
-		w := mcp("https://buyer.example/"+task, task)
-		w.SequenceKey = "mb_1"
-		r, err := s.SendMCP(ctx, w)
-		require.NoError(t, err, "accepting needs no version check")
-		rs = append(rs, r)
+	for i, task := range []string{"due", "inflight", "gated"} {
+		body, key, err := webhook.BuildMCPBody(mcp("https://buyer.example/"+task, task), epoch)
+		require.NoError(t, err)
+		var id int64
+		require.NoError(t, pool.QueryRow(ctx, `INSERT INTO adcp_webhook_deliveries (state, due_at, url, body, idempotency_key,
+			breaker_key, sequence_key, sequence_number, task_type, task_id, accepted_at, mcp_body)
+			VALUES ('pending', $1, $2, $3, $4, $2, 'mb_1', $5, 'create_media_buy', $6, $1, true) RETURNING id`,
+			epoch, "https://buyer.example/"+task, body, key, i+1, task).Scan(&id))
+		rs = append(rs, webhook.Receipt{ID: fmt.Sprint(id), IdempotencyKey: key, Sequence: int64(i + 1)})
 	}
+	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_sequences (sequence_key, last_value) VALUES ('mb_1', 3)`)
+	require.NoError(t, err)
+	_, err = s.SendMCP(ctx, mcp("https://buyer.example/new", "new"))
+	require.ErrorIs(t, err, webhook.ErrSchemaMissing, "this code accepts only once the tables are migrated")
 	_, err = pool.Exec(ctx, `UPDATE adcp_webhook_deliveries SET state = 'running', lease_token = 7, due_at = $1 WHERE id = $2`,
 		epoch.Add(-time.Minute), rs[1].ID)
 	require.NoError(t, err)
@@ -223,14 +232,19 @@ func TestPostgresMigrationGivesWayToOpenTransactions(t *testing.T) {
 	require.NoError(t, err)
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
-	_, err = s.SendMCPTx(ctx, tx, mcp("https://buyer.example/a", "t1")) // the application's open transaction
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	// The application's open transaction enqueued a webhook (as the code
+	// that runs against version 1 does: a row lock on the table).
+	enqueue := `INSERT INTO adcp_webhook_deliveries (state, due_at, url, body, idempotency_key, breaker_key, accepted_at)
+		VALUES ('pending', now(), 'https://buyer.example/a', '{}', $1, 'k', now())`
+	_, err = tx.Exec(ctx, enqueue, "whk_0123456789abcdef")
 	require.NoError(t, err)
 
 	migrated := make(chan error, 1)
 	go func() { migrated <- s.CreateSchema(ctx) }()
-	for i := range 5 { // enqueues keep going meanwhile
+	for i := range 5 { // other pods' enqueues keep going meanwhile
 		sctx, cancel := context.WithTimeout(ctx, guard)
-		_, err = s.SendMCP(sctx, mcp("https://buyer.example/b", fmt.Sprint("t", i+2)))
+		_, err = pool.Exec(sctx, enqueue, fmt.Sprintf("whk_%016d", i))
 		cancel()
 		require.NoError(t, err)
 	}

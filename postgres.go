@@ -121,6 +121,10 @@ type PostgresConfig struct {
 	// written to the tables: the clocks of every worker process should agree
 	// (NTP) to well within LeaseDuration. Defaults to the system clock.
 	Clock Clock
+	// Observer is told what happens to deliveries, for telemetry; its
+	// carriers are stored with the deliveries, so attempts in any process
+	// can link to their acceptance. Defaults to nil: nothing, at no cost.
+	Observer *Observer
 }
 
 // PostgresSupervisor is a durable [Supervisor] that keeps its queue, attempt
@@ -183,6 +187,7 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		logger:            cfg.Logger,
 		clock:             cfg.Clock,
 		allowInsecureHTTP: cfg.AllowInsecureHTTP,
+		observer:          cfg.Observer,
 	})
 	if err != nil {
 		return nil, err
@@ -288,6 +293,17 @@ func (s *PostgresSupervisor) SendPreparedTx(ctx context.Context, tx pgx.Tx, w Pr
 }
 
 func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, error) {
+	if s.k.obs == nil || s.k.obs.Accepting == nil {
+		return s.insert(ctx, tx, d, now)
+	}
+	done := s.k.accepting(ctx, &d, now)
+	r, err := s.insert(ctx, tx, d, now)
+	done(r, err)
+	return r, err
+}
+
+// insert is enqueue without the observer.
+func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, error) {
 	if len(d.breakerKey) > maxPostgresBreakerKey {
 		field := "BreakerKey"
 		if d.routing.BreakerKey == "" {
@@ -302,7 +318,7 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 		},
 		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
 		MCPBody: d.mcp, PayloadSHA256: d.fp[:], SeqAt: d.seqAt,
-		NotificationID: textOrNil(d.nid), SubscriberID: textOrNil(d.routing.SubscriberID),
+		NotificationID: textOrNil(d.nid), SubscriberID: textOrNil(d.routing.SubscriberID), TraceCarrier: textOrNil(d.carrier),
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)
@@ -525,6 +541,7 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 	if row.FirstAttemptAt != nil {
 		anchor = *row.FirstAttemptAt
 	}
+	accepted := noAccepted // a re-emission's observer
 	if !s.k.pastHorizon(anchor, now) && row.LastStatus != http.StatusConflict {
 		if _, err := exec(ctx, tx, s.q.redeliver, p); err != nil {
 			return Receipt{}, dbError("redeliver", err)
@@ -534,15 +551,24 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 		if err != nil {
 			return Receipt{}, err
 		}
+		d.url, d.taskType, d.routing.NotificationType = row.URL, TaskType(deref(row.TaskType)), deref(row.NotificationType)
+		done := s.k.accepting(ctx, &d, now)
 		var newID int64
-		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key, PayloadSHA256: d.fp[:]}).Scan(&newID, nil); err != nil {
-			return Receipt{}, dbError("redeliver", err)
+		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key,
+			PayloadSHA256: d.fp[:], TraceCarrier: textOrNil(d.carrier)}).Scan(&newID, nil); err != nil {
+			err = dbError("redeliver", err)
+			done(Receipt{}, err)
+			return Receipt{}, err
 		}
 		r = Receipt{ID: strconv.FormatInt(newID, 10), IdempotencyKey: d.key, Sequence: row.SequenceNumber, ReemissionOf: id}
+		accepted = done
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return Receipt{}, dbError("redeliver", err)
+		err = dbError("redeliver", err)
+		accepted(Receipt{}, err)
+		return Receipt{}, err
 	}
+	accepted(r, nil)
 	return r, nil
 }
 

@@ -174,7 +174,7 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob
 		j.id = strconv.FormatInt(r.ID, 10)
 		j.url, j.body, j.key, j.breakerKey = r.URL, r.Body, r.IdempotencyKey, r.BreakerKey
 		j.seq, j.gated = deref(r.SequenceNumber), probe != 0
-		j.taskType, j.taskID = TaskType(deref(r.TaskType)), deref(r.TaskID)
+		j.taskType, j.taskID, j.carrier = TaskType(deref(r.TaskType)), deref(r.TaskID), deref(r.TraceCarrier)
 		j.routing = Routing{SequenceKey: deref(r.SequenceKey), NotificationType: deref(r.NotificationType)}
 		if j.breakerKey != j.url {
 			j.routing.BreakerKey = j.breakerKey

@@ -67,6 +67,9 @@ func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pg
 			c.hold, c.superseded = false, true
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
 				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber))
+			if s.k.obs != nil && s.k.obs.LeaseLost != nil {
+				s.k.obs.LeaseLost(ctx, LeaseInfo{DeliveryID: j.id, AttemptNumber: c.record.AttemptNumber})
+			}
 			return false
 		}
 		if withLog && refusedStatement(err) {

@@ -155,6 +155,7 @@ type jobRow struct {
 	ReemissionOf     *int64     `db:"reemission_of"`
 	NotificationID   *string    `db:"notification_id"`
 	SubscriberID     *string    `db:"subscriber_id"`
+	TraceCarrier     *string    `db:"trace_carrier"`
 }
 
 // snapshotRow is what a Delivery snapshot shows.
@@ -242,6 +243,7 @@ type enqueueParams struct {
 	SeqAt            int       `db:"seq_at"` // write the sequence number over the 0 at this offset of body; 0: none
 	NotificationID   *string   `db:"notification_id"`
 	SubscriberID     *string   `db:"subscriber_id"`
+	TraceCarrier     *string   `db:"trace_carrier"`
 }
 
 type enqueueTxParams struct {
@@ -495,9 +497,10 @@ type activityRow struct {
 
 type reemitParams struct {
 	redeliverParams
-	Body           []byte `db:"body"`
-	IdempotencyKey string `db:"idempotency_key"`
-	PayloadSHA256  []byte `db:"payload_sha256"`
+	Body           []byte  `db:"body"`
+	IdempotencyKey string  `db:"idempotency_key"`
+	PayloadSHA256  []byte  `db:"payload_sha256"`
+	TraceCarrier   *string `db:"trace_carrier"`
 }
 
 // redeliverRow is what Redeliver reads of a delivery, locked.
@@ -512,6 +515,10 @@ type redeliverRow struct {
 	ReemissionOf   *int64     `db:"reemission_of"`
 	ReemittedAs    *int64     `db:"reemitted_as"`
 	LastStatus     int        `db:"last_status"`
+	// For a re-emission's Observer.Accepting.
+	URL              string  `db:"url"`
+	TaskType         *string `db:"task_type"`
+	NotificationType *string `db:"notification_type"`
 }
 
 type purgeParams struct {
@@ -623,7 +630,7 @@ WITH prior AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id)
+		notification_id, subscriber_id, trace_carrier)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
@@ -632,7 +639,7 @@ WITH prior AS (
 			ELSE @body::bytea END,
 		@idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
 		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256,
-		@notification_id, @subscriber_id
+		@notification_id, @subscriber_id, @trace_carrier
 	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, sequence_number
@@ -868,7 +875,8 @@ SELECT state FROM old`))
 	// (first_attempt_at, where its horizon counts from, is kept) or a
 	// re-emission under a fresh key, linked both ways.
 	q.redeliverLock = compile[idParams](r.Replace(`SELECT state, idempotency_key, body, mcp_body, COALESCE(sequence_number, 0) AS sequence_number,
-	accepted_at, first_attempt_at, reemission_of, reemitted_as, COALESCE(last_status, 0) AS last_status
+	accepted_at, first_attempt_at, reemission_of, reemitted_as, COALESCE(last_status, 0) AS last_status,
+	url, task_type, notification_type
 FROM {deliveries} WHERE id = @id FOR UPDATE`))
 	// Activity: the newest attempt rows and unfinished deliveries (their
 	// next attempt) of the deliveries selected, merged in one statement
@@ -911,10 +919,10 @@ RETURNING pg_notify(@channel, '')`))
 	q.reemit = compile[reemitParams](r.Replace(`WITH ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of,
-		payload_sha256, notification_id, subscriber_id)
+		payload_sha256, notification_id, subscriber_id, trace_carrier)
 	SELECT 'pending', @now, url, @body, @idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id, @payload_sha256,
-		notification_id, subscriber_id
+		notification_id, subscriber_id, @trace_carrier
 	FROM {deliveries} WHERE id = @id
 	RETURNING id
 ), orig AS (

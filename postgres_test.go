@@ -25,7 +25,7 @@ import (
 // and creates its schema.
 func newPostgresOn(t *testing.T, pool *pgxpool.Pool, cfg suiteConfig, pc webhook.PostgresConfig) *webhook.PostgresSupervisor {
 	t.Helper()
-	pc.Retry, pc.Breaker, pc.LogSink, pc.Clock, pc.Logger = cfg.Retry, cfg.Breaker, cfg.Sink, cfg.Clock, cfg.Logger
+	pc.Retry, pc.Breaker, pc.LogSink, pc.Clock, pc.Logger, pc.Observer = cfg.Retry, cfg.Breaker, cfg.Sink, cfg.Clock, cfg.Logger, cfg.Observer
 	s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, pc)
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(context.Background()))

@@ -35,6 +35,9 @@ type prepared struct {
 	fp [sha256.Size]byte
 	// nid is the body's notification_id, or "".
 	nid string
+	// carrier is what Observer.Accepting returned: stored with the
+	// delivery, handed to every attempt.
+	carrier string
 	// seqAt, when positive, makes body a template: the supervisor writes
 	// the sequence number it draws in place of the 0 at seqAt
 	// (MCPWebhook.WriteSequenceNumber).

@@ -33,6 +33,8 @@ type suiteConfig struct {
 	Sink    webhook.LogSink
 	Clock   webhook.Clock
 	Logger  *slog.Logger
+	// Observer, when set, is the supervisor's.
+	Observer *webhook.Observer
 }
 
 // newSupervisorFunc builds a supervisor for one test. The supervisor must
