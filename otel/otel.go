@@ -1,0 +1,237 @@
+// Package webhookotel exports a webhook supervisor's work to
+// OpenTelemetry: traces and metrics, through the library's
+// [webhook.Observer] seam. It is its own module, so that the library's
+// go.mod does not gain OpenTelemetry.
+//
+//	obs, err := webhookotel.New(webhookotel.Config{})  // the global providers
+//	sup, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{Observer: obs})
+//
+// Traces: a PRODUCER span at acceptance ("webhook accept"), whose context
+// the supervisor stores with the delivery (in Postgres, its trace_carrier
+// column), and one CLIENT span per attempt named "POST", in whatever
+// process makes it, linked to the producer span. Attempt spans carry the
+// stable HTTP client attributes (http.request.method,
+// http.response.status_code, server.address, server.port, url.full without
+// its query, http.request.resend_count on retries, error.type).
+//
+// Metrics, in base units and with no URL or breaker-key attribute (so
+// their cardinality stays bounded):
+//
+//	webhook.deliveries.accepted          counter
+//	webhook.deliveries.finished          counter, by webhook.delivery.state and webhook.delivery.reason
+//	webhook.attempts                     counter, by webhook.attempt.outcome and webhook.attempt.verdict
+//	http.client.request.duration         histogram (s), by http.request.method, http.response.status_code, error.type
+//	webhook.delivery.duration            histogram (s), acceptance to final state, by webhook.delivery.state
+//	webhook.breaker.transitions          counter, by webhook.breaker.from, webhook.breaker.to, webhook.breaker.reset
+//	webhook.leases.lost                  counter
+package webhookotel
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/adcpkit/webhook"
+)
+
+// Scope is the instrumentation scope's name.
+const Scope = "github.com/adcpkit/webhook/otel"
+
+// Config configures [New]. The zero value uses the global providers.
+type Config struct {
+	// TracerProvider makes the spans. Defaults to otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// MeterProvider makes the instruments. Defaults to
+	// otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
+}
+
+// New returns an Observer that records traces and metrics.
+func New(cfg Config) (*webhook.Observer, error) {
+	tp, mp := cfg.TracerProvider, cfg.MeterProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	o := &observer{tracer: tp.Tracer(Scope), prop: propagation.TraceContext{}}
+	m := mp.Meter(Scope)
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	var err error
+	o.accepted, err = m.Int64Counter("webhook.deliveries.accepted", metric.WithUnit("{delivery}"),
+		metric.WithDescription("Webhooks accepted for delivery."))
+	add(err)
+	o.finished, err = m.Int64Counter("webhook.deliveries.finished", metric.WithUnit("{delivery}"),
+		metric.WithDescription("Deliveries that reached a final state."))
+	add(err)
+	o.attempts, err = m.Int64Counter("webhook.attempts", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Delivery attempts, by outcome and classification."))
+	add(err)
+	o.requestDuration, err = m.Float64Histogram("http.client.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of webhook HTTP requests."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
+	add(err)
+	o.deliveryDuration, err = m.Float64Histogram("webhook.delivery.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from acceptance to a final state."),
+		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400))
+	add(err)
+	o.breakers, err = m.Int64Counter("webhook.breaker.transitions", metric.WithUnit("{transition}"),
+		metric.WithDescription("Circuit-breaker state changes."))
+	add(err)
+	o.leases, err = m.Int64Counter("webhook.leases.lost", metric.WithUnit("{lease}"),
+		metric.WithDescription("Attempts whose lease another worker took over before their result was stored."))
+	add(err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &webhook.Observer{
+		Accepting:        o.accepting,
+		AttemptStarted:   o.attemptStarted,
+		AttemptFinished:  o.attemptFinished,
+		DeliveryFinished: o.deliveryFinished,
+		BreakerChanged:   o.breakerChanged,
+		LeaseLost:        o.leaseLost,
+	}, nil
+}
+
+type observer struct {
+	tracer           trace.Tracer
+	prop             propagation.TextMapPropagator
+	accepted         metric.Int64Counter
+	finished         metric.Int64Counter
+	attempts         metric.Int64Counter
+	requestDuration  metric.Float64Histogram
+	deliveryDuration metric.Float64Histogram
+	breakers         metric.Int64Counter
+	leases           metric.Int64Counter
+}
+
+// carrier is a one-header TextMapCarrier for traceparent.
+type carrier struct{ traceparent string }
+
+func (c *carrier) Get(key string) string {
+	if key == "traceparent" {
+		return c.traceparent
+	}
+	return ""
+}
+
+func (c *carrier) Set(key, value string) {
+	if key == "traceparent" {
+		c.traceparent = value
+	}
+}
+
+func (c *carrier) Keys() []string { return []string{"traceparent"} }
+
+func (o *observer) accepting(ctx context.Context, a webhook.AcceptInfo) (string, func(webhook.Receipt, error)) {
+	attrs := []attribute.KeyValue{semconv.URLFull(a.URL), attribute.Int("webhook.payload.size", a.PayloadSize)}
+	if a.TaskType != "" {
+		attrs = append(attrs, attribute.String("webhook.task.type", string(a.TaskType)))
+	}
+	if a.NotificationType != "" {
+		attrs = append(attrs, attribute.String("webhook.notification.type", a.NotificationType))
+	}
+	if a.ReemissionOf != "" {
+		attrs = append(attrs, attribute.String("webhook.reemission_of", a.ReemissionOf))
+	}
+	ctx, span := o.tracer.Start(ctx, "webhook accept", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithTimestamp(a.At), trace.WithAttributes(attrs...))
+	var c carrier
+	o.prop.Inject(ctx, &c)
+	return c.traceparent, func(r webhook.Receipt, err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "refused")
+		} else {
+			span.SetAttributes(attribute.String("webhook.delivery.id", r.ID))
+			o.accepted.Add(ctx, 1)
+		}
+		span.End()
+	}
+}
+
+func (o *observer) attemptStarted(ctx context.Context, a webhook.AttemptInfo) context.Context {
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodPost, semconv.URLFull(a.URL),
+		attribute.String("webhook.delivery.id", a.DeliveryID),
+	}
+	if u, err := url.Parse(a.URL); err == nil {
+		host, port := u.Hostname(), u.Port()
+		if port == "" {
+			port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+		}
+		attrs = append(attrs, semconv.ServerAddress(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, semconv.ServerPort(p))
+		}
+	}
+	if a.AttemptNumber > 1 {
+		attrs = append(attrs, semconv.HTTPRequestResendCount(a.AttemptNumber-1))
+	}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}
+	if a.Carrier != "" {
+		if sc := trace.SpanContextFromContext(o.prop.Extract(context.Background(), &carrier{a.Carrier})); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+	}
+	ctx, _ = o.tracer.Start(ctx, "POST", opts...)
+	return ctx
+}
+
+func (o *observer) attemptFinished(ctx context.Context, a *webhook.Attempt, c webhook.Classification) {
+	span := trace.SpanFromContext(ctx)
+	var errType string
+	switch {
+	case a.HTTPStatus >= 400:
+		errType = strconv.Itoa(a.HTTPStatus)
+	case a.HTTPStatus == 0 && a.TimedOut:
+		errType = "timeout"
+	case a.HTTPStatus == 0:
+		errType = "connection_error"
+	}
+	attrs := []attribute.KeyValue{semconv.HTTPRequestMethodPost}
+	if a.HTTPStatus != 0 {
+		attrs = append(attrs, semconv.HTTPResponseStatusCode(a.HTTPStatus))
+	}
+	if errType != "" {
+		attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+	}
+	span.SetAttributes(attrs...)
+	if a.Outcome != webhook.OutcomeSuccess {
+		span.SetStatus(codes.Error, errType)
+	}
+	span.End()
+	o.requestDuration.Record(ctx, a.ResponseTime.Seconds(), metric.WithAttributes(attrs...))
+	o.attempts.Add(ctx, 1, metric.WithAttributes(attribute.String("webhook.attempt.outcome", string(a.Outcome)),
+		attribute.String("webhook.attempt.verdict", c.Verdict.String())))
+}
+
+func (o *observer) deliveryFinished(ctx context.Context, d webhook.FinishInfo) {
+	state := attribute.String("webhook.delivery.state", string(d.State))
+	o.finished.Add(ctx, 1, metric.WithAttributes(state, attribute.String("webhook.delivery.reason", string(d.Reason))))
+	if !d.AcceptedAt.IsZero() && !d.FinishedAt.Before(d.AcceptedAt) {
+		o.deliveryDuration.Record(ctx, d.FinishedAt.Sub(d.AcceptedAt).Seconds(), metric.WithAttributes(state))
+	}
+}
+
+func (o *observer) breakerChanged(ctx context.Context, b webhook.BreakerChange) {
+	o.breakers.Add(ctx, 1, metric.WithAttributes(attribute.String("webhook.breaker.from", b.From.String()),
+		attribute.String("webhook.breaker.to", b.To.String()), attribute.Bool("webhook.breaker.reset", b.Reset)))
+}
+
+func (o *observer) leaseLost(ctx context.Context, _ webhook.LeaseInfo) {
+	o.leases.Add(ctx, 1)
+}
+
