@@ -138,6 +138,9 @@ type completion struct {
 	superseded bool
 	// reason is why a final state is final.
 	reason FinishReason
+	// unstored: the store gave up writing c (the delivery will be
+	// attempted again), so its state is not the delivery's.
+	unstored bool
 }
 
 // attemptStore is what a supervisor's storage does for the attempt logic.
@@ -202,13 +205,21 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 	}
 	n := b.attempts + 1
 	if obs := k.obs; obs != nil && obs.AttemptStarted != nil {
-		sendCtx = obs.AttemptStarted(sendCtx, AttemptInfo{DeliveryID: b.id, AttemptNumber: n, URL: LoggableURL(b.url),
-			TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier, AcceptedAt: b.accepted.UTC()})
+		k.guardHook("AttemptStarted", func() {
+			if hctx := obs.AttemptStarted(sendCtx, AttemptInfo{DeliveryID: b.id, AttemptNumber: n, URL: LoggableURL(b.url),
+				TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier, AcceptedAt: b.accepted.UTC()}); hctx != nil {
+				sendCtx = hctx
+			}
+		})
 	}
 	res := k.send(sendCtx, &w.req, &b.prepared, b.id, n)
 	*c = k.decide(b, n, res, ctx.Err() != nil)
 	if obs := k.obs; obs != nil && obs.AttemptFinished != nil {
-		obs.AttemptFinished(sendCtx, &c.record, res.class)
+		class := res.class
+		if c.attempts == b.attempts { // cut short by the worker's stop: not charged, not the endpoint's
+			class.BreakerFailure = false
+		}
+		k.guardHook("AttemptFinished", func() { obs.AttemptFinished(sendCtx, &c.record, class) })
 	}
 	cancel()
 	return w.finish(ctx, j)
@@ -223,11 +234,13 @@ func (w *attemptWorker[J]) finish(ctx context.Context, j J) (replaced bool) {
 		st.settle(j, c, wake)
 		return false
 	}
-	if obs := w.k.obs; obs != nil && obs.DeliveryFinished != nil && c.state.Final() {
+	if obs := w.k.obs; obs != nil && obs.DeliveryFinished != nil && c.state.Final() && !c.unstored {
 		b := j.base()
-		obs.DeliveryFinished(ctx, FinishInfo{DeliveryID: b.id, State: c.state, Reason: c.reason, Attempts: c.attempts,
-			URL: LoggableURL(b.url), TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier,
-			AcceptedAt: b.accepted.UTC(), FinishedAt: c.finishedAt.UTC()})
+		w.k.guardHook("DeliveryFinished", func() {
+			obs.DeliveryFinished(ctx, FinishInfo{DeliveryID: b.id, State: c.state, Reason: c.reason, Attempts: c.attempts,
+				URL: LoggableURL(b.url), TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier,
+				AcceptedAt: b.accepted.UTC(), FinishedAt: c.finishedAt.UTC()})
+		})
 	}
 	return w.guard.report(c.record, func() { st.settle(j, c, wake) })
 }

@@ -32,8 +32,10 @@ type core struct {
 	// blocked (LoggableURL → struct{}); blockedCount bounds it.
 	blockedWarned sync.Map
 	blockedCount  atomic.Int32
-	// obs is the Observer, or nil.
-	obs *Observer
+	// obs is the Observer, or nil; hookPanics holds the names of its
+	// functions that panicked (logged once each).
+	obs        *Observer
+	hookPanics sync.Map
 }
 
 // maxBlockedWarned bounds the destinations warnBlocked remembers: past it,
@@ -130,18 +132,12 @@ func (k *core) breakerChanged(key string, from, to BreakerState) {
 	}
 	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker "+to.String(),
 		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
-	if k.obs != nil && k.obs.BreakerChanged != nil {
-		k.obs.BreakerChanged(context.Background(), BreakerChange{Key: LoggableURL(key), From: from, To: to, At: k.clock.Now()})
-	}
 }
 
 // breakerReset logs an operator's reset of key's breaker, which was from.
 func (k *core) breakerReset(key string, from BreakerState) {
 	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker reset by an operator",
 		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
-	if k.obs != nil && k.obs.BreakerChanged != nil && from != BreakerClosed {
-		k.obs.BreakerChanged(context.Background(), BreakerChange{Key: LoggableURL(key), From: from, To: BreakerClosed, Reset: true, At: k.clock.Now()})
-	}
 }
 
 // errNoWorkers is RunWorker's error on a supervisor made without a Sender.

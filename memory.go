@@ -234,24 +234,26 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 // original's sequence number, and is not refused by an open breaker.
 func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time, seq int64) (Receipt, error) {
 	if s.k.obs == nil || s.k.obs.Accepting == nil {
-		return s.store(ctx, &d, now, seq)
+		r, _, err := s.store(ctx, &d, now, seq)
+		return r, err
 	}
 	done := s.k.accepting(ctx, &d, now)
-	r, err := s.store(ctx, &d, now, seq)
-	done(r, err)
+	r, dup, err := s.store(ctx, &d, now, seq)
+	done(AcceptResult{Receipt: r, Duplicate: dup, Err: err})
 	return r, err
 }
 
-// store is accept without the observer. It may change *d.
-func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time, seq int64) (Receipt, error) {
+// store is accept without the observer. It may change *d. dup reports a
+// key accepted before with this payload: r is that delivery's.
+func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time, seq int64) (r Receipt, dup bool, err error) {
 	s.mu.Lock()
 	if prior := s.byKey[d.key]; prior != nil {
 		s.mu.Unlock()
 		if prior.fp != d.fp || prior.url != d.url {
-			return Receipt{}, conflict(prior.id)
+			return Receipt{}, false, conflict(prior.id)
 		}
 		// The same event again: its delivery, not a second one.
-		return Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, nil
+		return Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, true, nil
 	}
 	if s.k.breaker.OpenAction == OpenDrop && d.reemissionOf == "" {
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
@@ -262,12 +264,12 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 			a.OccurredAt = now
 			a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
 			s.k.emit(ctx, a)
-			return Receipt{}, fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+			return Receipt{}, false, fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
 		}
 	}
 	if s.unfinished >= s.maxQueued {
 		s.mu.Unlock()
-		return Receipt{}, fmt.Errorf("%w: %d deliveries are waiting (MemoryConfig.MaxQueued)", ErrQueueFull, s.unfinished)
+		return Receipt{}, false, fmt.Errorf("%w: %d deliveries are waiting (MemoryConfig.MaxQueued)", ErrQueueFull, s.unfinished)
 	}
 	size := d.size()
 	if s.unfinishedBytes+size > s.maxBytes {
@@ -275,7 +277,7 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 		// retained history nothing.
 		held := s.unfinishedBytes
 		s.mu.Unlock()
-		return Receipt{}, fmt.Errorf("%w: waiting deliveries hold %d bytes and this one %d (MemoryConfig.MaxQueuedBytes is %d)",
+		return Receipt{}, false, fmt.Errorf("%w: waiting deliveries hold %d bytes and this one %d (MemoryConfig.MaxQueuedBytes is %d)",
 			ErrQueueFull, held, size, s.maxBytes)
 	}
 	for s.heldBytes+size > s.maxBytes {
@@ -308,7 +310,7 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 	}
 	s.signalLocked()
 	s.mu.Unlock()
-	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq, ReemissionOf: d.reemissionOf}, nil
+	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq, ReemissionOf: d.reemissionOf}, false, nil
 }
 
 // Redeliver sends a failed delivery again, following AdCP 3.2's retry
@@ -651,6 +653,8 @@ func noCancel() {}
 func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bool {
 	s := st.s
 	s.mu.Lock()
+	var from, to BreakerState // a breaker's change, told the observer once unlocked
+	defer func() { s.k.observeBreaker(d.breakerKey, from, to, false) }()
 	defer s.mu.Unlock()
 	d.attempts, d.firstAt = c.attempts, c.firstAt
 	d.lastStatus, d.lastError = c.status, c.errText
@@ -671,6 +675,7 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 		b.release(d.probe)
 		b.record(s.k.breaker, r, c.end)
 		s.k.breakerChanged(d.breakerKey, before, b.State)
+		from, to = before, b.State
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
 	d.probe = 0

@@ -155,12 +155,14 @@ func (s *MemorySupervisor) Breakers(_ context.Context, p Page) (BreakerList, err
 // now. See [Inspector].
 func (s *MemorySupervisor) ResetBreaker(_ context.Context, key string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	b := s.breakers[key]
 	if b == nil {
+		s.mu.Unlock()
 		return nil
 	}
 	before := b.State
+	defer s.k.observeBreaker(key, before, BreakerClosed, true) // after the unlock below
+	defer s.mu.Unlock()
 	// A new period: a probe still in flight cannot free a slot of it.
 	b.gate = gate{Period: b.Period + 1}
 	s.k.breakerReset(key, before)

@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -20,10 +22,10 @@ type Observer struct {
 	// It returns a carrier (a W3C traceparent, say; at most 512 bytes of
 	// printable ASCII, or "") that the supervisor stores with the delivery
 	// and hands to every AttemptStarted, in any process; and a func, which
-	// may be nil, called once with the outcome: the receipt, or the error
-	// that refused the webhook. (Inside SendMCPTx, the caller's
-	// transaction may still roll back.)
-	Accepting func(ctx context.Context, a AcceptInfo) (carrier string, accepted func(Receipt, error))
+	// may be nil, called once with the outcome (a duplicate submission of
+	// an accepted key stores nothing, and its carrier is dropped). Inside
+	// SendMCPTx, the caller's transaction may still roll back.
+	Accepting func(ctx context.Context, a AcceptInfo) (carrier string, accepted func(AcceptResult))
 
 	// AttemptStarted is called before each attempt is sent. The context it
 	// returns is the one the Sender gets (so a span started here is the
@@ -66,6 +68,17 @@ type AcceptInfo struct {
 	At time.Time
 }
 
+// AcceptResult is how an acceptance ended.
+type AcceptResult struct {
+	// Receipt identifies the delivery; zero when Err is set.
+	Receipt Receipt
+	// Duplicate reports that the key was accepted before with the same
+	// payload: Receipt is that delivery's, and nothing new was stored.
+	Duplicate bool
+	// Err is why the webhook was refused, or nil.
+	Err error
+}
+
 // AttemptInfo describes an attempt about to be sent.
 type AttemptInfo struct {
 	DeliveryID string
@@ -78,7 +91,8 @@ type AttemptInfo struct {
 	NotificationType string
 	// Carrier is what Accepting returned when the delivery was accepted.
 	Carrier string
-	// AcceptedAt is when the delivery was accepted.
+	// AcceptedAt is when the delivery was accepted (a redelivery does not
+	// move it).
 	AcceptedAt time.Time
 }
 
@@ -116,8 +130,8 @@ type FinishInfo struct {
 	TaskType         TaskType
 	NotificationType string
 	Carrier          string
-	// AcceptedAt and FinishedAt bound the delivery's life (AcceptedAt is
-	// the last redelivery's time for a delivery redelivered in place).
+	// AcceptedAt and FinishedAt bound the delivery's life (a redelivery
+	// does not move AcceptedAt).
 	AcceptedAt, FinishedAt time.Time
 }
 
@@ -142,22 +156,51 @@ const maxCarrier = 512
 
 // accepting calls the observer's Accepting, if any, for d, and stores the
 // carrier in d. It returns the func to call with the outcome (never nil).
-func (k *core) accepting(ctx context.Context, d *prepared, at time.Time) func(Receipt, error) {
+func (k *core) accepting(ctx context.Context, d *prepared, at time.Time) func(AcceptResult) {
 	if k.obs == nil || k.obs.Accepting == nil {
 		return noAccepted
 	}
-	carrier, done := k.obs.Accepting(ctx, AcceptInfo{URL: LoggableURL(d.url), TaskType: d.taskType,
-		NotificationType: d.routing.NotificationType, PayloadSize: len(d.body), ReemissionOf: d.reemissionOf, At: at})
+	var carrier string
+	var done func(AcceptResult)
+	k.guardHook("Accepting", func() {
+		carrier, done = k.obs.Accepting(ctx, AcceptInfo{URL: LoggableURL(d.url), TaskType: d.taskType,
+			NotificationType: d.routing.NotificationType, PayloadSize: len(d.body), ReemissionOf: d.reemissionOf, At: at})
+	})
 	if len(carrier) <= maxCarrier && printableASCII(carrier) {
 		d.carrier = carrier
 	}
 	if done == nil {
 		return noAccepted
 	}
-	return done
+	return func(r AcceptResult) { k.guardHook("Accepting's func", func() { done(r) }) }
 }
 
-func noAccepted(Receipt, error) {}
+func noAccepted(AcceptResult) {}
+
+// guardHook runs an Observer function, logging (once per hook) and
+// swallowing a panic: telemetry must not take a worker or a caller down.
+func (k *core) guardHook(name string, f func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			if _, seen := k.hookPanics.LoadOrStore(name, true); !seen {
+				k.logger.LogAttrs(context.Background(), slog.LevelError, "webhook: an Observer function panicked; its panics are ignored from now on",
+					slog.String("hook", name), slog.String("panic", fmt.Sprintf("a %T", v)))
+			}
+		}
+	}()
+	f()
+}
+
+// observeBreaker tells the observer, if any, of a breaker's change. Call
+// it with no supervisor lock held: the hook may call back in.
+func (k *core) observeBreaker(key string, from, to BreakerState, reset bool) {
+	if k.obs == nil || k.obs.BreakerChanged == nil || from == to {
+		return
+	}
+	k.guardHook("BreakerChanged", func() {
+		k.obs.BreakerChanged(context.Background(), BreakerChange{Key: LoggableURL(key), From: from, To: to, Reset: reset, At: k.clock.Now()})
+	})
+}
 
 // printableASCII reports whether s is printable ASCII.
 func printableASCII(s string) bool {

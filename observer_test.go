@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 type observed struct {
 	mu        sync.Mutex
 	accepts   []webhook.AcceptInfo
+	results   []webhook.AcceptResult
 	receipts  []webhook.Receipt
 	starts    []webhook.AttemptInfo
 	finishes  []webhook.Attempt
@@ -30,15 +32,16 @@ type obsKey struct{}
 
 func (o *observed) observer() *webhook.Observer {
 	return &webhook.Observer{
-		Accepting: func(ctx context.Context, a webhook.AcceptInfo) (string, func(webhook.Receipt, error)) {
+		Accepting: func(ctx context.Context, a webhook.AcceptInfo) (string, func(webhook.AcceptResult)) {
 			o.mu.Lock()
 			defer o.mu.Unlock()
 			o.accepts = append(o.accepts, a)
-			return o.carrier, func(r webhook.Receipt, err error) {
+			return o.carrier, func(r webhook.AcceptResult) {
 				o.mu.Lock()
 				defer o.mu.Unlock()
-				if err == nil {
-					o.receipts = append(o.receipts, r)
+				o.results = append(o.results, r)
+				if r.Err == nil && !r.Duplicate {
+					o.receipts = append(o.receipts, r.Receipt)
 				}
 			}
 		},
@@ -188,6 +191,77 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Eventually(t, func() bool { return len(o.finished()) == 4 }, guard, time.Millisecond)
 		require.Equal(t, r3.ID, o.finished()[3].DeliveryID)
 		require.Equal(t, webhook.FinishHorizon, o.finished()[3].Reason)
+	})
+
+	// A duplicate submission is told as one; nothing new is stored.
+	t.Run("DuplicateIsNotANewDelivery", func(t *testing.T) {
+		t.Parallel()
+		o := &observed{carrier: "first"}
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Observer = o.observer() })
+		w := mcp("https://buyer.example/hook", "t1")
+		w.IdempotencyKey = "whk_0123456789abcdef"
+		r1 := e.sendMCP(w)
+		o.mu.Lock()
+		o.carrier = "second"
+		o.mu.Unlock()
+		r2 := e.sendMCP(w)
+		require.Equal(t, r1, r2)
+		e.startWorker()
+		e.attempts(1)
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		require.Len(t, o.results, 2)
+		require.False(t, o.results[0].Duplicate)
+		require.True(t, o.results[1].Duplicate)
+		require.Equal(t, r1, o.results[1].Receipt)
+		require.Equal(t, []webhook.Receipt{r1}, o.receipts)
+		require.Equal(t, "first", o.starts[0].Carrier, "the duplicate's carrier is dropped")
+	})
+
+	// Hooks may call back into the supervisor (no lock is held), and a
+	// hook that panics is logged and ignored: delivery goes on.
+	t.Run("HooksMayCallBackAndMayPanic", func(t *testing.T) {
+		t.Parallel()
+		var in webhook.Inspector
+		states := make(chan webhook.BreakerState, 10)
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Breaker.FailureThreshold = 1
+			c.Retry.MaxAttempts = 1
+			c.Observer = &webhook.Observer{
+				BreakerChanged: func(ctx context.Context, b webhook.BreakerChange) {
+					st, err := in.Stats(ctx) // would deadlock under the memory supervisor's lock
+					if err == nil {
+						states <- b.To
+						_ = st
+					}
+				},
+				AttemptFinished: func(context.Context, *webhook.Attempt, webhook.Classification) { panic("observer bug") },
+			}
+		})
+		in = e.inspector()
+		url := "https://buyer.example/hook"
+		e.sender.on(url, step{status: 503})
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		e.attempts(1)
+		require.Equal(t, webhook.StateFailed, e.settled(r.ID).State)
+		select {
+		case st := <-states:
+			require.Equal(t, webhook.BreakerOpen, st)
+		case <-time.After(guard):
+			t.Fatal("BreakerChanged did not return")
+		}
+		require.NoError(t, in.ResetBreaker(context.Background(), url))
+		select {
+		case st := <-states:
+			require.Equal(t, webhook.BreakerClosed, st)
+		case <-time.After(guard):
+			t.Fatal("ResetBreaker's BreakerChanged did not return")
+		}
+		r2 := e.sendMCP(mcp(url, "t2")) // the worker survived the panic
+		e.attempts(1)
+		e.settled(r2.ID)
+		require.Equal(t, 1, strings.Count(e.logs.String(), "an Observer function panicked"), e.logs.String())
 	})
 
 	t.Run("OperatorResetIsAChange", func(t *testing.T) {

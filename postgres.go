@@ -294,22 +294,24 @@ func (s *PostgresSupervisor) SendPreparedTx(ctx context.Context, tx pgx.Tx, w Pr
 
 func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, error) {
 	if s.k.obs == nil || s.k.obs.Accepting == nil {
-		return s.insert(ctx, tx, d, now)
+		r, _, err := s.insert(ctx, tx, d, now)
+		return r, err
 	}
 	done := s.k.accepting(ctx, &d, now)
-	r, err := s.insert(ctx, tx, d, now)
-	done(r, err)
+	r, dup, err := s.insert(ctx, tx, d, now)
+	done(AcceptResult{Receipt: r, Duplicate: dup, Err: err})
 	return r, err
 }
 
-// insert is enqueue without the observer.
-func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, error) {
+// insert is enqueue without the observer. dup reports a key accepted
+// before with this payload: r is that delivery's.
+func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (r Receipt, dup bool, err error) {
 	if len(d.breakerKey) > maxPostgresBreakerKey {
 		field := "BreakerKey"
 		if d.routing.BreakerKey == "" {
 			field = "URL"
 		}
-		return Receipt{}, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
+		return Receipt{}, false, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
 	}
 	p := enqueueParams{
 		deliveryValues: deliveryValues{
@@ -326,7 +328,7 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 	if len(d.routing.Headers) > 0 {
 		doc, err := json.Marshal(d.routing.Headers)
 		if err != nil {
-			return Receipt{}, err
+			return Receipt{}, false, err
 		}
 		p.Headers = textOrNil(string(doc))
 	}
@@ -342,46 +344,46 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return Receipt{}, dbError("enqueue", err) // nothing was sent
+		return Receipt{}, false, dbError("enqueue", err) // nothing was sent
 	}
 	// No row: the key was bound by a transaction that committed after the
 	// statement began (the next try sees its delivery), or, with OpenDrop,
 	// the breaker refused the webhook.
-	err := insert()
+	err = insert()
 	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
 		if try == 0 || !p.Drop {
 			if try == 3 {
-				return Receipt{}, dbError("enqueue", errors.New("the enqueue statement returned no row three times"))
+				return Receipt{}, false, dbError("enqueue", errors.New("the enqueue statement returned no row three times"))
 			}
 			err = insert()
 			continue
 		}
 		var until *time.Time
 		if err = queryRow(ctx, q, s.q.refusedUntil, keyAtParams{Key: d.breakerKey, Now: now}).Scan(&until); err != nil {
-			return Receipt{}, dbError("enqueue", err)
+			return Receipt{}, false, dbError("enqueue", err)
 		}
 		if until != nil || try == 3 {
-			return Receipt{}, s.refuse(ctx, q, d, now, deref(until))
+			return Receipt{}, false, s.refuse(ctx, q, d, now, deref(until))
 		}
 		// The breaker closed in between: try again.
 		err = insert()
 	}
 	if err != nil {
 		if tx == nil && outcomeUnknown(err) {
-			return Receipt{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
+			return Receipt{}, false, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
 		}
-		return Receipt{}, dbError("enqueue", err)
+		return Receipt{}, false, dbError("enqueue", err)
 	}
 	if same != nil { // the key was bound before
 		if !*same {
-			return Receipt{}, conflict(strconv.FormatInt(id, 10))
+			return Receipt{}, false, conflict(strconv.FormatInt(id, 10))
 		}
-		return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq, ReemissionOf: idText(reemissionOf)}, nil
+		return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq, ReemissionOf: idText(reemissionOf)}, true, nil
 	}
 	if tx == nil {
 		s.wakeWorkers()
 	}
-	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, nil
+	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, false, nil
 }
 
 // outcomeUnknown reports whether an autocommitted statement that returned
@@ -557,7 +559,7 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key,
 			PayloadSHA256: d.fp[:], TraceCarrier: textOrNil(d.carrier)}).Scan(&newID, nil); err != nil {
 			err = dbError("redeliver", err)
-			done(Receipt{}, err)
+			done(AcceptResult{Err: err})
 			return Receipt{}, err
 		}
 		r = Receipt{ID: strconv.FormatInt(newID, 10), IdempotencyKey: d.key, Sequence: row.SequenceNumber, ReemissionOf: id}
@@ -565,10 +567,10 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 	}
 	if err := tx.Commit(ctx); err != nil {
 		err = dbError("redeliver", err)
-		accepted(Receipt{}, err)
+		accepted(AcceptResult{Err: err})
 		return Receipt{}, err
 	}
-	accepted(r, nil)
+	accepted(AcceptResult{Receipt: r})
 	return r, nil
 }
 

@@ -67,8 +67,8 @@ func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pg
 			c.hold, c.superseded = false, true
 			s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: lease lost before the attempt's result was written; another worker owns the delivery now",
 				slog.String("delivery_id", j.id), slog.Int("attempt_number", c.record.AttemptNumber))
-			if s.k.obs != nil && s.k.obs.LeaseLost != nil {
-				s.k.obs.LeaseLost(ctx, LeaseInfo{DeliveryID: j.id, AttemptNumber: c.record.AttemptNumber})
+			if obs := s.k.obs; obs != nil && obs.LeaseLost != nil {
+				s.k.guardHook("LeaseLost", func() { obs.LeaseLost(ctx, LeaseInfo{DeliveryID: j.id, AttemptNumber: c.record.AttemptNumber}) })
 			}
 			return false
 		}
@@ -85,7 +85,7 @@ func (s *PostgresSupervisor) finish(ctx context.Context, gates *gateCache, j *pg
 				slog.String("delivery_id", j.id), slog.String("error", dbError("complete", err).Error()))
 			// The record the sink gets says what will happen.
 			c.record.WillRetry, c.record.NextRetryAt = true, j.leaseEnd
-			c.hold = false // nothing to release
+			c.hold, c.unstored = false, true // nothing to release
 			return false
 		}
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: recording an attempt's result failed; retrying",
@@ -236,6 +236,7 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 // speed, and may fail.)
 func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate) {
 	s.k.breakerChanged(key, before.State, after.State)
+	s.k.observeBreaker(key, before.State, after.State, false)
 	if after.State == BreakerOpen && before.State != BreakerOpen {
 		if _, err := exec(ctx, s.db, s.q.deferBreaker, deferParams{Key: key, Until: after.retryAt(s.k.breaker)}); err != nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))

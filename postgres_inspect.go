@@ -179,6 +179,7 @@ func (s *PostgresSupervisor) ResetBreaker(ctx context.Context, key string) error
 	}
 	if before, _, err := (&gateRow{State: &old}).gate(); err == nil {
 		s.k.breakerReset(key, before.State)
+		s.k.observeBreaker(key, before.State, BreakerClosed, true)
 	}
 	s.wakeWorkers()
 	return nil

@@ -562,3 +562,34 @@ func TestPostgresMockCompletionGivesUpAfterLease(t *testing.T) {
 	require.NotContains(t, logs, "lease lost")
 	pool.check(t)
 }
+
+// A Postgres worker that cannot write a result before its lease ends
+// stores nothing (the delivery will be attempted again): the observer is
+// told of the attempt, but of no final state.
+func TestPostgresMockGiveUpIsNotAFinish(t *testing.T) {
+	t.Parallel()
+	const lease = 2 * time.Second
+	o := &observed{}
+	pool := &mockPool{}
+	pool.expect("SELECT to_regclass(", nil).returnRows([]any{true}).anyTimes()
+	pool.expect("SELECT COALESCE(max(version), 0)", nil).returnRows([]any{webhook.SchemaVersion}).anyTimes()
+	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
+		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{
+			PollOnly: true, Retention: -1, Concurrency: 1, PollInterval: time.Hour, LeaseDuration: lease,
+			Retry: cfg.Retry, Breaker: cfg.Breaker, LogSink: cfg.Sink, Clock: cfg.Clock, Logger: cfg.Logger,
+			Observer: o.observer(),
+		})
+		require.NoError(t, err)
+		return s
+	})
+	j := newMockJob(1)
+	j.expectClaim(pool)
+	pool.expect(sqlComplete, j.completeArgs()).fail(errors.New("conn closed")).repeatedly()
+	expectIdle(pool)
+
+	stop := runWorker(t, e.sup)
+	a := e.attempts(1)[0]
+	stop()
+	require.True(t, a.WillRetry, "the sink is told the delivery will be attempted again")
+	require.Empty(t, o.finished(), "DeliveryFinished reported a final state that was never stored")
+}

@@ -135,7 +135,7 @@ func (c *carrier) Set(key, value string) {
 
 func (c *carrier) Keys() []string { return []string{"traceparent"} }
 
-func (o *observer) accepting(ctx context.Context, a webhook.AcceptInfo) (string, func(webhook.Receipt, error)) {
+func (o *observer) accepting(ctx context.Context, a webhook.AcceptInfo) (string, func(webhook.AcceptResult)) {
 	attrs := []attribute.KeyValue{semconv.URLFull(a.URL), attribute.Int("webhook.payload.size", a.PayloadSize)}
 	if a.TaskType != "" {
 		attrs = append(attrs, attribute.String("webhook.task.type", string(a.TaskType)))
@@ -150,12 +150,15 @@ func (o *observer) accepting(ctx context.Context, a webhook.AcceptInfo) (string,
 		trace.WithTimestamp(a.At), trace.WithAttributes(attrs...))
 	var c carrier
 	o.prop.Inject(ctx, &c)
-	return c.traceparent, func(r webhook.Receipt, err error) {
-		if err != nil {
-			span.RecordError(err)
+	return c.traceparent, func(r webhook.AcceptResult) {
+		switch {
+		case r.Err != nil:
+			span.RecordError(r.Err)
 			span.SetStatus(codes.Error, "refused")
-		} else {
-			span.SetAttributes(attribute.String("webhook.delivery.id", r.ID))
+		case r.Duplicate: // the delivery exists; nothing new to count
+			span.SetAttributes(attribute.String("webhook.delivery.id", r.Receipt.ID), attribute.Bool("webhook.duplicate", true))
+		default:
+			span.SetAttributes(attribute.String("webhook.delivery.id", r.Receipt.ID))
 			o.accepted.Add(ctx, 1)
 		}
 		span.End()
@@ -169,8 +172,12 @@ func (o *observer) attemptStarted(ctx context.Context, a webhook.AttemptInfo) co
 	}
 	if u, err := url.Parse(a.URL); err == nil {
 		host, port := u.Hostname(), u.Port()
-		if port == "" {
-			port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+		switch {
+		case port != "":
+		case u.Scheme == "https":
+			port = "443"
+		case u.Scheme == "http":
+			port = "80"
 		}
 		attrs = append(attrs, semconv.ServerAddress(host))
 		if p, err := strconv.Atoi(port); err == nil {
@@ -234,4 +241,3 @@ func (o *observer) breakerChanged(ctx context.Context, b webhook.BreakerChange) 
 func (o *observer) leaseLost(ctx context.Context, _ webhook.LeaseInfo) {
 	o.leases.Add(ctx, 1)
 }
-

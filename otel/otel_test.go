@@ -136,7 +136,7 @@ func checkStory(t *testing.T, producer, worker *telemetry, buyerURL string, r we
 	require.Equal(t, map[string]float64{"": 1}, producer.metrics(t)["webhook.deliveries.accepted"])
 	m := worker.metrics(t)
 	require.Equal(t, map[string]float64{
-		"webhook.attempt.outcome=failure,webhook.attempt.verdict=retry":   1,
+		"webhook.attempt.outcome=failure,webhook.attempt.verdict=retry":     1,
 		"webhook.attempt.outcome=success,webhook.attempt.verdict=delivered": 1,
 	}, m["webhook.attempts"])
 	require.Equal(t, map[string]float64{"webhook.delivery.reason=delivered,webhook.delivery.state=delivered": 1}, m["webhook.deliveries.finished"])
