@@ -24,6 +24,9 @@
 //	webhook.delivery.duration            histogram (s), acceptance to final state, by webhook.delivery.state
 //	webhook.breaker.transitions          counter, by webhook.breaker.from, webhook.breaker.to, webhook.breaker.reset
 //	webhook.leases.lost                  counter
+//
+// [RegisterQueueMetrics] adds gauges of the queue, fed by the Inspector's
+// Stats behind a cache.
 package webhookotel
 
 import (
@@ -62,7 +65,7 @@ func New(cfg Config) (*webhook.Observer, error) {
 		tp = otel.GetTracerProvider()
 	}
 	if mp == nil {
-		mp = otel.GetMeterProvider()
+		mp = otelMeterProvider()
 	}
 	o := &observer{tracer: tp.Tracer(Scope), prop: propagation.TraceContext{}}
 	m := mp.Meter(Scope)
@@ -241,3 +244,5 @@ func (o *observer) breakerChanged(ctx context.Context, b webhook.BreakerChange) 
 func (o *observer) leaseLost(ctx context.Context, _ webhook.LeaseInfo) {
 	o.leases.Add(ctx, 1)
 }
+
+func otelMeterProvider() metric.MeterProvider { return otel.GetMeterProvider() }
