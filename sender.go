@@ -112,6 +112,14 @@ type HTTPSenderConfig struct {
 	// runs in development mode. Never set it in production: it lets a
 	// buyer's URL reach your internal network. Defaults to false.
 	Development bool
+	// Propagate, when set, adds headers to every attempt from the
+	// attempt's context: trace propagation (webhookotel.PropagateTraceContext
+	// sets traceparent and tracestate). They are not signed, and buyers see
+	// them: set it only when your buyers want them. A name the sender sets
+	// itself, a name that is not an HTTP token, a value with a control
+	// character or longer than 4,096 bytes, and headers past the eighth
+	// are ignored. Defaults to nil: no such headers.
+	Propagate func(ctx context.Context, set func(name, value string))
 	// Resolver looks up destination hosts. Defaults to net.DefaultResolver.
 	Resolver Resolver
 	// Signer signs every attempt that has no legacy Authentication, with a
@@ -151,6 +159,7 @@ type HTTPSender struct {
 	signer       Signer
 	now          func() time.Time
 	dev          bool // HTTPSenderConfig.Development
+	propagate    func(ctx context.Context, set func(name, value string))
 }
 
 // developmentSender is a sender that asks its supervisor to accept plain
@@ -180,6 +189,7 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 		signer:    cfg.Signer,
 		now:       cfg.Now,
 		dev:       cfg.Development,
+		propagate: cfg.Propagate,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -228,6 +238,15 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 		return nil, fmt.Errorf("webhook: building request: %w", err)
 	}
 	hreq.Host = hreq.URL.Host
+	if s.propagate != nil { // before the registration's own headers, which win
+		n := 0
+		s.propagate(ctx, func(name, value string) {
+			if n < maxPropagated && checkHeaders(map[string]string{name: value}) == nil {
+				hreq.Header.Set(name, value)
+				n++
+			}
+		})
+	}
 	for name, value := range req.Headers {
 		if !reservedHeader(name) { // validated at acceptance; a custom caller may not have
 			hreq.Header.Set(name, value)
@@ -362,3 +381,6 @@ func sanitizeTransportError(err error) error {
 	}
 	return fmt.Errorf("webhook: POST failed: %w", err)
 }
+
+// maxPropagated bounds the headers HTTPSenderConfig.Propagate may add.
+const maxPropagated = 8

@@ -246,3 +246,18 @@ func (o *observer) leaseLost(ctx context.Context, _ webhook.LeaseInfo) {
 }
 
 func otelMeterProvider() metric.MeterProvider { return otel.GetMeterProvider() }
+
+// PropagateTraceContext is an HTTPSenderConfig.Propagate that sends the
+// attempt span's W3C traceparent (and tracestate) to the buyer, so that a
+// buyer who traces can join the trace. The headers are not signed; set it
+// only when your buyers want them.
+func PropagateTraceContext(ctx context.Context, set func(name, value string)) {
+	propagation.TraceContext{}.Inject(ctx, setter(set))
+}
+
+// setter is a write-only TextMapCarrier.
+type setter func(name, value string)
+
+func (s setter) Get(string) string     { return "" }
+func (s setter) Set(key, value string) { s(key, value) }
+func (s setter) Keys() []string        { return nil }

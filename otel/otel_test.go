@@ -205,3 +205,53 @@ func TestPostgresSupervisorTelemetryAcrossProcesses(t *testing.T) {
 	require.NoError(t, <-done)
 	checkStory(t, producer, worker, buyer.URL+"/hook", r)
 }
+
+// With PropagateTraceContext, each attempt carries its span's traceparent
+// to the buyer, and the signature still verifies; without it, none.
+func TestPropagateTraceContext(t *testing.T) {
+	t.Parallel()
+	for _, propagate := range []bool{true, false} {
+		tel := newTelemetry(t)
+		key, err := webhook.GenerateSigningKey("otel-prop", receive.AlgEd25519)
+		require.NoError(t, err)
+		signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+		require.NoError(t, err)
+		cfg := webhook.HTTPSenderConfig{Signer: signer, Development: true}
+		if propagate {
+			cfg.Propagate = webhookotel.PropagateTraceContext
+		}
+		sender, err := webhook.NewHTTPSender(cfg)
+		require.NoError(t, err)
+		v, err := receive.NewVerifier(receive.VerifierConfig{Keys: []receive.VerifyingKey{key.VerifyingKey()}})
+		require.NoError(t, err)
+		buyer := webhooktest.NewReceiver(webhooktest.Config{Verifier: v})
+		sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Observer: tel.obs})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		go sup.RunWorker(ctx) //nolint:errcheck
+		r, err := sup.SendMCP(ctx, webhook.MCPWebhook{URL: buyer.URL, OperationID: "op_1", TaskID: "mb_1",
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted})
+		require.NoError(t, err)
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err = sup.Wait(wctx, r.ID)
+		wcancel()
+		require.NoError(t, err)
+		ds := buyer.Deliveries()
+		require.Len(t, ds, 1)
+		require.NoError(t, ds[0].VerifyErr)
+		if !propagate {
+			require.Empty(t, ds[0].Header.Get("Traceparent"))
+		} else {
+			var post sdktrace.ReadOnlySpan
+			for _, s := range tel.spans.Ended() {
+				if s.Name() == "POST" {
+					post = s
+				}
+			}
+			require.NotNil(t, post)
+			require.Equal(t, "00-"+post.SpanContext().TraceID().String()+"-"+post.SpanContext().SpanID().String()+"-01", ds[0].Header.Get("Traceparent"))
+		}
+		cancel()
+		buyer.Close()
+	}
+}
