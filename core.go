@@ -131,13 +131,13 @@ func (k *core) breakerChanged(key string, from, to BreakerState) {
 		return
 	}
 	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker "+to.String(),
-		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
+		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()), slog.String("to", to.String()))
 }
 
 // breakerReset logs an operator's reset of key's breaker, which was from.
 func (k *core) breakerReset(key string, from BreakerState) {
 	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker reset by an operator",
-		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()))
+		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()), slog.String("to", BreakerClosed.String()))
 }
 
 // errNoWorkers is RunWorker's error on a supervisor made without a Sender.
