@@ -32,8 +32,9 @@ package webhookotel
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -118,6 +119,67 @@ type observer struct {
 	deliveryDuration metric.Float64Histogram
 	breakers         metric.Int64Counter
 	leases           metric.Int64Counter
+	sets             setCache
+}
+
+// Keys of the attribute sets the observer reuses: each is one of few
+// values, so the sets are built once, not at every measurement.
+type (
+	requestKey struct {
+		status  int
+		errType string
+	}
+	attemptKey struct {
+		outcome webhook.Outcome
+		verdict webhook.Verdict
+	}
+	finishKey struct {
+		state  webhook.DeliveryState
+		reason webhook.FinishReason
+	}
+)
+
+// setCache holds attribute sets by key (bounded: statuses are at most a
+// few hundred values).
+type setCache struct{ m sync.Map }
+
+func (c *setCache) get(key any, build func() attribute.Set) attribute.Set {
+	if s, ok := c.m.Load(key); ok {
+		return s.(attribute.Set)
+	}
+	s := build()
+	c.m.Store(key, s)
+	return s
+}
+
+// hostPort reads the host and port of an absolute http(s) URL in its
+// loggable form, without url.Parse (which allocates).
+func hostPort(u string) (string, int, bool) {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return "", 0, false
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	host, port := rest, 0
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.HasSuffix(rest, "]") {
+		host = rest[:i]
+		p, err := strconv.Atoi(rest[i+1:])
+		if err != nil {
+			return "", 0, false
+		}
+		port = p
+	}
+	switch {
+	case port != 0:
+	case scheme == "https":
+		port = 443
+	case scheme == "http":
+		port = 80
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host, port, host != ""
 }
 
 // carrier is a one-header TextMapCarrier for traceparent.
@@ -173,19 +235,8 @@ func (o *observer) attemptStarted(ctx context.Context, a webhook.AttemptInfo) co
 		semconv.HTTPRequestMethodPost, semconv.URLFull(a.URL),
 		attribute.String("webhook.delivery.id", a.DeliveryID),
 	}
-	if u, err := url.Parse(a.URL); err == nil {
-		host, port := u.Hostname(), u.Port()
-		switch {
-		case port != "":
-		case u.Scheme == "https":
-			port = "443"
-		case u.Scheme == "http":
-			port = "80"
-		}
-		attrs = append(attrs, semconv.ServerAddress(host))
-		if p, err := strconv.Atoi(port); err == nil {
-			attrs = append(attrs, semconv.ServerPort(p))
-		}
+	if host, port, ok := hostPort(a.URL); ok {
+		attrs = append(attrs, semconv.ServerAddress(host), semconv.ServerPort(port))
 	}
 	if a.AttemptNumber > 1 {
 		attrs = append(attrs, semconv.HTTPRequestResendCount(a.AttemptNumber-1))
@@ -211,28 +262,38 @@ func (o *observer) attemptFinished(ctx context.Context, a *webhook.Attempt, c we
 	case a.HTTPStatus == 0:
 		errType = "connection_error"
 	}
-	attrs := []attribute.KeyValue{semconv.HTTPRequestMethodPost}
-	if a.HTTPStatus != 0 {
-		attrs = append(attrs, semconv.HTTPResponseStatusCode(a.HTTPStatus))
-	}
-	if errType != "" {
-		attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
-	}
-	span.SetAttributes(attrs...)
-	if a.Outcome != webhook.OutcomeSuccess {
-		span.SetStatus(codes.Error, errType)
+	set := o.sets.get(requestKey{a.HTTPStatus, errType}, func() attribute.Set {
+		attrs := []attribute.KeyValue{semconv.HTTPRequestMethodPost}
+		if a.HTTPStatus != 0 {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(a.HTTPStatus))
+		}
+		if errType != "" {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+		}
+		return attribute.NewSet(attrs...)
+	})
+	if span.IsRecording() {
+		span.SetAttributes(set.ToSlice()...)
+		if a.Outcome != webhook.OutcomeSuccess {
+			span.SetStatus(codes.Error, errType)
+		}
 	}
 	span.End()
-	o.requestDuration.Record(ctx, a.ResponseTime.Seconds(), metric.WithAttributes(attrs...))
-	o.attempts.Add(ctx, 1, metric.WithAttributes(attribute.String("webhook.attempt.outcome", string(a.Outcome)),
-		attribute.String("webhook.attempt.verdict", c.Verdict.String())))
+	o.requestDuration.Record(ctx, a.ResponseTime.Seconds(), metric.WithAttributeSet(set))
+	o.attempts.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(attemptKey{a.Outcome, c.Verdict}, func() attribute.Set {
+		return attribute.NewSet(attribute.String("webhook.attempt.outcome", string(a.Outcome)),
+			attribute.String("webhook.attempt.verdict", c.Verdict.String()))
+	})))
 }
 
 func (o *observer) deliveryFinished(ctx context.Context, d webhook.FinishInfo) {
-	state := attribute.String("webhook.delivery.state", string(d.State))
-	o.finished.Add(ctx, 1, metric.WithAttributes(state, attribute.String("webhook.delivery.reason", string(d.Reason))))
+	o.finished.Add(ctx, 1, metric.WithAttributeSet(o.sets.get(finishKey{d.State, d.Reason}, func() attribute.Set {
+		return attribute.NewSet(attribute.String("webhook.delivery.state", string(d.State)), attribute.String("webhook.delivery.reason", string(d.Reason)))
+	})))
 	if !d.AcceptedAt.IsZero() && !d.FinishedAt.Before(d.AcceptedAt) {
-		o.deliveryDuration.Record(ctx, d.FinishedAt.Sub(d.AcceptedAt).Seconds(), metric.WithAttributes(state))
+		o.deliveryDuration.Record(ctx, d.FinishedAt.Sub(d.AcceptedAt).Seconds(), metric.WithAttributeSet(o.sets.get(d.State, func() attribute.Set {
+			return attribute.NewSet(attribute.String("webhook.delivery.state", string(d.State)))
+		})))
 	}
 }
 

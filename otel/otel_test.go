@@ -3,7 +3,9 @@ package webhookotel_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -123,6 +125,10 @@ func checkStory(t *testing.T, producer, worker *telemetry, buyerURL string, r we
 		require.Equal(t, "POST", got["http.request.method"].AsString())
 		require.Equal(t, buyerURL, got["url.full"].AsString(), "no query")
 		require.Equal(t, r.ID, got["webhook.delivery.id"].AsString())
+		u, err := url.Parse(buyerURL)
+		require.NoError(t, err)
+		require.Equal(t, u.Hostname(), got["server.address"].AsString())
+		require.Equal(t, u.Port(), strconv.FormatInt(got["server.port"].AsInt64(), 10))
 		if i == 0 {
 			require.EqualValues(t, 503, got["http.response.status_code"].AsInt64())
 			require.Equal(t, "503", got["error.type"].AsString())
