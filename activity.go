@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/adcpkit/webhook/internal/ident"
 )
 
 // ActivityStatus is the outcome of one attempt in an [ActivityRecord].
@@ -129,7 +131,7 @@ func activityOf(a *Attempt, ordinal int) ActivityRecord {
 		NotificationType: a.NotificationType, SequenceNumber: a.SequenceNumber, Attempt: ordinal,
 		URL: activityURL(a.URL), PayloadSizeBytes: a.PayloadSize,
 	}
-	if validKeyChars(a.NotificationID, 1, 255) {
+	if ident.Valid(a.NotificationID, 1, 255) {
 		r.NotificationID = a.NotificationID
 	}
 	done := r.FiredAt.Add(a.ResponseTime)
@@ -174,7 +176,7 @@ func pendingActivity(base Attempt, attempt int, firedAt time.Time) (ActivityReco
 		NotificationType: base.NotificationType, SequenceNumber: base.SequenceNumber, Attempt: attempt,
 		Status: ActivityPending, URL: activityURL(base.URL), PayloadSizeBytes: base.PayloadSize,
 	}
-	if validKeyChars(base.NotificationID, 1, 255) {
+	if ident.Valid(base.NotificationID, 1, 255) {
 		r.NotificationID = base.NotificationID
 	}
 	return r, true

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/adcpkit/webhook/internal/ident"
 	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/adcpkit/webhook/receive"
 )
@@ -32,13 +33,12 @@ const mcpBodyPrefix = `{"idempotency_key":"`
 // need no JSON escaping, so the rebuild is exact. It reports false for a
 // body that does not start that way.
 func reemitBody(body []byte, key, newKey string) ([]byte, bool) {
-	const prefix = mcpBodyPrefix
-	head := len(prefix) + len(key)
-	if len(body) <= head || string(body[:len(prefix)]) != prefix || string(body[len(prefix):head]) != key || body[head] != '"' {
+	head := len(mcpBodyPrefix) + len(key)
+	if len(body) <= head || string(body[:len(mcpBodyPrefix)]) != mcpBodyPrefix || string(body[len(mcpBodyPrefix):head]) != key || body[head] != '"' {
 		return nil, false
 	}
 	out := make([]byte, 0, len(body)-len(key)+len(newKey))
-	out = append(out, prefix...)
+	out = append(out, mcpBodyPrefix...)
 	out = append(out, newKey...)
 	return append(out, body[head:]...), true
 }
@@ -127,7 +127,7 @@ func buildMCPBody(w MCPWebhook, now time.Time) (_ []byte, key string, seqAt int,
 		return nil, "", 0, invalid("Timestamp", "is in year %d; RFC 3339 timestamps have years 0000 to 9999", y)
 	}
 	nid := w.NotificationID
-	if nid != "" && !validKeyChars(nid, 1, 255) {
+	if nid != "" && !ident.Valid(nid, 1, 255) {
 		return nil, "", 0, invalid("NotificationID", "must match ^[A-Za-z0-9_.:-]{1,255}$ (got %q)", nid)
 	}
 	if nid != "" && DeliveryReport(w.NotificationType) {
@@ -138,7 +138,7 @@ func buildMCPBody(w MCPWebhook, now time.Time) (_ []byte, key string, seqAt int,
 		nid = ""
 	case nid == "" && w.NotificationType == "" && w.Status.Terminal():
 		// The default is omitted when the task ID cannot form a valid one.
-		if def := w.TaskID + ".terminal"; validKeyChars(def, 1, 255) {
+		if def := w.TaskID + ".terminal"; ident.Valid(def, 1, 255) {
 			nid = def
 		}
 	}

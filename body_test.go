@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/ident"
 	"github.com/adcpkit/webhook/internal/strictjson"
 	"github.com/stretchr/testify/require"
 )
@@ -73,7 +74,7 @@ func TestIdempotencyKeysAreUUID4(t *testing.T) {
 	for range 1000 {
 		k := NewIdempotencyKey()
 		require.Regexp(t, re, k)
-		require.True(t, validKeyChars(k, 16, 255))
+		require.True(t, ident.Valid(k, 16, 255))
 		require.False(t, seen[k])
 		seen[k] = true
 	}

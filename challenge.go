@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/adcpkit/webhook/internal/ident"
 	"github.com/adcpkit/webhook/internal/strictjson"
 )
 
@@ -99,7 +100,7 @@ func buildChallenge(c ActivationChallenge, dev bool) ([]byte, string, error) {
 	if err := (urlPolicy{allowHTTP: c.AllowInsecureHTTP || dev, config: "ActivationChallenge."}).checkURL("URL", c.URL); err != nil {
 		return nil, "", err
 	}
-	if !validKeyChars(c.SubscriberID, 1, 64) {
+	if !ident.Valid(c.SubscriberID, 1, 64) {
 		return nil, "", invalid("SubscriberID", "must match ^[A-Za-z0-9_.:-]{1,64}$")
 	}
 	if err := checkText("AccountID", c.AccountID, false, 255); err != nil {

@@ -105,7 +105,7 @@ func (f DeliveryFilter) check() error {
 // maxFilterText bounds a filter's text: longer than any stored URL or key.
 const maxFilterText = 8192
 
-// matches reports whether d (with its notification type nt) passes f.
+// matches reports whether d passes f.
 func (f *DeliveryFilter) matches(d *Delivery) bool {
 	return (f.State == "" || d.State == f.State) &&
 		(f.URL == "" || d.URL == f.URL) &&

@@ -233,11 +233,7 @@ func (s *MemorySupervisor) SendPrepared(ctx context.Context, w PreparedWebhook) 
 // accept queues d. A re-emission (d.reemissionOf set) keeps seq, the
 // original's sequence number, and is not refused by an open breaker.
 func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time, seq int64) (Receipt, error) {
-	if s.k.obs == nil || s.k.obs.Accepting == nil {
-		r, _, err := s.store(ctx, &d, now, seq)
-		return r, err
-	}
-	done := s.k.accepting(ctx, &d, now)
+	done := s.k.accepting(ctx, &d, now) // a no-op without an Observer
 	r, dup, err := s.store(ctx, &d, now, seq)
 	done(AcceptResult{Receipt: r, Duplicate: dup, Err: err})
 	return r, err
@@ -327,7 +323,9 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 // SendMCP built can be rebuilt: for a SendPrepared body past its horizon
 // it returns [ErrReemitPrepared]. It returns [ErrNotFound] for an unknown
 // (or forgotten) ID, [ErrNotFailed] for a delivery that has not failed or
-// was already re-emitted, and [ErrQueueFull] as SendMCP does.
+// was already re-emitted, and [ErrQueueFull] as SendMCP does. A delivery
+// that failed while the log sink still has its last record is queued again
+// once the sink returns, so that the sink sees its records in order.
 func (s *MemorySupervisor) Redeliver(ctx context.Context, id string) (Receipt, error) {
 	s.mu.Lock()
 	d, ok := s.byID[id]

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/adcpkit/webhook/internal/ident"
 	"github.com/adcpkit/webhook/internal/jcs"
 	"github.com/adcpkit/webhook/internal/strictjson"
 )
@@ -121,7 +122,7 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 		if raw, ok := members["idempotency_key"]; ok && json.Unmarshal(raw, &key) == nil && key != w.IdempotencyKey {
 			return prepared{}, invalid("IdempotencyKey", "is not the body's idempotency_key: receivers de-duplicate on the body's, so pass that one")
 		}
-		if raw, ok := members["notification_id"]; ok && json.Unmarshal(raw, &nid) == nil && validKeyChars(nid, 1, 255) {
+		if raw, ok := members["notification_id"]; ok && json.Unmarshal(raw, &nid) == nil && ident.Valid(nid, 1, 255) {
 			d.nid = nid
 		}
 	}

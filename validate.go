@@ -15,11 +15,6 @@ import (
 // authentication and extra headers, checked before anything is stored or
 // sent.
 
-// validKeyChars reports whether s has min to max characters, all of
-// [A-Za-z0-9_.:-]: the AdCP pattern for idempotency keys (16 to 255) and
-// notification IDs (1 to 255).
-var validKeyChars = ident.Valid
-
 // urlPolicy is what the supervisor allows in destination URLs.
 type urlPolicy struct {
 	allowHTTP bool
@@ -98,7 +93,7 @@ func checkText(field, v string, required bool, max int) error {
 }
 
 func checkKey(field, key string) error {
-	if !validKeyChars(key, 16, 255) {
+	if !ident.Valid(key, 16, 255) {
 		return invalid(field, "must match ^[A-Za-z0-9_.:-]{16,255}$ (got %d bytes); leave it empty to get a fresh whk_<uuid4>", len(key))
 	}
 	return nil

@@ -37,7 +37,7 @@ Usage:
   webhookctl [flags] deliveries show ID
   webhookctl [flags] redeliver ID
   webhookctl [flags] redeliver [filters] [--dry-run] [--limit N] [--batch N]
-  webhookctl [flags] breakers list [--limit N] [--after KEY]
+  webhookctl [flags] breakers list
   webhookctl [flags] breakers reset KEY
   webhookctl [flags] purge [--older-than 720h | --before TIME]
 
@@ -147,8 +147,8 @@ func (c *cli) flags() *flag.FlagSet {
 	fs.StringVar(&c.ntype, "type", "", "filter: notification type")
 	fs.StringVar(&c.since, "since", "", "filter: accepted at or after this time (RFC 3339)")
 	fs.StringVar(&c.until, "until", "", "filter: accepted before this time (RFC 3339)")
-	fs.IntVar(&c.limit, "limit", 0, "list: page size (default 50); redeliver: most deliveries to redeliver (default all)")
-	fs.StringVar(&c.after, "after", "", "list: the cursor a previous page printed")
+	fs.IntVar(&c.limit, "limit", 0, "deliveries list: page size (default 50); redeliver: most deliveries to redeliver (default all)")
+	fs.StringVar(&c.after, "after", "", "deliveries list: the cursor a previous page printed")
 	fs.IntVar(&c.batch, "batch", 0, "redeliver: deliveries per batch (default 100)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "redeliver: count what would be redelivered, change nothing")
 	fs.DurationVar(&c.olderThan, "older-than", 30*24*time.Hour, "purge: delete deliveries that finished longer ago than this")

@@ -13,7 +13,7 @@
 //	webhookctl [flags] deliveries show ID
 //	webhookctl [flags] redeliver ID
 //	webhookctl [flags] redeliver [filters] [--dry-run] [--limit N] [--batch N]
-//	webhookctl [flags] breakers list [--limit N] [--after KEY]
+//	webhookctl [flags] breakers list
 //	webhookctl [flags] breakers reset KEY
 //	webhookctl [flags] purge [--older-than 720h | --before TIME]
 //

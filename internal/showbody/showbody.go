@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -48,10 +49,10 @@ func Pretty(body []byte) string {
 	d.UseNumber()
 	p := printer{d: d, out: out, compact: len(body) > maxPretty}
 	if err := p.value(0); err != nil {
-		return "(not JSON: " + itoa(len(body)) + " bytes, not shown)"
+		return "(not JSON: " + strconv.Itoa(len(body)) + " bytes, not shown)"
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return "(not JSON: " + itoa(len(body)) + " bytes, not shown)"
+		return "(not JSON: " + strconv.Itoa(len(body)) + " bytes, not shown)"
 	}
 	return out.String()
 }
@@ -158,9 +159,4 @@ func writeString(out *bytes.Buffer, s string) {
 	e.SetEscapeHTML(false)
 	_ = e.Encode(s)             // a string always encodes
 	out.Truncate(out.Len() - 1) // Encode's newline
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }
