@@ -425,12 +425,12 @@ func runInspectorListSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.StateFailed, d.State, "b was not selected")
 
 		// A prepared body past its horizon is skipped, not fatal.
+		e.sender.on(b, step{status: 400}) // before it is sent: a worker is running
 		p, err := e.sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: b,
 			Body: []byte(`{"idempotency_key":"evt_0123456789abcdef"}`), IdempotencyKey: "evt_0123456789abcdef"})
 		require.NoError(t, err)
-		e.sender.on(b, step{status: 400})
 		e.attempts(1)
-		e.settled(p.ID)
+		require.Equal(t, webhook.StateFailed, e.settled(p.ID).State)
 		e.clock.Advance(25 * time.Hour)
 		res, err = in.RedeliverMatching(ctx, webhook.DeliveryFilter{URL: b}, webhook.BulkOptions{DryRun: true})
 		require.NoError(t, err)
