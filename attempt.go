@@ -234,15 +234,29 @@ func (w *attemptWorker[J]) finish(ctx context.Context, j J) (replaced bool) {
 		st.settle(j, c, wake)
 		return false
 	}
-	if obs := w.k.obs; obs != nil && obs.DeliveryFinished != nil && c.state.Final() && !c.unstored {
-		b := j.base()
-		w.k.guardHook("DeliveryFinished", func() {
-			obs.DeliveryFinished(ctx, FinishInfo{DeliveryID: b.id, State: c.state, Reason: c.reason, Attempts: c.attempts,
-				URL: LoggableURL(b.url), TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier,
-				AcceptedAt: b.accepted.UTC(), FinishedAt: c.finishedAt.UTC()})
-		})
+	if c.state.Final() && !c.unstored {
+		w.finished(ctx, j.base(), c)
 	}
 	return w.guard.report(c.record, func() { st.settle(j, c, wake) })
+}
+
+// finished reports a delivery's final state, which c stored.
+func (w *attemptWorker[J]) finished(ctx context.Context, b *job, c *completion) {
+	k := w.k
+	exhausted := c.state == StateFailed && (c.reason == FinishExhausted || c.reason == FinishHorizon || c.reason == FinishLost)
+	watched := k.obs != nil && k.obs.DeliveryFinished != nil
+	if !watched && !exhausted {
+		return
+	}
+	d := &FinishInfo{DeliveryID: b.id, State: c.state, Reason: c.reason, Attempts: c.attempts,
+		URL: LoggableURL(b.url), TaskType: b.taskType, NotificationType: b.routing.NotificationType, Carrier: b.carrier,
+		AcceptedAt: b.accepted.UTC(), FinishedAt: c.finishedAt.UTC()}
+	if watched {
+		k.guardHook("DeliveryFinished", func() { k.obs.DeliveryFinished(ctx, *d) })
+	}
+	if exhausted {
+		k.exhausted(ctx, b.breakerKey, d)
+	}
 }
 
 // decide turns attempt n's result into the delivery's next state. stopped

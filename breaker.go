@@ -12,6 +12,13 @@ const (
 	SuccessThresholdDefault = 2
 	OpenTimeoutDefault      = 60 * time.Second
 	HalfOpenProbesDefault   = 1
+	// FailingDeliveriesDefault and FailingForDefault are when an endpoint
+	// is reported failing ([HealthEndpointFailing]).
+	FailingDeliveriesDefault = 5
+	FailingForDefault        = 15 * time.Minute
+	// RuleOff, as BreakerPolicy.FailingDeliveries or FailingFor, turns
+	// that rule off.
+	RuleOff = -1
 )
 
 // OpenAction is what happens to a webhook whose breaker is open.
@@ -44,6 +51,18 @@ type BreakerPolicy struct {
 	// OpenAction says what SendMCP does while the breaker is open. Defaults
 	// to OpenDefer.
 	OpenAction OpenAction
+
+	// An endpoint's run of failures begins with a failed attempt (one
+	// the breaker counts) or a delivery that fails for good, and ends
+	// with its next 2xx answer. The run is reported once, as
+	// [HealthEndpointFailing], when FailingDeliveries deliveries have
+	// failed for good in it, or when a failure comes FailingFor or more
+	// after it began; its end is then reported as
+	// [HealthEndpointRecovered]. Nothing is disabled: what to do is the
+	// seller's call. They default to 5 and 15 minutes; RuleOff turns
+	// either rule off.
+	FailingDeliveries int
+	FailingFor        time.Duration
 }
 
 func (p BreakerPolicy) withDefaults() BreakerPolicy {
@@ -51,6 +70,8 @@ func (p BreakerPolicy) withDefaults() BreakerPolicy {
 	p.SuccessThreshold = cmp.Or(p.SuccessThreshold, SuccessThresholdDefault)
 	p.OpenTimeout = cmp.Or(p.OpenTimeout, OpenTimeoutDefault)
 	p.HalfOpenProbes = cmp.Or(p.HalfOpenProbes, HalfOpenProbesDefault)
+	p.FailingDeliveries = cmp.Or(p.FailingDeliveries, FailingDeliveriesDefault)
+	p.FailingFor = cmp.Or(p.FailingFor, FailingForDefault)
 	return p
 }
 
@@ -67,6 +88,10 @@ func (p BreakerPolicy) validate(prefix string) error {
 		return badConfig(prefix+"HalfOpenProbes", "is %d; use 1 or more", p.HalfOpenProbes)
 	case p.OpenAction != OpenDefer && p.OpenAction != OpenDrop:
 		return badConfig(prefix+"OpenAction", "is %d; use OpenDefer or OpenDrop", p.OpenAction)
+	case p.FailingDeliveries < RuleOff:
+		return badConfig(prefix+"FailingDeliveries", "is %d; use 1 or more, 0 for %d, or RuleOff", p.FailingDeliveries, FailingDeliveriesDefault)
+	case p.FailingFor < RuleOff:
+		return badConfig(prefix+"FailingFor", "is %v; use a positive duration, 0 for %v, or RuleOff", p.FailingFor, FailingForDefault)
 	}
 	return nil
 }

@@ -134,11 +134,5 @@ func (k *core) breakerChanged(key string, from, to BreakerState) {
 		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()), slog.String("to", to.String()))
 }
 
-// breakerReset logs an operator's reset of key's breaker, which was from.
-func (k *core) breakerReset(key string, from BreakerState) {
-	k.logger.LogAttrs(context.Background(), slog.LevelInfo, "webhook: circuit breaker reset by an operator",
-		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()), slog.String("to", BreakerClosed.String()))
-}
-
 // errNoWorkers is RunWorker's error on a supervisor made without a Sender.
 var errNoWorkers = fmt.Errorf("%w: this supervisor was made without a Sender, so it can accept and inspect deliveries but not run workers; pass an HTTPSender to NewMemorySupervisor or NewPostgresSupervisor", ErrNilSender)

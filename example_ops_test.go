@@ -93,3 +93,52 @@ func ExampleRFC9421Signer() {
 	// Signature-Input: sig1=("@method" "@target-uri" "@authority" "content-type" "content-digest");created=1780000000;expires=1780000300;nonce="AAAAAAAAAAAAAAAAAAAAAA";keyid="seller-2026-12";alg="ed25519";tag="adcp/webhook-signing/v1"
 	// Signature present: true
 }
+
+// Endpoint-health events, handed off the worker's path to a goroutine
+// that would page someone or post to an ops channel (here, it prints). A
+// buyer's endpoint fails three deliveries, then recovers.
+func ExampleObserver_health() {
+	ctx := context.Background()
+	buyer := webhooktest.NewReceiver(webhooktest.Config{})
+	defer buyer.Close()
+	for range 3 {
+		buyer.Fail(webhooktest.Fault{Status: http.StatusServiceUnavailable})
+	}
+	events := make(chan webhook.HealthEvent, 64)
+	obs := &webhook.Observer{Health: func(_ context.Context, e webhook.HealthEvent) {
+		select {
+		case events <- e:
+		default: // never block a worker; the log line is written anyway
+		}
+	}}
+	sender, _ := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Development: true})
+	sup, _ := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{
+		Observer: obs,
+		Retry:    webhook.RetryPolicy{MaxAttempts: 1},
+		Breaker:  webhook.BreakerPolicy{FailingDeliveries: 2},
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go sup.RunWorker(wctx)
+	for i := range 4 {
+		r, _ := sup.SendMCP(ctx, webhook.MCPWebhook{URL: buyer.URL, OperationID: "op_1", TaskID: fmt.Sprint("task_", i),
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted})
+		sup.Wait(ctx, r.ID)
+	}
+	for len(events) > 0 { // a server's alerting goroutine ranges over the channel
+		e := <-events
+		switch e.Kind {
+		case webhook.HealthDeliveryExhausted:
+			fmt.Println(e.Kind, e.Delivery.Reason, "after", e.Delivery.Attempts, "attempt")
+		case webhook.HealthEndpointFailing, webhook.HealthEndpointRecovered:
+			fmt.Println(e.Kind, e.FailedDeliveries, "deliveries failed")
+		}
+	}
+	// Output:
+	// delivery_exhausted exhausted after 1 attempt
+	// endpoint_failing 2 deliveries failed
+	// delivery_exhausted exhausted after 1 attempt
+	// delivery_exhausted exhausted after 1 attempt
+	// endpoint_recovered 3 deliveries failed
+}

@@ -31,6 +31,50 @@ type gate struct {
 	// Period counts half-open periods, so that a probe admitted in an
 	// earlier one is not counted against the current one's slots.
 	Period uint64
+	// health is the endpoint's run of failures, which the breaker's
+	// transitions (above) leave alone.
+	health
+}
+
+// health is an endpoint's run of failures since its last 2xx answer: the
+// second state machine of the gate, which decides when the endpoint is
+// reported failing and when recovered.
+//
+//	healthy --a breaker failure or a failed delivery--> run begins (FailingSince)
+//	run     --FailingDeliveries failed deliveries, or
+//	          a failure FailingFor after it began-->    failing (reported once)
+//	any     --a 2xx answer-->                           healthy (recovered, if it was failing)
+type health struct {
+	// FailingSince is when the run began; zero: no run.
+	FailingSince time.Time
+	// FailedDeliveries counts the deliveries that failed for good in the
+	// run.
+	FailedDeliveries int
+	// Failing reports that the run has been reported.
+	Failing bool
+}
+
+// record applies a result to the run: r is the attempt's meaning to the
+// breaker, failed reports that the delivery failed for good (with the
+// attempt, or with none: its horizon passed, its attempts were lost).
+func (h *health) record(p BreakerPolicy, r breakerResult, failed bool, now time.Time) {
+	switch {
+	case r == breakerSuccess:
+		*h = health{}
+		return
+	case r != breakerFailure && !failed:
+		return // a 429, say: the endpoint answered, and the delivery goes on
+	}
+	if h.FailingSince.IsZero() {
+		h.FailingSince = now
+	}
+	if failed {
+		h.FailedDeliveries++
+	}
+	if !h.Failing {
+		h.Failing = p.FailingDeliveries > 0 && h.FailedDeliveries >= p.FailingDeliveries ||
+			p.FailingFor > 0 && now.Sub(h.FailingSince) >= p.FailingFor
+	}
 }
 
 // probe identifies the half-open period whose probe slot an attempt holds;
@@ -43,7 +87,7 @@ func (b *gate) openUntil(p BreakerPolicy) time.Time { return b.OpenedAt.Add(p.Op
 // advance applies the lazy open → half-open transition.
 func (b *gate) advance(p BreakerPolicy, now time.Time) {
 	if b.State == BreakerOpen && !now.Before(b.openUntil(p)) {
-		*b = gate{State: BreakerHalfOpen, OpenedAt: b.OpenedAt, Period: b.Period + 1}
+		*b = gate{State: BreakerHalfOpen, OpenedAt: b.OpenedAt, Period: b.Period + 1, health: b.health}
 	}
 }
 
@@ -74,14 +118,15 @@ func (b *gate) room(p BreakerPolicy, now time.Time, probes int, probePeriod uint
 	return unlimited, time.Time{}
 }
 
-// record applies an attempt's result.
+// record applies an attempt's result r, and failed, which reports that
+// the delivery failed for good (see health.record).
 //
 // Only a failure in closed or half-open state moves the breaker to open: a
 // failure that lands while it is already open (an attempt that started
 // before it opened) does not restart the open timeout. Once OpenTimeout has
 // passed the breaker is half-open, and any failure reopens it, whenever the
 // attempt started: it is fresh evidence that the endpoint is down.
-func (b *gate) record(p BreakerPolicy, r breakerResult, now time.Time) {
+func (b *gate) record(p BreakerPolicy, r breakerResult, failed bool, now time.Time) {
 	b.advance(p, now)
 	switch r {
 	case breakerSuccess:
@@ -91,7 +136,7 @@ func (b *gate) record(p BreakerPolicy, r breakerResult, now time.Time) {
 		case BreakerHalfOpen:
 			b.Successes++
 			if b.Successes >= p.SuccessThreshold {
-				*b = gate{State: BreakerClosed, Period: b.Period}
+				*b = gate{State: BreakerClosed, Period: b.Period, health: b.health}
 			}
 		}
 	case breakerFailure:
@@ -99,16 +144,25 @@ func (b *gate) record(p BreakerPolicy, r breakerResult, now time.Time) {
 		case BreakerClosed:
 			b.Failures++
 			if b.Failures >= p.FailureThreshold {
-				*b = gate{State: BreakerOpen, OpenedAt: now, Period: b.Period}
+				*b = gate{State: BreakerOpen, OpenedAt: now, Period: b.Period, health: b.health}
 			}
 		case BreakerHalfOpen:
-			*b = gate{State: BreakerOpen, OpenedAt: now, Period: b.Period}
+			*b = gate{State: BreakerOpen, OpenedAt: now, Period: b.Period, health: b.health}
 		}
 	}
+	b.health.record(p, r, failed, now)
 }
 
-// refuses reports whether the breaker is open now; it takes no probe slot.
-func (b *gate) refuses(p BreakerPolicy, now time.Time) bool {
+// clean reports whether b is a closed gate with nothing to remember: as
+// if it had no row.
+func (b *gate) clean() bool {
+	return b.State == BreakerClosed && b.Failures == 0 && b.health == health{}
+}
+
+// refuses reports whether the breaker is open now; it takes no probe slot
+// and changes nothing (b is a copy): a transition is made, and reported,
+// by a claim or a result.
+func (b gate) refuses(p BreakerPolicy, now time.Time) bool {
 	b.advance(p, now)
 	return b.State == BreakerOpen
 }

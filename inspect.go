@@ -35,10 +35,13 @@ type Inspector interface {
 	// seen).
 	Breaker(ctx context.Context, key string) (BreakerState, error)
 	// Breakers lists the breakers that are open, half-open, or closed with
-	// failures counted, by key, one page at a time.
+	// failures counted or in a run of failures (BreakerInfo.FailingSince),
+	// by key, one page at a time.
 	Breakers(ctx context.Context, p Page) (BreakerList, error)
 	// ResetBreaker closes a breaker and makes its pending deliveries due
-	// now. Resetting a breaker that is closed and clean does nothing.
+	// now. Resetting a breaker that is closed with no failures counted
+	// does nothing. The endpoint's run of failures is left alone: its
+	// next 2xx answer ends it.
 	ResetBreaker(ctx context.Context, key string) error
 	// Redeliver sends one failed delivery again, following AdCP 3.2's
 	// retry-horizon and 409 rules (see [MemorySupervisor.Redeliver]).
@@ -186,7 +189,21 @@ type BreakerInfo struct {
 	// ProbeAt is when an open breaker lets a probe through (it becomes
 	// half-open); zero otherwise.
 	ProbeAt time.Time
+	// FailingSince is when the endpoint's run of failures began (its
+	// first failure since its last 2xx answer); zero when its last answer
+	// was a 2xx. FailedDeliveries counts the deliveries that failed for
+	// good since then, and Failing reports that the run was reported as
+	// [HealthEndpointFailing] (see BreakerPolicy.FailingDeliveries).
+	FailingSince     time.Time
+	FailedDeliveries int
+	Failing          bool
 }
+
+// Resettable reports whether [Inspector.ResetBreaker] has anything to do
+// for b: it is open, half-open or counting failures. (A breaker listed
+// only for its endpoint's run of failures is closed already; the run ends
+// with a 2xx.)
+func (b BreakerInfo) Resettable() bool { return b.State != BreakerClosed || b.Failures > 0 }
 
 // BreakerList is one page of breakers.
 type BreakerList struct {
@@ -200,7 +217,10 @@ type BreakerList struct {
 // info is g's BreakerInfo at now under policy p.
 func (g gate) info(key string, p BreakerPolicy, now time.Time) BreakerInfo {
 	g.advance(p, now)
-	i := BreakerInfo{Key: key, State: g.State, Failures: g.Failures}
+	i := BreakerInfo{Key: key, State: g.State, Failures: g.Failures, FailedDeliveries: g.FailedDeliveries, Failing: g.Failing}
+	if !g.FailingSince.IsZero() {
+		i.FailingSince = g.FailingSince.UTC()
+	}
 	if !g.OpenedAt.IsZero() {
 		i.OpenedAt = g.OpenedAt.UTC()
 	}
@@ -210,8 +230,11 @@ func (g gate) info(key string, p BreakerPolicy, now time.Time) BreakerInfo {
 	return i
 }
 
-// listed reports whether a breaker is worth listing: not closed and clean.
-func (g *gate) listed() bool { return g.State != BreakerClosed || g.Failures > 0 }
+// listed reports whether a breaker is worth listing: not closed and clean
+// (and the Postgres breakers statement's condition).
+func (g *gate) listed() bool {
+	return g.State != BreakerClosed || g.Failures > 0 || !g.FailingSince.IsZero()
+}
 
 // BulkOptions bound [Inspector.RedeliverMatching].
 type BulkOptions struct {

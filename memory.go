@@ -545,14 +545,20 @@ type memSource struct {
 }
 
 // Claim takes up to n ready deliveries.
-func (src *memSource) Claim(_ context.Context, n int) ([]*memDelivery, error) {
+func (src *memSource) Claim(ctx context.Context, n int) ([]*memDelivery, error) {
 	s := src.s
 	s.mu.Lock()
+	var changes []gateChange
+	defer func() {
+		for _, c := range changes {
+			s.k.gateChanged(ctx, c.key, c.before, c.after)
+		}
+	}() // after the unlock
 	defer s.mu.Unlock()
 	now := s.k.clock.Now()
 	var ds []*memDelivery
 	for len(ds) < n {
-		d, next := s.claimLocked(now)
+		d, next := s.claimLocked(now, &changes)
 		if d == nil {
 			if s.changed == nil {
 				s.changed = make(chan struct{})
@@ -596,9 +602,15 @@ func (src *memSource) Unclaim(_ context.Context, d *memDelivery) {
 	s.signalLocked()
 }
 
+// gateChange is a gate's change, to report once the lock is released.
+type gateChange struct {
+	key           string
+	before, after gate
+}
+
 // claimLocked takes the next delivery whose breaker allows an attempt, or
 // reports when the earliest delayed one falls due (zero: none is waiting).
-func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) {
+func (s *MemorySupervisor) claimLocked(now time.Time, changes *[]gateChange) (*memDelivery, time.Time) {
 	for len(s.delayed) > 0 && !s.delayed[0].dueAt.After(now) {
 		s.ready = append(s.ready, heap.Pop(&s.delayed).(*memDelivery))
 	}
@@ -611,7 +623,10 @@ func (s *MemorySupervisor) claimLocked(now time.Time) (*memDelivery, time.Time) 
 			d.state, d.gated = StateRunning, false
 			return d, time.Time{}
 		}
-		b.advance(s.k.breaker, now)
+		before := b.gate
+		if b.advance(s.k.breaker, now); b.State != before.State {
+			*changes = append(*changes, gateChange{d.breakerKey, before, b.gate}) // half-open
+		}
 		if d.gated = b.State != BreakerClosed; d.gated && s.k.pastHorizon(d.anchor(), now) {
 			d.state = StateRunning // to expire, without taking a probe slot
 			return d, time.Time{}
@@ -648,11 +663,11 @@ func noCancel() {}
 // complete records c on d and its breaker. d stays out of the queue until
 // settle, whatever c says, so that nothing else happens to it while the
 // sink has its record.
-func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bool {
+func (st memStore) complete(ctx context.Context, d *memDelivery, c *completion) bool {
 	s := st.s
 	s.mu.Lock()
-	var from, to BreakerState // a breaker's change, told the observer once unlocked
-	defer func() { s.k.observeBreaker(d.breakerKey, from, to, false) }()
+	var before, after gate // a gate's change, reported once unlocked
+	defer func() { s.k.gateChanged(ctx, d.breakerKey, before, after) }()
 	defer s.mu.Unlock()
 	d.attempts, d.firstAt = c.attempts, c.firstAt
 	d.lastStatus, d.lastError = c.status, c.errText
@@ -665,15 +680,14 @@ func (st memStore) complete(_ context.Context, d *memDelivery, c *completion) bo
 		}
 		d.records = append(d.records, c.record)
 	}
-	if b, r := s.breakers[d.breakerKey], c.result; b != nil || r == breakerFailure {
+	if b, r, failed := s.breakers[d.breakerKey], c.result, c.state == StateFailed; b != nil || r == breakerFailure || failed {
 		if b == nil {
 			b = s.newBreakerLocked(d.breakerKey)
 		}
-		before := b.State
+		before = b.gate
 		b.release(d.probe)
-		b.record(s.k.breaker, r, c.end)
-		s.k.breakerChanged(d.breakerKey, before, b.State)
-		from, to = before, b.State
+		b.record(s.k.breaker, r, failed, c.end)
+		after = b.gate
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
 	d.probe = 0
@@ -706,7 +720,7 @@ func (s *MemorySupervisor) releaseParkedLocked(key string, b *memBreaker) {
 	s.ready = append(s.ready, b.parked...)
 	clear(b.parked)
 	b.parked = b.parked[:0]
-	if b.State == BreakerClosed && b.Failures == 0 && (b.probes == 0 || b.probePeriod != b.Period) && len(b.parked) == 0 {
+	if b.clean() && (b.probes == 0 || b.probePeriod != b.Period) && len(b.parked) == 0 {
 		s.periods = max(s.periods, b.Period)
 		delete(s.breakers, key)
 	}

@@ -153,19 +153,19 @@ func (s *MemorySupervisor) Breakers(_ context.Context, p Page) (BreakerList, err
 
 // ResetBreaker closes key's breaker and makes its pending deliveries due
 // now. See [Inspector].
-func (s *MemorySupervisor) ResetBreaker(_ context.Context, key string) error {
+func (s *MemorySupervisor) ResetBreaker(ctx context.Context, key string) error {
 	s.mu.Lock()
 	b := s.breakers[key]
-	if b == nil {
+	if b == nil || b.State == BreakerClosed && b.Failures == 0 {
 		s.mu.Unlock()
-		return nil
+		return nil // closed with no failures counted already
 	}
 	before := b.State
-	defer s.k.observeBreaker(key, before, BreakerClosed, true) // after the unlock below
+	defer s.k.breakerReset(ctx, key, before) // after the unlock below
 	defer s.mu.Unlock()
-	// A new period: a probe still in flight cannot free a slot of it.
-	b.gate = gate{Period: b.Period + 1}
-	s.k.breakerReset(key, before)
+	// A new period: a probe still in flight cannot free a slot of it. The
+	// endpoint's run of failures goes on until a 2xx.
+	b.gate = gate{Period: b.Period + 1, health: b.health}
 	now := s.k.clock.Now()
 	kept := s.delayed[:0]
 	for _, d := range s.delayed {

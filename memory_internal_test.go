@@ -27,7 +27,7 @@ func TestMemoryProbeSlotsFollowTheGate(t *testing.T) {
 	pr, ok := admitOne(p, &b, t0)
 	require.True(t, ok)
 	require.Zero(t, pr, "a closed gate's attempt is no probe")
-	b.record(p, breakerFailure, t0)
+	b.record(p, breakerFailure, false, t0)
 
 	t1 := t0.Add(time.Minute)
 	first, ok := admitOne(p, &b, t1)
@@ -48,11 +48,11 @@ func TestMemoryStaleProbeCannotFreeANewSlot(t *testing.T) {
 	p := BreakerPolicy{FailureThreshold: 1}.withDefaults()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var b memBreaker
-	b.record(p, breakerFailure, t0)
+	b.record(p, breakerFailure, false, t0)
 	t1 := t0.Add(time.Minute)
 	stale, ok := admitOne(p, &b, t1) // a probe that will answer late
 	require.True(t, ok)
-	b.record(p, breakerFailure, t1) // another attempt fails: open again
+	b.record(p, breakerFailure, false, t1) // another attempt fails: open again
 	require.Equal(t, BreakerOpen, b.State)
 
 	t2 := t1.Add(time.Minute)
@@ -80,7 +80,7 @@ func TestForgottenBreakerPeriodsAreNotReused(t *testing.T) {
 	require.NotContains(t, s.breakers, key, "a closed, clean breaker is forgotten")
 	fresh := s.newBreakerLocked(key)
 	for range 5 {
-		fresh.record(s.k.breaker, breakerFailure, at)
+		fresh.record(s.k.breaker, breakerFailure, false, at)
 	}
 	require.Equal(t, BreakerOpen, fresh.State)
 	pr, ok := admitOne(s.k.breaker, fresh, at.Add(time.Hour))
@@ -119,7 +119,7 @@ func TestMemoryProbeClaimedWhileStoppingIsGivenBack(t *testing.T) {
 	require.NoError(t, err)
 	url := "https://buyer.example/hook"
 	s.mu.Lock()
-	s.newBreakerLocked(url).record(s.k.breaker, breakerFailure, at) // open until at + 1 minute
+	s.newBreakerLocked(url).record(s.k.breaker, breakerFailure, false, at) // open until at + 1 minute
 	s.mu.Unlock()
 	r, err := s.SendPrepared(context.Background(), PreparedWebhook{URL: url, Body: []byte(`{}`), IdempotencyKey: NewIdempotencyKey()})
 	require.NoError(t, err)

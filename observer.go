@@ -41,10 +41,15 @@ type Observer struct {
 	// and it has been stored.
 	DeliveryFinished func(ctx context.Context, d FinishInfo)
 
-	// BreakerChanged is called when a breaker changes state: by a worker
-	// (on Postgres, the worker whose write made the change) or by an
-	// operator's ResetBreaker.
-	BreakerChanged func(ctx context.Context, b BreakerChange)
+	// Health is told the endpoint-health events operators alert on: a
+	// breaker opened, half-open or closed, an endpoint failing or
+	// recovered, a delivery that exhausted its attempts or its horizon.
+	// Each is reported once, by the process whose write made it happen:
+	// on Postgres, the one whose transaction changed the breaker's row or
+	// finished the delivery, so that two pods never both report it. (A
+	// process that dies between its commit and the call loses the event;
+	// the breakers table, Inspector.Breakers, still shows the state.)
+	Health func(ctx context.Context, e HealthEvent)
 
 	// LeaseLost is called when a Postgres worker finds, as it stores an
 	// attempt's result, that its lease on the delivery was taken over:
@@ -135,14 +140,55 @@ type FinishInfo struct {
 	AcceptedAt, FinishedAt time.Time
 }
 
-// BreakerChange is a breaker's transition.
-type BreakerChange struct {
-	// Key is the breaker key in its loggable form.
-	Key      string
+// HealthKind is what a [HealthEvent] reports.
+type HealthKind string
+
+// Health event kinds.
+const (
+	// HealthBreakerOpened: the endpoint's breaker opened (From is closed,
+	// or half-open when a probe failed); attempts wait for
+	// BreakerPolicy.OpenTimeout.
+	HealthBreakerOpened HealthKind = "breaker_opened"
+	// HealthBreakerHalfOpen: an open breaker let its first probe through
+	// (reported when the probe is claimed, or when a late attempt's
+	// result found it past its open timeout).
+	HealthBreakerHalfOpen HealthKind = "breaker_half_open"
+	// HealthBreakerClosed: probes succeeded (From is half-open), or an
+	// operator reset the breaker (Reset).
+	HealthBreakerClosed HealthKind = "breaker_closed"
+	// HealthEndpointFailing: the endpoint's run of failures reached
+	// BreakerPolicy.FailingDeliveries failed deliveries, or lasted
+	// BreakerPolicy.FailingFor. Reported once per run.
+	HealthEndpointFailing HealthKind = "endpoint_failing"
+	// HealthEndpointRecovered: a failing endpoint answered 2xx, ending its
+	// run of failures.
+	HealthEndpointRecovered HealthKind = "endpoint_recovered"
+	// HealthDeliveryExhausted: a delivery failed for good without the
+	// buyer refusing it: Delivery.Reason is exhausted (its attempts),
+	// horizon (its retry horizon) or lost (its attempts were lost).
+	HealthDeliveryExhausted HealthKind = "delivery_exhausted"
+)
+
+// HealthEvent is one endpoint-health event.
+type HealthEvent struct {
+	Kind HealthKind
+	// Key is the endpoint's breaker key (its Routing.BreakerKey, or its
+	// URL) in loggable form.
+	Key string
+	// At is when the event was recorded, by the supervisor's clock.
+	At time.Time
+	// From and To are the breaker's states, for the breaker kinds.
 	From, To BreakerState
-	// Reset reports an operator's ResetBreaker.
+	// Reset marks an operator's ResetBreaker.
 	Reset bool
-	At    time.Time
+	// FailingSince and FailedDeliveries describe the endpoint's run of
+	// failures, for endpoint_failing (the run so far) and
+	// endpoint_recovered (the run that ended): when its first failure
+	// came, and how many deliveries failed for good in it.
+	FailingSince     time.Time
+	FailedDeliveries int
+	// Delivery is the delivery, for delivery_exhausted.
+	Delivery *FinishInfo
 }
 
 // LeaseInfo describes a lost lease.
@@ -191,15 +237,69 @@ func (k *core) guardHook(name string, f func()) {
 	f()
 }
 
-// observeBreaker tells the observer, if any, of a breaker's change. Call
-// it with no supervisor lock held: the hook may call back in.
-func (k *core) observeBreaker(key string, from, to BreakerState, reset bool) {
-	if k.obs == nil || k.obs.BreakerChanged == nil || from == to {
+// gateChanged reports a gate's change from before to after, which the
+// caller's write made: it logs it and tells the observer. Call it with no
+// supervisor lock held (the hook may call back in), once per write.
+func (k *core) gateChanged(ctx context.Context, key string, before, after gate) {
+	if before.State == after.State && before.health == after.health {
 		return
 	}
-	k.guardHook("BreakerChanged", func() {
-		k.obs.BreakerChanged(context.Background(), BreakerChange{Key: LoggableURL(key), From: from, To: to, Reset: reset, At: k.clock.Now()})
-	})
+	at := k.clock.Now()
+	if before.State != after.State {
+		k.breakerChanged(key, before.State, after.State)
+		k.health(ctx, HealthEvent{Kind: breakerKind(after.State), Key: LoggableURL(key), At: at, From: before.State, To: after.State})
+	}
+	ended := before.Failing && (!after.Failing || !after.FailingSince.Equal(before.FailingSince))
+	if ended {
+		k.logger.LogAttrs(ctx, slog.LevelInfo, "webhook: endpoint recovered",
+			slog.String("breaker_key", LoggableURL(key)), slog.Time("failing_since", before.FailingSince.UTC()), slog.Int("failed_deliveries", before.FailedDeliveries))
+		k.health(ctx, HealthEvent{Kind: HealthEndpointRecovered, Key: LoggableURL(key), At: at,
+			FailingSince: before.FailingSince.UTC(), FailedDeliveries: before.FailedDeliveries})
+	}
+	if after.Failing && (ended || !before.Failing) {
+		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: endpoint failing",
+			slog.String("breaker_key", LoggableURL(key)), slog.Time("failing_since", after.FailingSince.UTC()), slog.Int("failed_deliveries", after.FailedDeliveries))
+		k.health(ctx, HealthEvent{Kind: HealthEndpointFailing, Key: LoggableURL(key), At: at,
+			FailingSince: after.FailingSince.UTC(), FailedDeliveries: after.FailedDeliveries})
+	}
+}
+
+// breakerReset reports an operator's reset of key's breaker, which was
+// from: it logs it and, if it was not closed, tells the observer.
+func (k *core) breakerReset(ctx context.Context, key string, from BreakerState) {
+	k.logger.LogAttrs(ctx, slog.LevelInfo, "webhook: circuit breaker reset by an operator",
+		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()), slog.String("to", BreakerClosed.String()))
+	if from != BreakerClosed {
+		k.health(ctx, HealthEvent{Kind: HealthBreakerClosed, Key: LoggableURL(key), At: k.clock.Now(), From: from, To: BreakerClosed, Reset: true})
+	}
+}
+
+// breakerKind is the event of a breaker's transition to s.
+func breakerKind(s BreakerState) HealthKind {
+	switch s {
+	case BreakerOpen:
+		return HealthBreakerOpened
+	case BreakerHalfOpen:
+		return HealthBreakerHalfOpen
+	}
+	return HealthBreakerClosed
+}
+
+// health tells the observer, if any, of e.
+func (k *core) health(ctx context.Context, e HealthEvent) {
+	if k.obs == nil || k.obs.Health == nil {
+		return
+	}
+	k.guardHook("Health", func() { k.obs.Health(ctx, e) })
+}
+
+// exhausted reports a delivery that failed for good without the buyer
+// refusing it, which its worker's write finished.
+func (k *core) exhausted(ctx context.Context, breakerKey string, d *FinishInfo) {
+	k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: delivery exhausted; the buyer never acknowledged it",
+		slog.String("delivery_id", d.DeliveryID), slog.String("breaker_key", LoggableURL(breakerKey)),
+		slog.String("reason", string(d.Reason)), slog.Int("attempts", d.Attempts))
+	k.health(ctx, HealthEvent{Kind: HealthDeliveryExhausted, Key: LoggableURL(breakerKey), At: d.FinishedAt, Delivery: d})
 }
 
 // printableASCII reports whether s is printable ASCII.

@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ type observed struct {
 	classes   []webhook.Classification
 	ctxOK     []bool // AttemptFinished got AttemptStarted's context
 	delivered []webhook.FinishInfo
-	breakers  []webhook.BreakerChange
+	health    []webhook.HealthEvent
 	carrier   string
 }
 
@@ -63,12 +64,35 @@ func (o *observed) observer() *webhook.Observer {
 			defer o.mu.Unlock()
 			o.delivered = append(o.delivered, d)
 		},
-		BreakerChanged: func(_ context.Context, b webhook.BreakerChange) {
+		Health: func(_ context.Context, h webhook.HealthEvent) {
 			o.mu.Lock()
 			defer o.mu.Unlock()
-			o.breakers = append(o.breakers, b)
+			o.health = append(o.health, h)
 		},
 	}
+}
+
+// settledReason waits for id's delivery_exhausted event and returns its
+// reason.
+func (e *env) settledReason(id string, o *observed) webhook.FinishReason {
+	e.t.Helper()
+	var reason webhook.FinishReason
+	require.Eventually(e.t, func() bool {
+		for _, h := range o.events() {
+			if h.Kind == webhook.HealthDeliveryExhausted && h.Delivery.DeliveryID == id {
+				reason = h.Delivery.Reason
+				return true
+			}
+		}
+		return false
+	}, guard, time.Millisecond)
+	return reason
+}
+
+func (o *observed) events() []webhook.HealthEvent {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]webhook.HealthEvent(nil), o.health...)
 }
 
 func (o *observed) finished() []webhook.FinishInfo {
@@ -131,13 +155,15 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.FinishInfo{DeliveryID: r.ID, State: webhook.StateDelivered, Reason: webhook.FinishDelivered, Attempts: 2,
 			URL: "https://buyer.example/hook", TaskType: webhook.TaskCreateMediaBuy, NotificationType: "scheduled", Carrier: o.carrier,
 			AcceptedAt: epoch, FinishedAt: as[1].OccurredAt.Add(as[1].ResponseTime)}, o.delivered[0])
-		// Transitions that a worker's write makes. (Open to half-open
-		// happens by the clock, with no write: the memory supervisor
-		// reports the probe's success as half-open -> closed, Postgres as
-		// open -> closed, from the row.)
-		require.Len(t, o.breakers, 2, "%+v", o.breakers)
-		require.Equal(t, webhook.BreakerChange{Key: "https://buyer.example/hook", From: webhook.BreakerClosed, To: webhook.BreakerOpen, At: epoch}, o.breakers[0])
-		require.Equal(t, webhook.BreakerClosed, o.breakers[1].To)
+		// The breaker's transitions, the same from both supervisors: opened
+		// by the failure, half-open when the probe was claimed, closed by
+		// its success. The run of failures was too short to report.
+		key, later := "https://buyer.example/hook", epoch.Add(webhook.OpenTimeoutDefault)
+		require.Equal(t, []webhook.HealthEvent{
+			{Kind: webhook.HealthBreakerOpened, Key: key, At: epoch, From: webhook.BreakerClosed, To: webhook.BreakerOpen},
+			{Kind: webhook.HealthBreakerHalfOpen, Key: key, At: later, From: webhook.BreakerOpen, To: webhook.BreakerHalfOpen},
+			{Kind: webhook.HealthBreakerClosed, Key: key, At: later, From: webhook.BreakerHalfOpen, To: webhook.BreakerClosed},
+		}, o.health)
 	})
 
 	t.Run("Reasons", func(t *testing.T) {
@@ -193,6 +219,119 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.FinishHorizon, o.finished()[3].Reason)
 	})
 
+	// An endpoint's run of failures is reported when it reaches
+	// FailingDeliveries failed deliveries, once, and its end when a 2xx
+	// comes; deliveries that ran out of attempts are reported each.
+	t.Run("HealthEventsByCount", func(t *testing.T) {
+		t.Parallel()
+		o := &observed{}
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Observer = o.observer()
+			c.Retry.MaxAttempts = 1
+			c.Breaker.FailureThreshold = 100 // the run of failures, not the breaker
+			c.Breaker.FailingDeliveries, c.Breaker.FailingFor = 2, webhook.RuleOff
+		})
+		in := e.inspector()
+		url, key := "https://buyer.example/hook?token=querysecret", "https://buyer.example/hook"
+		e.sender.on(url, step{status: 400}, step{status: 503}, step{status: 503}, step{status: 200})
+		e.startWorker()
+		var first webhook.Attempt
+		var ids []string
+		for i := range 4 {
+			if i == 3 { // before the 2xx: the run, as an operator sees it
+				list, err := in.Breakers(context.Background(), webhook.Page{})
+				require.NoError(t, err)
+				require.Len(t, list.Breakers, 1)
+				b := list.Breakers[0]
+				require.Equal(t, key, webhook.LoggableURL(b.Key))
+				require.Equal(t, webhook.BreakerClosed, b.State)
+				require.Equal(t, 2, b.Failures, "the 503s; a 400 is not the breaker's")
+				require.True(t, b.Failing)
+				require.Equal(t, 3, b.FailedDeliveries)
+				require.WithinDuration(t, first.OccurredAt.Add(first.ResponseTime), b.FailingSince, time.Microsecond) // Postgres keeps microseconds
+			}
+			r := e.sendMCP(mcp(url, fmt.Sprint("t", i)))
+			a := e.attempts(1)[0]
+			if i == 0 {
+				first = a
+			}
+			e.settled(r.ID)
+			ids = append(ids, r.ID)
+		}
+		got := o.events()
+		var kinds []webhook.HealthKind
+		for _, h := range got {
+			kinds = append(kinds, h.Kind)
+			require.Equal(t, key, h.Key, "loggable")
+			require.Equal(t, epoch, h.At)
+		}
+		require.Equal(t, []webhook.HealthKind{webhook.HealthEndpointFailing, webhook.HealthDeliveryExhausted,
+			webhook.HealthDeliveryExhausted, webhook.HealthEndpointRecovered}, kinds, "%+v", got)
+		since := first.OccurredAt.Add(first.ResponseTime)
+		require.WithinDuration(t, since, got[0].FailingSince, time.Microsecond)
+		require.Equal(t, 2, got[0].FailedDeliveries)
+		for i, h := range got[1:3] {
+			require.Equal(t, ids[i+1], h.Delivery.DeliveryID)
+			require.Equal(t, webhook.FinishExhausted, h.Delivery.Reason)
+			require.Equal(t, key, h.Delivery.URL)
+		}
+		require.WithinDuration(t, since, got[3].FailingSince, time.Microsecond)
+		require.Equal(t, 3, got[3].FailedDeliveries, "the run that ended")
+
+		list, err := in.Breakers(context.Background(), webhook.Page{})
+		require.NoError(t, err)
+		require.Empty(t, list.Breakers, "the 2xx ended the run")
+		require.Equal(t, 1, strings.Count(e.logs.String(), `msg="webhook: endpoint failing"`), e.logs.String())
+		require.Equal(t, 1, strings.Count(e.logs.String(), `msg="webhook: endpoint recovered"`), e.logs.String())
+		require.Equal(t, 2, strings.Count(e.logs.String(), `msg="webhook: delivery exhausted; the buyer never acknowledged it"`), e.logs.String())
+		require.NotContains(t, e.logs.String(), "querysecret")
+	})
+
+	// ... or when a failure comes FailingFor after the run began, also
+	// while the breaker is open (its probes fail), and also when the
+	// delivery is held back past its horizon.
+	t.Run("HealthEventsByDuration", func(t *testing.T) {
+		t.Parallel()
+		o := &observed{}
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Observer = o.observer()
+			c.Retry.MaxAttempts = webhook.MaxAttemptsUntilHorizon // retried every 30s at most
+			c.Breaker.FailureThreshold = 1
+			c.Breaker.FailingDeliveries, c.Breaker.FailingFor = webhook.RuleOff, 10*time.Minute
+		})
+		url := "https://buyer.example/hook"
+		for range 20 {
+			e.sender.on(url, step{status: 503})
+		}
+		e.startWorker()
+		r := e.sendMCP(mcp(url, "t1"))
+		e.attempts(1)
+		// A probe a little over a minute apart (each attempt's end, when
+		// the breaker reopens, is a little after the fake clock's time).
+		for i := 1; i <= 10; i++ {
+			e.clock.Set(epoch.Add(time.Duration(i) * 61 * time.Second))
+			e.attempts(1)
+		}
+		var kinds []webhook.HealthKind
+		for _, h := range o.events() {
+			kinds = append(kinds, h.Kind)
+		}
+		// Opened; ten probes: half-open, opened again; failing with the
+		// tenth.
+		require.Len(t, kinds, 22, "%v", kinds)
+		require.Equal(t, []webhook.HealthKind{webhook.HealthBreakerOpened, webhook.HealthBreakerHalfOpen, webhook.HealthBreakerOpened}, kinds[:3])
+		require.Equal(t, webhook.HealthEndpointFailing, kinds[21])
+		require.NotContains(t, kinds[:21], webhook.HealthEndpointFailing)
+		h := o.events()[21]
+		require.Equal(t, epoch.Add(610*time.Second), h.At)
+		require.Zero(t, h.FailedDeliveries)
+
+		// Past the horizon while the breaker holds it back: exhausted.
+		e.clock.Set(epoch.Add(25 * time.Hour))
+		e.attempts(1)
+		require.Equal(t, webhook.FinishHorizon, e.settledReason(r.ID, o))
+	})
+
 	// A duplicate submission is told as one; nothing new is stored.
 	t.Run("DuplicateIsNotANewDelivery", func(t *testing.T) {
 		t.Parallel()
@@ -228,10 +367,10 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 			c.Breaker.FailureThreshold = 1
 			c.Retry.MaxAttempts = 1
 			c.Observer = &webhook.Observer{
-				BreakerChanged: func(ctx context.Context, b webhook.BreakerChange) {
+				Health: func(ctx context.Context, h webhook.HealthEvent) {
 					st, err := in.Stats(ctx) // would deadlock under the memory supervisor's lock
-					if err == nil {
-						states <- b.To
+					if err == nil && h.Kind != webhook.HealthDeliveryExhausted {
+						states <- h.To
 						_ = st
 					}
 				},
@@ -249,14 +388,14 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		case st := <-states:
 			require.Equal(t, webhook.BreakerOpen, st)
 		case <-time.After(guard):
-			t.Fatal("BreakerChanged did not return")
+			t.Fatal("Health did not return")
 		}
 		require.NoError(t, in.ResetBreaker(context.Background(), url))
 		select {
 		case st := <-states:
 			require.Equal(t, webhook.BreakerClosed, st)
 		case <-time.After(guard):
-			t.Fatal("ResetBreaker's BreakerChanged did not return")
+			t.Fatal("ResetBreaker's Health did not return")
 		}
 		r2 := e.sendMCP(mcp(url, "t2")) // the worker survived the panic
 		e.attempts(1)
@@ -282,8 +421,10 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.NoError(t, e.inspector().ResetBreaker(context.Background(), url), "closed already: no change")
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		require.Len(t, o.breakers, 2)
-		require.Equal(t, webhook.BreakerChange{Key: url, From: webhook.BreakerOpen, To: webhook.BreakerClosed, Reset: true, At: epoch}, o.breakers[1])
+		require.Len(t, o.health, 3, "%+v", o.health) // opened, exhausted, closed by the reset
+		require.Equal(t, webhook.HealthBreakerOpened, o.health[0].Kind)
+		require.Equal(t, webhook.HealthDeliveryExhausted, o.health[1].Kind)
+		require.Equal(t, webhook.HealthEvent{Kind: webhook.HealthBreakerClosed, Key: url, From: webhook.BreakerOpen, To: webhook.BreakerClosed, Reset: true, At: epoch}, o.health[2])
 	})
 }
 
@@ -295,4 +436,78 @@ func TestMemoryObserver(t *testing.T) {
 func TestPostgresObserver(t *testing.T) {
 	t.Parallel()
 	runObserverSuite(t, newPostgres)
+}
+
+// Two "processes" share one database and one failing endpoint: each
+// health transition is reported once between them, by the process whose
+// write made it.
+func TestPostgresHealthEventsOncePerTransition(t *testing.T) {
+	t.Parallel()
+	o, o2 := &observed{}, &observed{} // one per process
+	const n, threshold = 40, 10
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 8}, func(c *suiteConfig) {
+		c.Observer = o.observer()
+		c.Retry.MaxAttempts = 1
+		c.Breaker.FailureThreshold, c.Breaker.SuccessThreshold = threshold, 1
+		c.Breaker.FailingDeliveries, c.Breaker.FailingFor = 5, webhook.RuleOff
+		c.Sink = nil
+	})
+	cfg2 := pe.cfg
+	cfg2.Observer = o2.observer()
+	second := newPostgresOn(t, pe.pool, cfg2, pe.pc)
+	url := "https://buyer.example/hook"
+	for range n {
+		pe.sender.on(url, step{status: 503})
+	}
+	ctx := context.Background()
+	for i := range n {
+		_, err := pe.pg.SendMCP(ctx, mcp(url, fmt.Sprint("t", i)))
+		require.NoError(t, err)
+	}
+	pe.startWorker()
+	runWorker(t, second)
+
+	// The breaker opens; what was in flight lands.
+	require.Eventually(t, func() bool {
+		st, err := pe.pg.Stats(ctx)
+		b, berr := pe.pg.Breaker(ctx, url)
+		return err == nil && berr == nil && b == webhook.BreakerOpen && st.Running == 0 && st.Failed >= threshold
+	}, guard, time.Millisecond)
+	// The buyer is back: the probe succeeds, and the rest are delivered.
+	pe.sender.mu.Lock()
+	pe.sender.script[url] = nil
+	pe.sender.mu.Unlock()
+	pe.clock.Advance(webhook.OpenTimeoutDefault + time.Second)
+	var failed int64
+	require.Eventually(t, func() bool {
+		st, err := pe.pg.Stats(ctx)
+		failed = st.Failed
+		return err == nil && st.Delivered+st.Failed == n
+	}, guard, time.Millisecond)
+
+	count := map[webhook.HealthKind]int{}
+	events := func() []webhook.HealthEvent { return append(o.events(), o2.events()...) }
+	require.Eventually(t, func() bool {
+		clear(count)
+		for _, h := range events() {
+			count[h.Kind]++
+		}
+		return count[webhook.HealthEndpointRecovered] == 1
+	}, guard, time.Millisecond, "%v", count)
+	o.mu.Lock()
+	o2.mu.Lock()
+	require.NotEmpty(t, o.starts, "the first process made attempts")
+	require.NotEmpty(t, o2.starts, "the second process made attempts")
+	o2.mu.Unlock()
+	o.mu.Unlock()
+	require.Equal(t, map[webhook.HealthKind]int{
+		webhook.HealthBreakerOpened: 1, webhook.HealthBreakerHalfOpen: 1, webhook.HealthBreakerClosed: 1,
+		webhook.HealthEndpointFailing: 1, webhook.HealthEndpointRecovered: 1,
+		webhook.HealthDeliveryExhausted: int(failed),
+	}, count)
+	for _, h := range events() {
+		if h.Kind == webhook.HealthEndpointRecovered {
+			require.Equal(t, int(failed), h.FailedDeliveries, "every failed delivery counted once in the run")
+		}
+	}
 }

@@ -112,7 +112,7 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 	for _, r := range batch {
 		p := plans[r.j.breakerKey]
 		next := p.after
-		next.record(s.k.breaker, r.c.result, r.c.end)
+		next.record(s.k.breaker, r.c.result, r.c.state == StateFailed, r.c.end)
 		if next != p.after {
 			p.after, p.changed = next, true
 		}
@@ -157,6 +157,8 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 		g.GateBreakerKey, g.GateState = append(g.GateBreakerKey, key), append(g.GateState, after.GateState)
 		g.GateFailures, g.GateSuccesses = append(g.GateFailures, int32(after.GateFailures)), append(g.GateSuccesses, int32(after.GateSuccesses))
 		g.GateOpenedAt, g.GatePeriod, g.GateRetryAt = append(g.GateOpenedAt, after.GateOpenedAt), append(g.GatePeriod, after.GatePeriod), append(g.GateRetryAt, after.GateRetryAt)
+		g.GateFailingSince, g.GateFailedDeliveries = append(g.GateFailingSince, after.GateFailingSince), append(g.GateFailedDeliveries, int32(after.GateFailedDeliveries))
+		g.GateFailing = append(g.GateFailing, after.GateFailing)
 		g.GateExpected, g.GateUpdatedAt = append(g.GateExpected, plan.version), append(g.GateUpdatedAt, now)
 	}
 	written := make(map[int64]bool, n)

@@ -122,6 +122,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		}
 	}
 	var claimed []*pgJob
+	var changes []gateChange // reported once committed
 	for _, kb := range bs {
 		if len(jobs)+len(claimed) >= n {
 			break
@@ -145,6 +146,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			if version, err = s.saveGate(ctx, tx, kb.key, b, now); err != nil {
 				return jobs, err
 			}
+			changes = append(changes, gateChange{kb.key, kb.b, b}) // half-open
 		}
 		rows, err := collect[jobRow](query(ctx, tx, s.q.claimProbes, claimProbesParams{
 			claimParams: claimParams{Now: now, Limit: free, LeaseEnd: lease, Token: token},
@@ -161,6 +163,9 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return jobs, dbError("claim probes", err)
+	}
+	for _, c := range changes {
+		s.k.gateChanged(ctx, c.key, c.before, c.after)
 	}
 	return append(jobs, claimed...), nil
 }

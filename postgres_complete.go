@@ -35,7 +35,7 @@ func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite
 // running rows, so no probe is handed back here.)
 func (s *PostgresSupervisor) gateAfter(j *pgJob, c *completion) (gate, bool) {
 	g := j.gate
-	g.record(s.k.breaker, c.result, c.end)
+	g.record(s.k.breaker, c.result, c.state == StateFailed, c.end)
 	return g, g != j.gate
 }
 
@@ -230,13 +230,12 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 	return gateWrite{}, errGateMoved
 }
 
-// gateChanged logs a gate's change of state and, when it opened, defers
+// gateChanged reports a gate's change and, when it opened, defers
 // its pending deliveries to its probe, so that claims do not keep
 // stepping over them. (The claim skips them anyway: this is only for
 // speed, and may fail.)
 func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate) {
-	s.k.breakerChanged(key, before.State, after.State)
-	s.k.observeBreaker(key, before.State, after.State, false)
+	s.k.gateChanged(ctx, key, before, after)
 	if after.State == BreakerOpen && before.State != BreakerOpen {
 		if _, err := exec(ctx, s.db, s.q.deferBreaker, deferParams{Key: key, Until: after.retryAt(s.k.breaker)}); err != nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))

@@ -24,6 +24,7 @@ func (s *PostgresSupervisor) gateParams(b gate) gateParams {
 	return gateParams{
 		GateState: b.State.String(), GateFailures: b.Failures, GateSuccesses: b.Successes,
 		GateOpenedAt: timeOrNil(b.OpenedAt), GatePeriod: int64(b.Period), GateRetryAt: timeOrNil(b.retryAt(s.k.breaker)),
+		GateFailingSince: timeOrNil(b.FailingSince), GateFailedDeliveries: b.FailedDeliveries, GateFailing: b.Failing,
 	}
 }
 
@@ -47,6 +48,7 @@ func (r *gateRow) gate() (gate, int64, error) {
 		g.Period = uint64(p)
 	}
 	g.Failures, g.Successes, g.OpenedAt = deref(r.Failures), deref(r.Successes), deref(r.OpenedAt)
+	g.FailingSince, g.FailedDeliveries, g.Failing = deref(r.FailingSince), deref(r.FailedDeliveries), deref(r.Failing)
 	return g, deref(r.Version), nil
 }
 

@@ -178,8 +178,7 @@ func (s *PostgresSupervisor) ResetBreaker(ctx context.Context, key string) error
 		return dbError("reset breaker", err)
 	}
 	if before, _, err := (&gateRow{State: &old}).gate(); err == nil {
-		s.k.breakerReset(key, before.State)
-		s.k.observeBreaker(key, before.State, BreakerClosed, true)
+		s.k.breakerReset(ctx, key, before.State)
 	}
 	s.wakeWorkers()
 	return nil

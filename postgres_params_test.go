@@ -54,8 +54,9 @@ func TestColumnsAndParamsFollowTheRowStruct(t *testing.T) {
 	require.Equal(t, "@a, @when", params[testParams]("b"))
 	require.Contains(t, columns[jobRow]("d."), "d.accepted_at, d.first_attempt_at")
 	require.Equal(t, "unnest(@gate_breaker_key::text[], @gate_state::text[], @gate_failures::int[], @gate_successes::int[], "+
-		"@gate_opened_at::timestamptz[], @gate_period::bigint[], @gate_retry_at::timestamptz[], @gate_expected::bigint[], "+
-		"@gate_updated_at::timestamptz[]) AS g(breaker_key, state, failures, successes, opened_at, period, retry_at, expected, updated_at)",
+		"@gate_opened_at::timestamptz[], @gate_period::bigint[], @gate_retry_at::timestamptz[], @gate_failing_since::timestamptz[], "+
+		"@gate_failed_deliveries::int[], @gate_failing::boolean[], @gate_expected::bigint[], @gate_updated_at::timestamptz[]) "+
+		"AS g(breaker_key, state, failures, successes, opened_at, period, retry_at, failing_since, failed_deliveries, failing, expected, updated_at)",
 		unnest[batchGates]("g", "gate_"))
 }
 

@@ -220,6 +220,10 @@ type gateRow struct {
 	OpenedAt  *time.Time `db:"opened_at"`
 	Period    *int64     `db:"period"`
 	Version   *int64     `db:"version"`
+	// The endpoint's run of failures (gate.go's health).
+	FailingSince     *time.Time `db:"failing_since"`
+	FailedDeliveries *int       `db:"failed_deliveries"`
+	Failing          *bool      `db:"failing"`
 }
 
 // keyedGateRow is a gate row with its key.
@@ -333,6 +337,10 @@ type gateParams struct {
 	GateOpenedAt  *time.Time `db:"gate_opened_at"`
 	GatePeriod    int64      `db:"gate_period"`
 	GateRetryAt   *time.Time `db:"gate_retry_at"`
+	// The endpoint's run of failures.
+	GateFailingSince     *time.Time `db:"gate_failing_since"`
+	GateFailedDeliveries int        `db:"gate_failed_deliveries"`
+	GateFailing          bool       `db:"gate_failing"`
 }
 
 type completeGateParams struct {
@@ -402,8 +410,12 @@ type batchGates struct {
 	GateOpenedAt   []*time.Time `db:"gate_opened_at" pg:"timestamptz"`
 	GatePeriod     []int64      `db:"gate_period" pg:"bigint"`
 	GateRetryAt    []*time.Time `db:"gate_retry_at" pg:"timestamptz"`
-	GateExpected   []int64      `db:"gate_expected" pg:"bigint"` // the version the value was computed from
-	GateUpdatedAt  []time.Time  `db:"gate_updated_at" pg:"timestamptz"`
+	// The endpoint's run of failures.
+	GateFailingSince     []*time.Time `db:"gate_failing_since" pg:"timestamptz"`
+	GateFailedDeliveries []int32      `db:"gate_failed_deliveries" pg:"int"`
+	GateFailing          []bool       `db:"gate_failing" pg:"boolean"`
+	GateExpected         []int64      `db:"gate_expected" pg:"bigint"` // the version the value was computed from
+	GateUpdatedAt        []time.Time  `db:"gate_updated_at" pg:"timestamptz"`
 }
 
 type batchParams struct {
@@ -578,13 +590,20 @@ type pgSQL struct {
 // gateUnchanged is the condition under which a completion that leaves its
 // gate alone is written: the gate is still the row the decision was
 // computed from (version ver; 0: no row), or, for a success (flag), it is
-// clean (closed with no failures), which a success leaves alone whatever
-// its version.
+// clean (closed with no failures and no run of them: gate.clean), which a
+// success leaves alone whatever its version.
 func gateUnchanged(flag, key, ver string) string {
 	return `NOT EXISTS (SELECT 1 FROM {breakers} b
 		WHERE b.breaker_key = ` + key + ` AND b.version <> ` + ver + `::bigint
-		  AND NOT (` + flag + `::boolean AND b.failures = 0 AND b.state = 'closed'))`
+		  AND NOT (` + flag + `::boolean AND b.failures = 0 AND b.state = 'closed' AND b.failing_since IS NULL))`
 }
+
+// gateSet writes a gate's value from EXCLUDED.
+const gateSet = `state = EXCLUDED.state, failures = EXCLUDED.failures,
+		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
+		retry_at = EXCLUDED.retry_at, failing_since = EXCLUDED.failing_since,
+		failed_deliveries = EXCLUDED.failed_deliveries, failing = EXCLUDED.failing,
+		version = EXCLUDED.version, updated_at = EXCLUDED.updated_at`
 
 // lostClaim counts a lost attempt when a claim takes a running row under a
 // positive lease token: its lease expired with no result written. Every
@@ -748,12 +767,11 @@ WHERE ` + fence + ` AND ` + guard))
 WITH leased AS (
 	SELECT id FROM {deliveries} WHERE ` + fence + ` FOR UPDATE
 ), gate AS (
-	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
+	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at,
+		failing_since, failed_deliveries, failing, version, updated_at)
 	SELECT @gate_key, @gate_state, @gate_failures, @gate_successes, @gate_opened_at, @gate_period, @gate_retry_at,
-		@gate_version::bigint + 1, @occurred_at FROM leased
-	ON CONFLICT (breaker_key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
-		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
-		retry_at = EXCLUDED.retry_at, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+		@gate_failing_since, @gate_failed_deliveries, @gate_failing, @gate_version::bigint + 1, @occurred_at FROM leased
+	ON CONFLICT (breaker_key) DO UPDATE SET ` + gateSet + `
 	WHERE b.version = @gate_version
 	RETURNING 1
 ), done AS (
@@ -781,12 +799,12 @@ WITH v AS (
 	SELECT * FROM {batch_gates}
 ), gated AS (
 	-- In key order, so that concurrent batches lock gates in one order.
-	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at, version, updated_at)
-	SELECT g.breaker_key, g.state, g.failures, g.successes, g.opened_at, g.period, g.retry_at, g.expected + 1, g.updated_at
+	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at,
+		failing_since, failed_deliveries, failing, version, updated_at)
+	SELECT g.breaker_key, g.state, g.failures, g.successes, g.opened_at, g.period, g.retry_at,
+		g.failing_since, g.failed_deliveries, g.failing, g.expected + 1, g.updated_at
 	FROM g ORDER BY g.breaker_key
-	ON CONFLICT (breaker_key) DO UPDATE SET state = EXCLUDED.state, failures = EXCLUDED.failures,
-		successes = EXCLUDED.successes, opened_at = EXCLUDED.opened_at, period = EXCLUDED.period,
-		retry_at = EXCLUDED.retry_at, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
+	ON CONFLICT (breaker_key) DO UPDATE SET ` + gateSet + `
 	WHERE b.version = EXCLUDED.version - 1
 	RETURNING b.breaker_key
 ), done AS (
@@ -826,6 +844,7 @@ RETURNING {gate_columns}`))
 	// Persisting a gate the caller has locked.
 	q.saveBreaker = compile[saveGateParams](r.Replace(`UPDATE {breakers} SET state = @gate_state, failures = @gate_failures,
 	successes = @gate_successes, opened_at = @gate_opened_at, period = @gate_period, retry_at = @gate_retry_at,
+	failing_since = @gate_failing_since, failed_deliveries = @gate_failed_deliveries, failing = @gate_failing,
 	version = version + 1, updated_at = @now
 WHERE breaker_key = @breaker_key
 RETURNING version`))
@@ -854,7 +873,7 @@ FROM (SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILT
 	// Byte order (COLLATE "C"), as the memory supervisor sorts, whatever
 	// the database's collation.
 	q.breakers = compile[breakerPageParams](r.Replace(`SELECT b.breaker_key, {gate_columns} FROM {breakers} b
-WHERE (b.state <> 'closed' OR b.failures > 0) AND b.breaker_key COLLATE "C" > @after
+WHERE (b.state <> 'closed' OR b.failures > 0 OR b.failing_since IS NOT NULL) AND b.breaker_key COLLATE "C" > @after
 ORDER BY b.breaker_key COLLATE "C" LIMIT @limit`))
 	// An operator's reset: closed and clean, in a new half-open period (a
 	// probe in flight cannot free a slot of it) at a new version (a

@@ -23,6 +23,7 @@
 //	http.client.request.duration         histogram (s), by http.request.method, http.response.status_code, error.type
 //	webhook.delivery.duration            histogram (s), acceptance to final state, by webhook.delivery.state
 //	webhook.breaker.transitions          counter, by webhook.breaker.from, webhook.breaker.to, webhook.breaker.reset
+//	webhook.health.events                counter, by webhook.health.event (a webhook.HealthKind)
 //	webhook.leases.lost                  counter
 //
 // [RegisterQueueMetrics] adds gauges of the queue, fed by the Inspector's
@@ -93,6 +94,9 @@ func New(cfg Config) (*webhook.Observer, error) {
 	o.breakers, err = m.Int64Counter("webhook.breaker.transitions", metric.WithUnit("{transition}"),
 		metric.WithDescription("Circuit-breaker state changes."))
 	add(err)
+	o.healthEvents, err = m.Int64Counter("webhook.health.events", metric.WithUnit("{event}"),
+		metric.WithDescription("Endpoint-health events: breakers opened, half-open and closed, endpoints failing and recovered, deliveries exhausted."))
+	add(err)
 	o.leases, err = m.Int64Counter("webhook.leases.lost", metric.WithUnit("{lease}"),
 		metric.WithDescription("Attempts whose lease another worker took over before their result was stored."))
 	add(err)
@@ -104,7 +108,7 @@ func New(cfg Config) (*webhook.Observer, error) {
 		AttemptStarted:   o.attemptStarted,
 		AttemptFinished:  o.attemptFinished,
 		DeliveryFinished: o.deliveryFinished,
-		BreakerChanged:   o.breakerChanged,
+		Health:           o.health,
 		LeaseLost:        o.leaseLost,
 	}, nil
 }
@@ -118,6 +122,7 @@ type observer struct {
 	requestDuration  metric.Float64Histogram
 	deliveryDuration metric.Float64Histogram
 	breakers         metric.Int64Counter
+	healthEvents     metric.Int64Counter
 	leases           metric.Int64Counter
 	sets             setCache
 }
@@ -297,9 +302,13 @@ func (o *observer) deliveryFinished(ctx context.Context, d webhook.FinishInfo) {
 	}
 }
 
-func (o *observer) breakerChanged(ctx context.Context, b webhook.BreakerChange) {
-	o.breakers.Add(ctx, 1, metric.WithAttributes(attribute.String("webhook.breaker.from", b.From.String()),
-		attribute.String("webhook.breaker.to", b.To.String()), attribute.Bool("webhook.breaker.reset", b.Reset)))
+func (o *observer) health(ctx context.Context, e webhook.HealthEvent) {
+	o.healthEvents.Add(ctx, 1, metric.WithAttributes(attribute.String("webhook.health.event", string(e.Kind))))
+	switch e.Kind {
+	case webhook.HealthBreakerOpened, webhook.HealthBreakerHalfOpen, webhook.HealthBreakerClosed:
+		o.breakers.Add(ctx, 1, metric.WithAttributes(attribute.String("webhook.breaker.from", e.From.String()),
+			attribute.String("webhook.breaker.to", e.To.String()), attribute.Bool("webhook.breaker.reset", e.Reset)))
+	}
 }
 
 func (o *observer) leaseLost(ctx context.Context, _ webhook.LeaseInfo) {

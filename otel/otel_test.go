@@ -151,7 +151,20 @@ func checkStory(t *testing.T, producer, worker *telemetry, buyerURL string, r we
 		"http.request.method=POST,http.response.status_code=200":                1,
 	}, m["http.client.request.duration"])
 	require.Equal(t, map[string]float64{"webhook.delivery.state=delivered": 1}, m["webhook.delivery.duration"])
+	// The breaker (storyBreaker) opened with the 503, and its probe
+	// closed it.
+	require.Equal(t, map[string]float64{
+		"webhook.breaker.from=closed,webhook.breaker.reset=false,webhook.breaker.to=open":      1,
+		"webhook.breaker.from=open,webhook.breaker.reset=false,webhook.breaker.to=half_open":   1,
+		"webhook.breaker.from=half_open,webhook.breaker.reset=false,webhook.breaker.to=closed": 1,
+	}, m["webhook.breaker.transitions"])
+	require.Equal(t, map[string]float64{
+		"webhook.health.event=breaker_opened": 1, "webhook.health.event=breaker_half_open": 1, "webhook.health.event=breaker_closed": 1,
+	}, m["webhook.health.events"])
 }
+
+// storyBreaker opens with one failure and closes with one success, soon.
+var storyBreaker = webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 1, OpenTimeout: 10 * time.Millisecond}
 
 func TestMemorySupervisorTelemetry(t *testing.T) {
 	t.Parallel()
@@ -160,7 +173,7 @@ func TestMemorySupervisorTelemetry(t *testing.T) {
 	buyer := webhooktest.NewReceiver(webhooktest.Config{Verifier: verifier})
 	defer buyer.Close()
 	buyer.Fail(webhooktest.Fault{Status: http.StatusServiceUnavailable})
-	sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Observer: tel.obs,
+	sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{Observer: tel.obs, Breaker: storyBreaker,
 		Retry: webhook.RetryPolicy{BaseDelay: 10 * time.Millisecond, NoJitter: true}})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -193,7 +206,7 @@ func TestPostgresSupervisorTelemetryAcrossProcesses(t *testing.T) {
 	api, err := webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{Observer: producer.obs, PollOnly: true, AllowInsecureHTTP: true})
 	require.NoError(t, err)
 	require.NoError(t, api.CreateSchema(ctx))
-	pod, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{Observer: worker.obs, Retry: retry,
+	pod, err := webhook.NewPostgresSupervisor(pool, sender, webhook.PostgresConfig{Observer: worker.obs, Retry: retry, Breaker: storyBreaker,
 		PollInterval: 20 * time.Millisecond})
 	require.NoError(t, err)
 	r, err := api.SendMCP(ctx, webhook.MCPWebhook{URL: buyer.URL + "/hook?sig=querysecret", OperationID: "op_1", TaskID: "mb_1",

@@ -324,7 +324,7 @@ func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, b := range all {
-		if hmac.Equal([]byte(h.ref(b.Key)), []byte(ref)) {
+		if b.Resettable() && hmac.Equal([]byte(h.ref(b.Key)), []byte(ref)) {
 			if err := h.in.ResetBreaker(r.Context(), b.Key); err != nil {
 				h.fail(w, r, "reset breaker", err)
 				return

@@ -199,6 +199,10 @@ func TestActionsRedeliverAndReset(t *testing.T) {
 	require.Equal(t, webhook.BreakerClosed, st, "the ref named the real key")
 	resp, _ = f.post("/breakers/reset", url.Values{"csrf": {tok}, "ref": {ref[1]}}, nil)
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, "reset already")
+	_, page = f.get("/breakers")
+	require.Contains(t, page, "Failing since")
+	require.Contains(t, page, webhook.LoggableURL(f.downURL), "listed until its next 2xx")
+	require.Nil(t, refRE.FindStringSubmatch(page), "closed: nothing to reset, no button")
 
 	resp, _ = f.post("/deliveries/"+f.ids["down1"]+"/redeliver", url.Values{"csrf": {tok}}, nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)

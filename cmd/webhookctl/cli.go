@@ -720,6 +720,10 @@ type breakerJSON struct {
 	Failures int        `json:"failures"`
 	OpenedAt *time.Time `json:"opened_at,omitempty"`
 	ProbeAt  *time.Time `json:"probe_at,omitempty"`
+	// The endpoint's run of failures since its last 2xx.
+	FailingSince     *time.Time `json:"failing_since,omitempty"`
+	FailedDeliveries int        `json:"failed_deliveries"`
+	Failing          bool       `json:"failing"`
 }
 
 func (c *cli) breakers(ctx context.Context, s *webhook.PostgresSupervisor) error {
@@ -733,12 +737,18 @@ func (c *cli) breakers(ctx context.Context, s *webhook.PostgresSupervisor) error
 	}{Breakers: []breakerJSON{}, Truncated: more}
 	for _, b := range all {
 		out.Breakers = append(out.Breakers, breakerJSON{Key: webhook.LoggableURL(b.Key), State: b.State.String(),
-			Failures: b.Failures, OpenedAt: timeOrNil(b.OpenedAt), ProbeAt: timeOrNil(b.ProbeAt)})
+			Failures: b.Failures, OpenedAt: timeOrNil(b.OpenedAt), ProbeAt: timeOrNil(b.ProbeAt),
+			FailingSince: timeOrNil(b.FailingSince), FailedDeliveries: b.FailedDeliveries, Failing: b.Failing})
 	}
 	return c.emit(out, func(w *tabwriter.Writer) {
-		fmt.Fprintln(w, "KEY\tSTATE\tFAILURES\tOPENED\tPROBE AT")
+		fmt.Fprintln(w, "KEY\tSTATE\tFAILURES\tOPENED\tPROBE AT\tFAILING SINCE\tFAILED DELIVERIES")
 		for _, b := range out.Breakers {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", b.Key, b.State, b.Failures, dash(timeText(b.OpenedAt)), dash(timeText(b.ProbeAt)))
+			since := dash(timeText(b.FailingSince))
+			if b.Failing {
+				since += " (failing)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%d\n", b.Key, b.State, b.Failures, dash(timeText(b.OpenedAt)), dash(timeText(b.ProbeAt)),
+				since, b.FailedDeliveries)
 		}
 		if more {
 			fmt.Fprintf(w, "(only the first %d shown)\n", len(out.Breakers))

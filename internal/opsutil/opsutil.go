@@ -34,7 +34,7 @@ func AllBreakers(ctx context.Context, in webhook.Inspector) ([]webhook.BreakerIn
 	}
 }
 
-// MatchBreakers returns the keys of the listed breakers that key names:
+// MatchBreakers returns the keys of the resettable breakers that key names:
 // exactly, or as the tools print them ([webhook.LoggableURL]: no query,
 // token-shaped segments hidden). Several keys can print alike; the caller
 // decides what to do then.
@@ -47,6 +47,7 @@ func MatchBreakers(ctx context.Context, in webhook.Inspector, key string) (keys 
 	}
 	for _, b := range all {
 		switch {
+		case !b.Resettable():
 		case b.Key == key:
 			exact = true
 			keys = append(keys, b.Key)
