@@ -55,6 +55,7 @@ type scenario struct {
 type result struct {
 	Scenario      string  `json:"scenario"`
 	System        string  `json:"system"`
+	Run           int     `json:"run"` // 1 to -repeat
 	N             int     `json:"webhooks"`
 	PerSecond     float64 `json:"deliveries_per_second"`
 	P50, P99      float64 `json:"-"`
@@ -84,6 +85,7 @@ func runBench(args []string) error {
 	failRate := fs.Float64("fail", 0, "custom scenario: share of first attempts the receiver answers 503")
 	retryAfter := fs.Int("retry-after", 0, "custom scenario: Retry-After seconds on those 503s")
 	rate := fs.Int("rate", 0, "custom scenario: arrivals per second (0: all enqueued first)")
+	repeat := fs.Int("repeat", 1, "run every scenario this many times, the systems interleaved run by run (their order rotating), and report each figure's median and range and each ratio as the median of the per-run ratios")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage:\n  go run . [flags]          the benchmark scenarios, a table\n"+
 			"  go run . chaos [flags]    the kill -9 soak: nothing may be lost (go run . chaos -help)\n\nflags:\n")
@@ -141,6 +143,9 @@ func runBench(args []string) error {
 	if err := checkNames(*which, *only, scenarios); err != nil {
 		return err
 	}
+	if *repeat < 1 {
+		return fmt.Errorf("-repeat is %d; use 1 or more", *repeat)
+	}
 	// pg_stat_statements counts the statements every system sends.
 	cluster, err := pgtest.StartCluster("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track_utility=on")
 	if err != nil {
@@ -183,6 +188,7 @@ func runBench(args []string) error {
 		if *which != "" && !slices.Contains(strings.Split(*which, ","), sc.name) {
 			continue
 		}
+		var systems []system
 		for _, sys := range allSystems() {
 			if *only != "" && !slices.Contains(strings.Split(*only, ","), sys.Name()) {
 				continue
@@ -190,24 +196,41 @@ func runBench(args []string) error {
 			if sc.only != nil && !slices.Contains(sc.only, sys.Name()) {
 				continue
 			}
-			db++
-			r := runOne(cluster, fmt.Sprintf("bench_%d", db), recv, sender, sc, sys)
-			fmt.Fprintf(os.Stderr, "%-24s %-24s %8.0f/s %s\n", sc.name, sys.Name(), r.PerSecond, r.Err)
-			results = append(results, r)
+			systems = append(systems, sys)
+		}
+		for run := 1; run <= *repeat; run++ {
+			for i := range systems {
+				sys := systems[(i+run-1)%len(systems)] // each run starts with the next system
+				db++
+				r := runOne(cluster, fmt.Sprintf("bench_%d", db), recv, sender, sc, sys)
+				r.Run = run
+				fmt.Fprintf(os.Stderr, "%-24s %-24s run %d %8.0f/s %s\n", sc.name, sys.Name(), run, r.PerSecond, r.Err)
+				results = append(results, r)
+			}
 		}
 	}
 	if *which == "" || slices.Contains(strings.Split(*which, ","), "scale-out") {
-		for _, k := range []int{1, 2, 4} {
-			db++
-			r := runScaleOut(cluster, fmt.Sprintf("bench_%d", db), recv, sender, scaleN, k)
-			fmt.Fprintf(os.Stderr, "%-24s %-34s %8.0f/s %s\n", r.Scenario, r.System, r.PerSecond, r.Err)
-			results = append(results, r)
+		for run := 1; run <= *repeat; run++ {
+			for _, k := range []int{1, 2, 4} {
+				db++
+				r := runScaleOut(cluster, fmt.Sprintf("bench_%d", db), recv, sender, scaleN, k)
+				r.Run = run
+				fmt.Fprintf(os.Stderr, "%-24s %-34s run %d %8.0f/s %s\n", r.Scenario, r.System, run, r.PerSecond, r.Err)
+				results = append(results, r)
+			}
 		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(results)
+		return enc.Encode(struct {
+			Runs    []result  `json:"runs"`
+			Summary []summary `json:"summary"`
+		}{results, summarize(results)})
+	}
+	if *repeat > 1 {
+		printSummary(os.Stdout, summarize(results))
+		return nil
 	}
 	printTable(results)
 	return nil
@@ -499,7 +522,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 func allSystems() []system {
 	out := []system{&postgresSystem{}, &memorySystem{}}
 	out = append(out, comparators()...)
-	return append(out, &rawHTTPSystem{}, &minimalSQLSystem{})
+	return append(out, &rawHTTPSystem{}, &minimalSQLSystem{}, &minimalBatchSQLSystem{})
 }
 
 // checkNames refuses -scenarios and -systems names that match nothing, so a

@@ -211,6 +211,72 @@ func (s *minimalSQLSystem) Start(ctx context.Context) (func(), error) {
 	return func() { cancel(); wg.Wait() }, nil
 }
 
+// minimalBatchSQLSystem is the batched ceiling without HTTP: the same
+// table, filled by one array insert per thousand rows, claimed a hundred
+// rows per statement and completed a claim per statement, so that the
+// table shows what this Postgres can do when nothing is done one row at a
+// time.
+type minimalBatchSQLSystem struct{ minimalSQLSystem }
+
+// minimalBatch is how many rows a claim of the batched ceiling takes.
+const minimalBatch = 100
+
+func (s *minimalBatchSQLSystem) Name() string { return "minimal SQL batched (ceiling)" }
+
+func (s *minimalBatchSQLSystem) EnqueueBulk(ctx context.Context, items []item) error {
+	for len(items) > 0 {
+		n := min(len(items), 1000)
+		keys, bodies := make([]string, n), make([][]byte, n)
+		for i, it := range items[:n] {
+			keys[i], bodies[i] = it.Key, it.Body
+		}
+		if _, err := s.e.Pool.Exec(ctx, `INSERT INTO minimal_queue (idempotency_key, body) SELECT * FROM unnest($1::text[], $2::bytea[])`,
+			keys, bodies); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}
+
+func (s *minimalBatchSQLSystem) Start(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range min(s.e.Workers, 4) { // a few claimers keep the connections busy
+		wg.Go(func() {
+			ids, keys := make([]int64, 0, minimalBatch), make([]string, 0, minimalBatch)
+			for ctx.Err() == nil {
+				ids, keys = ids[:0], keys[:0]
+				rows, err := s.e.Pool.Query(ctx, `UPDATE minimal_queue SET done = true WHERE id IN (
+					SELECT id FROM minimal_queue WHERE NOT done ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+					RETURNING id, idempotency_key`, minimalBatch)
+				if err == nil {
+					for rows.Next() {
+						var id int64
+						var key string
+						if rows.Scan(&id, &key) == nil {
+							ids, keys = append(ids, id), append(keys, key)
+						}
+					}
+					rows.Close()
+					err = rows.Err()
+				}
+				if err != nil || len(ids) == 0 {
+					sleepCtx(ctx, pollIdle)
+					continue
+				}
+				// The completions of the whole claim, in one statement.
+				if _, err := s.e.Pool.Exec(ctx, `UPDATE minimal_queue SET body = body WHERE id = ANY($1)`, ids); err == nil {
+					for _, k := range keys {
+						s.e.Ack(k)
+					}
+				}
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }, nil
+}
+
 // runWorkers runs one RunWorker until stop.
 func runWorkers(ctx context.Context, run func(context.Context) error) func() {
 	ctx, cancel := context.WithCancel(ctx)
