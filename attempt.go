@@ -143,6 +143,14 @@ type completion struct {
 	unstored bool
 }
 
+// failedAtEndpoint reports that the delivery failed for good with an
+// attempt the endpoint answered or failed to answer: evidence of its
+// health. An expiry (its horizon passed with nothing sent, its attempts
+// were lost, its row is broken) is not: the endpoint was not asked.
+func (c *completion) failedAtEndpoint() bool {
+	return c.state == StateFailed && c.record.AttemptNumber > 0
+}
+
 // attemptStore is what a supervisor's storage does for the attempt logic.
 // Its methods are called from the worker goroutine that holds j.
 type attemptStore[J any] interface {

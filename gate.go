@@ -55,8 +55,8 @@ type health struct {
 }
 
 // record applies a result to the run: r is the attempt's meaning to the
-// breaker, failed reports that the delivery failed for good (with the
-// attempt, or with none: its horizon passed, its attempts were lost).
+// breaker, failed reports that the delivery failed for good with the
+// attempt (completion.failedAtEndpoint).
 func (h *health) record(p BreakerPolicy, r breakerResult, failed bool, now time.Time) {
 	switch {
 	case r == breakerSuccess:
@@ -66,7 +66,7 @@ func (h *health) record(p BreakerPolicy, r breakerResult, failed bool, now time.
 		return // a 429, say: the endpoint answered, and the delivery goes on
 	}
 	if h.FailingSince.IsZero() {
-		h.FailingSince = now
+		h.FailingSince = now.Truncate(time.Microsecond) // as Postgres keeps it, so every pod reports the same
 	}
 	if failed {
 		h.FailedDeliveries++

@@ -95,6 +95,7 @@ type MemorySupervisor struct {
 	finished   []string                // IDs of finished deliveries, oldest first
 	breakers   map[string]*memBreaker  // only breakers not closed-and-clean
 	periods    uint64                  // the highest Period of a forgotten breaker
+	seq        int64                   // the last HealthEvent.Seq
 	seqs       map[string]int64
 	unfinished int
 	heldBytes  int64 // the size of every delivery in byID
@@ -551,7 +552,7 @@ func (src *memSource) Claim(ctx context.Context, n int) ([]*memDelivery, error) 
 	var changes []gateChange
 	defer func() {
 		for _, c := range changes {
-			s.k.gateChanged(ctx, c.key, c.before, c.after)
+			s.k.gateChanged(ctx, c.key, c.before, c.after, c.seq)
 		}
 	}() // after the unlock
 	defer s.mu.Unlock()
@@ -606,6 +607,7 @@ func (src *memSource) Unclaim(_ context.Context, d *memDelivery) {
 type gateChange struct {
 	key           string
 	before, after gate
+	seq           int64 // HealthEvent.Seq
 }
 
 // claimLocked takes the next delivery whose breaker allows an attempt, or
@@ -625,7 +627,8 @@ func (s *MemorySupervisor) claimLocked(now time.Time, changes *[]gateChange) (*m
 		}
 		before := b.gate
 		if b.advance(s.k.breaker, now); b.State != before.State {
-			*changes = append(*changes, gateChange{d.breakerKey, before, b.gate}) // half-open
+			s.seq++
+			*changes = append(*changes, gateChange{d.breakerKey, before, b.gate, s.seq}) // half-open
 		}
 		if d.gated = b.State != BreakerClosed; d.gated && s.k.pastHorizon(d.anchor(), now) {
 			d.state = StateRunning // to expire, without taking a probe slot
@@ -667,7 +670,8 @@ func (st memStore) complete(ctx context.Context, d *memDelivery, c *completion) 
 	s := st.s
 	s.mu.Lock()
 	var before, after gate // a gate's change, reported once unlocked
-	defer func() { s.k.gateChanged(ctx, d.breakerKey, before, after) }()
+	var seq int64
+	defer func() { s.k.gateChanged(ctx, d.breakerKey, before, after, seq) }()
 	defer s.mu.Unlock()
 	d.attempts, d.firstAt = c.attempts, c.firstAt
 	d.lastStatus, d.lastError = c.status, c.errText
@@ -680,14 +684,17 @@ func (st memStore) complete(ctx context.Context, d *memDelivery, c *completion) 
 		}
 		d.records = append(d.records, c.record)
 	}
-	if b, r, failed := s.breakers[d.breakerKey], c.result, c.state == StateFailed; b != nil || r == breakerFailure || failed {
+	if b, r, failed := s.breakers[d.breakerKey], c.result, c.failedAtEndpoint(); b != nil || r == breakerFailure || failed {
 		if b == nil {
 			b = s.newBreakerLocked(d.breakerKey)
 		}
 		before = b.gate
 		b.release(d.probe)
 		b.record(s.k.breaker, r, failed, c.end)
-		after = b.gate
+		if after = b.gate; after != before {
+			s.seq++
+			seq = s.seq
+		}
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
 	d.probe = 0

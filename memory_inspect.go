@@ -161,7 +161,8 @@ func (s *MemorySupervisor) ResetBreaker(ctx context.Context, key string) error {
 		return nil // closed with no failures counted already
 	}
 	before := b.State
-	defer s.k.breakerReset(ctx, key, before) // after the unlock below
+	s.seq++
+	defer s.k.breakerReset(ctx, key, before, s.seq) // after the unlock below
 	defer s.mu.Unlock()
 	// A new period: a probe still in flight cannot free a slot of it. The
 	// endpoint's run of failures goes on until a 2xx.

@@ -49,6 +49,9 @@ type Observer struct {
 	// finished the delivery, so that two pods never both report it. (A
 	// process that dies between its commit and the call loses the event;
 	// the breakers table, Inspector.Breakers, still shows the state.)
+	// Workers and pods report concurrently, so one key's events can
+	// arrive out of order: HealthEvent.Seq orders them. The context
+	// carries the caller's values but no deadline.
 	Health func(ctx context.Context, e HealthEvent)
 
 	// LeaseLost is called when a Postgres worker finds, as it stores an
@@ -175,8 +178,14 @@ type HealthEvent struct {
 	// Key is the endpoint's breaker key (its Routing.BreakerKey, or its
 	// URL) in loggable form.
 	Key string
-	// At is when the event was recorded, by the supervisor's clock.
+	// At is when the event was reported, by the supervisor's clock.
 	At time.Time
+	// Seq orders the breaker and endpoint events of one key: a later
+	// change has a greater Seq (on Postgres, the breaker row's version;
+	// in memory, a supervisor-wide counter). Keep the greatest seen per
+	// key and ignore an event with a smaller one: it arrived late. Zero
+	// for delivery_exhausted.
+	Seq int64
 	// From and To are the breaker's states, for the breaker kinds.
 	From, To BreakerState
 	// Reset marks an operator's ResetBreaker.
@@ -240,37 +249,40 @@ func (k *core) guardHook(name string, f func()) {
 // gateChanged reports a gate's change from before to after, which the
 // caller's write made: it logs it and tells the observer. Call it with no
 // supervisor lock held (the hook may call back in), once per write.
-func (k *core) gateChanged(ctx context.Context, key string, before, after gate) {
+// seq is the change's Seq.
+func (k *core) gateChanged(ctx context.Context, key string, before, after gate, seq int64) {
 	if before.State == after.State && before.health == after.health {
 		return
 	}
+	ctx = context.WithoutCancel(ctx) // a statement's timeout is not the hook's
 	at := k.clock.Now()
 	if before.State != after.State {
 		k.breakerChanged(key, before.State, after.State)
-		k.health(ctx, HealthEvent{Kind: breakerKind(after.State), Key: LoggableURL(key), At: at, From: before.State, To: after.State})
+		k.health(ctx, HealthEvent{Kind: breakerKind(after.State), Key: LoggableURL(key), At: at, Seq: seq, From: before.State, To: after.State})
 	}
 	ended := before.Failing && (!after.Failing || !after.FailingSince.Equal(before.FailingSince))
 	if ended {
 		k.logger.LogAttrs(ctx, slog.LevelInfo, "webhook: endpoint recovered",
 			slog.String("breaker_key", LoggableURL(key)), slog.Time("failing_since", before.FailingSince.UTC()), slog.Int("failed_deliveries", before.FailedDeliveries))
-		k.health(ctx, HealthEvent{Kind: HealthEndpointRecovered, Key: LoggableURL(key), At: at,
+		k.health(ctx, HealthEvent{Kind: HealthEndpointRecovered, Key: LoggableURL(key), At: at, Seq: seq,
 			FailingSince: before.FailingSince.UTC(), FailedDeliveries: before.FailedDeliveries})
 	}
 	if after.Failing && (ended || !before.Failing) {
 		k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: endpoint failing",
 			slog.String("breaker_key", LoggableURL(key)), slog.Time("failing_since", after.FailingSince.UTC()), slog.Int("failed_deliveries", after.FailedDeliveries))
-		k.health(ctx, HealthEvent{Kind: HealthEndpointFailing, Key: LoggableURL(key), At: at,
+		k.health(ctx, HealthEvent{Kind: HealthEndpointFailing, Key: LoggableURL(key), At: at, Seq: seq,
 			FailingSince: after.FailingSince.UTC(), FailedDeliveries: after.FailedDeliveries})
 	}
 }
 
 // breakerReset reports an operator's reset of key's breaker, which was
 // from: it logs it and, if it was not closed, tells the observer.
-func (k *core) breakerReset(ctx context.Context, key string, from BreakerState) {
+func (k *core) breakerReset(ctx context.Context, key string, from BreakerState, seq int64) {
 	k.logger.LogAttrs(ctx, slog.LevelInfo, "webhook: circuit breaker reset by an operator",
 		slog.String("breaker_key", LoggableURL(key)), slog.String("from", from.String()), slog.String("to", BreakerClosed.String()))
 	if from != BreakerClosed {
-		k.health(ctx, HealthEvent{Kind: HealthBreakerClosed, Key: LoggableURL(key), At: k.clock.Now(), From: from, To: BreakerClosed, Reset: true})
+		k.health(context.WithoutCancel(ctx), HealthEvent{Kind: HealthBreakerClosed, Key: LoggableURL(key), At: k.clock.Now(), Seq: seq,
+			From: from, To: BreakerClosed, Reset: true})
 	}
 }
 
@@ -299,7 +311,7 @@ func (k *core) exhausted(ctx context.Context, breakerKey string, d *FinishInfo) 
 	k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: delivery exhausted; the buyer never acknowledged it",
 		slog.String("delivery_id", d.DeliveryID), slog.String("breaker_key", LoggableURL(breakerKey)),
 		slog.String("reason", string(d.Reason)), slog.Int("attempts", d.Attempts))
-	k.health(ctx, HealthEvent{Kind: HealthDeliveryExhausted, Key: LoggableURL(breakerKey), At: d.FinishedAt, Delivery: d})
+	k.health(context.WithoutCancel(ctx), HealthEvent{Kind: HealthDeliveryExhausted, Key: LoggableURL(breakerKey), At: d.FinishedAt, Delivery: d})
 }
 
 // printableASCII reports whether s is printable ASCII.

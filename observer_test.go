@@ -160,9 +160,9 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		// its success. The run of failures was too short to report.
 		key, later := "https://buyer.example/hook", epoch.Add(webhook.OpenTimeoutDefault)
 		require.Equal(t, []webhook.HealthEvent{
-			{Kind: webhook.HealthBreakerOpened, Key: key, At: epoch, From: webhook.BreakerClosed, To: webhook.BreakerOpen},
-			{Kind: webhook.HealthBreakerHalfOpen, Key: key, At: later, From: webhook.BreakerOpen, To: webhook.BreakerHalfOpen},
-			{Kind: webhook.HealthBreakerClosed, Key: key, At: later, From: webhook.BreakerHalfOpen, To: webhook.BreakerClosed},
+			{Kind: webhook.HealthBreakerOpened, Key: key, At: epoch, Seq: 1, From: webhook.BreakerClosed, To: webhook.BreakerOpen},
+			{Kind: webhook.HealthBreakerHalfOpen, Key: key, At: later, Seq: 2, From: webhook.BreakerOpen, To: webhook.BreakerHalfOpen},
+			{Kind: webhook.HealthBreakerClosed, Key: key, At: later, Seq: 3, From: webhook.BreakerHalfOpen, To: webhook.BreakerClosed},
 		}, o.health)
 	})
 
@@ -332,6 +332,34 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.FinishHorizon, e.settledReason(r.ID, o))
 	})
 
+	// The seller's own backlog expiring (no worker ran for longer than the
+	// horizon) is not the endpoint's failure: it was never asked.
+	t.Run("ExpiriesAreNotTheEndpoints", func(t *testing.T) {
+		t.Parallel()
+		o := &observed{}
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Observer = o.observer()
+			c.Breaker.FailingDeliveries, c.Breaker.FailingFor = 3, webhook.RuleOff
+		})
+		url := "https://buyer.example/hook"
+		for i := range 5 {
+			e.sendMCP(mcp(url, fmt.Sprint("t", i)))
+		}
+		e.clock.Set(epoch.Add(webhook.HorizonDefault + time.Hour))
+		e.startWorker()
+		e.attempts(5)
+		require.Eventually(t, func() bool { return len(o.events()) == 5 }, guard, time.Millisecond)
+		for _, h := range o.events() {
+			require.Equal(t, webhook.HealthDeliveryExhausted, h.Kind)
+			require.Equal(t, webhook.FinishHorizon, h.Delivery.Reason)
+			require.Zero(t, h.Seq)
+		}
+		require.Empty(t, e.sender.sent(), "the endpoint was never contacted")
+		list, err := e.inspector().Breakers(context.Background(), webhook.Page{})
+		require.NoError(t, err)
+		require.Empty(t, list.Breakers, "no run of failures")
+	})
+
 	// A duplicate submission is told as one; nothing new is stored.
 	t.Run("DuplicateIsNotANewDelivery", func(t *testing.T) {
 		t.Parallel()
@@ -424,7 +452,8 @@ func runObserverSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Len(t, o.health, 3, "%+v", o.health) // opened, exhausted, closed by the reset
 		require.Equal(t, webhook.HealthBreakerOpened, o.health[0].Kind)
 		require.Equal(t, webhook.HealthDeliveryExhausted, o.health[1].Kind)
-		require.Equal(t, webhook.HealthEvent{Kind: webhook.HealthBreakerClosed, Key: url, From: webhook.BreakerOpen, To: webhook.BreakerClosed, Reset: true, At: epoch}, o.health[2])
+		require.Equal(t, webhook.HealthEvent{Kind: webhook.HealthBreakerClosed, Key: url, From: webhook.BreakerOpen, To: webhook.BreakerClosed, Reset: true, At: epoch, Seq: 2},
+			o.health[2], "after the opening (Seq 1)")
 	})
 }
 
@@ -505,9 +534,20 @@ func TestPostgresHealthEventsOncePerTransition(t *testing.T) {
 		webhook.HealthEndpointFailing: 1, webhook.HealthEndpointRecovered: 1,
 		webhook.HealthDeliveryExhausted: int(failed),
 	}, count)
+	seq := map[webhook.HealthKind]int64{}
 	for _, h := range events() {
 		if h.Kind == webhook.HealthEndpointRecovered {
 			require.Equal(t, int(failed), h.FailedDeliveries, "every failed delivery counted once in the run")
 		}
+		if h.Kind != webhook.HealthDeliveryExhausted {
+			require.Positive(t, h.Seq, "%+v", h)
+			seq[h.Kind] = h.Seq
+		}
 	}
+	// Whatever order the two processes' hooks ran in, Seq orders the
+	// changes as they were written.
+	require.Less(t, seq[webhook.HealthBreakerOpened], seq[webhook.HealthBreakerHalfOpen])
+	require.Less(t, seq[webhook.HealthBreakerHalfOpen], seq[webhook.HealthBreakerClosed])
+	require.Less(t, seq[webhook.HealthEndpointFailing], seq[webhook.HealthEndpointRecovered])
+	require.LessOrEqual(t, seq[webhook.HealthEndpointRecovered], seq[webhook.HealthBreakerClosed], "the probe's success ends both")
 }

@@ -78,6 +78,7 @@ type gatePlan struct {
 	version       int64
 	changed       bool
 	persisted     bool
+	unsure        bool // a job carries the change to report (see pgJob.unsure)
 }
 
 func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
@@ -112,7 +113,7 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 	for _, r := range batch {
 		p := plans[r.j.breakerKey]
 		next := p.after
-		next.record(s.k.breaker, r.c.result, r.c.state == StateFailed, r.c.end)
+		next.record(s.k.breaker, r.c.result, r.c.failedAtEndpoint(), r.c.end)
 		if next != p.after {
 			p.after, p.changed = next, true
 		}
@@ -174,7 +175,14 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 	if err != nil {
 		s.k.logger.LogAttrs(ctx, slog.LevelWarn, "webhook: writing a batch of attempt results failed; writing them one by one",
 			slog.Int("batch", n), slog.String("error", dbError("complete", err).Error()))
+		// The statement may have committed: the first job of each changed
+		// gate carries its change, for the one-by-one write to report if
+		// it finds the job written.
 		for _, r := range batch {
+			if p := plans[r.j.breakerKey]; p.changed && !p.unsure {
+				p.unsure = true
+				r.j.unsure = &gateWrite{before: p.before, after: p.after, version: p.version + 1, wrote: true}
+			}
 			r.written <- false
 		}
 		return
@@ -184,7 +192,7 @@ func (w *pgWriter) write(ctx context.Context, all []*pgWrite) {
 		switch {
 		case p.persisted:
 			w.gates.put(key, p.after, p.version+1)
-			s.gateChanged(ctx, key, p.before, p.after)
+			s.gateChanged(ctx, key, p.before, p.after, p.version+1)
 		case p.changed:
 			moved = append(moved, key)
 		}

@@ -146,7 +146,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			if version, err = s.saveGate(ctx, tx, kb.key, b, now); err != nil {
 				return jobs, err
 			}
-			changes = append(changes, gateChange{kb.key, kb.b, b}) // half-open
+			changes = append(changes, gateChange{kb.key, kb.b, b, version}) // half-open
 		}
 		rows, err := collect[jobRow](query(ctx, tx, s.q.claimProbes, claimProbesParams{
 			claimParams: claimParams{Now: now, Limit: free, LeaseEnd: lease, Token: token},
@@ -165,7 +165,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		return jobs, dbError("claim probes", err)
 	}
 	for _, c := range changes {
-		s.k.gateChanged(ctx, c.key, c.before, c.after)
+		s.k.gateChanged(ctx, c.key, c.before, c.after, c.seq)
 	}
 	return append(jobs, claimed...), nil
 }

@@ -35,7 +35,7 @@ func (s *PostgresSupervisor) write(ctx context.Context, pw *pgWriter, w *pgWrite
 // running rows, so no probe is handed back here.)
 func (s *PostgresSupervisor) gateAfter(j *pgJob, c *completion) (gate, bool) {
 	g := j.gate
-	g.record(s.k.breaker, c.result, c.state == StateFailed, c.end)
+	g.record(s.k.breaker, c.result, c.failedAtEndpoint(), c.end)
 	return g, g != j.gate
 }
 
@@ -126,6 +126,20 @@ const maxGateMoves = 3
 // caller decides again. locked takes the gate's row lock first, so that a
 // completion that keeps losing that race wins it.
 func (s *PostgresSupervisor) writeCompletion(ctx context.Context, gates *gateCache, j *pgJob, c *completion, withLog, locked bool) (bool, error) {
+	if j.unsure != nil {
+		// An earlier try may have committed: then this one would find the
+		// row written and report nothing, and the change that try made
+		// would never be reported.
+		committed, err := s.committedEarlier(ctx, j)
+		if err != nil {
+			return false, err
+		}
+		w := *j.unsure
+		j.unsure = nil
+		if committed {
+			return s.gateWritten(ctx, gates, j, w), nil
+		}
+	}
 	if !locked {
 		j.gate, j.version = gates.snapshot(j)
 		w, err := s.writeGated(ctx, s.db, j, c, withLog)
@@ -144,7 +158,9 @@ func (s *PostgresSupervisor) writeCompletion(ctx context.Context, gates *gateCac
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
 	w, err := s.writeLocked(ctx, tx, j, c, withLog)
 	if err == nil {
-		err = tx.Commit(ctx)
+		if err = tx.Commit(ctx); err != nil && w.wrote {
+			j.unsure = &w
+		}
 	}
 	if err != nil {
 		// What the transaction saw or wrote may never have been: start
@@ -185,7 +201,7 @@ func (s *PostgresSupervisor) gateWritten(ctx context.Context, gates *gateCache, 
 	}
 	j.gate, j.version = w.after, w.version
 	gates.put(j.breakerKey, w.after, w.version)
-	s.gateChanged(ctx, j.breakerKey, w.before, w.after)
+	s.gateChanged(ctx, j.breakerKey, w.before, w.after, w.version)
 	return w.before.State != w.after.State
 }
 
@@ -218,6 +234,9 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 	}))
 	switch {
 	case err != nil:
+		if q == s.db { // sent on its own: it may have committed (in a transaction, the commit decides)
+			j.unsure = &gateWrite{before: before, after: after, version: j.version + 1, wrote: true}
+		}
 		return gateWrite{}, err
 	case r.Done:
 		return gateWrite{before: before, after: after, version: j.version + 1, wrote: true}, nil
@@ -234,13 +253,24 @@ func (s *PostgresSupervisor) writeGated(ctx context.Context, q querier, j *pgJob
 // its pending deliveries to its probe, so that claims do not keep
 // stepping over them. (The claim skips them anyway: this is only for
 // speed, and may fail.)
-func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate) {
-	s.k.gateChanged(ctx, key, before, after)
+func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before, after gate, version int64) {
+	s.k.gateChanged(ctx, key, before, after, version)
 	if after.State == BreakerOpen && before.State != BreakerOpen {
 		if _, err := exec(ctx, s.db, s.q.deferBreaker, deferParams{Key: key, Until: after.retryAt(s.k.breaker)}); err != nil {
 			s.k.logger.LogAttrs(ctx, slog.LevelDebug, "webhook: deferring the deliveries of an opened gate failed", slog.String("error", dbError("defer", err).Error()))
 		}
 	}
+}
+
+// committedEarlier reports whether an earlier write of j's completion
+// committed: the row is no longer running under j's lease token.
+func (s *PostgresSupervisor) committedEarlier(ctx context.Context, j *pgJob) (bool, error) {
+	var state string
+	var token *int64
+	if err := queryRow(ctx, s.db, s.q.leaseState, idParams{ID: j.row}).Scan(&state, &token); err != nil {
+		return false, err
+	}
+	return token != nil && (*token == -j.token || *token == j.token && state != string(StateRunning)), nil
 }
 
 // reloadGate reads j's gate row again.

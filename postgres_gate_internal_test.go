@@ -111,8 +111,8 @@ func TestPostgresDeferralAfterAResetLeavesDeliveriesDue(t *testing.T) {
 	_, err = pool.Exec(ctx, `INSERT INTO adcp_webhook_breakers (breaker_key, state, opened_at, retry_at, updated_at)
 		VALUES ('k', 'open', $1, $2, $1)`, now, now.Add(time.Hour)) // the worker's completion
 	require.NoError(t, err)
-	require.NoError(t, s.ResetBreaker(ctx, "k"))                                                 // the operator
-	s.gateChanged(ctx, "k", gate{State: BreakerClosed}, gate{State: BreakerOpen, OpenedAt: now}) // the worker, late
+	require.NoError(t, s.ResetBreaker(ctx, "k"))                                                    // the operator
+	s.gateChanged(ctx, "k", gate{State: BreakerClosed}, gate{State: BreakerOpen, OpenedAt: now}, 2) // the worker, late
 	d, err := s.Delivery(ctx, "1")
 	require.NoError(t, err)
 	require.False(t, d.NextAttemptAt.After(time.Now()), "the breaker is closed, but its delivery waits until %v", d.NextAttemptAt)
@@ -138,12 +138,14 @@ func TestPostgresDeferralWaitsForAResetInFlight(t *testing.T) {
 
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck // a failure below must not leave the database held until the test times out
 	var old string
-	require.NoError(t, queryRow(ctx, tx, s.q.resetBreaker, keyAtParams{Key: "k", Now: now}).Scan(&old)) // not yet committed
+	var version int64
+	require.NoError(t, queryRow(ctx, tx, s.q.resetBreaker, keyAtParams{Key: "k", Now: now}).Scan(&old, &version)) // not yet committed
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.gateChanged(ctx, "k", gate{State: BreakerClosed}, gate{State: BreakerOpen, OpenedAt: now})
+		s.gateChanged(ctx, "k", gate{State: BreakerClosed}, gate{State: BreakerOpen, OpenedAt: now}, 2)
 	}()
 	for waiting := false; !waiting; { // until the deferral waits on the reset, or is done without waiting
 		select {

@@ -170,7 +170,8 @@ func (s *PostgresSupervisor) Breakers(ctx context.Context, p Page) (BreakerList,
 // [Inspector].
 func (s *PostgresSupervisor) ResetBreaker(ctx context.Context, key string) error {
 	var old string
-	err := queryRow(ctx, s.db, s.q.resetBreaker, keyAtParams{Key: key, Now: s.k.clock.Now()}).Scan(&old)
+	var version int64
+	err := queryRow(ctx, s.db, s.q.resetBreaker, keyAtParams{Key: key, Now: s.k.clock.Now()}).Scan(&old, &version)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil // closed and clean already
@@ -178,7 +179,7 @@ func (s *PostgresSupervisor) ResetBreaker(ctx context.Context, key string) error
 		return dbError("reset breaker", err)
 	}
 	if before, _, err := (&gateRow{State: &old}).gate(); err == nil {
-		s.k.breakerReset(ctx, key, before.State)
+		s.k.breakerReset(ctx, key, before.State, version)
 	}
 	s.wakeWorkers()
 	return nil

@@ -797,13 +797,23 @@ WITH v AS (
 	SELECT * FROM {batch_rows}
 ), g AS (
 	SELECT * FROM {batch_gates}
+), leased AS (
+	-- The rows whose lease still holds, locked (as completeGate locks its
+	-- one) so that it holds until the commit.
+	SELECT d.id FROM {deliveries} d JOIN v ON d.id = v.id
+	WHERE d.id = ANY(@id::bigint[]) AND d.lease_token = v.token AND d.state = 'running'
+	ORDER BY d.id FOR UPDATE OF d
 ), gated AS (
 	-- In key order, so that concurrent batches lock gates in one order.
+	-- A gate whose value counts a completion that lost its lease is not
+	-- written: its completions are then written one by one, each fenced.
 	INSERT INTO {breakers} AS b (breaker_key, state, failures, successes, opened_at, period, retry_at,
 		failing_since, failed_deliveries, failing, version, updated_at)
 	SELECT g.breaker_key, g.state, g.failures, g.successes, g.opened_at, g.period, g.retry_at,
 		g.failing_since, g.failed_deliveries, g.failing, g.expected + 1, g.updated_at
-	FROM g ORDER BY g.breaker_key
+	FROM g WHERE NOT EXISTS (SELECT 1 FROM v JOIN {deliveries} d ON d.id = v.id
+		WHERE v.gated AND d.breaker_key = g.breaker_key AND v.id NOT IN (SELECT id FROM leased))
+	ORDER BY g.breaker_key
 	ON CONFLICT (breaker_key) DO UPDATE SET ` + gateSet + `
 	WHERE b.version = EXCLUDED.version - 1
 	RETURNING b.breaker_key
@@ -885,11 +895,12 @@ ORDER BY b.breaker_key COLLATE "C" LIMIT @limit`))
 	UPDATE {breakers} SET state = 'closed', failures = 0, successes = 0, opened_at = NULL, retry_at = NULL,
 		period = period + 1, version = version + 1, updated_at = @now
 	WHERE breaker_key = @breaker_key AND EXISTS (SELECT 1 FROM old)
+	RETURNING version
 ), d AS (
 	UPDATE {deliveries} SET due_at = @now
 	WHERE breaker_key = @breaker_key AND state = 'pending' AND due_at > @now AND EXISTS (SELECT 1 FROM old)
 )
-SELECT state FROM old`))
+SELECT old.state, b.version FROM old, b`))
 	// Redelivery: the row, locked; then either the same delivery again
 	// (first_attempt_at, where its horizon counts from, is kept) or a
 	// re-emission under a fresh key, linked both ways.

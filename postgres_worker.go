@@ -26,6 +26,11 @@ type pgJob struct {
 	// cache's.
 	gate    gate
 	version int64
+	// unsure is a gate change that a write of this job's completion
+	// carried but whose commit the worker did not hear of (the statement
+	// or the commit failed after it was sent). The next try reports it if
+	// it finds that write committed (see writeCompletion).
+	unsure *gateWrite
 }
 
 func (j *pgJob) base() *job { return &j.job }
