@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // core is what every supervisor shares: policies, sender, sink, logger and
@@ -136,3 +137,26 @@ func (k *core) breakerChanged(key string, from, to BreakerState) {
 
 // errNoWorkers is RunWorker's error on a supervisor made without a Sender.
 var errNoWorkers = fmt.Errorf("%w: this supervisor was made without a Sender, so it can accept and inspect deliveries but not run workers; pass an HTTPSender to NewMemorySupervisor or NewPostgresSupervisor", ErrNilSender)
+
+// refusalRecord is the circuit_open record of a webhook refused at
+// acceptance because its breaker is open until until (OpenDrop).
+func (k *core) refusalRecord(d *prepared, now, until time.Time) Attempt {
+	a := k.baseRecord(d, "", 0)
+	a.Outcome = OutcomeCircuitOpen
+	a.OccurredAt = now
+	a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
+	return a
+}
+
+// refused hands a refusal's record to the sink and returns the refusal's
+// error.
+func (k *core) refused(ctx context.Context, d *prepared, now, until time.Time) error {
+	return k.emitRefusal(ctx, k.refusalRecord(d, now, until), until)
+}
+
+// emitRefusal hands a (stored) refusal record to the sink and returns
+// the refusal's error.
+func (k *core) emitRefusal(ctx context.Context, a Attempt, until time.Time) error {
+	k.emit(ctx, a)
+	return fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+}

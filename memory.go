@@ -256,12 +256,7 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
 			until := b.openUntil(s.k.breaker)
 			s.mu.Unlock()
-			a := s.k.baseRecord(d, "", 0)
-			a.Outcome = OutcomeCircuitOpen
-			a.OccurredAt = now
-			a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
-			s.k.emit(ctx, a)
-			return Receipt{}, false, fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+			return Receipt{}, false, s.k.refused(ctx, d, now, until)
 		}
 	}
 	if s.unfinished >= s.maxQueued {
@@ -280,6 +275,15 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 	for s.heldBytes+size > s.maxBytes {
 		s.forgetOldestLocked() // finished ones only: the unfinished fit
 	}
+	r = s.insertLocked(d, now, seq)
+	s.signalLocked()
+	s.mu.Unlock()
+	return r, false, nil
+}
+
+// insertLocked queues d, which fits. A re-emission keeps seq.
+func (s *MemorySupervisor) insertLocked(d *prepared, now time.Time, seq int64) Receipt {
+	size := d.size()
 	if key := d.routing.SequenceKey; key != "" && d.reemissionOf == "" {
 		s.seqs[key]++
 		seq = s.seqs[key]
@@ -305,9 +309,7 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 	if orig := s.byID[d.reemissionOf]; orig != nil {
 		orig.reemitted = md.id
 	}
-	s.signalLocked()
-	s.mu.Unlock()
-	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq, ReemissionOf: d.reemissionOf}, false, nil
+	return Receipt{ID: md.id, IdempotencyKey: d.key, Sequence: seq, ReemissionOf: d.reemissionOf}
 }
 
 // Redeliver sends a failed delivery again, following AdCP 3.2's retry

@@ -302,13 +302,108 @@ func (s *PostgresSupervisor) enqueue(ctx context.Context, tx pgx.Tx, d prepared,
 // insert is enqueue without the observer. dup reports a key accepted
 // before with this payload: r is that delivery's.
 func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (r Receipt, dup bool, err error) {
-	if len(d.breakerKey) > maxPostgresBreakerKey {
-		field := "BreakerKey"
-		if d.routing.BreakerKey == "" {
-			field = "URL"
-		}
-		return Receipt{}, false, invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
+	if err := checkPostgresKey(&d); err != nil {
+		return Receipt{}, false, err
 	}
+	var q querier = s.db
+	if tx != nil {
+		q = tx
+	}
+	r, dup, refused, err := s.insertIn(ctx, q, tx != nil, tx != nil, d, now)
+	switch {
+	case refused != nil:
+		return Receipt{}, false, s.refuse(ctx, q, d, now, refused.until)
+	case err != nil:
+		return Receipt{}, false, err
+	}
+	if tx == nil && !dup {
+		s.wakeWorkers()
+	}
+	return r, dup, nil
+}
+
+// checkPostgresKey refuses a breaker key too long for the breakers
+// table's key.
+func checkPostgresKey(d *prepared) error {
+	if len(d.breakerKey) <= maxPostgresBreakerKey {
+		return nil
+	}
+	field := "BreakerKey"
+	if d.routing.BreakerKey == "" {
+		field = "URL"
+	}
+	return invalid(field, "is %d bytes; the Postgres supervisor keys breakers by it and accepts at most %d: set a shorter Routing.BreakerKey", len(d.breakerKey), maxPostgresBreakerKey)
+}
+
+// refusal is an OpenDrop refusal: the breaker is open until until.
+type refusal struct{ until time.Time }
+
+// insertIn runs the enqueue statement for d on q (in a transaction when
+// inTx; with its NOTIFY when notify). A refusal (OpenDrop) is returned
+// for the caller to record; nothing else is done after the statement.
+func (s *PostgresSupervisor) insertIn(ctx context.Context, q querier, inTx, notify bool, d prepared, now time.Time) (r Receipt, dup bool, refused *refusal, err error) {
+	p, err := s.enqueueParams(&d, now)
+	if err != nil {
+		return Receipt{}, false, nil, err
+	}
+	var id, seq int64
+	var same *bool          // a prior delivery under the key: whether it has this payload and URL
+	var reemissionOf *int64 // the prior's
+	insert := func() error { return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq, &same, &reemissionOf) }
+	if notify {
+		insert = func() error {
+			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, &same, &reemissionOf)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return Receipt{}, false, nil, dbError("enqueue", err) // nothing was sent
+	}
+	// No row: the key was bound by a transaction that committed after the
+	// statement began (the next try sees its delivery), or, with OpenDrop,
+	// the breaker refused the webhook.
+	err = insert()
+	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
+		if try == 0 || !p.Drop {
+			if try == 3 {
+				return Receipt{}, false, nil, dbError("enqueue", errors.New("the enqueue statement returned no row three times"))
+			}
+			err = insert()
+			continue
+		}
+		var until *time.Time
+		if err = queryRow(ctx, q, s.q.refusedUntil, keyAtParams{Key: d.breakerKey, Now: now}).Scan(&until); err != nil {
+			return Receipt{}, false, nil, dbError("enqueue", err)
+		}
+		if until != nil || try == 3 {
+			return Receipt{}, false, &refusal{deref(until)}, nil
+		}
+		// The breaker closed in between: try again.
+		err = insert()
+	}
+	if err != nil {
+		if !inTx && outcomeUnknown(err) {
+			return Receipt{}, false, nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
+		}
+		return Receipt{}, false, nil, dbError("enqueue", err)
+	}
+	r, dup, err = enqueued(&d, id, seq, same, reemissionOf)
+	return r, dup, nil, err
+}
+
+// enqueued is the receipt of an enqueue statement's row: d's new
+// delivery, or the one its key was bound to before (dup), or a conflict.
+func enqueued(d *prepared, id, seq int64, same *bool, reemissionOf *int64) (Receipt, bool, error) {
+	if same != nil { // the key was bound before
+		if !*same {
+			return Receipt{}, false, conflict(strconv.FormatInt(id, 10))
+		}
+		return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq, ReemissionOf: idText(reemissionOf)}, true, nil
+	}
+	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, false, nil
+}
+
+// enqueueParams are the enqueue statement's parameters for d.
+func (s *PostgresSupervisor) enqueueParams(d *prepared, now time.Time) (enqueueParams, error) {
 	p := enqueueParams{
 		deliveryValues: deliveryValues{
 			URL: d.url, Body: d.body, IdempotencyKey: d.key, BreakerKey: d.breakerKey,
@@ -324,62 +419,11 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 	if len(d.routing.Headers) > 0 {
 		doc, err := json.Marshal(d.routing.Headers)
 		if err != nil {
-			return Receipt{}, false, err
+			return enqueueParams{}, err
 		}
 		p.Headers = textOrNil(string(doc))
 	}
-	var q querier = s.db
-	var id, seq int64
-	var same *bool          // a prior delivery under the key: whether it has this payload and URL
-	var reemissionOf *int64 // the prior's
-	insert := func() error { return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq, &same, &reemissionOf) }
-	if tx != nil {
-		q = tx
-		insert = func() error {
-			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, &same, &reemissionOf)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return Receipt{}, false, dbError("enqueue", err) // nothing was sent
-	}
-	// No row: the key was bound by a transaction that committed after the
-	// statement began (the next try sees its delivery), or, with OpenDrop,
-	// the breaker refused the webhook.
-	err = insert()
-	for try := 0; errors.Is(err, pgx.ErrNoRows); try++ {
-		if try == 0 || !p.Drop {
-			if try == 3 {
-				return Receipt{}, false, dbError("enqueue", errors.New("the enqueue statement returned no row three times"))
-			}
-			err = insert()
-			continue
-		}
-		var until *time.Time
-		if err = queryRow(ctx, q, s.q.refusedUntil, keyAtParams{Key: d.breakerKey, Now: now}).Scan(&until); err != nil {
-			return Receipt{}, false, dbError("enqueue", err)
-		}
-		if until != nil || try == 3 {
-			return Receipt{}, false, s.refuse(ctx, q, d, now, deref(until))
-		}
-		// The breaker closed in between: try again.
-		err = insert()
-	}
-	if err != nil {
-		if tx == nil && outcomeUnknown(err) {
-			return Receipt{}, false, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
-		}
-		return Receipt{}, false, dbError("enqueue", err)
-	}
-	if same != nil { // the key was bound before
-		if !*same {
-			return Receipt{}, false, conflict(strconv.FormatInt(id, 10))
-		}
-		return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq, ReemissionOf: idText(reemissionOf)}, true, nil
-	}
-	if tx == nil {
-		s.wakeWorkers()
-	}
-	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, false, nil
+	return p, nil
 }
 
 // outcomeUnknown reports whether an autocommitted statement that returned
@@ -396,15 +440,11 @@ func outcomeUnknown(err error) bool {
 // refuse records a webhook refused at acceptance because its breaker is
 // open (OpenDrop) and returns ErrCircuitOpen.
 func (s *PostgresSupervisor) refuse(ctx context.Context, q querier, d prepared, now, until time.Time) error {
-	a := s.k.baseRecord(&d, "", 0)
-	a.Outcome = OutcomeCircuitOpen
-	a.OccurredAt = now
-	a.Error = "circuit breaker open until " + until.UTC().Format(time.RFC3339)
+	a := s.k.refusalRecord(&d, now, until)
 	if _, err := exec(ctx, q, s.q.insertRefusal, attemptRow{attemptValues: attemptRecord(a)}); err != nil {
 		return dbError("enqueue", err)
 	}
-	s.k.emit(ctx, a)
-	return fmt.Errorf("%w: destination refused until %s", ErrCircuitOpen, until.UTC().Format(time.RFC3339))
+	return s.k.emitRefusal(ctx, a, until)
 }
 
 // attemptRecord is an attempt's row, after its delivery_id.

@@ -264,3 +264,45 @@ func (t *countingTx) Commit(ctx context.Context) error {
 	t.n.Add(1)
 	return t.Tx.Commit(ctx)
 }
+
+// BenchmarkPostgresEnqueue measures acceptance alone (no worker runs), per
+// webhook: 16 producers calling SendMCP, against the same producers
+// calling SendMCPBatch with 100 webhooks a call (an event's fan-out),
+// each call a commit of its own, at the throwaway Postgres's default
+// durability.
+//
+//	go test -run '^$' -bench BenchmarkPostgresEnqueue -benchtime 20000x
+func BenchmarkPostgresEnqueue(b *testing.B) {
+	for _, batch := range []int{1, 100} {
+		b.Run(map[int]string{1: "SendMCP", 100: "SendMCPBatch-100"}[batch], func(b *testing.B) {
+			pb := newPgBench(b)
+			var wg sync.WaitGroup
+			var next atomic.Int64
+			b.ResetTimer()
+			for range benchProducers {
+				wg.Go(func() {
+					ws := make([]webhook.MCPWebhook, 0, batch)
+					for first := int(next.Add(int64(batch))) - batch; first < b.N; first = int(next.Add(int64(batch))) - batch {
+						ws = ws[:0]
+						for i := first; i < min(first+batch, b.N); i++ {
+							ws = append(ws, benchWebhook(pb.url, i))
+						}
+						var err error
+						if batch == 1 {
+							_, err = pb.sup.SendMCP(context.Background(), ws[0])
+						} else {
+							_, err = pb.sup.SendMCPBatch(context.Background(), ws)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "webhooks/s")
+		})
+	}
+}

@@ -29,6 +29,13 @@ type Supervisor interface {
 	// the same rules as SendMCP.
 	SendPrepared(ctx context.Context, w PreparedWebhook) (Receipt, error)
 
+	// SendMCPBatch and SendPreparedBatch accept many webhooks at once (an
+	// event's fan-out to every subscriber, say), all or none: every item
+	// is validated before anything is accepted, and any item's refusal is
+	// a [*BatchError] naming it. Receipts are in the items' order.
+	SendMCPBatch(ctx context.Context, ws []MCPWebhook) ([]Receipt, error)
+	SendPreparedBatch(ctx context.Context, ws []PreparedWebhook) ([]Receipt, error)
+
 	// RunWorker delivers accepted webhooks until ctx is done. It then stops
 	// starting attempts, lets in-flight attempts finish (bounded), records
 	// their results and returns nil. Deliveries not yet attempted stay queued

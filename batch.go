@@ -1,0 +1,356 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Batch acceptance: many webhooks accepted at once, all or none. An AdCP
+// account event goes to every subscriber; a batch accepts its fan-out in
+// one call (on Postgres, one transaction, one commit, one NOTIFY).
+
+// BatchMax is the most webhooks one batch call accepts.
+const BatchMax = 1000
+
+// BatchError is why a batch was refused: the item at Index, and its error
+// (a [*ValidationError], [ErrIdempotencyConflict], [ErrCircuitOpen],
+// [ErrQueueFull] and so on, which errors.Is and errors.As see through
+// it). Nothing of the batch was accepted.
+type BatchError struct {
+	// Index is the item's position in the batch.
+	Index int
+	// Err is the item's error.
+	Err error
+}
+
+func (e *BatchError) Error() string {
+	return "webhook: batch item " + strconv.Itoa(e.Index) + " (nothing of the batch was accepted): " + e.Err.Error()
+}
+
+// Unwrap returns the item's error.
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// batchItem wraps err as item i's, unless it already is a BatchError or
+// names no item (a context's error, a database outage).
+func batchItem(i int, err error) error {
+	var be *BatchError
+	if errors.As(err, &be) {
+		return err
+	}
+	return &BatchError{Index: i, Err: err}
+}
+
+// checkBatchSize refuses an empty or oversized batch.
+func checkBatchSize(n int) error {
+	switch {
+	case n == 0:
+		return invalid("batch", "is empty; pass at least one webhook")
+	case n > BatchMax:
+		return invalid("batch", "has %d webhooks; pass at most %d per call (BatchMax), in several calls", n, BatchMax)
+	}
+	return nil
+}
+
+// prepareMCPBatch validates and builds every item before anything is
+// stored.
+func (k *core) prepareMCPBatch(ws []MCPWebhook, now time.Time) ([]prepared, error) {
+	if err := checkBatchSize(len(ws)); err != nil {
+		return nil, err
+	}
+	ds := make([]prepared, len(ws))
+	for i, w := range ws {
+		d, err := k.urls.prepareMCP(w, now)
+		if err != nil {
+			return nil, batchItem(i, err)
+		}
+		ds[i] = d
+	}
+	return ds, nil
+}
+
+// preparePreparedBatch is prepareMCPBatch for prepared bodies.
+func (k *core) preparePreparedBatch(ws []PreparedWebhook) ([]prepared, error) {
+	if err := checkBatchSize(len(ws)); err != nil {
+		return nil, err
+	}
+	ds := make([]prepared, len(ws))
+	for i, w := range ws {
+		d, err := k.urls.prepare(w)
+		if err != nil {
+			return nil, batchItem(i, err)
+		}
+		ds[i] = d
+	}
+	return ds, nil
+}
+
+// acceptingBatch calls the observer's Accepting for each item, and returns
+// the func that reports the batch's outcome to each.
+func (k *core) acceptingBatch(ctx context.Context, ds []prepared, now time.Time) func([]Receipt, []bool, error) {
+	if k.obs == nil || k.obs.Accepting == nil {
+		return func([]Receipt, []bool, error) {}
+	}
+	dones := make([]func(AcceptResult), len(ds))
+	for i := range ds {
+		dones[i] = k.accepting(ctx, &ds[i], now)
+	}
+	return func(rs []Receipt, dup []bool, err error) {
+		for i, done := range dones {
+			if err != nil {
+				done(AcceptResult{Err: err})
+			} else {
+				done(AcceptResult{Receipt: rs[i], Duplicate: dup[i]})
+			}
+		}
+	}
+}
+
+// SendMCPBatch accepts many MCP webhooks at once, all or none: each is
+// validated and built before anything is queued, and any item's refusal
+// (invalid, a key bound to another payload, an open breaker under
+// OpenDrop, a full queue) returns a [*BatchError] naming it and queues
+// nothing. Receipts are in the items' order; an item whose key was
+// accepted before with the same payload (or earlier in the batch) gets
+// that delivery's receipt. Sequence numbers are drawn in the items'
+// order. At most [BatchMax] items.
+func (s *MemorySupervisor) SendMCPBatch(ctx context.Context, ws []MCPWebhook) ([]Receipt, error) {
+	now := s.k.clock.Now()
+	ds, err := s.k.prepareMCPBatch(ws, now)
+	if err != nil {
+		return nil, err
+	}
+	return s.acceptBatch(ctx, ds, now)
+}
+
+// SendPreparedBatch is SendMCPBatch for prepared bodies.
+func (s *MemorySupervisor) SendPreparedBatch(ctx context.Context, ws []PreparedWebhook) ([]Receipt, error) {
+	ds, err := s.k.preparePreparedBatch(ws)
+	if err != nil {
+		return nil, err
+	}
+	return s.acceptBatch(ctx, ds, s.k.clock.Now())
+}
+
+func (s *MemorySupervisor) acceptBatch(ctx context.Context, ds []prepared, now time.Time) ([]Receipt, error) {
+	done := s.k.acceptingBatch(ctx, ds, now)
+	rs, dup, err := s.storeBatch(ctx, ds, now)
+	done(rs, dup, err)
+	return rs, err
+}
+
+// storeBatch checks every item under the lock, then stores them all, or
+// none.
+func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now time.Time) ([]Receipt, []bool, error) {
+	s.mu.Lock()
+	rs, dup := make([]Receipt, len(ds)), make([]bool, len(ds))
+	first := make(map[string]int, len(ds)) // key -> the batch's first item with it
+	var fresh int
+	var bytes int64
+	for i := range ds {
+		d := &ds[i]
+		if prior := s.byKey[d.key]; prior != nil {
+			if prior.fp != d.fp || prior.url != d.url {
+				s.mu.Unlock()
+				return nil, nil, batchItem(i, conflict(prior.id))
+			}
+			rs[i], dup[i] = Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, true
+			continue
+		}
+		if j, ok := first[d.key]; ok {
+			if ds[j].fp != d.fp || ds[j].url != d.url {
+				s.mu.Unlock()
+				return nil, nil, batchItem(i, conflict("in this batch, item "+strconv.Itoa(j)))
+			}
+			dup[i] = true // its receipt is item j's, once stored
+			continue
+		}
+		first[d.key] = i
+		if s.k.breaker.OpenAction == OpenDrop {
+			if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
+				until := b.openUntil(s.k.breaker)
+				s.mu.Unlock()
+				return nil, nil, batchItem(i, s.k.refused(ctx, d, now, until))
+			}
+		}
+		fresh++
+		bytes += d.size()
+	}
+	switch {
+	case s.unfinished+fresh > s.maxQueued:
+		s.mu.Unlock()
+		return nil, nil, &BatchError{Index: len(ds) - 1, Err: fmt.Errorf("%w: %d deliveries are waiting and the batch adds %d (MemoryConfig.MaxQueued is %d)",
+			ErrQueueFull, s.unfinished, fresh, s.maxQueued)}
+	case s.unfinishedBytes+bytes > s.maxBytes:
+		s.mu.Unlock()
+		return nil, nil, &BatchError{Index: len(ds) - 1, Err: fmt.Errorf("%w: waiting deliveries hold %d bytes and the batch %d (MemoryConfig.MaxQueuedBytes is %d)",
+			ErrQueueFull, s.unfinishedBytes, bytes, s.maxBytes)}
+	}
+	for s.heldBytes+bytes > s.maxBytes {
+		s.forgetOldestLocked() // finished ones only: the unfinished fit
+	}
+	for i := range ds {
+		if dup[i] {
+			continue
+		}
+		rs[i] = s.insertLocked(&ds[i], now, 0)
+	}
+	for i := range ds {
+		if dup[i] && rs[i].ID == "" {
+			rs[i] = rs[first[ds[i].key]]
+		}
+	}
+	s.signalLocked()
+	s.mu.Unlock()
+	return rs, dup, nil
+}
+
+// SendMCPBatch accepts many MCP webhooks at once, all or none, in one
+// transaction: each is validated and built before anything is written,
+// and any item's refusal returns a [*BatchError] naming it and commits
+// nothing. Receipts are in the items' order; an item whose key was
+// accepted before with the same payload (or earlier in the batch) gets
+// that delivery's receipt. Sequence numbers are drawn in the items'
+// order, contiguous per key. Workers get one notification. At most
+// [BatchMax] items.
+func (s *PostgresSupervisor) SendMCPBatch(ctx context.Context, ws []MCPWebhook) ([]Receipt, error) {
+	return s.SendMCPBatchTx(ctx, nil, ws)
+}
+
+// SendMCPBatchTx is SendMCPBatch inside the caller's transaction (in a
+// savepoint: a refused batch leaves tx as it was). A nil tx uses the
+// pool. Sequence keys lock as in [PostgresSupervisor.SendMCPTx].
+func (s *PostgresSupervisor) SendMCPBatchTx(ctx context.Context, tx pgx.Tx, ws []MCPWebhook) ([]Receipt, error) {
+	now := s.k.clock.Now()
+	ds, err := s.k.prepareMCPBatch(ws, now)
+	if err != nil {
+		return nil, err
+	}
+	return s.enqueueBatch(ctx, tx, ds, now)
+}
+
+// SendPreparedBatch is SendMCPBatch for prepared bodies.
+func (s *PostgresSupervisor) SendPreparedBatch(ctx context.Context, ws []PreparedWebhook) ([]Receipt, error) {
+	return s.SendPreparedBatchTx(ctx, nil, ws)
+}
+
+// SendPreparedBatchTx is SendMCPBatchTx for prepared bodies.
+func (s *PostgresSupervisor) SendPreparedBatchTx(ctx context.Context, tx pgx.Tx, ws []PreparedWebhook) ([]Receipt, error) {
+	ds, err := s.k.preparePreparedBatch(ws)
+	if err != nil {
+		return nil, err
+	}
+	return s.enqueueBatch(ctx, tx, ds, s.k.clock.Now())
+}
+
+func (s *PostgresSupervisor) enqueueBatch(ctx context.Context, tx pgx.Tx, ds []prepared, now time.Time) ([]Receipt, error) {
+	for i := range ds {
+		if err := checkPostgresKey(&ds[i]); err != nil {
+			return nil, batchItem(i, err)
+		}
+	}
+	done := s.k.acceptingBatch(ctx, ds, now)
+	rs, dup, err := s.insertBatch(ctx, tx, ds, now)
+	done(rs, dup, err)
+	return rs, err
+}
+
+// insertBatch writes every item in one transaction (a savepoint of the
+// caller's), or none.
+func (s *PostgresSupervisor) insertBatch(ctx context.Context, tx pgx.Tx, ds []prepared, now time.Time) ([]Receipt, []bool, error) {
+	var sub pgx.Tx
+	var err error
+	if tx != nil {
+		sub, err = tx.Begin(ctx) // a savepoint
+	} else {
+		sub, err = s.db.Begin(ctx)
+	}
+	if err != nil {
+		return nil, nil, dbError("enqueue batch", err)
+	}
+	defer sub.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	rs, dup := make([]Receipt, len(ds)), make([]bool, len(ds))
+	again, err := s.pipeline(ctx, sub, tx != nil, ds, now, rs, dup)
+	if err != nil {
+		return nil, nil, err
+	}
+	var refused *refusal
+	for _, i := range again {
+		// No row: a key bound by a transaction that committed meanwhile,
+		// or a refusal; the one-by-one path sorts it out.
+		rs[i], dup[i], refused, err = s.insertIn(ctx, sub, true, tx != nil, ds[i], now)
+		if err != nil {
+			return nil, nil, batchItem(i, err)
+		}
+		if refused != nil {
+			if err := sub.Rollback(ctx); err != nil {
+				return nil, nil, batchItem(i, dbError("enqueue batch", err))
+			}
+			var q querier = s.db
+			if tx != nil {
+				q = tx
+			}
+			return nil, nil, batchItem(i, s.refuse(ctx, q, ds[i], now, refused.until))
+		}
+	}
+	if err := sub.Commit(ctx); err != nil {
+		if tx == nil && outcomeUnknown(err) {
+			return nil, nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue batch", err))
+		}
+		return nil, nil, dbError("enqueue batch", err)
+	}
+	if tx == nil { // (in the caller's transaction, the statements notified with it)
+		s.wakeWorkers()
+	}
+	return rs, dup, nil
+}
+
+// pipeline sends every item's enqueue statement at once (one round trip),
+// in order, so that sequence numbers are drawn in the items' order. In the
+// caller's transaction (notify) each statement notifies with it: Postgres
+// delivers one notification per transaction and channel; on its own
+// transaction, the caller wakes the workers after the commit. It fills rs
+// and dup, and returns the items whose statement returned no row.
+func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify bool, ds []prepared, now time.Time, rs []Receipt, dup []bool) ([]int, error) {
+	var batch pgx.Batch
+	for i := range ds {
+		p, err := s.enqueueParams(&ds[i], now)
+		if err != nil {
+			return nil, batchItem(i, err)
+		}
+		if notify {
+			tp := enqueueTxParams{p, s.q.channel}
+			batch.Queue(s.q.enqueueNotify.sql, s.q.enqueueNotify.args(&tp)...)
+		} else {
+			batch.Queue(s.q.enqueue.sql, s.q.enqueue.args(&p)...)
+		}
+	}
+	results := tx.SendBatch(ctx, &batch)
+	var again []int
+	for i := range ds {
+		var id, seq int64
+		var same *bool
+		var reemissionOf *int64
+		err := results.QueryRow().Scan(&id, &seq, &same, &reemissionOf)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			again = append(again, i)
+			continue
+		case err != nil:
+			results.Close()
+			return nil, batchItem(i, dbError("enqueue batch", err))
+		}
+		if rs[i], dup[i], err = enqueued(&ds[i], id, seq, same, reemissionOf); err != nil {
+			results.Close()
+			return nil, batchItem(i, err)
+		}
+	}
+	if err := results.Close(); err != nil {
+		return nil, dbError("enqueue batch", err)
+	}
+	return again, nil
+}
