@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -46,9 +47,14 @@ type scenario struct {
 	retryAfter int           // Retry-After seconds on those 503s
 	rate       int           // steady arrivals per second; 0: a burst, all enqueued first
 	workers    int           // deliveries in flight per system; 0: workers
-	breaker    webhook.BreakerPolicy
-	only       []string // systems that run it, when not all
-	prepare    func(ctx context.Context, s system, e env) error
+	// fanout, when set, makes acceptance part of the run: 16 producers
+	// each accept events of fanout webhooks, an event a call to the
+	// system's bulk insert (the library's SendPreparedBatch, River's
+	// InsertMany), while the system delivers.
+	fanout  int
+	breaker webhook.BreakerPolicy
+	only    []string // systems that run it, when not all
+	prepare func(ctx context.Context, s system, e env) error
 }
 
 // result is one scenario × system.
@@ -58,6 +64,7 @@ type result struct {
 	Run           int     `json:"run"` // 1 to -repeat
 	N             int     `json:"webhooks"`
 	PerSecond     float64 `json:"deliveries_per_second"`
+	AcceptPerSec  float64 `json:"accepted_per_second,omitempty"` // fan-out runs: webhooks accepted per second
 	P50, P99      float64 `json:"-"`
 	P999          float64 `json:"-"`
 	FirstP50      float64 `json:"first_attempt_p50_ms,omitempty"`
@@ -127,6 +134,9 @@ func runBench(args []string) error {
 		// HTTP gets only as many sends as connections.
 		{name: "slow receiver (50 ms)", n: size(20000, 2000), latency: 50 * time.Millisecond, workers: 1024},
 		{name: "steady 500/s", n: size(10000, 1500), rate: 500},
+		// An account event to 100 subscribers at a time, from 16 request
+		// handlers at once, accepted while the system delivers.
+		{name: "fan-out (events of 100)", n: size(20000, 5000), fanout: 100},
 		// 20% of first attempts fail at random: five in a row would open
 		// the library's breaker (the Python policy) and hold deliveries for
 		// its 60 s timeout, which River and the seed design do not have.
@@ -274,7 +284,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	for i, it := range items {
 		index[it.Key] = i
 	}
-	if sc.rate == 0 {
+	if sc.rate == 0 && sc.fanout == 0 {
 		if err := sys.EnqueueBulk(ctx, items); err != nil {
 			return fail(err)
 		}
@@ -290,6 +300,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	stop := sync.OnceFunc(stopSys)
 	defer stop()
 	enqErr := make(chan error, 1)
+	var acceptTook time.Duration
 	if sc.rate > 0 {
 		// Warm up (connections, prepared statements) off the clock: steady
 		// load measures a running system, not its first second.
@@ -307,6 +318,12 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 		resetStatements(ctx, url)
 		start = time.Now()
 		go func() { enqErr <- paced(ctx, sys, items, sc.rate, accepted) }()
+	} else if sc.fanout > 0 {
+		go func() {
+			err := fanOut(ctx, sys, items, sc.fanout, accepted)
+			acceptTook = time.Since(start) // read once enqErr is received
+			enqErr <- err
+		}()
 	} else {
 		for i := range accepted {
 			accepted[i] = start
@@ -325,6 +342,9 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	if err := <-enqErr; err != nil {
 		return fail(err)
 	}
+	if acceptTook > 0 {
+		r.AcceptPerSec = float64(len(items)) / acceptTook.Seconds()
+	}
 	r.PerSecond = float64(len(items)) / elapsed.Seconds()
 	r.RSSMB = rssMB()
 	r.StmtsPerDeliv = float64(statements(ctx, url)) / float64(len(items))
@@ -333,7 +353,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	r.TxPerDelivery = float64(settledTransactions(ctx, url)-tx0) / float64(len(items))
 	got, total := recv.snapshot()
 	r.Requests = total
-	if sc.rate > 0 {
+	if sc.rate > 0 || sc.fanout > 0 {
 		var first, done []time.Duration
 		for k, g := range got {
 			if i, ok := index[k]; ok {
@@ -373,6 +393,31 @@ func paced(ctx context.Context, sys system, items []item, rate int, accepted []t
 		return err
 	}
 	return nil
+}
+
+// fanOut accepts items in events of size webhooks from 16 producers, each
+// event one bulk insert, recording when each was accepted.
+func fanOut(ctx context.Context, sys system, items []item, size int, accepted []time.Time) error {
+	var next atomic.Int64
+	errs := make([]error, 16)
+	var wg sync.WaitGroup
+	for g := range errs {
+		wg.Go(func() {
+			for first := int(next.Add(int64(size))) - size; first < len(items); first = int(next.Add(int64(size))) - size {
+				end := min(first+size, len(items))
+				if err := sys.EnqueueBulk(ctx, items[first:end]); err != nil {
+					errs[g] = err
+					return
+				}
+				now := time.Now()
+				for i := first; i < end; i++ {
+					accepted[i] = now
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // makeItems builds n MCP webhook bodies, each with its own key.
@@ -482,7 +527,7 @@ func rssMB() float64 { return processRSSMB(os.Getpid()) }
 
 func printTable(results []result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\tstatements/delivery\ttx/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
+	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\taccepted/s\tstatements/delivery\ttx/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
 	lib := map[string]float64{}
 	for _, r := range results {
 		if r.System == "PostgresSupervisor" {
@@ -491,7 +536,7 @@ func printTable(results []result) {
 	}
 	for _, r := range results {
 		if r.Err != "" {
-			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
+			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
 			continue
 		}
 		ratio := ""
@@ -503,7 +548,11 @@ func printTable(results []result) {
 			lat = fmt.Sprintf("%.1f / %.1f / %.1f", r.FirstP50, r.FirstP99, r.FirstP999)
 			dl = fmt.Sprintf("%.1f / %.1f / %.1f", r.DeliveredP50, r.DeliveredP99, r.DeliveredP999)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%.2f\t%.2f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, r.StmtsPerDeliv, r.TxPerDelivery, r.Requests, lat, dl, r.RSSMB)
+		acc := ""
+		if r.AcceptPerSec > 0 {
+			acc = fmt.Sprintf("%.0f", r.AcceptPerSec)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, acc, r.StmtsPerDeliv, r.TxPerDelivery, r.Requests, lat, dl, r.RSSMB)
 	}
 	w.Flush()
 }

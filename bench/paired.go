@@ -42,6 +42,7 @@ type summary struct {
 	Runs      int    `json:"runs"`
 	Failed    int    `json:"failed_runs,omitempty"`
 	PerSecond spread `json:"deliveries_per_second"`
+	Accepted  spread `json:"accepted_per_second"`
 	// Ratio is PostgresSupervisor's rate over this system's, run by run;
 	// nil for PostgresSupervisor itself, or without a paired run.
 	Ratio         *spread `json:"postgres_supervisor_ratio,omitempty"`
@@ -75,7 +76,7 @@ func summarize(runs []result) []summary {
 	out := make([]summary, 0, len(order))
 	for _, k := range order {
 		s := summary{Scenario: k.scenario, System: k.system}
-		var rate, ratio, first, done, stmts, tx, rss []float64
+		var rate, acc, ratio, first, done, stmts, tx, rss []float64
 		for _, r := range by[k] {
 			s.Runs++
 			if r.Err != "" {
@@ -83,6 +84,9 @@ func summarize(runs []result) []summary {
 				continue
 			}
 			rate, stmts, tx, rss = append(rate, r.PerSecond), append(stmts, r.StmtsPerDeliv), append(tx, r.TxPerDelivery), append(rss, r.RSSMB)
+			if r.AcceptPerSec > 0 {
+				acc = append(acc, r.AcceptPerSec)
+			}
 			if r.FirstP99 > 0 || r.DeliveredP99 > 0 {
 				first, done = append(first, r.FirstP99), append(done, r.DeliveredP99)
 			}
@@ -90,7 +94,7 @@ func summarize(runs []result) []summary {
 				ratio = append(ratio, l/r.PerSecond)
 			}
 		}
-		s.PerSecond, s.FirstP99, s.DeliveredP99 = spreadOf(rate), spreadOf(first), spreadOf(done)
+		s.PerSecond, s.Accepted, s.FirstP99, s.DeliveredP99 = spreadOf(rate), spreadOf(acc), spreadOf(first), spreadOf(done)
 		s.StmtsPerDeliv, s.TxPerDelivery, s.RSSMB = spreadOf(stmts), spreadOf(tx), spreadOf(rss)
 		if len(ratio) > 0 {
 			r := spreadOf(ratio)
@@ -104,10 +108,10 @@ func summarize(runs []result) []summary {
 // printSummary prints the paired table.
 func printSummary(out io.Writer, sums []summary) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tsystem\truns\tdeliveries/s median (range)\tPostgresSupervisor ÷ it, median of pairs (range)\tstatements/delivery\ttx/delivery\tfirst attempt p99 ms\tdelivered p99 ms\t")
+	fmt.Fprintln(w, "scenario\tsystem\truns\tdeliveries/s median (range)\tPostgresSupervisor ÷ it, median of pairs (range)\taccepted/s median (range)\tstatements/delivery\ttx/delivery\tfirst attempt p99 ms\tdelivered p99 ms\t")
 	for _, s := range sums {
 		if s.Failed == s.Runs {
-			fmt.Fprintf(w, "%s\t%s\t%d\tevery run failed\t\t\t\t\t\t\n", s.Scenario, s.System, s.Runs)
+			fmt.Fprintf(w, "%s\t%s\t%d\tevery run failed\t\t\t\t\t\t\t\n", s.Scenario, s.System, s.Runs)
 			continue
 		}
 		runs := fmt.Sprint(s.Runs)
@@ -123,8 +127,12 @@ func printSummary(out io.Writer, sums []summary) {
 			first = fmt.Sprintf("%.1f (%.1f–%.1f)", s.FirstP99.Median, s.FirstP99.Min, s.FirstP99.Max)
 			done = fmt.Sprintf("%.1f (%.1f–%.1f)", s.DeliveredP99.Median, s.DeliveredP99.Min, s.DeliveredP99.Max)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f (%.0f–%.0f)\t%s\t%.2f\t%.2f\t%s\t%s\t\n", s.Scenario, s.System, runs,
-			s.PerSecond.Median, s.PerSecond.Min, s.PerSecond.Max, ratio, s.StmtsPerDeliv.Median, s.TxPerDelivery.Median, first, done)
+		acc := ""
+		if s.Accepted.Max > 0 {
+			acc = fmt.Sprintf("%.0f (%.0f–%.0f)", s.Accepted.Median, s.Accepted.Min, s.Accepted.Max)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f (%.0f–%.0f)\t%s\t%s\t%.2f\t%.2f\t%s\t%s\t\n", s.Scenario, s.System, runs,
+			s.PerSecond.Median, s.PerSecond.Min, s.PerSecond.Max, ratio, acc, s.StmtsPerDeliv.Median, s.TxPerDelivery.Median, first, done)
 	}
 	w.Flush()
 }

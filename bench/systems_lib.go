@@ -63,8 +63,10 @@ func sendPrepared(ctx context.Context, sup webhook.Supervisor, url string, items
 	return nil
 }
 
+// EnqueueBulk accepts items with SendPreparedBatch, BatchMax at a time, as
+// River's inserts InsertMany chunks.
 func (s *postgresSystem) EnqueueBulk(ctx context.Context, items []item) error {
-	return enqueueConcurrently(ctx, items, 16, s.Enqueue)
+	return sendBatches(ctx, s.sup, s.e.URL, items)
 }
 
 func (s *postgresSystem) Start(ctx context.Context) (func(), error) {
@@ -97,7 +99,23 @@ func (s *memorySystem) Enqueue(ctx context.Context, items []item) error {
 }
 
 func (s *memorySystem) EnqueueBulk(ctx context.Context, items []item) error {
-	return s.Enqueue(ctx, items)
+	return sendBatches(ctx, s.sup, s.e.URL, items)
+}
+
+// sendBatches accepts items through a supervisor's SendPreparedBatch.
+func sendBatches(ctx context.Context, sup webhook.Supervisor, url string, items []item) error {
+	for len(items) > 0 {
+		n := min(len(items), webhook.BatchMax)
+		ws := make([]webhook.PreparedWebhook, n)
+		for i, it := range items[:n] {
+			ws[i] = webhook.PreparedWebhook{URL: url, Body: it.Body, IdempotencyKey: it.Key}
+		}
+		if _, err := sup.SendPreparedBatch(ctx, ws); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
 }
 
 func (s *memorySystem) Start(ctx context.Context) (func(), error) {
