@@ -146,13 +146,20 @@ func (s *MemorySupervisor) acceptBatch(ctx context.Context, ds []prepared, now t
 // storeBatch checks every item under the lock, then stores them all, or
 // none.
 func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now time.Time) ([]Receipt, []bool, error) {
+	firsts, err := batchFirsts(ds)
+	if err != nil {
+		return nil, nil, err
+	}
 	s.mu.Lock()
 	rs, dup := make([]Receipt, len(ds)), make([]bool, len(ds))
-	first := make(map[string]int, len(ds)) // key -> the batch's first item with it
 	var fresh int
 	var bytes int64
 	for i := range ds {
 		d := &ds[i]
+		if firsts[i] != i {
+			dup[i] = true // its receipt is its first item's, once stored
+			continue
+		}
 		if prior := s.byKey[d.key]; prior != nil {
 			if prior.fp != d.fp || prior.url != d.url {
 				s.mu.Unlock()
@@ -161,15 +168,6 @@ func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now ti
 			rs[i], dup[i] = Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, true
 			continue
 		}
-		if j, ok := first[d.key]; ok {
-			if ds[j].fp != d.fp || ds[j].url != d.url {
-				s.mu.Unlock()
-				return nil, nil, batchItem(i, conflict("in this batch, item "+strconv.Itoa(j)))
-			}
-			dup[i] = true // its receipt is item j's, once stored
-			continue
-		}
-		first[d.key] = i
 		if s.k.breaker.OpenAction == OpenDrop {
 			if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
 				until := b.openUntil(s.k.breaker)
@@ -194,14 +192,13 @@ func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now ti
 		s.forgetOldestLocked() // finished ones only: the unfinished fit
 	}
 	for i := range ds {
-		if dup[i] {
-			continue
+		if !dup[i] {
+			rs[i] = s.insertLocked(&ds[i], now, 0)
 		}
-		rs[i] = s.insertLocked(&ds[i], now, 0)
 	}
-	for i := range ds {
-		if dup[i] && rs[i].ID == "" {
-			rs[i] = rs[first[ds[i].key]]
+	for i, j := range firsts {
+		if j != i {
+			rs[i] = rs[j]
 		}
 	}
 	s.signalLocked()
@@ -262,6 +259,28 @@ func (s *PostgresSupervisor) enqueueBatch(ctx context.Context, tx pgx.Tx, ds []p
 // insertBatch writes every item in one transaction (a savepoint of the
 // caller's), or none.
 func (s *PostgresSupervisor) insertBatch(ctx context.Context, tx pgx.Tx, ds []prepared, now time.Time) ([]Receipt, []bool, error) {
+	firsts, err := batchFirsts(ds)
+	if err != nil {
+		return nil, nil, err
+	}
+	oneStatement := s.k.breaker.OpenAction == OpenDefer
+	for {
+		rs, dup, err := s.insertBatchOnce(ctx, tx, ds, firsts, now, oneStatement)
+		if oneStatement && errors.Is(err, errBatchRaced) {
+			oneStatement = false // again, one statement per item, which sorts the race out
+			continue
+		}
+		return rs, dup, err
+	}
+}
+
+// errBatchRaced: a key of the batch was bound by a transaction that
+// committed while the batch's statement ran.
+var errBatchRaced = errors.New("a key of the batch was bound meanwhile")
+
+// insertBatchOnce writes the batch in one transaction (a savepoint of tx),
+// in one statement or one per item (pipelined), and commits it.
+func (s *PostgresSupervisor) insertBatchOnce(ctx context.Context, tx pgx.Tx, ds []prepared, firsts []int, now time.Time, oneStatement bool) ([]Receipt, []bool, error) {
 	var sub pgx.Tx
 	var err error
 	if tx != nil {
@@ -274,6 +293,12 @@ func (s *PostgresSupervisor) insertBatch(ctx context.Context, tx pgx.Tx, ds []pr
 	}
 	defer sub.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
 	rs, dup := make([]Receipt, len(ds)), make([]bool, len(ds))
+	if oneStatement {
+		if err := s.insertArrays(ctx, sub, tx != nil, ds, firsts, now, rs, dup); err != nil {
+			return nil, nil, err
+		}
+		return s.commitBatch(ctx, tx, sub, rs, dup)
+	}
 	again, err := s.pipeline(ctx, sub, tx != nil, ds, now, rs, dup)
 	if err != nil {
 		return nil, nil, err
@@ -297,6 +322,11 @@ func (s *PostgresSupervisor) insertBatch(ctx context.Context, tx pgx.Tx, ds []pr
 			return nil, nil, batchItem(i, s.refuse(ctx, q, ds[i], now, refused.until))
 		}
 	}
+	return s.commitBatch(ctx, tx, sub, rs, dup)
+}
+
+// commitBatch commits a batch's transaction and wakes the workers.
+func (s *PostgresSupervisor) commitBatch(ctx context.Context, tx, sub pgx.Tx, rs []Receipt, dup []bool) ([]Receipt, []bool, error) {
 	if err := sub.Commit(ctx); err != nil {
 		if tx == nil && outcomeUnknown(err) {
 			return nil, nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue batch", err))
@@ -307,6 +337,73 @@ func (s *PostgresSupervisor) insertBatch(ctx context.Context, tx pgx.Tx, ds []pr
 		s.wakeWorkers()
 	}
 	return rs, dup, nil
+}
+
+// batchFirsts maps each item to the first item with its key (itself, for
+// a first), refusing a key repeated with another payload or URL.
+func batchFirsts(ds []prepared) ([]int, error) {
+	firsts := make([]int, len(ds))
+	seen := make(map[string]int, len(ds))
+	for i := range ds {
+		j, ok := seen[ds[i].key]
+		if !ok {
+			seen[ds[i].key], firsts[i] = i, i
+			continue
+		}
+		if ds[j].fp != ds[i].fp || ds[j].url != ds[i].url {
+			return nil, batchItem(i, conflict("in this batch, item "+strconv.Itoa(j)))
+		}
+		firsts[i] = j
+	}
+	return firsts, nil
+}
+
+// insertArrays writes the batch's distinct keys in one statement, and
+// fills rs and dup (a repeated key gets its first item's receipt). In the
+// caller's transaction (notify), one NOTIFY goes with it.
+func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notify bool, ds []prepared, firsts []int, now time.Time, rs []Receipt, dup []bool) error {
+	p := enqueueBatchParams{Now: now}
+	v := &p.enqueueRows
+	for i := range ds {
+		if firsts[i] != i {
+			continue
+		}
+		e, err := s.enqueueParams(&ds[i], now)
+		if err != nil {
+			return batchItem(i, err)
+		}
+		v.Ord, v.URL, v.Body = append(v.Ord, int32(i)), append(v.URL, e.URL), append(v.Body, e.Body)
+		v.IdempotencyKey, v.BreakerKey = append(v.IdempotencyKey, e.IdempotencyKey), append(v.BreakerKey, e.BreakerKey)
+		v.SequenceKey, v.TaskType, v.TaskID = append(v.SequenceKey, e.SequenceKey), append(v.TaskType, e.TaskType), append(v.TaskID, e.TaskID)
+		v.NotificationType, v.AuthScheme = append(v.NotificationType, e.NotificationType), append(v.AuthScheme, e.AuthScheme)
+		v.AuthCredentials, v.Headers, v.MCPBody = append(v.AuthCredentials, e.AuthCredentials), append(v.Headers, e.Headers), append(v.MCPBody, e.MCPBody)
+		v.PayloadSHA256, v.SeqAt = append(v.PayloadSHA256, e.PayloadSHA256), append(v.SeqAt, int32(e.SeqAt))
+		v.NotificationID, v.SubscriberID, v.TraceCarrier = append(v.NotificationID, e.NotificationID), append(v.SubscriberID, e.SubscriberID), append(v.TraceCarrier, e.TraceCarrier)
+	}
+	rows, err := collect[enqueuedRow](query(ctx, sub, s.q.enqueueBatch, p))
+	if err != nil {
+		return dbError("enqueue batch", err)
+	}
+	if len(rows) != len(v.Ord) {
+		return errBatchRaced
+	}
+	for _, r := range rows {
+		i := int(r.Ord)
+		if rs[i], dup[i], err = enqueued(&ds[i], r.ID, r.Seq, r.Same, r.ReemissionOf); err != nil {
+			return batchItem(i, err)
+		}
+	}
+	for i, j := range firsts {
+		if j != i {
+			rs[i], dup[i] = rs[j], true
+		}
+	}
+	if notify {
+		if _, err := sub.Exec(ctx, "SELECT pg_notify($1, '')", s.q.channel); err != nil {
+			return dbError("enqueue batch", err)
+		}
+	}
+	return nil
 }
 
 // pipeline sends every item's enqueue statement at once (one round trip),

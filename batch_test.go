@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -218,4 +219,42 @@ func TestPostgresBatchTx(t *testing.T) {
 	require.NoError(t, tx.Rollback(ctx))
 	require.Equal(t, 2, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries`), "rolled back with the caller's transaction")
 	require.False(t, errors.Is(err, webhook.ErrOutcomeUnknown))
+}
+
+// A key bound by a transaction that commits while the batch's statement
+// waits on it: the batch is written again, one statement per item, and
+// the key gets that transaction's delivery.
+func TestPostgresBatchRacesAConcurrentKey(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{})
+	ctx := context.Background()
+	raced := mcp("https://a.example/hook", "t1")
+	raced.IdempotencyKey = "whk_0123456789abcdef0"
+	raced.Routing.SequenceKey = "account_1"
+	other := mcp("https://b.example/hook", "t2")
+	other.Routing.SequenceKey = "account_1"
+
+	tx, err := pe.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	first, err := pe.pg.SendMCPTx(ctx, tx, raced)
+	require.NoError(t, err)
+	type result struct {
+		rs  []webhook.Receipt
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rs, err := pe.pg.SendMCPBatch(ctx, []webhook.MCPWebhook{other, raced})
+		done <- result{rs, err}
+	}()
+	require.Eventually(t, func() bool { // the batch waits on the uncommitted key (or on the sequence's row)
+		return pe.count(`SELECT count(*) FROM pg_locks WHERE NOT granted`) > 0
+	}, guard, time.Millisecond)
+	require.NoError(t, tx.Commit(ctx))
+	res := <-done
+	require.NoError(t, res.err)
+	require.Equal(t, first, res.rs[1], "the key's delivery is the committed one")
+	require.Equal(t, int64(2), res.rs[0].Sequence, "after the committed one's, with no gap")
+	require.Equal(t, 2, pe.count(`SELECT count(*) FROM adcp_webhook_deliveries`))
 }

@@ -250,6 +250,46 @@ type enqueueParams struct {
 	TraceCarrier     *string   `db:"trace_carrier"`
 }
 
+// enqueueRows are a batch's webhooks, one array element each, with
+// distinct keys (the caller resolves keys repeated within the batch).
+// Each field's pg tag is its element type.
+type enqueueRows struct {
+	Ord              []int32   `db:"ord" pg:"int"` // the item's index
+	URL              []string  `db:"url" pg:"text"`
+	Body             [][]byte  `db:"body" pg:"bytea"`
+	IdempotencyKey   []string  `db:"idempotency_key" pg:"text"`
+	BreakerKey       []string  `db:"breaker_key" pg:"text"`
+	SequenceKey      []*string `db:"sequence_key" pg:"text"`
+	TaskType         []*string `db:"task_type" pg:"text"`
+	TaskID           []*string `db:"task_id" pg:"text"`
+	NotificationType []*string `db:"notification_type" pg:"text"`
+	AuthScheme       []*string `db:"auth_scheme" pg:"text"`
+	AuthCredentials  [][]byte  `db:"auth_credentials" pg:"bytea"`
+	Headers          []*string `db:"headers" pg:"jsonb"`
+	MCPBody          []bool    `db:"mcp_body" pg:"boolean"`
+	PayloadSHA256    [][]byte  `db:"payload_sha256" pg:"bytea"`
+	SeqAt            []int32   `db:"seq_at" pg:"int"`
+	NotificationID   []*string `db:"notification_id" pg:"text"`
+	SubscriberID     []*string `db:"subscriber_id" pg:"text"`
+	TraceCarrier     []*string `db:"trace_carrier" pg:"text"`
+}
+
+type enqueueBatchParams struct {
+	enqueueRows
+	Now time.Time `db:"now"`
+}
+
+// enqueuedRow is one row of enqueueBatch: the item at ord, its delivery
+// and sequence number, and for a key bound before, whether its payload
+// and URL are the same, and its reemission_of.
+type enqueuedRow struct {
+	Ord          int32  `db:"ord"`
+	ID           int64  `db:"id"`
+	Seq          int64  `db:"seq"`
+	Same         *bool  `db:"same"`
+	ReemissionOf *int64 `db:"reemission_of"`
+}
+
 type enqueueTxParams struct {
 	enqueueParams
 	Channel string `db:"channel"`
@@ -552,6 +592,7 @@ type pgSQL struct {
 	list string
 
 	enqueue        stmt[enqueueParams]
+	enqueueBatch   stmt[enqueueBatchParams]
 	enqueueNotify  stmt[enqueueTxParams]
 	notify         stmt[channelParams]
 	refusedUntil   stmt[keyAtParams]
@@ -625,6 +666,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{attempt_columns}", columns[attemptRow](""), "{gate_columns}", columns[gateRow]("b."),
 		"{attempt_params}", params[attemptRow](), "{attempt_values}", params[attemptRow]("delivery_id"),
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
+		"{enqueue_rows}", unnest[enqueueRows]("v", ""),
 	)
 	q := &pgSQL{channel: t.Deliveries}
 
@@ -664,6 +706,54 @@ WITH prior AS (
 	RETURNING id, sequence_number
 )
 `)
+	// A batch in one statement (OpenDefer only: OpenDrop batches go one
+	// statement per item): each key bound before returns its delivery;
+	// each new one is inserted, its sequence number drawn in the items'
+	// order from one counter update per key (in key order). A key bound by
+	// a transaction that committed after the statement began returns no
+	// row; the caller then writes the batch again, one by one.
+	q.enqueueBatch = compile[enqueueBatchParams](r.Replace(`
+WITH v AS (
+	SELECT * FROM {enqueue_rows}
+), prior AS (
+	SELECT v.ord, d.id, d.payload_sha256 = v.payload_sha256 AND d.url = v.url AS same,
+		COALESCE(d.sequence_number, 0) AS seq, d.reemission_of
+	FROM v JOIN {deliveries} d ON d.idempotency_key = v.idempotency_key AND d.payload_sha256 IS NOT NULL
+), fresh AS (
+	SELECT v.*, row_number() OVER (PARTITION BY v.sequence_key ORDER BY v.ord) AS rank
+	FROM v WHERE v.ord NOT IN (SELECT ord FROM prior)
+), counts AS (
+	SELECT sequence_key, count(*) AS n FROM fresh WHERE sequence_key IS NOT NULL GROUP BY sequence_key
+), seq AS (
+	INSERT INTO {sequences} AS s (sequence_key, last_value)
+	SELECT sequence_key, n FROM counts ORDER BY sequence_key
+	ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + EXCLUDED.last_value
+	RETURNING sequence_key, last_value
+), numbered AS (
+	SELECT f.*, seq.last_value - c.n + f.rank AS number
+	FROM fresh f LEFT JOIN seq ON seq.sequence_key = f.sequence_key LEFT JOIN counts c ON c.sequence_key = f.sequence_key
+), ins AS (
+	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
+		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
+		notification_id, subscriber_id, trace_carrier)
+	SELECT 'pending',
+		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
+			WHERE b.breaker_key = n.breaker_key AND b.state = 'open')),
+		n.url, CASE WHEN n.seq_at > 0 AND n.number IS NOT NULL
+			THEN overlay(n.body placing convert_to(n.number::text, 'UTF8') from n.seq_at + 1 for 1)
+			ELSE n.body END,
+		n.idempotency_key, n.breaker_key, n.sequence_key, n.number,
+		n.task_type, n.task_id, n.notification_type, n.auth_scheme, n.auth_credentials, n.headers, @now, n.mcp_body, n.payload_sha256,
+		n.notification_id, n.subscriber_id, n.trace_carrier
+	FROM numbered n ORDER BY n.ord
+	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
+	RETURNING id, idempotency_key, sequence_number
+)
+SELECT v.ord, ins.id, COALESCE(ins.sequence_number, 0) AS seq, NULL::boolean AS same, NULL::bigint AS reemission_of
+FROM v JOIN ins ON ins.idempotency_key = v.idempotency_key
+UNION ALL
+SELECT ord, id, seq, same, reemission_of FROM prior`))
+
 	// A key bound before returns its delivery instead (prior.same: the
 	// same payload and URL). A key bound by a transaction that committed
 	// after this statement began returns no row, as a refusal does; the
