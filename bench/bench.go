@@ -50,11 +50,15 @@ type scenario struct {
 	// fanout, when set, makes acceptance part of the run: 16 producers
 	// each accept events of fanout webhooks, an event a call to the
 	// system's bulk insert (the library's SendPreparedBatch, River's
-	// InsertMany), while the system delivers.
-	fanout  int
-	breaker webhook.BreakerPolicy
-	only    []string // systems that run it, when not all
-	prepare func(ctx context.Context, s system, e env) error
+	// InsertMany), or for 1 a webhook a call to its single insert, while
+	// the system delivers.
+	fanout int
+	// endpoints, when set, spreads the webhooks over this many receiver
+	// URLs (paths), the i-th webhook of an event to the i-th.
+	endpoints int
+	breaker   webhook.BreakerPolicy
+	only      []string // systems that run it, when not all
+	prepare   func(ctx context.Context, s system, e env) error
 }
 
 // result is one scenario × system.
@@ -134,9 +138,11 @@ func runBench(args []string) error {
 		// HTTP gets only as many sends as connections.
 		{name: "slow receiver (50 ms)", n: size(20000, 2000), latency: 50 * time.Millisecond, workers: 1024},
 		{name: "steady 500/s", n: size(10000, 1500), rate: 500},
-		// An account event to 100 subscribers at a time, from 16 request
-		// handlers at once, accepted while the system delivers.
-		{name: "fan-out (events of 100)", n: size(20000, 5000), fanout: 100},
+		// Account events, each to 1,000 subscribers' endpoints, from 16
+		// request handlers at once, accepted while the system delivers;
+		// and 16 request handlers accepting one webhook a call.
+		{name: "fan-out (1,000 endpoints)", n: size(40000, 10000), fanout: 1000, endpoints: 1000, only: perItemURL},
+		{name: "enqueue-heavy (16 producers)", n: size(20000, 5000), fanout: 1},
 		// 20% of first attempts fail at random: five in a row would open
 		// the library's breaker (the Python policy) and hold deliveries for
 		// its 60 s timeout, which River and the seed design do not have.
@@ -279,6 +285,11 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	if err != nil {
 		return fail(err)
 	}
+	if sc.endpoints > 0 {
+		for i := range items {
+			items[i].URL = e.URL + "/" + strconv.Itoa(i%sc.fanout%sc.endpoints)
+		}
+	}
 	accepted := make([]time.Time, len(items))
 	index := make(map[string]int, len(items))
 	for i, it := range items {
@@ -395,6 +406,9 @@ func paced(ctx context.Context, sys system, items []item, rate int, accepted []t
 	return nil
 }
 
+// perItemURL are the systems that send each item to its own URL.
+var perItemURL = []string{"PostgresSupervisor", "MemorySupervisor", "river", "raw HTTP (ceiling)", "minimal SQL (ceiling)", "minimal SQL batched (ceiling)"}
+
 // fanOut accepts items in events of size webhooks from 16 producers, each
 // event one bulk insert, recording when each was accepted.
 func fanOut(ctx context.Context, sys system, items []item, size int, accepted []time.Time) error {
@@ -405,7 +419,11 @@ func fanOut(ctx context.Context, sys system, items []item, size int, accepted []
 		wg.Go(func() {
 			for first := int(next.Add(int64(size))) - size; first < len(items); first = int(next.Add(int64(size))) - size {
 				end := min(first+size, len(items))
-				if err := sys.EnqueueBulk(ctx, items[first:end]); err != nil {
+				enqueue := sys.EnqueueBulk
+				if size == 1 {
+					enqueue = sys.Enqueue
+				}
+				if err := enqueue(ctx, items[first:end]); err != nil {
 					errs[g] = err
 					return
 				}

@@ -54,6 +54,7 @@ const (
 type riverArgs struct {
 	Key  string `json:"key"`
 	Body []byte `json:"body"`
+	URL  string `json:"url,omitempty"` // "": the worker's
 }
 
 func (riverArgs) Kind() string { return "webhook" }
@@ -68,7 +69,7 @@ type riverWorker struct {
 
 func (w *riverWorker) Work(ctx context.Context, job *river.Job[riverArgs]) error {
 	resp, err := w.sender.Send(ctx, &webhook.Request{
-		URL:            w.url,
+		URL:            cmp.Or(job.Args.URL, w.url),
 		Body:           job.Args.Body,
 		IdempotencyKey: job.Args.Key,
 		Attempt:        job.Attempt,
@@ -126,7 +127,7 @@ func (s *riverSystem) Setup(ctx context.Context, e env) error {
 // handler would.
 func (s *riverSystem) Enqueue(ctx context.Context, items []item) error {
 	for _, it := range items {
-		if _, err := s.client.Insert(ctx, riverArgs{Key: it.Key, Body: it.Body}, nil); err != nil {
+		if _, err := s.client.Insert(ctx, riverArgs{Key: it.Key, Body: it.Body, URL: it.URL}, nil); err != nil {
 			return err
 		}
 	}
@@ -140,7 +141,7 @@ func (s *riverSystem) EnqueueBulk(ctx context.Context, items []item) error {
 		n := min(len(items), riverInsertChunk)
 		params = params[:0]
 		for _, it := range items[:n] {
-			params = append(params, river.InsertManyParams{Args: riverArgs{Key: it.Key, Body: it.Body}})
+			params = append(params, river.InsertManyParams{Args: riverArgs{Key: it.Key, Body: it.Body, URL: it.URL}})
 		}
 		if _, err := s.client.InsertMany(ctx, params); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -13,7 +14,13 @@ import (
 type item struct {
 	Key  string
 	Body []byte
+	// URL is the item's endpoint, when the scenario has many; "" is
+	// env.URL. (The seed design takes one URL and runs no such scenario.)
+	URL string
 }
+
+// to is the endpoint of it, whose default is url.
+func (it item) to(url string) string { return cmp.Or(it.URL, url) }
 
 // env is what a system gets for one run: a fresh database of its own (nil
 // for systems without one), the receiver's URL, the shared Sender, and the

@@ -56,7 +56,7 @@ func (s *postgresSystem) Enqueue(ctx context.Context, items []item) error {
 // sendPrepared accepts items through one of the library's supervisors.
 func sendPrepared(ctx context.Context, sup webhook.Supervisor, url string, items []item) error {
 	for _, it := range items {
-		if _, err := sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: url, Body: it.Body, IdempotencyKey: it.Key}); err != nil {
+		if _, err := sup.SendPrepared(ctx, webhook.PreparedWebhook{URL: it.to(url), Body: it.Body, IdempotencyKey: it.Key}); err != nil {
 			return err
 		}
 	}
@@ -108,7 +108,7 @@ func sendBatches(ctx context.Context, sup webhook.Supervisor, url string, items 
 		n := min(len(items), webhook.BatchMax)
 		ws := make([]webhook.PreparedWebhook, n)
 		for i, it := range items[:n] {
-			ws[i] = webhook.PreparedWebhook{URL: url, Body: it.Body, IdempotencyKey: it.Key}
+			ws[i] = webhook.PreparedWebhook{URL: it.to(url), Body: it.Body, IdempotencyKey: it.Key}
 		}
 		if _, err := sup.SendPreparedBatch(ctx, ws); err != nil {
 			return err
@@ -161,7 +161,7 @@ func (s *rawHTTPSystem) Start(ctx context.Context) (func(), error) {
 				case it = <-s.queue:
 				}
 				for n := 1; ctx.Err() == nil; n++ {
-					*req = webhook.Request{URL: s.e.URL, Body: it.Body, IdempotencyKey: it.Key, Attempt: n}
+					*req = webhook.Request{URL: it.to(s.e.URL), Body: it.Body, IdempotencyKey: it.Key, Attempt: n}
 					if resp, err := s.e.Sender.Send(ctx, req); err == nil && resp.StatusCode/100 == 2 {
 						break
 					}
