@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,8 +16,12 @@ import (
 // account event goes to every subscriber; a batch accepts its fan-out in
 // one call (on Postgres, one transaction, one commit, one NOTIFY).
 
-// BatchMax is the most webhooks one batch call accepts.
-const BatchMax = 1000
+// BatchMax is the most webhooks one batch call accepts, and BatchMaxBytes
+// the most body bytes (a batch is one statement on Postgres).
+const (
+	BatchMax      = 1000
+	BatchMaxBytes = 64 << 20
+)
 
 // BatchError is why a batch was refused: the item at Index, and its error
 // (a [*ValidationError], [ErrIdempotencyConflict], [ErrCircuitOpen],
@@ -35,11 +41,14 @@ func (e *BatchError) Error() string {
 // Unwrap returns the item's error.
 func (e *BatchError) Unwrap() error { return e.Err }
 
-// batchItem wraps err as item i's, unless it already is a BatchError or
-// names no item (a context's error, a database outage).
+// batchItem wraps err as item i's when it is that item's refusal (invalid,
+// a key bound to another payload, an open breaker, a full queue); any
+// other error (a context's, a database outage, a deadlock) names no item
+// and is returned as it is.
 func batchItem(i int, err error) error {
 	var be *BatchError
-	if errors.As(err, &be) {
+	var ve *ValidationError
+	if errors.As(err, &be) || !errors.As(err, &ve) && !errors.Is(err, ErrCircuitOpen) && !errors.Is(err, ErrQueueFull) {
 		return err
 	}
 	return &BatchError{Index: i, Err: err}
@@ -59,30 +68,43 @@ func checkBatchSize(n int) error {
 // prepareMCPBatch validates and builds every item before anything is
 // stored.
 func (k *core) prepareMCPBatch(ws []MCPWebhook, now time.Time) ([]prepared, error) {
+	return prepareBatch(ws, func(w *MCPWebhook) (prepared, error) { return k.urls.prepareMCP(*w, now) }, nil)
+}
+
+// preparePreparedBatch is prepareMCPBatch for prepared bodies, whose sizes
+// are known before any is copied.
+func (k *core) preparePreparedBatch(ws []PreparedWebhook) ([]prepared, error) {
+	return prepareBatch(ws, func(w *PreparedWebhook) (prepared, error) { return k.urls.prepare(*w) },
+		func(w *PreparedWebhook) int { return len(w.Body) })
+}
+
+// prepareBatch prepares each item, refusing the batch at the item that
+// takes its bodies past BatchMaxBytes (counted, when size is given, before
+// any body is copied).
+func prepareBatch[W any](ws []W, prepare func(*W) (prepared, error), size func(*W) int) ([]prepared, error) {
 	if err := checkBatchSize(len(ws)); err != nil {
 		return nil, err
 	}
+	tooBig := func(i, total int) error {
+		return batchItem(i, invalid("batch", "holds more than %d body bytes with item %d (%d); split it (BatchMaxBytes)", BatchMaxBytes, i, total))
+	}
+	if size != nil {
+		total := 0
+		for i := range ws {
+			if total += size(&ws[i]); total > BatchMaxBytes {
+				return nil, tooBig(i, total)
+			}
+		}
+	}
 	ds := make([]prepared, len(ws))
-	for i, w := range ws {
-		d, err := k.urls.prepareMCP(w, now)
+	total := 0
+	for i := range ws {
+		d, err := prepare(&ws[i])
 		if err != nil {
 			return nil, batchItem(i, err)
 		}
-		ds[i] = d
-	}
-	return ds, nil
-}
-
-// preparePreparedBatch is prepareMCPBatch for prepared bodies.
-func (k *core) preparePreparedBatch(ws []PreparedWebhook) ([]prepared, error) {
-	if err := checkBatchSize(len(ws)); err != nil {
-		return nil, err
-	}
-	ds := make([]prepared, len(ws))
-	for i, w := range ws {
-		d, err := k.urls.prepare(w)
-		if err != nil {
-			return nil, batchItem(i, err)
+		if total += len(d.body); total > BatchMaxBytes {
+			return nil, tooBig(i, total)
 		}
 		ds[i] = d
 	}
@@ -154,6 +176,7 @@ func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now ti
 	rs, dup := make([]Receipt, len(ds)), make([]bool, len(ds))
 	var fresh int
 	var bytes int64
+	overflow := -1 // the first new item past MaxQueued or MaxQueuedBytes
 	for i := range ds {
 		d := &ds[i]
 		if firsts[i] != i {
@@ -177,15 +200,18 @@ func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now ti
 		}
 		fresh++
 		bytes += d.size()
+		if overflow < 0 && (s.unfinished+fresh > s.maxQueued || s.unfinishedBytes+bytes > s.maxBytes) {
+			overflow = i
+		}
 	}
 	switch {
 	case s.unfinished+fresh > s.maxQueued:
 		s.mu.Unlock()
-		return nil, nil, &BatchError{Index: len(ds) - 1, Err: fmt.Errorf("%w: %d deliveries are waiting and the batch adds %d (MemoryConfig.MaxQueued is %d)",
+		return nil, nil, &BatchError{Index: overflow, Err: fmt.Errorf("%w: %d deliveries are waiting and the batch adds %d (MemoryConfig.MaxQueued is %d)",
 			ErrQueueFull, s.unfinished, fresh, s.maxQueued)}
 	case s.unfinishedBytes+bytes > s.maxBytes:
 		s.mu.Unlock()
-		return nil, nil, &BatchError{Index: len(ds) - 1, Err: fmt.Errorf("%w: waiting deliveries hold %d bytes and the batch %d (MemoryConfig.MaxQueuedBytes is %d)",
+		return nil, nil, &BatchError{Index: overflow, Err: fmt.Errorf("%w: waiting deliveries hold %d bytes and the batch %d (MemoryConfig.MaxQueuedBytes is %d)",
 			ErrQueueFull, s.unfinishedBytes, bytes, s.maxBytes)}
 	}
 	for s.heldBytes+bytes > s.maxBytes {
@@ -201,7 +227,9 @@ func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now ti
 			rs[i] = rs[j]
 		}
 	}
-	s.signalLocked()
+	if fresh > 0 {
+		s.signalLocked()
+	}
 	s.mu.Unlock()
 	return rs, dup, nil
 }
@@ -333,7 +361,7 @@ func (s *PostgresSupervisor) commitBatch(ctx context.Context, tx, sub pgx.Tx, rs
 		}
 		return nil, nil, dbError("enqueue batch", err)
 	}
-	if tx == nil { // (in the caller's transaction, the statements notified with it)
+	if tx == nil && slices.Contains(dup, false) { // (in the caller's transaction, the statements notified with it)
 		s.wakeWorkers()
 	}
 	return rs, dup, nil
@@ -398,7 +426,7 @@ func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notif
 			rs[i], dup[i] = rs[j], true
 		}
 	}
-	if notify {
+	if notify && slices.Contains(dup, false) {
 		if _, err := sub.Exec(ctx, "SELECT pg_notify($1, '')", s.q.channel); err != nil {
 			return dbError("enqueue batch", err)
 		}
@@ -413,8 +441,18 @@ func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notif
 // transaction, the caller wakes the workers after the commit. It fills rs
 // and dup, and returns the items whose statement returned no row.
 func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify bool, ds []prepared, now time.Time, rs []Receipt, dup []bool) ([]int, error) {
+	// In sequence-key order (items in order within a key, so each key's
+	// numbers follow the items), so that concurrent batches lock counters
+	// in one order.
+	order := make([]int, len(ds))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return strings.Compare(ds[a].routing.SequenceKey, ds[b].routing.SequenceKey)
+	})
 	var batch pgx.Batch
-	for i := range ds {
+	for _, i := range order {
 		p, err := s.enqueueParams(&ds[i], now)
 		if err != nil {
 			return nil, batchItem(i, err)
@@ -428,7 +466,7 @@ func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify boo
 	}
 	results := tx.SendBatch(ctx, &batch)
 	var again []int
-	for i := range ds {
+	for _, i := range order {
 		var id, seq int64
 		var same *bool
 		var reemissionOf *int64

@@ -745,7 +745,9 @@ WITH v AS (
 		n.idempotency_key, n.breaker_key, n.sequence_key, n.number,
 		n.task_type, n.task_id, n.notification_type, n.auth_scheme, n.auth_credentials, n.headers, @now, n.mcp_body, n.payload_sha256,
 		n.notification_id, n.subscriber_id, n.trace_carrier
-	FROM numbered n ORDER BY n.ord
+	-- In key order (the numbers are drawn already), so that concurrent
+	-- batches sharing keys wait on them in one order.
+	FROM numbered n ORDER BY n.idempotency_key
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, idempotency_key, sequence_number
 )
