@@ -183,36 +183,27 @@ func (s *MemorySupervisor) storeBatch(ctx context.Context, ds []prepared, now ti
 			dup[i] = true // its receipt is its first item's, once stored
 			continue
 		}
-		if prior := s.byKey[d.key]; prior != nil {
-			if prior.fp != d.fp || prior.url != d.url {
-				s.mu.Unlock()
-				return nil, nil, batchItem(i, conflict(prior.id))
-			}
-			rs[i], dup[i] = Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, true
+		r, isDup, until, err := s.priorLocked(d, now)
+		switch {
+		case err != nil:
+			s.mu.Unlock()
+			return nil, nil, batchItem(i, err)
+		case !until.IsZero():
+			s.mu.Unlock()
+			return nil, nil, batchItem(i, s.k.refused(ctx, d, now, until))
+		case isDup:
+			rs[i], dup[i] = r, true
 			continue
-		}
-		if s.k.breaker.OpenAction == OpenDrop {
-			if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
-				until := b.openUntil(s.k.breaker)
-				s.mu.Unlock()
-				return nil, nil, batchItem(i, s.k.refused(ctx, d, now, until))
-			}
 		}
 		fresh++
 		bytes += d.size()
-		if overflow < 0 && (s.unfinished+fresh > s.maxQueued || s.unfinishedBytes+bytes > s.maxBytes) {
+		if overflow < 0 && s.fullLocked(fresh, bytes) != nil {
 			overflow = i
 		}
 	}
-	switch {
-	case s.unfinished+fresh > s.maxQueued:
+	if err := s.fullLocked(fresh, bytes); err != nil {
 		s.mu.Unlock()
-		return nil, nil, &BatchError{Index: overflow, Err: fmt.Errorf("%w: %d deliveries are waiting and the batch adds %d (MemoryConfig.MaxQueued is %d)",
-			ErrQueueFull, s.unfinished, fresh, s.maxQueued)}
-	case s.unfinishedBytes+bytes > s.maxBytes:
-		s.mu.Unlock()
-		return nil, nil, &BatchError{Index: overflow, Err: fmt.Errorf("%w: waiting deliveries hold %d bytes and the batch %d (MemoryConfig.MaxQueuedBytes is %d)",
-			ErrQueueFull, s.unfinishedBytes, bytes, s.maxBytes)}
+		return nil, nil, &BatchError{Index: overflow, Err: err}
 	}
 	for s.heldBytes+bytes > s.maxBytes {
 		s.forgetOldestLocked() // finished ones only: the unfinished fit

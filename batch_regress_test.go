@@ -18,8 +18,9 @@ import (
 )
 
 // Two batches sharing keys in opposite orders (a producer's retry racing
-// another producer's fan-out, say) can deadlock: the array statement
-// inserts in item order, so each waits on a key the other holds.
+// another producer's fan-out, say) do not deadlock: the array statement
+// inserts in key order. (In item order, each waited on a key the other
+// held.)
 func TestPostgresBatchesSharingKeysDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	pe := newPgEnv(t, webhook.PostgresConfig{})
@@ -34,18 +35,7 @@ func TestPostgresBatchesSharingKeysDoNotDeadlock(t *testing.T) {
 		}
 		rev := slices.Clone(ws)
 		slices.Reverse(rev)
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for _, b := range [][]webhook.PreparedWebhook{ws, rev} {
-			wg.Go(func() {
-				if _, err := pe.pg.SendPreparedBatch(ctx, b); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
+		errs = append(errs, concurrently(ctx, pe.pg.SendPreparedBatch, ws, rev)...)
 	}
 	for _, err := range errs {
 		t.Log(err)
@@ -53,10 +43,10 @@ func TestPostgresBatchesSharingKeysDoNotDeadlock(t *testing.T) {
 	require.Empty(t, errs)
 }
 
-// Under OpenDrop the per-item path locks sequence counters in item order:
-// two fan-outs of distinct events (distinct keys) over the same
-// subscribers' sequences, listed in different orders, deadlock. (The
-// array path sorts the counters; this path does not.)
+// Under OpenDrop (the per-item path), two fan-outs of distinct events over
+// the same subscribers' sequences, listed in different orders, do not
+// deadlock: the statements go in sequence-key order. (In item order, each
+// locked a counter the other waited on.)
 func TestPostgresOpenDropBatchesDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	pe := newPgEnv(t, webhook.PostgresConfig{}, func(c *suiteConfig) { c.Breaker.OpenAction = webhook.OpenDrop })
@@ -75,18 +65,7 @@ func TestPostgresOpenDropBatchesDoNotDeadlock(t *testing.T) {
 			}
 			return ws
 		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for _, b := range [][]webhook.MCPWebhook{batch("a", false), batch("b", true)} {
-			wg.Go(func() {
-				if _, err := pe.pg.SendMCPBatch(ctx, b); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
+		errs = append(errs, concurrently(ctx, pe.pg.SendMCPBatch, batch("a", false), batch("b", true))...)
 	}
 	for _, err := range errs {
 		t.Log(err)
@@ -94,9 +73,9 @@ func TestPostgresOpenDropBatchesDoNotDeadlock(t *testing.T) {
 	require.Empty(t, errs)
 }
 
-// A context deadline (or any database error) in the per-item path is
-// reported as a *BatchError naming an item, as if that item were refused;
-// batchItem's own comment says errors that name no item are not wrapped.
+// A context deadline (or any database error) names no item: it is not a
+// *BatchError, on either path. (The per-item path reported it as an
+// item's refusal, inviting a caller to drop a healthy webhook.)
 func TestPostgresBatchTimeoutNamesNoItem(t *testing.T) {
 	t.Parallel()
 	for _, action := range []webhook.OpenAction{webhook.OpenDefer, webhook.OpenDrop} {
@@ -164,4 +143,21 @@ func TestBatchBoundsItsBytes(t *testing.T) {
 	require.ErrorAs(t, err, &be)
 	require.Equal(t, webhook.BatchMaxBytes>>20, be.Index, "the item that takes the batch past BatchMaxBytes")
 	require.Contains(t, err.Error(), "BatchMaxBytes")
+}
+
+// concurrently sends the batches at once and returns their errors.
+func concurrently[W any](ctx context.Context, send func(context.Context, []W) ([]webhook.Receipt, error), batches ...[]W) []error {
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Go(func() { _, errs[i] = send(ctx, b) })
+	}
+	wg.Wait()
+	var out []error
+	for _, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
 }

@@ -244,33 +244,19 @@ func (s *MemorySupervisor) accept(ctx context.Context, d prepared, now time.Time
 // key accepted before with this payload: r is that delivery's.
 func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time, seq int64) (r Receipt, dup bool, err error) {
 	s.mu.Lock()
-	if prior := s.byKey[d.key]; prior != nil {
+	if r, dup, until, err := s.priorLocked(d, now); err != nil || dup || !until.IsZero() {
 		s.mu.Unlock()
-		if prior.fp != d.fp || prior.url != d.url {
-			return Receipt{}, false, conflict(prior.id)
+		if !until.IsZero() {
+			err = s.k.refused(ctx, d, now, until)
 		}
-		// The same event again: its delivery, not a second one.
-		return Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, true, nil
-	}
-	if s.k.breaker.OpenAction == OpenDrop && d.reemissionOf == "" {
-		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
-			until := b.openUntil(s.k.breaker)
-			s.mu.Unlock()
-			return Receipt{}, false, s.k.refused(ctx, d, now, until)
-		}
-	}
-	if s.unfinished >= s.maxQueued {
-		s.mu.Unlock()
-		return Receipt{}, false, fmt.Errorf("%w: %d deliveries are waiting (MemoryConfig.MaxQueued)", ErrQueueFull, s.unfinished)
+		return r, dup, err
 	}
 	size := d.size()
-	if s.unfinishedBytes+size > s.maxBytes {
+	if err := s.fullLocked(1, size); err != nil {
 		// Refused before anything is forgotten: a refusal costs the
 		// retained history nothing.
-		held := s.unfinishedBytes
 		s.mu.Unlock()
-		return Receipt{}, false, fmt.Errorf("%w: waiting deliveries hold %d bytes and this one %d (MemoryConfig.MaxQueuedBytes is %d)",
-			ErrQueueFull, held, size, s.maxBytes)
+		return Receipt{}, false, err
 	}
 	for s.heldBytes+size > s.maxBytes {
 		s.forgetOldestLocked() // finished ones only: the unfinished fit
@@ -279,6 +265,39 @@ func (s *MemorySupervisor) store(ctx context.Context, d *prepared, now time.Time
 	s.signalLocked()
 	s.mu.Unlock()
 	return r, false, nil
+}
+
+// priorLocked checks d against what is stored: a key accepted before
+// (dup, with that delivery's receipt, or a conflict), or an open breaker
+// under OpenDrop (until, when it lets a probe through; a re-emission is
+// not refused). All zero: d may be stored.
+func (s *MemorySupervisor) priorLocked(d *prepared, now time.Time) (r Receipt, dup bool, until time.Time, err error) {
+	if prior := s.byKey[d.key]; prior != nil {
+		if prior.fp != d.fp || prior.url != d.url {
+			return Receipt{}, false, time.Time{}, conflict(prior.id)
+		}
+		// The same event again: its delivery, not a second one.
+		return Receipt{ID: prior.id, IdempotencyKey: prior.key, Sequence: prior.seq, ReemissionOf: prior.reemissionOf}, true, time.Time{}, nil
+	}
+	if s.k.breaker.OpenAction == OpenDrop && d.reemissionOf == "" {
+		if b := s.breakers[d.breakerKey]; b != nil && b.refuses(s.k.breaker, now) {
+			return Receipt{}, false, b.openUntil(s.k.breaker), nil
+		}
+	}
+	return Receipt{}, false, time.Time{}, nil
+}
+
+// fullLocked refuses n more deliveries of size bytes that would pass
+// MaxQueued or MaxQueuedBytes.
+func (s *MemorySupervisor) fullLocked(n int, size int64) error {
+	switch {
+	case s.unfinished+n > s.maxQueued:
+		return fmt.Errorf("%w: %d deliveries are waiting, and %d more would pass MemoryConfig.MaxQueued (%d)", ErrQueueFull, s.unfinished, n, s.maxQueued)
+	case s.unfinishedBytes+size > s.maxBytes:
+		return fmt.Errorf("%w: waiting deliveries hold %d bytes, and %d more would pass MemoryConfig.MaxQueuedBytes (%d)",
+			ErrQueueFull, s.unfinishedBytes, size, s.maxBytes)
+	}
+	return nil
 }
 
 // insertLocked queues d, which fits. A re-emission keeps seq.

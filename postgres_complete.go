@@ -263,14 +263,30 @@ func (s *PostgresSupervisor) gateChanged(ctx context.Context, key string, before
 }
 
 // committedEarlier reports whether an earlier write of j's completion
-// committed: the row is no longer running under j's lease token.
+// committed.
 func (s *PostgresSupervisor) committedEarlier(ctx context.Context, j *pgJob) (bool, error) {
+	written, _, err := s.leaseOf(ctx, s.db, j)
+	return written, err
+}
+
+// leaseOf reads where j's row stands: written, a completion under j's
+// lease committed (the row left running under the negated token, or left
+// running); held, the row is still running under j's lease.
+func (s *PostgresSupervisor) leaseOf(ctx context.Context, q querier, j *pgJob) (written, held bool, err error) {
 	var state string
 	var token *int64
-	if err := queryRow(ctx, s.db, s.q.leaseState, idParams{ID: j.row}).Scan(&state, &token); err != nil {
-		return false, err
+	if err := queryRow(ctx, q, s.q.leaseState, idParams{ID: j.row}).Scan(&state, &token); err != nil {
+		return false, false, err
 	}
-	return token != nil && (*token == -j.token || *token == j.token && state != string(StateRunning)), nil
+	switch {
+	case token == nil:
+		return false, false, nil
+	case *token == -j.token:
+		return true, false, nil
+	case *token == j.token:
+		return state != string(StateRunning), state == string(StateRunning), nil
+	}
+	return false, false, nil
 }
 
 // reloadGate reads j's gate row again.
@@ -343,21 +359,14 @@ func (s *PostgresSupervisor) written(j *pgJob, c *completion) (state string, due
 // hearing of it (nil), or a success found its gate no longer clean
 // (errGateMoved).
 func (s *PostgresSupervisor) fenced(ctx context.Context, q querier, j *pgJob, guarded bool) error {
-	var state string
-	var token *int64
-	if err := queryRow(ctx, q, s.q.leaseState, idParams{ID: j.row}).Scan(&state, &token); err != nil {
+	written, held, err := s.leaseOf(ctx, q, j)
+	switch {
+	case err != nil:
 		return err
-	}
-	if token != nil && *token == -j.token {
-		return nil // a held completion committed
-	}
-	if token != nil && *token == j.token {
-		if state != string(StateRunning) {
-			return nil
-		}
-		if guarded {
-			return errGateMoved
-		}
+	case written:
+		return nil
+	case held && guarded:
+		return errGateMoved
 	}
 	return errLeaseLost
 }

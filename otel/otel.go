@@ -73,16 +73,15 @@ func New(cfg Config) (*webhook.Observer, error) {
 	m := mp.Meter(Scope)
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
+	counter := func(name, unit, description string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(description))
+		add(err)
+		return c
+	}
+	o.accepted = counter("webhook.deliveries.accepted", "{delivery}", "Webhooks accepted for delivery.")
+	o.finished = counter("webhook.deliveries.finished", "{delivery}", "Deliveries that reached a final state.")
+	o.attempts = counter("webhook.attempts", "{attempt}", "Delivery attempts, by outcome and classification.")
 	var err error
-	o.accepted, err = m.Int64Counter("webhook.deliveries.accepted", metric.WithUnit("{delivery}"),
-		metric.WithDescription("Webhooks accepted for delivery."))
-	add(err)
-	o.finished, err = m.Int64Counter("webhook.deliveries.finished", metric.WithUnit("{delivery}"),
-		metric.WithDescription("Deliveries that reached a final state."))
-	add(err)
-	o.attempts, err = m.Int64Counter("webhook.attempts", metric.WithUnit("{attempt}"),
-		metric.WithDescription("Delivery attempts, by outcome and classification."))
-	add(err)
 	o.requestDuration, err = m.Float64Histogram("http.client.request.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of webhook HTTP requests."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
@@ -91,15 +90,10 @@ func New(cfg Config) (*webhook.Observer, error) {
 		metric.WithDescription("Time from acceptance to a final state."),
 		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400))
 	add(err)
-	o.breakers, err = m.Int64Counter("webhook.breaker.transitions", metric.WithUnit("{transition}"),
-		metric.WithDescription("Circuit-breaker state changes."))
-	add(err)
-	o.healthEvents, err = m.Int64Counter("webhook.health.events", metric.WithUnit("{event}"),
-		metric.WithDescription("Endpoint-health events: breakers opened, half-open and closed, endpoints failing and recovered, deliveries exhausted."))
-	add(err)
-	o.leases, err = m.Int64Counter("webhook.leases.lost", metric.WithUnit("{lease}"),
-		metric.WithDescription("Attempts whose lease another worker took over before their result was stored."))
-	add(err)
+	o.breakers = counter("webhook.breaker.transitions", "{transition}", "Circuit-breaker state changes.")
+	o.healthEvents = counter("webhook.health.events", "{event}",
+		"Endpoint-health events: breakers opened, half-open and closed, endpoints failing and recovered, deliveries exhausted.")
+	o.leases = counter("webhook.leases.lost", "{lease}", "Attempts whose lease another worker took over before their result was stored.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
