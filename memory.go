@@ -40,6 +40,13 @@ type MemoryConfig struct {
 	// Concurrency is how many attempts one RunWorker call runs at once.
 	// Defaults to 16.
 	Concurrency int
+	// EndpointConcurrency is the most attempts in flight at once to one
+	// endpoint (breaker key), in all of this supervisor's RunWorker calls:
+	// an endpoint's deliveries past it wait, and other endpoints' go
+	// first, so that one buyer that hangs until the timeout cannot take
+	// every worker. Defaults to half of Concurrency (at least 1);
+	// NoEndpointLimit turns it off.
+	EndpointConcurrency int
 	// MaxQueued bounds the deliveries accepted and not yet finished; SendMCP
 	// returns ErrQueueFull beyond it. Defaults to 10,000.
 	MaxQueued int
@@ -82,6 +89,7 @@ type MemoryConfig struct {
 type MemorySupervisor struct {
 	k              *core
 	concurrency    int
+	endpointLimit  int // attempts in flight per breaker key; 0: no limit
 	maxQueued      int
 	maxBytes       int64
 	retainFinished int
@@ -94,6 +102,7 @@ type MemorySupervisor struct {
 	byKey      map[string]*memDelivery // idempotency key bindings, as long as byID holds them
 	finished   []string                // IDs of finished deliveries, oldest first
 	breakers   map[string]*memBreaker  // only breakers not closed-and-clean
+	flows      map[string]*memFlow     // only keys with attempts in flight
 	periods    uint64                  // the highest Period of a forgotten breaker
 	seq        int64                   // the last HealthEvent.Seq
 	seqs       map[string]int64
@@ -115,6 +124,7 @@ type memDelivery struct {
 	lastStatus int
 	finishedAt time.Time
 	probe      probe         // the half-open probe slot it holds, if any
+	slot       bool          // it holds one of its endpoint's EndpointConcurrency slots
 	done       chan struct{} // made by the first Wait; closed when over
 	over       bool          // final, and its last record handed to the sink
 	again      bool          // redelivered before settle: queue it then instead of finishing
@@ -129,6 +139,13 @@ type memDelivery struct {
 }
 
 func (d *memDelivery) base() *job { return &d.job }
+
+// memFlow is one endpoint's attempts in flight, and the deliveries that
+// wait for one of them to end (EndpointConcurrency), oldest first.
+type memFlow struct {
+	inFlight int
+	waiting  []*memDelivery
+}
 
 type memBreaker struct {
 	gate
@@ -190,9 +207,16 @@ func NewMemorySupervisor(sender Sender, cfg MemoryConfig) (*MemorySupervisor, er
 	case cfg.DrainTimeout < 0:
 		return nil, badConfig("MemoryConfig.DrainTimeout", "is negative; use 0 for %v", DrainTimeoutDefault)
 	}
+	concurrency := cmp.Or(cfg.Concurrency, ConcurrencyDefault)
+	limit, err := endpointLimit("MemoryConfig.EndpointConcurrency", cfg.EndpointConcurrency, concurrency)
+	if err != nil {
+		return nil, err
+	}
 	return &MemorySupervisor{
 		k:              k,
-		concurrency:    cmp.Or(cfg.Concurrency, ConcurrencyDefault),
+		concurrency:    concurrency,
+		endpointLimit:  limit,
+		flows:          make(map[string]*memFlow),
 		maxQueued:      cmp.Or(cfg.MaxQueued, MaxQueuedDefault),
 		maxBytes:       cmp.Or(cfg.MaxQueuedBytes, MaxQueuedBytesDefault),
 		retainFinished: cmp.Or(cfg.RetainFinished, RetainFinishedDefault),
@@ -619,6 +643,7 @@ func (src *memSource) Unclaim(_ context.Context, d *memDelivery) {
 		b.release(d.probe)
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
+	s.freeSlotLocked(d)
 	d.probe, d.state = 0, StatePending
 	s.ready = append(s.ready, d)
 	s.signalLocked()
@@ -641,6 +666,9 @@ func (s *MemorySupervisor) claimLocked(now time.Time, changes *[]gateChange) (*m
 		d := s.ready[0]
 		s.ready[0] = nil
 		s.ready = s.ready[1:]
+		if !s.takeSlotLocked(d) {
+			continue // it waits for one of its endpoint's attempts to end
+		}
 		b := s.breakers[d.breakerKey]
 		if b == nil { // closed, with no failures: no entry is kept
 			d.state, d.gated = StateRunning, false
@@ -662,8 +690,10 @@ func (s *MemorySupervisor) claimLocked(now time.Time, changes *[]gateChange) (*m
 			d.state = StateRunning
 			return d, time.Time{}
 		case retryAt.IsZero():
+			s.freeSlotLocked(d)
 			b.parked = append(b.parked, d)
 		default:
+			s.freeSlotLocked(d)
 			d.dueAt = retryAt
 			heap.Push(&s.delayed, d)
 		}
@@ -672,6 +702,45 @@ func (s *MemorySupervisor) claimLocked(now time.Time, changes *[]gateChange) (*m
 		return nil, s.delayed[0].dueAt
 	}
 	return nil, time.Time{}
+}
+
+// takeSlotLocked gives d one of its endpoint's EndpointConcurrency slots,
+// or, when they are all taken, makes it wait for one (false).
+func (s *MemorySupervisor) takeSlotLocked(d *memDelivery) bool {
+	if s.endpointLimit == 0 {
+		return true
+	}
+	f := s.flows[d.breakerKey]
+	if f == nil {
+		f = &memFlow{}
+		s.flows[d.breakerKey] = f
+	}
+	if f.inFlight >= s.endpointLimit {
+		f.waiting = append(f.waiting, d)
+		return false
+	}
+	f.inFlight++
+	d.slot = true
+	return true
+}
+
+// freeSlotLocked frees d's endpoint slot, if it holds one: the oldest
+// delivery waiting for it is ready again.
+func (s *MemorySupervisor) freeSlotLocked(d *memDelivery) {
+	if !d.slot {
+		return
+	}
+	d.slot = false
+	f := s.flows[d.breakerKey]
+	f.inFlight--
+	if len(f.waiting) > 0 {
+		s.ready = append(s.ready, f.waiting[0])
+		f.waiting[0] = nil
+		f.waiting = f.waiting[1:]
+	}
+	if f.inFlight == 0 && len(f.waiting) == 0 {
+		delete(s.flows, d.breakerKey)
+	}
 }
 
 // memStore is the attempt logic's storage: the supervisor's own memory.
@@ -719,6 +788,7 @@ func (st memStore) complete(ctx context.Context, d *memDelivery, c *completion) 
 		s.releaseParkedLocked(d.breakerKey, b)
 	}
 	d.probe = 0
+	s.freeSlotLocked(d)
 	d.state, d.dueAt, d.finishedAt = c.state, c.due, c.finishedAt
 	s.signalLocked()
 	return false

@@ -30,12 +30,14 @@ func TestMain(m *testing.M) {
 func newMemory(t *testing.T, cfg suiteConfig) webhook.Supervisor {
 	t.Helper()
 	s, err := webhook.NewMemorySupervisor(cfg.Sender, webhook.MemoryConfig{
-		Retry:    cfg.Retry,
-		Breaker:  cfg.Breaker,
-		LogSink:  cfg.Sink,
-		Clock:    cfg.Clock,
-		Logger:   cfg.Logger,
-		Observer: cfg.Observer,
+		Retry:               cfg.Retry,
+		Breaker:             cfg.Breaker,
+		LogSink:             cfg.Sink,
+		Clock:               cfg.Clock,
+		Logger:              cfg.Logger,
+		Observer:            cfg.Observer,
+		Concurrency:         cfg.Concurrency,
+		EndpointConcurrency: cfg.EndpointConcurrency,
 	})
 	require.NoError(t, err)
 	return s
@@ -68,6 +70,7 @@ func TestNewMemorySupervisorRejectsBadInput(t *testing.T) {
 		"MemoryConfig.Breaker.FailureThreshold": {Breaker: webhook.BreakerPolicy{FailureThreshold: -1}},
 		"MemoryConfig.Breaker.OpenAction":       {Breaker: webhook.BreakerPolicy{OpenAction: 7}},
 		"MemoryConfig.Concurrency":              {Concurrency: -1},
+		"MemoryConfig.EndpointConcurrency":      {EndpointConcurrency: -2},
 		"MemoryConfig.MaxQueued":                {MaxQueued: -5},
 		"MemoryConfig.Breaker.HalfOpenProbes":   {Breaker: webhook.BreakerPolicy{HalfOpenProbes: -1}},
 		"MemoryConfig.Breaker.SuccessThreshold": {Breaker: webhook.BreakerPolicy{SuccessThreshold: -2}},

@@ -474,7 +474,7 @@ func TestPostgresHealthEventsOncePerTransition(t *testing.T) {
 	t.Parallel()
 	o, o2 := &observed{}, &observed{} // one per process
 	const n, threshold = 40, 10
-	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 8}, func(c *suiteConfig) {
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 8, EndpointConcurrency: 16}, func(c *suiteConfig) {
 		c.Observer = o.observer()
 		c.Retry.MaxAttempts = 1
 		c.Breaker.FailureThreshold, c.Breaker.SuccessThreshold = threshold, 1

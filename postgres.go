@@ -81,6 +81,16 @@ type PostgresConfig struct {
 	// Concurrency is how many attempts one RunWorker call runs at once.
 	// Defaults to 16.
 	Concurrency int
+	// EndpointConcurrency is the most attempts in flight at once to one
+	// endpoint (breaker key), counted in every process on the tables: a
+	// claim takes an endpoint's deliveries only up to it, oldest first,
+	// and round-robin across endpoints, so that one buyer that hangs until
+	// the timeout cannot take every worker. Defaults to half of
+	// Concurrency (at least 1); NoEndpointLimit turns it off (claims then
+	// take the oldest due deliveries, whatever their endpoint). Raise it
+	// for a buyer that needs more in flight than that: one slow endpoint
+	// that takes most of the traffic.
+	EndpointConcurrency int
 	// ClaimBatch is the most deliveries one claim statement takes. Defaults
 	// to Concurrency.
 	ClaimBatch int
@@ -152,6 +162,7 @@ type PostgresSupervisor struct {
 	tables       PostgresTables
 	versionTable string
 	concurrency  int
+	limit        int // EndpointConcurrency; 0: none
 	batch        int
 	lease        time.Duration
 	poll         time.Duration
@@ -215,6 +226,11 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		return nil, badConfig("PostgresConfig.Retention", "is %v, shorter than the retry horizon %v: a key must stay bound to its payload for the horizon; keep finished deliveries at least that long (0 means %v)", cfg.Retention, k.retry.Horizon, RetentionDefault)
 	}
 	k.maxLost = cmp.Or(cfg.MaxLostAttempts, MaxLostAttemptsDefault)
+	concurrency := cmp.Or(cfg.Concurrency, ConcurrencyDefault)
+	limit, err := endpointLimit("PostgresConfig.EndpointConcurrency", cfg.EndpointConcurrency, concurrency)
+	if err != nil {
+		return nil, err
+	}
 	s := &PostgresSupervisor{
 		k:            k,
 		db:           pool,
@@ -222,7 +238,8 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		ddl:          tables.ddl(),
 		tables:       tables,
 		versionTable: tables.versionTable(),
-		concurrency:  cmp.Or(cfg.Concurrency, ConcurrencyDefault),
+		concurrency:  concurrency,
+		limit:        limit,
 		lease:        cmp.Or(cfg.LeaseDuration, LeaseDurationDefault),
 		poll:         cmp.Or(cfg.PollInterval, PollIntervalDefault),
 		pollOnly:     cfg.PollOnly,

@@ -3,9 +3,13 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // The claimer's source: it claims due deliveries for the worker pool's free
@@ -20,6 +24,69 @@ type pgSource struct {
 	// lookForProbes is set when the last claim did not fill up (and at
 	// the start): the next one looks for half-open probes first.
 	lookForProbes bool
+	// flow is this pool's share of EndpointConcurrency, with its workers.
+	flow *pgFlow
+}
+
+// pgFlow is what one RunWorker call's pool knows of EndpointConcurrency:
+// its own attempts per endpoint (claimed, not yet settled), and the
+// endpoints that were at their cap after its last claim. An attempt of
+// such an endpoint that ends wakes the claimer once half of the
+// endpoint's slots are free here: claims then take several of its
+// deliveries at a time, not one per attempt. (Slots freed in other
+// processes are found by their claims, and by this one's next.)
+type pgFlow struct {
+	limit  int
+	mu     sync.Mutex
+	own    map[string]int
+	capped map[string]bool
+}
+
+func newPgFlow(limit int) *pgFlow {
+	return &pgFlow{limit: limit, own: make(map[string]int), capped: make(map[string]bool)}
+}
+
+// claimed counts a claim's jobs.
+func (f *pgFlow) claimed(jobs []*pgJob) {
+	if f.limit == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, j := range jobs {
+		f.own[j.breakerKey]++
+	}
+}
+
+// setCapped notes the endpoints at their cap after a claim.
+func (f *pgFlow) setCapped(keys []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.capped)
+	for _, k := range keys {
+		f.capped[k] = true
+	}
+}
+
+// ended counts off an attempt of endpoint key (or a claim given back), and
+// reports whether the claimer should look again for it.
+func (f *pgFlow) ended(key string) bool {
+	if f.limit == 0 {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.own[key] - 1
+	if n <= 0 {
+		delete(f.own, key)
+	} else {
+		f.own[key] = n
+	}
+	if f.capped[key] && n <= f.limit/2 {
+		delete(f.capped, key)
+		return true
+	}
+	return false
 }
 
 // Idle waits until something may be due: a notification or local change
@@ -44,7 +111,10 @@ func (src *pgSource) Idle(ctx context.Context, wake <-chan struct{}) {
 }
 
 // Unclaim gives back a delivery claimed while RunWorker was stopping.
-func (src *pgSource) Unclaim(ctx context.Context, j *pgJob) { src.s.unclaim(ctx, j) }
+func (src *pgSource) Unclaim(ctx context.Context, j *pgJob) {
+	src.s.unclaim(ctx, j)
+	src.flow.ended(j.breakerKey)
+}
 
 // Claim takes up to n due deliveries under one lease. Half-open probes come
 // first, when they are looked for: after a claim that did not fill up, and
@@ -60,6 +130,7 @@ func (src *pgSource) Claim(ctx context.Context, n int) ([]*pgJob, error) {
 	for _, j := range jobs {
 		j.claimed, j.leaseEnd = started, lease
 	}
+	src.flow.claimed(jobs)
 	return jobs, err
 }
 
@@ -82,11 +153,81 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	if want <= 0 {
 		return jobs, nil
 	}
-	rows, err := collect[jobRow](query(ctx, s.db, s.q.claim, claimParams{Now: now, Limit: want, LeaseEnd: lease, Token: token}))
+	p := claimParams{Now: now, Limit: want, LeaseEnd: lease, Token: token}
+	var rows []jobRow
+	var err error
+	if s.limit == 0 {
+		rows, err = collect[jobRow](query(ctx, s.db, s.q.claim, p))
+	} else {
+		var capped []string
+		rows, capped, err = s.claimCapped(ctx, p)
+		src.flow.setCapped(capped)
+	}
 	probes := len(jobs)
 	jobs = appendJobs(jobs, rows, token, 0)
 	src.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
+}
+
+// claimScan is how many due rows a capped claim looks at per row it may
+// take: rows of an endpoint at its cap are looked at and left.
+const claimScan = 4
+
+// claimCapped claims within EndpointConcurrency, under the claim lock, in
+// one round trip: from the oldest due rows, and, when that leaves a backlog
+// of due rows whose endpoints are at their cap (rows of other endpoints
+// may be behind them), from every other endpoint's oldest. capped are the
+// endpoints at their cap after the claim.
+func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams) (rows []jobRow, capped []string, err error) {
+	lock := lockParams{Lock: s.q.claimLockKey}
+	cp := cappedClaimParams{claimParams: p, Cap: s.limit, Scan: max(p.Limit*claimScan, 64)}
+	at := capParams{Now: p.Now, Cap: s.limit}
+	var batch pgx.Batch
+	batch.Queue(s.q.claimLock.sql, s.q.claimLock.args(&lock)...)
+	batch.Queue(s.q.claimCapped.sql, s.q.claimCapped.args(&cp)...)
+	batch.Queue(s.q.claimDeep.sql, s.q.claimDeep.args(&cp)...)
+	batch.Queue(s.q.atCap.sql, s.q.atCap.args(&at)...)
+	err = s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		for range 2 {
+			more, err := collect[jobRow](br.Query())
+			rows = append(rows, more...)
+			if err != nil {
+				return err
+			}
+		}
+		return br.QueryRow().Scan(&capped)
+	})
+	return rows, capped, err
+}
+
+// sendBatch runs batch in one implicit transaction (one round trip when the
+// pool pipelines: a *pgxpool.Pool; else in a transaction of its own), read
+// reading its results. On an error it has read, the rows read are
+// returned still: a claim's are claimed.
+func (s *PostgresSupervisor) sendBatch(ctx context.Context, batch *pgx.Batch, read func(pgx.BatchResults) error) error {
+	if pp, ok := s.db.(pipeliner); ok {
+		br := pp.SendBatch(ctx, batch)
+		return errors.Join(read(br), br.Close())
+	}
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	br := tx.SendBatch(ctx, batch)
+	if err := errors.Join(read(br), br.Close()); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// pipeliner is a pool that sends a batch of statements in one round trip
+// (an implicit transaction), as *pgxpool.Pool does.
+type pipeliner interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // claimProbes claims half-open probes, within each breaker's slots: it

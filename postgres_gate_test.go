@@ -18,7 +18,7 @@ import (
 // the delivery is delivered, as on the memory supervisor.
 func TestPostgresSuccessWhileGateOpenIsWritten(t *testing.T) {
 	t.Parallel()
-	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 2}, func(c *suiteConfig) {
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 2, EndpointConcurrency: 2}, func(c *suiteConfig) {
 		c.Retry.MaxAttempts = 1
 		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Hour}
 	})

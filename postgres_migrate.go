@@ -19,7 +19,7 @@ import (
 
 // SchemaVersion is the schema version this code needs: the number of the
 // newest migration in migrations/.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migrationFiles are migrations/NNNN_name.up.sql, with the default table
 // names.

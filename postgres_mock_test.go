@@ -416,16 +416,19 @@ func newMockEnv(t *testing.T, lease time.Duration) (*env, *mockPool) {
 	pool.expect("SELECT COALESCE(max(version), 0)", nil).returnRows([]any{webhook.SchemaVersion}).anyTimes()
 	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
 		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{
-			PollOnly:      true, // the pool has no Config to LISTEN with
-			Retention:     -1,   // no purge statements
-			Concurrency:   1,
-			PollInterval:  time.Hour,
-			LeaseDuration: lease,
-			Retry:         cfg.Retry,
-			Breaker:       cfg.Breaker,
-			LogSink:       cfg.Sink,
-			Clock:         cfg.Clock,
-			Logger:        cfg.Logger,
+			PollOnly:    true, // the pool has no Config to LISTEN with
+			Retention:   -1,   // no purge statements
+			Concurrency: 1,
+			// The plain claim, which the mock scripts: with one worker
+			// the limit cannot bind.
+			EndpointConcurrency: webhook.NoEndpointLimit,
+			PollInterval:        time.Hour,
+			LeaseDuration:       lease,
+			Retry:               cfg.Retry,
+			Breaker:             cfg.Breaker,
+			LogSink:             cfg.Sink,
+			Clock:               cfg.Clock,
+			Logger:              cfg.Logger,
 		})
 		require.NoError(t, err)
 		return s
@@ -575,7 +578,7 @@ func TestPostgresMockGiveUpIsNotAFinish(t *testing.T) {
 	pool.expect("SELECT COALESCE(max(version), 0)", nil).returnRows([]any{webhook.SchemaVersion}).anyTimes()
 	e := newEnv(t, func(t *testing.T, cfg suiteConfig) webhook.Supervisor {
 		s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, webhook.PostgresConfig{
-			PollOnly: true, Retention: -1, Concurrency: 1, PollInterval: time.Hour, LeaseDuration: lease,
+			PollOnly: true, Retention: -1, Concurrency: 1, EndpointConcurrency: webhook.NoEndpointLimit, PollInterval: time.Hour, LeaseDuration: lease,
 			Retry: cfg.Retry, Breaker: cfg.Breaker, LogSink: cfg.Sink, Clock: cfg.Clock, Logger: cfg.Logger,
 			Observer: o.observer(),
 		})

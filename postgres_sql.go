@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"regexp"
 	"slices"
@@ -311,6 +312,25 @@ type claimParams struct {
 	Token    int64     `db:"token"`
 }
 
+// cappedClaimParams claim within EndpointConcurrency, looking at the
+// oldest Scan due rows.
+type cappedClaimParams struct {
+	claimParams
+	Cap  int `db:"cap"` // EndpointConcurrency
+	Scan int `db:"scan"`
+}
+
+// lockParams name an advisory lock.
+type lockParams struct {
+	Lock int64 `db:"lock"`
+}
+
+// capParams ask which endpoints are at their cap.
+type capParams struct {
+	Now time.Time `db:"now"`
+	Cap int       `db:"cap"`
+}
+
 type claimProbesParams struct {
 	claimParams
 	Key    string `db:"breaker_key"`
@@ -598,6 +618,11 @@ type pgSQL struct {
 	refusedUntil   stmt[keyAtParams]
 	insertRefusal  stmt[attemptRow]
 	claim          stmt[claimParams]
+	claimLock      stmt[lockParams]
+	claimLockKey   int64 // the claim lock's, of these tables
+	claimCapped    stmt[cappedClaimParams]
+	claimDeep      stmt[cappedClaimParams]
+	atCap          stmt[capParams]
 	claimProbes    stmt[claimProbesParams]
 	probeCandidate stmt[probesParams]
 	lockBreakers   stmt[lockBreakersParams]
@@ -668,7 +693,7 @@ func newPgSQL(t PostgresTables) *pgSQL {
 		"{batch_rows}", unnest[batchRows]("v", ""), "{batch_gates}", unnest[batchGates]("g", "gate_"),
 		"{enqueue_rows}", unnest[enqueueRows]("v", ""),
 	)
-	q := &pgSQL{channel: t.Deliveries}
+	q := &pgSQL{channel: t.Deliveries, claimLockKey: claimLockKey(t.Deliveries)}
 
 	// Enqueue: allocate the sequence number, insert, notify, in one
 	// statement. @drop refuses the webhook (OpenDrop) while its breaker is
@@ -781,6 +806,8 @@ FROM ins, LATERAL (SELECT pg_notify(@channel, '')) notified` + priorRow)
 	// Committed at once. (It does not return the gate's row: a LEFT JOIN
 	// here made the claim thirty times slower under a backlog. Completions
 	// start from the gate cache instead.)
+	claimSet := `state = 'running', due_at = @lease_end, lease_token = @token, probe_period = NULL,
+	lost_attempts = d.lost_attempts + ` + lostClaim
 	q.claim = compile[claimParams](r.Replace(`
 WITH due AS (
 	SELECT d.id FROM {deliveries} d
@@ -790,10 +817,88 @@ WITH due AS (
 	LIMIT @limit
 	FOR UPDATE OF d SKIP LOCKED
 )
-UPDATE {deliveries} d SET state = 'running', due_at = @lease_end, lease_token = @token, probe_period = NULL,
-	lost_attempts = d.lost_attempts + ` + lostClaim + `
+UPDATE {deliveries} d SET ` + claimSet + `
 FROM due WHERE d.id = due.id
 RETURNING {job_columns}`))
+	// The claim within EndpointConcurrency (@cap), run under the claim
+	// lock (claimLock: one claim at a time on these tables, so each counts
+	// the attempts every earlier one started): an endpoint's attempts in
+	// flight (running rows under a live lease; a held retry, whose attempt
+	// has ended, is not one) and its deliveries claimed now stay within
+	// @cap. It looks at the oldest @scan due rows and takes up to @limit of
+	// them round-robin: each endpoint's oldest first, the least busy
+	// endpoints first. Rows of an endpoint at its cap are left, so a
+	// claim costs the same whatever the backlog behind them.
+	q.claimLock = compile[lockParams](`SELECT pg_advisory_xact_lock(@lock)`)
+	busy := `SELECT breaker_key, count(*) AS n FROM {deliveries}
+	WHERE state = 'running' AND lease_token > 0 AND due_at > @now
+	GROUP BY breaker_key`
+	// ranked and pick, from rows (id, breaker_key, due_at) and busy.
+	pickRows := `ranked AS (
+	SELECT c.id, c.due_at,
+		COALESCE(busy.n, 0) + row_number() OVER (PARTITION BY c.breaker_key ORDER BY c.due_at, c.id) AS slot
+	FROM candidates c LEFT JOIN busy ON busy.breaker_key = c.breaker_key
+), pick AS (
+	SELECT id FROM ranked WHERE slot <= @cap ORDER BY slot, due_at, id LIMIT @limit
+), locked AS (
+	-- Rows another statement holds (an operator's, a breaker's deferral)
+	-- are left to the next claim.
+	SELECT d.id FROM {deliveries} d
+	WHERE d.id = ANY(ARRAY(SELECT id FROM pick)) AND d.state IN ('pending', 'running') AND d.due_at <= @now
+	FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE {deliveries} d SET ` + claimSet + `
+FROM locked WHERE d.id = locked.id
+RETURNING {job_columns}`
+	gateClosed := `NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')`
+	q.claimCapped = compile[cappedClaimParams](r.Replace(`
+WITH busy AS MATERIALIZED (
+	` + busy + `
+), candidates AS (
+	SELECT d.id, d.breaker_key, d.due_at FROM {deliveries} d
+	WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
+	ORDER BY d.due_at
+	LIMIT @scan
+), ` + pickRows))
+	// The claim past a head of due rows whose endpoints are at their cap,
+	// in the same transaction after the first (it sees what that took,
+	// under lease @token): when @scan due rows are still left (rows of
+	// endpoints below their cap may be behind them) and fewer than @limit
+	// were taken, every endpoint with unfinished deliveries (one descent
+	// of the breaker_due index each, skipping from key to key), and of
+	// those below their cap and with a closed gate the oldest due rows, as
+	// many as each may take, round-robin as above. Otherwise it reads
+	// nothing past the check.
+	q.claimDeep = compile[cappedClaimParams](r.Replace(`
+WITH RECURSIVE busy AS MATERIALIZED (
+	` + busy + `
+), want AS (
+	SELECT @limit - taken.n AS n FROM (SELECT count(*) AS n FROM {deliveries}
+		WHERE state = 'running' AND lease_token = @token) taken
+	WHERE taken.n < @limit AND (SELECT count(*) FROM (SELECT 1 FROM {deliveries} d
+		WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
+		ORDER BY d.due_at LIMIT @scan) head) = @scan
+), keys AS (
+	(SELECT d.breaker_key FROM {deliveries} d, want WHERE d.state IN ('pending', 'running')
+		ORDER BY d.breaker_key LIMIT 1)
+	UNION ALL
+	SELECT (SELECT d.breaker_key FROM {deliveries} d WHERE d.state IN ('pending', 'running')
+		AND d.breaker_key > k.breaker_key ORDER BY d.breaker_key LIMIT 1)
+	FROM keys k WHERE k.breaker_key IS NOT NULL
+), room AS (
+	SELECT k.breaker_key, @cap - COALESCE(busy.n, 0) AS free
+	FROM keys k LEFT JOIN busy ON busy.breaker_key = k.breaker_key
+	WHERE k.breaker_key IS NOT NULL AND COALESCE(busy.n, 0) < @cap
+	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = k.breaker_key AND b.state <> 'closed')
+), candidates AS (
+	SELECT r.id, room.breaker_key, r.due_at
+	FROM room, LATERAL (SELECT d.id, d.due_at FROM {deliveries} d
+		WHERE d.breaker_key = room.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= @now
+		ORDER BY d.due_at LIMIT room.free) r
+), ` + strings.Replace(pickRows, "LIMIT @limit", "LIMIT (SELECT n FROM want)", 1)))
+	// The endpoints at their cap after a claim: the claimer claims again
+	// when enough of their attempts of its own end.
+	q.atCap = compile[capParams](r.Replace(`SELECT COALESCE(array_agg(breaker_key), '{}') FROM (` + busy + ` HAVING count(*) >= @cap) c`))
 	// The same for one breaker key's half-open probes of @period.
 	q.claimProbes = compile[claimProbesParams](r.Replace(`
 WITH due AS (
@@ -1061,4 +1166,12 @@ SELECT id, pg_notify(@channel, '') FROM ins`))
 ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 RETURNING last_value`))
 	return q
+}
+
+// claimLockKey is the advisory lock under which capped claims on the
+// deliveries table named table run, one at a time: distinct per table, so
+// supervisors on other tables of the same database do not wait for it.
+func claimLockKey(table string) int64 {
+	sum := sha256.Sum256([]byte("github.com/adcpkit/webhook claim lock\x00" + table))
+	return int64(binary.BigEndian.Uint64(sum[:8]))
 }

@@ -1,6 +1,7 @@
 package webhook_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 func newPostgresOn(t *testing.T, pool *pgxpool.Pool, cfg suiteConfig, pc webhook.PostgresConfig) *webhook.PostgresSupervisor {
 	t.Helper()
 	pc.Retry, pc.Breaker, pc.LogSink, pc.Clock, pc.Logger, pc.Observer = cfg.Retry, cfg.Breaker, cfg.Sink, cfg.Clock, cfg.Logger, cfg.Observer
+	pc.Concurrency = cmp.Or(cfg.Concurrency, pc.Concurrency)
+	pc.EndpointConcurrency = cmp.Or(cfg.EndpointConcurrency, pc.EndpointConcurrency)
 	s, err := webhook.NewPostgresSupervisor(pool, cfg.Sender, pc)
 	require.NoError(t, err)
 	require.NoError(t, s.CreateSchema(context.Background()))
@@ -413,7 +416,7 @@ func TestPostgresTableNameOverrides(t *testing.T) {
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM seller_seqs`))
 	require.Zero(t, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'adcp_webhook_%'`))
 	// Every index was created under its own name, none truncated away.
-	require.Equal(t, 9, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and eight indexes")
+	require.Equal(t, 10, pe.count(`SELECT count(*) FROM pg_indexes WHERE tablename = $1`, long), "the primary key and nine indexes")
 	require.Equal(t, 1, pe.count(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'xxx%schema_version'`), "the version table, named after the deliveries table")
 }
 
@@ -441,6 +444,7 @@ func TestNewPostgresSupervisorRejectsBadInput(t *testing.T) {
 		"duplicate":   {webhook.PostgresConfig{Tables: webhook.PostgresTables{Attempts: "same", Breakers: "same"}}, "PostgresConfig.Tables.Breakers"},
 		"lease":       {webhook.PostgresConfig{LeaseDuration: time.Second}, "PostgresConfig.LeaseDuration"},
 		"concurrency": {webhook.PostgresConfig{Concurrency: -1}, "PostgresConfig.Concurrency"},
+		"endpoint":    {webhook.PostgresConfig{EndpointConcurrency: -3}, "PostgresConfig.EndpointConcurrency"},
 		"retry":       {webhook.PostgresConfig{Retry: webhook.RetryPolicy{MaxAttempts: -2}}, "PostgresConfig.Retry.MaxAttempts"},
 		// The attempt columns are integer: a larger limit could never be
 		// written, and every completion would fail.

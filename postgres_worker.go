@@ -54,6 +54,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 		return err
 	}
 	writer := s.newWriter(context.WithoutCancel(ctx), newGateCache())
+	flow := newPgFlow(s.limit)
 	var pool *engine.Pool[*pgJob]
 	pool = engine.New(engine.Config{
 		Workers:      s.concurrency,
@@ -62,9 +63,9 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 		BacklogBatch: s.batch / 2,
 		DrainTimeout: s.drainTimeout,
 		Logger:       s.k.logger,
-	}, engine.Source[*pgJob](&pgSource{s: s, lookForProbes: true}),
+	}, engine.Source[*pgJob](&pgSource{s: s, lookForProbes: true, flow: flow}),
 		func(ctx context.Context, replace func()) engine.Worker[*pgJob] {
-			st := &pgWorker{s: s, ctx: ctx, writer: writer, w: &pgWrite{written: make(chan bool, 1)}, wake: pool.Wake}
+			st := &pgWorker{s: s, ctx: ctx, writer: writer, w: &pgWrite{written: make(chan bool, 1)}, wake: pool.Wake, flow: flow}
 			return newAttemptWorker(s.k, ctx, replace, attemptStore[*pgJob](st))
 		})
 	var background sync.WaitGroup
@@ -85,6 +86,7 @@ type pgWorker struct {
 	writer *pgWriter
 	w      *pgWrite // reused by this worker's completions
 	wake   func()   // the claimer's
+	flow   *pgFlow
 }
 
 // begin renews the lease of a delivery that waited long for a worker, so
@@ -145,12 +147,13 @@ func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool 
 
 // settle releases a held delivery to its next attempt; the claimer looks
 // again when a breaker changed, the delivery is pending (it may be due at
-// once), or it was a half-open probe (its slot is free for the next).
+// once), it was a half-open probe (its slot is free for the next), or its
+// endpoint was at its cap and now has half its slots free here.
 func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 	if c.hold {
 		pw.s.release(pw.ctx, j, c)
 	}
-	if wake || c.state == StatePending || j.probe != 0 {
+	if freed := pw.flow.ended(j.breakerKey); wake || freed || c.state == StatePending || j.probe != 0 {
 		pw.wake()
 	}
 }

@@ -35,6 +35,8 @@ type suiteConfig struct {
 	Logger  *slog.Logger
 	// Observer, when set, is the supervisor's.
 	Observer *webhook.Observer
+	// Concurrency and EndpointConcurrency, when set, are the supervisor's.
+	Concurrency, EndpointConcurrency int
 }
 
 // newSupervisorFunc builds a supervisor for one test. The supervisor must
@@ -753,6 +755,60 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
 		e.sendMCP(mcp(other, "o1"))
 		require.Equal(t, webhook.OutcomeSuccess, e.attempts(1)[0].Outcome)
+	})
+
+	t.Run("EndpointConcurrencyKeepsWorkersForOthers", func(t *testing.T) {
+		t.Parallel()
+		// Four workers: by default an endpoint gets two of them.
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Concurrency = 4 })
+		slow, fast := "https://slow.example/hook", "https://fast.example/hook"
+		release := make(chan struct{})
+		for range 6 {
+			e.sender.on(slow, step{status: 200, gate: release})
+		}
+		for i := range 6 {
+			e.sendMCP(mcp(slow, fmt.Sprint("s", i)))
+		}
+		e.startWorker()
+		e.waitSent(2)
+		for i := range 3 {
+			e.sendMCP(mcp(fast, fmt.Sprint("f", i)))
+		}
+		// The fast endpoint's deliveries go through while the slow one
+		// holds its two workers; without the limit it would hold all four.
+		for _, a := range e.attempts(3) {
+			require.Equal(t, fast, a.URL)
+		}
+		close(release)
+		for _, a := range e.attempts(6) {
+			require.Equal(t, slow, a.URL)
+			require.Equal(t, webhook.OutcomeSuccess, a.Outcome)
+		}
+		most := 0
+		for _, r := range e.sender.sent() {
+			if r.URL == slow {
+				most = max(most, r.InFlightURL)
+			}
+		}
+		require.Equal(t, 2, most, "the slow endpoint had its two attempts in flight, and never more")
+	})
+
+	t.Run("NoEndpointLimitLetsOneEndpointTakeEveryWorker", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) { c.Concurrency, c.EndpointConcurrency = 4, webhook.NoEndpointLimit })
+		slow := "https://slow.example/hook"
+		release := make(chan struct{})
+		for range 4 {
+			e.sender.on(slow, step{status: 200, gate: release})
+		}
+		for i := range 4 {
+			e.sendMCP(mcp(slow, fmt.Sprint("s", i)))
+		}
+		e.startWorker()
+		sent := e.waitSent(4)
+		close(release)
+		e.attempts(4)
+		require.Equal(t, 4, sent[3].InFlightURL)
 	})
 
 	t.Run("SequenceNumbersPerKey", func(t *testing.T) {
