@@ -56,9 +56,19 @@ type scenario struct {
 	// endpoints, when set, spreads the webhooks over this many receiver
 	// URLs (paths), the i-th webhook of an event to the i-th.
 	endpoints int
-	breaker   webhook.BreakerPolicy
-	only      []string // systems that run it, when not all
-	prepare   func(ctx context.Context, s system, e env) error
+	// noisy, with endpoints, makes two of them bad neighbours: the
+	// second to last hangs for the library's default send timeout (10 s)
+	// and answers 504, the last answers 503 to half of all requests. The
+	// others are measured: the run lasts until they have every webhook.
+	noisy   bool
+	breaker webhook.BreakerPolicy
+	// defaultLimit runs the library's supervisors with their default
+	// EndpointConcurrency (half the workers). Otherwise they run with
+	// NoEndpointLimit, as the other systems have none: the scenarios with a
+	// single endpoint measure how fast a system delivers to it.
+	defaultLimit bool
+	only         []string // systems that run it, when not all
+	prepare      func(ctx context.Context, s system, e env) error
 }
 
 // result is one scenario × system.
@@ -141,13 +151,21 @@ func runBench(args []string) error {
 		// Account events, each to 1,000 subscribers' endpoints, from 16
 		// request handlers at once, accepted while the system delivers;
 		// and 16 request handlers accepting one webhook a call.
-		{name: "fan-out (1000 endpoints)", n: size(40000, 10000), fanout: 1000, endpoints: 1000, only: perItemURL},
+		{name: "fan-out (1000 endpoints)", n: size(40000, 10000), fanout: 1000, endpoints: 1000, defaultLimit: true, only: perItemURL},
 		{name: "enqueue-heavy (16 producers)", n: size(20000, 5000), fanout: 1},
 		// 20% of first attempts fail at random: five in a row would open
 		// the library's breaker (the Python policy) and hold deliveries for
 		// its 60 s timeout, which River and the seed design do not have.
 		// This scenario measures retries, so the breaker is set aside.
 		{name: "flaky (20% 503)", n: size(5000, 1250), failRate: 0.2, breaker: webhook.BreakerPolicy{FailureThreshold: 1 << 30}},
+		// 50 healthy endpoints at 500/s in all, and beside them one that
+		// hangs and one that fails half the time; the baseline sends the
+		// same webhooks with all 52 healthy. The library's supervisors run
+		// with their defaults (EndpointConcurrency: half the workers).
+		{name: "noisy neighbour", n: size(10000, 3000), rate: 500, endpoints: 52, noisy: true,
+			defaultLimit: true, only: noisyNeighbours},
+		{name: "noisy neighbour (baseline)", n: size(10000, 3000), rate: 500, endpoints: 52,
+			defaultLimit: true, only: noisyNeighbours},
 		{name: "backlog (1M+1M rows)", n: size(20000, 5000), only: []string{"PostgresSupervisor"},
 			prepare: backlog(size(1_000_000, 50_000))},
 	}
@@ -272,7 +290,15 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	defer pool.Close()
 	recv.reset()
 	recv.Latency, recv.FailRate, recv.FailAll, recv.RetryAfter = sc.latency, sc.failRate, false, sc.retryAfter
+	recv.HangPath, recv.FlakyPath, recv.Hang, recv.FlakyRate = "", "", 0, 0
 	e := env{Pool: pool, DBURL: url, URL: recv.URL(), Sender: sender, Workers: cmp.Or(sc.workers, workers), Breaker: sc.breaker, Ack: recv.ack}
+	if !sc.defaultLimit {
+		e.EndpointLimit = webhook.NoEndpointLimit
+	}
+	if sc.noisy {
+		recv.HangPath, recv.Hang = "/webhook/"+strconv.Itoa(sc.endpoints-2), webhook.SendTimeoutDefault
+		recv.FlakyPath, recv.FlakyRate = "/webhook/"+strconv.Itoa(sc.endpoints-1), 0.5
+	}
 	if err := sys.Setup(ctx, e); err != nil {
 		return fail(err)
 	}
@@ -285,16 +311,25 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	if err != nil {
 		return fail(err)
 	}
-	if sc.endpoints > 0 {
-		for i := range items {
-			items[i].URL = e.URL + "/" + strconv.Itoa(i%sc.fanout%sc.endpoints)
+	// measured are the items the run waits for and measures: all but a
+	// noisy scenario's bad neighbours'.
+	measured := make(map[string]int, len(items))
+	for i := range items {
+		endpoint := i
+		if sc.fanout > 0 {
+			endpoint %= sc.fanout
+		}
+		if sc.endpoints > 0 {
+			endpoint %= sc.endpoints
+		}
+		if sc.endpoints > 0 {
+			items[i].URL = e.URL + "/" + strconv.Itoa(endpoint)
+		}
+		if !sc.noisy || endpoint < sc.endpoints-2 {
+			measured[items[i].Key] = i
 		}
 	}
 	accepted := make([]time.Time, len(items))
-	index := make(map[string]int, len(items))
-	for i, it := range items {
-		index[it.Key] = i
-	}
 	if sc.rate == 0 && sc.fanout == 0 {
 		if err := sys.EnqueueBulk(ctx, items); err != nil {
 			return fail(err)
@@ -342,11 +377,14 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 		enqErr <- nil
 	}
 	deadline := time.After(10 * time.Minute)
-	for got := 0; got < len(items); got++ {
+	for got := 0; got < len(measured); {
 		select {
-		case <-recv.ok:
+		case k := <-recv.ok:
+			if _, ok := measured[k]; ok {
+				got++
+			}
 		case <-deadline:
-			return fail(fmt.Errorf("%d of %d delivered after 10 minutes", got, len(items)))
+			return fail(fmt.Errorf("%d of %d delivered after 10 minutes", got, len(measured)))
 		}
 	}
 	elapsed := time.Since(start)
@@ -367,7 +405,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	if sc.rate > 0 || sc.fanout > 0 {
 		var first, done []time.Duration
 		for k, g := range got {
-			if i, ok := index[k]; ok {
+			if i, ok := measured[k]; ok {
 				first = append(first, g.first.Sub(accepted[i]))
 				done = append(done, g.okAt.Sub(accepted[i]))
 			}
@@ -405,6 +443,10 @@ func paced(ctx context.Context, sys system, items []item, rate int, accepted []t
 	}
 	return nil
 }
+
+// noisyNeighbours are the systems of the noisy-neighbour scenarios: those
+// with retries (the ceilings have none).
+var noisyNeighbours = []string{"PostgresSupervisor", "MemorySupervisor", "river"}
 
 // perItemURL are the systems that send each item to its own URL.
 var perItemURL = []string{"PostgresSupervisor", "MemorySupervisor", "river", "raw HTTP (ceiling)", "minimal SQL (ceiling)", "minimal SQL batched (ceiling)"}

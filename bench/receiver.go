@@ -23,6 +23,12 @@ type receiver struct {
 	FailRate   float64 // share of requests answered 503, first attempts only unless FailAll
 	FailAll    bool    // fail any request with FailRate, not just first attempts
 	RetryAfter int     // seconds, on 503; 0: none
+	// HangPath, when set, is an endpoint that answers 504 after Hang, as
+	// a buyer's gateway would whose application hangs; FlakyPath one that
+	// answers 503 to every request with probability FlakyRate.
+	HangPath, FlakyPath string
+	Hang                time.Duration
+	FlakyRate           float64
 
 	mu    sync.Mutex
 	seen  map[string]*received // by idempotency key
@@ -65,6 +71,20 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	key := env.Key
 	sum := sha256.Sum256(body)
+	switch path := req.URL.Path; {
+	case path == r.HangPath:
+		select {
+		case <-time.After(r.Hang):
+		case <-req.Context().Done():
+		}
+		r.count()
+		w.WriteHeader(http.StatusGatewayTimeout)
+		return
+	case path == r.FlakyPath && rand.Float64() < r.FlakyRate:
+		r.count()
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
 	if r.Latency > 0 {
 		time.Sleep(r.Latency)
 	}
@@ -99,6 +119,13 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.ok <- key
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// count counts a request that is not recorded by key.
+func (r *receiver) count() {
+	r.mu.Lock()
+	r.total++
+	r.mu.Unlock()
 }
 
 // ack records a delivery that made no request (the minimal-SQL ceiling).

@@ -23,6 +23,7 @@ import (
 func runBenchWorker(args []string) error {
 	fs := flag.NewFlagSet("bench-worker", flag.ExitOnError)
 	db := fs.String("db", "", "database URL")
+	limit := fs.Int("endpoint-limit", 0, "EndpointConcurrency (0: the default; -1: NoEndpointLimit)")
 	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -40,7 +41,7 @@ func runBenchWorker(args []string) error {
 	if err != nil {
 		return err
 	}
-	sup, err := webhook.NewPostgresSupervisor(pool, sender, libPostgresConfig(workers))
+	sup, err := webhook.NewPostgresSupervisor(pool, sender, libPostgresConfig(workers, *limit))
 	if err != nil {
 		return err
 	}
@@ -91,7 +92,8 @@ func runScaleOut(cluster *pgtest.Cluster, dbName string, recv *receiver, sender 
 		}
 	}()
 	for range k {
-		cmd := exec.Command(self, "bench-worker", "-db", url)
+		// The one endpoint may take every worker of every process.
+		cmd := exec.Command(self, "bench-worker", "-db", url, "-endpoint-limit", strconv.Itoa(webhook.NoEndpointLimit))
 		cmd.SysProcAttr = workerAttr()
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {

@@ -34,6 +34,9 @@ type env struct {
 	// Breaker is the library supervisors' breaker policy (the others have
 	// no breaker at the worker).
 	Breaker webhook.BreakerPolicy
+	// EndpointLimit is the library supervisors' EndpointConcurrency (0:
+	// their default).
+	EndpointLimit int
 	// Ack reports a delivery made without HTTP (the minimal-SQL ceiling
 	// only).
 	Ack func(key string)

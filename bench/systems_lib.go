@@ -21,7 +21,7 @@ type postgresSystem struct {
 func (s *postgresSystem) Name() string { return "PostgresSupervisor" }
 
 func (s *postgresSystem) Setup(ctx context.Context, e env) error {
-	cfg := libPostgresConfig(e.Workers)
+	cfg := libPostgresConfig(e.Workers, e.EndpointLimit)
 	cfg.Breaker = e.Breaker
 	sup, err := webhook.NewPostgresSupervisor(e.Pool, e.Sender, cfg)
 	if err != nil {
@@ -32,12 +32,14 @@ func (s *postgresSystem) Setup(ctx context.Context, e env) error {
 }
 
 // libPostgresConfig is the supervisor's configuration in every scenario:
-// the defaults, with plain http to the loopback receiver.
-func libPostgresConfig(workers int) webhook.PostgresConfig {
+// the defaults, with plain http to the loopback receiver, and an
+// EndpointConcurrency of endpointLimit (0: the default).
+func libPostgresConfig(workers, endpointLimit int) webhook.PostgresConfig {
 	return webhook.PostgresConfig{
-		AllowInsecureHTTP: true,
-		Concurrency:       workers,
-		Logger:            benchLogger(),
+		AllowInsecureHTTP:   true,
+		Concurrency:         workers,
+		EndpointConcurrency: endpointLimit,
+		Logger:              benchLogger(),
 	}
 }
 
@@ -84,11 +86,12 @@ func (s *memorySystem) Name() string { return "MemorySupervisor" }
 
 func (s *memorySystem) Setup(_ context.Context, e env) error {
 	sup, err := webhook.NewMemorySupervisor(e.Sender, webhook.MemoryConfig{
-		AllowInsecureHTTP: true,
-		Concurrency:       e.Workers,
-		MaxQueued:         1 << 22,
-		Breaker:           e.Breaker,
-		Logger:            benchLogger(),
+		AllowInsecureHTTP:   true,
+		Concurrency:         e.Workers,
+		EndpointConcurrency: e.EndpointLimit,
+		MaxQueued:           1 << 22,
+		Breaker:             e.Breaker,
+		Logger:              benchLogger(),
 	})
 	s.e, s.sup = e, sup
 	return err
