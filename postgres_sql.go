@@ -678,6 +678,10 @@ const gateSet = `state = EXCLUDED.state, failures = EXCLUDED.failures,
 // result written, and is not lost when its release is late or never comes.
 const lostClaim = `(d.state = 'running' AND d.lease_token > 0)::int`
 
+// noSync is a CTE that makes its statement's transaction commit without
+// waiting for the WAL flush; the statement must read no_sync.
+const noSync = `no_sync AS (SELECT set_config('synchronous_commit', 'off', true))`
+
 // openRetryAt is when an open gate row b lets a probe through. A row
 // written by a release before retry_at existed has none: due at once (the
 // gate's own timing then decides).
@@ -806,6 +810,12 @@ FROM ins, LATERAL (SELECT pg_notify(@channel, '')) notified` + priorRow)
 	// Committed at once. (It does not return the gate's row: a LEFT JOIN
 	// here made the claim thirty times slower under a backlog. Completions
 	// start from the gate cache instead.)
+	// A claim commits without waiting for the WAL flush (noSync): lost in
+	// a crash of Postgres, it leaves its rows as they were, due, and their
+	// attempts are sent again, with the same keys and bytes (at least once,
+	// as after a worker's crash). A completion's commit waits for the WAL
+	// up to itself, its claim's included, so a recorded attempt's claim is
+	// never lost.
 	claimSet := `state = 'running', due_at = @lease_end, lease_token = @token, probe_period = NULL,
 	lost_attempts = d.lost_attempts + ` + lostClaim
 	q.claim = compile[claimParams](r.Replace(`
@@ -816,9 +826,9 @@ WITH due AS (
 	ORDER BY d.due_at
 	LIMIT @limit
 	FOR UPDATE OF d SKIP LOCKED
-)
+), ` + noSync + `
 UPDATE {deliveries} d SET ` + claimSet + `
-FROM due WHERE d.id = due.id
+FROM due, no_sync WHERE d.id = due.id
 RETURNING {job_columns}`))
 	// The claim within EndpointConcurrency (@cap), run under the claim
 	// lock (claimLock: one claim at a time on these tables, so each counts
@@ -829,7 +839,7 @@ RETURNING {job_columns}`))
 	// them round-robin: each endpoint's oldest first, the least busy
 	// endpoints first. Rows of an endpoint at its cap are left, so a
 	// claim costs the same whatever the backlog behind them.
-	q.claimLock = compile[lockParams](`SELECT pg_advisory_xact_lock(@lock)`)
+	q.claimLock = compile[lockParams](`SELECT pg_advisory_xact_lock(@lock), set_config('synchronous_commit', 'off', true)`)
 	busy := `SELECT breaker_key, count(*) AS n FROM {deliveries}
 	WHERE state = 'running' AND lease_token > 0 AND due_at > @now
 	GROUP BY breaker_key`
