@@ -67,8 +67,10 @@ type scenario struct {
 	// NoEndpointLimit, as the other systems have none: the scenarios with a
 	// single endpoint measure how fast a system delivers to it.
 	defaultLimit bool
-	only         []string // systems that run it, when not all
-	prepare      func(ctx context.Context, s system, e env) error
+	// endpointLimit, when set (-endpoint-limit), overrides defaultLimit.
+	endpointLimit int
+	only          []string // systems that run it, when not all
+	prepare       func(ctx context.Context, s system, e env) error
 }
 
 // result is one scenario × system.
@@ -106,6 +108,7 @@ func runBench(args []string) error {
 	failRate := fs.Float64("fail", 0, "custom scenario: share of first attempts the receiver answers 503")
 	retryAfter := fs.Int("retry-after", 0, "custom scenario: Retry-After seconds on those 503s")
 	rate := fs.Int("rate", 0, "custom scenario: arrivals per second (0: all enqueued first)")
+	endpointLimit := fs.Int("endpoint-limit", 0, "the library supervisors' EndpointConcurrency in every scenario (-1: NoEndpointLimit; 0: each scenario's own: the default with many endpoints, NoEndpointLimit with one)")
 	repeat := fs.Int("repeat", 1, "run every scenario this many times, the systems interleaved run by run (their order rotating), and report each figure's median and range and each ratio as the median of the per-run ratios")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage:\n  go run . [flags]          the benchmark scenarios, a table\n"+
@@ -222,6 +225,7 @@ func runBench(args []string) error {
 		if *which != "" && !slices.Contains(strings.Split(*which, ","), sc.name) {
 			continue
 		}
+		sc.endpointLimit = *endpointLimit
 		var systems []system
 		for _, sys := range allSystems() {
 			if *only != "" && !slices.Contains(strings.Split(*only, ","), sys.Name()) {
@@ -292,7 +296,10 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	recv.Latency, recv.FailRate, recv.FailAll, recv.RetryAfter = sc.latency, sc.failRate, false, sc.retryAfter
 	recv.HangPath, recv.FlakyPath, recv.Hang, recv.FlakyRate = "", "", 0, 0
 	e := env{Pool: pool, DBURL: url, URL: recv.URL(), Sender: sender, Workers: cmp.Or(sc.workers, workers), Breaker: sc.breaker, Ack: recv.ack}
-	if !sc.defaultLimit {
+	switch {
+	case sc.endpointLimit != 0:
+		e.EndpointLimit = sc.endpointLimit
+	case !sc.defaultLimit:
 		e.EndpointLimit = webhook.NoEndpointLimit
 	}
 	if sc.noisy {
