@@ -26,6 +26,11 @@ type pgSource struct {
 	lookForProbes bool
 	// flow is this pool's share of EndpointConcurrency, with its workers.
 	flow *pgFlow
+	// next is when the next delivery or gate falls due, as the last
+	// claim's transaction saw it after the claim (nil: none), if
+	// nextKnown: Idle, called right after a short claim, waits for it.
+	next      *time.Time
+	nextKnown bool
 }
 
 // pgFlow is what one RunWorker call's pool knows of EndpointConcurrency:
@@ -95,8 +100,13 @@ func (src *pgSource) Idle(ctx context.Context, wake <-chan struct{}) {
 	s := src.s
 	var due <-chan time.Time
 	stop := func() bool { return false }
-	var next *time.Time
-	if err := queryRow(ctx, s.db, s.q.nextDue, nowParams{Now: src.now}).Scan(&next); err == nil && next != nil {
+	next, known := src.next, src.nextKnown
+	if !known {
+		if err := queryRow(ctx, s.db, s.q.nextDue, nowParams{Now: src.now}).Scan(&next); err != nil {
+			next = nil
+		}
+	}
+	if next != nil {
 		due, stop = s.k.clock.TimerAt(*next)
 	}
 	defer stop()
@@ -156,13 +166,15 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	p := claimParams{Now: now, Limit: want, LeaseEnd: lease, Token: token}
 	var rows []jobRow
 	var err error
+	src.next, src.nextKnown = nil, false
 	if s.limit == 0 {
-		rows, err = collect[jobRow](query(ctx, s.db, s.q.claim, p))
+		rows, src.next, err = s.claimPlain(ctx, p)
 	} else {
 		var capped []string
-		rows, capped, err = s.claimCapped(ctx, p)
+		rows, capped, src.next, err = s.claimCapped(ctx, p)
 		src.flow.setCapped(capped)
 	}
+	src.nextKnown = err == nil
 	probes := len(jobs)
 	jobs = appendJobs(jobs, rows, token, 0)
 	src.lookForProbes = len(jobs)-probes < want
@@ -173,20 +185,48 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 // take: rows of an endpoint at its cap are looked at and left.
 const claimScan = 4
 
+// claimPlain claims the oldest due rows, whatever their endpoint, and
+// reads when the next falls due, in one round trip when the pool
+// pipelines.
+func (s *PostgresSupervisor) claimPlain(ctx context.Context, p claimParams) (rows []jobRow, next *time.Time, err error) {
+	np := nowParams{Now: p.Now}
+	if _, ok := s.db.(pipeliner); !ok { // two statements: nothing binds them
+		if rows, err = collect[jobRow](query(ctx, s.db, s.q.claim, p)); err != nil {
+			return rows, nil, err
+		}
+		err = queryRow(ctx, s.db, s.q.nextDue, np).Scan(&next)
+		return rows, next, err
+	}
+	var batch pgx.Batch
+	batch.Queue(s.q.claim.sql, s.q.claim.args(&p)...)
+	batch.Queue(s.q.nextDue.sql, s.q.nextDue.args(&np)...)
+	err = s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
+		var err error
+		if rows, err = collect[jobRow](br.Query()); err != nil {
+			return err
+		}
+		return br.QueryRow().Scan(&next)
+	})
+	return rows, next, err
+}
+
 // claimCapped claims within EndpointConcurrency, under the claim lock, in
 // one round trip: from the oldest due rows, and, when that leaves a backlog
 // of due rows whose endpoints are at their cap (rows of other endpoints
 // may be behind them), from every other endpoint's oldest. capped are the
-// endpoints at their cap after the claim.
-func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams) (rows []jobRow, capped []string, err error) {
+// endpoints at their cap after the claim; next is when the next delivery
+// or gate falls due.
+func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams) (rows []jobRow, capped []string, next *time.Time, err error) {
 	lock := lockParams{Lock: s.q.claimLockKey}
 	cp := cappedClaimParams{claimParams: p, Cap: s.limit, Scan: max(p.Limit*claimScan, 64)}
 	at := capParams{Now: p.Now, Cap: s.limit}
+	np := nowParams{Now: p.Now}
 	var batch pgx.Batch
 	batch.Queue(s.q.claimLock.sql, s.q.claimLock.args(&lock)...)
 	batch.Queue(s.q.claimCapped.sql, s.q.claimCapped.args(&cp)...)
 	batch.Queue(s.q.claimDeep.sql, s.q.claimDeep.args(&cp)...)
 	batch.Queue(s.q.atCap.sql, s.q.atCap.args(&at)...)
+	batch.Queue(s.q.nextDue.sql, s.q.nextDue.args(&np)...)
 	err = s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -198,9 +238,12 @@ func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams) (ro
 				return err
 			}
 		}
-		return br.QueryRow().Scan(&capped)
+		if err := br.QueryRow().Scan(&capped); err != nil {
+			return err
+		}
+		return br.QueryRow().Scan(&next)
 	})
-	return rows, capped, err
+	return rows, capped, next, err
 }
 
 // sendBatch runs batch in one implicit transaction (one round trip when the
