@@ -707,7 +707,7 @@ func (s *MemorySupervisor) claimLocked(now time.Time, changes *[]gateChange) (*m
 // takeSlotLocked gives d one of its endpoint's EndpointConcurrency slots,
 // or, when they are all taken, makes it wait for one (false).
 func (s *MemorySupervisor) takeSlotLocked(d *memDelivery) bool {
-	if s.endpointLimit == 0 {
+	if s.endpointLimit == 0 || d.slot { // none, or handed one as it waited
 		return true
 	}
 	f := s.flows[d.breakerKey]
@@ -725,20 +725,23 @@ func (s *MemorySupervisor) takeSlotLocked(d *memDelivery) bool {
 }
 
 // freeSlotLocked frees d's endpoint slot, if it holds one: the oldest
-// delivery waiting for it is ready again.
+// delivery waiting for it takes it and is ready again, so that no newer
+// delivery of the endpoint overtakes it.
 func (s *MemorySupervisor) freeSlotLocked(d *memDelivery) {
 	if !d.slot {
 		return
 	}
 	d.slot = false
 	f := s.flows[d.breakerKey]
-	f.inFlight--
 	if len(f.waiting) > 0 {
-		s.ready = append(s.ready, f.waiting[0])
+		w := f.waiting[0]
 		f.waiting[0] = nil
 		f.waiting = f.waiting[1:]
+		w.slot = true
+		s.ready = append(s.ready, w)
+		return
 	}
-	if f.inFlight == 0 && len(f.waiting) == 0 {
+	if f.inFlight--; f.inFlight == 0 {
 		delete(s.flows, d.breakerKey)
 	}
 }

@@ -553,3 +553,29 @@ func TestBlockedDestinationIsWarnedOnce(t *testing.T) {
 	require.Contains(t, logs.String(), "HTTPSenderConfig.Development")
 	require.NotContains(t, logs.String(), "secret123")
 }
+
+// A delivery that waited for its endpoint's slot takes it before newer
+// deliveries of the endpoint that were queued when the slot freed.
+func TestMemoryEndpointConcurrencyKeepsOrder(t *testing.T) {
+	t.Parallel()
+	e, _ := memEnv(t, webhook.MemoryConfig{Concurrency: 2, EndpointConcurrency: 1})
+	k, other := "https://k.example/hook", "https://other.example/hook"
+	gateA, gateX := make(chan struct{}), make(chan struct{})
+	defer close(gateX)
+	e.sender.on(k, step{status: 200, gate: gateA})
+	e.sender.on(other, step{status: 200, gate: gateX})
+	e.startWorker()
+	e.sendMCP(mcp(k, "a"))
+	e.waitSent(1)
+	e.sendMCP(mcp(k, "b")) // waits for a's slot
+	e.sendMCP(mcp(other, "x"))
+	e.waitSent(2) // both workers busy
+	e.sendMCP(mcp(k, "c"))
+	e.sendMCP(mcp(k, "d"))
+	close(gateA)
+	var order []string
+	for range 4 {
+		order = append(order, e.attempts(1)[0].TaskID)
+	}
+	require.Equal(t, []string{"a", "b", "c", "d"}, order)
+}

@@ -31,6 +31,9 @@ type pgSource struct {
 	// nextKnown: Idle, called right after a short claim, waits for it.
 	next      *time.Time
 	nextKnown bool
+	// after is the breaker key where the last walk past a capped head
+	// stopped: the next starts after it ("" : from the first).
+	after string
 }
 
 // pgFlow is what one RunWorker call's pool knows of EndpointConcurrency:
@@ -97,6 +100,9 @@ func (f *pgFlow) ended(key string) bool {
 // Idle waits until something may be due: a notification or local change
 // (wake), the next due delivery or breaker, or the poll interval.
 func (src *pgSource) Idle(ctx context.Context, wake <-chan struct{}) {
+	if src.after != "" {
+		return // a walk past a capped head stopped part way: go on with it
+	}
 	s := src.s
 	var due <-chan time.Time
 	stop := func() bool { return false }
@@ -170,9 +176,10 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	if s.limit == 0 {
 		rows, src.next, err = s.claimPlain(ctx, p)
 	} else {
-		var capped []string
-		rows, capped, src.next, err = s.claimCapped(ctx, p)
-		src.flow.setCapped(capped)
+		var c cappedClaim
+		c, err = s.claimCapped(ctx, p, src.after)
+		rows, src.next, src.after = c.rows, c.next, c.after
+		src.flow.setCapped(c.capped)
 	}
 	src.nextKnown = err == nil
 	probes := len(jobs)
@@ -207,49 +214,75 @@ func (s *PostgresSupervisor) claimPlain(ctx context.Context, p claimParams) (row
 		}
 		return br.QueryRow().Scan(&next)
 	})
-	return rows, next, err
+	if err != nil { // rolled back, or its commit unheard of: a lease left behind runs out
+		return nil, nil, err
+	}
+	return rows, next, nil
+}
+
+// claimWalk is how many endpoints a claim past a capped head visits (from
+// where the last one stopped, round the key space): its cost, under the
+// claim lock, stays bounded however many endpoints have deliveries.
+const claimWalk = 256
+
+// cappedClaim is what a capped claim returns.
+type cappedClaim struct {
+	rows   []jobRow
+	capped []string   // the endpoints at their cap after it
+	after  string     // where the next walk past a capped head starts
+	next   *time.Time // when the next delivery or gate falls due (nil: none)
 }
 
 // claimCapped claims within EndpointConcurrency, under the claim lock, in
 // one round trip: from the oldest due rows, and, when that leaves a backlog
 // of due rows whose endpoints are at their cap (rows of other endpoints
-// may be behind them), from every other endpoint's oldest. capped are the
-// endpoints at their cap after the claim; next is when the next delivery
-// or gate falls due.
-func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams) (rows []jobRow, capped []string, next *time.Time, err error) {
+// may be behind them), the oldest of up to claimWalk other endpoints, the
+// walk starting after the key after.
+func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams, after string) (cappedClaim, error) {
 	lock := lockParams{Lock: s.q.claimLockKey}
 	cp := cappedClaimParams{claimParams: p, Cap: s.limit, Scan: max(p.Limit*claimScan, 64)}
+	wp := walkParams{Now: p.Now, Limit: p.Limit, Token: p.Token, Cap: s.limit, Scan: cp.Scan, After: after, Walk: claimWalk}
+	dp := deepClaimParams{claimParams: p, Cap: s.limit}
 	at := capParams{Now: p.Now, Cap: s.limit}
 	np := nowParams{Now: p.Now}
 	var batch pgx.Batch
 	batch.Queue(s.q.claimLock.sql, s.q.claimLock.args(&lock)...)
 	batch.Queue(s.q.claimCapped.sql, s.q.claimCapped.args(&cp)...)
-	batch.Queue(s.q.claimDeep.sql, s.q.claimDeep.args(&cp)...)
+	batch.Queue(s.q.claimWalk.sql, s.q.claimWalk.args(&wp)...)
+	batch.Queue(s.q.claimDeep.sql, s.q.claimDeep.args(&dp)...)
 	batch.Queue(s.q.atCap.sql, s.q.atCap.args(&at)...)
 	batch.Queue(s.q.nextDue.sql, s.q.nextDue.args(&np)...)
-	err = s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
+	var c cappedClaim
+	err := s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
 		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		for range 2 {
-			more, err := collect[jobRow](br.Query())
-			rows = append(rows, more...)
-			if err != nil {
-				return err
-			}
-		}
-		if err := br.QueryRow().Scan(&capped); err != nil {
+		var err error
+		if c.rows, err = collect[jobRow](br.Query()); err != nil {
 			return err
 		}
-		return br.QueryRow().Scan(&next)
+		var walked bool
+		if err := br.QueryRow().Scan(&walked, &c.after); err != nil {
+			return err
+		}
+		more, err := collect[jobRow](br.Query())
+		if c.rows = append(c.rows, more...); err != nil {
+			return err
+		}
+		if err := br.QueryRow().Scan(&c.capped); err != nil {
+			return err
+		}
+		return br.QueryRow().Scan(&c.next)
 	})
-	return rows, capped, next, err
+	if err != nil { // rolled back, or its commit unheard of: a lease left behind runs out
+		return cappedClaim{after: after}, err
+	}
+	return c, nil
 }
 
 // sendBatch runs batch in one implicit transaction (one round trip when the
 // pool pipelines: a *pgxpool.Pool; else in a transaction of its own), read
-// reading its results. On an error it has read, the rows read are
-// returned still: a claim's are claimed.
+// reading its results. On an error nothing it did may have committed.
 func (s *PostgresSupervisor) sendBatch(ctx context.Context, batch *pgx.Batch, read func(pgx.BatchResults) error) error {
 	if pp, ok := s.db.(pipeliner); ok {
 		br := pp.SendBatch(ctx, batch)
@@ -289,6 +322,12 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 		return jobs, dbError("claim probes", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	if s.limit > 0 {                              // probes count toward EndpointConcurrency, as other claims do
+		lock := lockParams{Lock: s.q.claimLockKey}
+		if _, err := exec(ctx, tx, s.q.claimLock, lock); err != nil {
+			return jobs, dbError("claim probes", err)
+		}
+	}
 	rows, err := collect[keyedGateRow](query(ctx, tx, s.q.lockBreakers, lockBreakersParams{probesParams: probes, Limit: 16}))
 	if err != nil {
 		return jobs, dbError("claim probes", err)
@@ -321,6 +360,13 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			return jobs, dbError("claim probes", err)
 		}
 		room, _ := b.room(s.k.breaker, now, inFlight, b.Period)
+		if s.limit > 0 {
+			var busy int
+			if err := queryRow(ctx, tx, s.q.keyBusy, keyAtParams{Key: kb.key, Now: now}).Scan(&busy); err != nil {
+				return jobs, dbError("claim probes", err)
+			}
+			room = min(room, s.limit-busy)
+		}
 		free := min(room, n-len(jobs)-len(claimed))
 		if free <= 0 {
 			continue
@@ -336,11 +382,11 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			claimParams: claimParams{Now: now, Limit: free, LeaseEnd: lease, Token: token},
 			Key:         kb.key, Period: int64(b.Period),
 		}))
+		if err != nil { // rolled back: none of them is claimed
+			return jobs, dbError("claim probes", err)
+		}
 		from := len(claimed)
 		claimed = appendJobs(claimed, rows, token, b.Period)
-		if err != nil {
-			return append(jobs, claimed...), dbError("claim probes", err)
-		}
 		for _, j := range claimed[from:] {
 			j.gate, j.version = b, version
 		}

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +87,133 @@ func TestPostgresEndpointConcurrencyPastACappedBacklog(t *testing.T) {
 			require.Equal(t, 1, r.InFlightURL)
 		}
 	}
+}
+
+// A capped claim that fails part way commits nothing, so it runs nothing:
+// a delivery it had taken is not sent while its row stays pending (it
+// would be sent again by the next claim).
+func TestPostgresFailedCappedClaimRunsNothing(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 4, EndpointConcurrency: 1})
+	ctx := context.Background()
+	boom := "https://boom.example/hook"
+	// Claiming boom's delivery fails: the second statement of the claim
+	// (past the capped head) errors after the first took fast's.
+	_, err := pe.pool.Exec(ctx, `
+CREATE FUNCTION test_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'test: boom'; END $$;
+CREATE TRIGGER test_boom BEFORE UPDATE ON adcp_webhook_deliveries FOR EACH ROW
+WHEN (NEW.breaker_key = '`+boom+`' AND NEW.state = 'running') EXECUTE FUNCTION test_boom();`)
+	require.NoError(t, err)
+	fast, slow := "https://fast.example/hook", "https://slow.example/hook"
+	pe.sendMCP(mcp(fast, "a"))
+	pe.clock.Advance(time.Second)
+	var backlog []webhook.MCPWebhook
+	for i := range 70 {
+		backlog = append(backlog, mcp(slow, fmt.Sprint("s", i)))
+	}
+	_, err = pe.pg.SendMCPBatch(ctx, backlog)
+	require.NoError(t, err)
+	pe.clock.Advance(time.Second)
+	pe.sendMCP(mcp(boom, "b"))
+	runWorker(t, pe.sup)
+	require.Eventually(t, func() bool {
+		return strings.Count(pe.logs.String(), "test: boom") >= 3
+	}, guard, 10*time.Millisecond, "the claim failed three times")
+	for _, r := range pe.sender.sent() {
+		require.NotEqual(t, fast, r.URL, "sent from a claim that did not commit")
+	}
+	require.Equal(t, 1, pe.count(`SELECT count(*)::int FROM adcp_webhook_deliveries WHERE url = $1 AND state = 'pending'`, fast))
+}
+
+// Due rows just past what the first statement of a claim looked at, behind
+// endpoints at their cap, are taken by the claim past the capped head even
+// when the first statement took some.
+func TestPostgresEndpointConcurrencyJustPastTheWindow(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 4, EndpointConcurrency: 1, PollOnly: true, PollInterval: time.Hour})
+	ctx := context.Background()
+	slow1, slow2, fast := "https://slow1.example/hook", "https://slow2.example/hook", "https://fast.example/hook"
+	release := make(chan struct{})
+	defer close(release)
+	pe.sender.on(slow1, step{status: 200, gate: release})
+	pe.sender.on(slow2, step{status: 200, gate: release})
+	var head []webhook.MCPWebhook
+	for i := range 63 { // a claim for 4 looks at 64 rows: these 63 and slow2's one
+		head = append(head, mcp(slow1, fmt.Sprint("s", i)))
+	}
+	head = append(head, mcp(slow2, "x"))
+	_, err := pe.pg.SendMCPBatch(ctx, head)
+	require.NoError(t, err)
+	pe.clock.Advance(time.Second)
+	pe.sendMCP(mcp(fast, "f"))
+	runWorker(t, pe.sup)
+	require.Equal(t, fast, pe.attempts(1)[0].URL, "claimed while slow1 and slow2 hold their one slot each")
+}
+
+// A half-open probe claimed with other deliveries does not count against
+// the claim's own limit twice: the claim still reaches past a capped head.
+func TestPostgresEndpointConcurrencyProbeAndCappedHead(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 2, EndpointConcurrency: 1},
+		func(c *suiteConfig) {
+			c.Retry.MaxAttempts = 1
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenTimeout: time.Minute}
+		})
+	ctx := context.Background()
+	probe, slow, fast := "https://probe.example/hook", "https://slow.example/hook", "https://fast.example/hook"
+	release := make(chan struct{})
+	defer close(release)
+	pe.sender.on(probe, step{status: 503}, step{status: 200, gate: release})
+	pe.sender.on(slow, step{status: 200, gate: release})
+	stop := runWorker(t, pe.sup)
+	pe.sendMCP(mcp(probe, "p0"))
+	require.Equal(t, webhook.OutcomeFailure, pe.attempts(1)[0].Outcome) // the breaker opens
+	stop()
+	var backlog []webhook.MCPWebhook
+	for i := range 70 {
+		backlog = append(backlog, mcp(slow, fmt.Sprint("s", i)))
+	}
+	_, err := pe.pg.SendMCPBatch(ctx, backlog)
+	require.NoError(t, err)
+	pe.sendMCP(mcp(probe, "p1"))
+	// A process that only polls: it claims when its clock timer fires.
+	w := newPostgresOn(t, pe.pool, pe.cfg, webhook.PostgresConfig{Concurrency: 2, EndpointConcurrency: 1, PollOnly: true, PollInterval: time.Hour})
+	runWorker(t, w)
+	pe.waitSent(2) // one slow attempt in flight: the slow endpoint is at its cap
+	pe.clock.Advance(time.Second)
+	pe.sendMCP(mcp(fast, "f"))    // due behind the slow backlog
+	pe.clock.Advance(time.Minute) // half-open: the next claim takes p1 as a probe, and f
+	// (f waits for a worker: both hold gated attempts.)
+	require.Eventually(t, func() bool {
+		return pe.count(`SELECT count(*)::int FROM adcp_webhook_deliveries WHERE url = $1 AND state = 'running'`, fast) == 1
+	}, guard, 10*time.Millisecond, "the fast endpoint's delivery is claimed with the probe")
+}
+
+// The claim past a capped head visits a bounded number of endpoints per
+// statement, and the next claims go on from where it stopped: an endpoint
+// past hundreds of others that have only future deliveries is reached.
+func TestPostgresEndpointConcurrencyWalksEveryEndpoint(t *testing.T) {
+	t.Parallel()
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 4, EndpointConcurrency: 1})
+	ctx := context.Background()
+	slow, fast := "https://slow.example/hook", "https://zz.example/hook" // fast sorts after the others
+	release := make(chan struct{})
+	defer close(release)
+	pe.sender.on(slow, step{status: 200, gate: release})
+	var ws []webhook.MCPWebhook
+	for i := range 70 {
+		ws = append(ws, mcp(slow, fmt.Sprint("s", i)))
+	}
+	for i := range 600 { // endpoints with a delivery due only tomorrow
+		ws = append(ws, mcp(fmt.Sprintf("https://later%03d.example/hook", i), fmt.Sprint("l", i)))
+	}
+	_, err := pe.pg.SendMCPBatch(ctx, ws)
+	require.NoError(t, err)
+	_, err = pe.pool.Exec(ctx, `UPDATE adcp_webhook_deliveries SET due_at = due_at + interval '1 day' WHERE url LIKE 'https://later%'`)
+	require.NoError(t, err)
+	pe.clock.Advance(time.Second)
+	pe.sendMCP(mcp(fast, "f"))
+	runWorker(t, pe.sup)
+	require.Equal(t, fast, pe.attempts(1)[0].URL)
 }

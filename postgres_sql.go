@@ -325,6 +325,24 @@ type lockParams struct {
 	Lock int64 `db:"lock"`
 }
 
+// walkParams walk past a capped head: up to Walk endpoints after the key
+// After.
+type walkParams struct {
+	Now   time.Time `db:"now"`
+	Limit int       `db:"limit"`
+	Token int64     `db:"token"`
+	Cap   int       `db:"cap"`
+	Scan  int       `db:"scan"`
+	After string    `db:"after"`
+	Walk  int       `db:"walk"`
+}
+
+// deepClaimParams claim from the endpoints a walk found.
+type deepClaimParams struct {
+	claimParams
+	Cap int `db:"cap"`
+}
+
 // capParams ask which endpoints are at their cap.
 type capParams struct {
 	Now time.Time `db:"now"`
@@ -621,7 +639,9 @@ type pgSQL struct {
 	claimLock      stmt[lockParams]
 	claimLockKey   int64 // the claim lock's, of these tables
 	claimCapped    stmt[cappedClaimParams]
-	claimDeep      stmt[cappedClaimParams]
+	claimWalk      stmt[walkParams]
+	claimDeep      stmt[deepClaimParams]
+	keyBusy        stmt[keyAtParams]
 	atCap          stmt[capParams]
 	claimProbes    stmt[claimProbesParams]
 	probeCandidate stmt[probesParams]
@@ -871,44 +891,65 @@ WITH busy AS MATERIALIZED (
 	LIMIT @scan
 ), ` + pickRows))
 	// The claim past a head of due rows whose endpoints are at their cap,
-	// in the same transaction after the first (it sees what that took,
-	// under lease @token): when @scan due rows are still left (rows of
-	// endpoints below their cap may be behind them) and fewer than @limit
-	// were taken, every endpoint with unfinished deliveries (one descent
-	// of the breaker_due index each, skipping from key to key), and of
-	// those below their cap and with a closed gate the oldest due rows, as
-	// many as each may take, round-robin as above. Otherwise it reads
-	// nothing past the check.
-	q.claimDeep = compile[cappedClaimParams](r.Replace(`
+	// in two statements in the same transaction after the first (they see
+	// what it took under lease @token; probes are not counted in @limit).
+	// claimWalk: when due rows the first did not look at may be left (the
+	// head still holds as many as it looked at, less what it took) and it
+	// took fewer than @limit, up to @walk endpoints with unfinished
+	// deliveries after the key @after, skipping from key to key (one
+	// descent of the breaker_due index each). It leaves them, and how many
+	// rows to take, in the transaction's settings adcp_webhook.claim_keys
+	// and adcp_webhook.claim_want, and returns where the next walk starts
+	// ("": from the first key; the walk reached the last). claimDeep: of
+	// those endpoints, the ones below their cap with a closed gate, the
+	// oldest due rows, as many as each may take, round-robin as above.
+	q.claimWalk = compile[walkParams](r.Replace(`
 WITH RECURSIVE busy AS MATERIALIZED (
 	` + busy + `
 ), want AS (
 	SELECT @limit - taken.n AS n FROM (SELECT count(*) AS n FROM {deliveries}
-		WHERE state = 'running' AND lease_token = @token) taken
+		WHERE state = 'running' AND lease_token = @token AND probe_period IS NULL) taken
 	WHERE taken.n < @limit AND (SELECT count(*) FROM (SELECT 1 FROM {deliveries} d
 		WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
-		ORDER BY d.due_at LIMIT @scan) head) = @scan
+		ORDER BY d.due_at LIMIT @scan) head) >= @scan - taken.n
 ), keys AS (
-	(SELECT d.breaker_key FROM {deliveries} d, want WHERE d.state IN ('pending', 'running')
-		ORDER BY d.breaker_key LIMIT 1)
+	(SELECT d.breaker_key, 1 AS walked FROM {deliveries} d, want WHERE d.state IN ('pending', 'running')
+		AND d.breaker_key > @after ORDER BY d.breaker_key LIMIT 1)
 	UNION ALL
 	SELECT (SELECT d.breaker_key FROM {deliveries} d WHERE d.state IN ('pending', 'running')
-		AND d.breaker_key > k.breaker_key ORDER BY d.breaker_key LIMIT 1)
-	FROM keys k WHERE k.breaker_key IS NOT NULL
+		AND d.breaker_key > k.breaker_key ORDER BY d.breaker_key LIMIT 1), k.walked + 1
+	FROM keys k WHERE k.breaker_key IS NOT NULL AND k.walked < @walk
+), walk AS (
+	SELECT COALESCE(array_agg(k.breaker_key) FILTER (WHERE k.breaker_key IS NOT NULL
+			AND COALESCE((SELECT busy.n FROM busy WHERE busy.breaker_key = k.breaker_key), 0) < @cap), '{}') AS open,
+		count(*) AS visited, count(k.breaker_key) AS named, max(k.breaker_key) AS last
+	FROM keys k
+)
+SELECT set_config('adcp_webhook.claim_keys', walk.open::text, true) IS NOT NULL
+	AND set_config('adcp_webhook.claim_want', COALESCE((SELECT n FROM want), 0)::text, true) IS NOT NULL AS walked,
+	CASE WHEN walk.visited = walk.named AND walk.visited = @walk THEN walk.last ELSE '' END AS after
+FROM walk`))
+	q.claimDeep = compile[deepClaimParams](r.Replace(`
+WITH busy AS MATERIALIZED (
+	` + busy + `
 ), room AS (
 	SELECT k.breaker_key, @cap - COALESCE(busy.n, 0) AS free
-	FROM keys k LEFT JOIN busy ON busy.breaker_key = k.breaker_key
-	WHERE k.breaker_key IS NOT NULL AND COALESCE(busy.n, 0) < @cap
+	FROM unnest(current_setting('adcp_webhook.claim_keys')::text[]) k (breaker_key)
+	LEFT JOIN busy ON busy.breaker_key = k.breaker_key
+	WHERE COALESCE(busy.n, 0) < @cap
 	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = k.breaker_key AND b.state <> 'closed')
 ), candidates AS (
 	SELECT r.id, room.breaker_key, r.due_at
 	FROM room, LATERAL (SELECT d.id, d.due_at FROM {deliveries} d
 		WHERE d.breaker_key = room.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= @now
 		ORDER BY d.due_at LIMIT room.free) r
-), ` + strings.Replace(pickRows, "LIMIT @limit", "LIMIT (SELECT n FROM want)", 1)))
-	// The endpoints at their cap after a claim: the claimer claims again
-	// when enough of their attempts of its own end.
+), ` + strings.Replace(pickRows, "LIMIT @limit", "LIMIT LEAST(@limit, current_setting('adcp_webhook.claim_want')::int)", 1)))
+	// The endpoints at their cap after a claim (the claimer claims again
+	// when enough of their attempts of its own end).
 	q.atCap = compile[capParams](r.Replace(`SELECT COALESCE(array_agg(breaker_key), '{}') FROM (` + busy + ` HAVING count(*) >= @cap) c`))
+	// One endpoint's attempts in flight, as busy counts them.
+	q.keyBusy = compile[keyAtParams](r.Replace(`SELECT count(*) FROM {deliveries}
+	WHERE breaker_key = @breaker_key AND state = 'running' AND lease_token > 0 AND due_at > @now`))
 	// The same for one breaker key's half-open probes of @period.
 	q.claimProbes = compile[claimProbesParams](r.Replace(`
 WITH due AS (

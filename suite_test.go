@@ -793,6 +793,35 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		require.Equal(t, 2, most, "the slow endpoint had its two attempts in flight, and never more")
 	})
 
+	t.Run("EndpointConcurrencyBoundsHalfOpenProbes", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Concurrency, c.EndpointConcurrency = 4, 1
+			c.Retry.MaxAttempts = 1
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, SuccessThreshold: 1, HalfOpenProbes: 3, OpenTimeout: time.Minute}
+		})
+		url := "https://buyer.example/recovering"
+		gate := make(chan struct{})
+		e.sender.on(url, step{status: 503}, step{status: 200, gate: gate}, step{status: 200, gate: gate}, step{status: 200, gate: gate})
+		e.startWorker()
+		e.sendMCP(mcp(url, "t0"))
+		require.Equal(t, webhook.OutcomeFailure, e.attempts(1)[0].Outcome)
+		for i := range 3 {
+			e.sendMCP(mcp(url, fmt.Sprint("t", i+1)))
+		}
+		// Half-open would let three probes through; the endpoint's limit
+		// lets one. (A second would be sent at once: the wait gives it
+		// the chance.)
+		e.clock.Advance(time.Minute)
+		e.waitSent(2)
+		require.False(t, e.sentWithin(3, time.Second), "a second probe went past EndpointConcurrency 1")
+		close(gate)
+		e.attempts(3)
+		for _, r := range e.sender.sent() {
+			require.LessOrEqual(t, r.InFlightURL, 1, "%+v", r)
+		}
+	})
+
 	t.Run("NoEndpointLimitLetsOneEndpointTakeEveryWorker", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup, func(c *suiteConfig) { c.Concurrency, c.EndpointConcurrency = 4, webhook.NoEndpointLimit })
