@@ -474,7 +474,10 @@ func TestPostgresHealthEventsOncePerTransition(t *testing.T) {
 	t.Parallel()
 	o, o2 := &observed{}, &observed{} // one per process
 	const n, threshold = 40, 10
-	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 8, EndpointConcurrency: 16}, func(c *suiteConfig) {
+	// No endpoint limit: both processes claim the one endpoint's
+	// deliveries at once (with one, the first to claim can take every
+	// slot and open the breaker before the other claims).
+	pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: 8, EndpointConcurrency: webhook.NoEndpointLimit}, func(c *suiteConfig) {
 		c.Observer = o.observer()
 		c.Retry.MaxAttempts = 1
 		c.Breaker.FailureThreshold, c.Breaker.SuccessThreshold = threshold, 1
