@@ -173,15 +173,16 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	var rows []jobRow
 	var err error
 	src.next, src.nextKnown = nil, false
+	unknown := false
 	if s.limit == 0 {
 		rows, src.next, err = s.claimPlain(ctx, p)
 	} else {
 		var c cappedClaim
 		c, err = s.claimCapped(ctx, p, src.after)
-		rows, src.next, src.after = c.rows, c.next, c.after
+		rows, src.next, src.after, unknown = c.rows, c.next, c.after, c.nextUnknown
 		src.flow.setCapped(c.capped)
 	}
-	src.nextKnown = err == nil
+	src.nextKnown = err == nil && !unknown
 	probes := len(jobs)
 	jobs = appendJobs(jobs, rows, token, 0)
 	src.lookForProbes = len(jobs)-probes < want
@@ -231,6 +232,9 @@ type cappedClaim struct {
 	capped []string   // the endpoints at their cap after it
 	after  string     // where the next walk past a capped head starts
 	next   *time.Time // when the next delivery or gate falls due (nil: none)
+	// nextUnknown: next was not read (the claim was full, or reading it
+	// failed after the claim committed).
+	nextUnknown bool
 }
 
 // claimCapped claims within EndpointConcurrency, under the claim lock, in
@@ -241,18 +245,16 @@ type cappedClaim struct {
 func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams, after string) (cappedClaim, error) {
 	lock := lockParams{Lock: s.q.claimLockKey}
 	cp := cappedClaimParams{claimParams: p, Cap: s.limit, Scan: max(p.Limit*claimScan, 64)}
-	wp := walkParams{Now: p.Now, Limit: p.Limit, Token: p.Token, Cap: s.limit, Scan: cp.Scan, After: after, Walk: claimWalk}
+	wp := walkParams{Now: p.Now, Limit: p.Limit, LeaseEnd: p.LeaseEnd, Token: p.Token, Cap: s.limit, Scan: cp.Scan, After: after, Walk: claimWalk}
 	dp := deepClaimParams{claimParams: p, Cap: s.limit}
-	at := capParams{Now: p.Now, Cap: s.limit}
+	at := capParams{Now: p.Now, Cap: s.limit, Scan: cp.Scan}
 	np := nowParams{Now: p.Now}
 	var batch pgx.Batch
 	batch.Queue(s.q.claimLock.sql, s.q.claimLock.args(&lock)...)
 	batch.Queue(s.q.claimCapped.sql, s.q.claimCapped.args(&cp)...)
 	batch.Queue(s.q.claimWalk.sql, s.q.claimWalk.args(&wp)...)
 	batch.Queue(s.q.claimDeep.sql, s.q.claimDeep.args(&dp)...)
-	batch.Queue(s.q.atCap.sql, s.q.atCap.args(&at)...)
-	batch.Queue(s.q.nextDue.sql, s.q.nextDue.args(&np)...)
-	var c cappedClaim
+	c := cappedClaim{after: after}
 	err := s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -266,16 +268,26 @@ func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams, aft
 			return err
 		}
 		more, err := collect[jobRow](br.Query())
-		if c.rows = append(c.rows, more...); err != nil {
-			return err
-		}
-		if err := br.QueryRow().Scan(&c.capped); err != nil {
-			return err
-		}
-		return br.QueryRow().Scan(&c.next)
+		c.rows = append(c.rows, more...)
+		return err
 	})
 	if err != nil { // rolled back, or its commit unheard of: a lease left behind runs out
 		return cappedClaim{after: after}, err
+	}
+	c.nextUnknown = len(c.rows) >= p.Limit
+	if !c.nextUnknown {
+		// Short: the claimer waits next, for a slot or the next due
+		// delivery. (A full claim is followed by another as slots free.)
+		batch = pgx.Batch{}
+		batch.Queue(s.q.atCap.sql, s.q.atCap.args(&at)...)
+		batch.Queue(s.q.nextDue.sql, s.q.nextDue.args(&np)...)
+		err = s.sendBatch(ctx, &batch, func(br pgx.BatchResults) error {
+			if err := br.QueryRow().Scan(&c.capped); err != nil {
+				return err
+			}
+			return br.QueryRow().Scan(&c.next)
+		})
+		c.nextUnknown = err != nil
 	}
 	return c, nil
 }

@@ -328,13 +328,14 @@ type lockParams struct {
 // walkParams walk past a capped head: up to Walk endpoints after the key
 // After.
 type walkParams struct {
-	Now   time.Time `db:"now"`
-	Limit int       `db:"limit"`
-	Token int64     `db:"token"`
-	Cap   int       `db:"cap"`
-	Scan  int       `db:"scan"`
-	After string    `db:"after"`
-	Walk  int       `db:"walk"`
+	Now      time.Time `db:"now"`
+	Limit    int       `db:"limit"`
+	LeaseEnd time.Time `db:"lease_end"`
+	Token    int64     `db:"token"`
+	Cap      int       `db:"cap"`
+	Scan     int       `db:"scan"`
+	After    string    `db:"after"`
+	Walk     int       `db:"walk"`
 }
 
 // deepClaimParams claim from the endpoints a walk found.
@@ -343,10 +344,12 @@ type deepClaimParams struct {
 	Cap int `db:"cap"`
 }
 
-// capParams ask which endpoints are at their cap.
+// capParams ask which endpoints among the oldest Scan due rows are at
+// their cap.
 type capParams struct {
-	Now time.Time `db:"now"`
-	Cap int       `db:"cap"`
+	Now  time.Time `db:"now"`
+	Cap  int       `db:"cap"`
+	Scan int       `db:"scan"`
 }
 
 type claimProbesParams struct {
@@ -860,31 +863,37 @@ RETURNING {job_columns}`))
 	// endpoints first. Rows of an endpoint at its cap are left, so a
 	// claim costs the same whatever the backlog behind them.
 	q.claimLock = compile[lockParams](`SELECT pg_advisory_xact_lock(@lock), set_config('synchronous_commit', 'off', true)`)
-	busy := `SELECT breaker_key, count(*) AS n FROM {deliveries}
-	WHERE state = 'running' AND lease_token > 0 AND due_at > @now
-	GROUP BY breaker_key`
-	// ranked and pick, from rows (id, breaker_key, due_at) and busy.
-	pickRows := `ranked AS (
+	// An endpoint's attempts in flight, counted on the breaker_due index
+	// (a running row is due when its lease ends), so a claim reads the
+	// endpoints it looks at, not every running row.
+	inFlight := func(key string) string {
+		return `(SELECT count(*) FROM {deliveries} r WHERE r.breaker_key = ` + key + `
+			AND r.state IN ('pending', 'running') AND r.due_at > @now AND r.state = 'running' AND r.lease_token > 0)`
+	}
+	// ranked and pick, from rows (id, breaker_key, due_at) and their
+	// endpoints' attempts in flight (busy).
+	pickRows := `busy AS MATERIALIZED (
+	SELECT k.breaker_key, ` + inFlight("k.breaker_key") + ` AS n
+	FROM (SELECT DISTINCT breaker_key FROM candidates) k
+), ranked AS (
 	SELECT c.id, c.due_at,
-		COALESCE(busy.n, 0) + row_number() OVER (PARTITION BY c.breaker_key ORDER BY c.due_at, c.id) AS slot
-	FROM candidates c LEFT JOIN busy ON busy.breaker_key = c.breaker_key
+		busy.n + row_number() OVER (PARTITION BY c.breaker_key ORDER BY c.due_at, c.id) AS slot
+	FROM candidates c JOIN busy ON busy.breaker_key = c.breaker_key
 ), pick AS (
 	SELECT id FROM ranked WHERE slot <= @cap ORDER BY slot, due_at, id LIMIT @limit
 ), locked AS (
 	-- Rows another statement holds (an operator's, a breaker's deferral)
-	-- are left to the next claim.
-	SELECT d.id FROM {deliveries} d
-	WHERE d.id = ANY(ARRAY(SELECT id FROM pick)) AND d.state IN ('pending', 'running') AND d.due_at <= @now
+	-- are left to the next claim. (By primary key alone: the update
+	-- checks that they are still due, on their newest version.)
+	SELECT d.id FROM {deliveries} d WHERE d.id = ANY(ARRAY(SELECT id FROM pick))
 	FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE {deliveries} d SET ` + claimSet + `
-FROM locked WHERE d.id = locked.id
+FROM locked WHERE d.id = locked.id AND d.state IN ('pending', 'running') AND d.due_at <= @now
 RETURNING {job_columns}`
 	gateClosed := `NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = d.breaker_key AND b.state <> 'closed')`
 	q.claimCapped = compile[cappedClaimParams](r.Replace(`
-WITH busy AS MATERIALIZED (
-	` + busy + `
-), candidates AS (
+WITH candidates AS (
 	SELECT d.id, d.breaker_key, d.due_at FROM {deliveries} d
 	WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
 	ORDER BY d.due_at
@@ -904,24 +913,24 @@ WITH busy AS MATERIALIZED (
 	// those endpoints, the ones below their cap with a closed gate, the
 	// oldest due rows, as many as each may take, round-robin as above.
 	q.claimWalk = compile[walkParams](r.Replace(`
-WITH RECURSIVE busy AS MATERIALIZED (
-	` + busy + `
-), want AS (
+WITH RECURSIVE want AS (
 	SELECT @limit - taken.n AS n FROM (SELECT count(*) AS n FROM {deliveries}
-		WHERE state = 'running' AND lease_token = @token AND probe_period IS NULL) taken
-	WHERE taken.n < @limit AND (SELECT count(*) FROM (SELECT 1 FROM {deliveries} d
-		WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
-		ORDER BY d.due_at LIMIT @scan) head) >= @scan - taken.n
+		WHERE due_at = @lease_end AND state = 'running' AND lease_token = @token AND probe_period IS NULL) taken
+	WHERE CASE WHEN taken.n >= @limit THEN false -- (CASE: the head is read only when needed)
+		ELSE (SELECT count(*) FROM (SELECT 1 FROM {deliveries} d
+			WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
+			ORDER BY d.due_at LIMIT @scan) head) >= @scan - taken.n END
 ), keys AS (
-	(SELECT d.breaker_key, 1 AS walked FROM {deliveries} d, want WHERE d.state IN ('pending', 'running')
-		AND d.breaker_key > @after ORDER BY d.breaker_key LIMIT 1)
+	-- (EXISTS: a one-time filter, so that no want reads nothing.)
+	(SELECT d.breaker_key, 1 AS walked FROM {deliveries} d WHERE EXISTS (SELECT 1 FROM want)
+		AND d.state IN ('pending', 'running') AND d.breaker_key > @after ORDER BY d.breaker_key LIMIT 1)
 	UNION ALL
 	SELECT (SELECT d.breaker_key FROM {deliveries} d WHERE d.state IN ('pending', 'running')
 		AND d.breaker_key > k.breaker_key ORDER BY d.breaker_key LIMIT 1), k.walked + 1
 	FROM keys k WHERE k.breaker_key IS NOT NULL AND k.walked < @walk
 ), walk AS (
 	SELECT COALESCE(array_agg(k.breaker_key) FILTER (WHERE k.breaker_key IS NOT NULL
-			AND COALESCE((SELECT busy.n FROM busy WHERE busy.breaker_key = k.breaker_key), 0) < @cap), '{}') AS open,
+			AND ` + inFlight("k.breaker_key") + ` < @cap), '{}') AS open,
 		count(*) AS visited, count(k.breaker_key) AS named, max(k.breaker_key) AS last
 	FROM keys k
 )
@@ -930,26 +939,27 @@ SELECT set_config('adcp_webhook.claim_keys', walk.open::text, true) IS NOT NULL
 	CASE WHEN walk.visited = walk.named AND walk.visited = @walk THEN walk.last ELSE '' END AS after
 FROM walk`))
 	q.claimDeep = compile[deepClaimParams](r.Replace(`
-WITH busy AS MATERIALIZED (
-	` + busy + `
-), room AS (
-	SELECT k.breaker_key, @cap - COALESCE(busy.n, 0) AS free
+WITH room AS (
+	SELECT k.breaker_key, @cap - ` + inFlight("k.breaker_key") + ` AS free
 	FROM unnest(current_setting('adcp_webhook.claim_keys')::text[]) k (breaker_key)
-	LEFT JOIN busy ON busy.breaker_key = k.breaker_key
-	WHERE COALESCE(busy.n, 0) < @cap
-	  AND NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = k.breaker_key AND b.state <> 'closed')
+	WHERE NOT EXISTS (SELECT 1 FROM {breakers} b WHERE b.breaker_key = k.breaker_key AND b.state <> 'closed')
 ), candidates AS (
 	SELECT r.id, room.breaker_key, r.due_at
 	FROM room, LATERAL (SELECT d.id, d.due_at FROM {deliveries} d
 		WHERE d.breaker_key = room.breaker_key AND d.state IN ('pending', 'running') AND d.due_at <= @now
 		ORDER BY d.due_at LIMIT room.free) r
+	WHERE room.free > 0
 ), ` + strings.Replace(pickRows, "LIMIT @limit", "LIMIT LEAST(@limit, current_setting('adcp_webhook.claim_want')::int)", 1)))
-	// The endpoints at their cap after a claim (the claimer claims again
-	// when enough of their attempts of its own end).
-	q.atCap = compile[capParams](r.Replace(`SELECT COALESCE(array_agg(breaker_key), '{}') FROM (` + busy + ` HAVING count(*) >= @cap) c`))
-	// One endpoint's attempts in flight, as busy counts them.
-	q.keyBusy = compile[keyAtParams](r.Replace(`SELECT count(*) FROM {deliveries}
-	WHERE breaker_key = @breaker_key AND state = 'running' AND lease_token > 0 AND due_at > @now`))
+	// The endpoints at their cap after a claim with due rows among the
+	// oldest @scan: the claimer claims again when enough of their attempts
+	// of its own end.
+	q.atCap = compile[capParams](r.Replace(`SELECT COALESCE(array_agg(h.breaker_key), '{}') FROM (
+	SELECT DISTINCT w.breaker_key FROM (SELECT d.breaker_key FROM {deliveries} d
+		WHERE d.state IN ('pending', 'running') AND d.due_at <= @now AND ` + gateClosed + `
+		ORDER BY d.due_at LIMIT @scan) w) h
+WHERE ` + inFlight("h.breaker_key") + ` >= @cap`))
+	// One endpoint's attempts in flight.
+	q.keyBusy = compile[keyAtParams](r.Replace(`SELECT ` + inFlight("@breaker_key")))
 	// The same for one breaker key's half-open probes of @period.
 	q.claimProbes = compile[claimProbesParams](r.Replace(`
 WITH due AS (
