@@ -241,12 +241,13 @@ type cappedClaim struct {
 // one round trip: from the oldest due rows, and, when that leaves a backlog
 // of due rows whose endpoints are at their cap (rows of other endpoints
 // may be behind them), the oldest of up to claimWalk other endpoints, the
-// walk starting after the key after.
+// walk starting after the key after. A short claim reads, in a second
+// round trip, the endpoints at their cap and the next due time.
 func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams, after string) (cappedClaim, error) {
 	lock := lockParams{Lock: s.q.claimLockKey}
-	cp := cappedClaimParams{claimParams: p, Cap: s.limit, Scan: max(p.Limit*claimScan, 64)}
-	wp := walkParams{Now: p.Now, Limit: p.Limit, LeaseEnd: p.LeaseEnd, Token: p.Token, Cap: s.limit, Scan: cp.Scan, After: after, Walk: claimWalk}
 	dp := deepClaimParams{claimParams: p, Cap: s.limit}
+	cp := cappedClaimParams{deepClaimParams: dp, Scan: max(p.Limit*claimScan, 64)}
+	wp := walkParams{cappedClaimParams: cp, After: after, Walk: claimWalk}
 	at := capParams{Now: p.Now, Cap: s.limit, Scan: cp.Scan}
 	np := nowParams{Now: p.Now}
 	var batch pgx.Batch
@@ -263,7 +264,7 @@ func (s *PostgresSupervisor) claimCapped(ctx context.Context, p claimParams, aft
 		if c.rows, err = collect[jobRow](br.Query()); err != nil {
 			return err
 		}
-		var walked bool
+		var walked bool // (a column only so that its settings are made)
 		if err := br.QueryRow().Scan(&walked, &c.after); err != nil {
 			return err
 		}

@@ -312,11 +312,17 @@ type claimParams struct {
 	Token    int64     `db:"token"`
 }
 
+// deepClaimParams claim within EndpointConcurrency (Cap): from the
+// endpoints a walk found.
+type deepClaimParams struct {
+	claimParams
+	Cap int `db:"cap"`
+}
+
 // cappedClaimParams claim within EndpointConcurrency, looking at the
 // oldest Scan due rows.
 type cappedClaimParams struct {
-	claimParams
-	Cap  int `db:"cap"` // EndpointConcurrency
+	deepClaimParams
 	Scan int `db:"scan"`
 }
 
@@ -328,20 +334,9 @@ type lockParams struct {
 // walkParams walk past a capped head: up to Walk endpoints after the key
 // After.
 type walkParams struct {
-	Now      time.Time `db:"now"`
-	Limit    int       `db:"limit"`
-	LeaseEnd time.Time `db:"lease_end"`
-	Token    int64     `db:"token"`
-	Cap      int       `db:"cap"`
-	Scan     int       `db:"scan"`
-	After    string    `db:"after"`
-	Walk     int       `db:"walk"`
-}
-
-// deepClaimParams claim from the endpoints a walk found.
-type deepClaimParams struct {
-	claimParams
-	Cap int `db:"cap"`
+	cappedClaimParams
+	After string `db:"after"`
+	Walk  int    `db:"walk"`
 }
 
 // capParams ask which endpoints among the oldest Scan due rows are at
