@@ -93,7 +93,10 @@ type result struct {
 	StmtsPerDeliv float64 `json:"statements_per_delivery"`
 	TxPerDelivery float64 `json:"transactions_per_delivery"`
 	RSSMB         float64 `json:"rss_mb"`
-	Err           string  `json:"error,omitempty"`
+	// CPUPerDeliv is the whole machine's busy CPU time (every process:
+	// Postgres, the harness, the receiver) per delivery, in µs, on Linux.
+	CPUPerDeliv float64 `json:"cpu_us_per_delivery"`
+	Err         string  `json:"error,omitempty"`
 }
 
 func runBench(args []string) error {
@@ -109,6 +112,7 @@ func runBench(args []string) error {
 	retryAfter := fs.Int("retry-after", 0, "custom scenario: Retry-After seconds on those 503s")
 	rate := fs.Int("rate", 0, "custom scenario: arrivals per second (0: all enqueued first)")
 	endpointLimit := fs.Int("endpoint-limit", 0, "the library supervisors' EndpointConcurrency in every scenario (-1: NoEndpointLimit; 0: each scenario's own: the default with many endpoints, NoEndpointLimit with one)")
+	topStatements = fs.Int("statements", 0, "print each run's N most time-consuming statements from pg_stat_statements (calls, total and mean ms, rows) to stderr")
 	repeat := fs.Int("repeat", 1, "run every scenario this many times, the systems interleaved run by run (their order rotating), and report each figure's median and range and each ratio as the median of the per-run ratios")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage:\n  go run . [flags]          the benchmark scenarios, a table\n"+
@@ -345,7 +349,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 	pool.Reset() // backends flush their statistics as they exit
 	tx0 := settledTransactions(ctx, url)
 	resetStatements(ctx, url)
-	start := time.Now()
+	start, cpu0 := time.Now(), machineCPU()
 	stopSys, err := sys.Start(ctx)
 	if err != nil {
 		return fail(err)
@@ -369,7 +373,7 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 		}
 		recv.reset()
 		resetStatements(ctx, url)
-		start = time.Now()
+		start, cpu0 = time.Now(), machineCPU()
 		go func() { enqErr <- paced(ctx, sys, items, sc.rate, accepted) }()
 	} else if sc.fanout > 0 {
 		go func() {
@@ -402,8 +406,12 @@ func runOne(cluster *pgtest.Cluster, dbName string, recv *receiver, sender webho
 		r.AcceptPerSec = float64(len(items)) / acceptTook.Seconds()
 	}
 	r.PerSecond = float64(len(items)) / elapsed.Seconds()
+	if cpu := machineCPU(); cpu0 > 0 && cpu > cpu0 {
+		r.CPUPerDeliv = float64((cpu - cpu0).Microseconds()) / float64(len(items))
+	}
 	r.RSSMB = rssMB()
 	r.StmtsPerDeliv = float64(statements(ctx, url)) / float64(len(items))
+	printTopStatements(ctx, url, sc.name+" / "+sys.Name())
 	stop()
 	pool.Close() // backends flush their statistics as they exit
 	r.TxPerDelivery = float64(settledTransactions(ctx, url)-tx0) / float64(len(items))
@@ -557,6 +565,47 @@ func statements(ctx context.Context, url string) int64 {
 	return n
 }
 
+// topStatements is the -statements flag: how many statements
+// printTopStatements prints (0: none).
+var topStatements = new(int)
+
+// printTopStatements prints the statements that took the most time on
+// url's database since the last resetStatements, for profiling a scenario.
+func printTopStatements(ctx context.Context, url, title string) {
+	if *topStatements <= 0 {
+		return
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT calls, total_exec_time, mean_exec_time, rows,
+			shared_blks_hit + shared_blks_read, wal_bytes::bigint, regexp_replace(query, '\s+', ' ', 'g')
+		FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query NOT LIKE '%pg_stat_statements%'
+		ORDER BY total_exec_time DESC LIMIT $1`, *topStatements)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pg_stat_statements: %v\n", err)
+		return
+	}
+	defer rows.Close()
+	fmt.Fprintf(os.Stderr, "-- %s: top statements\n%8s %10s %8s %8s %9s %10s  query\n", title, "calls", "total ms", "mean ms", "rows", "blocks", "wal bytes")
+	for rows.Next() {
+		var calls, nrows, blocks, wal int64
+		var total, mean float64
+		var q string
+		if rows.Scan(&calls, &total, &mean, &nrows, &blocks, &wal, &q) != nil {
+			return
+		}
+		if len(q) > 160 {
+			q = q[:160] + "…"
+		}
+		fmt.Fprintf(os.Stderr, "%8d %10.1f %8.3f %8d %9d %10d  %s\n", calls, total, mean, nrows, blocks, wal, q)
+	}
+}
+
 // settledTransactions counts the database's committed and rolled-back
 // transactions once the statistics settle: backends report theirs at most
 // once a second, and when they exit.
@@ -594,7 +643,7 @@ func rssMB() float64 { return processRSSMB(os.Getpid()) }
 
 func printTable(results []result) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\taccepted/s\tstatements/delivery\ttx/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
+	fmt.Fprintln(w, "scenario\tsystem\tdeliveries/s\tPostgresSupervisor ÷ it\taccepted/s\tstatements/delivery\ttx/delivery\tCPU µs/delivery\trequests\tfirst attempt p50/p99/p999 ms\tdelivered p50/p99/p999 ms\tRSS MB\t")
 	lib := map[string]float64{}
 	for _, r := range results {
 		if r.System == "PostgresSupervisor" {
@@ -603,7 +652,7 @@ func printTable(results []result) {
 	}
 	for _, r := range results {
 		if r.Err != "" {
-			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
+			fmt.Fprintf(w, "%s\t%s\terror: %s\t\t\t\t\t\t\t\t\t\t\n", r.Scenario, r.System, r.Err)
 			continue
 		}
 		ratio := ""
@@ -619,7 +668,7 @@ func printTable(results []result) {
 		if r.AcceptPerSec > 0 {
 			acc = fmt.Sprintf("%.0f", r.AcceptPerSec)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, acc, r.StmtsPerDeliv, r.TxPerDelivery, r.Requests, lat, dl, r.RSSMB)
+		fmt.Fprintf(w, "%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%.0f\t%d\t%s\t%s\t%.0f\t\n", r.Scenario, r.System, r.PerSecond, ratio, acc, r.StmtsPerDeliv, r.TxPerDelivery, r.CPUPerDeliv, r.Requests, lat, dl, r.RSSMB)
 	}
 	w.Flush()
 }

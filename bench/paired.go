@@ -51,6 +51,7 @@ type summary struct {
 	StmtsPerDeliv spread  `json:"statements_per_delivery"`
 	TxPerDelivery spread  `json:"transactions_per_delivery"`
 	RSSMB         spread  `json:"rss_mb"`
+	CPUPerDeliv   spread  `json:"cpu_us_per_delivery"`
 }
 
 // summarize folds runs into one summary per scenario × system, in the
@@ -76,7 +77,7 @@ func summarize(runs []result) []summary {
 	out := make([]summary, 0, len(order))
 	for _, k := range order {
 		s := summary{Scenario: k.scenario, System: k.system}
-		var rate, acc, ratio, first, done, stmts, tx, rss []float64
+		var rate, acc, ratio, first, done, stmts, tx, rss, cpu []float64
 		for _, r := range by[k] {
 			s.Runs++
 			if r.Err != "" {
@@ -84,6 +85,9 @@ func summarize(runs []result) []summary {
 				continue
 			}
 			rate, stmts, tx, rss = append(rate, r.PerSecond), append(stmts, r.StmtsPerDeliv), append(tx, r.TxPerDelivery), append(rss, r.RSSMB)
+			if r.CPUPerDeliv > 0 {
+				cpu = append(cpu, r.CPUPerDeliv)
+			}
 			if r.AcceptPerSec > 0 {
 				acc = append(acc, r.AcceptPerSec)
 			}
@@ -95,7 +99,7 @@ func summarize(runs []result) []summary {
 			}
 		}
 		s.PerSecond, s.Accepted, s.FirstP99, s.DeliveredP99 = spreadOf(rate), spreadOf(acc), spreadOf(first), spreadOf(done)
-		s.StmtsPerDeliv, s.TxPerDelivery, s.RSSMB = spreadOf(stmts), spreadOf(tx), spreadOf(rss)
+		s.StmtsPerDeliv, s.TxPerDelivery, s.RSSMB, s.CPUPerDeliv = spreadOf(stmts), spreadOf(tx), spreadOf(rss), spreadOf(cpu)
 		if len(ratio) > 0 {
 			r := spreadOf(ratio)
 			s.Ratio = &r
@@ -108,10 +112,10 @@ func summarize(runs []result) []summary {
 // printSummary prints the paired table.
 func printSummary(out io.Writer, sums []summary) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\tsystem\truns\tdeliveries/s median (range)\tPostgresSupervisor ÷ it, median of pairs (range)\taccepted/s median (range)\tstatements/delivery\ttx/delivery\tfirst attempt p99 ms\tdelivered p99 ms\t")
+	fmt.Fprintln(w, "scenario\tsystem\truns\tdeliveries/s median (range)\tPostgresSupervisor ÷ it, median of pairs (range)\taccepted/s median (range)\tstatements/delivery\ttx/delivery\tCPU µs/delivery median (range)\tfirst attempt p99 ms\tdelivered p99 ms\t")
 	for _, s := range sums {
 		if s.Failed == s.Runs {
-			fmt.Fprintf(w, "%s\t%s\t%d\tevery run failed\t\t\t\t\t\t\t\n", s.Scenario, s.System, s.Runs)
+			fmt.Fprintf(w, "%s\t%s\t%d\tevery run failed\t\t\t\t\t\t\t\t\n", s.Scenario, s.System, s.Runs)
 			continue
 		}
 		runs := fmt.Sprint(s.Runs)
@@ -131,8 +135,12 @@ func printSummary(out io.Writer, sums []summary) {
 		if s.Accepted.Max > 0 {
 			acc = fmt.Sprintf("%.0f (%.0f–%.0f)", s.Accepted.Median, s.Accepted.Min, s.Accepted.Max)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f (%.0f–%.0f)\t%s\t%s\t%.2f\t%.2f\t%s\t%s\t\n", s.Scenario, s.System, runs,
-			s.PerSecond.Median, s.PerSecond.Min, s.PerSecond.Max, ratio, acc, s.StmtsPerDeliv.Median, s.TxPerDelivery.Median, first, done)
+		cpu := ""
+		if s.CPUPerDeliv.Max > 0 {
+			cpu = fmt.Sprintf("%.0f (%.0f–%.0f)", s.CPUPerDeliv.Median, s.CPUPerDeliv.Min, s.CPUPerDeliv.Max)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f (%.0f–%.0f)\t%s\t%s\t%.2f\t%.2f\t%s\t%s\t%s\t\n", s.Scenario, s.System, runs,
+			s.PerSecond.Median, s.PerSecond.Min, s.PerSecond.Max, ratio, acc, s.StmtsPerDeliv.Median, s.TxPerDelivery.Median, cpu, first, done)
 	}
 	w.Flush()
 }
