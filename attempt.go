@@ -196,13 +196,17 @@ func (w *attemptWorker[J]) Stop() { w.guard.stop() }
 // delivery: expire it if its retry horizon has passed, else send, classify
 // and decide (delivered, retry at t, failed, or, when the worker stopped
 // mid-attempt, due again uncharged); persist the decision; report it to the
-// sink; then settle. It returns true when the sink outlived its bound and
-// the guard replaced the calling worker, which must then exit (and leave w
-// to the settle the guard runs).
-func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
+// sink; then settle. It calls release once the attempt is over, before its
+// result is persisted (the pool may start the next attempt meanwhile),
+// unless the result counts against its endpoint's breaker or health: then
+// the next claim must see it written. It returns true when the sink outlived its bound and the guard replaced the
+// calling worker, which must then exit (and leave w to the settle the
+// guard runs).
+func (w *attemptWorker[J]) Run(ctx context.Context, j J, release func()) (replaced bool) {
 	k, st, b, c := w.k, w.st, j.base(), &w.c
 	if now := k.clock.Now(); b.broken != "" || k.pastHorizon(b.anchor(), now) || k.maxLost > 0 && b.lost >= k.maxLost {
 		*c = k.expiry(b, now)
+		release()
 		return w.finish(ctx, j)
 	}
 	sendCtx, cancel, ok := st.begin(ctx, j)
@@ -230,6 +234,9 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J) (replaced bool) {
 		k.guardHook("AttemptFinished", func() { obs.AttemptFinished(sendCtx, &c.record, class) })
 	}
 	cancel()
+	if !c.failedAtEndpoint() && c.result != breakerFailure {
+		release()
+	}
 	return w.finish(ctx, j)
 }
 

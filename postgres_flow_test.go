@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +217,33 @@ func TestPostgresEndpointConcurrencyWalksEveryEndpoint(t *testing.T) {
 	pe.sendMCP(mcp(fast, "f"))
 	runWorker(t, pe.sup)
 	require.Equal(t, fast, pe.attempts(1)[0].URL)
+}
+
+// A worker whose attempt succeeded takes the next delivery while that
+// attempt's result is written and reported: with one worker, the second
+// delivery is sent while the sink still holds the first's record. (A
+// failure keeps its worker until it is written: see the suite's
+// BreakerOpensAfterExactlyItsThreshold.)
+func TestPostgresSuccessFreesItsWorkerBeforeItsRecord(t *testing.T) {
+	t.Parallel()
+	var pe *pgEnv
+	var first sync.Once
+	sawSecond := make(chan bool, 1)
+	pe = newPgEnv(t, webhook.PostgresConfig{Concurrency: 1, EndpointConcurrency: webhook.NoEndpointLimit}, func(c *suiteConfig) {
+		c.Retry.SinkTimeout = time.Hour // no replacement worker: the wait below is the sink's own
+		c.Sink = webhook.LogSinkFunc(func(context.Context, webhook.Attempt) error {
+			first.Do(func() { sawSecond <- pe.sentWithin(2, guard) })
+			return nil
+		})
+	})
+	url := "https://buyer.example/hook"
+	pe.sendMCP(mcp(url, "t1"))
+	pe.sendMCP(mcp(url, "t2"))
+	runWorker(t, pe.sup)
+	select {
+	case ok := <-sawSecond:
+		require.True(t, ok, "the second delivery was not sent while the first's record was in the sink")
+	case <-time.After(guard):
+		t.Fatal("no record reached the sink")
+	}
 }

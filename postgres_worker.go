@@ -37,15 +37,18 @@ func (j *pgJob) base() *job { return &j.job }
 
 // RunWorker delivers due webhooks until ctx is done. See [Supervisor].
 //
-// It runs Concurrency worker goroutines fed by one claimer, which claims up
-// to ClaimBatch due deliveries per statement, as many as there are free
-// workers, and keeps up to ClaimBatch (at most Concurrency) more waiting
-// while there is a
-// backlog. Idle, it waits for a NOTIFY from an enqueue, its own next due
-// delivery, or PollInterval. A lost database connection is logged and
-// retried with backoff; RunWorker returns only when ctx is done, after the
-// in-flight attempts finish (bounded by DrainTimeout) and their results are
-// written.
+// It runs up to Concurrency attempts at once, fed by one claimer, which
+// claims up to ClaimBatch due deliveries per statement, as many as there
+// are free workers, and keeps up to ClaimBatch (at most Concurrency) more
+// waiting while there is a backlog. A worker whose request succeeded hands
+// its slot to the next delivery and writes the result beside it: up to
+// 3×Concurrency (at most 256) more goroutines wait for their results to be
+// written, many to a statement. A failure keeps its slot until it is
+// written, so that the next claim sees the breaker it may have opened. Idle, it waits for a
+// NOTIFY from an enqueue, its own next due delivery, or PollInterval. A
+// lost database connection is logged and retried with backoff; RunWorker
+// returns only when ctx is done, after the in-flight attempts finish
+// (bounded by DrainTimeout) and their results are written.
 func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	if s.k.sender == nil {
 		return errNoWorkers
@@ -57,7 +60,8 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	flow := newPgFlow(s.limit)
 	var pool *engine.Pool[*pgJob]
 	pool = engine.New(engine.Config{
-		Workers:      s.concurrency,
+		Workers:      s.concurrency + min(3*s.concurrency, maxWriting),
+		Active:       s.concurrency,
 		Buffer:       min(s.batch, s.concurrency),
 		Batch:        s.batch,
 		BacklogBatch: s.batch / 2,
@@ -78,6 +82,13 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 	background.Wait()
 	return nil
 }
+
+// maxWriting bounds the goroutines of a RunWorker call that write
+// successful attempts' results while the next attempts run: 3×Concurrency,
+// so that the workers keep sending while a batch of results commits (with
+// one goroutine per attempt they spent most of a fast endpoint's time
+// waiting for the commit), and at most this many.
+const maxWriting = 256
 
 // pgWorker is the attempt logic's storage for one worker goroutine.
 type pgWorker struct {

@@ -722,6 +722,34 @@ func runSupervisorSuite(t *testing.T, newSup newSupervisorFunc) {
 		}
 	})
 
+	// A worker takes its next delivery only once a failure's result is
+	// written, so the next claim sees the breaker it opened: with one
+	// worker, an endpoint that fails at once gets exactly FailureThreshold
+	// requests. (No endpoint limit: with one worker the default limit of
+	// one would hold the next claim until the write too.)
+	t.Run("BreakerOpensAfterExactlyItsThreshold", func(t *testing.T) {
+		t.Parallel()
+		const threshold, n = 3, 20
+		e := newEnv(t, newSup, func(c *suiteConfig) {
+			c.Concurrency, c.EndpointConcurrency = 1, webhook.NoEndpointLimit
+			c.Breaker = webhook.BreakerPolicy{FailureThreshold: threshold, SuccessThreshold: 1, OpenTimeout: time.Hour}
+		})
+		url := "https://buyer.example/down"
+		for i := range n {
+			e.sender.on(url, step{status: 503})
+			e.sendMCP(mcp(url, fmt.Sprint("t", i)))
+		}
+		e.startWorker()
+		insp := e.sup.(webhook.Inspector)
+		ctx := context.Background()
+		require.Eventually(t, func() bool {
+			b, err := insp.Breaker(ctx, url)
+			st, serr := insp.Stats(ctx)
+			return err == nil && serr == nil && b == webhook.BreakerOpen && st.Running == 0
+		}, guard, time.Millisecond)
+		require.Len(t, e.sender.sent(), threshold, "requests sent to a failing endpoint before its breaker opened")
+	})
+
 	t.Run("BreakersIsolatedPerURLAndKey", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, newSup, func(c *suiteConfig) {

@@ -6,9 +6,11 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,19 +32,29 @@ type Source[J any] interface {
 // Worker runs jobs on one worker goroutine; the pool makes one per
 // goroutine, so a Worker may keep state between jobs.
 type Worker[J any] interface {
-	// Run runs j. It returns true when it has handed its goroutine's work
-	// to a replacement (the replace function the Worker was made with has
-	// been called, or will be): the pool then lets the goroutine exit and
-	// the replacement frees its slot.
-	Run(ctx context.Context, j J) (replaced bool)
+	// Run runs j. It calls release (once or more; after the first it is a
+	// no-op) when j's active phase is over: with Config.Active set, the
+	// pool may then start another job while Run finishes j. Run returns
+	// true when it has handed its goroutine's work to a replacement
+	// (the replace function the Worker was made with has been called, or
+	// will be): the pool then lets the goroutine exit and the replacement
+	// frees what j still holds.
+	Run(ctx context.Context, j J, release func()) (replaced bool)
 	// Stop releases what the Worker holds when its goroutine exits.
 	Stop()
 }
 
 // Config sizes a pool.
 type Config struct {
-	// Workers is how many jobs run at once.
+	// Workers is how many jobs run at once: the worker goroutines.
 	Workers int
+	// Active, when above 0, is how many jobs may be in their active phase
+	// at once: from when a worker takes a job to when Run calls release.
+	// The claimer then claims for free active slots, and the other
+	// Workers-Active goroutines finish jobs released from theirs (a
+	// supervisor writing an attempt's result while the next attempt runs).
+	// 0: a job is active until Run returns, and Workers bound both.
+	Active int
 	// Buffer is how many claimed jobs may wait for a free worker. With a
 	// buffer, the claimer keeps claiming while every worker is busy.
 	Buffer int
@@ -68,7 +80,8 @@ type Pool[J any] struct {
 	stopping context.Context // Run's: once done, start no job
 	runCtx   context.Context // the jobs': cancelled only after DrainTimeout
 	work     chan J
-	slots    chan struct{} // a token per running or waiting job
+	slots    chan struct{} // a token per active or waiting job
+	active   chan struct{} // with Config.Active: a token per worker that may take a job
 	wake     chan struct{}
 	workers  sync.WaitGroup
 }
@@ -79,18 +92,48 @@ type Pool[J any] struct {
 // replacement worker goroutine.
 func New[J any](cfg Config, src Source[J], newWorker func(ctx context.Context, replace func()) Worker[J]) *Pool[J] {
 	cfg.Workers = max(cfg.Workers, 1)
+	cfg.Active = min(max(cfg.Active, 0), cfg.Workers)
+	active := cmp.Or(cfg.Active, cfg.Workers)
 	cfg.Batch = max(cfg.Batch, 1)
-	cfg.BacklogBatch = min(max(cfg.BacklogBatch, 1), cfg.Batch, cfg.Workers+cfg.Buffer) // more slots than there are could never be free
+	cfg.BacklogBatch = min(max(cfg.BacklogBatch, 1), cfg.Batch, active+cfg.Buffer) // more slots than there are could never be free
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Pool[J]{
+	p := &Pool[J]{
 		cfg:       cfg,
 		src:       src,
 		newWorker: newWorker,
 		work:      make(chan J, cfg.Buffer),
-		slots:     make(chan struct{}, cfg.Workers+cfg.Buffer),
+		slots:     make(chan struct{}, active+cfg.Buffer),
 		wake:      make(chan struct{}, 1),
+	}
+	if cfg.Active > 0 {
+		p.active = make(chan struct{}, cfg.Active)
+	}
+	return p
+}
+
+// held is what a job holds of its pool: its slot and, with Config.Active,
+// its worker's active token. free gives them back, once.
+type held struct {
+	slots, active chan struct{}
+	once          sync.Once
+}
+
+func (h *held) free() {
+	h.once.Do(func() {
+		<-h.slots
+		if h.active != nil {
+			<-h.active
+		}
+	})
+}
+
+// release is what Run gets: with Config.Active, free; without, nothing
+// (the job is active until Run returns).
+func (h *held) release() {
+	if h.active != nil {
+		h.free()
 	}
 }
 
@@ -112,36 +155,49 @@ func (p *Pool[J]) Run(ctx context.Context) {
 	p.stopping, p.runCtx = ctx, runCtx
 	p.workers.Add(p.cfg.Workers)
 	for range p.cfg.Workers {
-		go p.loop(false)
+		go p.loop(nil)
 	}
 	p.claimLoop(ctx)
 	close(p.work)
 	p.drain(ctx, cancel)
 }
 
-// loop is one worker goroutine. A replacement starts holding the slot of
-// the worker it replaces.
-func (p *Pool[J]) loop(replacement bool) {
-	w := p.newWorker(p.runCtx, func() { go p.loop(true) })
+// loop is one worker goroutine. A replacement starts by freeing what the
+// job of the worker it replaces still holds (inherited).
+func (p *Pool[J]) loop(inherited *held) {
+	var current atomic.Pointer[held] // the job Run is running, for the replacement
+	w := p.newWorker(p.runCtx, func() { go p.loop(current.Load()) })
 	defer w.Stop()
-	if replacement {
-		<-p.slots
+	if inherited != nil {
+		inherited.free()
 	}
-	for j := range p.work {
+	for {
+		if p.active != nil {
+			p.active <- struct{}{} // take a job only when it can start
+		}
+		j, ok := <-p.work
+		if !ok {
+			if p.active != nil {
+				<-p.active
+			}
+			break
+		}
+		h := &held{slots: p.slots, active: p.active}
 		if p.stopping.Err() != nil {
 			p.src.Unclaim(p.runCtx, j)
-			<-p.slots
+			h.free()
 			continue
 		}
-		if w.Run(p.runCtx, j) {
-			return // the replacement frees the slot and carries on
+		current.Store(h)
+		if w.Run(p.runCtx, j, h.release) {
+			return // the replacement frees what j holds and carries on
 		}
-		<-p.slots
+		h.free()
 	}
 	p.workers.Done()
 }
 
-// claimLoop claims for free slots until ctx is done. A slot is a running
+// claimLoop claims for free slots until ctx is done. A slot is an active
 // job or a claimed one waiting in the work channel. After a claim that came
 // back full it waits for BacklogBatch free slots; otherwise it claims for
 // the first, taking every other slot free at that moment too, up to Batch.

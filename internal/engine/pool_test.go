@@ -74,12 +74,30 @@ func (q *queue) push(j int) {
 }
 
 // runner is a Worker that records what it ran and how many ran at once.
+// With release, do gets the job's release function too.
 type runner struct {
-	do func(ctx context.Context, j int) bool
+	do      func(ctx context.Context, j int) bool
+	release func(ctx context.Context, j int, release func()) bool
 }
 
-func (r runner) Run(ctx context.Context, j int) bool { return r.do(ctx, j) }
-func (r runner) Stop()                               {}
+func (r runner) Run(ctx context.Context, j int, release func()) bool {
+	if r.release != nil {
+		return r.release(ctx, j, release)
+	}
+	return r.do(ctx, j)
+}
+func (r runner) Stop() {}
+
+// peak records the most of a count at once.
+type peak struct{ now, most atomic.Int32 }
+
+func (p *peak) add() {
+	n := p.now.Add(1)
+	for m := p.most.Load(); n > m && !p.most.CompareAndSwap(m, n); m = p.most.Load() {
+	}
+}
+
+func (p *peak) done() { p.now.Add(-1) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -92,7 +110,7 @@ func TestPoolRunsEveryJobOnceWithinItsWorkers(t *testing.T) {
 	all := make(chan struct{})
 	p := New(Config{Workers: workers, Buffer: 8, Batch: 8, BacklogBatch: 4, DrainTimeout: time.Minute, Logger: quiet},
 		Source[int](q), func(context.Context, func()) Worker[int] {
-			return runner{func(_ context.Context, j int) bool {
+			return runner{do: func(_ context.Context, j int) bool {
 				n := running.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 				}
@@ -136,7 +154,7 @@ func TestPoolBacklogBatchLargerThanItsSlots(t *testing.T) {
 	all := make(chan struct{})
 	p := New(Config{Workers: 1, Buffer: 1, Batch: 8, BacklogBatch: 4, DrainTimeout: time.Minute, Logger: quiet},
 		Source[int](q), func(context.Context, func()) Worker[int] {
-			return runner{func(context.Context, int) bool {
+			return runner{do: func(context.Context, int) bool {
 				if ran.Add(1) == jobs {
 					close(all)
 				}
@@ -158,7 +176,7 @@ func TestPoolWakesWhenAJobArrives(t *testing.T) {
 	got := make(chan int, 1)
 	p := New(Config{Workers: 2, DrainTimeout: time.Minute, Logger: quiet}, Source[int](q),
 		func(context.Context, func()) Worker[int] {
-			return runner{func(_ context.Context, j int) bool { got <- j; return false }}
+			return runner{do: func(_ context.Context, j int) bool { got <- j; return false }}
 		})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -178,7 +196,7 @@ func TestPoolRetriesAFailedClaim(t *testing.T) {
 	all := make(chan struct{})
 	p := New(Config{Workers: 1, DrainTimeout: time.Minute, Logger: quiet}, Source[int](q),
 		func(context.Context, func()) Worker[int] {
-			return runner{func(context.Context, int) bool {
+			return runner{do: func(context.Context, int) bool {
 				mu.Lock()
 				defer mu.Unlock()
 				if ran++; ran == 3 {
@@ -201,7 +219,7 @@ func TestPoolGivesBackJobsNotStartedWhenStopping(t *testing.T) {
 	var ran atomic.Int32
 	p := New(Config{Workers: 1, Buffer: 5, Batch: 6, DrainTimeout: time.Minute, Logger: quiet}, Source[int](q),
 		func(context.Context, func()) Worker[int] {
-			return runner{func(context.Context, int) bool {
+			return runner{do: func(context.Context, int) bool {
 				if ran.Add(1) == 1 {
 					close(started)
 				}
@@ -230,7 +248,7 @@ func TestPoolCancelsJobsAfterDrainTimeout(t *testing.T) {
 	var cancelled atomic.Bool
 	p := New(Config{Workers: 1, DrainTimeout: time.Millisecond, Logger: quiet}, Source[int](q),
 		func(context.Context, func()) Worker[int] {
-			return runner{func(ctx context.Context, _ int) bool {
+			return runner{do: func(ctx context.Context, _ int) bool {
 				close(started)
 				<-ctx.Done()
 				cancelled.Store(true)
@@ -261,7 +279,7 @@ func TestPoolReplacementCarriesOn(t *testing.T) {
 			mu.Lock()
 			workers++
 			mu.Unlock()
-			return runner{func(_ context.Context, j int) bool {
+			return runner{do: func(_ context.Context, j int) bool {
 				mu.Lock()
 				defer mu.Unlock()
 				if ran++; ran == jobs {
@@ -282,6 +300,138 @@ func TestPoolReplacementCarriesOn(t *testing.T) {
 	<-done
 	if workers != 2 {
 		t.Fatalf("%d workers made; want the first and its replacement", workers)
+	}
+}
+
+// With Active, a job that released its active slot finishes while the
+// next jobs start: at most Active jobs are active at once, at most Workers
+// run at once, every job runs once, and the claims ask only for active
+// slots (and the buffer).
+func TestPoolActiveJobsStartWhileOthersFinish(t *testing.T) {
+	const jobs, workers, active = 300, 6, 2
+	q := newQueue(jobs)
+	var actives, running peak
+	var mu sync.Mutex
+	ran := map[int]int{}
+	all := make(chan struct{})
+	p := New(Config{Workers: workers, Active: active, Buffer: 2, Batch: 4, DrainTimeout: time.Minute, Logger: quiet},
+		Source[int](q), func(context.Context, func()) Worker[int] {
+			return runner{release: func(_ context.Context, j int, release func()) bool {
+				running.add()
+				actives.add()
+				time.Sleep(50 * time.Microsecond)
+				actives.done()
+				release()
+				release()                          // a second call is a no-op
+				time.Sleep(200 * time.Microsecond) // finishing: writing a result
+				mu.Lock()
+				ran[j]++
+				if len(ran) == jobs {
+					close(all)
+				}
+				mu.Unlock()
+				running.done()
+				return false
+			}}
+		})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	<-all
+	cancel()
+	<-done
+	for j := range jobs {
+		if ran[j] != 1 {
+			t.Errorf("job %d ran %d times", j, ran[j])
+		}
+	}
+	if m := actives.most.Load(); m > active {
+		t.Errorf("%d jobs were active at once; Active is %d", m, active)
+	}
+	if m := running.most.Load(); m > workers {
+		t.Errorf("%d jobs ran at once; Workers is %d", m, workers)
+	}
+	if m := running.most.Load(); m <= active {
+		t.Errorf("at most %d jobs ran at once: none started while others finished", m)
+	}
+	for _, n := range q.claims {
+		if n < 1 || n > active+2 {
+			t.Errorf("a claim asked for %d jobs; there are %d active slots and a buffer of 2", n, active)
+		}
+	}
+}
+
+// A job that has released its slot lets the next one start though it has
+// not returned; without Active (and one worker) it does not.
+func TestPoolReleaseStartsTheNextJob(t *testing.T) {
+	for _, active := range []int{1, 0} {
+		q := newQueue(2)
+		second := make(chan struct{})
+		p := New(Config{Workers: 1 + active, Active: active, Batch: 1, DrainTimeout: time.Minute, Logger: quiet},
+			Source[int](q), func(context.Context, func()) Worker[int] {
+				return runner{release: func(_ context.Context, j int, release func()) bool {
+					if j == 1 {
+						close(second)
+						return false
+					}
+					release()
+					select { // the first waits for the second to start
+					case <-second:
+					case <-time.After(time.Second):
+					}
+					return false
+				}}
+			})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { p.Run(ctx); close(done) }()
+		started := false
+		select {
+		case <-second:
+			started = true
+		case <-time.After(500 * time.Millisecond):
+		}
+		cancel()
+		<-done
+		if want := active > 0; started != want {
+			t.Errorf("Active %d: the second job started while the first was running: %v; want %v", active, started, want)
+		}
+	}
+}
+
+// A worker replaced after releasing its job does not free the job's slot a
+// second time: jobs never run beyond Active.
+func TestPoolReplacementAfterRelease(t *testing.T) {
+	const jobs = 40
+	q := newQueue(jobs)
+	var actives peak
+	var ran atomic.Int32
+	all := make(chan struct{})
+	p := New(Config{Workers: 4, Active: 1, Batch: 1, DrainTimeout: time.Minute, Logger: quiet},
+		Source[int](q), func(_ context.Context, replace func()) Worker[int] {
+			return runner{release: func(_ context.Context, j int, release func()) bool {
+				actives.add()
+				time.Sleep(100 * time.Microsecond)
+				actives.done()
+				release()
+				if ran.Add(1) == jobs {
+					close(all)
+				}
+				if j%3 == 0 {
+					replace()
+					return true
+				}
+				return false
+			}}
+		})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	<-all
+	cancel()
+	<-done
+	if m := actives.most.Load(); m > 1 {
+		t.Errorf("%d jobs were active at once after replacements; Active is 1", m)
 	}
 }
 
