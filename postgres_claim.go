@@ -48,6 +48,11 @@ type pgFlow struct {
 	mu     sync.Mutex
 	own    map[string]int
 	capped map[string]bool
+	// The last claim's start and end (zero while it runs). A result
+	// committed between them may have freed a slot that the claim's first
+	// statement counted as taken and that its at-cap list, read after,
+	// no longer shows: the claimer must look again.
+	claimStart, claimEnd time.Time
 }
 
 func newPgFlow(limit int) *pgFlow {
@@ -66,19 +71,31 @@ func (f *pgFlow) claimed(jobs []*pgJob) {
 	}
 }
 
-// setCapped notes the endpoints at their cap after a claim.
+// claimStarts notes that a claim is running, until setCapped.
+func (f *pgFlow) claimStarts() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.claimStart, f.claimEnd = time.Now(), time.Time{}
+}
+
+// setCapped notes the endpoints at their cap after a claim, which has
+// ended.
 func (f *pgFlow) setCapped(keys []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.claimEnd = time.Now()
 	clear(f.capped)
 	for _, k := range keys {
 		f.capped[k] = true
 	}
 }
 
-// ended counts off an attempt of endpoint key (or a claim given back), and
-// reports whether the claimer should look again for it.
-func (f *pgFlow) ended(key string) bool {
+// ended counts off an attempt of endpoint key (or a claim given back), whose
+// result was written from sent to done (zero: nothing written), and reports
+// whether the claimer should look again for it: its endpoint was at its cap
+// and has half its slots free here now, or the write may have committed
+// while the last claim ran.
+func (f *pgFlow) ended(key string, sent, done time.Time) bool {
 	if f.limit == 0 {
 		return false
 	}
@@ -94,7 +111,7 @@ func (f *pgFlow) ended(key string) bool {
 		delete(f.capped, key)
 		return true
 	}
-	return false
+	return !done.IsZero() && done.After(f.claimStart) && (f.claimEnd.IsZero() || sent.Before(f.claimEnd))
 }
 
 // Idle waits until something may be due: a notification or local change
@@ -129,7 +146,7 @@ func (src *pgSource) Idle(ctx context.Context, wake <-chan struct{}) {
 // Unclaim gives back a delivery claimed while RunWorker was stopping.
 func (src *pgSource) Unclaim(ctx context.Context, j *pgJob) {
 	src.s.unclaim(ctx, j)
-	src.flow.ended(j.breakerKey)
+	src.flow.ended(j.breakerKey, time.Time{}, time.Time{})
 }
 
 // Claim takes up to n due deliveries under one lease. Half-open probes come
@@ -178,6 +195,7 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 		rows, src.next, err = s.claimPlain(ctx, p)
 	} else {
 		var c cappedClaim
+		src.flow.claimStarts()
 		c, err = s.claimCapped(ctx, p, src.after)
 		rows, src.next, src.after, unknown = c.rows, c.next, c.after, c.nextUnknown
 		src.flow.setCapped(c.capped)

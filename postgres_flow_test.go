@@ -247,3 +247,37 @@ func TestPostgresSuccessFreesItsWorkerBeforeItsRecord(t *testing.T) {
 		t.Fatal("no record reached the sink")
 	}
 }
+
+// An attempt that ends while a capped claim runs frees a slot the claim
+// may have seen taken: the claimer must look again rather than wait for
+// PollInterval (an hour here, and no NOTIFY) with deliveries due. One
+// endpoint alone, and one among others, at one and at four workers.
+func TestPostgresCappedClaimMissesNoEndedAttempt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		concurrency int
+		others      bool
+	}{{"one endpoint, one worker", 1, false}, {"one endpoint, four workers", 4, false},
+		{"among others, one worker", 1, true}, {"among others, four workers", 4, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pe := newPgEnv(t, webhook.PostgresConfig{Concurrency: tc.concurrency, PollInterval: time.Hour, PollOnly: true})
+			const n = 40
+			for i := range n {
+				pe.sendMCP(mcp("https://e1.example/hook", fmt.Sprint("a", i)))
+				pe.clock.Advance(time.Millisecond)
+				if tc.others {
+					pe.sendMCP(mcp(fmt.Sprintf("https://x%d.example/hook", i), fmt.Sprint("b", i)))
+					pe.clock.Advance(time.Millisecond)
+				}
+			}
+			runWorker(t, pe.sup)
+			want := n
+			if tc.others {
+				want = 2 * n
+			}
+			pe.attempts(want) // fails after guard if the claimer waits for its poll
+		})
+	}
+}

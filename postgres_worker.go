@@ -31,6 +31,9 @@ type pgJob struct {
 	// or the commit failed after it was sent). The next try reports it if
 	// it finds that write committed (see writeCompletion).
 	unsure *gateWrite
+	// writeSent and writeDone bracket the write of the job's result (zero:
+	// not written), for pgFlow.ended.
+	writeSent, writeDone time.Time
 }
 
 func (j *pgJob) base() *job { return &j.job }
@@ -40,11 +43,13 @@ func (j *pgJob) base() *job { return &j.job }
 // It runs up to Concurrency attempts at once, fed by one claimer, which
 // claims up to ClaimBatch due deliveries per statement, as many as there
 // are free workers, and keeps up to ClaimBatch (at most Concurrency) more
-// waiting while there is a backlog. A worker whose request succeeded hands
+// waiting while there is a backlog. A worker whose attempt is over hands
 // its slot to the next delivery and writes the result beside it: up to
 // 3×Concurrency (at most 256) more goroutines wait for their results to be
-// written, many to a statement. A failure keeps its slot until it is
-// written, so that the next claim sees the breaker it may have opened. Idle, it waits for a
+// written, many to a statement. An attempt that counts against its
+// endpoint's breaker, or fails its delivery for good at the endpoint,
+// keeps its slot until it is written, so that the next claim sees the
+// breaker or health it changed. Idle, it waits for a
 // NOTIFY from an enqueue, its own next due delivery, or PollInterval. A
 // lost database connection is logged and retried with backoff; RunWorker
 // returns only when ctx is done, after the in-flight attempts finish
@@ -84,7 +89,7 @@ func (s *PostgresSupervisor) RunWorker(ctx context.Context) error {
 }
 
 // maxWriting bounds the goroutines of a RunWorker call that write
-// successful attempts' results while the next attempts run: 3×Concurrency,
+// attempts' results while the next attempts run: 3×Concurrency,
 // so that the workers keep sending while a batch of results commits (with
 // one goroutine per attempt they spent most of a fast endpoint's time
 // waiting for the commit), and at most this many.
@@ -153,6 +158,8 @@ func (pw *pgWorker) gateClosedSince(ctx context.Context, j *pgJob) bool {
 }
 
 func (pw *pgWorker) complete(ctx context.Context, j *pgJob, c *completion) bool {
+	j.writeSent = time.Now()
+	defer func() { j.writeDone = time.Now() }()
 	return pw.s.write(ctx, pw.writer, pw.w, j, c)
 }
 
@@ -164,7 +171,7 @@ func (pw *pgWorker) settle(j *pgJob, c *completion, wake bool) {
 	if c.hold {
 		pw.s.release(pw.ctx, j, c)
 	}
-	if freed := pw.flow.ended(j.breakerKey); wake || freed || c.state == StatePending || j.probe != 0 {
+	if freed := pw.flow.ended(j.breakerKey, j.writeSent, j.writeDone); wake || freed || c.state == StatePending || j.probe != 0 {
 		pw.wake()
 	}
 }

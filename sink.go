@@ -21,7 +21,8 @@ import (
 // are outstanding, records are dropped (and logged, at most once per
 // SinkTimeout) without calling the sink, so a stuck sink costs at most
 // that many goroutines (plus one per call that started as the last slot
-// filled: at most one per worker) and, once that many are stuck, no delay.
+// filled: at most one per worker goroutine, which on Postgres is up to
+// 4×Concurrency) and, once that many are stuck, no delay.
 type LogSink interface {
 	RecordAttempt(ctx context.Context, a Attempt) error
 }
