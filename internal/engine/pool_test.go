@@ -99,6 +99,17 @@ func (p *peak) add() {
 
 func (p *peak) done() { p.now.Add(-1) }
 
+// runUntil runs p until until is closed, then stops it and waits for Run
+// to return.
+func runUntil(p *Pool[int], until <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	<-until
+	cancel()
+	<-done
+}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestPoolRunsEveryJobOnceWithinItsWorkers(t *testing.T) {
@@ -124,12 +135,7 @@ func TestPoolRunsEveryJobOnceWithinItsWorkers(t *testing.T) {
 				return false
 			}}
 		})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	<-all
-	cancel()
-	<-done
+	runUntil(p, all)
 	for j, n := range ran {
 		if n != 1 {
 			t.Errorf("job %d ran %d times", j, n)
@@ -292,12 +298,7 @@ func TestPoolReplacementCarriesOn(t *testing.T) {
 				return false
 			}}
 		})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	<-all
-	cancel()
-	<-done
+	runUntil(p, all)
 	if workers != 2 {
 		t.Fatalf("%d workers made; want the first and its replacement", workers)
 	}
@@ -334,12 +335,7 @@ func TestPoolActiveJobsStartWhileOthersFinish(t *testing.T) {
 				return false
 			}}
 		})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	<-all
-	cancel()
-	<-done
+	runUntil(p, all)
 	for j := range jobs {
 		if ran[j] != 1 {
 			t.Errorf("job %d ran %d times", j, ran[j])
@@ -424,12 +420,7 @@ func TestPoolReplacementAfterRelease(t *testing.T) {
 				return false
 			}}
 		})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	<-all
-	cancel()
-	<-done
+	runUntil(p, all)
 	if m := actives.most.Load(); m > 1 {
 		t.Errorf("%d jobs were active at once after replacements; Active is 1", m)
 	}
