@@ -151,6 +151,13 @@ func (c *completion) failedAtEndpoint() bool {
 	return c.state == StateFailed && c.record.AttemptNumber > 0
 }
 
+// blamesEndpoint reports whether c counts against its endpoint's breaker
+// or health: a breaker failure, or a delivery failed for good at the
+// endpoint.
+func (c *completion) blamesEndpoint() bool {
+	return c.result == breakerFailure || c.failedAtEndpoint()
+}
+
 // attemptStore is what a supervisor's storage does for the attempt logic.
 // Its methods are called from the worker goroutine that holds j.
 type attemptStore[J any] interface {
@@ -198,10 +205,10 @@ func (w *attemptWorker[J]) Stop() { w.guard.stop() }
 // mid-attempt, due again uncharged); persist the decision; report it to the
 // sink; then settle. It calls release once the attempt is over, before its
 // result is persisted (the pool may start the next attempt meanwhile),
-// unless the result counts against its endpoint's breaker or health: then
-// the next claim must see it written. It returns true when the sink outlived its bound and the guard replaced the
-// calling worker, which must then exit (and leave w to the settle the
-// guard runs).
+// unless the result blames its endpoint: then the next claim must see it
+// written. It returns true when the sink outlived its bound and the guard
+// replaced the calling worker, which must then exit (and leave w to the
+// settle the guard runs).
 func (w *attemptWorker[J]) Run(ctx context.Context, j J, release func()) (replaced bool) {
 	k, st, b, c := w.k, w.st, j.base(), &w.c
 	if now := k.clock.Now(); b.broken != "" || k.pastHorizon(b.anchor(), now) || k.maxLost > 0 && b.lost >= k.maxLost {
@@ -234,7 +241,7 @@ func (w *attemptWorker[J]) Run(ctx context.Context, j J, release func()) (replac
 		k.guardHook("AttemptFinished", func() { obs.AttemptFinished(sendCtx, &c.record, class) })
 	}
 	cancel()
-	if !c.failedAtEndpoint() && c.result != breakerFailure {
+	if !c.blamesEndpoint() {
 		release()
 	}
 	return w.finish(ctx, j)

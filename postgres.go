@@ -79,10 +79,12 @@ type PostgresConfig struct {
 	// slog.Default().
 	Logger *slog.Logger
 	// Concurrency is how many attempts one RunWorker call runs at once.
-	// Defaults to 16.
+	// Defaults to 16. Attempts whose results wait for their statement do
+	// not count (see RunWorker).
 	Concurrency int
 	// EndpointConcurrency is the most attempts in flight at once to one
-	// endpoint (breaker key), counted in every process on the tables: a
+	// endpoint (breaker key), counted in every process on the tables (an
+	// attempt whose result is not yet written included): a
 	// claim takes an endpoint's deliveries only up to it, oldest first,
 	// and round-robin across endpoints, so that one buyer that hangs until
 	// the timeout cannot take every worker. Defaults to half of

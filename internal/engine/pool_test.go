@@ -115,23 +115,21 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func TestPoolRunsEveryJobOnceWithinItsWorkers(t *testing.T) {
 	const jobs, workers = 200, 4
 	q := newQueue(jobs)
-	var running, most atomic.Int32
+	var running peak
 	var mu sync.Mutex
 	ran := map[int]int{}
 	all := make(chan struct{})
 	p := New(Config{Workers: workers, Buffer: 8, Batch: 8, BacklogBatch: 4, DrainTimeout: time.Minute, Logger: quiet},
 		Source[int](q), func(context.Context, func()) Worker[int] {
 			return runner{do: func(_ context.Context, j int) bool {
-				n := running.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-				}
+				running.add()
 				mu.Lock()
 				ran[j]++
 				if len(ran) == jobs {
 					close(all)
 				}
 				mu.Unlock()
-				running.Add(-1)
+				running.done()
 				return false
 			}}
 		})
@@ -141,7 +139,7 @@ func TestPoolRunsEveryJobOnceWithinItsWorkers(t *testing.T) {
 			t.Errorf("job %d ran %d times", j, n)
 		}
 	}
-	if m := most.Load(); m > workers {
+	if m := running.most.Load(); m > workers {
 		t.Errorf("%d jobs ran at once; Workers is %d", m, workers)
 	}
 	for _, n := range q.claims {
@@ -261,12 +259,7 @@ func TestPoolCancelsJobsAfterDrainTimeout(t *testing.T) {
 				return false
 			}}
 		})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
-	<-started
-	cancel()
-	<-done
+	runUntil(p, started)
 	if !cancelled.Load() {
 		t.Fatal("Run returned before the job saw its context cancelled")
 	}
