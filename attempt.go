@@ -370,6 +370,7 @@ func (k *core) send(ctx context.Context, req *Request, d *prepared, id string, n
 		IdempotencyKey: d.key,
 		Authentication: d.routing.Authentication,
 		Headers:        d.routing.Headers,
+		Tenant:         d.routing.Tenant,
 		DeliveryID:     id,
 		Attempt:        n,
 	}

@@ -398,6 +398,7 @@ func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notif
 		v.AuthCredentials, v.Headers, v.MCPBody = append(v.AuthCredentials, e.AuthCredentials), append(v.Headers, e.Headers), append(v.MCPBody, e.MCPBody)
 		v.PayloadSHA256, v.SeqAt = append(v.PayloadSHA256, e.PayloadSHA256), append(v.SeqAt, int32(e.SeqAt))
 		v.NotificationID, v.SubscriberID, v.TraceCarrier = append(v.NotificationID, e.NotificationID), append(v.SubscriberID, e.SubscriberID), append(v.TraceCarrier, e.TraceCarrier)
+		v.Tenant = append(v.Tenant, e.Tenant)
 	}
 	rows, err := collect[enqueuedRow](query(ctx, sub, s.q.enqueueBatch, p))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/adcpkit/webhook/internal/ident"
 	"github.com/adcpkit/webhook/internal/strictjson"
@@ -39,6 +40,10 @@ type ActivationChallenge struct {
 	// SellerAgentURL is the seller agent URL whose key signs the challenge
 	// and the webhooks that follow. Required.
 	SellerAgentURL string
+	// Tenant is the seller's tenant whose key signs the challenge, as
+	// Routing.Tenant names it for the webhooks that follow; "" for the
+	// default key.
+	Tenant string
 	// DeliveryAuth is the legacy authentication the subscriber registered
 	// for its webhooks, or nil for RFC 9421 signatures. Only its scheme and
 	// the SHA-256 of its credentials are sent.
@@ -68,7 +73,10 @@ func (s *HTTPSender) Challenge(ctx context.Context, c ActivationChallenge) error
 	if s.signer == nil {
 		return badConfig("HTTPSenderConfig.Signer", "is nil: an activation challenge must be signed with the seller's RFC 9421 key, even for subscribers that will use legacy authentication")
 	}
-	resp, err := s.Send(ctx, &Request{URL: c.URL, Body: body}) // no Authentication: signed
+	if err := s.CheckTenant(c.Tenant); err != nil {
+		return &ValidationError{Field: "Tenant", sentinel: ErrSigningKeyMissing, Reason: "cannot be signed for (" + strings.TrimPrefix(err.Error(), "webhook: ") + ")"}
+	}
+	resp, err := s.Send(ctx, &Request{URL: c.URL, Body: body, Tenant: c.Tenant}) // no Authentication: signed
 	if err != nil {
 		return err
 	}

@@ -104,6 +104,9 @@ func newCore(c commonConfig) (*core, error) {
 	if k.logger == nil {
 		k.logger = slog.Default()
 	}
+	if tc, ok := c.sender.(TenantChecker); ok {
+		k.urls.tenants = tc
+	}
 	if d, ok := c.sender.(developmentSender); ok && d.development() {
 		k.urls.allowHTTP = true
 		k.logger.LogAttrs(context.Background(), slog.LevelWarn, "webhook: development mode (HTTPSenderConfig.Development): plain http:// URLs and private destinations are allowed; never run it in production")

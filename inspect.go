@@ -78,6 +78,10 @@ type DeliveryFilter struct {
 	TaskID string
 	// NotificationType is the exact Routing.NotificationType.
 	NotificationType string
+	// Tenant is the exact Routing.Tenant: one tenant's deliveries (with
+	// State failed, those that failed while its signing key was missing,
+	// to redeliver once it is installed).
+	Tenant string
 	// AcceptedAfter and AcceptedBefore bound when deliveries were
 	// accepted: at or after AcceptedAfter, and before AcceptedBefore.
 	// Zero means no bound.
@@ -94,6 +98,7 @@ func (f DeliveryFilter) check() error {
 	for _, t := range []struct{ field, v string }{
 		{"DeliveryFilter.URL", f.URL}, {"DeliveryFilter.BreakerKey", f.BreakerKey},
 		{"DeliveryFilter.TaskID", f.TaskID}, {"DeliveryFilter.NotificationType", f.NotificationType},
+		{"DeliveryFilter.Tenant", f.Tenant},
 	} {
 		if len(t.v) > maxFilterText {
 			return invalid(t.field, "is %d bytes; no stored value is longer than %d", len(t.v), maxFilterText)
@@ -115,6 +120,7 @@ func (f *DeliveryFilter) matches(d *Delivery) bool {
 		(f.BreakerKey == "" || d.BreakerKey == f.BreakerKey) &&
 		(f.TaskID == "" || d.TaskID == f.TaskID) &&
 		(f.NotificationType == "" || d.NotificationType == f.NotificationType) &&
+		(f.Tenant == "" || d.Tenant == f.Tenant) &&
 		(f.AcceptedAfter.IsZero() || !d.AcceptedAt.Before(f.AcceptedAfter)) &&
 		(f.AcceptedBefore.IsZero() || d.AcceptedAt.Before(f.AcceptedBefore))
 }

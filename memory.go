@@ -542,6 +542,7 @@ func (d *memDelivery) view(body bool) Delivery {
 		FirstAttemptAt:   d.firstAt,
 		NotificationType: d.routing.NotificationType,
 		SubscriberID:     d.routing.SubscriberID,
+		Tenant:           d.routing.Tenant,
 		Attempts:         d.attempts,
 		LastError:        d.lastError,
 		LastStatus:       d.lastStatus,

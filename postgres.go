@@ -431,6 +431,7 @@ func (s *PostgresSupervisor) enqueueParams(d *prepared, now time.Time) (enqueueP
 		NotificationType: textOrNil(d.routing.NotificationType), Now: now, Drop: s.k.breaker.OpenAction == OpenDrop,
 		MCPBody: d.mcp, PayloadSHA256: d.fp[:], SeqAt: d.seqAt,
 		NotificationID: textOrNil(d.nid), SubscriberID: textOrNil(d.routing.SubscriberID), TraceCarrier: textOrNil(d.carrier),
+		Tenant: textOrNil(d.routing.Tenant),
 	}
 	if a := d.routing.Authentication; a != nil {
 		p.AuthScheme, p.AuthCredentials = textOrNil(string(a.Scheme)), []byte(a.Credentials)
@@ -670,7 +671,7 @@ func (r *snapshotRow) delivery() Delivery {
 	if r.FirstAttemptAt != nil {
 		d.FirstAttemptAt = r.FirstAttemptAt.UTC()
 	}
-	d.NotificationType, d.SubscriberID = deref(r.NotificationType), deref(r.SubscriberID)
+	d.NotificationType, d.SubscriberID, d.Tenant = deref(r.NotificationType), deref(r.SubscriberID), deref(r.Tenant)
 	d.ReemissionOf, d.ReemittedAs = idText(r.ReemissionOf), idText(r.ReemittedAs)
 	return d
 }

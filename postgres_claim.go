@@ -459,6 +459,7 @@ func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob
 		j.attempts, j.lost, j.accepted, j.firstAt = r.Attempts, r.LostAttempts, r.AcceptedAt, deref(r.FirstAttemptAt)
 		j.reemissionOf, j.nid = idText(r.ReemissionOf), deref(r.NotificationID)
 		j.routing.SubscriberID = deref(r.SubscriberID)
+		j.routing.Tenant = deref(r.Tenant)
 		out = append(out, j)
 	}
 	return out

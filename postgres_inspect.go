@@ -58,7 +58,7 @@ func (s *PostgresSupervisor) list(ctx context.Context, f DeliveryFilter, after s
 	}
 	for _, c := range []struct{ col, v string }{
 		{"url", f.URL}, {"breaker_key", f.BreakerKey},
-		{"task_id", f.TaskID}, {"notification_type", f.NotificationType},
+		{"task_id", f.TaskID}, {"notification_type", f.NotificationType}, {"tenant", f.Tenant},
 	} {
 		if c.v != "" {
 			add("d."+c.col+" = $", c.v)

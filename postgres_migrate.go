@@ -19,7 +19,7 @@ import (
 
 // SchemaVersion is the schema version this code needs: the number of the
 // newest migration in migrations/.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // migrationFiles are migrations/NNNN_name.up.sql, with the default table
 // names.

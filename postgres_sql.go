@@ -157,6 +157,7 @@ type jobRow struct {
 	NotificationID   *string    `db:"notification_id"`
 	SubscriberID     *string    `db:"subscriber_id"`
 	TraceCarrier     *string    `db:"trace_carrier"`
+	Tenant           *string    `db:"tenant"`
 }
 
 // snapshotRow is what a Delivery snapshot shows.
@@ -176,6 +177,7 @@ type snapshotRow struct {
 	FirstAttemptAt   *time.Time `db:"first_attempt_at"`
 	NotificationType *string    `db:"notification_type"`
 	SubscriberID     *string    `db:"subscriber_id"`
+	Tenant           *string    `db:"tenant"`
 	MCPBody          bool       `db:"mcp_body"`
 }
 
@@ -249,6 +251,7 @@ type enqueueParams struct {
 	NotificationID   *string   `db:"notification_id"`
 	SubscriberID     *string   `db:"subscriber_id"`
 	TraceCarrier     *string   `db:"trace_carrier"`
+	Tenant           *string   `db:"tenant"`
 }
 
 // enqueueRows are a batch's webhooks, one array element each, with
@@ -273,6 +276,7 @@ type enqueueRows struct {
 	NotificationID   []*string `db:"notification_id" pg:"text"`
 	SubscriberID     []*string `db:"subscriber_id" pg:"text"`
 	TraceCarrier     []*string `db:"trace_carrier" pg:"text"`
+	Tenant           []*string `db:"tenant" pg:"text"`
 }
 
 type enqueueBatchParams struct {
@@ -738,7 +742,7 @@ WITH prior AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id, trace_carrier)
+		notification_id, subscriber_id, trace_carrier, tenant)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
@@ -747,7 +751,7 @@ WITH prior AS (
 			ELSE @body::bytea END,
 		@idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
 		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256,
-		@notification_id, @subscriber_id, @trace_carrier
+		@notification_id, @subscriber_id, @trace_carrier, @tenant
 	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, sequence_number
@@ -782,7 +786,7 @@ WITH v AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id, trace_carrier)
+		notification_id, subscriber_id, trace_carrier, tenant)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = n.breaker_key AND b.state = 'open')),
@@ -791,7 +795,7 @@ WITH v AS (
 			ELSE n.body END,
 		n.idempotency_key, n.breaker_key, n.sequence_key, n.number,
 		n.task_type, n.task_id, n.notification_type, n.auth_scheme, n.auth_credentials, n.headers, @now, n.mcp_body, n.payload_sha256,
-		n.notification_id, n.subscriber_id, n.trace_carrier
+		n.notification_id, n.subscriber_id, n.trace_carrier, n.tenant
 	-- In key order (the numbers are drawn already), so that concurrent
 	-- batches sharing keys wait on them in one order.
 	FROM numbered n ORDER BY n.idempotency_key
@@ -1202,10 +1206,10 @@ RETURNING pg_notify(@channel, '')`))
 	q.reemit = compile[reemitParams](r.Replace(`WITH ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of,
-		payload_sha256, notification_id, subscriber_id, trace_carrier)
+		payload_sha256, notification_id, subscriber_id, trace_carrier, tenant)
 	SELECT 'pending', @now, url, @body, @idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id, @payload_sha256,
-		notification_id, subscriber_id, @trace_carrier
+		notification_id, subscriber_id, @trace_carrier, tenant
 	FROM {deliveries} WHERE id = @id
 	RETURNING id
 ), orig AS (

@@ -109,7 +109,7 @@ func (p urlPolicy) prepare(w PreparedWebhook) (prepared, error) {
 	if err := checkText("TaskID", w.TaskID, false, 255); err != nil {
 		return prepared{}, err
 	}
-	if err := w.Routing.check(); err != nil {
+	if err := p.checkRouting(&w.Routing); err != nil {
 		return prepared{}, err
 	}
 	d := newPrepared(w.URL, bytes.Clone(w.Body), w.IdempotencyKey, w.TaskType, w.TaskID, w.Routing)
@@ -134,7 +134,7 @@ func (p urlPolicy) prepareMCP(w MCPWebhook, now time.Time) (prepared, error) {
 	if err := p.checkURL("URL", w.URL); err != nil {
 		return prepared{}, err
 	}
-	if err := w.Routing.check(); err != nil {
+	if err := p.checkRouting(&w.Routing); err != nil {
 		return prepared{}, err
 	}
 	body, key, seqAt, err := buildMCPBody(w, now)

@@ -215,8 +215,10 @@ type Classifier func(resp *Response, err error, now time.Time) Classification
 //   - transport errors, timeouts and DNS failures: retry, breaker failure;
 //   - a destination HTTPSender refuses to dial ([ErrBlockedDestination]):
 //     fail, not a breaker failure;
-//   - a request that could not be signed ([ErrSigning]): retry, not a
-//     breaker failure;
+//   - a delivery whose tenant has no signing key
+//     ([ErrSigningKeyMissing]): fail, not a breaker failure;
+//   - a request that could not be signed otherwise ([ErrSigning]): retry,
+//     not a breaker failure;
 //   - 408, 5xx: retry, breaker failure;
 //   - 425, 429: retry, not a breaker failure (the endpoint is alive);
 //   - 401 with WWW-Authenticate: Signature error="webhook_*" (the buyer's
@@ -234,7 +236,7 @@ type Classifier func(resp *Response, err error, now time.Time) Classification
 // Retry-After, in seconds or as an HTTP date, is honoured on 429 and 503.
 func DefaultClassifier(resp *Response, err error, now time.Time) Classification {
 	if resp == nil {
-		if errors.Is(err, ErrBlockedDestination) {
+		if errors.Is(err, ErrBlockedDestination) || errors.Is(err, ErrSigningKeyMissing) {
 			return Classification{Verdict: VerdictFail}
 		}
 		if errors.Is(err, ErrSigning) { // nothing reached the endpoint

@@ -53,6 +53,9 @@ type Request struct {
 	// Headers are the delivery's extra headers (Routing.Headers), already
 	// validated; a Sender adds them to the request.
 	Headers map[string]string
+	// Tenant is the delivery's Routing.Tenant: whose key signs the
+	// request ("" for the default).
+	Tenant string
 	// DeliveryID and Attempt identify the attempt, for logs.
 	DeliveryID string
 	Attempt    int
@@ -124,7 +127,9 @@ type HTTPSenderConfig struct {
 	Resolver Resolver
 	// Signer signs every attempt that has no legacy Authentication, with a
 	// fresh created time and nonce over the same bytes; see
-	// [NewRFC9421Signer]. Defaults to nil: requests go unsigned.
+	// [NewRFC9421Signer]. A delivery with a Routing.Tenant needs a
+	// [TenantSigner] that has a key for it. Defaults to nil: requests go
+	// unsigned (and no tenant can be signed for).
 	Signer Signer
 	// Now is the clock for legacy HMAC timestamps. Defaults to time.Now.
 	Now func() time.Time
@@ -340,16 +345,42 @@ func lookup(ctx context.Context, r Resolver, host string) (addrs []netip.Addr, e
 	return r.LookupNetIP(ctx, "ip", host)
 }
 
+// CheckTenant returns nil when the sender can sign for tenant: "" always
+// (with its Signer's default key, or unsigned without a Signer), another
+// tenant when its Signer is a [TenantSigner] with a key for it. Supervisors
+// call it at acceptance.
+func (s *HTTPSender) CheckTenant(tenant string) error {
+	if tenant == "" && s.signer == nil {
+		return nil
+	}
+	if ts, ok := s.signer.(TenantChecker); ok {
+		return ts.CheckTenant(tenant)
+	}
+	if tenant == "" {
+		return nil
+	}
+	if s.signer == nil {
+		return fmt.Errorf("%w: tenant %q: the HTTPSender has no Signer; set HTTPSenderConfig.Signer to an RFC9421Signer with SignerConfig.Keys", ErrSigningKeyMissing, tenant)
+	}
+	return fmt.Errorf("%w: tenant %q: HTTPSenderConfig.Signer (%T) is not a TenantSigner; use an RFC9421Signer with SignerConfig.Keys", ErrSigningKeyMissing, tenant, s.signer)
+}
+
 // authenticate applies the request's legacy authentication, or else the
 // RFC 9421 signature; never both.
 func (s *HTTPSender) authenticate(hreq *http.Request, req *Request) error {
 	a := req.Authentication
 	if a == nil {
-		if s.signer == nil {
-			return nil
+		var err error
+		switch ts, ok := s.signer.(TenantSigner); {
+		case ok:
+			err = ts.SignTenant(hreq, req.Body, req.Tenant)
+		case req.Tenant != "":
+			err = s.CheckTenant(req.Tenant)
+		case s.signer != nil:
+			err = s.signer.Sign(hreq, req.Body)
 		}
-		if err := s.signer.Sign(hreq, req.Body); err != nil {
-			return fmt.Errorf("%w: %v", ErrSigning, err)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrSigning, err)
 		}
 		return nil
 	}

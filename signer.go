@@ -314,8 +314,12 @@ func (f SignerFunc) Sign(r *http.Request, body []byte) error { return f(r, body)
 
 // SignerConfig configures [NewRFC9421Signer].
 type SignerConfig struct {
-	// Key signs. Required.
+	// Key signs every attempt. Set Key or Keys.
 	Key *SigningKey
+	// Keys holds many tenants' keys: each attempt is signed with the
+	// current key of its delivery's Routing.Tenant ("" for none). Set Key
+	// or Keys.
+	Keys *SigningKeys
 	// Now is the clock for the created parameter. Defaults to time.Now.
 	Now func() time.Time
 	// Rand supplies the 16 nonce bytes of each signature. Defaults to
@@ -328,25 +332,36 @@ type SignerConfig struct {
 // "content-digest", parameters created, expires (created + 300 s), a fresh
 // 16-byte nonce, keyid, alg and tag "adcp/webhook-signing/v1", with the
 // target URI and authority in AdCP canonical form. It sets Content-Digest,
-// Signature-Input and Signature. It is safe for concurrent use.
+// Signature-Input and Signature. With [SignerConfig.Keys] it is a
+// [TenantSigner]. It is safe for concurrent use.
 type RFC9421Signer struct {
-	key  *SigningKey
+	key  *SigningKey  // SignerConfig.Key, or nil
+	keys *SigningKeys // SignerConfig.Keys, or nil
 	now  func() time.Time
 	rand io.Reader
 }
 
 // String names the signer's key, without its material.
-func (s RFC9421Signer) String() string { return "RFC9421Signer{" + s.key.String() + "}" }
+func (s RFC9421Signer) String() string {
+	if s.keys != nil {
+		return "RFC9421Signer{tenants}"
+	}
+	return "RFC9421Signer{" + s.key.String() + "}"
+}
 
 // Format keeps key material out of every fmt verb.
 func (s RFC9421Signer) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
-// NewRFC9421Signer returns a signer for cfg.Key.
+// NewRFC9421Signer returns a signer for cfg.Key or cfg.Keys.
 func NewRFC9421Signer(cfg SignerConfig) (*RFC9421Signer, error) {
-	if cfg.Key == nil || cfg.Key.key == nil || isNil(cfg.Key.key.Signer) {
-		return nil, badConfig("SignerConfig.Key", "is missing; load one with ParseJWKSigningKey, ParsePEMSigningKey or NewSigningKey")
+	switch {
+	case cfg.Keys != nil && cfg.Key != nil:
+		return nil, badConfig("SignerConfig.Key", "is set with Keys; set one: Key for one key, Keys for many tenants' (put the default key in Keys as tenant \"\")")
+	case cfg.Keys != nil:
+	case cfg.Key == nil || cfg.Key.key == nil || isNil(cfg.Key.key.Signer):
+		return nil, badConfig("SignerConfig.Key", "is missing; load one with ParseJWKSigningKey, ParsePEMSigningKey or NewSigningKey, or set Keys")
 	}
-	s := &RFC9421Signer{key: cfg.Key, now: cfg.Now, rand: cfg.Rand}
+	s := &RFC9421Signer{key: cfg.Key, keys: cfg.Keys, now: cfg.Now, rand: cfg.Rand}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -357,11 +372,22 @@ func NewRFC9421Signer(cfg SignerConfig) (*RFC9421Signer, error) {
 }
 
 // Sign sets r's Content-Digest, Signature-Input and Signature headers for
-// body. r.URL must be an absolute http or https URL.
+// body, with the default tenant's key. r.URL must be an absolute http or
+// https URL.
 func (s *RFC9421Signer) Sign(r *http.Request, body []byte) error {
+	return s.SignTenant(r, body, "")
+}
+
+// SignTenant signs as Sign does, with tenant's current key. A signer made
+// with one Key signs for the tenant "" only.
+func (s *RFC9421Signer) SignTenant(r *http.Request, body []byte, tenant string) error {
+	key, err := s.keyFor(tenant)
+	if err != nil {
+		return err
+	}
 	// Not r.URL.String(): it percent-encodes a U-label host, which the
 	// canonical form turns into its A-label instead.
-	headers, _, err := s.sign(r.Method, r.URL.Scheme+"://"+r.URL.Host+r.URL.RequestURI(), body)
+	headers, _, err := sign(key, s.now, s.rand, r.Method, r.URL.Scheme+"://"+r.URL.Host+r.URL.RequestURI(), body)
 	if err != nil {
 		return err
 	}
@@ -371,28 +397,48 @@ func (s *RFC9421Signer) Sign(r *http.Request, body []byte) error {
 	return nil
 }
 
+// CheckTenant returns nil when tenant has a key to sign with.
+func (s *RFC9421Signer) CheckTenant(tenant string) error {
+	_, err := s.keyFor(tenant)
+	return err
+}
+
+// keyFor is the key that signs for tenant now.
+func (s *RFC9421Signer) keyFor(tenant string) (*SigningKey, error) {
+	if s.keys != nil {
+		if k, ok := s.keys.Current(tenant); ok {
+			return k, nil
+		}
+		return nil, s.keys.CheckTenant(tenant)
+	}
+	if tenant != "" {
+		return nil, fmt.Errorf("%w: tenant %q: this signer has one key (SignerConfig.Key); give it SignerConfig.Keys to sign for tenants", ErrSigningKeyMissing, tenant)
+	}
+	return s.key, nil
+}
+
 // sign returns the headers to set and the signature base it signed.
-func (s *RFC9421Signer) sign(method, rawURL string, body []byte) (headers [4][2]string, base string, err error) {
+func sign(key *SigningKey, now func() time.Time, rnd io.Reader, method, rawURL string, body []byte) (headers [4][2]string, base string, err error) {
 	target, authority, err := canon.Target(rawURL)
 	if err != nil {
 		return headers, "", fmt.Errorf("webhook: signing: %w", err)
 	}
 	var nonce [16]byte
-	if _, err := io.ReadFull(s.rand, nonce[:]); err != nil {
+	if _, err := io.ReadFull(rnd, nonce[:]); err != nil {
 		return headers, "", fmt.Errorf("webhook: signing: reading nonce: %w", err)
 	}
-	created := s.now().Unix()
+	created := now().Unix()
 	digest := sha256.Sum256(body)
 	contentDigest := "sha-256=:" + base64.StdEncoding.EncodeToString(digest[:]) + ":"
 	params := coveredComponents +
 		";created=" + strconv.FormatInt(created, 10) +
 		";expires=" + strconv.FormatInt(created+int64(receive.SignatureWindow/time.Second), 10) +
 		`;nonce="` + base64.RawURLEncoding.EncodeToString(nonce[:]) + `"` +
-		`;keyid="` + s.key.keyID + `"` +
-		`;alg="` + s.key.alg + `"` +
+		`;keyid="` + key.keyID + `"` +
+		`;alg="` + key.alg + `"` +
 		`;tag="` + receive.SignatureTag + `"`
 	base = signatureBase(method, target, authority, "application/json", contentDigest, params)
-	sig, err := s.key.signBase([]byte(base))
+	sig, err := key.signBase([]byte(base))
 	if err != nil {
 		return headers, "", err
 	}

@@ -110,7 +110,7 @@ func TestSignerConformance(t *testing.T) {
 			require.NoError(t, err)
 			body := []byte(v.Request.Body)
 			require.NoError(t, s.Sign(req, body))
-			_, base, err := (&RFC9421Signer{key: key, now: s.now, rand: bytes.NewReader(nonce)}).sign(v.Request.Method, v.Request.URL, body)
+			_, base, err := sign(key, s.now, bytes.NewReader(nonce), v.Request.Method, v.Request.URL, body)
 			require.NoError(t, err)
 
 			require.Equal(t, v.ExpectedSignatureBase, base)

@@ -139,6 +139,15 @@ type Routing struct {
 	// into every [Attempt] and activity record, and selects records in
 	// [ActivityQuery]. At most 255 bytes of printable text.
 	SubscriberID string
+	// Tenant names the seller's tenant (the publisher) the delivery is
+	// sent for: every attempt is signed with that tenant's current key in
+	// the sender's [SigningKeys], so a key rotated while the delivery
+	// waits signs its next attempt. Empty means the default key. A tenant
+	// the sender has no key for is refused at acceptance
+	// ([ErrSigningKeyMissing]); one whose key is gone when an attempt
+	// starts fails the delivery with that reason. Stored with the
+	// delivery (the key never is). At most 255 bytes of printable text.
+	Tenant string
 	// Authentication is the registration's legacy authentication, if any. When
 	// set, the sender authenticates with it instead of an RFC 9421 signature.
 	Authentication *Authentication
@@ -266,9 +275,11 @@ type Delivery struct {
 	// TaskType and TaskID identify the task, when known.
 	TaskType TaskType
 	TaskID   string
-	// NotificationType and SubscriberID are the delivery's Routing's.
+	// NotificationType, SubscriberID and Tenant are the delivery's
+	// Routing's.
 	NotificationType string
 	SubscriberID     string
+	Tenant           string
 	// State is where the delivery is.
 	State DeliveryState
 	// Attempts is how many attempts have been made.

@@ -19,6 +19,23 @@ import (
 type urlPolicy struct {
 	allowHTTP bool
 	config    string // the supervisor config's name, for errors: "MemoryConfig."
+	// tenants, when set, says whether a Routing.Tenant can be signed for:
+	// the supervisor's Sender, when it is a TenantChecker.
+	tenants TenantChecker
+}
+
+// checkRouting validates r, and that its tenant has a signing key.
+func (p urlPolicy) checkRouting(r *Routing) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	if p.tenants != nil {
+		if err := p.tenants.CheckTenant(r.Tenant); err != nil {
+			return &ValidationError{Field: "Tenant", sentinel: ErrSigningKeyMissing,
+				Reason: "cannot be signed for (" + strings.TrimPrefix(err.Error(), "webhook: ") + "); install the tenant's key before accepting its deliveries"}
+		}
+	}
+	return nil
 }
 
 // checkURL validates a destination URL before anything is stored.
@@ -157,6 +174,9 @@ func (r *Routing) check() error {
 		return err
 	}
 	if err := checkText("SubscriberID", r.SubscriberID, false, 255); err != nil {
+		return err
+	}
+	if err := checkTenantName("Tenant", r.Tenant); err != nil {
 		return err
 	}
 	if err := checkHeaders(r.Headers); err != nil {

@@ -138,19 +138,19 @@ func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
 
 // filterForm is a delivery filter as the form and query string carry it.
 type filterForm struct {
-	State, URL, BreakerKey, Task, Type, Since, Until string
+	State, URL, BreakerKey, Task, Type, Tenant, Since, Until string
 }
 
 func readFilter(v url.Values) filterForm {
 	return filterForm{State: v.Get("state"), URL: v.Get("url"), BreakerKey: v.Get("breaker_key"), Task: v.Get("task"),
-		Type: v.Get("type"), Since: v.Get("since"), Until: v.Get("until")}
+		Type: v.Get("type"), Tenant: v.Get("tenant"), Since: v.Get("since"), Until: v.Get("until")}
 }
 
 // Query is the form as a query string.
 func (f filterForm) Query() template.URL {
 	v := url.Values{}
 	for k, s := range map[string]string{"state": f.State, "url": f.URL, "breaker_key": f.BreakerKey, "task": f.Task,
-		"type": f.Type, "since": f.Since, "until": f.Until} {
+		"type": f.Type, "tenant": f.Tenant, "since": f.Since, "until": f.Until} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -169,7 +169,7 @@ var times = []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02T15:04:05", "2
 // filter is the Inspector's filter for f.
 func (f filterForm) filter() (webhook.DeliveryFilter, error) {
 	out := webhook.DeliveryFilter{State: webhook.DeliveryState(f.State), URL: f.URL, BreakerKey: f.BreakerKey,
-		TaskID: f.Task, NotificationType: f.Type}
+		TaskID: f.Task, NotificationType: f.Type, Tenant: f.Tenant}
 	for _, t := range []struct {
 		name, v string
 		to      *time.Time

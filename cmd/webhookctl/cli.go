@@ -42,7 +42,7 @@ Usage:
   webhookctl [flags] purge [--older-than 720h | --before TIME]
 
 Filters (exact values): --state pending|running|delivered|failed, --url URL,
-  --breaker-key KEY, --task ID, --type NOTIFICATION_TYPE,
+  --breaker-key KEY, --task ID, --type NOTIFICATION_TYPE, --tenant TENANT,
   --since TIME, --until TIME (acceptance time, RFC 3339)
 
 Exit status: 0 ok, 1 failure, 2 bad usage, 3 no such delivery (or one that
@@ -61,13 +61,13 @@ type cli struct {
 	tables      webhook.PostgresTables
 
 	// command flags
-	state, url, breakerKey, task, ntype, since, until string
-	limit, batch                                      int
-	after                                             string
-	dryRun                                            bool
-	olderThan                                         time.Duration
-	before                                            string
-	exact, all                                        bool
+	state, url, breakerKey, task, ntype, tenant, since, until string
+	limit, batch                                              int
+	after                                                     string
+	dryRun                                                    bool
+	olderThan                                                 time.Duration
+	before                                                    string
+	exact, all                                                bool
 }
 
 // usageError is bad usage: exit status 2.
@@ -145,6 +145,7 @@ func (c *cli) flags() *flag.FlagSet {
 	fs.StringVar(&c.breakerKey, "breaker-key", "", "filter: exact breaker key (the URL unless the seller set one)")
 	fs.StringVar(&c.task, "task", "", "filter: task ID")
 	fs.StringVar(&c.ntype, "type", "", "filter: notification type")
+	fs.StringVar(&c.tenant, "tenant", "", "filter: tenant (Routing.Tenant)")
 	fs.StringVar(&c.since, "since", "", "filter: accepted at or after this time (RFC 3339)")
 	fs.StringVar(&c.until, "until", "", "filter: accepted before this time (RFC 3339)")
 	fs.IntVar(&c.limit, "limit", 0, "deliveries list: page size (default 50); redeliver: most deliveries to redeliver (default all)")
@@ -403,7 +404,7 @@ func (c *cli) stats(ctx context.Context, s *webhook.PostgresSupervisor) error {
 // filter is the delivery filter the flags name.
 func (c *cli) filter() (webhook.DeliveryFilter, error) {
 	f := webhook.DeliveryFilter{State: webhook.DeliveryState(c.state), URL: c.url, BreakerKey: c.breakerKey,
-		TaskID: c.task, NotificationType: c.ntype}
+		TaskID: c.task, NotificationType: c.ntype, Tenant: c.tenant}
 	for _, t := range []struct {
 		flag, v string
 		to      *time.Time
@@ -432,6 +433,7 @@ type deliveryJSON struct {
 	TaskID           string            `json:"task_id,omitempty"`
 	NotificationType string            `json:"notification_type,omitempty"`
 	SubscriberID     string            `json:"subscriber_id,omitempty"`
+	Tenant           string            `json:"tenant,omitempty"`
 	SequenceKey      string            `json:"sequence_key,omitempty"`
 	Sequence         int64             `json:"sequence,omitempty"`
 	Attempts         int               `json:"attempts"`
@@ -457,7 +459,7 @@ func timeOrNil(t time.Time) *time.Time {
 func toJSON(d webhook.Delivery) deliveryJSON {
 	return deliveryJSON{ID: d.ID, State: string(d.State), URL: webhook.LoggableURL(d.URL), BreakerKey: webhook.LoggableURL(d.BreakerKey),
 		IdempotencyKey: d.IdempotencyKey, TaskType: string(d.TaskType), TaskID: d.TaskID, NotificationType: d.NotificationType,
-		SubscriberID: d.SubscriberID, SequenceKey: d.SequenceKey, Sequence: d.Sequence, Attempts: d.Attempts,
+		SubscriberID: d.SubscriberID, Tenant: d.Tenant, SequenceKey: d.SequenceKey, Sequence: d.Sequence, Attempts: d.Attempts,
 		LastStatus: d.LastStatus, LastError: d.LastError, AcceptedAt: d.AcceptedAt, FirstAttemptAt: timeOrNil(d.FirstAttemptAt),
 		NextAttemptAt: timeOrNil(d.NextAttemptAt), FinishedAt: timeOrNil(d.FinishedAt), ReemissionOf: d.ReemissionOf, ReemittedAs: d.ReemittedAs}
 }
@@ -527,6 +529,7 @@ func (c *cli) show(ctx context.Context, s *webhook.PostgresSupervisor, id string
 		{"id", out.ID}, {"state", out.State}, {"url", out.URL}, {"breaker key", out.BreakerKey},
 		{"idempotency key", out.IdempotencyKey}, {"task", strings.TrimSpace(out.TaskType + " " + out.TaskID)},
 		{"notification type", out.NotificationType}, {"subscriber", out.SubscriberID},
+		{"tenant", out.Tenant},
 		{"sequence", seqText(out.SequenceKey, out.Sequence)}, {"attempts", strconv.Itoa(out.Attempts)},
 		{"last status", statusText(out.LastStatus)}, {"last error", out.LastError},
 		{"accepted", timeText(&out.AcceptedAt)}, {"first attempt", timeText(out.FirstAttemptAt)},
@@ -601,12 +604,12 @@ func (c *cli) redeliver(ctx context.Context, s *webhook.PostgresSupervisor, id s
 }
 
 func (c *cli) anyFilter() bool {
-	return c.state != "" || c.url != "" || c.breakerKey != "" || c.task != "" || c.ntype != "" || c.since != "" || c.until != ""
+	return c.state != "" || c.url != "" || c.breakerKey != "" || c.task != "" || c.ntype != "" || c.tenant != "" || c.since != "" || c.until != ""
 }
 
 func (c *cli) redeliverMatching(ctx context.Context, s *webhook.PostgresSupervisor) error {
-	if c.url == "" && c.breakerKey == "" && c.task == "" && c.ntype == "" && c.since == "" && c.until == "" {
-		return badUsage("redeliver needs a delivery ID or at least one filter that narrows it (--breaker-key, --url, --task, --type, --since, --until; --state failed is implied)")
+	if c.url == "" && c.breakerKey == "" && c.task == "" && c.ntype == "" && c.tenant == "" && c.since == "" && c.until == "" {
+		return badUsage("redeliver needs a delivery ID or at least one filter that narrows it (--breaker-key, --url, --task, --type, --tenant, --since, --until; --state failed is implied)")
 	}
 	f, err := c.filter()
 	if err != nil {

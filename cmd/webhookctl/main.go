@@ -17,7 +17,7 @@
 //	webhookctl [flags] breakers reset KEY
 //	webhookctl [flags] purge [--older-than 720h | --before TIME]
 //
-// Filters: --state, --url, --breaker-key, --task, --type, --since, --until
+// Filters: --state, --url, --breaker-key, --task, --type, --tenant, --since, --until
 // (times in RFC 3339). Flags may come before or after the command. Every
 // read command takes --json. Credentials, header values and URL queries
 // are never printed; secret members of bodies are shown as <redacted>.
