@@ -398,7 +398,7 @@ func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notif
 		v.AuthCredentials, v.Headers, v.MCPBody = append(v.AuthCredentials, e.AuthCredentials), append(v.Headers, e.Headers), append(v.MCPBody, e.MCPBody)
 		v.PayloadSHA256, v.SeqAt = append(v.PayloadSHA256, e.PayloadSHA256), append(v.SeqAt, int32(e.SeqAt))
 		v.NotificationID, v.SubscriberID, v.TraceCarrier = append(v.NotificationID, e.NotificationID), append(v.SubscriberID, e.SubscriberID), append(v.TraceCarrier, e.TraceCarrier)
-		v.Tenant = append(v.Tenant, e.Tenant)
+		v.Tenant, v.SealedWith, v.SealedHeaders = append(v.Tenant, e.Tenant), append(v.SealedWith, e.SealedWith), append(v.SealedHeaders, e.SealedHeaders)
 	}
 	rows, err := collect[enqueuedRow](query(ctx, sub, s.q.enqueueBatch, p))
 	if err != nil {
@@ -409,7 +409,11 @@ func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notif
 	}
 	for _, r := range rows {
 		i := int(r.Ord)
-		if rs[i], dup[i], err = enqueued(&ds[i], r.ID, r.Seq, r.Same, r.ReemissionOf); err != nil {
+		same, err := s.samePayload(&ds[i], r.SameURL, r.FP, r.FPSealedWith)
+		if err != nil {
+			return batchItem(i, err)
+		}
+		if rs[i], dup[i], err = enqueued(&ds[i], r.ID, r.Seq, same, r.ReemissionOf); err != nil {
 			return batchItem(i, err)
 		}
 	}
@@ -459,10 +463,8 @@ func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify boo
 	results := tx.SendBatch(ctx, &batch)
 	var again []int
 	for _, i := range order {
-		var id, seq int64
-		var same *bool
-		var reemissionOf *int64
-		err := results.QueryRow().Scan(&id, &seq, &same, &reemissionOf)
+		var r enqueuedRow
+		err := results.QueryRow().Scan(&r.ID, &r.Seq, &r.SameURL, &r.FP, &r.FPSealedWith, &r.ReemissionOf)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			again = append(again, i)
@@ -471,7 +473,11 @@ func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify boo
 			results.Close()
 			return nil, batchItem(i, dbError("enqueue batch", err))
 		}
-		if rs[i], dup[i], err = enqueued(&ds[i], id, seq, same, reemissionOf); err != nil {
+		same, err := s.samePayload(&ds[i], r.SameURL, r.FP, r.FPSealedWith)
+		if err == nil {
+			rs[i], dup[i], err = enqueued(&ds[i], r.ID, r.Seq, same, r.ReemissionOf)
+		}
+		if err != nil {
 			results.Close()
 			return nil, batchItem(i, err)
 		}

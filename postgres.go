@@ -137,6 +137,16 @@ type PostgresConfig struct {
 	// carriers are stored with the deliveries, so attempts in any process
 	// can link to their acceptance. Defaults to nil: nothing, at no cost.
 	Observer *Observer
+	// Encryption, when set, encrypts what the deliveries table holds of
+	// each delivery's secrets — its body, legacy credentials, header
+	// values and payload fingerprint — with the ring's current key
+	// (AES-256-GCM, each value bound to its column and delivery), and
+	// decrypts them with whichever key of the ring sealed them. Every
+	// process on the tables needs the ring, operators' tools included
+	// (without it they show no body). A row that cannot be decrypted
+	// fails alone ([ErrCannotDecrypt]). See [EncryptionKeys] and
+	// [PostgresSupervisor.Reencrypt]. Defaults to nil: plain text.
+	Encryption *EncryptionKeys
 }
 
 // PostgresSupervisor is a durable [Supervisor] that keeps its queue, attempt
@@ -172,6 +182,7 @@ type PostgresSupervisor struct {
 	listenConfig *pgx.ConnConfig
 	drainTimeout time.Duration
 	retention    time.Duration
+	enc          *EncryptionKeys // PostgresConfig.Encryption, or nil
 
 	notifier struct {
 		mu      sync.Mutex
@@ -247,6 +258,7 @@ func NewPostgresSupervisor(pool PostgresPool, sender Sender, cfg PostgresConfig)
 		pollOnly:     cfg.PollOnly,
 		drainTimeout: cmp.Or(cfg.DrainTimeout, DrainTimeoutDefault),
 		retention:    cmp.Or(cfg.Retention, RetentionDefault),
+		enc:          cfg.Encryption,
 	}
 	s.batch = cmp.Or(cfg.ClaimBatch, s.concurrency)
 	if !s.pollOnly {
@@ -366,12 +378,16 @@ func (s *PostgresSupervisor) insertIn(ctx context.Context, q querier, inTx, noti
 		return Receipt{}, false, nil, err
 	}
 	var id, seq int64
-	var same *bool          // a prior delivery under the key: whether it has this payload and URL
-	var reemissionOf *int64 // the prior's
-	insert := func() error { return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq, &same, &reemissionOf) }
+	var sameURL *bool // a prior delivery under the key: whether it has this URL
+	var fp []byte     // and its payload fingerprint
+	var fpSealedWith *string
+	var reemissionOf *int64 // and its reemission_of
+	insert := func() error {
+		return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq, &sameURL, &fp, &fpSealedWith, &reemissionOf)
+	}
 	if notify {
 		insert = func() error {
-			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, &same, &reemissionOf)
+			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, &sameURL, &fp, &fpSealedWith, &reemissionOf)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -404,6 +420,10 @@ func (s *PostgresSupervisor) insertIn(ctx context.Context, q querier, inTx, noti
 			return Receipt{}, false, nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
 		}
 		return Receipt{}, false, nil, dbError("enqueue", err)
+	}
+	same, err := s.samePayload(&d, sameURL, fp, fpSealedWith)
+	if err != nil {
+		return Receipt{}, false, nil, err
 	}
 	r, dup, err = enqueued(&d, id, seq, same, reemissionOf)
 	return r, dup, nil, err
@@ -443,6 +463,7 @@ func (s *PostgresSupervisor) enqueueParams(d *prepared, now time.Time) (enqueueP
 		}
 		p.Headers = textOrNil(string(doc))
 	}
+	s.sealParams(&p, d)
 	return p, nil
 }
 
@@ -531,7 +552,14 @@ func (s *PostgresSupervisor) Delivery(ctx context.Context, id string) (Delivery,
 	if len(ds) == 0 {
 		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	return ds[0].delivery(), nil
+	d := ds[0].delivery()
+	r := &ds[0]
+	if opened, err := s.openRow(r.IdempotencyKey, r.URL, sealedValues{SealedWith: r.SealedWith, SeqAt: r.SeqAt}, d.Sequence, r.Body, nil, nil); err == nil {
+		d.Body = opened.body
+	} else {
+		d.Body = nil // its LastError says why, once a worker tries it
+	}
+	return d, nil
 }
 
 // Attempts returns a delivery's attempt records (and decisions, with
@@ -605,15 +633,26 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 			return Receipt{}, dbError("redeliver", err)
 		}
 	} else {
-		d, err := reemission(&prepared{body: row.Body, key: row.IdempotencyKey, mcp: row.MCPBody}, id)
+		old, err := s.openRow(row.IdempotencyKey, row.URL, row.sealedValues, row.SequenceNumber, row.Body, row.AuthCredentials, row.Headers)
+		if err != nil {
+			return Receipt{}, fmt.Errorf("delivery %s cannot be re-emitted: %w", id, err)
+		}
+		d, err := reemission(&prepared{body: old.body, key: row.IdempotencyKey, mcp: row.MCPBody}, id)
 		if err != nil {
 			return Receipt{}, err
 		}
 		d.url, d.taskType, d.routing.NotificationType = row.URL, TaskType(deref(row.TaskType)), deref(row.NotificationType)
 		done := s.k.accepting(ctx, &d, now)
+		// The re-emission's own key binds its seals.
+		v := secrets{body: d.body, fingerprint: d.fp[:], credentials: old.credentials}
+		if old.headers != nil {
+			v.headers = textOrNil(string(old.headers))
+		}
+		s.enc.sealSecrets(d.key, d.url, &v)
 		var newID int64
-		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: d.body, IdempotencyKey: d.key,
-			PayloadSHA256: d.fp[:], TraceCarrier: textOrNil(d.carrier)}).Scan(&newID, nil); err != nil {
+		if err := queryRow(ctx, tx, s.q.reemit, reemitParams{redeliverParams: p, Body: v.body, IdempotencyKey: d.key,
+			PayloadSHA256: v.fingerprint, TraceCarrier: textOrNil(d.carrier), AuthCredentials: v.credentials, Headers: v.headers,
+			SealedWith: v.sealedWith, SealedHeaders: v.sealedHeaders}).Scan(&newID, nil); err != nil {
 			err = dbError("redeliver", err)
 			done(AcceptResult{Err: err})
 			return Receipt{}, err
@@ -672,6 +711,7 @@ func (r *snapshotRow) delivery() Delivery {
 		d.FirstAttemptAt = r.FirstAttemptAt.UTC()
 	}
 	d.NotificationType, d.SubscriberID, d.Tenant = deref(r.NotificationType), deref(r.SubscriberID), deref(r.Tenant)
+	d.EncryptionKey = deref(r.SealedWith)
 	d.ReemissionOf, d.ReemittedAs = idText(r.ReemissionOf), idText(r.ReemittedAs)
 	return d
 }

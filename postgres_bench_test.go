@@ -101,7 +101,11 @@ type pgBench struct {
 	first    map[string]time.Time // key → when its first attempt started
 }
 
-func newPgBench(b *testing.B) *pgBench {
+func newPgBench(b *testing.B) *pgBench { return newPgBenchWith(b, nil) }
+
+// newPgBenchWith is newPgBench with the supervisor's config changed by
+// configure.
+func newPgBenchWith(b *testing.B, configure func(*webhook.PostgresConfig)) *pgBench {
 	b.Helper()
 	srv, sender := benchReceiver(b)
 	pb := &pgBench{url: srv.URL, done: make(chan struct{}), accepted: map[string]time.Time{}, first: map[string]time.Time{}}
@@ -134,11 +138,15 @@ func newPgBench(b *testing.B) *pgBench {
 		}
 		return nil
 	})
-	pb.sup, err = webhook.NewPostgresSupervisor(pb.pool, timed, webhook.PostgresConfig{
+	pc := webhook.PostgresConfig{
 		AllowInsecureHTTP: true,
 		LogSink:           sink,
 		Concurrency:       benchConcurrency,
-	})
+	}
+	if configure != nil {
+		configure(&pc)
+	}
+	pb.sup, err = webhook.NewPostgresSupervisor(pb.pool, timed, pc)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -305,4 +313,79 @@ func BenchmarkPostgresEnqueue(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "webhooks/s")
 		})
 	}
+}
+
+// BenchmarkPostgresEncryption measures what encryption at rest
+// (PostgresConfig.Encryption) costs, against the same supervisor without
+// it: acceptance (16 producers calling SendMCP) and delivery (drain, as in
+// BenchmarkPostgresSupervisor), and the rotation's throughput: Reencrypt
+// rewriting b.N rows from one key to another, in its default batches.
+// Run the pairs interleaved and compare ratios:
+//
+//	go test -run '^$' -bench BenchmarkPostgresEncryption -benchtime 20000x -count 5
+func BenchmarkPostgresEncryption(b *testing.B) {
+	k1, _ := webhook.GenerateEncryptionKey()
+	k2, _ := webhook.GenerateEncryptionKey()
+	ring1, _ := webhook.NewEncryptionKeys("k1", map[string][]byte{"k1": k1})
+	ring2, _ := webhook.NewEncryptionKeys("k2", map[string][]byte{"k1": k1, "k2": k2})
+	for _, mode := range []string{"plain", "encrypted"} {
+		configure := func(pc *webhook.PostgresConfig) {
+			if mode == "encrypted" {
+				pc.Encryption = ring1
+			}
+		}
+		b.Run("enqueue/"+mode, func(b *testing.B) {
+			pb := newPgBenchWith(b, configure)
+			var wg sync.WaitGroup
+			var next atomic.Int64
+			b.ResetTimer()
+			for range benchProducers {
+				wg.Go(func() {
+					for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
+						pb.send(b, i)
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "webhooks/s")
+		})
+		b.Run("drain/"+mode, func(b *testing.B) {
+			pb := newPgBenchWith(b, configure)
+			for i := range b.N {
+				pb.send(b, i)
+			}
+			pb.pool.statements.Store(0)
+			b.ResetTimer()
+			stop := pb.start(b)
+			pb.waitDelivered(b, b.N)
+			b.StopTimer()
+			stop()
+			pb.report(b)
+		})
+	}
+	b.Run("reencrypt", func(b *testing.B) {
+		pb := newPgBenchWith(b, func(pc *webhook.PostgresConfig) { pc.Encryption = ring1 })
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range benchProducers {
+			wg.Go(func() {
+				for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
+					pb.send(b, i)
+				}
+			})
+		}
+		wg.Wait()
+		rotated, err := webhook.NewPostgresSupervisor(pb.pool, nil, webhook.PostgresConfig{Encryption: ring2, PollOnly: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		res, err := rotated.Reencrypt(context.Background(), 0)
+		b.StopTimer()
+		if err != nil || res.Reencrypted != int64(b.N) {
+			b.Fatalf("reencrypted %d of %d: %v", res.Reencrypted, b.N, err)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
 }

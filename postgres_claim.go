@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,7 +203,7 @@ func (src *pgSource) claim(ctx context.Context, n int, lease time.Time, token in
 	}
 	src.nextKnown = err == nil && !unknown
 	probes := len(jobs)
-	jobs = appendJobs(jobs, rows, token, 0)
+	jobs = s.appendJobs(jobs, rows, token, 0)
 	src.lookForProbes = len(jobs)-probes < want
 	return jobs, dbError("claim", err)
 }
@@ -417,7 +418,7 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 			return jobs, dbError("claim probes", err)
 		}
 		from := len(claimed)
-		claimed = appendJobs(claimed, rows, token, b.Period)
+		claimed = s.appendJobs(claimed, rows, token, b.Period)
 		for _, j := range claimed[from:] {
 			j.gate, j.version = b, version
 		}
@@ -433,26 +434,31 @@ func (s *PostgresSupervisor) claimProbes(ctx context.Context, jobs []*pgJob, n i
 
 // appendJobs appends the claimed rows, under lease token and holding a
 // probe slot of period probe (0: none), as jobs.
-func appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob {
+func (s *PostgresSupervisor) appendJobs(out []*pgJob, rows []jobRow, token int64, probe uint64) []*pgJob {
 	for i := range rows {
 		r := &rows[i]
 		j := &pgJob{token: token, probe: probe, row: r.ID}
 		j.id = strconv.FormatInt(r.ID, 10)
-		j.url, j.body, j.key, j.breakerKey = r.URL, r.Body, r.IdempotencyKey, r.BreakerKey
+		j.url, j.key, j.breakerKey = r.URL, r.IdempotencyKey, r.BreakerKey
 		j.seq, j.gated = deref(r.SequenceNumber), probe != 0
 		j.taskType, j.taskID, j.carrier = TaskType(deref(r.TaskType)), deref(r.TaskID), deref(r.TraceCarrier)
 		j.routing = Routing{SequenceKey: deref(r.SequenceKey), NotificationType: deref(r.NotificationType)}
 		if j.breakerKey != j.url {
 			j.routing.BreakerKey = j.breakerKey
 		}
-		if r.AuthScheme != nil {
-			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*r.AuthScheme), Credentials: string(r.AuthCredentials)}
+		// A row that does not decrypt, or that was changed outside the
+		// supervisor, fails alone with the reason (which quotes no
+		// secret), and holds back nothing else.
+		opened, err := s.openRow(r.IdempotencyKey, r.URL, r.sealedValues, j.seq, r.Body, r.AuthCredentials, r.Headers)
+		if err != nil {
+			j.broken = "it cannot be decrypted: " + strings.TrimPrefix(err.Error(), ErrCannotDecrypt.Error()+": ")
 		}
-		if r.Headers != nil {
-			if err := json.Unmarshal(r.Headers, &j.routing.Headers); err != nil {
-				// Its row was changed outside the supervisor: it fails
-				// alone, with the reason (the parser's, which quotes no
-				// header value), and holds back nothing else.
+		j.body = opened.body
+		if r.AuthScheme != nil {
+			j.routing.Authentication = &Authentication{Scheme: AuthScheme(*r.AuthScheme), Credentials: string(opened.credentials)}
+		}
+		if opened.headers != nil {
+			if err := json.Unmarshal(opened.headers, &j.routing.Headers); err != nil {
 				j.broken = "its headers column is not a JSON object of strings (" + err.Error() + ")"
 			}
 		}

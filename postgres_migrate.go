@@ -19,7 +19,7 @@ import (
 
 // SchemaVersion is the schema version this code needs: the number of the
 // newest migration in migrations/.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // migrationFiles are migrations/NNNN_name.up.sql, with the default table
 // names.

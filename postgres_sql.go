@@ -158,6 +158,14 @@ type jobRow struct {
 	SubscriberID     *string    `db:"subscriber_id"`
 	TraceCarrier     *string    `db:"trace_carrier"`
 	Tenant           *string    `db:"tenant"`
+	sealedValues
+}
+
+// sealedValues are the columns that say how a row's secrets are stored.
+type sealedValues struct {
+	SealedWith    *string `db:"sealed_with"`    // the ring's key; nil: plaintext
+	SealedHeaders []byte  `db:"sealed_headers"` // sealed Routing.Headers (headers is NULL)
+	SeqAt         *int32  `db:"seq_at"`         // a sealed template body's sequence-number offset
 }
 
 // snapshotRow is what a Delivery snapshot shows.
@@ -179,6 +187,8 @@ type snapshotRow struct {
 	SubscriberID     *string    `db:"subscriber_id"`
 	Tenant           *string    `db:"tenant"`
 	MCPBody          bool       `db:"mcp_body"`
+	SealedWith       *string    `db:"sealed_with"`
+	SeqAt            *int32     `db:"seq_at"`
 }
 
 // attemptRow is a row of the attempt log.
@@ -252,6 +262,8 @@ type enqueueParams struct {
 	SubscriberID     *string   `db:"subscriber_id"`
 	TraceCarrier     *string   `db:"trace_carrier"`
 	Tenant           *string   `db:"tenant"`
+	SealedWith       *string   `db:"sealed_with"`
+	SealedHeaders    []byte    `db:"sealed_headers"`
 }
 
 // enqueueRows are a batch's webhooks, one array element each, with
@@ -277,6 +289,8 @@ type enqueueRows struct {
 	SubscriberID     []*string `db:"subscriber_id" pg:"text"`
 	TraceCarrier     []*string `db:"trace_carrier" pg:"text"`
 	Tenant           []*string `db:"tenant" pg:"text"`
+	SealedWith       []*string `db:"sealed_with" pg:"text"`
+	SealedHeaders    [][]byte  `db:"sealed_headers" pg:"bytea"`
 }
 
 type enqueueBatchParams struct {
@@ -288,11 +302,13 @@ type enqueueBatchParams struct {
 // and sequence number, and for a key bound before, whether its payload
 // and URL are the same, and its reemission_of.
 type enqueuedRow struct {
-	Ord          int32  `db:"ord"`
-	ID           int64  `db:"id"`
-	Seq          int64  `db:"seq"`
-	Same         *bool  `db:"same"`
-	ReemissionOf *int64 `db:"reemission_of"`
+	Ord          int32   `db:"ord"`
+	ID           int64   `db:"id"`
+	Seq          int64   `db:"seq"`
+	SameURL      *bool   `db:"same_url"`
+	FP           []byte  `db:"fp"`
+	FPSealedWith *string `db:"fp_sealed_with"`
+	ReemissionOf *int64  `db:"reemission_of"`
 }
 
 type enqueueTxParams struct {
@@ -589,10 +605,14 @@ type activityRow struct {
 
 type reemitParams struct {
 	redeliverParams
-	Body           []byte  `db:"body"`
-	IdempotencyKey string  `db:"idempotency_key"`
-	PayloadSHA256  []byte  `db:"payload_sha256"`
-	TraceCarrier   *string `db:"trace_carrier"`
+	Body            []byte  `db:"body"`
+	IdempotencyKey  string  `db:"idempotency_key"`
+	PayloadSHA256   []byte  `db:"payload_sha256"`
+	TraceCarrier    *string `db:"trace_carrier"`
+	AuthCredentials []byte  `db:"auth_credentials"`
+	Headers         *string `db:"headers"` // JSON
+	SealedWith      *string `db:"sealed_with"`
+	SealedHeaders   []byte  `db:"sealed_headers"`
 }
 
 // redeliverRow is what Redeliver reads of a delivery, locked.
@@ -611,6 +631,10 @@ type redeliverRow struct {
 	URL              string  `db:"url"`
 	TaskType         *string `db:"task_type"`
 	NotificationType *string `db:"notification_type"`
+	// For a re-emission's row, which has its own key and so its own seals.
+	AuthCredentials []byte `db:"auth_credentials"`
+	Headers         []byte `db:"headers"`
+	sealedValues
 }
 
 type purgeParams struct {
@@ -673,6 +697,46 @@ type pgSQL struct {
 	purge          stmt[purgeParams]
 	purgeRefusals  stmt[purgeParams]
 	nextSequence   stmt[sequenceParams]
+	// Reencrypt's batches.
+	reencryptRead  stmt[reencryptReadParams]
+	reencryptWrite stmt[reencryptRows]
+	reencryptLeft  stmt[reencryptLeftParams]
+}
+
+// reencryptLeftParams ask whether rows are left to rewrite, but those that
+// did not decrypt.
+type reencryptLeftParams struct {
+	Current string  `db:"current"`
+	Failed  []int64 `db:"failed"`
+}
+
+// reencryptReadParams select the next rows Reencrypt rewrites.
+type reencryptReadParams struct {
+	After   int64  `db:"after"`
+	Current string `db:"current"`
+	Limit   int    `db:"limit"`
+}
+
+// reencryptRow is a row whose secrets Reencrypt rewrites.
+type reencryptRow struct {
+	ID              int64   `db:"id"`
+	IdempotencyKey  string  `db:"idempotency_key"`
+	URL             string  `db:"url"`
+	Body            []byte  `db:"body"`
+	AuthCredentials []byte  `db:"auth_credentials"`
+	Headers         *string `db:"headers"` // JSON
+	PayloadSHA256   []byte  `db:"payload_sha256"`
+	sealedValues
+}
+
+// reencryptRows are a batch of rewritten rows, one array element each.
+type reencryptRows struct {
+	ID              []int64  `db:"id" pg:"bigint"`
+	Body            [][]byte `db:"body" pg:"bytea"`
+	AuthCredentials [][]byte `db:"auth_credentials" pg:"bytea"`
+	PayloadSHA256   [][]byte `db:"payload_sha256" pg:"bytea"`
+	SealedWith      []string `db:"sealed_with" pg:"text"`
+	SealedHeaders   [][]byte `db:"sealed_headers" pg:"bytea"`
 }
 
 // gateUnchanged is the condition under which a completion that leaves its
@@ -727,7 +791,8 @@ func newPgSQL(t PostgresTables) *pgSQL {
 	// webhook accepted while its breaker is open is due when it half-opens.
 	enqueue := r.Replace(`
 WITH prior AS (
-	SELECT id, payload_sha256 = @payload_sha256 AND url = @url AS same, COALESCE(sequence_number, 0) AS seq, reemission_of
+	SELECT id, url = @url AS same_url, payload_sha256 AS fp, sealed_with AS fp_sealed_with,
+		COALESCE(sequence_number, 0) AS seq, reemission_of
 	FROM {deliveries} WHERE idempotency_key = @idempotency_key AND payload_sha256 IS NOT NULL
 ), refused AS (
 	SELECT @drop::boolean AND NOT EXISTS (SELECT 1 FROM prior) AND EXISTS (
@@ -742,16 +807,17 @@ WITH prior AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id, trace_carrier, tenant)
+		notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers, seq_at)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
-		@url, CASE WHEN @seq_at::int > 0
+		@url, CASE WHEN @seq_at::int > 0 AND @sealed_with::text IS NULL
 			THEN overlay(@body::bytea placing convert_to((SELECT last_value FROM seq)::text, 'UTF8') from @seq_at::int + 1 for 1)
 			ELSE @body::bytea END,
 		@idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
 		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256,
-		@notification_id, @subscriber_id, @trace_carrier, @tenant
+		@notification_id, @subscriber_id, @trace_carrier, @tenant, @sealed_with, @sealed_headers,
+		CASE WHEN @sealed_with::text IS NOT NULL THEN NULLIF(@seq_at::int, 0) END
 	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, sequence_number
@@ -767,7 +833,7 @@ WITH prior AS (
 WITH v AS (
 	SELECT * FROM {enqueue_rows}
 ), prior AS (
-	SELECT v.ord, d.id, d.payload_sha256 = v.payload_sha256 AND d.url = v.url AS same,
+	SELECT v.ord, d.id, d.url = v.url AS same_url, d.payload_sha256 AS fp, d.sealed_with AS fp_sealed_with,
 		COALESCE(d.sequence_number, 0) AS seq, d.reemission_of
 	FROM v JOIN {deliveries} d ON d.idempotency_key = v.idempotency_key AND d.payload_sha256 IS NOT NULL
 ), fresh AS (
@@ -786,39 +852,41 @@ WITH v AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id, trace_carrier, tenant)
+		notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers, seq_at)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = n.breaker_key AND b.state = 'open')),
-		n.url, CASE WHEN n.seq_at > 0 AND n.number IS NOT NULL
+		n.url, CASE WHEN n.seq_at > 0 AND n.number IS NOT NULL AND n.sealed_with IS NULL
 			THEN overlay(n.body placing convert_to(n.number::text, 'UTF8') from n.seq_at + 1 for 1)
 			ELSE n.body END,
 		n.idempotency_key, n.breaker_key, n.sequence_key, n.number,
 		n.task_type, n.task_id, n.notification_type, n.auth_scheme, n.auth_credentials, n.headers, @now, n.mcp_body, n.payload_sha256,
-		n.notification_id, n.subscriber_id, n.trace_carrier, n.tenant
+		n.notification_id, n.subscriber_id, n.trace_carrier, n.tenant, n.sealed_with, n.sealed_headers,
+		CASE WHEN n.sealed_with IS NOT NULL THEN NULLIF(n.seq_at, 0) END
 	-- In key order (the numbers are drawn already), so that concurrent
 	-- batches sharing keys wait on them in one order.
 	FROM numbered n ORDER BY n.idempotency_key
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, idempotency_key, sequence_number
 )
-SELECT v.ord, ins.id, COALESCE(ins.sequence_number, 0) AS seq, NULL::boolean AS same, NULL::bigint AS reemission_of
+SELECT v.ord, ins.id, COALESCE(ins.sequence_number, 0) AS seq, NULL::boolean AS same_url, NULL::bytea AS fp,
+	NULL::text AS fp_sealed_with, NULL::bigint AS reemission_of
 FROM v JOIN ins ON ins.idempotency_key = v.idempotency_key
 UNION ALL
-SELECT ord, id, seq, same, reemission_of FROM prior`))
+SELECT ord, id, seq, same_url, fp, fp_sealed_with, reemission_of FROM prior`))
 
 	// A key bound before returns its delivery instead (prior.same: the
 	// same payload and URL). A key bound by a transaction that committed
 	// after this statement began returns no row, as a refusal does; the
 	// caller then looks again. (That race is the one way a sequence
 	// number goes unused: the statement drew it before it lost.)
-	const priorRow = ` UNION ALL SELECT id, seq, same, reemission_of FROM prior`
-	q.enqueue = compile[enqueueParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), NULL::boolean, NULL::bigint FROM ins` + priorRow)
+	const priorRow = ` UNION ALL SELECT id, seq, same_url, fp, fp_sealed_with, reemission_of FROM prior`
+	q.enqueue = compile[enqueueParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), NULL::boolean, NULL::bytea, NULL::text, NULL::bigint FROM ins` + priorRow)
 	// In the caller's transaction the NOTIFY must go with it, to be sent at
 	// its commit. (Postgres serialises the commits of notifying
 	// transactions, WAL flush included, so the pool path notifies
 	// separately: see notify.)
-	q.enqueueNotify = compile[enqueueTxParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), NULL::boolean, NULL::bigint
+	q.enqueueNotify = compile[enqueueTxParams](enqueue + `SELECT ins.id, COALESCE(ins.sequence_number, 0), NULL::boolean, NULL::bytea, NULL::text, NULL::bigint
 FROM ins, LATERAL (SELECT pg_notify(@channel, '')) notified` + priorRow)
 	// A wake-up needs no durability: committing it without waiting for the
 	// WAL keeps the notify lock for microseconds.
@@ -1163,7 +1231,7 @@ SELECT old.state, b.version FROM old, b`))
 	// re-emission under a fresh key, linked both ways.
 	q.redeliverLock = compile[idParams](r.Replace(`SELECT state, idempotency_key, body, mcp_body, COALESCE(sequence_number, 0) AS sequence_number,
 	accepted_at, first_attempt_at, reemission_of, reemitted_as, COALESCE(last_status, 0) AS last_status,
-	url, task_type, notification_type
+	url, task_type, notification_type, auth_credentials, headers, sealed_with, sealed_headers, seq_at
 FROM {deliveries} WHERE id = @id FOR UPDATE`))
 	// Activity: the newest attempt rows and unfinished deliveries (their
 	// next attempt) of the deliveries selected, merged in one statement
@@ -1206,10 +1274,10 @@ RETURNING pg_notify(@channel, '')`))
 	q.reemit = compile[reemitParams](r.Replace(`WITH ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, reemission_of,
-		payload_sha256, notification_id, subscriber_id, trace_carrier, tenant)
+		payload_sha256, notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers)
 	SELECT 'pending', @now, url, @body, @idempotency_key, breaker_key, sequence_key, sequence_number,
-		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, @now, true, id, @payload_sha256,
-		notification_id, subscriber_id, @trace_carrier, tenant
+		task_type, task_id, notification_type, auth_scheme, @auth_credentials, @headers::jsonb, @now, true, id, @payload_sha256,
+		notification_id, subscriber_id, @trace_carrier, tenant, @sealed_with, @sealed_headers
 	FROM {deliveries} WHERE id = @id
 	RETURNING id
 ), orig AS (
@@ -1222,6 +1290,18 @@ SELECT id, pg_notify(@channel, '') FROM ins`))
 	q.purgeRefusals = compile[purgeParams](r.Replace(`DELETE FROM {attempts} WHERE id IN (
 	SELECT id FROM {attempts} WHERE delivery_id IS NULL AND occurred_at < @cutoff
 	ORDER BY occurred_at LIMIT @limit FOR UPDATE SKIP LOCKED)`))
+	// Reencrypt: the next rows not under the current key, skipping those
+	// a claim or completion holds; then their new values. (A claim only
+	// ever writes state columns, so a rewritten row's attempt in flight
+	// is unaffected.)
+	q.reencryptRead = compile[reencryptReadParams](r.Replace(`SELECT ` + columns[reencryptRow]("") + `
+FROM {deliveries} WHERE id > @after AND sealed_with IS DISTINCT FROM @current
+ORDER BY id LIMIT @limit FOR UPDATE SKIP LOCKED`))
+	q.reencryptWrite = compile[reencryptRows](r.Replace(`UPDATE {deliveries} d SET body = v.body, auth_credentials = v.auth_credentials,
+	payload_sha256 = v.payload_sha256, sealed_with = v.sealed_with, headers = NULL, sealed_headers = v.sealed_headers
+FROM ` + unnest[reencryptRows]("v", "") + ` WHERE d.id = v.id`))
+	q.reencryptLeft = compile[reencryptLeftParams](r.Replace(`SELECT EXISTS (SELECT 1 FROM {deliveries}
+	WHERE sealed_with IS DISTINCT FROM @current AND id <> ALL(@failed::bigint[]))`))
 	q.nextSequence = compile[sequenceParams](r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES (@sequence_key, 1)
 ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 RETURNING last_value`))

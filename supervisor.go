@@ -303,4 +303,9 @@ type Delivery struct {
 	// ReemittedAs is the ID of the delivery that re-emitted this one, or
 	// "".
 	ReemittedAs string
+	// EncryptionKey is the ID of the key ([PostgresConfig.Encryption])
+	// that encrypts what is stored of the delivery's secrets, or "" when
+	// they are stored in plain text. When this process cannot decrypt
+	// them, Body is nil.
+	EncryptionKey string
 }

@@ -40,10 +40,15 @@ Usage:
   webhookctl [flags] breakers list
   webhookctl [flags] breakers reset KEY
   webhookctl [flags] purge [--older-than 720h | --before TIME]
+  webhookctl [flags] reencrypt [--batch N]
 
 Filters (exact values): --state pending|running|delivered|failed, --url URL,
   --breaker-key KEY, --task ID, --type NOTIFICATION_TYPE, --tenant TENANT,
   --since TIME, --until TIME (acceptance time, RFC 3339)
+
+Encryption at rest: set WEBHOOK_ENCRYPTION_KEYS to the supervisors' key ring
+  ("id:base64key,..." with the current key first) to see sealed bodies and
+  to reencrypt every row under the current key.
 
 Exit status: 0 ok, 1 failure, 2 bad usage, 3 no such delivery (or one that
 cannot be redelivered), 4 schema not at this webhookctl's version.
@@ -150,7 +155,7 @@ func (c *cli) flags() *flag.FlagSet {
 	fs.StringVar(&c.until, "until", "", "filter: accepted before this time (RFC 3339)")
 	fs.IntVar(&c.limit, "limit", 0, "deliveries list: page size (default 50); redeliver: most deliveries to redeliver (default all)")
 	fs.StringVar(&c.after, "after", "", "deliveries list: the cursor a previous page printed")
-	fs.IntVar(&c.batch, "batch", 0, "redeliver: deliveries per batch (default 100)")
+	fs.IntVar(&c.batch, "batch", 0, "redeliver, reencrypt: deliveries per batch (default 100, 200)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "redeliver: count what would be redelivered, change nothing")
 	fs.DurationVar(&c.olderThan, "older-than", 30*24*time.Hour, "purge: delete deliveries that finished longer ago than this")
 	fs.StringVar(&c.before, "before", "", "purge: delete deliveries that finished before this time (RFC 3339)")
@@ -257,6 +262,11 @@ func (c *cli) dispatch(ctx context.Context, words []string) error {
 			return err
 		}
 		run = c.purge
+	case words[0] == "reencrypt":
+		if _, err := arg(0); err != nil {
+			return err
+		}
+		run = c.reencrypt
 	default:
 		return badUsage("unknown command %q", strings.Join(words, " "))
 	}
@@ -283,7 +293,13 @@ func (c *cli) withSupervisor(ctx context.Context, f func(context.Context, *webho
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer pool.Close()
-	s, err := webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{Tables: c.tables, PollOnly: true})
+	pc := webhook.PostgresConfig{Tables: c.tables, PollOnly: true}
+	if ring := c.getenv("WEBHOOK_ENCRYPTION_KEYS"); ring != "" {
+		if pc.Encryption, err = webhook.ParseEncryptionKeys(ring); err != nil {
+			return badUsage("WEBHOOK_ENCRYPTION_KEYS: %v", err)
+		}
+	}
+	s, err := webhook.NewPostgresSupervisor(pool, nil, pc)
 	if err != nil {
 		return err
 	}
@@ -434,6 +450,7 @@ type deliveryJSON struct {
 	NotificationType string            `json:"notification_type,omitempty"`
 	SubscriberID     string            `json:"subscriber_id,omitempty"`
 	Tenant           string            `json:"tenant,omitempty"`
+	EncryptionKey    string            `json:"encryption_key,omitempty"`
 	SequenceKey      string            `json:"sequence_key,omitempty"`
 	Sequence         int64             `json:"sequence,omitempty"`
 	Attempts         int               `json:"attempts"`
@@ -459,7 +476,7 @@ func timeOrNil(t time.Time) *time.Time {
 func toJSON(d webhook.Delivery) deliveryJSON {
 	return deliveryJSON{ID: d.ID, State: string(d.State), URL: webhook.LoggableURL(d.URL), BreakerKey: webhook.LoggableURL(d.BreakerKey),
 		IdempotencyKey: d.IdempotencyKey, TaskType: string(d.TaskType), TaskID: d.TaskID, NotificationType: d.NotificationType,
-		SubscriberID: d.SubscriberID, Tenant: d.Tenant, SequenceKey: d.SequenceKey, Sequence: d.Sequence, Attempts: d.Attempts,
+		SubscriberID: d.SubscriberID, Tenant: d.Tenant, EncryptionKey: d.EncryptionKey, SequenceKey: d.SequenceKey, Sequence: d.Sequence, Attempts: d.Attempts,
 		LastStatus: d.LastStatus, LastError: d.LastError, AcceptedAt: d.AcceptedAt, FirstAttemptAt: timeOrNil(d.FirstAttemptAt),
 		NextAttemptAt: timeOrNil(d.NextAttemptAt), FinishedAt: timeOrNil(d.FinishedAt), ReemissionOf: d.ReemissionOf, ReemittedAs: d.ReemittedAs}
 }
@@ -535,6 +552,7 @@ func (c *cli) show(ctx context.Context, s *webhook.PostgresSupervisor, id string
 		{"accepted", timeText(&out.AcceptedAt)}, {"first attempt", timeText(out.FirstAttemptAt)},
 		{"next attempt", timeText(out.NextAttemptAt)}, {"finished", timeText(out.FinishedAt)},
 		{"re-emission of", out.ReemissionOf}, {"re-emitted as", out.ReemittedAs},
+		{"encryption key", out.EncryptionKey},
 	} {
 		if kv[1] != "" {
 			fmt.Fprintf(w, "%s\t%s\n", kv[0], kv[1])
@@ -552,6 +570,10 @@ func (c *cli) show(ctx context.Context, s *webhook.PostgresSupervisor, id string
 	}
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	if d.Body == nil && d.EncryptionKey != "" {
+		fmt.Fprintf(c.out, "\nbody: encrypted with key %s; set WEBHOOK_ENCRYPTION_KEYS to the supervisors' key ring to see it\n", d.EncryptionKey)
+		return nil
 	}
 	fmt.Fprintf(c.out, "\nbody (%d bytes; secret members redacted):\n%s\n", len(d.Body), pretty)
 	return nil
@@ -816,4 +838,34 @@ func (c *cli) purge(ctx context.Context, s *webhook.PostgresSupervisor) error {
 	return c.emit(out, func(w *tabwriter.Writer) {
 		fmt.Fprintf(w, "purged %d finished deliveries (finished before %s)\n", n, out.Before.Format(time.RFC3339))
 	})
+}
+
+func (c *cli) reencrypt(ctx context.Context, s *webhook.PostgresSupervisor) error {
+	if c.getenv("WEBHOOK_ENCRYPTION_KEYS") == "" {
+		return badUsage("reencrypt needs the key ring: set WEBHOOK_ENCRYPTION_KEYS (\"id:base64key,...\", the current key first)")
+	}
+	res, err := s.Reencrypt(ctx, c.batch)
+	if err != nil {
+		return err
+	}
+	ring, _ := webhook.ParseEncryptionKeys(c.getenv("WEBHOOK_ENCRYPTION_KEYS"))
+	out := struct {
+		Key         string   `json:"key"`
+		Reencrypted int64    `json:"reencrypted"`
+		Batches     int      `json:"batches"`
+		Failed      int64    `json:"failed"`
+		FailedIDs   []string `json:"failed_ids,omitempty"`
+	}{ring.Current(), res.Reencrypted, res.Batches, res.Failed, res.FailedIDs}
+	if err := c.emit(out, func(w *tabwriter.Writer) {
+		fmt.Fprintf(w, "reencrypted %d deliveries under key %s (%d batches)\n", out.Reencrypted, out.Key, out.Batches)
+		if out.Failed > 0 {
+			fmt.Fprintf(w, "%d do not decrypt and were left as they are: %s\n", out.Failed, strings.Join(out.FailedIDs, " "))
+		}
+	}); err != nil {
+		return err
+	}
+	if res.Failed > 0 {
+		return fmt.Errorf("%d deliveries do not decrypt with this ring; they fail alone when attempted (see deliveries show)", res.Failed)
+	}
+	return nil
 }

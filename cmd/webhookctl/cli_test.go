@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -369,4 +370,64 @@ func TestWebhookctlRedeliverAmbiguousURLs(t *testing.T) {
 	require.Equal(t, 3, bulk.Matched)
 	w.ctlJSON(&bulk, "redeliver", "--breaker-key", "https://d.example/hook", "--dry-run", "--all", "--limit", "2")
 	require.Equal(t, 2, bulk.Matched, "--limit across the keys")
+}
+
+// reencrypt rewrites the rows under the ring's current key, and show reads
+// their bodies only with the ring; the ring itself is never printed.
+func TestWebhookctlReencrypt(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	sup, err := webhook.NewPostgresSupervisor(pool, nil, webhook.PostgresConfig{PollOnly: true})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, sup.CreateSchema(ctx))
+	var ids []string
+	for i := range 5 {
+		r, err := sup.SendMCP(ctx, webhook.MCPWebhook{URL: "https://buyer.example/hook", OperationID: "op", TaskID: fmt.Sprintf("t%d", i),
+			TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusCompleted, Result: map[string]any{"media_buy_id": "mb_sealed"}})
+		require.NoError(t, err)
+		ids = append(ids, r.ID)
+	}
+	key, err := webhook.GenerateEncryptionKey()
+	require.NoError(t, err)
+	ring := "k1:" + base64.StdEncoding.EncodeToString(key)
+	ctl := func(withRing bool, args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(ctx, args, func(k string) string {
+			switch {
+			case k == "DATABASE_URL":
+				return url
+			case k == "WEBHOOK_ENCRYPTION_KEYS" && withRing:
+				return ring
+			}
+			return ""
+		}, &out, &errOut)
+		require.NotContains(t, out.String()+errOut.String(), ring[3:23], "the ring is never printed")
+		return code, out.String(), errOut.String()
+	}
+	code, _, errOut := ctl(false, "reencrypt")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "WEBHOOK_ENCRYPTION_KEYS")
+
+	code, out, errOut := ctl(true, "reencrypt", "--batch", "2")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "reencrypted 5 deliveries under key k1 (")
+	var plain int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM adcp_webhook_deliveries WHERE position(convert_to('mb_sealed', 'UTF8') in body) > 0 OR sealed_with IS NULL`).Scan(&plain))
+	require.Zero(t, plain)
+
+	code, out, _ = ctl(true, "deliveries", "show", ids[0])
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "mb_sealed")
+	code, out, _ = ctl(false, "deliveries", "show", ids[0])
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, "mb_sealed")
+	require.Contains(t, out, "k1")
+
+	code, out, _ = ctl(true, "reencrypt", "--json")
+	require.Equal(t, 0, code)
+	require.Contains(t, out, `"reencrypted": 0`)
 }

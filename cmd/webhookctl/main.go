@@ -16,6 +16,13 @@
 //	webhookctl [flags] breakers list
 //	webhookctl [flags] breakers reset KEY
 //	webhookctl [flags] purge [--older-than 720h | --before TIME]
+//	webhookctl [flags] reencrypt [--batch N]
+//
+// With encryption at rest (webhook.PostgresConfig.Encryption), set
+// WEBHOOK_ENCRYPTION_KEYS to the supervisors' key ring ("id:base64key,...",
+// the current key first; never a flag, which other users can read) to see
+// bodies and to run reencrypt, which rewrites every row under the current
+// key in small batches while workers run.
 //
 // Filters: --state, --url, --breaker-key, --task, --type, --tenant, --since, --until
 // (times in RFC 3339). Flags may come before or after the command. Every
