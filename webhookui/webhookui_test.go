@@ -409,3 +409,39 @@ func TestMountPathSurvivesOddRequestTargets(t *testing.T) {
 		require.Contains(t, resp.Header.Get("Set-Cookie"), "Path=/ops/webhooks/", target)
 	}
 }
+
+// sealedInspector has one delivery whose body this process cannot decrypt,
+// and records the filter it lists by.
+type sealedInspector struct {
+	fakeInspector
+	filter webhook.DeliveryFilter
+}
+
+func (s *sealedInspector) Delivery(_ context.Context, id string) (webhook.Delivery, error) {
+	return webhook.Delivery{ID: id, URL: "https://b.example/hook", BreakerKey: "https://b.example/hook", State: webhook.StatePending,
+		Tenant: "acme", EncryptionKey: "k1"}, nil
+}
+
+func (s *sealedInspector) Attempts(context.Context, string) ([]webhook.Attempt, error) {
+	return nil, nil
+}
+
+func (s *sealedInspector) Deliveries(_ context.Context, f webhook.DeliveryFilter, _ webhook.Page) (webhook.DeliveryList, error) {
+	s.filter = f
+	return webhook.DeliveryList{}, nil
+}
+
+// A body encrypted at rest that the dashboard's supervisor cannot decrypt
+// is said to be, with its key; the tenant is shown and filters the list.
+func TestDeliveryPageSealedBodyAndTenant(t *testing.T) {
+	t.Parallel()
+	in := &sealedInspector{}
+	_, page := mountFake(t, in, "/deliveries/7")
+	require.Contains(t, page, `id="body-sealed"`)
+	require.Contains(t, page, "<code>k1</code>")
+	require.Contains(t, page, "<dd>acme</dd>")
+	require.NotContains(t, page, `<pre id="body">`)
+	_, page = mountFake(t, in, "/deliveries?tenant=acme")
+	require.Equal(t, "acme", in.filter.Tenant)
+	require.Contains(t, page, `name="tenant" value="acme"`)
+}
