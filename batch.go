@@ -316,7 +316,7 @@ func (s *PostgresSupervisor) insertBatchOnce(ctx context.Context, tx pgx.Tx, ds 
 		if err := s.insertArrays(ctx, sub, tx != nil, ds, firsts, now, rs, dup); err != nil {
 			return nil, nil, err
 		}
-		return s.commitBatch(ctx, tx, sub, rs, dup)
+		return s.commitBatch(ctx, tx, sub, ds, rs, dup)
 	}
 	again, err := s.pipeline(ctx, sub, tx != nil, ds, now, rs, dup)
 	if err != nil {
@@ -341,11 +341,15 @@ func (s *PostgresSupervisor) insertBatchOnce(ctx context.Context, tx pgx.Tx, ds 
 			return nil, nil, batchItem(i, s.refuse(ctx, q, ds[i], now, refused.until))
 		}
 	}
-	return s.commitBatch(ctx, tx, sub, rs, dup)
+	return s.commitBatch(ctx, tx, sub, ds, rs, dup)
 }
 
-// commitBatch commits a batch's transaction and wakes the workers.
-func (s *PostgresSupervisor) commitBatch(ctx context.Context, tx, sub pgx.Tx, rs []Receipt, dup []bool) ([]Receipt, []bool, error) {
+// commitBatch seals the batch's templates, commits its transaction and
+// wakes the workers.
+func (s *PostgresSupervisor) commitBatch(ctx context.Context, tx, sub pgx.Tx, ds []prepared, rs []Receipt, dup []bool) ([]Receipt, []bool, error) {
+	if err := s.sealTemplates(ctx, sub, ds, rs, dup); err != nil {
+		return nil, nil, err
+	}
 	if err := sub.Commit(ctx); err != nil {
 		if tx == nil && outcomeUnknown(err) {
 			return nil, nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue batch", err))

@@ -35,8 +35,15 @@ type AlgorithmReporter interface {
 	SigningAlgorithms() []string
 }
 
-// SigningAlgorithms returns the algorithm of the signer's key.
-func (s *RFC9421Signer) SigningAlgorithms() []string { return []string{s.key.Algorithm()} }
+// SigningAlgorithms returns the algorithm of the signer's key, or with
+// [SignerConfig.Keys] those of every tenant's key that signs (none when no
+// tenant has one yet).
+func (s *RFC9421Signer) SigningAlgorithms() []string {
+	if s.keys != nil {
+		return s.keys.algorithms()
+	}
+	return []string{s.key.Algorithm()}
+}
 
 // CapabilityOptions are what [WebhookSigning] cannot read from the
 // sender and supervisor.

@@ -227,10 +227,13 @@ func TestPostgresEncryptionRefusesSwappedRows(t *testing.T) {
 	sup := w.supervisor(enc)
 	ctx := context.Background()
 	ids := map[string]string{}
-	for _, task := range []string{"task_a", "task_b", "task_c", "task_d", "task_e", "task_ok"} {
+	for _, task := range []string{"task_a", "task_b", "task_c", "task_d", "task_e", "task_ok", "task_seq"} {
 		m := encWebhook(w, task)
-		if task == "task_d" {
+		switch task {
+		case "task_d":
 			m.Authentication = &webhook.Authentication{Scheme: webhook.AuthBearer, Credentials: encCredentials}
+		case "task_seq":
+			m.WriteSequenceNumber, m.SequenceKey = true, "buyer-1"
 		}
 		r, err := sup.SendMCP(ctx, m)
 		require.NoError(t, err)
@@ -252,6 +255,9 @@ func TestPostgresEncryptionRefusesSwappedRows(t *testing.T) {
 	exec(`UPDATE adcp_webhook_deliveries SET url = $2 WHERE id = $1`, ids["task_c"], w.rcv.URL+"/attacker")
 	exec(`UPDATE adcp_webhook_deliveries SET body = auth_credentials WHERE id = $1`, ids["task_d"])
 	exec(`UPDATE adcp_webhook_deliveries SET body = payload_sha256 WHERE id = $1`, ids["task_e"])
+	// A sequence number is inside the sealed body: changing the column
+	// changes nothing that is sent.
+	exec(`UPDATE adcp_webhook_deliveries SET sequence_number = 424242 WHERE id = $1`, ids["task_seq"])
 
 	runWorker(t, sup)
 	cctx, cancel := context.WithTimeout(ctx, guard)
@@ -260,7 +266,7 @@ func TestPostgresEncryptionRefusesSwappedRows(t *testing.T) {
 		d, err := sup.Wait(cctx, id)
 		require.NoError(t, err)
 		switch task {
-		case "task_b", "task_ok":
+		case "task_b", "task_ok", "task_seq":
 			require.Equal(t, webhook.StateDelivered, d.State, task)
 		default:
 			require.Equal(t, webhook.StateFailed, d.State, task)
@@ -275,9 +281,12 @@ func TestPostgresEncryptionRefusesSwappedRows(t *testing.T) {
 	require.Contains(t, d.LastError, "does not authenticate")
 	require.NotContains(t, d.LastError, encResult)
 	for _, got := range w.rcv.Deliveries() {
-		require.Contains(t, []string{"/hook/task_b", "/hook/task_ok"}, got.URI, "only the intact rows were sent")
+		require.Contains(t, []string{"/hook/task_b", "/hook/task_ok", "/hook/task_seq"}, got.URI, "only the intact rows were sent")
+		if got.URI == "/hook/task_seq" {
+			require.Contains(t, string(got.Body), `"sequence_number":1,`)
+		}
 	}
-	require.Len(t, w.rcv.Deliveries(), 2)
+	require.Len(t, w.rcv.Deliveries(), 3)
 }
 
 // Rotating the ring while workers deliver: processes move to a ring whose
@@ -405,7 +414,14 @@ func TestEncryptionKeysConfig(t *testing.T) {
 		require.NotContains(t, s, encodeStd(key)[:20])
 		require.False(t, bytes.Contains([]byte(s), key))
 	}
-	for _, bad := range []string{"", "k1", "k1:!!!", "k1:" + encodeStd(key) + ",k1:" + encodeStd(key)} {
+	colons, err := webhook.ParseEncryptionKeys("ns:k:1:" + encodeStd(key))
+	require.NoError(t, err)
+	require.Equal(t, "ns:k:1", colons.Current())
+	decryptOnly, err := webhook.ParseEncryptionKeys("none, k1:" + encodeStd(key))
+	require.NoError(t, err)
+	require.Equal(t, "", decryptOnly.Current())
+	require.Equal(t, []string{"k1"}, decryptOnly.IDs())
+	for _, bad := range []string{"", "none", "k1", "k1:!!!", "k1:" + encodeStd(key) + ",k1:" + encodeStd(key)} {
 		_, err := webhook.ParseEncryptionKeys(bad)
 		require.ErrorIs(t, err, webhook.ErrInvalidConfig, bad)
 		require.NotContains(t, err.Error(), encodeStd(key)[:20])

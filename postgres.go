@@ -144,8 +144,10 @@ type PostgresConfig struct {
 	// decrypts them with whichever key of the ring sealed them. Every
 	// process on the tables needs the ring, operators' tools included
 	// (without it they show no body). A row that cannot be decrypted
-	// fails alone ([ErrCannotDecrypt]). See [EncryptionKeys] and
-	// [PostgresSupervisor.Reencrypt]. Defaults to nil: plain text.
+	// fails alone ([ErrCannotDecrypt]). A ring with no current key only
+	// decrypts. See [EncryptionKeys] for the order in which to roll rings
+	// out, and [PostgresSupervisor.Reencrypt]. Defaults to nil: plain
+	// text.
 	Encryption *EncryptionKeys
 }
 
@@ -336,6 +338,25 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 	if err := checkPostgresKey(&d); err != nil {
 		return Receipt{}, false, err
 	}
+	if s.enc.sealing() && d.seqAt > 0 && tx == nil {
+		// Its body is sealed once its number is drawn, in one
+		// transaction (see sealTemplates).
+		own, err := s.db.Begin(ctx)
+		if err != nil {
+			return Receipt{}, false, dbError("enqueue", err)
+		}
+		defer own.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+		if r, dup, err = s.insert(ctx, own, d, now); err != nil {
+			return Receipt{}, false, err
+		}
+		if err := own.Commit(ctx); err != nil {
+			if outcomeUnknown(err) {
+				return Receipt{}, false, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
+			}
+			return Receipt{}, false, dbError("enqueue", err)
+		}
+		return r, dup, nil
+	}
 	var q querier = s.db
 	if tx != nil {
 		q = tx
@@ -345,6 +366,9 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 	case refused != nil:
 		return Receipt{}, false, s.refuse(ctx, q, d, now, refused.until)
 	case err != nil:
+		return Receipt{}, false, err
+	}
+	if err := s.sealTemplates(ctx, q, []prepared{d}, []Receipt{r}, []bool{dup}); err != nil {
 		return Receipt{}, false, err
 	}
 	if tx == nil && !dup {
@@ -554,7 +578,7 @@ func (s *PostgresSupervisor) Delivery(ctx context.Context, id string) (Delivery,
 	}
 	d := ds[0].delivery()
 	r := &ds[0]
-	if opened, err := s.openRow(r.IdempotencyKey, r.URL, sealedValues{SealedWith: r.SealedWith, SeqAt: r.SeqAt}, d.Sequence, r.Body, nil, nil); err == nil {
+	if opened, err := s.openRow(r.IdempotencyKey, r.URL, sealedValues{SealedWith: r.SealedWith}, r.Body, nil, nil); err == nil {
 		d.Body = opened.body
 	} else {
 		d.Body = nil // its LastError says why, once a worker tries it
@@ -633,7 +657,7 @@ func (s *PostgresSupervisor) Redeliver(ctx context.Context, id string) (Receipt,
 			return Receipt{}, dbError("redeliver", err)
 		}
 	} else {
-		old, err := s.openRow(row.IdempotencyKey, row.URL, row.sealedValues, row.SequenceNumber, row.Body, row.AuthCredentials, row.Headers)
+		old, err := s.openRow(row.IdempotencyKey, row.URL, row.sealedValues, row.Body, row.AuthCredentials, row.Headers)
 		if err != nil {
 			return Receipt{}, fmt.Errorf("delivery %s cannot be re-emitted: %w", id, err)
 		}

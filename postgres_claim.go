@@ -449,7 +449,7 @@ func (s *PostgresSupervisor) appendJobs(out []*pgJob, rows []jobRow, token int64
 		// A row that does not decrypt, or that was changed outside the
 		// supervisor, fails alone with the reason (which quotes no
 		// secret), and holds back nothing else.
-		opened, err := s.openRow(r.IdempotencyKey, r.URL, r.sealedValues, j.seq, r.Body, r.AuthCredentials, r.Headers)
+		opened, err := s.openRow(r.IdempotencyKey, r.URL, r.sealedValues, r.Body, r.AuthCredentials, r.Headers)
 		if err != nil {
 			j.broken = "it cannot be decrypted: " + strings.TrimPrefix(err.Error(), ErrCannotDecrypt.Error()+": ")
 		}

@@ -358,7 +358,7 @@ func (j *mockJob) expectClaim(p *mockPool) *mockExpect {
 		"sequence_key": nil, "sequence_number": nil, "task_type": nil, "task_id": nil, "notification_type": nil,
 		"auth_scheme": nil, "auth_credentials": nil, "headers": nil,
 		"attempts": 0, "lost_attempts": 0, "accepted_at": epoch, "first_attempt_at": nil, "reemission_of": nil,
-		"notification_id": nil, "subscriber_id": nil, "trace_carrier": nil, "tenant": nil, "sealed_with": nil, "sealed_headers": nil, "seq_at": nil,
+		"notification_id": nil, "subscriber_id": nil, "trace_carrier": nil, "tenant": nil, "sealed_with": nil, "sealed_headers": nil,
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -29,7 +30,7 @@ type secrets struct {
 // headers (moved to sealedHeaders), each bound to its column and to the
 // delivery. Without a ring it does nothing.
 func (r *EncryptionKeys) sealSecrets(key, url string, v *secrets) {
-	if r == nil {
+	if !r.sealing() {
 		return
 	}
 	id := r.Current()
@@ -81,11 +82,11 @@ type openedRow struct {
 	body, credentials, headers []byte // headers: JSON
 }
 
-// openRow returns the row's secrets, decrypted when sealedWith is set (a
-// template body gets its sequence number written at seqAt). A sealed row
+// openRow returns the row's secrets, decrypted when sealedWith is set. A
+// sealed row
 // read by a supervisor without Encryption, or one that does not decrypt,
 // is an error matching ErrCannotDecrypt that says why.
-func (s *PostgresSupervisor) openRow(key, url string, v sealedValues, seq int64, body, credentials, headers []byte) (openedRow, error) {
+func (s *PostgresSupervisor) openRow(key, url string, v sealedValues, body, credentials, headers []byte) (openedRow, error) {
 	if v.SealedWith == nil {
 		return openedRow{body, credentials, headers}, nil
 	}
@@ -107,25 +108,45 @@ func (s *PostgresSupervisor) openRow(key, url string, v sealedValues, seq int64,
 			return openedRow{}, err
 		}
 	}
-	if v.SeqAt != nil {
-		if out.body, err = writeSequence(out.body, int(*v.SeqAt), seq); err != nil {
-			return openedRow{}, err
-		}
-	}
 	return out, nil
 }
 
 // writeSequence writes seq over the 0 at offset at of a template body, as
 // the enqueue statement does for a body that is not sealed.
-func writeSequence(body []byte, at int, seq int64) ([]byte, error) {
-	if at <= 0 || at >= len(body) || body[at] != '0' || seq <= 0 {
-		return nil, fmt.Errorf("%w: its sequence-number offset %d does not point at the template's 0", ErrCannotDecrypt, at)
-	}
+func writeSequence(body []byte, at int, seq int64) []byte {
 	n := strconv.AppendInt(nil, seq, 10)
 	out := make([]byte, 0, len(body)+len(n)-1)
 	out = append(out, body[:at]...)
 	out = append(out, n...)
-	return append(out, body[at+1:]...), nil
+	return append(out, body[at+1:]...)
+}
+
+// sealTemplates, in the transaction q of an enqueue, replaces the sealed
+// template body of each new delivery of ds that had its sequence number
+// drawn by the statement (MCPWebhook.WriteSequenceNumber) with the final
+// body, sealed: a sealed body is never a template, so nothing outside the
+// ciphertext (a sequence_number column changed by someone without the
+// ring, say) can alter what is sent. Without encryption the statement
+// wrote the number itself.
+func (s *PostgresSupervisor) sealTemplates(ctx context.Context, q querier, ds []prepared, rs []Receipt, dup []bool) error {
+	if !s.enc.sealing() {
+		return nil
+	}
+	for i := range ds {
+		d := &ds[i]
+		if d.seqAt <= 0 || dup[i] || rs[i].ID == "" {
+			continue
+		}
+		id, err := strconv.ParseInt(rs[i].ID, 10, 64)
+		if err != nil {
+			return err
+		}
+		body := s.enc.seal(sealBody, d.key, d.url, writeSequence(d.body, d.seqAt, rs[i].Sequence))
+		if _, err := exec(ctx, q, s.q.rewriteBody, rewriteBodyParams{ID: id, Body: body}); err != nil {
+			return dbError("enqueue", err)
+		}
+	}
+	return nil
 }
 
 // headersOf parses a row's headers JSON.
@@ -169,17 +190,17 @@ type ReencryptResult struct {
 // having committed the batches it finished.
 func (s *PostgresSupervisor) Reencrypt(ctx context.Context, batch int) (ReencryptResult, error) {
 	var res ReencryptResult
-	if s.enc == nil {
-		return res, badConfig("PostgresConfig.Encryption", "is nil; Reencrypt rewrites rows under its current key")
+	if !s.enc.sealing() {
+		return res, badConfig("PostgresConfig.Encryption", "has no current key; Reencrypt rewrites rows under it")
 	}
 	if batch < 0 || batch > BatchMax {
 		return res, badConfig("batch", "is %d; use 1 to %d, or 0 for %d", batch, BatchMax, ReencryptDefaultBatch)
 	}
 	batch = cmp.Or(batch, ReencryptDefaultBatch)
-	failed := []int64{}
+	failed := map[int64]bool{}
 	for sweep := 0; ; sweep++ {
 		for after := int64(0); ; {
-			last, err := s.reencryptBatch(ctx, after, batch, &failed, &res)
+			last, err := s.reencryptBatch(ctx, after, batch, failed, &res)
 			if err != nil {
 				return res, err
 			}
@@ -189,7 +210,7 @@ func (s *PostgresSupervisor) Reencrypt(ctx context.Context, batch int) (Reencryp
 			after = last
 		}
 		var left bool
-		if err := queryRow(ctx, s.db, s.q.reencryptLeft, reencryptLeftParams{Current: s.enc.Current(), Failed: failed}).Scan(&left); err != nil {
+		if err := queryRow(ctx, s.db, s.q.reencryptLeft, reencryptLeftParams{Current: s.enc.Current(), Failed: slices.Collect(maps.Keys(failed))}).Scan(&left); err != nil {
 			return res, dbError("reencrypt", err)
 		}
 		if !left {
@@ -208,7 +229,7 @@ func (s *PostgresSupervisor) Reencrypt(ctx context.Context, batch int) (Reencryp
 // reencryptBatch rewrites the rows after after, up to limit of them, in
 // one transaction, and returns the last row it read (0: none). Rows that
 // do not decrypt are added to failed (and res) once, and left alone.
-func (s *PostgresSupervisor) reencryptBatch(ctx context.Context, after int64, limit int, failed *[]int64, res *ReencryptResult) (int64, error) {
+func (s *PostgresSupervisor) reencryptBatch(ctx context.Context, after int64, limit int, failed map[int64]bool, res *ReencryptResult) (int64, error) {
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return 0, dbError("reencrypt", err)
@@ -221,12 +242,12 @@ func (s *PostgresSupervisor) reencryptBatch(ctx context.Context, after int64, li
 	var w reencryptRows
 	for i := range rows {
 		r := &rows[i]
-		if slices.Contains(*failed, r.ID) {
+		if failed[r.ID] {
 			continue
 		}
 		v, err := s.openRaw(r)
 		if err != nil {
-			*failed = append(*failed, r.ID)
+			failed[r.ID] = true
 			res.Failed++
 			if len(res.FailedIDs) < 100 {
 				res.FailedIDs = append(res.FailedIDs, strconv.FormatInt(r.ID, 10))

@@ -165,7 +165,6 @@ type jobRow struct {
 type sealedValues struct {
 	SealedWith    *string `db:"sealed_with"`    // the ring's key; nil: plaintext
 	SealedHeaders []byte  `db:"sealed_headers"` // sealed Routing.Headers (headers is NULL)
-	SeqAt         *int32  `db:"seq_at"`         // a sealed template body's sequence-number offset
 }
 
 // snapshotRow is what a Delivery snapshot shows.
@@ -188,7 +187,6 @@ type snapshotRow struct {
 	Tenant           *string    `db:"tenant"`
 	MCPBody          bool       `db:"mcp_body"`
 	SealedWith       *string    `db:"sealed_with"`
-	SeqAt            *int32     `db:"seq_at"`
 }
 
 // attemptRow is a row of the attempt log.
@@ -701,6 +699,13 @@ type pgSQL struct {
 	reencryptRead  stmt[reencryptReadParams]
 	reencryptWrite stmt[reencryptRows]
 	reencryptLeft  stmt[reencryptLeftParams]
+	// A sealed template's body, sealed again once its number is drawn.
+	rewriteBody stmt[rewriteBodyParams]
+}
+
+type rewriteBodyParams struct {
+	ID   int64  `db:"id"`
+	Body []byte `db:"body"`
 }
 
 // reencryptLeftParams ask whether rows are left to rewrite, but those that
@@ -807,7 +812,7 @@ WITH prior AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers, seq_at)
+		notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = @breaker_key AND b.state = 'open')),
@@ -816,8 +821,7 @@ WITH prior AS (
 			ELSE @body::bytea END,
 		@idempotency_key, @breaker_key, @sequence_key, (SELECT last_value FROM seq),
 		@task_type, @task_id, @notification_type, @auth_scheme, @auth_credentials, @headers::jsonb, @now, @mcp_body, @payload_sha256,
-		@notification_id, @subscriber_id, @trace_carrier, @tenant, @sealed_with, @sealed_headers,
-		CASE WHEN @sealed_with::text IS NOT NULL THEN NULLIF(@seq_at::int, 0) END
+		@notification_id, @subscriber_id, @trace_carrier, @tenant, @sealed_with, @sealed_headers
 	FROM refused WHERE NOT refused.yes AND NOT EXISTS (SELECT 1 FROM prior)
 	ON CONFLICT (idempotency_key) WHERE payload_sha256 IS NOT NULL DO NOTHING
 	RETURNING id, sequence_number
@@ -852,7 +856,7 @@ WITH v AS (
 ), ins AS (
 	INSERT INTO {deliveries} (state, due_at, url, body, idempotency_key, breaker_key, sequence_key, sequence_number,
 		task_type, task_id, notification_type, auth_scheme, auth_credentials, headers, accepted_at, mcp_body, payload_sha256,
-		notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers, seq_at)
+		notification_id, subscriber_id, trace_carrier, tenant, sealed_with, sealed_headers)
 	SELECT 'pending',
 		GREATEST(@now::timestamptz, (SELECT ` + openRetryAt + ` FROM {breakers} b
 			WHERE b.breaker_key = n.breaker_key AND b.state = 'open')),
@@ -861,8 +865,7 @@ WITH v AS (
 			ELSE n.body END,
 		n.idempotency_key, n.breaker_key, n.sequence_key, n.number,
 		n.task_type, n.task_id, n.notification_type, n.auth_scheme, n.auth_credentials, n.headers, @now, n.mcp_body, n.payload_sha256,
-		n.notification_id, n.subscriber_id, n.trace_carrier, n.tenant, n.sealed_with, n.sealed_headers,
-		CASE WHEN n.sealed_with IS NOT NULL THEN NULLIF(n.seq_at, 0) END
+		n.notification_id, n.subscriber_id, n.trace_carrier, n.tenant, n.sealed_with, n.sealed_headers
 	-- In key order (the numbers are drawn already), so that concurrent
 	-- batches sharing keys wait on them in one order.
 	FROM numbered n ORDER BY n.idempotency_key
@@ -1231,7 +1234,7 @@ SELECT old.state, b.version FROM old, b`))
 	// re-emission under a fresh key, linked both ways.
 	q.redeliverLock = compile[idParams](r.Replace(`SELECT state, idempotency_key, body, mcp_body, COALESCE(sequence_number, 0) AS sequence_number,
 	accepted_at, first_attempt_at, reemission_of, reemitted_as, COALESCE(last_status, 0) AS last_status,
-	url, task_type, notification_type, auth_credentials, headers, sealed_with, sealed_headers, seq_at
+	url, task_type, notification_type, auth_credentials, headers, sealed_with, sealed_headers
 FROM {deliveries} WHERE id = @id FOR UPDATE`))
 	// Activity: the newest attempt rows and unfinished deliveries (their
 	// next attempt) of the deliveries selected, merged in one statement
@@ -1253,7 +1256,7 @@ FROM {deliveries} WHERE id = @id FOR UPDATE`))
 		-- a failure (negative token): due_at is the next attempt's, at least
 		CASE WHEN state = 'running' AND lease_token > 0 THEN due_at - @lease::interval ELSE due_at END AS fired_at,
 		idempotency_key, url, sequence_number, notification_type, notification_id, subscriber_id,
-		octet_length(body) AS payload_size, NULL::text AS outcome, NULL::int AS http_status, NULL::text AS error_message,
+		octet_length(body) - CASE WHEN sealed_with IS NULL THEN 0 ELSE ` + sealOverheadSQL + ` END AS payload_size, NULL::text AS outcome, NULL::int AS http_status, NULL::text AS error_message,
 		NULL::bigint AS response_time_us, NULL::boolean AS timed_out
 	FROM {deliveries} WHERE ` + strings.Replace(primary, "delivery_id =", "id =", 1) + ` AND ` +
 			strings.Replace(filters, "OR delivery_id =", "OR id =", 1) + `
@@ -1300,6 +1303,7 @@ ORDER BY id LIMIT @limit FOR UPDATE SKIP LOCKED`))
 	q.reencryptWrite = compile[reencryptRows](r.Replace(`UPDATE {deliveries} d SET body = v.body, auth_credentials = v.auth_credentials,
 	payload_sha256 = v.payload_sha256, sealed_with = v.sealed_with, headers = NULL, sealed_headers = v.sealed_headers
 FROM ` + unnest[reencryptRows]("v", "") + ` WHERE d.id = v.id`))
+	q.rewriteBody = compile[rewriteBodyParams](r.Replace(`UPDATE {deliveries} SET body = @body WHERE id = @id`))
 	q.reencryptLeft = compile[reencryptLeftParams](r.Replace(`SELECT EXISTS (SELECT 1 FROM {deliveries}
 	WHERE sealed_with IS DISTINCT FROM @current AND id <> ALL(@failed::bigint[]))`))
 	q.nextSequence = compile[sequenceParams](r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES (@sequence_key, 1)

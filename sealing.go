@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -31,11 +32,16 @@ const EncryptionKeySize = 32
 // EncryptionKeys is a key ring for encryption at rest
 // ([PostgresConfig.Encryption]): AES-256-GCM keys by ID, one of them
 // current. The current key encrypts every value written; any key of the
-// ring decrypts the values it encrypted, which name it. A ring is
-// immutable: to rotate, give every process a ring whose current key is
-// the new one and that still holds the old, then re-encrypt the stored
-// rows ([PostgresSupervisor.Reencrypt], webhookctl reencrypt), then drop
-// the old key.
+// ring decrypts the values it encrypted, which name it. A ring with no
+// current key only decrypts: values are written in plain text.
+//
+// A ring is immutable. To rotate without failing a delivery, every
+// process must be able to decrypt a key before any process encrypts with
+// it: first give every process a ring that holds the new key while the
+// old one stays current, then one whose current key is the new one, then
+// re-encrypt the stored rows ([PostgresSupervisor.Reencrypt], webhookctl
+// reencrypt), then drop the old key. (Turning encryption on is the same,
+// from a ring with no current key.)
 //
 // Its String and error messages never include key material.
 type EncryptionKeys struct {
@@ -44,11 +50,15 @@ type EncryptionKeys struct {
 }
 
 // NewEncryptionKeys returns the ring of keys (ID to 32 random bytes) whose
-// current key is current. IDs match ^[A-Za-z0-9_.:-]{1,64}$. Generate a
-// key with crypto/rand ([GenerateEncryptionKey]) and keep it in your
-// secret store, apart from the database.
+// current key is current ("" for a ring that only decrypts). IDs match
+// ^[A-Za-z0-9_.:-]{1,64}$. Generate a key with crypto/rand
+// ([GenerateEncryptionKey]) and keep it in your secret store, apart from
+// the database.
 func NewEncryptionKeys(current string, keys map[string][]byte) (*EncryptionKeys, error) {
-	if _, ok := keys[current]; !ok {
+	if len(keys) == 0 {
+		return nil, badConfig("EncryptionKeys", "holds no key")
+	}
+	if _, ok := keys[current]; !ok && current != "" {
 		return nil, badConfig("EncryptionKeys", "the current key %q is not in the ring; list it with the others", current)
 	}
 	r := &EncryptionKeys{current: current, aeads: make(map[string]cipher.AEAD, len(keys))}
@@ -85,15 +95,24 @@ func GenerateEncryptionKey() ([]byte, error) {
 // ParseEncryptionKeys reads a ring from text, the form webhookctl takes
 // in the WEBHOOK_ENCRYPTION_KEYS environment variable: comma-separated
 // "id:key" pairs, key in standard or URL-safe base64 (padded or not), the
-// current key first. For example "k2:base64…,k1:base64…".
+// current key first. For example "k2:base64…,k1:base64…". A first item
+// "none" makes a ring with no current key, which only decrypts:
+// "none,k1:base64…".
 func ParseEncryptionKeys(text string) (*EncryptionKeys, error) {
 	keys := map[string][]byte{}
 	current := ""
-	for i, item := range strings.Split(strings.TrimSpace(text), ",") {
-		id, enc, ok := strings.Cut(strings.TrimSpace(item), ":")
-		if !ok || id == "" {
+	items := strings.Split(strings.TrimSpace(text), ",")
+	noCurrent := strings.TrimSpace(items[0]) == "none"
+	if noCurrent {
+		items = items[1:]
+	}
+	for i, item := range items {
+		item = strings.TrimSpace(item)
+		cut := strings.LastIndexByte(item, ':') // IDs may hold colons; base64 never does
+		if cut <= 0 {
 			return nil, badConfig("EncryptionKeys", "item %d is not id:base64key", i+1)
 		}
+		id, enc := item[:cut], item[cut+1:]
 		key, err := decodeKey(enc)
 		if err != nil {
 			return nil, badConfig("EncryptionKeys", "key %q is not base64", id)
@@ -102,7 +121,7 @@ func ParseEncryptionKeys(text string) (*EncryptionKeys, error) {
 			return nil, badConfig("EncryptionKeys", "key %q is listed twice", id)
 		}
 		keys[id] = key
-		if i == 0 {
+		if i == 0 && !noCurrent {
 			current = id
 		}
 	}
@@ -120,7 +139,8 @@ func decodeKey(s string) ([]byte, error) {
 	return nil, errors.New("not base64")
 }
 
-// Current returns the ID of the key that encrypts.
+// Current returns the ID of the key that encrypts, or "" for a ring that
+// only decrypts.
 func (r *EncryptionKeys) Current() string { return r.current }
 
 // IDs returns the IDs of the ring's keys, sorted.
@@ -135,14 +155,22 @@ func (r *EncryptionKeys) IDs() []string {
 
 // String names the keys without their material.
 func (r EncryptionKeys) String() string {
-	return "EncryptionKeys{current: " + r.current + ", keys: " + strings.Join(r.IDs(), ",") + "}"
+	return "EncryptionKeys{current: " + cmp.Or(r.current, "none") + ", keys: " + strings.Join(r.IDs(), ",") + "}"
 }
+
+// sealing reports whether r encrypts what is written.
+func (r *EncryptionKeys) sealing() bool { return r != nil && r.current != "" }
 
 // Format keeps key material out of every fmt verb.
 func (r EncryptionKeys) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, r.String()) }
 
 // sealVersion is the first byte of a sealed value.
 const sealVersion = 1
+
+// sealOverheadSQL is, in SQL, how many bytes sealing adds to a value of a
+// row: version and key-ID length (2), the key ID, the nonce (12) and the
+// tag (16). TestSealOpen holds it to seal's output.
+const sealOverheadSQL = `30 + octet_length(sealed_with)`
 
 // The columns a sealed value may be bound to.
 const (

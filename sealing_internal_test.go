@@ -20,6 +20,9 @@ func TestSealOpen(t *testing.T) {
 	if id, ok := sealedKeyID(v); !ok || id != "k1" {
 		t.Fatalf("sealed value names %q, %v", id, ok)
 	}
+	if len(v) != len(plain)+30+len("k1") { // sealOverheadSQL
+		t.Fatalf("a sealed value of %d bytes has %d", len(plain), len(v))
+	}
 	if bytes.Contains(v, plain) {
 		t.Fatal("the plaintext is in the sealed value")
 	}

@@ -353,7 +353,7 @@ func (s *HTTPSender) CheckTenant(tenant string) error {
 	if tenant == "" && s.signer == nil {
 		return nil
 	}
-	if ts, ok := s.signer.(TenantChecker); ok {
+	if ts, ok := s.signer.(TenantSigner); ok { // a checker that cannot sign for tenants is no use
 		return ts.CheckTenant(tenant)
 	}
 	if tenant == "" {
@@ -375,7 +375,7 @@ func (s *HTTPSender) authenticate(hreq *http.Request, req *Request) error {
 		case ok:
 			err = ts.SignTenant(hreq, req.Body, req.Tenant)
 		case req.Tenant != "":
-			err = s.CheckTenant(req.Tenant)
+			err = fmt.Errorf("%w: tenant %q: HTTPSenderConfig.Signer is not a TenantSigner; use an RFC9421Signer with SignerConfig.Keys", ErrSigningKeyMissing, req.Tenant)
 		case s.signer != nil:
 			err = s.signer.Sign(hreq, req.Body)
 		}

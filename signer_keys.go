@@ -57,8 +57,9 @@ type TenantChecker interface {
 // [SigningKeys.Retire] it. A compromised key is retired at once and listed
 // in the operator's revocation list (revoked_kids).
 //
-// SigningKeys is safe for concurrent use, and changes take effect for the
-// next attempt signed.
+// SigningKeys is safe for concurrent use. A change takes effect for the
+// attempts that start signing after it returns; one already signing when
+// Retire or Activate is called may still use the key it looked up.
 type SigningKeys struct {
 	mu      sync.RWMutex
 	tenants map[string]*tenantKeys
@@ -72,7 +73,8 @@ type tenantKeys struct {
 	current   *SigningKey
 }
 
-// NewSigningKeys returns an empty set of tenants' keys.
+// NewSigningKeys returns an empty set of tenants' keys (as the zero
+// SigningKeys is).
 func NewSigningKeys() *SigningKeys {
 	return &SigningKeys{tenants: map[string]*tenantKeys{}, owner: map[string]string{}}
 }
@@ -98,6 +100,9 @@ func (s *SigningKeys) Publish(tenant string, key *SigningKey) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.tenants == nil { // the zero SigningKeys
+		s.tenants, s.owner = map[string]*tenantKeys{}, map[string]string{}
+	}
 	if other, ok := s.owner[key.keyID]; ok {
 		if other != tenant {
 			return badKey("key ID %q is tenant %q's; key IDs must be distinct across tenants", key.keyID, other)
@@ -189,6 +194,20 @@ func (s *SigningKeys) Current(tenant string) (*SigningKey, bool) {
 		return t.current, true
 	}
 	return nil, false
+}
+
+// algorithms returns the algorithms of the keys that sign, one each.
+func (s *SigningKeys) algorithms() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for _, t := range s.tenants {
+		if t.current != nil && !slices.Contains(out, t.current.alg) {
+			out = append(out, t.current.alg)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Tenants returns the tenants that publish at least one key, sorted.

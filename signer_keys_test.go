@@ -1,11 +1,14 @@
 package webhook_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -154,4 +157,58 @@ func ExampleSigningKeys() {
 	// Output:
 	// acme-2026-12 request-signing
 	// acme-2027-01
+}
+
+// A signer that checks tenants but cannot sign for them: its tenants are
+// refused, never sent unsigned.
+type checkingSigner struct{ signed int }
+
+func (c *checkingSigner) Sign(*http.Request, []byte) error { c.signed++; return nil }
+func (c *checkingSigner) CheckTenant(string) error         { return nil }
+
+func TestTenantNeedsATenantSigner(t *testing.T) {
+	t.Parallel()
+	cs := &checkingSigner{}
+	s, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: cs, Development: true})
+	require.NoError(t, err)
+	require.ErrorIs(t, s.CheckTenant("acme"), webhook.ErrSigningKeyMissing)
+	require.NoError(t, s.CheckTenant(""))
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	_, err = s.Send(context.Background(), &webhook.Request{URL: srv.URL, Body: []byte(`{}`), Tenant: "acme"})
+	require.ErrorIs(t, err, webhook.ErrSigningKeyMissing)
+	require.Zero(t, cs.signed)
+}
+
+// DefaultClassifier fails a delivery whose tenant has no key, without
+// charging the endpoint; other signing errors are retried.
+func TestClassifierSigningKeyMissing(t *testing.T) {
+	t.Parallel()
+	missing := fmt.Errorf("%w: %w", webhook.ErrSigning, webhook.ErrSigningKeyMissing)
+	c := webhook.DefaultClassifier(nil, missing, time.Now())
+	require.Equal(t, webhook.Classification{Verdict: webhook.VerdictFail}, c)
+	c = webhook.DefaultClassifier(nil, fmt.Errorf("%w: key service down", webhook.ErrSigning), time.Now())
+	require.Equal(t, webhook.Classification{Verdict: webhook.VerdictRetry}, c)
+}
+
+func TestZeroSigningKeysAndCapability(t *testing.T) {
+	t.Parallel()
+	var keys webhook.SigningKeys
+	require.ErrorIs(t, keys.CheckTenant("a"), webhook.ErrSigningKeyMissing)
+	require.NoError(t, keys.Set("a", genKey(t, "a-1")))
+	p256, err := webhook.GenerateSigningKey("b-1", receive.AlgECDSAP256)
+	require.NoError(t, err)
+	require.NoError(t, keys.Publish("b", p256)) // published, not signing: not advertised
+	signer, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Keys: &keys})
+	require.NoError(t, err)
+	require.Equal(t, []string{receive.AlgEd25519}, signer.SigningAlgorithms())
+	require.NoError(t, keys.Activate("b", "b-1"))
+	require.Equal(t, []string{receive.AlgECDSAP256, receive.AlgEd25519}, signer.SigningAlgorithms())
+	sender, err := webhook.NewHTTPSender(webhook.HTTPSenderConfig{Signer: signer})
+	require.NoError(t, err)
+	sup, err := webhook.NewMemorySupervisor(sender, webhook.MemoryConfig{})
+	require.NoError(t, err)
+	c, err := webhook.WebhookSigning(sup, sender, webhook.CapabilityOptions{AllowNonDurable: true})
+	require.NoError(t, err)
+	require.Equal(t, []string{receive.AlgECDSAP256, receive.AlgEd25519}, c.Algorithms)
 }

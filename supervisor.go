@@ -145,7 +145,8 @@ type Routing struct {
 	// waits signs its next attempt. Empty means the default key. A tenant
 	// the sender has no key for is refused at acceptance
 	// ([ErrSigningKeyMissing]); one whose key is gone when an attempt
-	// starts fails the delivery with that reason. Stored with the
+	// starts fails the delivery with that reason. A delivery with legacy
+	// Authentication is not signed and needs no key. Stored with the
 	// delivery (the key never is). At most 255 bytes of printable text.
 	Tenant string
 	// Authentication is the registration's legacy authentication, if any. When

@@ -42,6 +42,10 @@ type tenantWorld struct {
 }
 
 func newTenantWorld(t *testing.T, newSup newSupervisorFunc, tenants ...string) *tenantWorld {
+	return newTenantWorldWith(t, newSup, webhook.BreakerPolicy{}, tenants...)
+}
+
+func newTenantWorldWith(t *testing.T, newSup newSupervisorFunc, breaker webhook.BreakerPolicy, tenants ...string) *tenantWorld {
 	t.Helper()
 	w := &tenantWorld{t: t, keys: webhook.NewSigningKeys(), clock: fakeclock.New(time.Now()), sink: newRecordingSink()}
 	for _, tenant := range tenants {
@@ -53,7 +57,7 @@ func newTenantWorld(t *testing.T, newSup newSupervisorFunc, tenants ...string) *
 	require.NoError(t, err)
 	w.rcv = webhooktest.NewReceiver(webhooktest.Config{})
 	t.Cleanup(w.rcv.Close)
-	w.sup = newSup(t, suiteConfig{Sender: sender, Retry: webhook.RetryPolicy{NoJitter: true}, Sink: w.sink, Clock: w.clock})
+	w.sup = newSup(t, suiteConfig{Sender: sender, Retry: webhook.RetryPolicy{NoJitter: true}, Sink: w.sink, Clock: w.clock, Breaker: breaker})
 	return w
 }
 
@@ -191,7 +195,9 @@ func testTenantRotation(t *testing.T, newSup newSupervisorFunc) {
 // against the endpoint's breaker; the inspection API finds it by tenant,
 // and once a key is installed it is redelivered.
 func testTenantKeyMissing(t *testing.T, newSup newSupervisorFunc) {
-	w := newTenantWorld(t, newSup, "initech", "acme")
+	// A breaker that opens at the first failure it counts: a missing key
+	// must not be one.
+	w := newTenantWorldWith(t, newSup, webhook.BreakerPolicy{FailureThreshold: 1}, "initech", "acme")
 	r := w.send("initech", "task_missing")
 	require.NoError(t, w.keys.Retire("initech", "initech-2026-01"))
 	runWorker(t, w.sup)
@@ -258,6 +264,11 @@ func testTenantUnknown(t *testing.T, newSup newSupervisorFunc) {
 	list, err := w.sup.(webhook.Inspector).Deliveries(ctx, webhook.DeliveryFilter{}, webhook.Page{})
 	require.NoError(t, err)
 	require.Empty(t, list.Deliveries, "nothing was stored")
+
+	// Legacy authentication signs with no key: any tenant is accepted.
+	m.Authentication = &webhook.Authentication{Scheme: webhook.AuthBearer, Credentials: "bearer-0123456789-abcdefghijklmnopq"}
+	_, err = w.sup.SendMCP(ctx, m)
+	require.NoError(t, err)
 }
 
 // next waits for the sink's next attempt record.

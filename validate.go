@@ -29,7 +29,7 @@ func (p urlPolicy) checkRouting(r *Routing) error {
 	if err := r.check(); err != nil {
 		return err
 	}
-	if p.tenants != nil {
+	if p.tenants != nil && r.Authentication == nil { // legacy authentication signs with no key
 		if err := p.tenants.CheckTenant(r.Tenant); err != nil {
 			return &ValidationError{Field: "Tenant", sentinel: ErrSigningKeyMissing,
 				Reason: "cannot be signed for (" + strings.TrimPrefix(err.Error(), "webhook: ") + "); install the tenant's key before accepting its deliveries"}
