@@ -36,8 +36,10 @@ type AlgorithmReporter interface {
 }
 
 // SigningAlgorithms returns the algorithm of the signer's key, or with
-// [SignerConfig.Keys] those of every tenant's key that signs (none when no
-// tenant has one yet).
+// [SignerConfig.Keys] those of every tenant's key that signs now (none when
+// no tenant has one yet): a platform whose tenants advertise apart, or
+// whose keys change algorithm, computes each tenant's capability from its
+// own keys when it answers.
 func (s *RFC9421Signer) SigningAlgorithms() []string {
 	if s.keys != nil {
 		return s.keys.algorithms()

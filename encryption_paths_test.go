@@ -5,9 +5,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/pgtest"
 )
 
 // Encryption at rest on the less common paths: per-item batches, re-emission,
@@ -168,4 +171,105 @@ func TestPostgresEncryptionActivitySize(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, recs)
 	require.Equal(t, len(d.Body), recs[0].PayloadSizeBytes, "pending record's size")
+}
+
+// A row a worker holds locked when Reencrypt passes is skipped, and taken
+// on a later sweep: Reencrypt returns only when it is rewritten too.
+func TestPostgresReencryptWaitsForLockedRows(t *testing.T) {
+	t.Parallel()
+	w := newEncWorld(t)
+	ctx := context.Background()
+	plain := w.supervisor(nil)
+	var ids []string
+	for i := range 5 {
+		r, err := plain.SendMCP(ctx, encWebhook(w, "task_locked_"+string(rune('a'+i))))
+		require.NoError(t, err)
+		ids = append(ids, r.ID)
+	}
+	tx, err := w.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT id FROM adcp_webhook_deliveries WHERE id = $1 FOR UPDATE`, ids[2])
+	require.NoError(t, err)
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(200 * time.Millisecond) // Reencrypt's first sweep finds it locked
+		_ = tx.Rollback(ctx)
+		close(released)
+	}()
+	enc, _ := ring(t, "k1")
+	res, err := w.supervisor(enc).Reencrypt(ctx, 2)
+	require.NoError(t, err)
+	<-released
+	require.EqualValues(t, 5, res.Reencrypted)
+	var left int
+	require.NoError(t, w.pool.QueryRow(ctx, `SELECT count(*) FROM adcp_webhook_deliveries WHERE sealed_with IS NULL`).Scan(&left))
+	require.Zero(t, left)
+}
+
+// An OpenDrop refusal of a sealed template must still be recorded, as it is
+// for any other webhook (TestPostgresDropRefusalStoresNothing).
+func TestPostgresSealedTemplateRefusalIsRecorded(t *testing.T) {
+	t.Parallel()
+	enc, _ := ring(t, "k1")
+	pe := newPgEnv(t, webhook.PostgresConfig{Encryption: enc}, func(c *suiteConfig) {
+		c.Retry.MaxAttempts = 1
+		c.Breaker = webhook.BreakerPolicy{FailureThreshold: 1, OpenAction: webhook.OpenDrop}
+	})
+	url := "https://buyer.example/dead"
+	pe.sender.on(url, step{status: 503})
+	runWorker(t, pe.sup)
+	pe.sendMCP(mcp(url, "t1"))
+	pe.attempts(1)
+	for _, tmpl := range []bool{false, true} {
+		w := mcp(url, "t2")
+		w.SequenceKey = "s"
+		w.WriteSequenceNumber = tmpl
+		w.IdempotencyKey = webhook.NewIdempotencyKey()
+		_, err := pe.sup.SendMCP(context.Background(), w)
+		require.ErrorIs(t, err, webhook.ErrCircuitOpen)
+	}
+	require.Equal(t, 2, pe.count(`SELECT count(*) FROM adcp_webhook_attempts WHERE delivery_id IS NULL AND outcome = 'circuit_open' AND task_id = 't2'`),
+		"both refusals recorded (plain body, then sealed template)")
+}
+
+// tracer cancels a context once the enqueue statement has run.
+type cancelAfterEnqueue struct{ cancel context.CancelFunc }
+
+func (c *cancelAfterEnqueue) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (c *cancelAfterEnqueue) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
+	if c.cancel != nil && d.Err == nil && (d.CommandTag.Select() || d.CommandTag.Insert()) {
+		c.cancel()
+		c.cancel = nil
+	}
+}
+
+// SendMCPTx that returns an error must not leave a delivery in the
+// caller's transaction.
+func TestPostgresSealedTemplateErrorLeavesNothingInTx(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	tr := &cancelAfterEnqueue{}
+	cfg.ConnConfig.Tracer = tr
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	enc, _ := ring(t, "k1")
+	sup := newPostgresOn(t, pool, suiteConfig{Sender: newScriptedSender()}, webhook.PostgresConfig{Encryption: enc, PollOnly: true})
+	tx, err := pool.Begin(context.Background())
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.cancel = cancel
+	w := mcp("https://buyer.example/hook", "t1")
+	w.SequenceKey, w.WriteSequenceNumber = "s", true
+	_, err = sup.SendMCPTx(ctx, tx, w)
+	require.Error(t, err)
+	// The caller carries on with its own work and commits.
+	require.NoError(t, tx.Commit(context.Background()))
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM adcp_webhook_deliveries`).Scan(&n))
+	require.Zero(t, n, "an errored SendMCPTx left a delivery in the caller's tx")
 }

@@ -400,6 +400,7 @@ func TestEncryptionKeysConfig(t *testing.T) {
 		"current missing": {"k2", map[string][]byte{"k1": key}, `current key "k2" is not in the ring`},
 		"short key":       {"k1", map[string][]byte{"k1": key[:16]}, "has 16 bytes"},
 		"bad id":          {"k 1", map[string][]byte{"k 1": key}, "must match"},
+		"reserved id":     {"none", map[string][]byte{"none": key}, "must match"},
 	} {
 		_, err := webhook.NewEncryptionKeys(c.current, c.keys)
 		require.ErrorIs(t, err, webhook.ErrInvalidConfig, name)

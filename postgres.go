@@ -338,24 +338,8 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 	if err := checkPostgresKey(&d); err != nil {
 		return Receipt{}, false, err
 	}
-	if s.enc.sealing() && d.seqAt > 0 && tx == nil {
-		// Its body is sealed once its number is drawn, in one
-		// transaction (see sealTemplates).
-		own, err := s.db.Begin(ctx)
-		if err != nil {
-			return Receipt{}, false, dbError("enqueue", err)
-		}
-		defer own.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-		if r, dup, err = s.insert(ctx, own, d, now); err != nil {
-			return Receipt{}, false, err
-		}
-		if err := own.Commit(ctx); err != nil {
-			if outcomeUnknown(err) {
-				return Receipt{}, false, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
-			}
-			return Receipt{}, false, dbError("enqueue", err)
-		}
-		return r, dup, nil
+	if s.enc.sealing() && d.seqAt > 0 {
+		return s.insertSealedTemplate(ctx, tx, d, now)
 	}
 	var q querier = s.db
 	if tx != nil {
@@ -366,9 +350,6 @@ func (s *PostgresSupervisor) insert(ctx context.Context, tx pgx.Tx, d prepared, 
 	case refused != nil:
 		return Receipt{}, false, s.refuse(ctx, q, d, now, refused.until)
 	case err != nil:
-		return Receipt{}, false, err
-	}
-	if err := s.sealTemplates(ctx, q, []prepared{d}, []Receipt{r}, []bool{dup}); err != nil {
 		return Receipt{}, false, err
 	}
 	if tx == nil && !dup {

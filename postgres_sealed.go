@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // This file holds encryption at rest on Postgres (PostgresConfig.Encryption):
@@ -119,6 +121,53 @@ func writeSequence(body []byte, at int, seq int64) []byte {
 	out = append(out, body[:at]...)
 	out = append(out, n...)
 	return append(out, body[at+1:]...)
+}
+
+// insertSealedTemplate is insert for a sealed body whose sequence number
+// is drawn by the enqueue statement: the statement and the body's sealing
+// with its number (sealTemplates) run in one transaction of their own (a
+// savepoint of tx), so that an error leaves nothing, not even in the
+// caller's transaction, and no worker ever sees the template. An OpenDrop
+// refusal is recorded after it is rolled back.
+func (s *PostgresSupervisor) insertSealedTemplate(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, bool, error) {
+	var sub pgx.Tx
+	var err error
+	if tx != nil {
+		sub, err = tx.Begin(ctx) // a savepoint
+	} else {
+		sub, err = s.db.Begin(ctx)
+	}
+	if err != nil {
+		return Receipt{}, false, dbError("enqueue", err)
+	}
+	defer sub.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	r, dup, refused, err := s.insertIn(ctx, sub, true, tx != nil, d, now)
+	if err == nil && refused == nil {
+		err = s.sealTemplates(ctx, sub, []prepared{d}, []Receipt{r}, []bool{dup})
+	}
+	if err != nil {
+		return Receipt{}, false, err
+	}
+	if refused != nil {
+		if err := sub.Rollback(context.WithoutCancel(ctx)); err != nil {
+			return Receipt{}, false, dbError("enqueue", err)
+		}
+		var q querier = s.db
+		if tx != nil {
+			q = tx
+		}
+		return Receipt{}, false, s.refuse(ctx, q, d, now, refused.until)
+	}
+	if err := sub.Commit(ctx); err != nil {
+		if tx == nil && outcomeUnknown(err) {
+			return Receipt{}, false, fmt.Errorf("%w: %w", ErrOutcomeUnknown, dbError("enqueue", err))
+		}
+		return Receipt{}, false, dbError("enqueue", err)
+	}
+	if tx == nil && !dup { // in the caller's transaction, the statement notified with it
+		s.wakeWorkers()
+	}
+	return r, dup, nil
 }
 
 // sealTemplates, in the transaction q of an enqueue, replaces the sealed

@@ -1305,7 +1305,7 @@ ORDER BY id LIMIT @limit FOR UPDATE SKIP LOCKED`))
 FROM ` + unnest[reencryptRows]("v", "") + ` WHERE d.id = v.id`))
 	q.rewriteBody = compile[rewriteBodyParams](r.Replace(`UPDATE {deliveries} SET body = @body WHERE id = @id`))
 	q.reencryptLeft = compile[reencryptLeftParams](r.Replace(`SELECT EXISTS (SELECT 1 FROM {deliveries}
-	WHERE sealed_with IS DISTINCT FROM @current AND id <> ALL(@failed::bigint[]))`))
+	WHERE sealed_with IS DISTINCT FROM @current AND id <> ALL(COALESCE(@failed::bigint[], '{}')))`))
 	q.nextSequence = compile[sequenceParams](r.Replace(`INSERT INTO {sequences} AS s (sequence_key, last_value) VALUES (@sequence_key, 1)
 ON CONFLICT (sequence_key) DO UPDATE SET last_value = s.last_value + 1
 RETURNING last_value`))

@@ -63,8 +63,8 @@ func NewEncryptionKeys(current string, keys map[string][]byte) (*EncryptionKeys,
 	}
 	r := &EncryptionKeys{current: current, aeads: make(map[string]cipher.AEAD, len(keys))}
 	for id, key := range keys {
-		if !ident.Valid(id, 1, 64) {
-			return nil, badConfig("EncryptionKeys", "key ID %q must match ^[A-Za-z0-9_.:-]{1,64}$", id)
+		if !ident.Valid(id, 1, 64) || id == "none" {
+			return nil, badConfig("EncryptionKeys", "key ID %q must match ^[A-Za-z0-9_.:-]{1,64}$ and not be \"none\"", id)
 		}
 		if len(key) != EncryptionKeySize {
 			return nil, badConfig("EncryptionKeys", "key %q has %d bytes; AES-256 keys have %d (GenerateEncryptionKey makes one)", id, len(key), EncryptionKeySize)
@@ -102,15 +102,15 @@ func ParseEncryptionKeys(text string) (*EncryptionKeys, error) {
 	keys := map[string][]byte{}
 	current := ""
 	items := strings.Split(strings.TrimSpace(text), ",")
-	noCurrent := strings.TrimSpace(items[0]) == "none"
-	if noCurrent {
-		items = items[1:]
+	first := 0
+	if strings.TrimSpace(items[0]) == "none" {
+		first = 1
 	}
-	for i, item := range items {
+	for i, item := range items[first:] {
 		item = strings.TrimSpace(item)
 		cut := strings.LastIndexByte(item, ':') // IDs may hold colons; base64 never does
 		if cut <= 0 {
-			return nil, badConfig("EncryptionKeys", "item %d is not id:base64key", i+1)
+			return nil, badConfig("EncryptionKeys", "item %d is not id:base64key", first+i+1)
 		}
 		id, enc := item[:cut], item[cut+1:]
 		key, err := decodeKey(enc)
@@ -121,7 +121,7 @@ func ParseEncryptionKeys(text string) (*EncryptionKeys, error) {
 			return nil, badConfig("EncryptionKeys", "key %q is listed twice", id)
 		}
 		keys[id] = key
-		if i == 0 && !noCurrent {
+		if i == 0 && first == 0 {
 			current = id
 		}
 	}
