@@ -300,13 +300,7 @@ var errBatchRaced = errors.New("a key of the batch was bound meanwhile")
 // insertBatchOnce writes the batch in one transaction (a savepoint of tx),
 // in one statement or one per item (pipelined), and commits it.
 func (s *PostgresSupervisor) insertBatchOnce(ctx context.Context, tx pgx.Tx, ds []prepared, firsts []int, now time.Time, oneStatement bool) ([]Receipt, []bool, error) {
-	var sub pgx.Tx
-	var err error
-	if tx != nil {
-		sub, err = tx.Begin(ctx) // a savepoint
-	} else {
-		sub, err = s.db.Begin(ctx)
-	}
+	sub, err := s.beginIn(ctx, tx)
 	if err != nil {
 		return nil, nil, dbError("enqueue batch", err)
 	}
@@ -342,6 +336,15 @@ func (s *PostgresSupervisor) insertBatchOnce(ctx context.Context, tx pgx.Tx, ds 
 		}
 	}
 	return s.commitBatch(ctx, tx, sub, ds, rs, dup)
+}
+
+// beginIn begins a transaction: a savepoint of tx, or one of the pool's
+// when tx is nil.
+func (s *PostgresSupervisor) beginIn(ctx context.Context, tx pgx.Tx) (pgx.Tx, error) {
+	if tx != nil {
+		return tx.Begin(ctx)
+	}
+	return s.db.Begin(ctx)
 }
 
 // commitBatch seals the batch's templates, commits its transaction and

@@ -93,18 +93,13 @@ func TestPostgresEncryptionReemission(t *testing.T) {
 	require.Contains(t, string(got[0].Body), `"sequence_number":1`)
 }
 
-// R2: Reencrypt of sealed template rows and of plain rows whose
+// Reencrypt of sealed template rows and of plain rows whose
 // payload_sha256 is NULL (accepted before the payload binding).
 func TestPostgresReencryptSequencedAndUnboundRows(t *testing.T) {
 	t.Parallel()
 	w := newEncWorld(t)
 	ctx := context.Background()
-	k1only, keys := ring(t, "k1")
-	k2 := mustKey(t)
-	rotated, err := webhook.NewEncryptionKeys("k2", map[string][]byte{"k1": keys["k1"], "k2": k2})
-	require.NoError(t, err)
-	k2only, err := webhook.NewEncryptionKeys("k2", map[string][]byte{"k2": k2})
-	require.NoError(t, err)
+	k1only, rotated, k2only := rotation(t)
 
 	bodies := map[string][]byte{}
 	plainSup := w.supervisor(nil)

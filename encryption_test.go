@@ -298,10 +298,7 @@ func TestPostgresEncryptionRotationWithLiveWorkers(t *testing.T) {
 	t.Parallel()
 	w := newEncWorld(t)
 	ctx := context.Background()
-	k1only, keys := ring(t, "k1")
-	k2 := mustKey(t)
-	rotated, err := webhook.NewEncryptionKeys("k2", map[string][]byte{"k1": keys["k1"], "k2": k2})
-	require.NoError(t, err)
+	k1only, rotated, k2only := rotation(t)
 
 	bodies := sync.Map{} // idempotency key -> body as accepted
 	var ids []string
@@ -358,8 +355,6 @@ func TestPostgresEncryptionRotationWithLiveWorkers(t *testing.T) {
 	require.Len(t, seen, len(ids), "every delivery was sent")
 
 	// Every row is under k2 now: a ring of k2 alone reads every body.
-	k2only, err := webhook.NewEncryptionKeys("k2", map[string][]byte{"k2": k2})
-	require.NoError(t, err)
 	after := w.supervisor(k2only)
 	for _, id := range ids {
 		d, err := after.Wait(cctx, id)
@@ -377,6 +372,19 @@ func TestPostgresEncryptionRotationWithLiveWorkers(t *testing.T) {
 	res, err = after.Reencrypt(ctx, 0)
 	require.NoError(t, err)
 	require.Zero(t, res.Reencrypted)
+}
+
+// rotation is a rotation's three rings: k1 alone, k2 current with k1, k2
+// alone.
+func rotation(t *testing.T) (k1only, rotated, k2only *webhook.EncryptionKeys) {
+	t.Helper()
+	k1only, keys := ring(t, "k1")
+	k2 := mustKey(t)
+	rotated, err := webhook.NewEncryptionKeys("k2", map[string][]byte{"k1": keys["k1"], "k2": k2})
+	require.NoError(t, err)
+	k2only, err = webhook.NewEncryptionKeys("k2", map[string][]byte{"k2": k2})
+	require.NoError(t, err)
+	return k1only, rotated, k2only
 }
 
 func mustKey(t *testing.T) []byte {

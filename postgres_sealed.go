@@ -130,13 +130,7 @@ func writeSequence(body []byte, at int, seq int64) []byte {
 // caller's transaction, and no worker ever sees the template. An OpenDrop
 // refusal is recorded after it is rolled back.
 func (s *PostgresSupervisor) insertSealedTemplate(ctx context.Context, tx pgx.Tx, d prepared, now time.Time) (Receipt, bool, error) {
-	var sub pgx.Tx
-	var err error
-	if tx != nil {
-		sub, err = tx.Begin(ctx) // a savepoint
-	} else {
-		sub, err = s.db.Begin(ctx)
-	}
+	sub, err := s.beginIn(ctx, tx)
 	if err != nil {
 		return Receipt{}, false, dbError("enqueue", err)
 	}
