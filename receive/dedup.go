@@ -4,9 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"sync"
 	"time"
 )
+
+// ErrNotOwner is returned by a [DedupStore]'s Complete for a claim that is
+// no longer the owner's: its lease passed and another claim took the
+// delivery over (which may then run the handler a second time: give
+// claims a lease longer than the handler can take).
+var ErrNotOwner = errors.New("receive: the dedup claim is no longer its delivery's owner")
 
 // This file holds the durable de-duplication AdCP 3.2 asks of a receiver:
 // one owner per (sender, idempotency_key) before the buyer's handler runs,
@@ -51,22 +58,27 @@ type DedupClaim struct {
 // and record atomically.
 type DedupStore interface {
 	// Claim decides about a delivery: the first one of a key becomes its
-	// owner for lease (another claim may take it over once the lease
-	// passes, the owner having died); an identical one is in progress or
-	// completed; a changed one conflicts.
+	// owner for lease, which must be positive (another claim may take it
+	// over once the lease passes, the owner having died); an identical one
+	// is in progress or completed; a changed one conflicts.
 	Claim(ctx context.Context, sender, key string, fingerprint [32]byte, now time.Time, lease time.Duration) (DedupClaim, error)
 	// Complete records that the owner processed the delivery; the binding
-	// is kept for the store's retention from now.
+	// is kept for the store's retention from now. A claim taken over since
+	// is [ErrNotOwner].
 	Complete(ctx context.Context, c DedupClaim, now time.Time) error
-	// Release gives up the owner's claim (its handler failed): the key is
-	// free again for the sender's retry.
-	Release(ctx context.Context, c DedupClaim) error
+	// Release gives up the owner's claim (its handler failed): the
+	// sender's identical retry becomes the owner; the key stays bound to
+	// its payload, so a changed one still conflicts.
+	Release(ctx context.Context, c DedupClaim, now time.Time) error
 }
 
 // DedupRetentionMin is the least time a completed binding is kept: AdCP
 // 3.2's 24 h floor (keep it for the sender's advertised retry horizon if
 // that is longer).
 const DedupRetentionMin = 24 * time.Hour
+
+// errLease is Claim's error for a lease that is not positive.
+var errLease = errors.New("receive: a dedup claim's lease must be positive: a zero lease would let two claims own one delivery")
 
 // newToken is a random owner token.
 func newToken() uint64 {
@@ -100,6 +112,9 @@ type dedupEntry struct {
 
 // Claim implements [DedupStore].
 func (s *MemoryDedupStore) Claim(_ context.Context, sender, key string, fp [32]byte, now time.Time, lease time.Duration) (DedupClaim, error) {
+	if lease <= 0 {
+		return DedupClaim{}, errLease
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.entries == nil {
@@ -118,6 +133,9 @@ func (s *MemoryDedupStore) Claim(_ context.Context, sender, key string, fp [32]b
 		limit := s.PerSenderCap
 		if limit <= 0 {
 			limit = 1_000_000
+		}
+		if s.senders[sender] >= limit {
+			s.forgetLocked(sender, now)
 		}
 		if s.senders[sender] >= limit {
 			c.Verdict = DedupOverCap
@@ -142,24 +160,36 @@ func (s *MemoryDedupStore) Claim(_ context.Context, sender, key string, fp [32]b
 	return c, nil
 }
 
+// forgetLocked drops sender's bindings whose retention passed, and claims
+// abandoned for as long.
+func (s *MemoryDedupStore) forgetLocked(sender string, now time.Time) {
+	keep := max(s.Retention, DedupRetentionMin)
+	for id, e := range s.entries {
+		if id[0] == sender && (e.done && !now.Before(e.until) || !e.done && !now.Before(e.until.Add(keep))) {
+			delete(s.entries, id)
+			s.senders[sender]--
+		}
+	}
+}
+
 // Complete implements [DedupStore].
 func (s *MemoryDedupStore) Complete(_ context.Context, c DedupClaim, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.entries[[2]string{c.Sender, c.Key}]; e != nil && e.token == c.Token && !e.done {
-		e.done, e.until = true, now.Add(max(s.Retention, DedupRetentionMin))
+	e := s.entries[[2]string{c.Sender, c.Key}]
+	if e == nil || e.token != c.Token || e.done {
+		return ErrNotOwner
 	}
+	e.done, e.until = true, now.Add(max(s.Retention, DedupRetentionMin))
 	return nil
 }
 
 // Release implements [DedupStore].
-func (s *MemoryDedupStore) Release(_ context.Context, c DedupClaim) error {
+func (s *MemoryDedupStore) Release(_ context.Context, c DedupClaim, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := [2]string{c.Sender, c.Key}
-	if e := s.entries[id]; e != nil && e.token == c.Token && !e.done {
-		delete(s.entries, id)
-		s.senders[c.Sender]--
+	if e := s.entries[[2]string{c.Sender, c.Key}]; e != nil && e.token == c.Token && !e.done {
+		e.token, e.until = 0, now // lapsed: the next identical claim owns it
 	}
 	return nil
 }

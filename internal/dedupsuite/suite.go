@@ -53,22 +53,42 @@ func Run(t *testing.T, newStore func(t *testing.T, cfg Config) (receive.DedupSto
 		require.Equal(t, receive.DedupConflict, claim(t, b, "seller", "key-1", other, t0.Add(time.Hour)).Verdict)
 		require.Equal(t, receive.DedupFirst, claim(t, b, "other-seller", "key-1", other, t0).Verdict, "senders are separate keyspaces")
 	})
-	t.Run("ReleaseFreesTheKey", func(t *testing.T) {
+	t.Run("ReleaseLetsTheRetryRunAndKeepsTheBinding", func(t *testing.T) {
 		a, b := both(t, Config{})
 		c := claim(t, a, "seller", "key-1", fp, t0)
-		require.NoError(t, a.Release(ctx, c))
+		require.NoError(t, a.Release(ctx, c, t0.Add(time.Second)))
+		require.Equal(t, receive.DedupConflict, claim(t, b, "seller", "key-1", other, t0.Add(time.Second)).Verdict,
+			"the key stays bound to its first payload")
 		c2 := claim(t, b, "seller", "key-1", fp, t0.Add(time.Second))
 		require.Equal(t, receive.DedupFirst, c2.Verdict, "the handler failed: the retry runs it")
 		require.NotEqual(t, c.Token, c2.Token)
-		require.NoError(t, a.Release(ctx, c), "a stale owner's release does nothing")
+		require.NoError(t, a.Release(ctx, c, t0.Add(2*time.Second)), "a stale owner's release does nothing")
 		require.Equal(t, receive.DedupInProgress, claim(t, a, "seller", "key-1", fp, t0.Add(2*time.Second)).Verdict)
+		require.ErrorIs(t, a.Complete(ctx, c, t0.Add(2*time.Second)), receive.ErrNotOwner)
+	})
+	t.Run("LeaseMustBePositive", func(t *testing.T) {
+		a, _ := both(t, Config{})
+		for _, lease := range []time.Duration{0, -time.Second} {
+			_, err := a.Claim(ctx, "seller", "key-1", fp, t0, lease)
+			require.Error(t, err, "a zero lease would give two owners")
+		}
+	})
+	t.Run("TheCapFreesWhatRetentionForgets", func(t *testing.T) {
+		a, b := both(t, Config{PerSenderCap: 2})
+		for _, k := range []string{"k1", "k2"} {
+			c := claim(t, a, "seller", k, fp, t0)
+			require.NoError(t, a.Complete(ctx, c, t0))
+		}
+		require.Equal(t, receive.DedupOverCap, claim(t, b, "seller", "k3", fp, t0.Add(time.Hour)).Verdict)
+		require.Equal(t, receive.DedupFirst, claim(t, b, "seller", "k3", fp, t0.Add(receive.DedupRetentionMin)).Verdict,
+			"with no purge run, the sender is not locked out once its bindings may be forgotten")
 	})
 	t.Run("ALapsedOwnerIsTakenOver", func(t *testing.T) {
 		a, b := both(t, Config{})
 		c := claim(t, a, "seller", "key-1", fp, t0)
 		c2 := claim(t, b, "seller", "key-1", fp, t0.Add(lease))
 		require.Equal(t, receive.DedupFirst, c2.Verdict)
-		require.NoError(t, a.Complete(ctx, c, t0.Add(lease)), "the lapsed owner's completion is not the new owner's")
+		require.ErrorIs(t, a.Complete(ctx, c, t0.Add(lease)), receive.ErrNotOwner, "the lapsed owner's completion is not the new owner's")
 		require.Equal(t, receive.DedupInProgress, claim(t, a, "seller", "key-1", fp, t0.Add(lease+time.Second)).Verdict)
 		require.NoError(t, b.Complete(ctx, c2, t0.Add(lease+time.Second)))
 		require.Equal(t, receive.DedupCompleted, claim(t, a, "seller", "key-1", fp, t0.Add(lease+2*time.Second)).Verdict)

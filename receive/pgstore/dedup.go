@@ -45,7 +45,7 @@ type DedupStore struct {
 	perSender                     int
 	ddl, lockSender, read, remove string
 	insert, takeOver, complete    string
-	release, count, lockPurge     string
+	release, count, purgeSenders  string
 	purge, bindings, sendersTable string
 }
 
@@ -103,10 +103,9 @@ ON CONFLICT (sender) DO UPDATE SET keys = s.keys RETURNING keys`)
 	s.insert = r.Replace(`INSERT INTO {dedup} (sender, key, fingerprint, done, token, until) VALUES ($1, $2, $3, false, $4, $5)`)
 	s.takeOver = r.Replace(`UPDATE {dedup} SET token = $3, until = $4 WHERE sender = $1 AND key = $2`)
 	s.complete = r.Replace(`UPDATE {dedup} SET done = true, until = $4 WHERE sender = $1 AND key = $2 AND token = $3 AND NOT done`)
-	s.release = r.Replace(`DELETE FROM {dedup} WHERE sender = $1 AND key = $2 AND token = $3 AND NOT done`)
+	s.release = r.Replace(`UPDATE {dedup} SET token = 0, until = $4 WHERE sender = $1 AND key = $2 AND token = $3 AND NOT done`)
 	s.count = r.Replace(`UPDATE {senders} SET keys = keys + $2 WHERE sender = $1`)
-	s.lockPurge = r.Replace(`SELECT sender FROM {senders} WHERE sender IN (
-	SELECT DISTINCT sender FROM {dedup} WHERE until <= $1 AND (done OR until <= $2)) ORDER BY sender FOR UPDATE`)
+	s.purgeSenders = r.Replace(`SELECT DISTINCT sender FROM {dedup} WHERE until <= $1 AND (done OR until <= $2)`)
 	// Completed bindings past retention, and claims abandoned for as long.
 	s.purge = r.Replace(`WITH d AS (
 	DELETE FROM {dedup} WHERE sender = $1 AND until <= $2 AND (done OR until <= $3) RETURNING 1
@@ -129,6 +128,9 @@ func (s *DedupStore) CreateSchema(ctx context.Context) error {
 // Claim implements [receive.DedupStore].
 func (s *DedupStore) Claim(ctx context.Context, sender, key string, fp [32]byte, now time.Time, lease time.Duration) (receive.DedupClaim, error) {
 	c := receive.DedupClaim{Sender: sender, Key: key}
+	if lease <= 0 {
+		return c, errors.New("pgstore: dedup: a claim's lease must be positive: a zero lease would let two claims own one delivery")
+	}
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return c, fmt.Errorf("pgstore: dedup: %w", err)
@@ -159,6 +161,18 @@ func (s *DedupStore) Claim(ctx context.Context, sender, key string, fp [32]byte,
 	c.Token = newToken()
 	switch {
 	case !found:
+		if keys >= int64(s.perSender) { // forget what may be forgotten first
+			var n int64
+			if err := tx.QueryRow(ctx, s.purge, sender, now, now.Add(-s.retention)).Scan(&n); err != nil {
+				return c, fmt.Errorf("pgstore: dedup: %w", err)
+			}
+			if n > 0 {
+				if _, err := tx.Exec(ctx, s.count, sender, -n); err != nil {
+					return c, fmt.Errorf("pgstore: dedup: %w", err)
+				}
+				keys -= n
+			}
+		}
 		if keys >= int64(s.perSender) {
 			c.Verdict, c.Token = receive.DedupOverCap, 0
 			return c, tx.Commit(ctx)
@@ -192,33 +206,20 @@ func (s *DedupStore) Claim(ctx context.Context, sender, key string, fp [32]byte,
 
 // Complete implements [receive.DedupStore].
 func (s *DedupStore) Complete(ctx context.Context, c receive.DedupClaim, now time.Time) error {
-	if _, err := s.db.Exec(ctx, s.complete, c.Sender, c.Key, int64(c.Token), now.Add(s.retention)); err != nil {
+	tag, err := s.db.Exec(ctx, s.complete, c.Sender, c.Key, int64(c.Token), now.Add(s.retention))
+	if err != nil {
 		return fmt.Errorf("pgstore: dedup: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return receive.ErrNotOwner
 	}
 	return nil
 }
 
-// Release implements [receive.DedupStore].
-func (s *DedupStore) Release(ctx context.Context, c receive.DedupClaim) error {
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("pgstore: dedup: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	var keys int64
-	if err := tx.QueryRow(ctx, s.lockSender, c.Sender).Scan(&keys); err != nil { // the sender first, as Claim
-		return fmt.Errorf("pgstore: dedup: %w", err)
-	}
-	tag, err := tx.Exec(ctx, s.release, c.Sender, c.Key, int64(c.Token))
-	if err != nil {
-		return fmt.Errorf("pgstore: dedup: %w", err)
-	}
-	if tag.RowsAffected() > 0 {
-		if _, err := tx.Exec(ctx, s.count, c.Sender, -1); err != nil {
-			return fmt.Errorf("pgstore: dedup: %w", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
+// Release implements [receive.DedupStore]: the binding stays, its claim
+// lapsed now.
+func (s *DedupStore) Release(ctx context.Context, c receive.DedupClaim, now time.Time) error {
+	if _, err := s.db.Exec(ctx, s.release, c.Sender, c.Key, int64(c.Token), now); err != nil {
 		return fmt.Errorf("pgstore: dedup: %w", err)
 	}
 	return nil
@@ -228,13 +229,8 @@ func (s *DedupStore) Release(ctx context.Context, c receive.DedupClaim) error {
 // claims abandoned (their owner died) for as long as the retention, and
 // returns how many it deleted. Run it now and then from any pod.
 func (s *DedupStore) Purge(ctx context.Context, now time.Time) (int64, error) {
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
 	abandoned := now.Add(-s.retention)
-	rows, err := tx.Query(ctx, s.lockPurge, now, abandoned)
+	rows, err := s.db.Query(ctx, s.purgeSenders, now, abandoned)
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
 	}
@@ -243,20 +239,36 @@ func (s *DedupStore) Purge(ctx context.Context, now time.Time) (int64, error) {
 		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
 	}
 	var total int64
-	for _, sender := range senders {
-		var n int64
-		if err := tx.QueryRow(ctx, s.purge, sender, now, abandoned).Scan(&n); err != nil {
-			return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
-		}
-		if _, err := tx.Exec(ctx, s.count, sender, -n); err != nil {
-			return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
+	for _, sender := range senders { // one short transaction each: claims of others go on
+		n, err := s.purgeSender(ctx, sender, now, abandoned)
+		if err != nil {
+			return total, err
 		}
 		total += n
+	}
+	return total, nil
+}
+
+func (s *DedupStore) purgeSender(ctx context.Context, sender string, now, abandoned time.Time) (int64, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	var keys, n int64
+	if err := tx.QueryRow(ctx, s.lockSender, sender).Scan(&keys); err != nil {
+		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
+	}
+	if err := tx.QueryRow(ctx, s.purge, sender, now, abandoned).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
+	}
+	if _, err := tx.Exec(ctx, s.count, sender, -n); err != nil {
+		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("pgstore: dedup purge: %w", err)
 	}
-	return total, nil
+	return n, nil
 }
 
 var _ receive.DedupStore = (*DedupStore)(nil)

@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -36,20 +37,21 @@ func TestPostgresDedupPurge(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, s.CreateSchema(ctx))
 	fp := [32]byte{1}
-	c, err := s.Claim(ctx, "seller", "k1", fp, t0, 0)
+	c, err := s.Claim(ctx, "seller", "k1", fp, t0, time.Minute)
 	require.NoError(t, err)
 	require.NoError(t, s.Complete(ctx, c, t0))
-	_, err = s.Claim(ctx, "seller", "k2", fp, t0, 0) // abandoned by its owner
+	_, err = s.Claim(ctx, "seller", "k2", fp, t0, time.Minute) // abandoned by its owner
 	require.NoError(t, err)
-	n, err := s.Purge(ctx, t0.Add(receive.DedupRetentionMin-1))
+	end := t0.Add(receive.DedupRetentionMin + time.Minute) // the abandoned claim's lease plus retention
+	n, err := s.Purge(ctx, end.Add(-time.Second))
 	require.NoError(t, err)
-	require.Zero(t, n)
-	n, err = s.Purge(ctx, t0.Add(receive.DedupRetentionMin))
+	require.EqualValues(t, 1, n, "the completed binding only")
+	n, err = s.Purge(ctx, end)
 	require.NoError(t, err)
-	require.EqualValues(t, 2, n)
+	require.EqualValues(t, 1, n, "then the abandoned claim")
 	// The sender's count went down with them: its cap admits two again.
 	for _, k := range []string{"k3", "k4"} {
-		c, err := s.Claim(ctx, "seller", k, fp, t0.Add(receive.DedupRetentionMin), 0)
+		c, err := s.Claim(ctx, "seller", k, fp, end, time.Minute)
 		require.NoError(t, err)
 		require.Equal(t, receive.DedupFirst, c.Verdict)
 	}

@@ -23,6 +23,7 @@ import (
 // Pool is what the stores need of a *pgxpool.Pool.
 type Pool interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
@@ -44,7 +45,10 @@ type NonceConfig struct {
 	// refused with webhook_signature_rate_abuse (never by evicting
 	// another). Defaults to 100,000, the spec's recommendation.
 	PerKeyCap int
-	// AggregateCap bounds the live nonces of every keyid together.
+	// AggregateCap bounds the nonces of every keyid together, expired
+	// ones counting until Purge deletes them (run it: see Purge). Each
+	// Use reads the total without locking other keyids, so concurrent
+	// uses under different keyids can pass it by at most their number.
 	// Defaults to 10,000,000.
 	AggregateCap int
 }
@@ -65,7 +69,7 @@ type NonceStore struct {
 	count, expireKey     string
 	overCap, purge, ddl  string
 	sumLive              string
-	lockKeys             string
+	expiredKeys          string
 	nonceTable, keyTable string
 }
 
@@ -123,8 +127,7 @@ SELECT count(*) FROM d`)
 	// The keyids' counter rows are locked first, in key order, as Use
 	// locks its one before its nonce: no deadlock with Use or another
 	// purge.
-	s.lockKeys = r.Replace(`SELECT keyid FROM {keys} WHERE keyid IN (
-	SELECT DISTINCT keyid FROM {nonces} WHERE expires_at <= $1) ORDER BY keyid FOR UPDATE`)
+	s.expiredKeys = r.Replace(`SELECT DISTINCT keyid FROM {nonces} WHERE expires_at <= $1`)
 	s.purge = r.Replace(`WITH d AS (
 	DELETE FROM {nonces} WHERE keyid = $1 AND expires_at <= $2 RETURNING 1
 )
@@ -208,15 +211,12 @@ func (s *NonceStore) OverCap(ctx context.Context, keyID string, now time.Time) (
 }
 
 // Purge deletes the nonces that expired by now and returns how many it
-// deleted. Run it every minute or so from one pod (or from every pod:
-// concurrent purges are safe).
+// deleted, one keyid at a time in short transactions. Run it every minute
+// or so (from one pod, or from every pod: concurrent purges are safe):
+// without it expired nonces count toward AggregateCap until a keyid at
+// its own cap forgets its own.
 func (s *NonceStore) Purge(ctx context.Context, now time.Time) (int64, error) {
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("pgstore: purge: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	rows, err := tx.Query(ctx, s.lockKeys, now)
+	rows, err := s.db.Query(ctx, s.expiredKeys, now)
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: purge: %w", err)
 	}
@@ -225,20 +225,36 @@ func (s *NonceStore) Purge(ctx context.Context, now time.Time) (int64, error) {
 		return 0, fmt.Errorf("pgstore: purge: %w", err)
 	}
 	var total int64
-	for _, key := range keys {
-		var n int64
-		if err := tx.QueryRow(ctx, s.purge, key, now).Scan(&n); err != nil {
-			return 0, fmt.Errorf("pgstore: purge: %w", err)
-		}
-		if _, err := tx.Exec(ctx, s.count, key, -n); err != nil {
-			return 0, fmt.Errorf("pgstore: purge: %w", err)
+	for _, key := range keys { // one short transaction each: other keyids' Use goes on
+		n, err := s.purgeKey(ctx, key, now)
+		if err != nil {
+			return total, err
 		}
 		total += n
+	}
+	return total, nil
+}
+
+func (s *NonceStore) purgeKey(ctx context.Context, key string, now time.Time) (int64, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: purge: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	var rows, n int64
+	if err := tx.QueryRow(ctx, s.upsertKey, key).Scan(&rows); err != nil { // its counter row first, as Use
+		return 0, fmt.Errorf("pgstore: purge: %w", err)
+	}
+	if err := tx.QueryRow(ctx, s.purge, key, now).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pgstore: purge: %w", err)
+	}
+	if _, err := tx.Exec(ctx, s.count, key, -n); err != nil {
+		return 0, fmt.Errorf("pgstore: purge: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("pgstore: purge: %w", err)
 	}
-	return total, nil
+	return n, nil
 }
 
 // The store is a receive.NonceStore and a receive.NonceCapChecker.
