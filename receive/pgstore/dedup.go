@@ -77,7 +77,7 @@ func NewDedupStore(db Pool, cfg DedupConfig) (*DedupStore, error) {
 	if s.perSender == 0 {
 		s.perSender = 1_000_000
 	}
-	r := strings.NewReplacer("{dedup}", s.bindings, "{senders}", s.sendersTable)
+	r := strings.NewReplacer("{dedup}", quote(s.bindings), "{senders}", quote(s.sendersTable), "{dedup_idx}", quote(s.bindings+"_until_idx"))
 	s.ddl = r.Replace(`CREATE TABLE IF NOT EXISTS {dedup} (
     sender      text NOT NULL,
     key         text NOT NULL,
@@ -90,7 +90,7 @@ func NewDedupStore(db Pool, cfg DedupConfig) (*DedupStore, error) {
     until       timestamptz NOT NULL,
     PRIMARY KEY (sender, key)
 );
-CREATE INDEX IF NOT EXISTS {dedup}_until_idx ON {dedup} (sender, until);
+CREATE INDEX IF NOT EXISTS {dedup_idx} ON {dedup} (sender, until);
 -- Bindings per sender.
 CREATE TABLE IF NOT EXISTS {senders} (
     sender text PRIMARY KEY,

@@ -58,3 +58,29 @@ func TestPostgresDedupPurge(t *testing.T) {
 	_, err = pgstore.NewDedupStore(pool, pgstore.DedupConfig{Table: "Bad"})
 	require.ErrorContains(t, err, "DedupConfig.Table")
 }
+
+// Table names the pattern allows work even when they are SQL reserved
+// words.
+func TestReservedWordTables(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	d, err := pgstore.NewDedupStore(pool, pgstore.DedupConfig{Table: "order"})
+	require.NoError(t, err)
+	require.NoError(t, d.CreateSchema(ctx))
+	c, err := d.Claim(ctx, "seller", "k1", [32]byte{1}, t0, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, receive.DedupFirst, c.Verdict)
+	_, err = d.Purge(ctx, t0)
+	require.NoError(t, err)
+	n, err := pgstore.NewNonceStore(pool, pgstore.NonceConfig{Table: "select"})
+	require.NoError(t, err)
+	require.NoError(t, n.CreateSchema(ctx))
+	v, err := n.Use(ctx, "k", "n", t0.Add(time.Minute), t0)
+	require.NoError(t, err)
+	require.Equal(t, receive.NonceFresh, v)
+	_, err = n.OverCap(ctx, "k", t0)
+	require.NoError(t, err)
+	_, err = n.Purge(ctx, t0.Add(time.Hour))
+	require.NoError(t, err)
+}

@@ -55,6 +55,10 @@ type NonceConfig struct {
 
 var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,56}$`)
 
+// quote is a table or index name as an SQL identifier: a name the pattern
+// allows may still be a reserved word ("order").
+func quote(name string) string { return pgx.Identifier{name}.Sanitize() }
+
 // NonceStore is a [receive.NonceStore] (and [receive.NonceCapChecker]) in
 // Postgres: every pod that verifies with it sees every other pod's
 // nonces, so a signature accepted by one is a replay at all of them. A
@@ -96,14 +100,14 @@ func NewNonceStore(db Pool, cfg NonceConfig) (*NonceStore, error) {
 	if s.aggregate == 0 {
 		s.aggregate = AggregateCapDefault
 	}
-	r := strings.NewReplacer("{nonces}", s.nonceTable, "{keys}", s.keyTable)
+	r := strings.NewReplacer("{nonces}", quote(s.nonceTable), "{keys}", quote(s.keyTable), "{nonces_idx}", quote(s.nonceTable+"_expires_idx"))
 	s.ddl = r.Replace(`CREATE TABLE IF NOT EXISTS {nonces} (
     keyid      text NOT NULL,
     nonce      text NOT NULL,
     expires_at timestamptz NOT NULL,
     PRIMARY KEY (keyid, nonce)
 );
-CREATE INDEX IF NOT EXISTS {nonces}_expires_idx ON {nonces} (keyid, expires_at);
+CREATE INDEX IF NOT EXISTS {nonces_idx} ON {nonces} (keyid, expires_at);
 -- Rows of the nonce table per keyid (expired ones included until purged).
 CREATE TABLE IF NOT EXISTS {keys} (
     keyid text PRIMARY KEY,
