@@ -416,11 +416,7 @@ func (s *PostgresSupervisor) insertArrays(ctx context.Context, sub pgx.Tx, notif
 	}
 	for _, r := range rows {
 		i := int(r.Ord)
-		same, err := s.samePayload(&ds[i], r.SameURL, r.FP, r.FPSealedWith)
-		if err != nil {
-			return batchItem(i, err)
-		}
-		if rs[i], dup[i], err = enqueued(&ds[i], r.ID, r.Seq, same, r.ReemissionOf); err != nil {
+		if rs[i], dup[i], err = s.enqueued(&ds[i], &r); err != nil {
 			return batchItem(i, err)
 		}
 	}
@@ -470,8 +466,7 @@ func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify boo
 	results := tx.SendBatch(ctx, &batch)
 	var again []int
 	for _, i := range order {
-		var r enqueuedRow
-		err := results.QueryRow().Scan(&r.ID, &r.Seq, &r.SameURL, &r.FP, &r.FPSealedWith, &r.ReemissionOf)
+		r, err := scanEnqueued(results.QueryRow())
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			again = append(again, i)
@@ -480,11 +475,7 @@ func (s *PostgresSupervisor) pipeline(ctx context.Context, tx pgx.Tx, notify boo
 			results.Close()
 			return nil, batchItem(i, dbError("enqueue batch", err))
 		}
-		same, err := s.samePayload(&ds[i], r.SameURL, r.FP, r.FPSealedWith)
-		if err == nil {
-			rs[i], dup[i], err = enqueued(&ds[i], r.ID, r.Seq, same, r.ReemissionOf)
-		}
-		if err != nil {
+		if rs[i], dup[i], err = s.enqueued(&ds[i], &r); err != nil {
 			results.Close()
 			return nil, batchItem(i, err)
 		}

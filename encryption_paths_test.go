@@ -149,7 +149,7 @@ func TestPostgresReencryptSequencedAndUnboundRows(t *testing.T) {
 	}
 }
 
-// R3: Activity's pending record reports the sealed size, not the body's.
+// Activity's pending record of a sealed delivery gives its plaintext size.
 func TestPostgresEncryptionActivitySize(t *testing.T) {
 	t.Parallel()
 	w := newEncWorld(t)

@@ -382,17 +382,12 @@ func (s *PostgresSupervisor) insertIn(ctx context.Context, q querier, inTx, noti
 	if err != nil {
 		return Receipt{}, false, nil, err
 	}
-	var id, seq int64
-	var sameURL *bool // a prior delivery under the key: whether it has this URL
-	var fp []byte     // and its payload fingerprint
-	var fpSealedWith *string
-	var reemissionOf *int64 // and its reemission_of
-	insert := func() error {
-		return queryRow(ctx, q, s.q.enqueue, p).Scan(&id, &seq, &sameURL, &fp, &fpSealedWith, &reemissionOf)
-	}
+	var row enqueuedRow
+	insert := func() (err error) { row, err = scanEnqueued(queryRow(ctx, q, s.q.enqueue, p)); return err }
 	if notify {
-		insert = func() error {
-			return queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}).Scan(&id, &seq, &sameURL, &fp, &fpSealedWith, &reemissionOf)
+		insert = func() (err error) {
+			row, err = scanEnqueued(queryRow(ctx, q, s.q.enqueueNotify, enqueueTxParams{p, s.q.channel}))
+			return err
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -426,24 +421,32 @@ func (s *PostgresSupervisor) insertIn(ctx context.Context, q querier, inTx, noti
 		}
 		return Receipt{}, false, nil, dbError("enqueue", err)
 	}
-	same, err := s.samePayload(&d, sameURL, fp, fpSealedWith)
-	if err != nil {
-		return Receipt{}, false, nil, err
-	}
-	r, dup, err = enqueued(&d, id, seq, same, reemissionOf)
+	r, dup, err = s.enqueued(&d, &row)
 	return r, dup, nil, err
 }
 
-// enqueued is the receipt of an enqueue statement's row: d's new
+// scanEnqueued reads one row of an enqueue statement (not the batch's,
+// whose rows also carry their item's ord).
+func scanEnqueued(row pgx.Row) (r enqueuedRow, err error) {
+	err = row.Scan(&r.ID, &r.Seq, &r.SameURL, &r.FP, &r.FPSealedWith, &r.ReemissionOf)
+	return r, err
+}
+
+// enqueued is the receipt of an enqueue statement's row for d: d's new
 // delivery, or the one its key was bound to before (dup), or a conflict.
-func enqueued(d *prepared, id, seq int64, same *bool, reemissionOf *int64) (Receipt, bool, error) {
+func (s *PostgresSupervisor) enqueued(d *prepared, r *enqueuedRow) (Receipt, bool, error) {
+	same, err := s.samePayload(d, r.SameURL, r.FP, r.FPSealedWith)
+	if err != nil {
+		return Receipt{}, false, err
+	}
+	id := strconv.FormatInt(r.ID, 10)
 	if same != nil { // the key was bound before
 		if !*same {
-			return Receipt{}, false, conflict(strconv.FormatInt(id, 10))
+			return Receipt{}, false, conflict(id)
 		}
-		return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq, ReemissionOf: idText(reemissionOf)}, true, nil
+		return Receipt{ID: id, IdempotencyKey: d.key, Sequence: r.Seq, ReemissionOf: idText(r.ReemissionOf)}, true, nil
 	}
-	return Receipt{ID: strconv.FormatInt(id, 10), IdempotencyKey: d.key, Sequence: seq}, false, nil
+	return Receipt{ID: id, IdempotencyKey: d.key, Sequence: r.Seq}, false, nil
 }
 
 // enqueueParams are the enqueue statement's parameters for d.
@@ -557,13 +560,11 @@ func (s *PostgresSupervisor) Delivery(ctx context.Context, id string) (Delivery,
 	if len(ds) == 0 {
 		return Delivery{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	d := ds[0].delivery()
-	r := &ds[0]
-	if opened, err := s.openRow(r.IdempotencyKey, r.URL, sealedValues{SealedWith: r.SealedWith}, r.Body, nil, nil); err == nil {
-		d.Body = opened.body
-	} else {
-		d.Body = nil // its LastError says why, once a worker tries it
-	}
+	d, r := ds[0].delivery(), &ds[0]
+	// A row this process cannot decrypt shows no body (Delivery.EncryptionKey
+	// says whose; its LastError says why once a worker has tried it).
+	opened, _ := s.openRow(r.IdempotencyKey, r.URL, sealedValues{SealedWith: r.SealedWith}, r.Body, nil, nil)
+	d.Body = opened.body
 	return d, nil
 }
 

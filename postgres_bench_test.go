@@ -33,16 +33,7 @@ import (
 func BenchmarkPostgresSupervisor(b *testing.B) {
 	b.Run("drain", func(b *testing.B) {
 		pb := newPgBench(b)
-		for i := range b.N {
-			pb.send(b, i)
-		}
-		pb.pool.statements.Store(0)
-		b.ResetTimer()
-		stop := pb.start(b)
-		pb.waitDelivered(b, b.N)
-		b.StopTimer()
-		stop()
-		pb.report(b)
+		pb.drain(b)
 	})
 	// Producers stand for request handlers calling SendMCP at once; each
 	// SendMCP is a commit of its own.
@@ -50,16 +41,7 @@ func BenchmarkPostgresSupervisor(b *testing.B) {
 		pb := newPgBench(b)
 		b.ResetTimer()
 		stop := pb.start(b)
-		var wg sync.WaitGroup
-		var next atomic.Int64
-		for range benchProducers {
-			wg.Go(func() {
-				for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
-					pb.send(b, i)
-				}
-			})
-		}
-		wg.Wait()
+		pb.sendConcurrently(b)
 		pb.waitDelivered(b, b.N)
 		b.StopTimer()
 		stop()
@@ -166,6 +148,35 @@ func (pb *pgBench) send(b *testing.B, i int) {
 	pb.mu.Lock()
 	pb.accepted[r.IdempotencyKey] = now
 	pb.mu.Unlock()
+}
+
+// drain accepts b.N deliveries (not timed), then times their delivery.
+func (pb *pgBench) drain(b *testing.B) {
+	for i := range b.N {
+		pb.send(b, i)
+	}
+	pb.pool.statements.Store(0)
+	b.ResetTimer()
+	stop := pb.start(b)
+	pb.waitDelivered(b, b.N)
+	b.StopTimer()
+	stop()
+	pb.report(b)
+}
+
+// sendConcurrently accepts b.N deliveries from benchProducers goroutines,
+// as request handlers calling SendMCP at once would.
+func (pb *pgBench) sendConcurrently(b *testing.B) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range benchProducers {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
+				pb.send(b, i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func (pb *pgBench) start(b *testing.B) (stop func()) {
@@ -336,46 +347,16 @@ func BenchmarkPostgresEncryption(b *testing.B) {
 		}
 		b.Run("enqueue/"+mode, func(b *testing.B) {
 			pb := newPgBenchWith(b, configure)
-			var wg sync.WaitGroup
-			var next atomic.Int64
 			b.ResetTimer()
-			for range benchProducers {
-				wg.Go(func() {
-					for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
-						pb.send(b, i)
-					}
-				})
-			}
-			wg.Wait()
+			pb.sendConcurrently(b)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "webhooks/s")
 		})
-		b.Run("drain/"+mode, func(b *testing.B) {
-			pb := newPgBenchWith(b, configure)
-			for i := range b.N {
-				pb.send(b, i)
-			}
-			pb.pool.statements.Store(0)
-			b.ResetTimer()
-			stop := pb.start(b)
-			pb.waitDelivered(b, b.N)
-			b.StopTimer()
-			stop()
-			pb.report(b)
-		})
+		b.Run("drain/"+mode, func(b *testing.B) { newPgBenchWith(b, configure).drain(b) })
 	}
 	b.Run("reencrypt", func(b *testing.B) {
 		pb := newPgBenchWith(b, func(pc *webhook.PostgresConfig) { pc.Encryption = ring1 })
-		var wg sync.WaitGroup
-		var next atomic.Int64
-		for range benchProducers {
-			wg.Go(func() {
-				for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
-					pb.send(b, i)
-				}
-			})
-		}
-		wg.Wait()
+		pb.sendConcurrently(b)
 		rotated, err := webhook.NewPostgresSupervisor(pb.pool, nil, webhook.PostgresConfig{Encryption: ring2, PollOnly: true})
 		if err != nil {
 			b.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -52,6 +51,9 @@ func (r *EncryptionKeys) sealSecrets(key, url string, v *secrets) {
 
 // sealParams seals p's secrets (those of d) when the supervisor encrypts.
 func (s *PostgresSupervisor) sealParams(p *enqueueParams, d *prepared) {
+	if !s.enc.sealing() {
+		return
+	}
 	v := secrets{body: p.Body, fingerprint: p.PayloadSHA256, credentials: p.AuthCredentials, headers: p.Headers}
 	s.enc.sealSecrets(d.key, d.url, &v)
 	p.Body, p.PayloadSHA256, p.AuthCredentials, p.Headers = v.body, v.fingerprint, v.credentials, v.headers
@@ -190,15 +192,6 @@ func (s *PostgresSupervisor) sealTemplates(ctx context.Context, q querier, ds []
 		}
 	}
 	return nil
-}
-
-// headersOf parses a row's headers JSON.
-func headersOf(doc []byte) (map[string]string, error) {
-	var h map[string]string
-	if err := json.Unmarshal(doc, &h); err != nil {
-		return nil, err
-	}
-	return h, nil
 }
 
 // ReencryptDefaultBatch is how many rows one Reencrypt transaction
