@@ -290,6 +290,12 @@ func (s *MemoryNonceStore) Use(_ context.Context, keyID, nonce string, expires, 
 type VerifierConfig struct {
 	// Keys are the seller's public keys ([ParseJWKS]). Required.
 	Keys []VerifyingKey
+	// Agent is the seller agent's URL, as its brand.json agents[] entry
+	// names it: the authenticated sender identity of every webhook these
+	// keys verify, which scopes de-duplication ([Handler]) and the replay
+	// cache (a kid is unique only within its seller's JWKS). A [Handler]
+	// requires it.
+	Agent string
 	// Revocations, when set, is consulted for every key. Defaults to none.
 	Revocations KeyRevocations
 	// Nonces remembers nonces against replay. Defaults to a
@@ -315,6 +321,7 @@ type VerifierConfig struct {
 // authentication are checked by [VerifyLegacyHMAC] instead.) It is safe for
 // concurrent use.
 type Verifier struct {
+	agent       string
 	keys        map[string]VerifyingKey
 	revocations KeyRevocations
 	nonces      NonceStore
@@ -332,6 +339,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		return nil, badConfig("VerifierConfig.Skew", "is %v; use up to %v, or zero for %v", cfg.Skew, MaxSkew, MaxSkew)
 	}
 	v := &Verifier{
+		agent:       cfg.Agent,
 		keys:        make(map[string]VerifyingKey, len(cfg.Keys)),
 		revocations: cfg.Revocations,
 		nonces:      cfg.Nonces,
@@ -362,6 +370,9 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 
 // VerifiedSignature describes a signature that verified.
 type VerifiedSignature struct {
+	// Agent is the seller agent the key belongs to
+	// ([VerifierConfig.Agent]): the authenticated sender identity.
+	Agent string
 	// KeyID is the kid of the key that verified it.
 	KeyID string
 	// Alg is its algorithm.
@@ -548,8 +559,9 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	}
 	// Step 9a, before any cryptography, when the store can tell: the
 	// per-key cap. (Use decides it again, atomically, at step 12.)
+	nonceKey := v.nonceKey(keyID)
 	if capper, ok := v.nonces.(NonceCapChecker); ok {
-		switch over, err := capper.OverCap(ctx, keyID, now); {
+		switch over, err := capper.OverCap(ctx, nonceKey, now); {
 		case err != nil:
 			return VerifiedSignature{}, fmt.Errorf("receive: nonce store: %w", err)
 		case over:
@@ -595,7 +607,7 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	// the nonce store: the per-key cap, and replay. The nonce is kept as
 	// long as the signature could still be accepted: until expires plus
 	// the skew allowance (and a second, as now is read in whole seconds).
-	switch verdict, err := v.nonces.Use(ctx, keyID, nonce, time.Unix(expires.Int, 0).Add(v.skew+time.Second), now); {
+	switch verdict, err := v.nonces.Use(ctx, nonceKey, nonce, time.Unix(expires.Int, 0).Add(v.skew+time.Second), now); {
 	case err != nil:
 		return VerifiedSignature{}, fmt.Errorf("receive: nonce store: %w", err)
 	case verdict == NonceReplayed:
@@ -610,7 +622,17 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	if err := strictjson.Check(body); err != nil {
 		return VerifiedSignature{}, reject(CodeBodyMalformed, 14, "the body (%d bytes, key %q, nonce %q) is %v", len(body), keyID, nonce, err)
 	}
-	return VerifiedSignature{KeyID: keyID, Alg: alg, Created: time.Unix(created.Int, 0), Expires: time.Unix(expires.Int, 0), Nonce: nonce}, nil
+	return VerifiedSignature{Agent: v.agent, KeyID: keyID, Alg: alg, Created: time.Unix(created.Int, 0), Expires: time.Unix(expires.Int, 0), Nonce: nonce}, nil
+}
+
+// nonceKey is the key ID under which the nonce store keeps a key's nonces:
+// the kid, prefixed by the seller agent when there is one, so that sellers
+// whose kids collide sharing one store do not share a cap.
+func (v *Verifier) nonceKey(keyID string) string {
+	if v.agent == "" {
+		return keyID
+	}
+	return v.agent + " " + keyID
 }
 
 // MaxSignatureHeaderBytes bounds each of the Signature-Input, Signature
@@ -735,6 +757,9 @@ func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now t
 	if header.Get("Signature-Input") != "" || header.Get("Signature") != "" {
 		return reject(CodeModeMismatch, 1, "the webhook carries an RFC 9421 signature, not the legacy HMAC signature this registration expects")
 	}
+	if header.Get("X-ADCP-Signature") == "" && strings.HasPrefix(header.Get("Authorization"), "Bearer ") {
+		return reject(CodeModeMismatch, 1, "the webhook carries a Bearer token, not the legacy HMAC signature this registration expects")
+	}
 	ts := header.Get("X-ADCP-Timestamp")
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
@@ -750,6 +775,33 @@ func VerifyLegacyHMAC(header http.Header, body []byte, credentials string, now t
 	gotMAC, err := hex.DecodeString(got)
 	if err != nil || !hmac.Equal(gotMAC, legacyMAC(credentials, ts, body)) {
 		return reject(CodeSignatureInvalid, 10, "X-ADCP-Signature does not match")
+	}
+	if err := strictjson.Check(body); err != nil {
+		return reject(CodeBodyMalformed, 14, "the body (%d bytes) is %v", len(body), err)
+	}
+	return nil
+}
+
+// VerifyLegacyBearer checks the legacy Bearer scheme: an Authorization
+// field "Bearer <token>" equal, in constant time, to the token the buyer
+// registered, and a strict JSON body. Bearer binds nothing of the body, the
+// URL or the time; AdCP 3.2 deprecates it. A webhook carrying an RFC 9421
+// signature, or a legacy HMAC one, is [CodeModeMismatch]; a wrong or
+// missing token is [CodeSignatureInvalid]. A token shorter than
+// [MinCredentialsLength] characters is a [*ConfigError].
+func VerifyLegacyBearer(header http.Header, body []byte, token string) error {
+	if n := utf8.RuneCountInString(token); n < MinCredentialsLength {
+		return badConfig("VerifyLegacyBearer token", "has %d characters; pass the token registered with the seller, which has at least %d", n, MinCredentialsLength)
+	}
+	switch {
+	case header.Get("Signature-Input") != "" || header.Get("Signature") != "":
+		return reject(CodeModeMismatch, 1, "the webhook carries an RFC 9421 signature, not the Bearer token this registration expects")
+	case header.Get("X-ADCP-Signature") != "":
+		return reject(CodeModeMismatch, 1, "the webhook carries a legacy HMAC signature, not the Bearer token this registration expects")
+	}
+	got, ok := strings.CutPrefix(header.Get("Authorization"), "Bearer ")
+	if !ok || len(header.Values("Authorization")) != 1 || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		return reject(CodeSignatureInvalid, 10, "the Authorization field does not carry the registered Bearer token")
 	}
 	if err := strictjson.Check(body); err != nil {
 		return reject(CodeBodyMalformed, 14, "the body (%d bytes) is %v", len(body), err)

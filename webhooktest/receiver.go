@@ -1,31 +1,32 @@
 // Package webhooktest provides a webhook receiver for tests, in the spirit
-// of net/http/httptest: a loopback buyer endpoint that verifies signatures,
-// records every delivery, follows the AdCP 3.2 receiver contract for
-// idempotency keys, and fails on demand.
+// of net/http/httptest: a loopback buyer endpoint that records every
+// delivery and fails on demand, in front of the same [receive.Handler] a
+// production buyer runs.
 //
-// The contract, per key: the first delivery owns the key, bound to the
-// SHA-256 of its body's RFC 8785 (JCS) canonical form; an identical
+// Every request that is not given a [Fault] goes through a receive.Handler
+// with an in-memory dedup store: 413 past the body limit, 415 for a
+// Content-Type other than application/json, 401 with the spec's code for a
+// signature that fails (when a Verifier is configured), 400 without a valid
+// idempotency_key; then, per key, the first delivery owns the key, bound to
+// the SHA-256 of its body's RFC 8785 (JCS) canonical form; an identical
 // delivery is answered 503 while the owner is still being handled (see
 // [Receiver.HoldNext]) and 200 once it was acknowledged; a delivery with a
-// changed canonical payload is answered 409 and not dispatched. A body
-// that is not strict JSON is answered 400.
+// changed canonical payload is answered 409 and not dispatched.
 package webhooktest
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/adcpkit/webhook/internal/ident"
-	"github.com/adcpkit/webhook/internal/jcs"
-	"github.com/adcpkit/webhook/internal/strictjson"
+	"github.com/adcpkit/webhook/internal/recvhook"
 	"github.com/adcpkit/webhook/receive"
 )
 
@@ -34,15 +35,26 @@ type Config struct {
 	// Verifier, when set, checks every request's RFC 9421 signature;
 	// a request that fails is answered 401 with
 	// WWW-Authenticate: Signature error="<code>". Defaults to nil: no
-	// verification.
+	// verification (the body must still be strict JSON). Its
+	// VerifierConfig.Agent, if set, is the sender identity; otherwise
+	// [Sender] is.
 	Verifier *receive.Verifier
-	// MaxBody bounds the body read from each request. Defaults to 10 MiB.
+	// Legacy, when set, makes the receiver a legacy HMAC or Bearer route,
+	// as [receive.HandlerConfig.Legacy].
+	Legacy *receive.LegacyAuth
+	// MaxBody bounds the body. Defaults to the 10 MiB a seller using this
+	// module may send (receive.MaxBodyBytes); a production
+	// [receive.Handler] defaults to 1 MiB.
 	MaxBody int64
 	// Registration, when set, is what an activation challenge must match
 	// ([receive.AnswerChallenge]); a challenge that does not is answered
-	// 403. When nil, any well-formed challenge is echoed.
+	// 403. When nil, every challenge is answered 403.
 	Registration *receive.Registration
 }
+
+// Sender is the sender identity of the webhooks a [Receiver] accepts when
+// its Verifier names no seller agent, or when it verifies nothing.
+const Sender = "webhooktest:seller"
 
 // Fault is what the receiver does to one request instead of answering 200.
 type Fault struct {
@@ -77,13 +89,14 @@ type Delivery struct {
 	// handled: it was answered 503.
 	InProgress bool
 	// Challenge reports an activation challenge (answered with its echo
-	// unless it failed verification or the Registration).
+	// when it verified and matched the Registration).
 	Challenge bool
 	// Conflict reports that the key was bound to another canonical
 	// payload: it was answered 409.
 	Conflict bool
-	// VerifyErr is the signature verification error, if any (checked
-	// before any fault is applied).
+	// VerifyErr is the authentication error, if any: a
+	// [*receive.VerifyError] for a request answered 401. A request given a
+	// Fault is verified too, and VerifyErr says how that went.
 	VerifyErr error
 	// Fault is the fault applied, if any.
 	Fault *Fault
@@ -97,24 +110,17 @@ type Receiver struct {
 	// URL is the receiver's base URL, http://127.0.0.1:port.
 	URL string
 
-	srv          *httptest.Server
-	verifier     *receive.Verifier
-	registration *receive.Registration
-	maxBody      int64
+	srv      *httptest.Server
+	handler  http.Handler // a receive.Handler around dispatch
+	verifier *receive.Verifier
+	maxBody  int64
 
 	mu         sync.Mutex
 	faults     []Fault
 	deliveries []Delivery
-	keys       map[string]*keyState
 	hold       *Hold   // set by HoldNext: the next new key waits for it
 	holds      []*Hold // every hold, released by Close
 	changed    chan struct{}
-}
-
-// keyState is one idempotency key's binding.
-type keyState struct {
-	fingerprint [sha256.Size]byte // of the JCS canonical body
-	done        bool              // acknowledged
 }
 
 // Hold keeps one delivery "in processing"; see [Receiver.HoldNext].
@@ -146,12 +152,33 @@ func (r *Receiver) HoldNext() *Hold {
 	return h
 }
 
-// NewReceiver starts a receiver. Call Close when done.
+// NewReceiver starts a receiver. Call Close when done. It panics on a
+// Config a receive.Handler refuses (a Legacy with short credentials, say).
 func NewReceiver(cfg Config) *Receiver {
-	r := &Receiver{verifier: cfg.Verifier, registration: cfg.Registration, maxBody: cfg.MaxBody, keys: map[string]*keyState{}, changed: make(chan struct{})}
+	r := &Receiver{verifier: cfg.Verifier, maxBody: cfg.MaxBody, changed: make(chan struct{})}
 	if r.maxBody <= 0 {
 		r.maxBody = receive.MaxBodyBytes
 	}
+	h, err := recvhook.New(receive.HandlerConfig{
+		Verifier:     cfg.Verifier,
+		Legacy:       cfg.Legacy,
+		Dedup:        &receive.MemoryDedupStore{},
+		Registration: cfg.Registration,
+		MaxBody:      r.maxBody,
+		Logger:       slog.New(slog.DiscardHandler),
+	}, http.HandlerFunc(r.dispatch), recvhook.Hooks{
+		Unverified: cfg.Verifier == nil && cfg.Legacy == nil,
+		Sender:     Sender,
+		Refused: func(req *http.Request, err error) {
+			if o, ok := req.Context().Value(outcomeKey{}).(*outcome); ok {
+				o.refused = err
+			}
+		},
+	})
+	if err != nil {
+		panic("webhooktest: " + err.Error())
+	}
+	r.handler = h
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	r.URL = r.srv.URL
 	return r
@@ -211,19 +238,22 @@ func (r *Receiver) record(d Delivery) {
 	r.changed = make(chan struct{})
 }
 
+// outcome is what the handler did with one request.
+type outcome struct {
+	refused    error // authentication failed
+	dispatched bool  // dispatch ran: the request owned its key
+}
+
+type outcomeKey struct{}
+
 func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, r.maxBody+1))
-	if err != nil || int64(len(body)) > r.maxBody {
-		http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+	if err != nil {
+		http.Error(w, "the body could not be read", http.StatusBadRequest)
 		return
 	}
-	d := Delivery{Method: req.Method, URI: req.RequestURI, Header: req.Header.Clone(), Body: body}
-	var envelope struct {
-		IdempotencyKey string `json:"idempotency_key"`
-	}
-	if json.Unmarshal(body, &envelope) == nil {
-		d.IdempotencyKey = envelope.IdempotencyKey
-	}
+	d := Delivery{Method: req.Method, URI: req.RequestURI, Header: req.Header.Clone(), Body: body,
+		IdempotencyKey: idempotencyKey(body), Challenge: receive.IsChallenge(body)}
 
 	r.mu.Lock()
 	var fault *Fault
@@ -233,92 +263,82 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		fault = &f
 	}
 	r.mu.Unlock()
-
-	if r.verifier != nil {
-		_, d.VerifyErr = r.verifier.VerifyRequest(req, body)
-	}
 	if fault != nil {
+		if r.verifier != nil {
+			_, d.VerifyErr = r.verifier.VerifyRequest(req, body)
+		}
 		d.Fault = fault
 		d.Status = r.applyFault(w, req, *fault)
 		r.record(d)
 		return
 	}
-	if r.verifier != nil {
-		if err := d.VerifyErr; err != nil {
-			code := receive.CodeSignatureInvalid
-			var ve *receive.VerifyError
-			if errors.As(err, &ve) {
-				code = ve.Code
-			}
-			w.Header().Set("WWW-Authenticate", `Signature error="`+code+`"`)
-			d.Status = http.StatusUnauthorized
-			w.WriteHeader(d.Status)
-			r.record(d)
-			return
-		}
-	}
-	if receive.IsChallenge(body) {
-		d.Challenge = true
-		answer, err := echoChallenge(body)
-		if r.registration != nil {
-			answer, err = receive.AnswerChallenge(body, *r.registration)
-		}
-		if err != nil {
-			d.Status = http.StatusForbidden
-			w.WriteHeader(d.Status)
-			r.record(d)
-			return
-		}
+
+	o := &outcome{}
+	req = req.WithContext(context.WithValue(req.Context(), outcomeKey{}, o))
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	sw := &statusWriter{ResponseWriter: w}
+	r.handler.ServeHTTP(sw, req)
+	d.Status, d.VerifyErr = sw.status, o.refused
+	if d.Status == 0 {
 		d.Status = http.StatusOK
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(d.Status)
-		_, _ = w.Write(answer)
-		r.record(d)
-		return
 	}
-	if strictjson.Check(body) != nil {
-		d.Status = http.StatusBadRequest
-		w.WriteHeader(d.Status)
-		r.record(d)
-		return
+	switch {
+	case d.Status == http.StatusConflict:
+		d.Conflict = true
+	case o.dispatched || d.Challenge:
+	case d.Status == http.StatusServiceUnavailable:
+		d.InProgress = true
+	case d.Status == http.StatusOK:
+		d.Duplicate = true
 	}
-	fp, err := jcs.Sum256(body)
-	if err != nil {
-		d.Status = http.StatusBadRequest
-		w.WriteHeader(d.Status)
-		r.record(d)
-		return
+	r.record(d)
+}
+
+// dispatch is the buyer's handler behind the receive.Handler: it runs for
+// the owner of a new key, and holds it when HoldNext asked.
+func (r *Receiver) dispatch(w http.ResponseWriter, req *http.Request) {
+	if o, ok := req.Context().Value(outcomeKey{}).(*outcome); ok {
+		o.dispatched = true
 	}
 	r.mu.Lock()
-	var hold *Hold
-	st := r.keys[d.IdempotencyKey]
-	switch {
-	case d.IdempotencyKey == "":
-		d.Status = http.StatusOK
-	case st == nil:
-		st = &keyState{fingerprint: fp}
-		r.keys[d.IdempotencyKey] = st
-		hold, r.hold = r.hold, nil
-		d.Status = http.StatusOK
-	case st.fingerprint != fp:
-		d.Conflict, d.Status = true, http.StatusConflict
-	case !st.done:
-		d.InProgress, d.Status = true, http.StatusServiceUnavailable
-	default:
-		d.Duplicate, d.Status = true, http.StatusOK
-	}
+	hold := r.hold
+	r.hold = nil
 	r.mu.Unlock()
 	if hold != nil {
 		close(hold.held)
 		<-hold.release // the owner is processing; it finishes even if the sender gave up
 	}
-	if st != nil && d.Status == http.StatusOK && !d.Duplicate {
-		r.mu.Lock()
-		st.done = true
-		r.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// statusWriter notes the status answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(status int) {
+	if s.status == 0 {
+		s.status = status
 	}
-	w.WriteHeader(d.Status)
-	r.record(d)
+	s.ResponseWriter.WriteHeader(status)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// idempotencyKey is the body's idempotency_key member, for the record.
+func idempotencyKey(body []byte) string {
+	var doc map[string]json.RawMessage
+	var key string
+	if json.Unmarshal(body, &doc) == nil && json.Unmarshal(doc["idempotency_key"], &key) == nil {
+		return key
+	}
+	return ""
 }
 
 func (r *Receiver) applyFault(w http.ResponseWriter, req *http.Request, f Fault) int {
@@ -371,16 +391,4 @@ func (r *Receiver) applyFault(w http.ResponseWriter, req *http.Request, f Fault)
 		}
 	}
 	return status
-}
-
-// echoChallenge answers any well-formed challenge, for a receiver given no
-// Registration to check it against.
-func echoChallenge(body []byte) ([]byte, error) {
-	var c struct {
-		Challenge string `json:"challenge"`
-	}
-	if err := json.Unmarshal(body, &c); err != nil || !ident.Valid(c.Challenge, 32, 255) {
-		return nil, errors.New("webhooktest: malformed challenge")
-	}
-	return json.Marshal(c)
 }

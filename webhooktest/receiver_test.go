@@ -146,7 +146,8 @@ func TestReceiverAcknowledgesDuplicates(t *testing.T) {
 // TestReceiverFollowsTheAdCP32Contract: per key, a canonical-payload
 // binding: 200 for a completed duplicate (however it is serialised), 409
 // for a changed payload, 503 while an identical delivery is still being
-// handled, 400 for a body that is not strict JSON.
+// handled, 401 (webhook_body_malformed) for a body that is not strict
+// JSON, 400 without an idempotency_key.
 func TestReceiverFollowsTheAdCP32Contract(t *testing.T) {
 	t.Parallel()
 	rcv := webhooktest.NewReceiver(webhooktest.Config{})
@@ -174,7 +175,12 @@ func TestReceiverFollowsTheAdCP32Contract(t *testing.T) {
 	require.Equal(t, http.StatusOK, <-held)
 	require.Equal(t, http.StatusOK, post(b), "acknowledged: a duplicate")
 
-	require.Equal(t, http.StatusBadRequest, post(`{"idempotency_key":"whk_cccccccccccccccc","a":1,"a":2}`))
+	require.Equal(t, http.StatusUnauthorized, post(`{"idempotency_key":"whk_cccccccccccccccc","a":1,"a":2}`), "duplicate member names: webhook_body_malformed")
+	require.Equal(t, http.StatusBadRequest, post(`{"status":"completed"}`), "no idempotency_key")
+	got := rcv.Deliveries()
+	var ve *receive.VerifyError
+	require.ErrorAs(t, got[len(got)-2].VerifyErr, &ve)
+	require.Equal(t, receive.CodeBodyMalformed, ve.Code)
 
 	var dup, inProgress, conflict int
 	for _, d := range rcv.Deliveries() {
