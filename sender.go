@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -155,16 +154,13 @@ type HTTPSenderConfig struct {
 //
 // An HTTPSender is safe for concurrent use.
 type HTTPSender struct {
-	client       *http.Client
-	dialer       *net.Dialer
-	resolver     Resolver
-	allowPrivate bool
-	maxResp      int
-	userAgent    string
-	signer       Signer
-	now          func() time.Time
-	dev          bool // HTTPSenderConfig.Development
-	propagate    func(ctx context.Context, set func(name, value string))
+	client    *http.Client
+	maxResp   int
+	userAgent string
+	signer    Signer
+	now       func() time.Time
+	dev       bool // HTTPSenderConfig.Development
+	propagate func(ctx context.Context, set func(name, value string))
 }
 
 // developmentSender is a sender that asks its supervisor to accept plain
@@ -201,17 +197,14 @@ func NewHTTPSender(cfg HTTPSenderConfig) (*HTTPSender, error) {
 	}
 	if s.client == nil {
 		timeout := cmp.Or(cfg.Timeout, SendTimeoutDefault)
-		s.dialer = &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-		s.resolver = cfg.Resolver
-		if s.resolver == nil {
-			s.resolver = net.DefaultResolver
-		}
-		s.allowPrivate = cfg.AllowPrivateDestinations || cfg.Development
+		dialer := &ssrf.Dialer{Dialer: &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}, Resolver: cfg.Resolver,
+			AllowPrivate: cfg.AllowPrivateDestinations || cfg.Development, Blocked: ErrBlockedDestination,
+			PrivateHint: "for local development set HTTPSenderConfig.Development"}
 		s.client = &http.Client{
 			Timeout: timeout,
 			Transport: &http.Transport{
 				Proxy:                  nil, // never from the environment
-				DialContext:            s.dial,
+				DialContext:            dialer.DialContext,
 				ForceAttemptHTTP2:      true,
 				MaxIdleConns:           256,
 				MaxIdleConnsPerHost:    64,
@@ -287,63 +280,7 @@ func (s *HTTPSender) Send(ctx context.Context, req *Request) (*Response, error) 
 }
 
 // Resolver resolves host names; *net.Resolver satisfies it.
-type Resolver interface {
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-}
-
-// dial connects to addr only if every address its host resolves to is
-// allowed, and then to one of those very addresses: there is no second
-// lookup for a rebinding DNS server to answer differently.
-func (s *HTTPSender) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	var addrs []netip.Addr
-	if ip, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{ip}
-	} else {
-		addrs, err = lookup(ctx, s.resolver, host)
-		if err != nil {
-			return nil, fmt.Errorf("webhook: resolving %s: %w", host, err)
-		}
-		if len(addrs) == 0 {
-			return nil, fmt.Errorf("webhook: resolving %s: no addresses", host)
-		}
-	}
-	for _, a := range addrs {
-		switch ssrf.Classify(a) {
-		case ssrf.Forbidden:
-			return nil, fmt.Errorf("%w: %s resolves to %s, which is never dialled", ErrBlockedDestination, host, a)
-		case ssrf.Private:
-			if !s.allowPrivate {
-				return nil, fmt.Errorf("%w: %s resolves to private address %s (for local development set HTTPSenderConfig.Development)", ErrBlockedDestination, host, a)
-			}
-		}
-	}
-	var firstErr error
-	for _, a := range addrs {
-		conn, err := s.dialer.DialContext(ctx, network, net.JoinHostPort(a.Unmap().String(), port))
-		if err == nil {
-			return conn, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-	}
-	return nil, firstErr
-}
-
-// lookup resolves host, containing a panic of the Resolver: it runs on
-// net/http's dialling goroutine, where nothing else would.
-func lookup(ctx context.Context, r Resolver, host string) (addrs []netip.Addr, err error) {
-	defer func() {
-		if recover() != nil {
-			addrs, err = nil, errors.New("the Resolver panicked")
-		}
-	}()
-	return r.LookupNetIP(ctx, "ip", host)
-}
+type Resolver = ssrf.Resolver
 
 // CheckTenant returns nil when the sender can sign for tenant: "" always
 // (with its Signer's default key, or unsigned without a Signer), another

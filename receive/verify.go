@@ -288,8 +288,13 @@ func (s *MemoryNonceStore) Use(_ context.Context, keyID, nonce string, expires, 
 
 // VerifierConfig configures [NewVerifier].
 type VerifierConfig struct {
-	// Keys are the seller's public keys ([ParseJWKS]). Required.
+	// Keys are the seller's public keys ([ParseJWKS]). Required unless
+	// Discovery is set.
 	Keys []VerifyingKey
+	// Discovery, instead of Keys, fetches the seller's keys from its
+	// brand.json or a pinned jwks_uri ([NewKeyDiscovery]). Agent defaults
+	// to its agent, and Revocations to it when it has a revocation list.
+	Discovery *KeyDiscovery
 	// Agent is the seller agent's URL, as its brand.json agents[] entry
 	// names it: the authenticated sender identity of every webhook these
 	// keys verify, which scopes de-duplication ([Handler]) and the replay
@@ -323,6 +328,7 @@ type VerifierConfig struct {
 type Verifier struct {
 	agent       string
 	keys        map[string]VerifyingKey
+	discovery   *KeyDiscovery
 	revocations KeyRevocations
 	nonces      NonceStore
 	skew        time.Duration
@@ -332,8 +338,18 @@ type Verifier struct {
 
 // NewVerifier returns a Verifier for cfg.
 func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
-	if len(cfg.Keys) == 0 {
-		return nil, badConfig("VerifierConfig.Keys", "is empty; load the seller's JWKS with ParseJWKS")
+	switch d := cfg.Discovery; {
+	case d == nil && len(cfg.Keys) == 0:
+		return nil, badConfig("VerifierConfig.Keys", "is empty; load the seller's JWKS with ParseJWKS, or set Discovery")
+	case d != nil && len(cfg.Keys) > 0:
+		return nil, badConfig("VerifierConfig.Keys", "are set with Discovery; use one or the other")
+	case d != nil && cfg.Agent != "" && cfg.Agent != d.agent:
+		return nil, badConfig("VerifierConfig.Agent", "differs from the Discovery's agent; leave it empty")
+	case d != nil:
+		cfg.Agent = d.agent
+		if cfg.Revocations == nil && d.revURL != "" {
+			cfg.Revocations = d
+		}
 	}
 	if cfg.Skew < 0 || cfg.Skew > MaxSkew {
 		return nil, badConfig("VerifierConfig.Skew", "is %v; use up to %v, or zero for %v", cfg.Skew, MaxSkew, MaxSkew)
@@ -341,6 +357,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	v := &Verifier{
 		agent:       cfg.Agent,
 		keys:        make(map[string]VerifyingKey, len(cfg.Keys)),
+		discovery:   cfg.Discovery,
 		revocations: cfg.Revocations,
 		nonces:      cfg.Nonces,
 		skew:        cfg.Skew,
@@ -540,7 +557,11 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 
 	// Steps 7 to 9: the key.
 	key, ok := v.keys[keyID]
-	if !ok {
+	if v.discovery != nil {
+		if key, err = v.discovery.lookup(ctx, keyID); err != nil {
+			return VerifiedSignature{}, err
+		}
+	} else if !ok {
 		return VerifiedSignature{}, reject(CodeKeyUnknown, 7, "no key with keyid %q", keyID)
 	}
 	if key.AdcpUse != "request-signing" && key.AdcpUse != "webhook-signing" {

@@ -13,6 +13,10 @@
 package ssrf
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 )
@@ -130,4 +134,82 @@ func Classify(addr netip.Addr) Verdict {
 		}
 	}
 	return Public
+}
+
+// Resolver resolves host names; *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Dialer connects only to addresses the table allows: every address a host
+// resolves to must be Public (or Private, when AllowPrivate), and the
+// connection goes to one of those very addresses, so there is no second
+// lookup for a rebinding DNS server to answer differently.
+type Dialer struct {
+	// Dialer makes the connections.
+	Dialer *net.Dialer
+	// Resolver resolves names. Defaults to net.DefaultResolver.
+	Resolver Resolver
+	// AllowPrivate allows Private addresses (local development).
+	AllowPrivate bool
+	// Blocked is the error a refusal wraps; PrivateHint ends the message
+	// of a refused Private address (how to allow it).
+	Blocked     error
+	PrivateHint string
+}
+
+// DialContext is a net/http Transport's DialContext.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		r := d.Resolver
+		if r == nil {
+			r = net.DefaultResolver
+		}
+		addrs, err = lookup(ctx, r, host)
+		if err != nil {
+			return nil, fmt.Errorf("resolving %s: %w", host, err)
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("resolving %s: no addresses", host)
+		}
+	}
+	for _, a := range addrs {
+		switch Classify(a) {
+		case Forbidden:
+			return nil, fmt.Errorf("%w: %s resolves to %s, which is never dialled", d.Blocked, host, a)
+		case Private:
+			if !d.AllowPrivate {
+				return nil, fmt.Errorf("%w: %s resolves to private address %s (%s)", d.Blocked, host, a, d.PrivateHint)
+			}
+		}
+	}
+	var firstErr error
+	for _, a := range addrs {
+		conn, err := d.Dialer.DialContext(ctx, network, net.JoinHostPort(a.Unmap().String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+// lookup resolves host, containing a panic of the Resolver: it runs on
+// net/http's dialling goroutine, where nothing else would.
+func lookup(ctx context.Context, r Resolver, host string) (addrs []netip.Addr, err error) {
+	defer func() {
+		if recover() != nil {
+			addrs, err = nil, errors.New("the Resolver panicked")
+		}
+	}()
+	return r.LookupNetIP(ctx, "ip", host)
 }

@@ -1,0 +1,462 @@
+package receive_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/receive"
+)
+
+// operator is a seller operator's origin on loopback: brand.json, the
+// agent's JWKS and its signed revocation list, each changeable and
+// counted.
+type operator struct {
+	srv   *httptest.Server
+	agent string
+
+	mu          sync.Mutex
+	brand       string
+	keys        []*sellerKey
+	jwksHeader  http.Header
+	etag        string
+	revocation  string // the body served, or "" for 404
+	hits        map[string]int
+	conditional int // JWKS requests answered 304
+}
+
+// sellerKey is a signing key with its raw private half, for JWS.
+type sellerKey struct {
+	kid  string
+	priv ed25519.PrivateKey
+	key  *webhook.SigningKey
+}
+
+func newSellerKey(t *testing.T, kid string) *sellerKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	key, err := webhook.NewSigningKey(kid, priv)
+	require.NoError(t, err)
+	return &sellerKey{kid: kid, priv: priv, key: key}
+}
+
+func (k *sellerKey) signer(t *testing.T) *webhook.RFC9421Signer {
+	t.Helper()
+	s, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: k.key})
+	require.NoError(t, err)
+	return s
+}
+
+func newOperator(t *testing.T, keys ...*sellerKey) *operator {
+	t.Helper()
+	op := &operator{keys: keys, hits: map[string]int{}, jwksHeader: http.Header{}}
+	op.srv = httptest.NewServer(http.HandlerFunc(op.serve))
+	t.Cleanup(op.srv.Close)
+	op.agent = op.srv.URL + "/mcp"
+	op.brand = `{"agents":[{"type":"sales","url":"` + op.agent + `","jwks_uri":"` + op.srv.URL + `/keys/jwks.json"}]}`
+	return op
+}
+
+func (op *operator) serve(w http.ResponseWriter, r *http.Request) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	op.hits[r.URL.Path]++
+	switch r.URL.Path {
+	case "/.well-known/brand.json":
+		_, _ = w.Write([]byte(op.brand))
+	case "/keys/jwks.json":
+		for k, v := range op.jwksHeader {
+			w.Header()[k] = v
+		}
+		if op.etag != "" {
+			w.Header().Set("ETag", op.etag)
+			if r.Header.Get("If-None-Match") == op.etag {
+				op.conditional++
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		}
+		var jwks []json.RawMessage
+		for _, k := range op.keys {
+			j, _ := k.key.PublicJWK()
+			jwks = append(jwks, j)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": jwks})
+	case "/revocations.json":
+		if op.revocation == "" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte(op.revocation))
+	case "/elsewhere":
+		http.Redirect(w, r, "/keys/jwks.json", http.StatusFound)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (op *operator) set(f func(op *operator)) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	f(op)
+}
+
+func (op *operator) hitsOf(path string) int {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	return op.hits[path]
+}
+
+// revocationList is a flattened JWS of a revocation list, signed by k.
+func revocationList(k *sellerKey, issuer string, updated, next time.Time, revoked ...string) string {
+	hdr, _ := json.Marshal(map[string]string{"alg": "EdDSA", "kid": k.kid, "typ": "adcp-gov-revocation+jws"})
+	payload, _ := json.Marshal(map[string]any{"version": 1, "issuer": issuer, "updated": updated.UTC().Format(time.RFC3339),
+		"next_update": next.UTC().Format(time.RFC3339), "revoked_kids": append([]string{}, revoked...), "revoked_jtis": []string{}})
+	p, pl := base64.RawURLEncoding.EncodeToString(hdr), base64.RawURLEncoding.EncodeToString(payload)
+	sig := ed25519.Sign(k.priv, []byte(p+"."+pl))
+	out, _ := json.Marshal(map[string]any{"payload": pl, "signatures": []any{map[string]string{"protected": p, "signature": base64.RawURLEncoding.EncodeToString(sig)}}})
+	return string(out)
+}
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func discoveryVerifier(t *testing.T, op *operator, c *clock, adjust func(*receive.DiscoveryConfig)) (*receive.Verifier, *bytes.Buffer) {
+	t.Helper()
+	logs := &bytes.Buffer{}
+	cfg := receive.DiscoveryConfig{Agent: op.agent, BrandJSONURL: op.srv.URL + "/.well-known/brand.json",
+		AllowPrivateDestinations: true, AllowInsecureHTTP: true, Now: c.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{w: logs, mu: &op.mu}, nil))}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	d, err := receive.NewKeyDiscovery(cfg)
+	require.NoError(t, err)
+	v, err := receive.NewVerifier(receive.VerifierConfig{Discovery: d, Now: c.Now})
+	require.NoError(t, err)
+	return v, logs
+}
+
+// verify signs body with k at c's time and verifies it.
+func verifyWith(t *testing.T, v *receive.Verifier, k *sellerKey, c *clock) (receive.VerifiedSignature, error) {
+	t.Helper()
+	s, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: k.key, Now: c.Now})
+	require.NoError(t, err)
+	body := []byte(`{"idempotency_key":"whk_0123456789abcdef"}`)
+	req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/adcp/webhook", nil)
+	require.NoError(t, s.Sign(req, body))
+	return v.Verify(context.Background(), http.MethodPost, "https://buyer.example/adcp/webhook", req.Header, body)
+}
+
+func verifyCode(err error) string {
+	var ve *receive.VerifyError
+	if errors.As(err, &ve) {
+		return ve.Code
+	}
+	return ""
+}
+
+func TestDiscoveryFromBrandJSON(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, nil)
+
+	sig, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, op.agent, sig.Agent, "the sender identity is the agent whose entry gave the keys")
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, 1, op.hitsOf("/.well-known/brand.json"))
+	require.Equal(t, 1, op.hitsOf("/keys/jwks.json"), "cached")
+
+	// Rotation mid-task: a new kid is refetched at once.
+	k2 := newSellerKey(t, "k2")
+	op.set(func(op *operator) { op.keys = append(op.keys, k2) })
+	_, err = verifyWith(t, v, k2, c)
+	require.NoError(t, err)
+	require.Equal(t, 2, op.hitsOf("/keys/jwks.json"))
+
+	// An unknown kid refetches once per cooldown, however often it comes.
+	stranger := newSellerKey(t, "k3")
+	for range 5 {
+		_, err = verifyWith(t, v, stranger, c)
+		require.Equal(t, receive.CodeKeyUnknown, verifyCode(err))
+	}
+	require.Equal(t, 2, op.hitsOf("/keys/jwks.json"), "within 30 s of the last refetch: none")
+	c.Add(receive.RefetchCooldown)
+	_, err = verifyWith(t, v, stranger, c)
+	require.Equal(t, receive.CodeKeyUnknown, verifyCode(err))
+	require.Equal(t, 3, op.hitsOf("/keys/jwks.json"), "one refetch after the cooldown")
+
+	// Past MaxAge (5 min by default) the keys are fetched again.
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, 4, op.hitsOf("/keys/jwks.json"))
+	require.Equal(t, 2, op.hitsOf("/.well-known/brand.json"))
+}
+
+func TestDiscoveryHonoursCacheHeaders(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	op.jwksHeader.Set("Cache-Control", "public, max-age=60")
+	op.etag = `"v1"`
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) {
+		cfg.JWKSURL = op.srv.URL + "/keys/jwks.json"
+		cfg.BrandJSONURL = ""
+	})
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	c.Add(59 * time.Second)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, 1, op.hitsOf("/keys/jwks.json"), "max-age=60")
+	c.Add(2 * time.Second)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, 2, op.hitsOf("/keys/jwks.json"))
+	require.Equal(t, 1, op.conditional, "revalidated with If-None-Match: 304 keeps the keys")
+	require.Zero(t, op.hitsOf("/.well-known/brand.json"), "a pinned jwks_uri needs no brand.json")
+
+	// no-cache cannot make every webhook a fetch: the floor is the cooldown.
+	op.set(func(op *operator) { op.jwksHeader.Set("Cache-Control", "no-cache"); op.etag = "" })
+	c.Add(time.Minute)
+	for range 3 {
+		_, err = verifyWith(t, v, k1, c)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 3, op.hitsOf("/keys/jwks.json"))
+}
+
+func TestDiscoveryRefusals(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	for name, tc := range map[string]struct {
+		brand  func(op *operator) string
+		adjust func(op *operator, cfg *receive.DiscoveryConfig)
+		reason string
+	}{
+		"agent not listed": {brand: func(op *operator) string {
+			return `{"agents":[{"url":"` + op.agent + `/","jwks_uri":"` + op.srv.URL + `/keys/jwks.json"}]}`
+		}, reason: "no agents[] entry"},
+		"ambiguous": {brand: func(op *operator) string {
+			e := `{"url":"` + op.agent + `","jwks_uri":"` + op.srv.URL + `/keys/jwks.json"}`
+			return `{"agents":[` + e + `,` + e + `]}`
+		}, reason: "2 agents[] entries"},
+		"duplicate members": {brand: func(op *operator) string {
+			return `{"agents":[],"agents":[{"url":"` + op.agent + `"}]}`
+		}, reason: "not strict JSON"},
+		"redirect not followed": {brand: func(op *operator) string {
+			return `{"agents":[{"url":"` + op.agent + `","jwks_uri":"` + op.srv.URL + `/elsewhere"}]}`
+		}, reason: "status 302"},
+		"private address": {adjust: func(_ *operator, cfg *receive.DiscoveryConfig) { cfg.AllowPrivateDestinations = false },
+			reason: "SSRF"},
+		"oversized JWKS": {adjust: func(op *operator, _ *receive.DiscoveryConfig) {
+			for range 400 {
+				op.keys = append(op.keys, op.keys[0])
+			}
+		}, reason: "larger than"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			op := newOperator(t, k1)
+			c := &clock{now: time.Now()}
+			if tc.brand != nil {
+				op.brand = tc.brand(op)
+			}
+			v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) {
+				if tc.adjust != nil {
+					tc.adjust(op, cfg)
+				}
+			})
+			_, err := verifyWith(t, v, k1, c)
+			var de *receive.DiscoveryError
+			require.ErrorAs(t, err, &de)
+			require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+			require.Contains(t, de.Reason, tc.reason)
+			// A failure is not retried within the cooldown.
+			hits := op.hitsOf("/.well-known/brand.json") + op.hitsOf("/keys/jwks.json")
+			_, err = verifyWith(t, v, k1, c)
+			require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+			require.Equal(t, hits, op.hitsOf("/.well-known/brand.json")+op.hitsOf("/keys/jwks.json"))
+		})
+	}
+}
+
+func TestDiscoveryAuthoritativeLocationAndPin(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	real := op.brand
+	hostBrand := `{"authoritative_location":"` + op.srv.URL + `/brand/real.json"}`
+	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/brand/real.json" {
+			op.mu.Lock()
+			op.hits[r.URL.Path]++
+			op.mu.Unlock()
+			_, _ = w.Write([]byte(real))
+			return
+		}
+		op.serve(w, r)
+	})
+	op.brand = hostBrand
+	c := &clock{now: time.Now()}
+	v, logs := discoveryVerifier(t, op, c, nil)
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err, "one authoritative_location is followed")
+	require.Equal(t, 1, op.hitsOf("/brand/real.json"))
+
+	// brand.json now names another jwks_uri: an alarm, not an adoption.
+	real = `{"agents":[{"url":"` + op.agent + `","jwks_uri":"` + op.srv.URL + `/elsewhere"}]}`
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Contains(t, logs.String(), "ALARM")
+	require.Zero(t, op.hitsOf("/elsewhere"))
+}
+
+func TestDiscoveryRevocationList(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
+	op := newOperator(t, k1, k2)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	issuer := op.srv.URL
+	op.revocation = revocationList(k1, issuer, c.now, c.now.Add(10*time.Minute), "k2")
+	v, logs := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	_, err = verifyWith(t, v, k2, c)
+	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
+	require.Equal(t, 1, op.hitsOf("/revocations.json"), "polled on next_update, not per webhook")
+
+	// Past next_update the list is fetched again; a rollback to an older
+	// list is refused, and the one held stays in force until it is stale.
+	c.Add(10 * time.Minute)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, issuer, c.now.Add(-time.Hour), c.now.Add(10*time.Minute))
+	})
+	_, err = verifyWith(t, v, k2, c)
+	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
+	require.Equal(t, 2, op.hitsOf("/revocations.json"))
+	require.Contains(t, logs.String(), "rollback")
+
+	// A tampered list does not verify; after next_update + 4 intervals
+	// every signature is refused as stale.
+	op.set(func(op *operator) {
+		op.revocation = strings.Replace(revocationList(k1, issuer, c.now, c.now.Add(10*time.Minute)), `"signature":"`, `"signature":"AA`, 1)
+	})
+	c.Add(40*time.Minute + time.Second)
+	_, err = verifyWith(t, v, k1, c)
+	require.Equal(t, receive.CodeRevocationStale, verifyCode(err))
+	require.Contains(t, logs.String(), "does not verify")
+
+	// A list from another issuer is refused too; a good one restores.
+	c.Add(receive.RefetchCooldown)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, "https://other.example", c.now, c.now.Add(10*time.Minute))
+	})
+	_, err = verifyWith(t, v, k1, c)
+	require.Equal(t, receive.CodeRevocationStale, verifyCode(err))
+	c.Add(receive.RefetchCooldown)
+	op.set(func(op *operator) { op.revocation = revocationList(k1, issuer, c.now, c.now.Add(10*time.Minute)) })
+	_, err = verifyWith(t, v, k2, c)
+	require.NoError(t, err, "k2 is no longer revoked")
+}
+
+func TestDiscoveryRunRefreshesAhead(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: op.agent, JWKSURL: op.srv.URL + "/keys/jwks.json",
+		AllowPrivateDestinations: true, AllowInsecureHTTP: true, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.NoError(t, d.Refresh(context.Background()))
+	require.Equal(t, 1, op.hitsOf("/keys/jwks.json"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	cancel()
+	require.NoError(t, <-done, "Run ends with its context")
+}
+
+func TestDiscoveryConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg   receive.DiscoveryConfig
+		field string
+	}{
+		{receive.DiscoveryConfig{BrandJSONURL: "https://x.example/brand.json"}, "DiscoveryConfig.Agent"},
+		{receive.DiscoveryConfig{Agent: "https://x.example/mcp"}, "DiscoveryConfig.BrandJSONURL"},
+		{receive.DiscoveryConfig{Agent: "https://x.example/mcp", JWKSURL: "http://x.example/jwks.json"}, "DiscoveryConfig.JWKSURL"},
+		{receive.DiscoveryConfig{Agent: "https://x.example/mcp", JWKSURL: "https://x.example/j", RevocationURL: "ftp://x"}, "DiscoveryConfig.RevocationURL"},
+		{receive.DiscoveryConfig{Agent: "https://x.example/mcp", JWKSURL: "https://x.example/j", MaxAge: time.Hour}, "DiscoveryConfig.MaxAge"},
+	} {
+		_, err := receive.NewKeyDiscovery(tc.cfg)
+		var ce *receive.ConfigError
+		require.ErrorAs(t, err, &ce, tc.field)
+		require.Equal(t, tc.field, ce.Field)
+	}
+	d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: "https://x.example/mcp", JWKSURL: "https://x.example/j"})
+	require.NoError(t, err)
+	k := newSellerKey(t, "k")
+	_, err = receive.NewVerifier(receive.VerifierConfig{Discovery: d, Keys: []receive.VerifyingKey{k.key.VerifyingKey()}})
+	require.ErrorContains(t, err, "VerifierConfig.Keys")
+	_, err = receive.NewVerifier(receive.VerifierConfig{Discovery: d, Agent: "https://y.example/mcp"})
+	require.ErrorContains(t, err, "VerifierConfig.Agent")
+}
+
+// TestHandlerAnswers503WithoutKeys: keys that cannot be fetched are the
+// buyer's outage, not the seller's fault: 503, so the seller retries.
+func TestHandlerAnswers503WithoutKeys(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	op.brand = `{"agents":[]}`
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, nil)
+	h, err := receive.NewHandler(receive.HandlerConfig{Verifier: v, Dedup: &receive.MemoryDedupStore{}, Logger: slog.New(slog.DiscardHandler)}, http.NotFoundHandler())
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	body := `{"idempotency_key":"whk_0123456789abcdef"}`
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/hook", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	require.NoError(t, k1.signer(t).Sign(req, []byte(body)))
+	st, _, _ := do(t, req)
+	require.Equal(t, http.StatusServiceUnavailable, st)
+}
