@@ -306,6 +306,9 @@ type VerifierConfig struct {
 	// Nonces remembers nonces against replay. Defaults to a
 	// MemoryNonceStore.
 	Nonces NonceStore
+	// Admissions, when set, watches for new-keyid admission pressure
+	// across every Verifier that shares it ([NewAdmissionMonitor]).
+	Admissions *AdmissionMonitor
 	// Skew is the clock allowance: how far in the future created may be,
 	// and how long after expires the signature is still accepted. Defaults
 	// to, and may not exceed, MaxSkew (the spec's allowance).
@@ -329,6 +332,7 @@ type Verifier struct {
 	agent       string
 	keys        map[string]VerifyingKey
 	discovery   *KeyDiscovery
+	admissions  *AdmissionMonitor
 	revocations KeyRevocations
 	nonces      NonceStore
 	skew        time.Duration
@@ -358,6 +362,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		agent:       cfg.Agent,
 		keys:        make(map[string]VerifyingKey, len(cfg.Keys)),
 		discovery:   cfg.Discovery,
+		admissions:  cfg.Admissions,
 		revocations: cfg.Revocations,
 		nonces:      cfg.Nonces,
 		skew:        cfg.Skew,
@@ -635,6 +640,9 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 		return VerifiedSignature{}, reject(CodeReplayed, 12, "nonce %q of key %q was already used", nonce, keyID)
 	case verdict == NonceOverCap:
 		return VerifiedSignature{}, reject(CodeRateAbuse, 9, "key %q has too many live nonces", keyID)
+	}
+	if v.admissions != nil {
+		v.admissions.Observe(ctx, nonceKey, now)
 	}
 
 	// Step 14: one strict JSON value, so that every reader sees the body
