@@ -1,34 +1,35 @@
-// Package receive is the buyer's side of AdCP webhooks: it checks that an
-// inbound webhook was signed by the seller, for the URL it arrived at, with
-// the body it carries, and not replayed.
+// Package receive is the buyer's side of AdCP webhooks: a receiving
+// endpoint that checks an inbound webhook was signed by the seller, for
+// the URL it arrived at, with the body it carries, and not replayed, and
+// that runs the buyer's handler once per delivery.
 //
 // It depends only on the standard library (and this module's internal
 // helpers), so a buyer's binary does not link the seller's delivery engine
-// or its Postgres driver (the root
-// package github.com/adcpkit/webhook, which imports this one for the
-// signature profile it shares with the buyer).
+// or its Postgres driver (the root package github.com/adcpkit/webhook,
+// which imports this one for the signature profile it shares with the
+// buyer). The shared stores in Postgres are in receive/pgstore.
 //
 // # Quick start
 //
-//	keys, err := receive.ParseJWKS(sellerJWKS) // the seller's published JWK Set; check every err
-//	verifier, err := receive.NewVerifier(receive.VerifierConfig{Keys: keys})
+//	keys, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: sellerAgentURL, BrandJSONURL: sellerBrandJSON})
+//	verifier, err := receive.NewVerifier(receive.VerifierConfig{Discovery: keys, Nonces: nonces})
+//	handler, err := receive.NewHandler(receive.HandlerConfig{Verifier: verifier, Dedup: dedup}, http.HandlerFunc(onWebhook))
 //
-//	func handle(w http.ResponseWriter, r *http.Request) {
-//		body, err := io.ReadAll(io.LimitReader(r.Body, receive.MaxBodyBytes+1))
-//		if err != nil || len(body) > receive.MaxBodyBytes {
-//			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-//			return
-//		}
-//		if _, err := verifier.VerifyRequest(r, body); err != nil {
-//			var ve *receive.VerifyError
-//			if errors.As(err, &ve) {
-//				w.Header().Set("WWW-Authenticate", `Signature error="`+ve.Code+`"`)
-//			}
-//			w.WriteHeader(http.StatusUnauthorized)
-//			return
-//		}
-//		// Authentic: de-duplicate by idempotency_key, then act on it.
-//	}
+// nonces and dedup are a [NonceStore] and a [DedupStore] every pod shares
+// (receive/pgstore's); [MemoryNonceStore] and [MemoryDedupStore] serve
+// development and tests.
+//
+// # The handler
+//
+// A [Handler] answers 413 and 415 before any signature work, verifies by
+// the route's registered mode (RFC 9421, or legacy HMAC or Bearer; the
+// other scheme is [CodeModeMismatch]), answers activation challenges,
+// reads idempotency_key, and makes one request the owner of each
+// (sender, key) before the buyer's handler runs: 409 for a changed
+// payload, 200 for a completed duplicate, 503 while one is in progress,
+// 429 over the sender's cap. The buyer's handler finds the verified
+// webhook with [WebhookFrom]; its 2xx is recorded before it is sent, and
+// any other answer releases the key for the seller's retry.
 //
 // # Signatures
 //
@@ -44,23 +45,24 @@
 //
 // # Keys
 //
-// [ParseJWKS] reads the seller's published JWK Set into [VerifyingKey]
-// values; [NewVerifyingKey] wraps a Go public key. A [KeyRevocations], such
-// as a [RevocationList] you refresh from the seller's revocation feed,
-// retires keys.
+// A [KeyDiscovery] fetches the seller's keys from its brand.json agents[]
+// entry or a pinned jwks_uri, through an SSRF-guarded client, caches them,
+// refetches them on an unknown kid (at most every [RefetchCooldown]) and
+// polls the seller's signed revocation list. [ParseJWKS] and
+// [NewVerifyingKey] make static keys instead; a [RevocationList] you
+// refresh yourself then retires them.
 //
-// # Replay
+// # Replay and admission pressure
 //
 // Every accepted signature's nonce is recorded in a [NonceStore] until the
-// signature expires, and a second use is rejected with [CodeReplayed]. The
-// default [MemoryNonceStore] serves one process; buyers running several
-// replicas behind a load balancer give them a shared NonceStore. A replay
-// check does not replace de-duplication by idempotency key: a seller
-// retrying a webhook signs it afresh.
+// signature expires, and a second use is rejected with [CodeReplayed]. A
+// replay check does not replace de-duplication by idempotency key: a
+// seller retrying a webhook signs it afresh. An [AdmissionMonitor] alarms
+// when more new keyids are admitted than the spec's four thresholds allow.
 //
-// # Legacy HMAC
+// # Legacy authentication
 //
-// Webhooks registered with legacy HMAC-SHA256 authentication carry no
-// RFC 9421 signature; check them with [VerifyLegacyHMAC], which recomputes
-// [LegacyHMAC] over the timestamp and body.
+// Webhooks registered with legacy authentication carry no RFC 9421
+// signature; [VerifyLegacyHMAC] and [VerifyLegacyBearer] check them, and a
+// Handler with [HandlerConfig.Legacy] does so for a route.
 package receive

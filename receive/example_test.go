@@ -105,3 +105,53 @@ func ExampleVerifyLegacyHMAC() {
 	// <nil>
 	// webhook_signature_window_invalid
 }
+
+// A buyer's receiving endpoint: the Handler verifies each webhook and
+// de-duplicates it by idempotency_key before the buyer's own handler runs,
+// which it does once per delivery. (In production, share
+// receive/pgstore's NonceStore and DedupStore across pods, and find the
+// seller's keys with NewKeyDiscovery.)
+func ExampleNewHandler() {
+	key, _ := webhook.GenerateSigningKey("seller-2026", "")
+	signer, _ := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: key})
+
+	verifier, err := receive.NewVerifier(receive.VerifierConfig{
+		Agent: "https://seller.example/mcp", // the sender identity
+		Keys:  []receive.VerifyingKey{key.VerifyingKey()},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	handler, err := receive.NewHandler(receive.HandlerConfig{Verifier: verifier, Dedup: &receive.MemoryDedupStore{}},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			wh, _ := receive.WebhookFrom(r.Context())
+			fmt.Println("processing", wh.IdempotencyKey, "from", wh.Sender)
+		}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	buyer := httptest.NewServer(handler)
+	defer buyer.Close()
+
+	send := func(body string) {
+		req, _ := http.NewRequest(http.MethodPost, buyer.URL+"/adcp/webhook", strings.NewReader(body))
+		_ = signer.Sign(req, []byte(body)) // a fresh signature for every attempt
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode)
+	}
+	send(`{"idempotency_key":"whk_0123456789abcdef","status":"completed"}`)
+	send(`{"status":"completed", "idempotency_key":"whk_0123456789abcdef"}`) // the seller's retry
+	send(`{"idempotency_key":"whk_0123456789abcdef","status":"failed"}`)     // another payload, same key
+	// Output:
+	// processing whk_0123456789abcdef from https://seller.example/mcp
+	// 200
+	// 200
+	// 409
+}

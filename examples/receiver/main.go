@@ -1,12 +1,14 @@
-// Command receiver is a buyer's webhook endpoint: it loads the seller's
-// JWKS, verifies every inbound webhook's RFC 9421 signature, and prints
-// what it accepted and why it rejected the rest.
+// Command receiver is a buyer's webhook endpoint, a receive.Handler: it
+// loads the seller's JWKS, verifies every inbound webhook's RFC 9421
+// signature, de-duplicates by idempotency_key, and prints what it accepted
+// and why it refused the rest.
 //
-//	go run ./examples/receiver -jwks seller-jwks.json -addr :8080
+//	go run ./examples/receiver -jwks seller-jwks.json -agent https://seller.example/mcp -addr :8080
 //
 // With -demo it instead makes a seller key, starts itself on loopback, sends
-// itself one good webhook, one with a tampered body and one replay, prints
-// the verdicts and exits:
+// itself a good webhook, one with a tampered body, a replay, the seller's
+// retry and a changed payload under the same key, prints the verdicts and
+// exits:
 //
 //	go run ./examples/receiver -demo
 //
@@ -18,11 +20,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +39,7 @@ import (
 
 func main() {
 	jwksPath := flag.String("jwks", "", "path to the seller's JWKS (JSON with a keys array)")
+	agent := flag.String("agent", "", "the seller agent's URL: the sender identity that scopes de-duplication")
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
 	demo := flag.Bool("demo", false, "run a self-contained demonstration and exit")
 	flag.Parse()
@@ -42,42 +47,36 @@ func main() {
 	if *demo {
 		err = runDemo()
 	} else {
-		err = serve(*jwksPath, *addr)
+		err = serve(*jwksPath, *agent, *addr)
 	}
 	if err != nil {
 		log.Fatal(err)
 	}
 }
 
-// handler verifies each webhook and answers as AdCP receivers must: 2xx for
-// a good one, 401 with the error code for a bad signature.
-func handler(v *receive.Verifier, out io.Writer) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, receive.MaxBodyBytes+1))
-		if err != nil || len(body) > receive.MaxBodyBytes {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-			return
+// handler is the buyer's endpoint: a receive.Handler (verification,
+// de-duplication by idempotency_key) around a handler that prints what it
+// accepted. The log says why the rest were refused.
+func handler(v *receive.Verifier, out io.Writer) (http.Handler, error) {
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
 		}
-		sig, err := v.VerifyRequest(r, body)
-		if err != nil {
-			var ve *receive.VerifyError
-			if errors.As(err, &ve) {
-				w.Header().Set("WWW-Authenticate", `Signature error="`+ve.Code+`"`)
-				fmt.Fprintf(out, "rejected %s %s: %s (step %d: %s)\n", r.Method, r.RequestURI, ve.Code, ve.Step, ve.Reason)
-			} else {
-				fmt.Fprintf(out, "rejected %s %s: %v\n", r.Method, r.RequestURI, err)
-			}
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		fmt.Fprintf(out, "accepted %s %s: %d bytes, signed by %s\n", r.Method, r.RequestURI, len(body), sig.KeyID)
-		w.WriteHeader(http.StatusOK)
-	})
+		return a
+	}}))
+	return receive.NewHandler(receive.HandlerConfig{
+		Verifier: v,
+		Dedup:    &receive.MemoryDedupStore{}, // one process; share receive/pgstore's across pods
+		Logger:   logger,
+	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wh, _ := receive.WebhookFrom(r.Context())
+		fmt.Fprintf(out, "accepted %s: %d bytes from %s, idempotency_key %s\n", r.RequestURI, len(wh.Body), wh.Sender, wh.IdempotencyKey)
+	}))
 }
 
-func serve(jwksPath, addr string) error {
+func serve(jwksPath, agent, addr string) error {
 	if jwksPath == "" {
-		return errors.New("give the seller's JWKS with -jwks, or run -demo")
+		return errors.New("give the seller's JWKS with -jwks and its agent URL with -agent, or run -demo")
 	}
 	data, err := os.ReadFile(jwksPath)
 	if err != nil {
@@ -87,12 +86,16 @@ func serve(jwksPath, addr string) error {
 	if err != nil {
 		return err
 	}
-	v, err := receive.NewVerifier(receive.VerifierConfig{Keys: keys})
+	v, err := receive.NewVerifier(receive.VerifierConfig{Agent: agent, Keys: keys})
 	if err != nil {
 		return err
 	}
-	log.Printf("verifying webhooks signed by %d key(s) on http://%s", len(keys), addr)
-	srv := &http.Server{Addr: addr, Handler: handler(v, os.Stdout), ReadHeaderTimeout: 10 * time.Second}
+	h, err := handler(v, os.Stdout)
+	if err != nil {
+		return err
+	}
+	log.Printf("receiving webhooks from %s, signed by %d key(s), on http://%s", agent, len(keys), addr)
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	return srv.ListenAndServe()
 }
 
@@ -113,7 +116,11 @@ func runDemo() error {
 	if err != nil {
 		return err
 	}
-	v, err := receive.NewVerifier(receive.VerifierConfig{Keys: keys})
+	v, err := receive.NewVerifier(receive.VerifierConfig{Agent: "https://seller.example/mcp", Keys: keys})
+	if err != nil {
+		return err
+	}
+	h, err := handler(v, os.Stdout)
 	if err != nil {
 		return err
 	}
@@ -121,7 +128,7 @@ func runDemo() error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: handler(v, os.Stdout), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Shutdown(context.Background())
 
@@ -149,19 +156,43 @@ func runDemo() error {
 		fmt.Printf("  -> %s: HTTP %d %s\n", what, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		return nil
 	}
-	signed, _ := http.NewRequest(http.MethodPost, url, nil)
-	if err := signer.Sign(signed, body); err != nil {
+	sign := func(b []byte) (http.Header, error) {
+		r, _ := http.NewRequest(http.MethodPost, url, nil)
+		return r.Header, signer.Sign(r, b)
+	}
+	signed, err := sign(body)
+	if err != nil {
+		return err
+	}
+	retry, err := sign(body) // the seller's retry: the same body, signed afresh
+	if err != nil {
+		return err
+	}
+	var sent struct {
+		IdempotencyKey string `json:"idempotency_key"`
+	}
+	_ = json.Unmarshal(body, &sent)
+	changedBody, _, err := webhook.BuildMCPBody(webhook.MCPWebhook{OperationID: "op_1", TaskID: "task_1", IdempotencyKey: sent.IdempotencyKey,
+		TaskType: webhook.TaskCreateMediaBuy, Status: webhook.StatusFailed}, time.Now())
+	if err != nil {
+		return err
+	}
+	changed, err := sign(changedBody)
+	if err != nil {
 		return err
 	}
 	for _, c := range []struct {
-		what string
-		body []byte
+		what   string
+		body   []byte
+		header http.Header
 	}{
-		{"a signed webhook", body},
-		{"the same headers with a tampered body", []byte(strings.Replace(string(body), "completed", "canceled", 1))},
-		{"the signed webhook again (a replay)", body},
+		{"a signed webhook", body, signed},
+		{"the same headers with a tampered body", []byte(strings.Replace(string(body), "completed", "canceled", 1)), signed},
+		{"the signed webhook again (a replay)", body, signed},
+		{"the seller's retry, signed afresh (a duplicate)", body, retry},
+		{"another payload under the same idempotency_key", changedBody, changed},
 	} {
-		if err := post(c.what, c.body, signed.Header); err != nil {
+		if err := post(c.what, c.body, c.header); err != nil {
 			return err
 		}
 	}
