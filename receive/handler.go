@@ -444,7 +444,7 @@ type heldResponse struct {
 func (rr *heldResponse) Header() http.Header { return rr.header }
 
 func (rr *heldResponse) WriteHeader(status int) {
-	if rr.status == 0 {
+	if rr.status == 0 && status >= 200 { // informational answers are not held
 		rr.status = status
 	}
 }

@@ -568,3 +568,18 @@ func TestHandlerConfig(t *testing.T) {
 	_, err = receive.NewHandler(receive.HandlerConfig{Dedup: store, Legacy: &receive.LegacyAuth{Scheme: receive.SchemeBearer, Credentials: strings.Repeat("c", 32), Agent: sellerAgent}}, next)
 	require.NoError(t, err, "a legacy route needs no Verifier")
 }
+
+func TestHandlerInformationalAnswersAreNotFinal(t *testing.T) {
+	t.Parallel()
+	rt := newRoute(t, nil)
+	rt.next = func(w http.ResponseWriter, r *http.Request, wh *receive.Webhook) {
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusAccepted)
+	}
+	body := payload("whk_0123456789abcdef", "completed")
+	st, _, _ := do(t, rt.signed(t, body))
+	require.Equal(t, http.StatusAccepted, st)
+	st, _, _ = do(t, rt.signed(t, body))
+	require.Equal(t, http.StatusOK, st, "recorded as processed")
+	require.Len(t, rt.processed(), 1)
+}
