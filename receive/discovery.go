@@ -31,10 +31,15 @@ import (
 // answers 503 for it, so the seller retries.
 var ErrKeysUnavailable = errors.New("receive: the seller's keys are unavailable")
 
-// DiscoveryError says which fetch failed and why. Its URL has no query.
+// DiscoveryError says which fetch failed and why. Its URL has no
+// credentials, query or fragment.
 type DiscoveryError struct {
 	URL    string
 	Reason string
+	// gone: a definitive answer (the agent is not in brand.json, the JWKS
+	// is gone), which drops the keys held rather than leaving them to
+	// serve through an outage.
+	gone bool
 }
 
 // Error names the URL and the reason.
@@ -47,6 +52,8 @@ func (e *DiscoveryError) Unwrap() error { return ErrKeysUnavailable }
 
 // Budgets of key discovery, from the AdCP security profile.
 const (
+	// RevocationListType is the typ of a revocation list's JWS header.
+	RevocationListType = "adcp-gov-revocation+jws"
 	// MaxJWKSBytes bounds a fetched JWKS.
 	MaxJWKSBytes = 64 << 10
 	// MaxBrandJSONBytes bounds a fetched brand.json.
@@ -140,10 +147,11 @@ type KeyDiscovery struct {
 	brandUntil  time.Time // brand.json's answer holds until then
 
 	revoked     map[string]bool
-	revUpdated  time.Time // the list's "updated"
-	revNext     time.Time // its next_update, clamped
-	revInterval time.Duration
-	revFetched  bool
+	revUpdated  time.Time     // the held list's "updated"
+	revPollAt   time.Time     // when to fetch it again: its next_update, clamped to 1-30 min from the fetch
+	revStaleAt  time.Time     // its next_update plus 4 polling intervals: refused after
+	revInterval time.Duration // its polling interval, which bounds every cache of keys
+	revHeld     bool
 	revFailedAt time.Time
 }
 
@@ -240,15 +248,15 @@ func (d *KeyDiscovery) Run(ctx context.Context) error {
 		now := d.now()
 		d.mu.Lock()
 		due := d.expires
-		if d.revURL != "" && (due.IsZero() || d.revNext.Before(due)) {
-			due = d.revNext
+		if d.revURL != "" && (due.IsZero() || d.revPollAt.Before(due)) {
+			due = d.revPollAt
 		}
 		failed := d.failedAt
 		if d.revFailedAt.After(failed) {
 			failed = d.revFailedAt
 		}
 		d.mu.Unlock()
-		wait := due.Sub(now) - time.Second
+		wait := due.Sub(now)
 		if r := failed.Add(RefetchCooldown).Sub(now); r > wait {
 			wait = r
 		}
@@ -263,14 +271,15 @@ func (d *KeyDiscovery) Run(ctx context.Context) error {
 		} else if ctx.Err() != nil {
 			return nil
 		}
+		now = d.now()
 		d.mu.Lock()
-		keysDue, revDue, gen := !d.now().Before(d.expires.Add(-time.Second)), d.revURL != "" && !d.now().Before(d.revNext.Add(-time.Second)), d.gen
+		keysDue, gen := !now.Before(d.expires), d.gen
 		d.mu.Unlock()
 		if keysDue {
 			_ = d.fetchKeys(ctx, gen) // logged
 		}
-		if revDue {
-			_ = d.fetchRevocations(ctx) // logged
+		if d.revURL != "" {
+			_ = d.fetchRevocations(ctx) // when due; logged
 		}
 	}
 }
@@ -294,10 +303,12 @@ func (d *KeyDiscovery) lookup(ctx context.Context, kid string) (VerifyingKey, er
 		d.mu.Lock()
 		k, ok = d.keys[kid]
 		gen = d.gen
+		// Through an outage the last good keys serve for one more MaxAge.
+		usable := ok && (err == nil || now.Before(d.expires.Add(d.maxAge)))
 		d.mu.Unlock()
 		switch {
-		case ok:
-			return k, nil // fresh, or (fetch failed) the last good set: logged
+		case usable:
+			return k, nil
 		case err != nil:
 			return VerifyingKey{}, err
 		}
@@ -338,8 +349,15 @@ func (d *KeyDiscovery) fetchKeys(ctx context.Context, gen int) error {
 	if !failedAt.IsZero() && now.Sub(failedAt) < RefetchCooldown {
 		return &DiscoveryError{URL: redact(d.currentJWKSURL()), Reason: "the last fetch failed less than " + RefetchCooldown.String() + " ago"}
 	}
-	err := d.fetchKeysLocked(ctx, now)
+	// Detached: a caller that hangs up (it may be anyone: keys are
+	// fetched before any cryptography) does not fail the fetch for
+	// everyone else. The client's timeout bounds it.
+	err := d.fetchKeysLocked(context.WithoutCancel(ctx), now)
 	d.mu.Lock()
+	var de *DiscoveryError
+	if errors.As(err, &de) && de.gone {
+		d.keys, d.expires = nil, time.Time{}
+	}
 	if err != nil {
 		d.failedAt = now
 	} else {
@@ -453,7 +471,7 @@ func (d *KeyDiscovery) resolveBrand(ctx context.Context, now time.Time) error {
 	}
 	switch len(matched) {
 	case 0:
-		return &DiscoveryError{URL: redact(from), Reason: "no agents[] entry has url " + strconv.Quote(d.agent) + " (byte for byte)"}
+		return &DiscoveryError{URL: redact(from), Reason: "no agents[] entry has url " + strconv.Quote(d.agent) + " (byte for byte)", gone: true}
 	case 1:
 	default:
 		return &DiscoveryError{URL: redact(from), Reason: fmt.Sprintf("%d agents[] entries have url %q; one is required", len(matched), d.agent)}
@@ -468,12 +486,13 @@ func (d *KeyDiscovery) resolveBrand(ctx context.Context, now time.Time) error {
 	if u, err := url.Parse(jwks); err != nil || u.Host == "" || u.Scheme != "https" && !(u.Scheme == "http" && strings.HasPrefix(d.brandURL, "http:")) {
 		return &DiscoveryError{URL: redact(from), Reason: "the agent's jwks_uri is not an absolute https URL"}
 	}
+	ttl := d.ttl(resp.header, now)
 	d.mu.Lock()
 	pinned := d.jwksURL
 	if pinned == "" {
 		d.jwksURL = jwks
 	}
-	d.brandUntil = now.Add(d.ttl(resp.header, now))
+	d.brandUntil = now.Add(ttl)
 	d.mu.Unlock()
 	if pinned != "" && pinned != jwks {
 		d.log.LogAttrs(ctx, slog.LevelWarn, "receive: ALARM: the seller's brand.json names another jwks_uri than the pinned one; keeping the pinned one until an operator re-anchors it",
@@ -518,7 +537,8 @@ func (d *KeyDiscovery) get(ctx context.Context, raw string, limit int64, etag, l
 		return fetched{status: resp.StatusCode, header: resp.Header}, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fetched{}, &DiscoveryError{URL: redact(raw), Reason: "status " + strconv.Itoa(resp.StatusCode) + " (redirects are not followed)"}
+		gone := resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone
+		return fetched{}, &DiscoveryError{URL: redact(raw), Reason: "status " + strconv.Itoa(resp.StatusCode) + " (redirects are not followed)", gone: gone}
 	}
 	if resp.ContentLength > limit {
 		return fetched{}, &DiscoveryError{URL: redact(raw), Reason: fmt.Sprintf("the response is larger than %d bytes", limit)}
@@ -555,52 +575,84 @@ func (d *KeyDiscovery) ttl(h http.Header, now time.Time) time.Duration {
 			ttl = exp.Sub(now)
 		}
 	}
-	return min(max(ttl, RefetchCooldown), d.maxAge)
+	limit := d.maxAge
+	d.mu.Lock()
+	if d.revInterval > 0 { // bounded by the revocation list's polling interval
+		limit = min(limit, d.revInterval)
+	}
+	d.mu.Unlock()
+	return min(max(ttl, RefetchCooldown), limit)
 }
 
-// redact is a URL without its query or fragment, for errors and logs.
+// redact is a URL without credentials, query or fragment, for errors and
+// logs.
 func redact(raw string) string {
 	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		return raw[:i]
+		raw = raw[:i]
+	}
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok {
+		authority, path, _ := strings.Cut(rest, "/")
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			authority = authority[at+1:]
+		}
+		raw = scheme + "://" + authority
+		if path != "" || strings.Contains(rest, "/") {
+			raw += "/" + path
+		}
 	}
 	return raw
 }
 
 // CheckKey implements [KeyRevocations] from the revocation list at
 // DiscoveryConfig.RevocationURL (every key passes when there is none). The
-// list is fetched when first needed and once its next_update passes (at
-// most every RefetchCooldown after a failure).
+// list is fetched when first needed and again once its next_update passes
+// (by Run ahead of webhooks, if it runs), at most every RefetchCooldown
+// after a failure. Until a list is held, CheckKey returns a
+// [*DiscoveryError] (the Handler answers 503, and the seller retries); a
+// held list past its next_update plus 4 polling intervals makes every key
+// [CodeRevocationStale].
 func (d *KeyDiscovery) CheckKey(ctx context.Context, keyID string, now time.Time) error {
 	if d.revURL == "" {
 		return nil
 	}
-	d.mu.Lock()
-	due := !d.revFetched || !now.Before(d.revNext)
-	canTry := d.revFailedAt.IsZero() || now.Sub(d.revFailedAt) >= RefetchCooldown
-	d.mu.Unlock()
-	if due && canTry {
-		_ = d.fetchRevocations(ctx) // logged; staleness decides below
+	if d.revDue(now) {
+		_ = d.fetchRevocations(ctx) // logged; the state below decides
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.revFetched {
-		return reject(CodeRevocationStale, 9, "the seller's revocation list has not been fetched")
-	}
-	if limit := d.revNext.Add(4 * d.revInterval); now.After(limit) {
-		return reject(CodeRevocationStale, 9, "the seller's revocation list was due at %s and has not been refreshed since (grace: 4 polling intervals)", d.revNext.UTC().Format(time.RFC3339))
-	}
-	if d.revoked[keyID] {
+	switch {
+	case !d.revHeld:
+		return &DiscoveryError{URL: redact(d.revURL), Reason: "no revocation list has been fetched yet"}
+	case now.After(d.revStaleAt):
+		return reject(CodeRevocationStale, 9, "the seller's revocation list was due at %s and no newer one has been fetched by %s (grace: 4 polling intervals)",
+			d.revPollAt.UTC().Format(time.RFC3339), d.revStaleAt.UTC().Format(time.RFC3339))
+	case d.revoked[keyID]:
 		return reject(CodeKeyRevoked, 9, "key %q is in the seller's revoked_kids", keyID)
 	}
 	return nil
 }
 
-// fetchRevocations fetches, verifies and adopts the revocation list.
+// revDue reports whether the revocation list should be fetched at now: none
+// is held, or its next_update passed, and the last failure is older than
+// RefetchCooldown.
+func (d *KeyDiscovery) revDue(now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	due := !d.revHeld || !now.Before(d.revPollAt)
+	return due && (d.revFailedAt.IsZero() || now.Sub(d.revFailedAt) >= RefetchCooldown)
+}
+
+// fetchRevocations fetches, verifies and adopts the revocation list, if it
+// is still due once the caller holds the fetch: concurrent callers make one
+// fetch.
 func (d *KeyDiscovery) fetchRevocations(ctx context.Context) error {
 	d.revMu.Lock()
 	defer d.revMu.Unlock()
 	now := d.now()
-	err := d.fetchRevocationsLocked(ctx, now)
+	if !d.revDue(now) {
+		return nil
+	}
+	err := d.fetchRevocationsLocked(context.WithoutCancel(ctx), now) // see fetchKeys
 	d.mu.Lock()
 	if err != nil {
 		d.revFailedAt = now
@@ -662,9 +714,13 @@ func (d *KeyDiscovery) fetchRevocationsLocked(ctx context.Context, now time.Time
 	var hdr struct {
 		Alg string `json:"alg"`
 		Kid string `json:"kid"`
+		Typ string `json:"typ"`
 	}
 	if strictjson.Check(hdrJSON) != nil || json.Unmarshal(hdrJSON, &hdr) != nil {
 		return bad("the revocation list's protected header does not parse")
+	}
+	if hdr.Typ != RevocationListType {
+		return bad("the revocation list's typ is %q, not %q", hdr.Typ, RevocationListType)
 	}
 	want := map[string]string{"EdDSA": AlgEd25519, "ES256": AlgECDSAP256}[hdr.Alg]
 	if want == "" {
@@ -692,9 +748,24 @@ func (d *KeyDiscovery) fetchRevocationsLocked(ctx context.Context, now time.Time
 	if !d.sameOrigin(list.Issuer) {
 		return bad("the revocation list's issuer %q is not the seller agent's or its brand.json's origin", list.Issuer)
 	}
-	interval := min(max(list.NextUpdate.Sub(now), time.Minute), DiscoveryMaxAgeCeiling)
+	if slices.Contains(list.RevokedKids, hdr.Kid) {
+		return bad("the revocation list is signed by kid %q, which it revokes", hdr.Kid)
+	}
+	if list.Updated.After(now.Add(MaxSkew)) {
+		return bad("the revocation list's updated (%s) is in the future", list.Updated.UTC().Format(time.RFC3339))
+	}
+	// The grace counts from the list's own next_update: a list the
+	// operator stopped updating goes stale however often it is fetched.
+	interval := min(max(list.NextUpdate.Sub(list.Updated), time.Minute), DiscoveryMaxAgeCeiling)
+	staleAt := list.NextUpdate.Add(4 * interval)
+	if !now.Before(staleAt) {
+		return bad("the revocation list is itself stale: its next_update (%s) passed more than 4 polling intervals ago", list.NextUpdate.UTC().Format(time.RFC3339))
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.revoked[hdr.Kid] {
+		return bad("the revocation list is signed by kid %q, which the list held revokes", hdr.Kid)
+	}
 	if list.Updated.Before(d.revUpdated) {
 		return bad("the revocation list is older (updated %s) than the one held (%s); a rollback is refused",
 			list.Updated.UTC().Format(time.RFC3339), d.revUpdated.UTC().Format(time.RFC3339))
@@ -703,10 +774,11 @@ func (d *KeyDiscovery) fetchRevocationsLocked(ctx context.Context, now time.Time
 	for _, k := range list.RevokedKids {
 		d.revoked[k] = true
 	}
-	d.revUpdated, d.revNext, d.revInterval, d.revFetched = list.Updated, now.Add(interval), interval, true
+	d.revUpdated, d.revStaleAt, d.revInterval, d.revHeld = list.Updated, staleAt, interval, true
+	d.revPollAt = now.Add(min(max(list.NextUpdate.Sub(now), time.Minute), DiscoveryMaxAgeCeiling))
 	// A key's cache never outlives the polling interval.
-	if d.expires.After(d.revNext) {
-		d.expires = d.revNext
+	if limit := now.Add(interval); d.expires.After(limit) {
+		d.expires = limit
 	}
 	return nil
 }

@@ -460,3 +460,243 @@ func TestHandlerAnswers503WithoutKeys(t *testing.T) {
 	st, _, _ := do(t, req)
 	require.Equal(t, http.StatusServiceUnavailable, st)
 }
+
+// Found by review: an old list (from before a key was revoked), replayed
+// by whoever controls the list's URL, is refused: its own next_update
+// decides its staleness, not when it was fetched.
+func TestDiscoveryRefusesAStaleRevocationList(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
+	op := newOperator(t, k1, k2)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	op.revocation = revocationList(k1, op.srv.URL, c.now.Add(-7*24*time.Hour), c.now.Add(-7*24*time.Hour+10*time.Minute))
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k2, c)
+	require.ErrorIs(t, err, receive.ErrKeysUnavailable, "a week-old list is not adopted: no list held, 503")
+
+	// A list the operator stopped updating goes stale at next_update + 4
+	// intervals, however often it is fetched again.
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(5*time.Minute)) })
+	c.Add(receive.RefetchCooldown)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	for range 24 {
+		c.Add(time.Minute)
+		_, err = verifyWith(t, v, k1, c)
+		require.NoError(t, err)
+	}
+	c.Add(2 * time.Minute) // 25.5 min past a 5-min next_update
+	_, err = verifyWith(t, v, k1, c)
+	require.Equal(t, receive.CodeRevocationStale, verifyCode(err))
+}
+
+// Found by review: a revoked key (still in the JWKS after rotation)
+// cannot sign a list that pardons it; a list dated in the future is
+// refused.
+func TestDiscoveryRevokedKeyCannotPardonItself(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
+	op := newOperator(t, k1, k2)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute), "k2")
+	v, logs := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k2, c)
+	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
+	c.Add(10 * time.Minute)
+	op.set(func(op *operator) { op.revocation = revocationList(k2, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+	_, err = verifyWith(t, v, k2, c)
+	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
+	require.Contains(t, logs.String(), "which the list held revokes")
+
+	c.Add(receive.RefetchCooldown)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.now.Add(24*time.Hour), c.now.Add(24*time.Hour+10*time.Minute), "k2")
+	})
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Contains(t, logs.String(), "is in the future")
+	c.Add(receive.RefetchCooldown)
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+	_, err = verifyWith(t, v, k2, c)
+	require.NoError(t, err, "a genuine later list is still adopted")
+}
+
+// Found by review: keys of an agent its operator no longer lists, or whose
+// JWKS is gone, stop verifying at the next fetch; an outage (5xx) keeps the
+// last good keys for one more MaxAge only.
+func TestDiscoveryDropsKeysOfADelistedAgent(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, nil)
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	op.set(func(op *operator) { op.brand = `{"agents":[]}` })
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, err = verifyWith(t, v, k1, c)
+	require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+	c.Add(time.Hour)
+	_, err = verifyWith(t, v, k1, c)
+	require.ErrorIs(t, err, receive.ErrKeysUnavailable, "still refused after the cooldown")
+
+	outage := newOperator(t, k1)
+	v2, _ := discoveryVerifier(t, outage, c, func(cfg *receive.DiscoveryConfig) {
+		cfg.JWKSURL = outage.srv.URL + "/keys/jwks.json"
+		cfg.BrandJSONURL = ""
+	})
+	_, err = verifyWith(t, v2, k1, c)
+	require.NoError(t, err)
+	outage.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, err = verifyWith(t, v2, k1, c)
+	require.NoError(t, err, "through an outage the last good keys serve")
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, err = verifyWith(t, v2, k1, c)
+	require.ErrorIs(t, err, receive.ErrKeysUnavailable, "for one more MaxAge")
+}
+
+// Found by review: a caller that hangs up while the keys are fetched (any
+// unauthenticated sender can: keys are fetched before cryptography) does
+// not fail the fetch for everyone.
+func TestDiscoveryFetchOutlivesItsCaller(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	arrived, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	inner := op.srv.Config.Handler
+	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keys/jwks.json" {
+			once.Do(func() { close(arrived); <-proceed })
+		}
+		inner.ServeHTTP(w, r)
+	})
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	body := []byte(`{"idempotency_key":"whk_0123456789abcdef"}`)
+	req, _ := http.NewRequest(http.MethodPost, "https://buyer.example/adcp/webhook", nil)
+	require.NoError(t, newSellerKey(t, "k1").signer(t).Sign(req, body)) // a forgery under the seller's kid
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(ctx, http.MethodPost, "https://buyer.example/adcp/webhook", req.Header, body)
+		done <- err
+	}()
+	<-arrived
+	cancel()
+	close(proceed)
+	require.Equal(t, receive.CodeSignatureInvalid, verifyCode(<-done))
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err, "the honest webhook right after")
+	require.Equal(t, 1, op.hitsOf("/keys/jwks.json"))
+
+	// Nor does a pre-cancelled caller keep the revocation list from
+	// refreshing.
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(time.Minute)) })
+	v2, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err = verifyWith(t, v2, k1, c)
+	require.NoError(t, err)
+	aborted, stop := context.WithCancel(context.Background())
+	stop()
+	for range 12 {
+		c.Add(30 * time.Second)
+		op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(time.Minute)) })
+		_, _ = v2.Verify(aborted, http.MethodPost, "https://buyer.example/adcp/webhook", req.Header, body)
+	}
+	_, err = verifyWith(t, v2, k1, c)
+	require.NoError(t, err)
+}
+
+// Found by review: webhooks arriving together when the list is due make
+// one fetch, not one each.
+func TestDiscoveryOneRevocationFetchForConcurrentWebhooks(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute))
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	c.Add(10 * time.Minute)
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+	before := op.hitsOf("/revocations.json")
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = verifyWith(t, v, k1, c)
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, 1, op.hitsOf("/revocations.json")-before)
+}
+
+// Found by review: until a first list is held, webhooks are answered 503
+// (retryable), not the terminal webhook_signature_revocation_stale; keys
+// are cached no longer than the list's polling interval.
+func TestDiscoveryColdRevocationListAndKeyLifetime(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k1, c)
+	var de *receive.DiscoveryError
+	require.ErrorAs(t, err, &de, "no list yet: %v", err)
+
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute)) })
+	c.Add(receive.RefetchCooldown)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	jwks := op.hitsOf("/keys/jwks.json")
+	c.Add(2*time.Minute + time.Second) // under MaxAge (5 min), past the 2-min polling interval
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute)) })
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, jwks+1, op.hitsOf("/keys/jwks.json"), "the keys' cache is bounded by the polling interval")
+}
+
+func TestDiscoveryRedactsURLs(t *testing.T) {
+	t.Parallel()
+	d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: "https://seller.example/mcp",
+		JWKSURL: "https://user:hunter2@127.0.0.1:1/jwks.json?token=s3cret#frag", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	err = d.Refresh(context.Background())
+	require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+	require.NotContains(t, err.Error(), "hunter2")
+	require.NotContains(t, err.Error(), "s3cret")
+	require.Contains(t, err.Error(), "https://127.0.0.1:1/jwks.json")
+}
+
+func TestDiscoveryKeyRefetchBoundedByPollingInterval(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute))
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k1, c) // t=0: keys, then the list (polled again at t=2m)
+	require.NoError(t, err)
+	c.Add(time.Minute)
+	_, err = verifyWith(t, v, newSellerKey(t, "k9"), c) // t=1m: an unknown kid refetches the keys
+	require.Equal(t, receive.CodeKeyUnknown, verifyCode(err))
+	jwks := op.hitsOf("/keys/jwks.json")
+	c.Add(2*time.Minute + time.Second) // t=3m1s: past the refetch's 2-min lifetime (MaxAge is 5)
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute)) })
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	require.Equal(t, jwks+1, op.hitsOf("/keys/jwks.json"))
+
+	// A list signed by a kid it revokes is not adopted either.
+	k2 := newSellerKey(t, "k2")
+	op.set(func(op *operator) {
+		op.keys = append(op.keys, k2)
+		op.revocation = revocationList(k2, op.srv.URL, c.now, c.now.Add(2*time.Minute), "k2")
+	})
+	c.Add(2 * time.Minute)
+	_, err = verifyWith(t, v, k2, c)
+	require.NoError(t, err, "a list signed by a key it declares compromised is not trusted: the held one stays in force")
+}
