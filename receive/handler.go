@@ -85,8 +85,9 @@ type HandlerConfig struct {
 	// answered here and never reaches next. When nil, challenges are
 	// answered 403.
 	Registration *Registration
-	// Lease is how long a claim on a delivery lasts; next's context ends
-	// when it does. Defaults to DefaultLease.
+	// Lease is how long a claim on a delivery lasts, from the claim;
+	// next's context ends a little before it does (a tenth of it, at most
+	// 5 s, is kept to record the outcome). Defaults to DefaultLease.
 	Lease time.Duration
 	// MaxBody bounds the body. Defaults to DefaultMaxBody.
 	MaxBody int64
@@ -189,6 +190,8 @@ func newHandler(cfg HandlerConfig, next http.Handler, hooks recvhook.Hooks) (*Ha
 	}
 	if l := cfg.Legacy; l != nil {
 		switch {
+		case cfg.Registration != nil && cfg.Verifier == nil && !hooks.Unverified:
+			return nil, badConfig("HandlerConfig.Verifier", "is nil on a legacy route with a Registration; activation challenges are always RFC 9421 signed, so set the seller's Verifier")
 		case l.Scheme != SchemeHMAC && l.Scheme != SchemeBearer:
 			return nil, badConfig("LegacyAuth.Scheme", "is %q; use %q or %q", l.Scheme, SchemeHMAC, SchemeBearer)
 		case len([]rune(l.Credentials)) < MinCredentialsLength:
@@ -262,6 +265,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	claimedAt := time.Now() // the lease runs from here, in the store and for next
 	claim, err := h.dedup.Claim(ctx, wh.Sender, key, fp, h.now(), h.lease)
 	if err != nil {
 		h.log.LogAttrs(ctx, slog.LevelError, "receive: the dedup store failed to claim a webhook; answering 503 so the sender retries",
@@ -285,7 +289,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many deliveries from this sender", http.StatusTooManyRequests)
 	case DedupFirst:
 		wh.Body = body
-		h.own(w, r, wh, claim)
+		h.own(w, r, wh, claim, claimedAt)
 	default:
 		http.Error(w, "try again later", http.StatusServiceUnavailable)
 	}
@@ -356,11 +360,14 @@ func (h *Handler) tooLarge(w http.ResponseWriter, r *http.Request) {
 
 // challenge answers an RFC 9421-verified activation challenge.
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, body []byte, wh *Webhook) {
-	if h.reg == nil || wh.Signature == nil {
+	if h.reg == nil || wh.Signature == nil && !h.hooks.Unverified {
 		http.Error(w, "this endpoint expects no activation challenge", http.StatusForbidden)
 		return
 	}
 	answer, err := AnswerChallenge(body, *h.reg)
+	if err == nil && wh.Signature != nil && wh.Signature.Agent != "" && wh.Signature.Agent != h.reg.SellerAgentURL {
+		err = fmt.Errorf("%w: the challenge is signed by %s's keys, not the registered seller agent's", ErrChallengeMismatch, wh.Signature.Agent)
+	}
 	if err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "receive: activation challenge does not match the registration; not echoed",
 			slog.Any("error", err), slog.String("path", r.URL.Path))
@@ -390,8 +397,10 @@ func idempotencyKey(body []byte) (string, error) {
 }
 
 // own runs next as the delivery's owner and records the outcome.
-func (h *Handler) own(w http.ResponseWriter, r *http.Request, wh *Webhook, claim DedupClaim) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.lease)
+func (h *Handler) own(w http.ResponseWriter, r *http.Request, wh *Webhook, claim DedupClaim, claimedAt time.Time) {
+	// next ends before the lease does, leaving time to record the outcome:
+	// past the lease another pod may take the delivery over.
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(r.Context()), claimedAt.Add(h.lease-leaseMargin(h.lease)))
 	defer cancel()
 	rec := &heldResponse{header: http.Header{}}
 	settled := false
@@ -408,12 +417,20 @@ func (h *Handler) own(w http.ResponseWriter, r *http.Request, wh *Webhook, claim
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
+	if rec.status < 100 || rec.status > 999 { // net/http would panic
+		h.release(ctx, wh, claim)
+		http.Error(w, "the webhook handler answered an invalid status", http.StatusInternalServerError)
+		return
+	}
 	if rec.status < 200 || rec.status > 299 {
 		h.release(ctx, wh, claim)
 		rec.send(w)
 		return
 	}
-	switch err := h.dedup.Complete(ctx, claim, h.now()); {
+	// Recorded on a context of its own: next may have used its time up.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer rcancel()
+	switch err := h.dedup.Complete(rctx, claim, h.now()); {
 	case errors.Is(err, ErrNotOwner):
 		h.log.LogAttrs(ctx, slog.LevelWarn, "receive: the handler outlasted its lease and another claim took the delivery over; raise HandlerConfig.Lease",
 			slog.String("sender", wh.Sender), slog.String("idempotency_key", wh.IdempotencyKey), slog.Duration("lease", h.lease))
@@ -426,8 +443,16 @@ func (h *Handler) own(w http.ResponseWriter, r *http.Request, wh *Webhook, claim
 	rec.send(w)
 }
 
+// recordTimeout bounds recording a claim's outcome.
+const recordTimeout = 10 * time.Second
+
+// leaseMargin is how long before its lease ends next's context does.
+func leaseMargin(lease time.Duration) time.Duration { return min(lease/10, 5*time.Second) }
+
 func (h *Handler) release(ctx context.Context, wh *Webhook, claim DedupClaim) {
-	if err := h.dedup.Release(context.WithoutCancel(ctx), claim, h.now()); err != nil {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := h.dedup.Release(rctx, claim, h.now()); err != nil {
 		h.log.LogAttrs(ctx, slog.LevelError, "receive: the dedup store failed to release a claim; the sender's retry waits for its lease",
 			slog.String("sender", wh.Sender), slog.String("idempotency_key", wh.IdempotencyKey), slog.Any("error", err))
 	}
@@ -444,7 +469,7 @@ type heldResponse struct {
 func (rr *heldResponse) Header() http.Header { return rr.header }
 
 func (rr *heldResponse) WriteHeader(status int) {
-	if rr.status == 0 && status >= 200 { // informational answers are not held
+	if rr.status == 0 && (status >= 200 || status < 100) { // informational answers are not final
 		rr.status = status
 	}
 }
@@ -465,6 +490,7 @@ func (rr *heldResponse) send(w http.ResponseWriter) {
 	for k, v := range rr.header {
 		w.Header()[k] = v
 	}
+	w.Header().Del("Content-Length") // the body may have been cut at MaxResponseBytes
 	w.WriteHeader(rr.status)
 	_, _ = w.Write(rr.body.Bytes())
 }

@@ -214,6 +214,12 @@ func TestHandlerRefusesBeforeAndAtVerification(t *testing.T) {
 	st, code, _ = do(t, req)
 	require.Equal(t, http.StatusUnauthorized, st)
 	require.Equal(t, receive.CodeModeMismatch, code, "legacy HMAC on an RFC 9421 route")
+	req, _ = http.NewRequest(http.MethodPost, rt.srv.URL+"/adcp/webhook", strings.NewReader(good))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+strings.Repeat("b", 40))
+	st, code, _ = do(t, req)
+	require.Equal(t, http.StatusUnauthorized, st)
+	require.Equal(t, receive.CodeModeMismatch, code, "a Bearer token on an RFC 9421 route")
 
 	st, code, _ = do(t, rt.signed(t, `{"idempotency_key":"whk_0123456789abcdef","idempotency_key":"whk_0123456789abcdeX"}`))
 	require.Equal(t, http.StatusUnauthorized, st)
@@ -582,4 +588,152 @@ func TestHandlerInformationalAnswersAreNotFinal(t *testing.T) {
 	st, _, _ = do(t, rt.signed(t, body))
 	require.Equal(t, http.StatusOK, st, "recorded as processed")
 	require.Len(t, rt.processed(), 1)
+}
+
+// ctxStore is a MemoryDedupStore that, like a database driver, fails a
+// call whose context has ended, and notes when each claim was made.
+type ctxStore struct {
+	receive.MemoryDedupStore
+	mu      sync.Mutex
+	claimed []time.Time
+}
+
+func (s *ctxStore) Claim(ctx context.Context, sender, key string, fp [32]byte, now time.Time, lease time.Duration) (receive.DedupClaim, error) {
+	if err := ctx.Err(); err != nil {
+		return receive.DedupClaim{}, err
+	}
+	s.mu.Lock()
+	s.claimed = append(s.claimed, time.Now())
+	s.mu.Unlock()
+	return s.MemoryDedupStore.Claim(ctx, sender, key, fp, now, lease)
+}
+
+func (s *ctxStore) Complete(ctx context.Context, c receive.DedupClaim, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.MemoryDedupStore.Complete(ctx, c, now)
+}
+
+// Found by review: next used its whole context, and the outcome was then
+// recorded on that ended context: 503, and the retry ran next again. And
+// next's context must end before the lease the store recorded.
+func TestHandlerRecordsTheOutcomeAfterNextUsedItsTime(t *testing.T) {
+	t.Parallel()
+	store := &ctxStore{}
+	const lease = 300 * time.Millisecond
+	rt := newRoute(t, func(c *receive.HandlerConfig) { c.Dedup = store; c.Lease = lease })
+	deadlines := make(chan time.Time, 1)
+	rt.next = func(w http.ResponseWriter, r *http.Request, wh *receive.Webhook) {
+		d, _ := r.Context().Deadline()
+		deadlines <- d
+		<-r.Context().Done() // a handler that takes all the time it is given
+	}
+	body := payload("whk_0123456789abcdef", "completed")
+	st, _, _ := do(t, rt.signed(t, body))
+	require.Equal(t, http.StatusOK, st)
+	st, _, _ = do(t, rt.signed(t, body))
+	require.Equal(t, http.StatusOK, st)
+	require.Len(t, rt.processed(), 1, "processed once")
+	store.mu.Lock()
+	claimed := store.claimed[0]
+	store.mu.Unlock()
+	require.True(t, (<-deadlines).Before(claimed.Add(lease)), "next's context ends before the lease the store holds")
+}
+
+// Found by review: a handler that outlasts its lease, whose delivery
+// another request took over, still gets its answer sent, and the warning
+// says to raise the lease.
+func TestHandlerOutlastingItsLease(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Now()}
+	rt := newRoute(t, func(cfg *receive.HandlerConfig) { cfg.Lease = time.Minute; cfg.Now = c.Now })
+	entered, release := make(chan struct{}, 2), make(chan struct{})
+	var runs atomic.Int32
+	rt.next = func(w http.ResponseWriter, r *http.Request, wh *receive.Webhook) {
+		if runs.Add(1) == 1 {
+			entered <- struct{}{}
+			<-release
+		}
+	}
+	body := payload("whk_0123456789abcdef", "completed")
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(rt.signed(t, body))
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-entered
+	c.Add(2 * time.Minute) // the first owner's lease passes
+	st, _, _ := do(t, rt.signed(t, body))
+	require.Equal(t, http.StatusOK, st, "taken over")
+	close(release)
+	require.Equal(t, http.StatusOK, <-first)
+	require.EqualValues(t, 2, runs.Load())
+	require.Contains(t, rt.log(), "outlasted its lease")
+}
+
+// Found by review: the held response lost no bytes silently behind a
+// stale Content-Length, and an invalid status is a failure, not a 200.
+func TestHandlerHeldResponseEdges(t *testing.T) {
+	t.Parallel()
+	rt := newRoute(t, nil)
+	rt.next = func(w http.ResponseWriter, r *http.Request, wh *receive.Webhook) {
+		big := strings.Repeat("x", receive.MaxResponseBytes+100)
+		w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+		_, err := io.WriteString(w, big)
+		if err == nil {
+			panic("a response over MaxResponseBytes was taken whole")
+		}
+	}
+	resp, err := http.DefaultClient.Do(rt.signed(t, payload("whk_0123456789abcdef", "completed")))
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err, "a body that matches its length")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Empty(t, b, "the write that passed the limit was refused whole")
+
+	rt2 := newRoute(t, nil)
+	var runs atomic.Int32
+	rt2.next = func(w http.ResponseWriter, r *http.Request, wh *receive.Webhook) {
+		if runs.Add(1) == 1 {
+			w.WriteHeader(42)
+		}
+	}
+	st, _, _ := do(t, rt2.signed(t, payload("whk_0123456789abcdef", "completed")))
+	require.Equal(t, http.StatusInternalServerError, st)
+	st, _, _ = do(t, rt2.signed(t, payload("whk_0123456789abcdef", "completed")))
+	require.Equal(t, http.StatusOK, st, "released: the retry runs next")
+	require.EqualValues(t, 2, runs.Load())
+}
+
+func TestHandlerChallengeFromAnotherAgent(t *testing.T) {
+	t.Parallel()
+	reg := &receive.Registration{SubscriberID: "caps", SellerAgentURL: "https://other-seller.example/mcp", EventTypes: []string{"capabilities.changed"}}
+	rt := newRoute(t, func(c *receive.HandlerConfig) { c.Registration = reg })
+	body := `{"type":"webhook.challenge","scope":"agent","challenge":"` + strings.Repeat("c", 43) +
+		`","subscriber_id":"caps","seller_agent_url":"https://other-seller.example/mcp","event_types":["capabilities.changed"],"delivery_auth":{"mode":"rfc9421"}}`
+	st, _, _ := do(t, rt.signed(t, body))
+	require.Equal(t, http.StatusForbidden, st, "signed by "+sellerAgent+"'s keys, registered for another agent")
+
+	_, err := receive.NewHandler(receive.HandlerConfig{Dedup: &receive.MemoryDedupStore{}, Registration: reg,
+		Legacy: &receive.LegacyAuth{Scheme: receive.SchemeBearer, Credentials: strings.Repeat("c", 32), Agent: sellerAgent}}, http.NotFoundHandler())
+	require.ErrorContains(t, err, "HandlerConfig.Verifier", "a legacy route answering challenges needs the seller's Verifier")
+}
+
+func TestVerifyLegacyBearerRefusesTwoAuthorizations(t *testing.T) {
+	t.Parallel()
+	token := strings.Repeat("t", 40)
+	h := http.Header{}
+	h.Add("Authorization", "Bearer "+token)
+	h.Add("Authorization", "Bearer other")
+	require.Equal(t, receive.CodeSignatureInvalid, verifyCode(receive.VerifyLegacyBearer(h, []byte(`{}`), token)))
+	h.Del("Authorization")
+	h.Set("Authorization", "Bearer "+token)
+	require.NoError(t, receive.VerifyLegacyBearer(h, []byte(`{}`), token))
 }

@@ -455,6 +455,9 @@ func (v *Verifier) Verify(ctx context.Context, method, rawURL string, header htt
 	if inputHeader == "" && sigHeader == "" && (header.Get("X-ADCP-Signature") != "" || header.Get("X-ADCP-Timestamp") != "") {
 		return VerifiedSignature{}, reject(CodeModeMismatch, 1, "the webhook carries a legacy HMAC signature, not the RFC 9421 signature this route expects")
 	}
+	if inputHeader == "" && sigHeader == "" && strings.HasPrefix(header.Get("Authorization"), "Bearer ") {
+		return VerifiedSignature{}, reject(CodeModeMismatch, 1, "the webhook carries a legacy Bearer token, not the RFC 9421 signature this route expects")
+	}
 	if inputHeader == "" || sigHeader == "" {
 		return VerifiedSignature{}, reject(CodeHeaderMalformed, 1, "Signature-Input and Signature must both be present")
 	}

@@ -199,3 +199,19 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// Found by review: without a Verifier, a challenge matching the
+// Registration is answered, as Config documents.
+func TestReceiverAnswersChallengesWithoutAVerifier(t *testing.T) {
+	t.Parallel()
+	reg := &receive.Registration{SubscriberID: "caps", SellerAgentURL: "https://seller.example/mcp", EventTypes: []string{"capabilities.changed"}}
+	rcv := webhooktest.NewReceiver(webhooktest.Config{Registration: reg})
+	defer rcv.Close()
+	body := `{"type":"webhook.challenge","scope":"agent","challenge":"` + strings.Repeat("c", 43) +
+		`","subscriber_id":"caps","seller_agent_url":"https://seller.example/mcp","event_types":["capabilities.changed"],"delivery_auth":{"mode":"rfc9421"}}`
+	resp, err := http.Post(rcv.URL, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.True(t, rcv.Deliveries()[0].Challenge)
+}
