@@ -2,6 +2,7 @@ package receive
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -44,6 +45,13 @@ type AdmissionConfig struct {
 	Window time.Duration
 	// Logger receives the alarms (Warn). Defaults to slog.Default().
 	Logger *slog.Logger
+	// State, when set, restores what a monitor saved with
+	// [AdmissionMonitor.State]: the keyids seen, the windows' history, the
+	// first admission and the starting values drawn for zero thresholds.
+	// Without it a restarted process counts every established keyid as
+	// new (and alarms, with enough sellers), forgets its baselines (an
+	// attacker may time an attack to a deploy) and draws new jitter.
+	State []byte
 }
 
 // Admission thresholds' starting values, from the tuning guide.
@@ -57,9 +65,13 @@ const (
 
 // AdmissionThresholds are the thresholds a monitor applies.
 type AdmissionThresholds struct {
-	ShortRatio, MediumRatio, LongRatio, Floor, Fraction float64
+	ShortRatio  float64 `json:"short_ratio"`
+	MediumRatio float64 `json:"medium_ratio"`
+	LongRatio   float64 `json:"long_ratio"`
+	Floor       float64 `json:"floor"`
+	Fraction    float64 `json:"fraction"`
 	// Untuned names the thresholds left at a (jittered) starting value.
-	Untuned []string
+	Untuned []string `json:"untuned"`
 }
 
 // AdmissionMonitor counts first admissions of keyids and alarms on
@@ -83,7 +95,21 @@ type AdmissionMonitor struct {
 	lastOverdue time.Time
 }
 
-// NewAdmissionMonitor returns a monitor for cfg; a negative threshold is a
+// admissionState is the JSON of [AdmissionMonitor.State].
+type admissionState struct {
+	Version     int                  `json:"version"`
+	Window      time.Duration        `json:"window"`
+	Thresholds  AdmissionThresholds  `json:"thresholds"`
+	Seen        map[string]time.Time `json:"seen"`
+	Current     time.Time            `json:"current"`
+	Count       int                  `json:"count"`
+	History     []int                `json:"history"`
+	First       time.Time            `json:"first"`
+	LastOverdue time.Time            `json:"last_overdue"`
+}
+
+// NewAdmissionMonitor returns a monitor for cfg; a negative threshold, or
+// a State that does not parse or was saved with another Window, is a
 // [*ConfigError].
 func NewAdmissionMonitor(cfg AdmissionConfig) (*AdmissionMonitor, error) {
 	m := &AdmissionMonitor{window: cfg.Window, log: cfg.Logger, seen: map[string]time.Time{}}
@@ -96,6 +122,17 @@ func NewAdmissionMonitor(cfg AdmissionConfig) (*AdmissionMonitor, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	var saved admissionState
+	if cfg.State != nil {
+		if err := json.Unmarshal(cfg.State, &saved); err != nil || saved.Version != 1 {
+			return nil, badConfig("AdmissionConfig.State", "is not a state saved by AdmissionMonitor.State")
+		}
+		if saved.Window != m.window {
+			return nil, badConfig("AdmissionConfig.State", "was saved with a %v window, not %v; its history does not apply", saved.Window, m.window)
+		}
+	}
+	drawn := map[string]float64{"ShortRatio": saved.Thresholds.ShortRatio, "MediumRatio": saved.Thresholds.MediumRatio,
+		"LongRatio": saved.Thresholds.LongRatio, "Floor": saved.Thresholds.Floor, "Fraction": saved.Thresholds.Fraction}
 	pick := func(name string, v, start float64) float64 {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			v = math.NaN()
@@ -103,6 +140,9 @@ func NewAdmissionMonitor(cfg AdmissionConfig) (*AdmissionMonitor, error) {
 		}
 		if v == 0 {
 			m.th.Untuned = append(m.th.Untuned, name)
+			if d := drawn[name]; d > 0 && slices.Contains(saved.Thresholds.Untuned, name) {
+				return d // drawn on first deployment, kept
+			}
 			return start * math.Exp2(rand.Float64()*2-1) // log-uniform in [0.5, 2]
 		}
 		return v
@@ -118,7 +158,25 @@ func NewAdmissionMonitor(cfg AdmissionConfig) (*AdmissionMonitor, error) {
 			return nil, badConfig("AdmissionConfig."+name, "is negative or not a number; use a positive value, or zero for the jittered starting value")
 		}
 	}
+	if cfg.State != nil {
+		if saved.Seen != nil {
+			m.seen = saved.Seen
+		}
+		keep := m.windowsPer(90 * 24 * time.Hour)
+		m.history = saved.History[max(0, len(saved.History)-keep):]
+		m.current, m.count, m.first, m.lastOverdue = saved.Current, saved.Count, saved.First, saved.LastOverdue
+		m.baselines()
+	}
 	return m, nil
+}
+
+// State returns what the monitor knows, as JSON, for AdmissionConfig.State
+// of the next process: save it every window or so, and at shutdown.
+func (m *AdmissionMonitor) State() ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return json.Marshal(admissionState{Version: 1, Window: m.window, Thresholds: m.th, Seen: m.seen, Current: m.current,
+		Count: m.count, History: m.history, First: m.first, LastOverdue: m.lastOverdue})
 }
 
 // Thresholds returns the thresholds in force, for the operator's runbook.

@@ -153,3 +153,88 @@ func TestVerifiersShareAnAdmissionMonitor(t *testing.T) {
 	}
 	require.Equal(t, []string{"d"}, alarms(t, logs), "three sellers' kids, the same name: three keyids")
 }
+
+// pattern feeds n windows from start, window w admitting count(w) new
+// keyids, and returns the time after them.
+func pattern(m *receive.AdmissionMonitor, start time.Time, n int, count func(w int) int) time.Time {
+	ctx := context.Background()
+	for w := range n {
+		at := start.Add(time.Duration(w) * 5 * time.Minute)
+		for i := range count(w) {
+			m.Observe(ctx, fmt.Sprintf("p-%d-%d", w, i), at)
+		}
+	}
+	return start.Add(time.Duration(n) * 5 * time.Minute)
+}
+
+// The baselines are percentiles, not means: a history of rare bursts sets
+// the bar at the burst, not at its average.
+func TestAdmissionPercentiles(t *testing.T) {
+	t.Parallel()
+	// One window in 16 admits 10 (6%): the 30-day P95 is 10, the mean 0.6.
+	m, logs := monitor(t, receive.AdmissionConfig{ShortRatio: 1000, MediumRatio: 2, LongRatio: 1000, Floor: 1, Fraction: 1})
+	at := pattern(m, a0, 30*288, func(w int) int { return 10 * btoi(w%16 == 0) })
+	logs.Reset() // the first bursts, against no history yet, alarm
+	windows(m, at, 1, 20, "quiet")
+	require.Empty(t, alarms(t, logs), "20 is 2 × P95")
+	windows(m, at.Add(5*time.Minute), 1, 21, "loud")
+	require.Equal(t, []string{"b"}, alarms(t, logs))
+
+	// One window in 66 admits 10 (1.5%): the P99 is 10, the P95 0.
+	m, logs = monitor(t, receive.AdmissionConfig{ShortRatio: 1000, MediumRatio: 1000, LongRatio: 1.5, Floor: 1, Fraction: 1})
+	at = pattern(m, a0, 30*288, func(w int) int { return 10 * btoi(w%66 == 0) })
+	logs.Reset()
+	windows(m, at, 1, 15, "quiet")
+	require.Empty(t, alarms(t, logs), "15 is 1.5 × P99")
+	windows(m, at.Add(5*time.Minute), 1, 16, "loud")
+	require.Equal(t, []string{"c"}, alarms(t, logs))
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Found by review: a restarted process counted every established keyid as
+// new, forgot its baselines and redrew its jitter; State carries them over.
+func TestAdmissionStateSurvivesARestart(t *testing.T) {
+	t.Parallel()
+	cfg := receive.AdmissionConfig{ShortRatio: 100, MediumRatio: 100, LongRatio: 100, Floor: 20}
+	first, logs := monitor(t, cfg)
+	at := pattern(first, a0, 5, func(int) int { return 9 }) // 45 sellers' keyids, 9 a window
+	require.Empty(t, alarms(t, logs))
+	state, err := first.State()
+	require.NoError(t, err)
+
+	cfg.State = state
+	restored, logs := monitor(t, cfg)
+	require.Equal(t, first.Thresholds(), restored.Thresholds(), "the drawn Fraction is kept")
+	require.Equal(t, []string{"Fraction"}, restored.Thresholds().Untuned)
+	ctx := context.Background() // the same keyids, in one window after the restart
+	for w := range 5 {
+		for i := range 9 {
+			restored.Observe(ctx, fmt.Sprintf("p-%d-%d", w, i), at.Add(time.Minute))
+		}
+	}
+	require.Empty(t, alarms(t, logs), "known keyids are not admissions")
+
+	cfg.State = nil
+	fresh, logs := monitor(t, cfg)
+	for w := range 5 {
+		for i := range 9 {
+			fresh.Observe(ctx, fmt.Sprintf("p-%d-%d", w, i), at.Add(time.Minute))
+		}
+	}
+	require.Equal(t, []string{"d"}, alarms(t, logs), "without the state, 45 known sellers look like an attack")
+
+	require.NotContains(t, logs.String(), "threshold_tuning_overdue")
+	restored2, logs := monitor(t, receive.AdmissionConfig{State: state})
+	restored2.Observe(ctx, "p-0-0", a0.Add(31*24*time.Hour))
+	require.Contains(t, logs.String(), "threshold_tuning_overdue", "30 days from the first admission before the restart")
+	_, err = receive.NewAdmissionMonitor(receive.AdmissionConfig{State: state, Window: time.Minute})
+	require.ErrorContains(t, err, "AdmissionConfig.State")
+	_, err = receive.NewAdmissionMonitor(receive.AdmissionConfig{State: []byte("{")})
+	require.ErrorContains(t, err, "AdmissionConfig.State")
+}

@@ -700,3 +700,102 @@ func TestDiscoveryKeyRefetchBoundedByPollingInterval(t *testing.T) {
 	_, err = verifyWith(t, v, k2, c)
 	require.NoError(t, err, "a list signed by a key it declares compromised is not trusted: the held one stays in force")
 }
+
+// Gaps found by review: a second authoritative_location hop, a failure
+// retried once the cooldown passes, a 304 to an unconditional request, a
+// list whose alg contradicts its key, and Run refreshing on its own.
+func TestDiscoveryEdges(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+
+	t.Run("TwoRedirectHops", func(t *testing.T) {
+		t.Parallel()
+		op := newOperator(t, k1)
+		op.brand = `{"authoritative_location":"` + op.srv.URL + `/.well-known/brand.json"}` // points at itself
+		c := &clock{now: time.Now()}
+		v, _ := discoveryVerifier(t, op, c, nil)
+		_, err := verifyWith(t, v, k1, c)
+		var de *receive.DiscoveryError
+		require.ErrorAs(t, err, &de)
+		require.Contains(t, de.Reason, "redirects twice")
+		require.Equal(t, 2, op.hitsOf("/.well-known/brand.json"))
+	})
+
+	t.Run("FailureRetriedAfterTheCooldown", func(t *testing.T) {
+		t.Parallel()
+		op := newOperator(t, k1)
+		real := op.brand
+		op.brand = `{"agents":[`
+		c := &clock{now: time.Now()}
+		v, _ := discoveryVerifier(t, op, c, nil)
+		_, err := verifyWith(t, v, k1, c)
+		require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+		op.set(func(op *operator) { op.brand = real })
+		c.Add(receive.RefetchCooldown - time.Second)
+		_, err = verifyWith(t, v, k1, c)
+		require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+		c.Add(time.Second)
+		_, err = verifyWith(t, v, k1, c)
+		require.NoError(t, err, "retried once the cooldown passed")
+	})
+
+	t.Run("NotModifiedWithoutValidators", func(t *testing.T) {
+		t.Parallel()
+		op := newOperator(t, k1)
+		op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotModified) })
+		c := &clock{now: time.Now()}
+		v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) {
+			cfg.JWKSURL = op.srv.URL + "/keys/jwks.json"
+			cfg.BrandJSONURL = ""
+		})
+		_, err := verifyWith(t, v, k1, c)
+		require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+	})
+
+	t.Run("ListAlgMustMatchItsKey", func(t *testing.T) {
+		t.Parallel()
+		op := newOperator(t, k1)
+		c := &clock{now: time.Now().Truncate(time.Second)}
+		list := revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute))
+		var jws struct {
+			Payload    string `json:"payload"`
+			Signatures []struct {
+				Protected string `json:"protected"`
+				Signature string `json:"signature"`
+			} `json:"signatures"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(list), &jws))
+		hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"ES256","kid":"k1","typ":"adcp-gov-revocation+jws"}`))
+		sig := ed25519.Sign(k1.priv, []byte(hdr+"."+jws.Payload)) // a genuine Ed25519 signature, labelled ES256
+		op.revocation = `{"payload":"` + jws.Payload + `","signatures":[{"protected":"` + hdr + `","signature":"` + base64.RawURLEncoding.EncodeToString(sig) + `"}]}`
+		v, logs := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+		_, err := verifyWith(t, v, k1, c)
+		require.ErrorIs(t, err, receive.ErrKeysUnavailable)
+		require.Contains(t, logs.String(), "does not verify")
+	})
+
+	t.Run("RunRefreshesOnItsOwn", func(t *testing.T) {
+		t.Parallel()
+		op := newOperator(t, k1)
+		c := &clock{now: time.Now().Truncate(time.Second)}
+		op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute))
+		d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: op.agent, BrandJSONURL: op.srv.URL + "/.well-known/brand.json",
+			RevocationURL: op.srv.URL + "/revocations.json", AllowPrivateDestinations: true, AllowInsecureHTTP: true,
+			Now: c.Now, Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		require.NoError(t, d.Refresh(context.Background()))
+		c.Add(10 * time.Minute) // keys and list both due
+		op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for (op.hitsOf("/keys/jwks.json") < 2 || op.hitsOf("/revocations.json") < 2) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		require.NoError(t, <-done)
+		require.Equal(t, 2, op.hitsOf("/keys/jwks.json"), "Run fetched the keys when due")
+		require.Equal(t, 2, op.hitsOf("/revocations.json"), "and the list")
+	})
+}
