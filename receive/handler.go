@@ -148,9 +148,10 @@ func WebhookFrom(ctx context.Context) (*Webhook, bool) {
 //
 // next reads the body from r.Body and the verified webhook from
 // [WebhookFrom]. Its context outlives the sender's connection (a sender
-// that gives up does not cut the processing short) and ends with the
-// claim's lease. Its response is held until it returns: it cannot stream
-// or hijack, and at most MaxResponseBytes are kept.
+// that gives up does not cut the processing short) and ends a little
+// before the claim's lease (see HandlerConfig.Lease). Its response is held
+// until it returns: it cannot stream or hijack, and a write past
+// MaxResponseBytes fails.
 type Handler struct {
 	verifier *Verifier
 	legacy   *LegacyAuth
