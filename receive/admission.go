@@ -219,6 +219,10 @@ func (m *AdmissionMonitor) roll(now time.Time) {
 		m.current = start
 		return
 	}
+	if m.current.After(start) { // the clock went back, or a state saved by a clock ahead: count from now's window
+		m.current, m.count, m.alarmed = start, 0, [4]bool{}
+		return
+	}
 	if !m.current.Before(start) {
 		return
 	}

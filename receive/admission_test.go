@@ -238,3 +238,19 @@ func TestAdmissionStateSurvivesARestart(t *testing.T) {
 	_, err = receive.NewAdmissionMonitor(receive.AdmissionConfig{State: []byte("{")})
 	require.ErrorContains(t, err, "AdmissionConfig.State")
 }
+
+// Found by the second review: a state saved by a pod whose clock ran an hour ahead. After the
+// restore, 12 windows of 5 new keyids each (under every threshold) are
+// counted as one window of 60 until the wall clock catches up.
+func TestAdmissionRestoredFutureWindow(t *testing.T) {
+	t.Parallel()
+	cfg := receive.AdmissionConfig{ShortRatio: 3, MediumRatio: 2, LongRatio: 1.5, Floor: 20, Fraction: 0.5}
+	skewed, _ := monitor(t, cfg)
+	skewed.Observe(t.Context(), "seed", a0.Add(time.Hour)) // the skewed clock
+	state, err := skewed.State()
+	require.NoError(t, err)
+	cfg.State = state
+	m, logs := monitor(t, cfg)
+	windows(m, a0, 12, 5, "fresh") // 5 a window: never an alarm
+	require.Empty(t, alarms(t, logs))
+}

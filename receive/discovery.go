@@ -36,10 +36,11 @@ var ErrKeysUnavailable = errors.New("receive: the seller's keys are unavailable"
 type DiscoveryError struct {
 	URL    string
 	Reason string
-	// gone: a definitive answer (the agent is not in brand.json, the JWKS
-	// is gone), which drops the keys held rather than leaving them to
-	// serve through an outage.
+	// gone: the JWKS answered 404 or 410 (twice in a row, the keys held
+	// are dropped rather than left to serve through an outage).
 	gone bool
+	// delisted: brand.json lists no entry for the agent.
+	delisted bool
 }
 
 // Error names the URL and the reason.
@@ -145,6 +146,7 @@ type KeyDiscovery struct {
 	failedAt    time.Time // the last failed fetch of keys
 	refetchedAt time.Time // the last refetch for an unknown kid
 	brandUntil  time.Time // brand.json's answer holds until then
+	goneBefore  bool      // the last fetch of keys answered 404/410
 
 	revoked     map[string]bool
 	revUpdated  time.Time     // the held list's "updated"
@@ -235,7 +237,7 @@ func (d *KeyDiscovery) Refresh(ctx context.Context) error {
 		return err
 	}
 	if d.revURL != "" {
-		return d.fetchRevocations(ctx)
+		return d.fetchRevocations(ctx, fetchForce, d.now())
 	}
 	return nil
 }
@@ -256,7 +258,8 @@ func (d *KeyDiscovery) Run(ctx context.Context) error {
 			failed = d.revFailedAt
 		}
 		d.mu.Unlock()
-		wait := due.Sub(now)
+		lead := min(d.client.Timeout, d.maxAge/4, 15*time.Second) // refresh ahead of use
+		wait := due.Add(-lead).Sub(now)
 		if r := failed.Add(RefetchCooldown).Sub(now); r > wait {
 			wait = r
 		}
@@ -273,13 +276,13 @@ func (d *KeyDiscovery) Run(ctx context.Context) error {
 		}
 		now = d.now()
 		d.mu.Lock()
-		keysDue, gen := !now.Before(d.expires), d.gen
+		keysDue, gen := !now.Add(lead).Before(d.expires), d.gen
 		d.mu.Unlock()
 		if keysDue {
 			_ = d.fetchKeys(ctx, gen) // logged
 		}
 		if d.revURL != "" {
-			_ = d.fetchRevocations(ctx) // when due; logged
+			_ = d.fetchRevocations(ctx, fetchWait, now.Add(lead)) // when due by then; logged
 		}
 	}
 }
@@ -355,9 +358,13 @@ func (d *KeyDiscovery) fetchKeys(ctx context.Context, gen int) error {
 	err := d.fetchKeysLocked(context.WithoutCancel(ctx), now)
 	d.mu.Lock()
 	var de *DiscoveryError
-	if errors.As(err, &de) && de.gone {
+	switch {
+	case errors.As(err, &de) && (de.delisted || de.gone && d.goneBefore):
+		// de-listed, or the JWKS answered 404/410 twice in a row (at least
+		// RefetchCooldown apart): not a CDN's passing glitch
 		d.keys, d.expires = nil, time.Time{}
 	}
+	d.goneBefore = de != nil && de.gone
 	if err != nil {
 		d.failedAt = now
 	} else {
@@ -385,7 +392,17 @@ func (d *KeyDiscovery) fetchKeysLocked(ctx context.Context, now time.Time) error
 	d.mu.Unlock()
 	if brandDue {
 		if err := d.resolveBrand(ctx, now); err != nil {
-			return err
+			var de *DiscoveryError
+			d.mu.Lock()
+			pinned := d.jwksURL != ""
+			if pinned {
+				d.brandUntil = now.Add(RefetchCooldown)
+			}
+			d.mu.Unlock()
+			if !pinned || errors.As(err, &de) && de.delisted {
+				return err
+			}
+			d.log.LogAttrs(ctx, slog.LevelWarn, "receive: brand.json is unavailable; refreshing the pinned jwks_uri", slog.String("agent", d.agent), slog.Any("error", err))
 		}
 	}
 	d.mu.Lock()
@@ -442,6 +459,10 @@ func (d *KeyDiscovery) resolveBrand(ctx context.Context, now time.Time) error {
 		var err error
 		resp, err = d.get(ctx, from, MaxBrandJSONBytes, "", "")
 		if err != nil {
+			var de *DiscoveryError
+			if errors.As(err, &de) {
+				de.gone = false // a missing brand.json is an outage, not a de-listing
+			}
 			return err
 		}
 		if err := strictjson.Check(resp.body); err != nil {
@@ -471,7 +492,7 @@ func (d *KeyDiscovery) resolveBrand(ctx context.Context, now time.Time) error {
 	}
 	switch len(matched) {
 	case 0:
-		return &DiscoveryError{URL: redact(from), Reason: "no agents[] entry has url " + strconv.Quote(d.agent) + " (byte for byte)", gone: true}
+		return &DiscoveryError{URL: redact(from), Reason: "no agents[] entry has url " + strconv.Quote(d.agent) + " (byte for byte)", gone: true, delisted: true}
 	case 1:
 	default:
 		return &DiscoveryError{URL: redact(from), Reason: fmt.Sprintf("%d agents[] entries have url %q; one is required", len(matched), d.agent)}
@@ -616,7 +637,14 @@ func (d *KeyDiscovery) CheckKey(ctx context.Context, keyID string, now time.Time
 		return nil
 	}
 	if d.revDue(now) {
-		_ = d.fetchRevocations(ctx) // logged; the state below decides
+		d.mu.Lock()
+		usable := d.revHeld && !now.After(d.revStaleAt)
+		d.mu.Unlock()
+		if usable { // the held list decides; whoever holds revMu (Run, another webhook) refreshes it
+			_ = d.fetchRevocations(ctx, fetchIfFree, d.now())
+		} else {
+			_ = d.fetchRevocations(ctx, fetchWait, d.now()) // logged; the state below decides
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -645,11 +673,28 @@ func (d *KeyDiscovery) revDue(now time.Time) bool {
 // fetchRevocations fetches, verifies and adopts the revocation list, if it
 // is still due once the caller holds the fetch: concurrent callers make one
 // fetch.
-func (d *KeyDiscovery) fetchRevocations(ctx context.Context) error {
-	d.revMu.Lock()
+type fetchMode int
+
+const (
+	fetchWait   fetchMode = iota // wait for a fetch in flight, then fetch if still due
+	fetchIfFree                  // return at once if a fetch is in flight
+	fetchForce                   // fetch whether or not due (Refresh)
+)
+
+func (d *KeyDiscovery) fetchRevocations(ctx context.Context, mode fetchMode, dueBy time.Time) error {
+	if mode == fetchIfFree {
+		if !d.revMu.TryLock() {
+			return nil
+		}
+	} else {
+		d.revMu.Lock()
+	}
 	defer d.revMu.Unlock()
 	now := d.now()
-	if !d.revDue(now) {
+	if dueBy.Before(now) {
+		dueBy = now
+	}
+	if mode != fetchForce && !d.revDue(dueBy) {
 		return nil
 	}
 	err := d.fetchRevocationsLocked(context.WithoutCancel(ctx), now) // see fetchKeys
@@ -751,12 +796,16 @@ func (d *KeyDiscovery) fetchRevocationsLocked(ctx context.Context, now time.Time
 	if slices.Contains(list.RevokedKids, hdr.Kid) {
 		return bad("the revocation list is signed by kid %q, which it revokes", hdr.Kid)
 	}
-	if list.Updated.After(now.Add(MaxSkew)) {
+	if list.Updated.After(now.Add(DiscoveryMaxAgeCeiling)) { // a fast clock is tolerated, a list from tomorrow is not
 		return bad("the revocation list's updated (%s) is in the future", list.Updated.UTC().Format(time.RFC3339))
 	}
 	// The grace counts from the list's own next_update: a list the
 	// operator stopped updating goes stale however often it is fetched.
-	interval := min(max(list.NextUpdate.Sub(list.Updated), time.Minute), DiscoveryMaxAgeCeiling)
+	interval := list.NextUpdate.Sub(list.Updated)
+	if interval > DiscoveryMaxAgeCeiling { // "updated" is when the content changed, not when the list was issued
+		interval = list.NextUpdate.Sub(now)
+	}
+	interval = min(max(interval, time.Minute), DiscoveryMaxAgeCeiling)
 	staleAt := list.NextUpdate.Add(4 * interval)
 	if !now.Before(staleAt) {
 		return bad("the revocation list is itself stale: its next_update (%s) passed more than 4 polling intervals ago", list.NextUpdate.UTC().Format(time.RFC3339))

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -798,4 +799,158 @@ func TestDiscoveryEdges(t *testing.T) {
 		require.Equal(t, 2, op.hitsOf("/keys/jwks.json"), "Run fetched the keys when due")
 		require.Equal(t, 2, op.hitsOf("/revocations.json"), "and the list")
 	})
+}
+
+// Found by the second review: brand.json down (5xx) while the pinned JWKS
+// is fine: verification goes on.
+func TestDiscoveryBrandOutageKeepsThePinnedJWKS(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, nil)
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	inner := op.srv.Config.Handler
+	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/brand.json" {
+			w.WriteHeader(http.StatusBadGateway) // the marketing site's CDN is down
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	for i := range 12 {
+		c.Add(time.Minute)
+		_, err = verifyWith(t, v, k1, c)
+		require.NoError(t, err, "minute %d of a brand.json outage; JWKS fetched %d times", i+1, op.hitsOf("/keys/jwks.json"))
+	}
+}
+
+// A brand.json 404 (not "agent delisted") drops the keys at once,
+// although the jwks_uri was pinned in config and serves the keys.
+func TestDiscoveryBrand404KeepsThePinnedJWKS(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.JWKSURL = op.srv.URL + "/keys/jwks.json" })
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	inner := op.srv.Config.Handler
+	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/brand.json" {
+			http.NotFound(w, r)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err, "brand.json 404 once; the pinned JWKS is up")
+}
+
+// Found by the second review: while a good list is held, webhooks do not
+// wait behind the fetch of the next one.
+func TestDiscoveryWebhooksDoNotWaitBehindAListFetch(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(time.Minute))
+	var hold atomic.Bool
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	inner := op.srv.Config.Handler
+	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/revocations.json" && hold.Load() {
+			arrived <- struct{}{}
+			<-release
+		}
+		inner.ServeHTTP(w, r)
+	})
+	defer close(release)
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	c.Add(time.Minute)
+	hold.Store(true)
+	go func() { _, _ = verifyWith(t, v, k1, c) }() // takes the fetch, which hangs
+	<-arrived
+	done := make(chan error, 1)
+	go func() { _, err := verifyWith(t, v, k1, c); done <- err }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "decided by the list held")
+	case <-time.After(10 * time.Second): // a hang guard, not a speed limit
+		t.Fatal("a webhook waited behind the list's fetch")
+	}
+}
+
+// Refresh is documented to fetch "whatever their age"; it no longer
+// refetches a held revocation list before its next_update.
+func TestDiscoveryRefreshRefetchesAHeldList(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
+	op := newOperator(t, k1, k2)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(30*time.Minute))
+	d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: op.agent, BrandJSONURL: op.srv.URL + "/.well-known/brand.json",
+		RevocationURL: op.srv.URL + "/revocations.json", AllowPrivateDestinations: true, AllowInsecureHTTP: true,
+		Now: c.Now, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.NoError(t, d.Refresh(context.Background()))
+	c.Add(time.Minute)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(30*time.Minute), "k2")
+	})
+	require.NoError(t, d.Refresh(context.Background())) // operator: "k2 is compromised, refresh now"
+	require.Equal(t, 2, op.hitsOf("/revocations.json"), "Refresh fetched the list again")
+	require.Equal(t, receive.CodeKeyRevoked, verifyCode(d.CheckKey(context.Background(), "k2", c.now)))
+}
+
+// An operator polled at the 1-minute floor whose list's "updated" is
+// when its content last changed (days ago). The endpoint then goes down
+// (the DoS the grace bounds): at the floor the spec expects ~5 min of
+// tolerance; the interval taken from next_update − updated is the 30-min
+// ceiling, so revoked-key fraud keeps verifying for 2 h.
+func TestDiscoveryGraceFromAnOldUpdated(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now().Truncate(time.Second)}
+	changed := c.now.Add(-72 * time.Hour)
+	op.revocation = revocationList(k1, op.srv.URL, changed, c.now.Add(time.Minute))
+	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	op.set(func(op *operator) { op.revocation = "" }) // endpoint down (404 here; 5xx alike)
+	c.Add(time.Hour)
+	_, err = verifyWith(t, v, k1, c)
+	require.Equal(t, receive.CodeRevocationStale, verifyCode(err), "an hour into the outage of a 1-minute list; err=%v", err)
+}
+
+// One transient 404 of the JWKS (a CDN mid-deploy) drops the keys:
+// must not refuse every webhook for the whole cooldown: keys are dropped
+// on a second 404 in a row.
+func TestDiscoveryTransientJWKS404(t *testing.T) {
+	t.Parallel()
+	k1 := newSellerKey(t, "k1")
+	op := newOperator(t, k1)
+	c := &clock{now: time.Now()}
+	v, _ := discoveryVerifier(t, op, c, nil)
+	_, err := verifyWith(t, v, k1, c)
+	require.NoError(t, err)
+	var once atomic.Bool
+	inner := op.srv.Config.Handler
+	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keys/jwks.json" && once.CompareAndSwap(false, true) {
+			http.NotFound(w, r)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	c.Add(receive.DiscoveryMaxAgeDefault)
+	_, _ = verifyWith(t, v, k1, c) // hits the 404
+	c.Add(time.Second)
+	_, err = verifyWith(t, v, k1, c)
+	require.NoError(t, err, "a second after one 404, the JWKS is back")
 }

@@ -314,7 +314,7 @@ func (h *Handler) authenticate(r *http.Request, body []byte) (*Webhook, error) {
 		}
 		return &Webhook{Sender: sender, Scheme: "rfc9421", Signature: &sig}, nil
 	}
-	if l == nil { // unverified, for webhooktest
+	if l == nil || h.verifier == nil && h.hooks.Unverified && IsChallenge(body) { // unverified, for webhooktest
 		if err := strictjson.Check(body); err != nil {
 			return nil, reject(CodeBodyMalformed, 14, "the body (%d bytes) is %v", len(body), err)
 		}
@@ -428,13 +428,17 @@ func (h *Handler) own(w http.ResponseWriter, r *http.Request, wh *Webhook, claim
 		rec.send(w)
 		return
 	}
-	// Recorded on a context of its own: next may have used its time up.
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	// Recorded on a context of its own (next may have used its time up),
+	// within the lease: past it another claim may own the delivery.
+	rctx, rcancel := context.WithDeadline(context.WithoutCancel(ctx), claimedAt.Add(h.lease))
 	defer rcancel()
 	switch err := h.dedup.Complete(rctx, claim, h.now()); {
 	case errors.Is(err, ErrNotOwner):
-		h.log.LogAttrs(ctx, slog.LevelWarn, "receive: the handler outlasted its lease and another claim took the delivery over; raise HandlerConfig.Lease",
+		// Nothing was acknowledged durably here: the new owner does that.
+		h.log.LogAttrs(ctx, slog.LevelWarn, "receive: the handler outlasted its lease and another claim took the delivery over; answering 503; raise HandlerConfig.Lease",
 			slog.String("sender", wh.Sender), slog.String("idempotency_key", wh.IdempotencyKey), slog.Duration("lease", h.lease))
+		http.Error(w, "try again later", http.StatusServiceUnavailable)
+		return
 	case err != nil:
 		h.log.LogAttrs(ctx, slog.LevelError, "receive: the dedup store failed to record a processed webhook; answering 503 so the sender retries",
 			slog.String("sender", wh.Sender), slog.String("idempotency_key", wh.IdempotencyKey), slog.Any("error", err))

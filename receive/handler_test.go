@@ -621,7 +621,7 @@ func (s *ctxStore) Complete(ctx context.Context, c receive.DedupClaim, now time.
 func TestHandlerRecordsTheOutcomeAfterNextUsedItsTime(t *testing.T) {
 	t.Parallel()
 	store := &ctxStore{}
-	const lease = 300 * time.Millisecond
+	const lease = 2 * time.Second // a tenth of it, 200 ms, is left to record the outcome
 	rt := newRoute(t, func(c *receive.HandlerConfig) { c.Dedup = store; c.Lease = lease })
 	deadlines := make(chan time.Time, 1)
 	rt.next = func(w http.ResponseWriter, r *http.Request, wh *receive.Webhook) {
@@ -641,9 +641,9 @@ func TestHandlerRecordsTheOutcomeAfterNextUsedItsTime(t *testing.T) {
 	require.True(t, (<-deadlines).Before(claimed.Add(lease)), "next's context ends before the lease the store holds")
 }
 
-// Found by review: a handler that outlasts its lease, whose delivery
-// another request took over, still gets its answer sent, and the warning
-// says to raise the lease.
+// A handler that outlasts its lease, whose delivery another request took
+// over, is answered 503 (the new owner acknowledges), and the warning says
+// to raise the lease.
 func TestHandlerOutlastingItsLease(t *testing.T) {
 	t.Parallel()
 	c := &clock{now: time.Now()}
@@ -672,7 +672,7 @@ func TestHandlerOutlastingItsLease(t *testing.T) {
 	st, _, _ := do(t, rt.signed(t, body))
 	require.Equal(t, http.StatusOK, st, "taken over")
 	close(release)
-	require.Equal(t, http.StatusOK, <-first)
+	require.Equal(t, http.StatusServiceUnavailable, <-first, "not acknowledged durably by this request")
 	require.EqualValues(t, 2, runs.Load())
 	require.Contains(t, rt.log(), "outlasted its lease")
 }

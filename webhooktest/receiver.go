@@ -167,7 +167,7 @@ func NewReceiver(cfg Config) *Receiver {
 		MaxBody:      r.maxBody,
 		Logger:       slog.New(slog.DiscardHandler),
 	}, http.HandlerFunc(r.dispatch), recvhook.Hooks{
-		Unverified: cfg.Verifier == nil && cfg.Legacy == nil,
+		Unverified: cfg.Verifier == nil, // a legacy route's challenges too: they are RFC 9421 signed
 		Sender:     Sender,
 		Refused: func(req *http.Request, err error) {
 			if o, ok := req.Context().Value(outcomeKey{}).(*outcome); ok {

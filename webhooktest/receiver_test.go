@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -215,3 +217,27 @@ func TestReceiverAnswersChallengesWithoutAVerifier(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.True(t, rcv.Deliveries()[0].Challenge)
 }
+
+// A legacy-route test receiver with a Registration and no Verifier: a
+// seller's test of "challenge, then HMAC deliveries".
+func TestReceiverLegacyWithRegistration(t *testing.T) {
+	t.Parallel()
+	creds := strings.Repeat("s", 32)
+	reg := &receive.Registration{AccountID: "acct_1", SubscriberID: "sub_42", SellerAgentURL: "https://seller.example/mcp",
+		Scheme: "HMAC-SHA256", Credentials: creds, EventTypes: []string{"account.status_changed"}}
+	var rcv *webhooktest.Receiver
+	require.NotPanics(t, func() {
+		rcv = webhooktest.NewReceiver(webhooktest.Config{Legacy: &receive.LegacyAuth{Scheme: receive.SchemeHMAC, Credentials: creds,
+			Agent: "https://seller.example/mcp"}, Registration: reg})
+	})
+	defer rcv.Close()
+	body := `{"type":"webhook.challenge","scope":"","account_id":"acct_1","challenge":"` + strings.Repeat("c", 43) +
+		`","subscriber_id":"sub_42","seller_agent_url":"https://seller.example/mcp","event_types":["account.status_changed"],` +
+		`"delivery_auth":{"mode":"HMAC-SHA256","credential_fingerprint":"` + fingerprint(creds) + `"}}`
+	resp, err := http.Post(rcv.URL, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+func fingerprint(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
