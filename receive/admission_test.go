@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/adcpkit/webhook/receive"
 )
 
@@ -140,7 +141,7 @@ func TestAdmissionThresholdsAndTuning(t *testing.T) {
 func TestVerifiersShareAnAdmissionMonitor(t *testing.T) {
 	t.Parallel()
 	m, logs := monitor(t, receive.AdmissionConfig{ShortRatio: 100, MediumRatio: 100, LongRatio: 100, Floor: 2, Fraction: 1e-9})
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	for i := range 3 { // three sellers, one new key each
 		k := newSellerKey(t, "k")
 		v, err := receive.NewVerifier(receive.VerifierConfig{Agent: fmt.Sprintf("https://seller%d.example/mcp", i),

@@ -41,11 +41,12 @@ type Registration struct {
 
 // IsChallenge reports whether a webhook body is an activation challenge
 // (its type is "webhook.challenge") rather than a notification.
-func IsChallenge(body []byte) bool {
-	var doc struct {
-		Type string `json:"type"`
-	}
-	return json.Unmarshal(body, &doc) == nil && doc.Type == "webhook.challenge"
+func IsChallenge(body []byte) bool { return isChallenge(members(body)) }
+
+// isChallenge reads the exact "type" member of a body's members.
+func isChallenge(doc map[string]json.RawMessage) bool {
+	var typ string
+	return json.Unmarshal(doc["type"], &typ) == nil && typ == "webhook.challenge"
 }
 
 // AnswerChallenge checks an activation challenge body against the buyer's

@@ -151,9 +151,8 @@ type KeyDiscovery struct {
 	revoked     map[string]bool
 	revUpdated  time.Time     // the held list's "updated"
 	revPollAt   time.Time     // when to fetch it again: its next_update, clamped to 1-30 min from the fetch
-	revStaleAt  time.Time     // its next_update plus 4 polling intervals: refused after
+	revStaleAt  time.Time     // its next_update plus 4 polling intervals: refused after; zero while none is held
 	revInterval time.Duration // its polling interval, which bounds every cache of keys
-	revHeld     bool
 	revFailedAt time.Time
 }
 
@@ -317,7 +316,7 @@ func (d *KeyDiscovery) lookup(ctx context.Context, kid string) (VerifyingKey, er
 		}
 	}
 	d.mu.Lock()
-	refetch := now.Sub(d.refetchedAt) >= RefetchCooldown || d.refetchedAt.IsZero()
+	refetch := now.Sub(d.refetchedAt) >= RefetchCooldown // Sub saturates: a zero time passes
 	if refetch {
 		d.refetchedAt = now
 	}
@@ -638,7 +637,7 @@ func (d *KeyDiscovery) CheckKey(ctx context.Context, keyID string, now time.Time
 	}
 	if d.revDue(now) {
 		d.mu.Lock()
-		usable := d.revHeld && !now.After(d.revStaleAt)
+		usable := !d.revStaleAt.IsZero() && !now.After(d.revStaleAt)
 		d.mu.Unlock()
 		if usable { // the held list decides; whoever holds revMu (Run, another webhook) refreshes it
 			_ = d.fetchRevocations(ctx, fetchIfFree, d.now())
@@ -649,7 +648,7 @@ func (d *KeyDiscovery) CheckKey(ctx context.Context, keyID string, now time.Time
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
-	case !d.revHeld:
+	case d.revStaleAt.IsZero(): // none held
 		return &DiscoveryError{URL: redact(d.revURL), Reason: "no revocation list has been fetched yet"}
 	case now.After(d.revStaleAt):
 		return reject(CodeRevocationStale, 9, "the seller's revocation list was due at %s and no newer one has been fetched by %s (grace: 4 polling intervals)",
@@ -666,7 +665,7 @@ func (d *KeyDiscovery) CheckKey(ctx context.Context, keyID string, now time.Time
 func (d *KeyDiscovery) revDue(now time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	due := !d.revHeld || !now.Before(d.revPollAt)
+	due := d.revStaleAt.IsZero() || !now.Before(d.revPollAt)
 	return due && (d.revFailedAt.IsZero() || now.Sub(d.revFailedAt) >= RefetchCooldown)
 }
 
@@ -823,7 +822,7 @@ func (d *KeyDiscovery) fetchRevocationsLocked(ctx context.Context, now time.Time
 	for _, k := range list.RevokedKids {
 		d.revoked[k] = true
 	}
-	d.revUpdated, d.revStaleAt, d.revInterval, d.revHeld = list.Updated, staleAt, interval, true
+	d.revUpdated, d.revStaleAt, d.revInterval = list.Updated, staleAt, interval
 	d.revPollAt = now.Add(min(max(list.NextUpdate.Sub(now), time.Minute), DiscoveryMaxAgeCeiling))
 	// A key's cache never outlives the polling interval.
 	if limit := now.Add(interval); d.expires.After(limit) {

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/adcpkit/webhook/receive"
 )
 
@@ -38,6 +39,8 @@ type operator struct {
 	revocation  string // the body served, or "" for 404
 	hits        map[string]int
 	conditional int // JWKS requests answered 304
+	// intercept, when set, sees each request first; true means it answered.
+	intercept func(w http.ResponseWriter, r *http.Request) bool
 }
 
 // sellerKey is a signing key with its raw private half, for JWS.
@@ -74,6 +77,12 @@ func newOperator(t *testing.T, keys ...*sellerKey) *operator {
 }
 
 func (op *operator) serve(w http.ResponseWriter, r *http.Request) {
+	op.mu.Lock()
+	intercept := op.intercept
+	op.mu.Unlock()
+	if intercept != nil && intercept(w, r) { // outside the lock: it may block
+		return
+	}
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	op.hits[r.URL.Path]++
@@ -134,25 +143,7 @@ func revocationList(k *sellerKey, issuer string, updated, next time.Time, revoke
 	return string(out)
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func discoveryVerifier(t *testing.T, op *operator, c *clock, adjust func(*receive.DiscoveryConfig)) (*receive.Verifier, *bytes.Buffer) {
+func discoveryVerifier(t *testing.T, op *operator, c *fakeclock.Clock, adjust func(*receive.DiscoveryConfig)) (*receive.Verifier, *bytes.Buffer) {
 	t.Helper()
 	logs := &bytes.Buffer{}
 	cfg := receive.DiscoveryConfig{Agent: op.agent, BrandJSONURL: op.srv.URL + "/.well-known/brand.json",
@@ -169,7 +160,7 @@ func discoveryVerifier(t *testing.T, op *operator, c *clock, adjust func(*receiv
 }
 
 // verify signs body with k at c's time and verifies it.
-func verifyWith(t *testing.T, v *receive.Verifier, k *sellerKey, c *clock) (receive.VerifiedSignature, error) {
+func verifyWith(t *testing.T, v *receive.Verifier, k *sellerKey, c *fakeclock.Clock) (receive.VerifiedSignature, error) {
 	t.Helper()
 	s, err := webhook.NewRFC9421Signer(webhook.SignerConfig{Key: k.key, Now: c.Now})
 	require.NoError(t, err)
@@ -191,7 +182,7 @@ func TestDiscoveryFromBrandJSON(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, nil)
 
 	sig, err := verifyWith(t, v, k1, c)
@@ -216,13 +207,13 @@ func TestDiscoveryFromBrandJSON(t *testing.T) {
 		require.Equal(t, receive.CodeKeyUnknown, verifyCode(err))
 	}
 	require.Equal(t, 2, op.hitsOf("/keys/jwks.json"), "within 30 s of the last refetch: none")
-	c.Add(receive.RefetchCooldown)
+	c.Advance(receive.RefetchCooldown)
 	_, err = verifyWith(t, v, stranger, c)
 	require.Equal(t, receive.CodeKeyUnknown, verifyCode(err))
 	require.Equal(t, 3, op.hitsOf("/keys/jwks.json"), "one refetch after the cooldown")
 
 	// Past MaxAge (5 min by default) the keys are fetched again.
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Equal(t, 4, op.hitsOf("/keys/jwks.json"))
@@ -235,18 +226,18 @@ func TestDiscoveryHonoursCacheHeaders(t *testing.T) {
 	op := newOperator(t, k1)
 	op.jwksHeader.Set("Cache-Control", "public, max-age=60")
 	op.etag = `"v1"`
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) {
 		cfg.JWKSURL = op.srv.URL + "/keys/jwks.json"
 		cfg.BrandJSONURL = ""
 	})
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
-	c.Add(59 * time.Second)
+	c.Advance(59 * time.Second)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Equal(t, 1, op.hitsOf("/keys/jwks.json"), "max-age=60")
-	c.Add(2 * time.Second)
+	c.Advance(2 * time.Second)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Equal(t, 2, op.hitsOf("/keys/jwks.json"))
@@ -255,7 +246,7 @@ func TestDiscoveryHonoursCacheHeaders(t *testing.T) {
 
 	// no-cache cannot make every webhook a fetch: the floor is the cooldown.
 	op.set(func(op *operator) { op.jwksHeader.Set("Cache-Control", "no-cache"); op.etag = "" })
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	for range 3 {
 		_, err = verifyWith(t, v, k1, c)
 		require.NoError(t, err)
@@ -295,7 +286,7 @@ func TestDiscoveryRefusals(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			op := newOperator(t, k1)
-			c := &clock{now: time.Now()}
+			c := fakeclock.New(time.Now())
 			if tc.brand != nil {
 				op.brand = tc.brand(op)
 			}
@@ -335,7 +326,7 @@ func TestDiscoveryAuthoritativeLocationAndPin(t *testing.T) {
 		op.serve(w, r)
 	})
 	op.brand = hostBrand
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, logs := discoveryVerifier(t, op, c, nil)
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err, "one authoritative_location is followed")
@@ -343,7 +334,7 @@ func TestDiscoveryAuthoritativeLocationAndPin(t *testing.T) {
 
 	// brand.json now names another jwks_uri: an alarm, not an adoption.
 	real = `{"agents":[{"url":"` + op.agent + `","jwks_uri":"` + op.srv.URL + `/elsewhere"}]}`
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Contains(t, logs.String(), "ALARM")
@@ -354,9 +345,9 @@ func TestDiscoveryRevocationList(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
 	op := newOperator(t, k1, k2)
-	c := &clock{now: time.Now().Truncate(time.Second)}
+	c := fakeclock.New(time.Now().Truncate(time.Second))
 	issuer := op.srv.URL
-	op.revocation = revocationList(k1, issuer, c.now, c.now.Add(10*time.Minute), "k2")
+	op.revocation = revocationList(k1, issuer, c.Now(), c.Now().Add(10*time.Minute), "k2")
 	v, logs := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 
 	_, err := verifyWith(t, v, k1, c)
@@ -367,9 +358,9 @@ func TestDiscoveryRevocationList(t *testing.T) {
 
 	// Past next_update the list is fetched again; a rollback to an older
 	// list is refused, and the one held stays in force until it is stale.
-	c.Add(10 * time.Minute)
+	c.Advance(10 * time.Minute)
 	op.set(func(op *operator) {
-		op.revocation = revocationList(k1, issuer, c.now.Add(-time.Hour), c.now.Add(10*time.Minute))
+		op.revocation = revocationList(k1, issuer, c.Now().Add(-time.Hour), c.Now().Add(10*time.Minute))
 	})
 	_, err = verifyWith(t, v, k2, c)
 	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
@@ -379,27 +370,27 @@ func TestDiscoveryRevocationList(t *testing.T) {
 	// A tampered list does not verify; after next_update + 4 intervals
 	// every signature is refused as stale.
 	op.set(func(op *operator) {
-		op.revocation = strings.Replace(revocationList(k1, issuer, c.now, c.now.Add(10*time.Minute)), `"signature":"`, `"signature":"AA`, 1)
+		op.revocation = strings.Replace(revocationList(k1, issuer, c.Now(), c.Now().Add(10*time.Minute)), `"signature":"`, `"signature":"AA`, 1)
 	})
-	c.Add(40*time.Minute + time.Second)
+	c.Advance(40*time.Minute + time.Second)
 	_, err = verifyWith(t, v, k1, c)
 	require.Equal(t, receive.CodeRevocationStale, verifyCode(err))
 	require.Contains(t, logs.String(), "does not verify")
 
 	// A list from another issuer is refused too; a good one restores.
-	c.Add(receive.RefetchCooldown)
+	c.Advance(receive.RefetchCooldown)
 	op.set(func(op *operator) {
-		op.revocation = revocationList(k1, "https://other.example", c.now, c.now.Add(10*time.Minute))
+		op.revocation = revocationList(k1, "https://other.example", c.Now(), c.Now().Add(10*time.Minute))
 	})
 	_, err = verifyWith(t, v, k1, c)
 	require.Equal(t, receive.CodeRevocationStale, verifyCode(err))
-	c.Add(receive.RefetchCooldown)
-	op.set(func(op *operator) { op.revocation = revocationList(k1, issuer, c.now, c.now.Add(10*time.Minute)) })
+	c.Advance(receive.RefetchCooldown)
+	op.set(func(op *operator) { op.revocation = revocationList(k1, issuer, c.Now(), c.Now().Add(10*time.Minute)) })
 	_, err = verifyWith(t, v, k2, c)
 	require.NoError(t, err, "k2 is no longer revoked")
 }
 
-func TestDiscoveryRunRefreshesAhead(t *testing.T) {
+func TestDiscoveryRefreshThenRunStops(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
@@ -448,7 +439,7 @@ func TestHandlerAnswers503WithoutKeys(t *testing.T) {
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
 	op.brand = `{"agents":[]}`
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, nil)
 	h, err := receive.NewHandler(receive.HandlerConfig{Verifier: v, Dedup: &receive.MemoryDedupStore{}, Logger: slog.New(slog.DiscardHandler)}, http.NotFoundHandler())
 	require.NoError(t, err)
@@ -469,24 +460,26 @@ func TestDiscoveryRefusesAStaleRevocationList(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
 	op := newOperator(t, k1, k2)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	op.revocation = revocationList(k1, op.srv.URL, c.now.Add(-7*24*time.Hour), c.now.Add(-7*24*time.Hour+10*time.Minute))
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	op.revocation = revocationList(k1, op.srv.URL, c.Now().Add(-7*24*time.Hour), c.Now().Add(-7*24*time.Hour+10*time.Minute))
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k2, c)
 	require.ErrorIs(t, err, receive.ErrKeysUnavailable, "a week-old list is not adopted: no list held, 503")
 
 	// A list the operator stopped updating goes stale at next_update + 4
 	// intervals, however often it is fetched again.
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(5*time.Minute)) })
-	c.Add(receive.RefetchCooldown)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(5*time.Minute))
+	})
+	c.Advance(receive.RefetchCooldown)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	for range 24 {
-		c.Add(time.Minute)
+		c.Advance(time.Minute)
 		_, err = verifyWith(t, v, k1, c)
 		require.NoError(t, err)
 	}
-	c.Add(2 * time.Minute) // 25.5 min past a 5-min next_update
+	c.Advance(2 * time.Minute) // 25.5 min past a 5-min next_update
 	_, err = verifyWith(t, v, k1, c)
 	require.Equal(t, receive.CodeRevocationStale, verifyCode(err))
 }
@@ -498,26 +491,30 @@ func TestDiscoveryRevokedKeyCannotPardonItself(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
 	op := newOperator(t, k1, k2)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute), "k2")
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute), "k2")
 	v, logs := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k2, c)
 	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
-	c.Add(10 * time.Minute)
-	op.set(func(op *operator) { op.revocation = revocationList(k2, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+	c.Advance(10 * time.Minute)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k2, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
+	})
 	_, err = verifyWith(t, v, k2, c)
 	require.Equal(t, receive.CodeKeyRevoked, verifyCode(err))
 	require.Contains(t, logs.String(), "which the list held revokes")
 
-	c.Add(receive.RefetchCooldown)
+	c.Advance(receive.RefetchCooldown)
 	op.set(func(op *operator) {
-		op.revocation = revocationList(k1, op.srv.URL, c.now.Add(24*time.Hour), c.now.Add(24*time.Hour+10*time.Minute), "k2")
+		op.revocation = revocationList(k1, op.srv.URL, c.Now().Add(24*time.Hour), c.Now().Add(24*time.Hour+10*time.Minute), "k2")
 	})
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Contains(t, logs.String(), "is in the future")
-	c.Add(receive.RefetchCooldown)
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+	c.Advance(receive.RefetchCooldown)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
+	})
 	_, err = verifyWith(t, v, k2, c)
 	require.NoError(t, err, "a genuine later list is still adopted")
 }
@@ -529,15 +526,15 @@ func TestDiscoveryDropsKeysOfADelistedAgent(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, nil)
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	op.set(func(op *operator) { op.brand = `{"agents":[]}` })
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, err = verifyWith(t, v, k1, c)
 	require.ErrorIs(t, err, receive.ErrKeysUnavailable)
-	c.Add(time.Hour)
+	c.Advance(time.Hour)
 	_, err = verifyWith(t, v, k1, c)
 	require.ErrorIs(t, err, receive.ErrKeysUnavailable, "still refused after the cooldown")
 
@@ -549,10 +546,10 @@ func TestDiscoveryDropsKeysOfADelistedAgent(t *testing.T) {
 	_, err = verifyWith(t, v2, k1, c)
 	require.NoError(t, err)
 	outage.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) })
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, err = verifyWith(t, v2, k1, c)
 	require.NoError(t, err, "through an outage the last good keys serve")
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, err = verifyWith(t, v2, k1, c)
 	require.ErrorIs(t, err, receive.ErrKeysUnavailable, "for one more MaxAge")
 }
@@ -566,14 +563,15 @@ func TestDiscoveryFetchOutlivesItsCaller(t *testing.T) {
 	op := newOperator(t, k1)
 	arrived, proceed := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	inner := op.srv.Config.Handler
-	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/keys/jwks.json" {
-			once.Do(func() { close(arrived); <-proceed })
+	op.set(func(op *operator) {
+		op.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path == "/keys/jwks.json" {
+				once.Do(func() { close(arrived); <-proceed })
+			}
+			return false
 		}
-		inner.ServeHTTP(w, r)
 	})
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	body := []byte(`{"idempotency_key":"whk_0123456789abcdef"}`)
@@ -594,15 +592,15 @@ func TestDiscoveryFetchOutlivesItsCaller(t *testing.T) {
 
 	// Nor does a pre-cancelled caller keep the revocation list from
 	// refreshing.
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(time.Minute)) })
+	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(time.Minute)) })
 	v2, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err = verifyWith(t, v2, k1, c)
 	require.NoError(t, err)
 	aborted, stop := context.WithCancel(context.Background())
 	stop()
 	for range 12 {
-		c.Add(30 * time.Second)
-		op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(time.Minute)) })
+		c.Advance(30 * time.Second)
+		op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(time.Minute)) })
 		_, _ = v2.Verify(aborted, http.MethodPost, "https://buyer.example/adcp/webhook", req.Header, body)
 	}
 	_, err = verifyWith(t, v2, k1, c)
@@ -615,13 +613,15 @@ func TestDiscoveryOneRevocationFetchForConcurrentWebhooks(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute))
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
-	c.Add(10 * time.Minute)
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+	c.Advance(10 * time.Minute)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
+	})
 	before := op.hitsOf("/revocations.json")
 	var wg sync.WaitGroup
 	for range 20 {
@@ -642,19 +642,23 @@ func TestDiscoveryColdRevocationListAndKeyLifetime(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now().Truncate(time.Second)}
+	c := fakeclock.New(time.Now().Truncate(time.Second))
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k1, c)
 	var de *receive.DiscoveryError
 	require.ErrorAs(t, err, &de, "no list yet: %v", err)
 
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute)) })
-	c.Add(receive.RefetchCooldown)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(2*time.Minute))
+	})
+	c.Advance(receive.RefetchCooldown)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	jwks := op.hitsOf("/keys/jwks.json")
-	c.Add(2*time.Minute + time.Second) // under MaxAge (5 min), past the 2-min polling interval
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute)) })
+	c.Advance(2*time.Minute + time.Second) // under MaxAge (5 min), past the 2-min polling interval
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(2*time.Minute))
+	})
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Equal(t, jwks+1, op.hitsOf("/keys/jwks.json"), "the keys' cache is bounded by the polling interval")
@@ -676,17 +680,19 @@ func TestDiscoveryKeyRefetchBoundedByPollingInterval(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute))
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(2*time.Minute))
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k1, c) // t=0: keys, then the list (polled again at t=2m)
 	require.NoError(t, err)
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	_, err = verifyWith(t, v, newSellerKey(t, "k9"), c) // t=1m: an unknown kid refetches the keys
 	require.Equal(t, receive.CodeKeyUnknown, verifyCode(err))
 	jwks := op.hitsOf("/keys/jwks.json")
-	c.Add(2*time.Minute + time.Second) // t=3m1s: past the refetch's 2-min lifetime (MaxAge is 5)
-	op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(2*time.Minute)) })
+	c.Advance(2*time.Minute + time.Second) // t=3m1s: past the refetch's 2-min lifetime (MaxAge is 5)
+	op.set(func(op *operator) {
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(2*time.Minute))
+	})
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	require.Equal(t, jwks+1, op.hitsOf("/keys/jwks.json"))
@@ -695,9 +701,9 @@ func TestDiscoveryKeyRefetchBoundedByPollingInterval(t *testing.T) {
 	k2 := newSellerKey(t, "k2")
 	op.set(func(op *operator) {
 		op.keys = append(op.keys, k2)
-		op.revocation = revocationList(k2, op.srv.URL, c.now, c.now.Add(2*time.Minute), "k2")
+		op.revocation = revocationList(k2, op.srv.URL, c.Now(), c.Now().Add(2*time.Minute), "k2")
 	})
-	c.Add(2 * time.Minute)
+	c.Advance(2 * time.Minute)
 	_, err = verifyWith(t, v, k2, c)
 	require.NoError(t, err, "a list signed by a key it declares compromised is not trusted: the held one stays in force")
 }
@@ -713,7 +719,7 @@ func TestDiscoveryEdges(t *testing.T) {
 		t.Parallel()
 		op := newOperator(t, k1)
 		op.brand = `{"authoritative_location":"` + op.srv.URL + `/.well-known/brand.json"}` // points at itself
-		c := &clock{now: time.Now()}
+		c := fakeclock.New(time.Now())
 		v, _ := discoveryVerifier(t, op, c, nil)
 		_, err := verifyWith(t, v, k1, c)
 		var de *receive.DiscoveryError
@@ -727,15 +733,15 @@ func TestDiscoveryEdges(t *testing.T) {
 		op := newOperator(t, k1)
 		real := op.brand
 		op.brand = `{"agents":[`
-		c := &clock{now: time.Now()}
+		c := fakeclock.New(time.Now())
 		v, _ := discoveryVerifier(t, op, c, nil)
 		_, err := verifyWith(t, v, k1, c)
 		require.ErrorIs(t, err, receive.ErrKeysUnavailable)
 		op.set(func(op *operator) { op.brand = real })
-		c.Add(receive.RefetchCooldown - time.Second)
+		c.Advance(receive.RefetchCooldown - time.Second)
 		_, err = verifyWith(t, v, k1, c)
 		require.ErrorIs(t, err, receive.ErrKeysUnavailable)
-		c.Add(time.Second)
+		c.Advance(time.Second)
 		_, err = verifyWith(t, v, k1, c)
 		require.NoError(t, err, "retried once the cooldown passed")
 	})
@@ -744,7 +750,7 @@ func TestDiscoveryEdges(t *testing.T) {
 		t.Parallel()
 		op := newOperator(t, k1)
 		op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotModified) })
-		c := &clock{now: time.Now()}
+		c := fakeclock.New(time.Now())
 		v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) {
 			cfg.JWKSURL = op.srv.URL + "/keys/jwks.json"
 			cfg.BrandJSONURL = ""
@@ -756,8 +762,8 @@ func TestDiscoveryEdges(t *testing.T) {
 	t.Run("ListAlgMustMatchItsKey", func(t *testing.T) {
 		t.Parallel()
 		op := newOperator(t, k1)
-		c := &clock{now: time.Now().Truncate(time.Second)}
-		list := revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute))
+		c := fakeclock.New(time.Now().Truncate(time.Second))
+		list := revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
 		var jws struct {
 			Payload    string `json:"payload"`
 			Signatures []struct {
@@ -778,15 +784,17 @@ func TestDiscoveryEdges(t *testing.T) {
 	t.Run("RunRefreshesOnItsOwn", func(t *testing.T) {
 		t.Parallel()
 		op := newOperator(t, k1)
-		c := &clock{now: time.Now().Truncate(time.Second)}
-		op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute))
+		c := fakeclock.New(time.Now().Truncate(time.Second))
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
 		d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: op.agent, BrandJSONURL: op.srv.URL + "/.well-known/brand.json",
 			RevocationURL: op.srv.URL + "/revocations.json", AllowPrivateDestinations: true, AllowInsecureHTTP: true,
 			Now: c.Now, Logger: slog.New(slog.DiscardHandler)})
 		require.NoError(t, err)
 		require.NoError(t, d.Refresh(context.Background()))
-		c.Add(10 * time.Minute) // keys and list both due
-		op.set(func(op *operator) { op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(10*time.Minute)) })
+		c.Advance(10 * time.Minute) // keys and list both due
+		op.set(func(op *operator) {
+			op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(10*time.Minute))
+		})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- d.Run(ctx) }()
@@ -807,20 +815,21 @@ func TestDiscoveryBrandOutageKeepsThePinnedJWKS(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, nil)
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
-	inner := op.srv.Config.Handler
-	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/.well-known/brand.json" {
-			w.WriteHeader(http.StatusBadGateway) // the marketing site's CDN is down
-			return
+	op.set(func(op *operator) {
+		op.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path == "/.well-known/brand.json" {
+				w.WriteHeader(http.StatusBadGateway) // the marketing site's CDN is down
+				return true
+			}
+			return false
 		}
-		inner.ServeHTTP(w, r)
 	})
 	for i := range 12 {
-		c.Add(time.Minute)
+		c.Advance(time.Minute)
 		_, err = verifyWith(t, v, k1, c)
 		require.NoError(t, err, "minute %d of a brand.json outage; JWKS fetched %d times", i+1, op.hitsOf("/keys/jwks.json"))
 	}
@@ -832,19 +841,20 @@ func TestDiscoveryBrand404KeepsThePinnedJWKS(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.JWKSURL = op.srv.URL + "/keys/jwks.json" })
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
-	inner := op.srv.Config.Handler
-	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/.well-known/brand.json" {
-			http.NotFound(w, r)
-			return
+	op.set(func(op *operator) {
+		op.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path == "/.well-known/brand.json" {
+				http.NotFound(w, r)
+				return true
+			}
+			return false
 		}
-		inner.ServeHTTP(w, r)
 	})
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err, "brand.json 404 once; the pinned JWKS is up")
 }
@@ -855,23 +865,24 @@ func TestDiscoveryWebhooksDoNotWaitBehindAListFetch(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(time.Minute))
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(time.Minute))
 	var hold atomic.Bool
 	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	inner := op.srv.Config.Handler
-	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/revocations.json" && hold.Load() {
-			arrived <- struct{}{}
-			<-release
+	op.set(func(op *operator) {
+		op.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path == "/revocations.json" && hold.Load() {
+				arrived <- struct{}{}
+				<-release
+			}
+			return false
 		}
-		inner.ServeHTTP(w, r)
 	})
 	defer close(release)
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	hold.Store(true)
 	go func() { _, _ = verifyWith(t, v, k1, c) }() // takes the fetch, which hangs
 	<-arrived
@@ -891,20 +902,20 @@ func TestDiscoveryRefreshRefetchesAHeldList(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newSellerKey(t, "k1"), newSellerKey(t, "k2")
 	op := newOperator(t, k1, k2)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(30*time.Minute))
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(30*time.Minute))
 	d, err := receive.NewKeyDiscovery(receive.DiscoveryConfig{Agent: op.agent, BrandJSONURL: op.srv.URL + "/.well-known/brand.json",
 		RevocationURL: op.srv.URL + "/revocations.json", AllowPrivateDestinations: true, AllowInsecureHTTP: true,
 		Now: c.Now, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	require.NoError(t, d.Refresh(context.Background()))
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	op.set(func(op *operator) {
-		op.revocation = revocationList(k1, op.srv.URL, c.now, c.now.Add(30*time.Minute), "k2")
+		op.revocation = revocationList(k1, op.srv.URL, c.Now(), c.Now().Add(30*time.Minute), "k2")
 	})
 	require.NoError(t, d.Refresh(context.Background())) // operator: "k2 is compromised, refresh now"
 	require.Equal(t, 2, op.hitsOf("/revocations.json"), "Refresh fetched the list again")
-	require.Equal(t, receive.CodeKeyRevoked, verifyCode(d.CheckKey(context.Background(), "k2", c.now)))
+	require.Equal(t, receive.CodeKeyRevoked, verifyCode(d.CheckKey(context.Background(), "k2", c.Now())))
 }
 
 // An operator polled at the 1-minute floor whose list's "updated" is
@@ -916,14 +927,14 @@ func TestDiscoveryGraceFromAnOldUpdated(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now().Truncate(time.Second)}
-	changed := c.now.Add(-72 * time.Hour)
-	op.revocation = revocationList(k1, op.srv.URL, changed, c.now.Add(time.Minute))
+	c := fakeclock.New(time.Now().Truncate(time.Second))
+	changed := c.Now().Add(-72 * time.Hour)
+	op.revocation = revocationList(k1, op.srv.URL, changed, c.Now().Add(time.Minute))
 	v, _ := discoveryVerifier(t, op, c, func(cfg *receive.DiscoveryConfig) { cfg.RevocationURL = op.srv.URL + "/revocations.json" })
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	op.set(func(op *operator) { op.revocation = "" }) // endpoint down (404 here; 5xx alike)
-	c.Add(time.Hour)
+	c.Advance(time.Hour)
 	_, err = verifyWith(t, v, k1, c)
 	require.Equal(t, receive.CodeRevocationStale, verifyCode(err), "an hour into the outage of a 1-minute list; err=%v", err)
 }
@@ -935,22 +946,23 @@ func TestDiscoveryTransientJWKS404(t *testing.T) {
 	t.Parallel()
 	k1 := newSellerKey(t, "k1")
 	op := newOperator(t, k1)
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	v, _ := discoveryVerifier(t, op, c, nil)
 	_, err := verifyWith(t, v, k1, c)
 	require.NoError(t, err)
 	var once atomic.Bool
-	inner := op.srv.Config.Handler
-	op.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/keys/jwks.json" && once.CompareAndSwap(false, true) {
-			http.NotFound(w, r)
-			return
+	op.set(func(op *operator) {
+		op.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path == "/keys/jwks.json" && once.CompareAndSwap(false, true) {
+				http.NotFound(w, r)
+				return true
+			}
+			return false
 		}
-		inner.ServeHTTP(w, r)
 	})
-	c.Add(receive.DiscoveryMaxAgeDefault)
+	c.Advance(receive.DiscoveryMaxAgeDefault)
 	_, _ = verifyWith(t, v, k1, c) // hits the 404
-	c.Add(time.Second)
+	c.Advance(time.Second)
 	_, err = verifyWith(t, v, k1, c)
 	require.NoError(t, err, "a second after one 404, the JWKS is back")
 }

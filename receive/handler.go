@@ -249,12 +249,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
-	if IsChallenge(body) {
+	doc := members(body) // one parse for the type and the key
+	if isChallenge(doc) {
 		h.challenge(w, r, body, wh)
 		return
 	}
 
-	key, err := idempotencyKey(body)
+	key, err := idempotencyKey(doc)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -379,11 +380,20 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, body []byte,
 	_, _ = w.Write(answer)
 }
 
-// idempotencyKey reads the body's top-level idempotency_key member, by
-// its exact name (encoding/json would also match another case).
-func idempotencyKey(body []byte) (string, error) {
+// members are a body's top-level members by their exact names (decoding
+// into a struct, encoding/json would also match other cases); nil when the
+// body is not an object.
+func members(body []byte) map[string]json.RawMessage {
 	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(body, &doc); err != nil {
+	if json.Unmarshal(body, &doc) != nil {
+		return nil
+	}
+	return doc
+}
+
+// idempotencyKey is the body's idempotency_key member.
+func idempotencyKey(doc map[string]json.RawMessage) (string, error) {
+	if doc == nil {
 		return "", errors.New("the body is not a JSON object with an idempotency_key")
 	}
 	raw, ok := doc["idempotency_key"]

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/adcpkit/webhook"
+	"github.com/adcpkit/webhook/internal/fakeclock"
 	"github.com/adcpkit/webhook/receive"
 )
 
@@ -258,6 +259,8 @@ func TestHandlerReadsTheExactKeyMember(t *testing.T) {
 	st, _, _ := do(t, rt.signed(t, `{"idempotency_key":"whk_0123456789abcdef","IDEMPOTENCY_KEY":"whk_other0123456789"}`))
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, "whk_0123456789abcdef", rt.processed()[0].IdempotencyKey)
+	require.False(t, receive.IsChallenge([]byte(`{"TYPE":"webhook.challenge"}`)), "nor the type")
+	require.True(t, receive.IsChallenge([]byte(`{"type":"webhook.challenge"}`)))
 }
 
 func TestHandlerInProgressThenCompleted(t *testing.T) {
@@ -646,7 +649,7 @@ func TestHandlerRecordsTheOutcomeAfterNextUsedItsTime(t *testing.T) {
 // to raise the lease.
 func TestHandlerOutlastingItsLease(t *testing.T) {
 	t.Parallel()
-	c := &clock{now: time.Now()}
+	c := fakeclock.New(time.Now())
 	rt := newRoute(t, func(cfg *receive.HandlerConfig) { cfg.Lease = time.Minute; cfg.Now = c.Now })
 	entered, release := make(chan struct{}, 2), make(chan struct{})
 	var runs atomic.Int32
@@ -668,7 +671,7 @@ func TestHandlerOutlastingItsLease(t *testing.T) {
 		first <- resp.StatusCode
 	}()
 	<-entered
-	c.Add(2 * time.Minute) // the first owner's lease passes
+	c.Advance(2 * time.Minute) // the first owner's lease passes
 	st, _, _ := do(t, rt.signed(t, body))
 	require.Equal(t, http.StatusOK, st, "taken over")
 	close(release)
